@@ -1,0 +1,60 @@
+"""Atomic, deterministic parquet writing: a temporary name, then a rename once the file is whole."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+COMPRESSION = "zstd"
+
+
+def arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
+    """The Arrow schema (large strings) that polars writes for a canonical polars schema."""
+    return pl.DataFrame(schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+
+
+def to_arrow(frame: pl.DataFrame) -> pa.Table:
+    return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+
+
+class AtomicParquetWriter:
+    """Append frames as row groups to ``path``; nothing is visible at ``path`` until :meth:`close`."""
+
+    def __init__(self, path: Path, schema: dict[str, pl.DataType]):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.schema = arrow_schema(schema)
+        self.writer = pq.ParquetWriter(self.tmp, self.schema, compression=COMPRESSION)
+        self.rows = 0
+
+    def write(self, frame: pl.DataFrame) -> None:
+        if frame.height:
+            self.writer.write_table(to_arrow(frame).cast(self.schema))
+            self.rows += frame.height
+
+    def close(self) -> None:
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+
+def write_parquet(frame: pl.DataFrame, path: Path, row_group_size: int = 65536) -> None:
+    """Write ``frame`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(to_arrow(frame), tmp, compression=COMPRESSION, row_group_size=row_group_size)
+    os.replace(tmp, path)
+
+
+def write_text(text: str, path: Path) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,124 @@
+"""Open raw dumps as they are published: plain, ``.gz`` or ``.bz2``, read in large binary chunks.
+
+A truncated compressed file (an upload cut off) yields every byte that decompresses, then sets
+``truncated`` instead of raising, so readers keep every complete record and report the cut.
+Decompression is driven by hand (``zlib`` / ``bz2`` decompressor objects) so that nothing already
+decompressed is lost when the stream ends early, and multi-member files are read whole.
+"""
+
+from __future__ import annotations
+
+import bz2
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+CHUNK_BYTES = 8 << 20
+
+
+def compression_of(path: str | Path) -> str | None:
+    """``"gzip"``, ``"bz2"`` or ``None`` by the file's suffix."""
+    name = str(path)
+    if name.endswith(".gz"):
+        return "gzip"
+    if name.endswith(".bz2"):
+        return "bz2"
+    return None
+
+
+def _decompressor(kind: str):
+    return zlib.decompressobj(wbits=31) if kind == "gzip" else bz2.BZ2Decompressor()
+
+
+class ChunkStream:
+    """Iterate a file's decompressed bytes in chunks; after iteration ``truncated`` tells whether
+    the compressed stream ended early and ``error`` says how."""
+
+    def __init__(self, path: str | Path, chunk_bytes: int = CHUNK_BYTES):
+        self.path = Path(path)
+        self.chunk_bytes = chunk_bytes
+        self.truncated = False
+        self.error: str | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        kind = compression_of(self.path)
+        with open(self.path, "rb") as handle:
+            if kind is None:
+                while chunk := handle.read(self.chunk_bytes):
+                    yield chunk
+                return
+            yield from self._decompress(handle, kind)
+
+    def _decompress(self, handle, kind: str) -> Iterator[bytes]:
+        decoder = _decompressor(kind)
+        pending = b""
+        while True:
+            raw = pending or handle.read(self.chunk_bytes)
+            pending = b""
+            if not raw:
+                break
+            try:
+                out = decoder.decompress(raw)
+            except (zlib.error, OSError, EOFError) as exc:
+                self.truncated, self.error = True, f"corrupt {kind} stream: {exc}"
+                return
+            if out:
+                yield out
+            if decoder.eof:
+                rest = decoder.unused_data
+                if not rest.strip(b"\x00"):
+                    rest = handle.read(self.chunk_bytes)
+                    if not rest.strip(b"\x00"):
+                        return
+                decoder, pending = _decompressor(kind), rest
+        if kind == "gzip":
+            tail = decoder.flush()
+            if tail:
+                yield tail
+        self.truncated, self.error = True, f"{kind} stream ended before its end-of-stream marker"
+
+
+class LineBlocks:
+    """Iterate a file as blocks of whole lines: ``(first_line, block, count)`` where ``block`` holds
+    ``count`` complete lines joined by LF (no trailing LF) and ``first_line`` is the 1-based number
+    of its first line. CRLF endings are read as LF.
+
+    After iteration: ``lines`` is the number of lines yielded, ``truncated`` whether the compressed
+    stream was cut, and ``partial`` the incomplete last record of a cut stream (not yielded)."""
+
+    def __init__(self, path: str | Path, chunk_bytes: int = CHUNK_BYTES):
+        self.stream = ChunkStream(path, chunk_bytes)
+        self.lines = 0
+        self.partial: bytes | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.stream.truncated
+
+    @property
+    def error(self) -> str | None:
+        return self.stream.error
+
+    def __iter__(self) -> Iterator[tuple[int, bytes, int]]:
+        carry = b""
+        for chunk in self.stream:
+            if b"\r" in chunk:
+                chunk = chunk.replace(b"\r\n", b"\n")
+            data = carry + chunk if carry else chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            block, carry = data[:cut], data[cut + 1 :]
+            count = block.count(b"\n") + 1
+            yield self.lines + 1, block, count
+            self.lines += count
+        if carry.endswith(b"\r"):
+            carry = carry[:-1]
+        if not carry:
+            return
+        if self.stream.truncated:
+            self.partial = carry
+        else:
+            yield self.lines + 1, carry, 1
+            self.lines += 1

@@ -1,0 +1,1 @@
+"""Pipeline specs (TOML) and the runner that executes their stages."""

@@ -1,0 +1,85 @@
+"""Amazon Review Data (2018), McAuley lab: ``<Category>.json`` / ``<Category>_5.json`` reviews and
+``meta_<Category>.json`` metadata, both JSON lines. Meta titles can hold HTML (cleaned later);
+``style``, ``vote`` and ``image`` are optional; ``vote`` is a string such as ``"1,234"``."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from recgpt_data.sources.amazon_common import (
+    AMAZON_TEMPLATES,
+    BOOKS_TEMPLATE,
+    amazon_dataset,
+    extras_json,
+)
+from recgpt_data.sources.base import LINE, FileInfo, Role, Source
+from recgpt_data.sources.readers import ndjson
+
+REVIEW_FIELDS = {
+    "reviewerID": pl.String(),
+    "asin": pl.String(),
+    "overall": pl.Float64(),
+    "unixReviewTime": pl.Int64(),
+    "summary": pl.String(),
+    "reviewText": pl.String(),
+    "vote": pl.String(),
+    "verified": pl.Boolean(),
+    "style": pl.String(),
+}
+
+META_FIELDS = {
+    "asin": pl.String(),
+    "title": pl.String(),
+    "brand": pl.String(),
+    "description": pl.List(pl.String()),
+    "category": pl.List(pl.String()),
+    "main_cat": pl.String(),
+    "price": pl.String(),
+}
+
+
+def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+    return raw.select(
+        pl.col("reviewerID").alias("user_id"),
+        pl.col("asin").alias("item_id"),
+        pl.from_epoch("unixReviewTime", time_unit="s").dt.replace_time_zone("UTC").alias("timestamp"),
+        pl.col("overall").alias("rating"),
+        pl.col("summary").alias("review_title"),
+        pl.col("reviewText").alias("review_text"),
+        pl.col("vote").str.replace_all(",", "").cast(pl.Int64, strict=False).alias("helpful_votes"),
+        extras_json(verified=pl.col("verified"), style=pl.col("style")).alias("extras"),
+        pl.col(LINE),
+    )
+
+
+def meta(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+    return raw.select(
+        pl.col("asin").alias("item_id"),
+        pl.col("title"),
+        pl.col("brand"),
+        pl.col("description").list.join(" ").alias("description"),
+        pl.col("category").alias("categories"),
+        extras_json(main_cat=pl.col("main_cat"), price=pl.col("price")).alias("extras"),
+        pl.col(LINE),
+    )
+
+
+SOURCE = Source(
+    name="amazon2018",
+    roles=(
+        Role("items", ("meta_*.json*",), ndjson(META_FIELDS), meta, required=("item_id",)),
+        Role(
+            "interactions",
+            ("*.json", "*.json.gz", "*.json.bz2", "*.jsonl*"),
+            ndjson(REVIEW_FIELDS),
+            reviews,
+            required=("user_id", "item_id"),
+            exclude=("meta_*",),
+        ),
+    ),
+    dataset=lambda path: amazon_dataset("amazon2018", path),
+    rating_max=5.0,
+    template=AMAZON_TEMPLATES,
+    template_overrides=(("/(Books|Kindle_Store)$", BOOKS_TEMPLATE),),
+    terms="Amazon Review Data (2018), Jianmo Ni, Jiacheng Li, Julian McAuley (EMNLP 2019); research use.",
+)

@@ -1,0 +1,142 @@
+"""What a source is: a declaration of its files, how to read them, and how its fields map onto the
+canonical schema, plus RecGPT's rendering template for it.
+
+A source module declares one :class:`Source`; the ingest driver (``recgpt_data.ingest``) does the
+streaming, rejecting, counting and writing for all of them alike.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import polars as pl
+
+LINE = "__line"  # column every reader adds: 1-based line / record number in the file
+
+
+@dataclass(frozen=True)
+class Reject:
+    """One input record that could not be kept, with where it was and why."""
+
+    line: int
+    reason: str
+    raw: str
+
+
+@dataclass
+class RawBatch:
+    """A batch of parsed records with raw (source) column names plus :data:`LINE`, the records
+    of the same stretch of input that failed to parse, and a way back to each record's raw text."""
+
+    frame: pl.DataFrame
+    rejects: list[Reject]
+    raw_text: Callable[[int], str]
+
+
+@dataclass
+class ReadState:
+    """Per-file facts a reader reports after iterating: records read, and whether the file was cut."""
+
+    records: int = 0
+    truncated: bool = False
+    warning: str | None = None
+
+
+class Reader(Protocol):
+    """Turns one raw file into :class:`RawBatch` es, filling ``state`` as it goes."""
+
+    def __call__(self, path: Path, state: ReadState) -> Iterator[RawBatch]: ...
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """Where a batch came from, for the mapping to stamp onto canonical rows."""
+
+    source: str
+    dataset: str
+    file: str
+    path: Path
+
+
+Mapping = Callable[[pl.DataFrame, FileInfo], pl.DataFrame]
+
+
+@dataclass(frozen=True)
+class Role:
+    """One kind of file of a source: which files (glob on the file name), the canonical table they
+    fill, how to read them, how their columns map, and which canonical columns must be non-null."""
+
+    table: str
+    patterns: tuple[str, ...]
+    reader: Reader
+    mapping: Mapping
+    required: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+
+    def matches(self, name: str) -> bool:
+        return any(fnmatch.fnmatch(name, p) for p in self.patterns) and not any(
+            fnmatch.fnmatch(name, p) for p in self.exclude
+        )
+
+
+@dataclass(frozen=True)
+class Template:
+    """How RecGPT writes a user's items for a source: the noun in the header, the fields of a
+    pre-training line in order, and the fields of a next-item line."""
+
+    noun: str
+    fields: tuple[str, ...]
+    response_fields: tuple[str, ...]
+    rating_pairs: bool = True
+
+
+@dataclass(frozen=True)
+class Source:
+    """A source format: its file roles, how a file names its dataset, its rating scale and the
+    RecGPT template (with per-dataset overrides keyed by a regex on the dataset name)."""
+
+    name: str
+    roles: tuple[Role, ...]
+    dataset: Callable[[Path], str]
+    rating_max: float | None
+    template: Template
+    template_overrides: tuple[tuple[str, Template], ...] = ()
+    redistributable: bool = True
+    terms: str = ""
+    licence: str = "other"
+
+    def role_for(self, path: Path) -> Role | None:
+        """The role of the file at ``path``, or ``None`` if this source does not read it."""
+        for role in self.roles:
+            if role.matches(path.name):
+                return role
+        return None
+
+    def template_for(self, dataset: str) -> Template:
+        """The template for ``dataset`` (an override whose regex matches, else the default)."""
+        for pattern, template in self.template_overrides:
+            if re.search(pattern, dataset):
+                return template
+        return self.template
+
+
+def strip_name(path: Path, prefixes: tuple[str, ...] = (), suffixes: tuple[str, ...] = ()) -> str:
+    """A file's name without compression and format extensions, and without the given
+    prefixes and suffixes: ``reviews_Digital_Music_5.json.gz`` -> ``Digital_Music``."""
+    name = path.name
+    for ext in (".gz", ".bz2"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    name = re.sub(r"\.(jsonl?|csv|txt|dat|tsv)$", "", name)
+    for prefix in prefixes:
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+    for suffix in suffixes:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name

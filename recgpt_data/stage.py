@@ -1,0 +1,126 @@
+"""The stage contract: a stage is a function of named polars tables plus typed parameters.
+
+A stage returns new tables and a :class:`StageStats` record that accounts for every row it dropped or
+changed, by reason. Stages are registered by name with :func:`stage`; the runner looks them up by
+the names a pipeline spec gives, validates their parameters, and owns all I/O around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+Frame = pl.DataFrame | pl.LazyFrame
+
+
+class Params(BaseModel):
+    """Base of every stage's parameters: unknown keys in a spec are an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class StageStats:
+    """What a stage did: rows in and out per table, rows dropped and values changed, by reason."""
+
+    rows_in: dict[str, int] = field(default_factory=dict)
+    rows_out: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    changed: dict[str, int] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def drop(self, reason: str, count: int) -> None:
+        """Count ``count`` rows dropped for ``reason``."""
+        self.dropped[reason] = self.dropped.get(reason, 0) + int(count)
+
+    def change(self, reason: str, count: int) -> None:
+        """Count ``count`` values changed (blanked, rewritten, cut) for ``reason``."""
+        self.changed[reason] = self.changed.get(reason, 0) + int(count)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "dropped": dict(sorted(self.dropped.items())),
+            "changed": dict(sorted(self.changed.items())),
+            "info": self.info,
+        }
+
+
+@dataclass
+class StageOutput:
+    """The tables a stage produced (replacing same-named inputs downstream) and its stats."""
+
+    tables: dict[str, Frame]
+    stats: StageStats
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the runner lends a stage besides tables: the pipeline seed and, for edge stages that
+    read raw files or write the final folder, the spec's folder and the output folder."""
+
+    seed: int = 0
+    spec_dir: Path = Path(".")
+    out_dir: Path = Path("out")
+    scratch: Path = Path("out/.scratch")
+
+
+StageFn = Callable[[Mapping[str, Frame], Any, Context], StageOutput]
+
+
+@dataclass(frozen=True)
+class StageDef:
+    """A registered stage: its function, parameter model, the tables it reads and writes, and a
+    code version that changes whenever its output for the same input would change."""
+
+    name: str
+    fn: StageFn
+    params: type[Params]
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    version: str
+
+
+REGISTRY: dict[str, StageDef] = {}
+
+
+def stage(
+    name: str,
+    *,
+    params: type[Params],
+    reads: tuple[str, ...] = (),
+    writes: tuple[str, ...] = (),
+    version: str = "1",
+) -> Callable[[StageFn], StageFn]:
+    """Register ``fn`` as the stage ``name``."""
+
+    def register(fn: StageFn) -> StageFn:
+        if name in REGISTRY:
+            raise ValueError(f"stage {name!r} is registered twice")
+        REGISTRY[name] = StageDef(name, fn, params, reads, writes, version)
+        return fn
+
+    return register
+
+
+def get(name: str) -> StageDef:
+    """The registered stage ``name``, with a clear error listing the known ones."""
+    from recgpt_data import stages  # noqa: F401  (registers every stage)
+
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown stage {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def count(frame: Frame) -> int:
+    """Row count of an eager or lazy frame."""
+    if isinstance(frame, pl.LazyFrame):
+        return int(frame.select(pl.len()).collect().item())
+    return frame.height
