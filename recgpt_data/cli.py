@@ -49,31 +49,123 @@ def ingest(
         raise UsageError("no usable records in the input")
 
 
+class RichReporter:
+    """Draws a run's progress: one bar per stage (its buckets), then one line when it ends."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def stage_started(self, key: str, parts: int) -> None:
+        self.tasks[key] = self.progress.add_task(key, total=parts)
+
+    def part_done(self, key: str) -> None:
+        self.progress.advance(self.tasks[key])
+
+    def stage_finished(self, key: str, state: str, stats: dict) -> None:
+        if key in self.tasks:
+            self.progress.remove_task(self.tasks.pop(key))
+        rows = ", ".join(f"{t}={n:,}" for t, n in stats["rows_out"].items())
+        self.progress.console.print(f"{'[green]ran[/green]   ' if state == 'ran' else '[dim]cached[/dim]'} {key}  {rows}")
+
+
+def parse_vars(values: list[str]) -> dict[str, str]:
+    """``--var name=value`` options as a mapping."""
+    pairs = {}
+    for value in values:
+        name, sep, text = value.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--var wants name=value, got {value!r}")
+        pairs[name] = text
+    return pairs
+
+
 @app.command()
 def run(
     spec: Annotated[Path, typer.Argument(help="pipeline spec (TOML)")],
     out: Annotated[Path | None, typer.Option("--out", help="output folder (default: out/<name>)")] = None,
     until: Annotated[str | None, typer.Option(help="stop after this stage")] = None,
+    only: Annotated[str | None, typer.Option(help="rerun just this stage, from cached inputs")] = None,
+    force: Annotated[bool, typer.Option("--force", help="rerun stages even when their outputs are current")] = False,
+    engine: Annotated[str, typer.Option(help="where partitioned stages run: local or ray")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, ray://host:10001)")] = None,
+    var: Annotated[list[str], typer.Option("--var", help="override a spec [vars] entry: name=value")] = [],  # noqa: B006
 ) -> None:
-    """Run the stages of a pipeline spec."""
+    """Run the stages of a pipeline spec; stages whose outputs are current are skipped."""
+    from recgpt_data.engines import get_engine
     from recgpt_data.pipeline.runner import run_spec
     from recgpt_data.pipeline.spec import load_spec
 
-    loaded = load_spec(spec)
+    loaded = load_spec(spec, parse_vars(var))
     target = out or Path("out") / loaded.name
-    result = run_spec(loaded, target, until=until)
+    chosen = get_engine(engine, address)
+    try:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(), console=console, transient=True,
+        ) as progress:
+            result = run_spec(
+                loaded, target, until=until, only=only, force=force, engine=chosen, reporter=RichReporter(progress)
+            )
+    finally:
+        chosen.close()
     table = Table(title=f"{loaded.name} -> {target}")
-    for column in ("stage", "rows in", "rows out", "dropped", "seconds"):
+    for column in ("stage", "state", "rows in", "rows out", "dropped", "seconds", "bytes"):
         table.add_column(column)
     for key, stats in result.stats.items():
         table.add_row(
             key,
+            result.states[key],
             f"{sum(stats['rows_in'].values()):,}",
             ", ".join(f"{t}={n:,}" for t, n in stats["rows_out"].items()),
             f"{sum(stats['dropped'].values()):,}",
-            str(stats["info"].get("seconds", "")),
+            str(stats.get("seconds", "")),
+            f"{stats.get('bytes_written', 0):,}",
         )
     console.print(table)
+
+
+@app.command()
+def status(
+    spec: Annotated[Path, typer.Argument(help="pipeline spec (TOML)")],
+    out: Annotated[Path | None, typer.Option("--out", help="output folder (default: out/<name>)")] = None,
+    var: Annotated[list[str], typer.Option("--var", help="override a spec [vars] entry: name=value")] = [],  # noqa: B006
+) -> None:
+    """Show each stage of a spec as done, stale or missing in an output folder."""
+    from recgpt_data.pipeline.runner import spec_status
+    from recgpt_data.pipeline.spec import load_spec
+
+    loaded = load_spec(spec, parse_vars(var))
+    target = out or Path("out") / loaded.name
+    table = Table(title=f"{loaded.name} in {target}")
+    for column in ("stage", "state", "why"):
+        table.add_column(column)
+    colours = {"done": "green", "stale": "yellow", "missing": "red"}
+    for item in spec_status(loaded, target):
+        table.add_row(item.key, f"[{colours[item.state]}]{item.state}[/{colours[item.state]}]", item.reason)
+    Console().print(table)
+
+
+@app.command()
+def publish(
+    folder: Annotated[Path, typer.Argument(help="a built output folder (with README.md)")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub dataset repository, ORG/NAME")],
+    private: Annotated[bool, typer.Option("--private", help="create the repository private")] = False,
+    revision: Annotated[str | None, typer.Option(help="branch to commit to (default: main)")] = None,
+    allow_restricted: Annotated[
+        bool, typer.Option("--allow-restricted", help="publish even sources whose terms forbid redistribution")
+    ] = False,
+) -> None:
+    """Upload a built dataset folder to the Hugging Face Hub (token from HF_TOKEN or `hf auth login`)."""
+    from recgpt_data.publish import publish_folder
+
+    report = publish_folder(
+        folder, repo_id, private=private, revision=revision, allow_restricted=allow_restricted,
+        on_message=lambda m: console.print(m),
+    )
+    console.print(
+        f"published {report.uploaded} files ({report.skipped} already there) to {report.url}"
+    )
 
 
 def main() -> None:

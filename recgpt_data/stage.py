@@ -63,21 +63,39 @@ class StageOutput:
 @dataclass(frozen=True)
 class Context:
     """What the runner lends a stage besides tables: the pipeline seed and, for edge stages that
-    read raw files or write the final folder, the spec's folder and the output folder."""
+    read raw files or write the final folder, the spec's folder and the output folder.
+
+    ``out_dir`` is where a stage writes files of the final folder (the runner stages them and moves
+    them into place once the stage succeeds); ``folder`` is the final folder as earlier stages left
+    it, and ``stages`` their stats, for the stages that summarise a run (report, card).
+    ``partition`` is ``(index, count)`` when the stage runs on one user bucket of ``count``."""
 
     seed: int = 0
     spec_dir: Path = Path(".")
     out_dir: Path = Path("out")
     scratch: Path = Path("out/.scratch")
+    folder: Path | None = None
+    stages: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    partition: tuple[int, int] | None = None
 
 
 StageFn = Callable[[Mapping[str, Frame], Any, Context], StageOutput]
 
 
+PARTITION_USER = "user"
+
+
 @dataclass(frozen=True)
 class StageDef:
     """A registered stage: its function, parameter model, the tables it reads and writes, and a
-    code version that changes whenever its output for the same input would change."""
+    code version that changes whenever its output for the same input would change.
+
+    ``optional_reads`` are tables passed when an earlier stage wrote them. ``partition="user"``
+    says the stage may run on each user bucket alone (every table it reads that has a ``user_id``
+    column is cut to the bucket; others come whole) and returns rows only for the users it was
+    given, so the runner may run the buckets anywhere and concatenate them in bucket order.
+    ``summarises`` says it reads the folder built so far and every earlier stage's stats, so it
+    depends on all earlier stages."""
 
     name: str
     fn: StageFn
@@ -85,6 +103,9 @@ class StageDef:
     reads: tuple[str, ...]
     writes: tuple[str, ...]
     version: str
+    optional_reads: tuple[str, ...] = ()
+    partition: str | None = None
+    summarises: bool = False
 
 
 REGISTRY: dict[str, StageDef] = {}
@@ -97,13 +118,20 @@ def stage(
     reads: tuple[str, ...] = (),
     writes: tuple[str, ...] = (),
     version: str = "1",
+    optional_reads: tuple[str, ...] = (),
+    partition: str | None = None,
+    summarises: bool = False,
 ) -> Callable[[StageFn], StageFn]:
-    """Register ``fn`` as the stage ``name``."""
+    """Register ``fn`` as the stage ``name`` (see :class:`StageDef` for the options)."""
+    if partition not in (None, PARTITION_USER):
+        raise ValueError(f"stage {name!r}: partition must be None or {PARTITION_USER!r}")
 
     def register(fn: StageFn) -> StageFn:
         if name in REGISTRY:
             raise ValueError(f"stage {name!r} is registered twice")
-        REGISTRY[name] = StageDef(name, fn, params, reads, writes, version)
+        REGISTRY[name] = StageDef(
+            name, fn, params, reads, writes, version, optional_reads, partition, summarises
+        )
         return fn
 
     return register

@@ -10,12 +10,16 @@ params.sources = [{ format = "amazon2018", paths = ["demo:amazon2018"] }]
 ```
 
 Paths in parameters are relative to the spec's folder; ``demo:`` names the demo data bundled with
-the package.
+the package. ``${name}`` inside a string parameter is replaced by the spec's ``[vars]`` entry
+``name``, which ``recgpt-data run --var name=value`` overrides (for paths that differ per site).
+``partitions`` (spec-wide, or per stage) is the number of user buckets a partitioned stage runs in.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,7 @@ class StageSpec(BaseModel):
     stage: str
     id: str | None = None  # defaults to the stage name; lets one stage appear twice
     params: dict[str, Any] = Field(default_factory=dict)
+    partitions: int | None = Field(default=None, ge=1)  # overrides the spec's for this stage
 
     @property
     def key(self) -> str:
@@ -43,6 +48,8 @@ class PipelineSpec(BaseModel):
 
     name: str
     seed: int = 0
+    partitions: int = Field(default=1, ge=1)
+    vars: dict[str, str] = Field(default_factory=dict)
     stages: list[StageSpec]
     path: Path = Path(".")
 
@@ -50,15 +57,42 @@ class PipelineSpec(BaseModel):
     def folder(self) -> Path:
         return self.path.parent
 
+    def partitions_of(self, stage: StageSpec) -> int:
+        """How many user buckets ``stage`` runs in, if it is partitioned."""
+        return stage.partitions or self.partitions
 
-def load_spec(path: str | Path) -> PipelineSpec:
-    """Read and validate the spec at ``path``."""
+
+VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def substitute(value: Any, variables: Mapping[str, str]) -> Any:
+    """``value`` with every ``${name}`` in its strings replaced from ``variables``."""
+    if isinstance(value, str):
+
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in variables:
+                raise UsageError(f"${{{name}}} is not defined in [vars] or by --var")
+            return variables[name]
+
+        return VAR.sub(lookup, value)
+    if isinstance(value, list):
+        return [substitute(v, variables) for v in value]
+    if isinstance(value, dict):
+        return {k: substitute(v, variables) for k, v in value.items()}
+    return value
+
+
+def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None) -> PipelineSpec:
+    """Read and validate the spec at ``path``, with ``overrides`` replacing its ``[vars]``."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"no such pipeline spec: {path}")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        spec = PipelineSpec(**raw, path=path.resolve())
+        variables = {**raw.get("vars", {}), **(overrides or {})}
+        raw["stages"] = substitute(raw.get("stages", []), variables)
+        spec = PipelineSpec(**{**raw, "vars": variables}, path=path.resolve())
     except (tomllib.TOMLDecodeError, ValidationError, TypeError) as exc:
         raise UsageError(f"{path}: invalid pipeline spec: {exc}") from None
     keys = [s.key for s in spec.stages]

@@ -109,6 +109,7 @@ class Source:
     redistributable: bool = True
     terms: str = ""
     licence: str = "other"
+    redistributable_dataset: Callable[[str], bool] | None = None  # where terms differ per dataset
 
     def role_for(self, path: Path) -> Role | None:
         """The role of the file at ``path``, or ``None`` if this source does not read it."""
@@ -116,6 +117,12 @@ class Source:
             if role.matches(path.name):
                 return role
         return None
+
+    def may_redistribute(self, dataset: str) -> bool:
+        """Whether the terms of ``dataset`` allow publishing it (per dataset where the source says so)."""
+        if self.redistributable_dataset is not None:
+            return self.redistributable_dataset(dataset)
+        return self.redistributable
 
     def template_for(self, dataset: str) -> Template:
         """The template for ``dataset`` (an override whose regex matches, else the default)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -23,23 +23,20 @@ def decode(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-def _lines_of(block: bytes) -> list[bytes]:
-    return block.split(b"\n")
-
-
-def _raw_lookup(first: int, block: bytes):
+def raw_lookup(first: int, block: bytes) -> Callable[[int], str]:
+    """A lookup from a line number of ``block`` (whose first line is ``first``) to its raw text."""
     lines: list[bytes] | None = None
 
     def raw_text(line: int) -> str:
         nonlocal lines
         if lines is None:
-            lines = _lines_of(block)
+            lines = block.split(b"\n")
         return decode(lines[line - first])
 
     return raw_text
 
 
-def _truncation(path: Path, blocks: LineBlocks, state: ReadState) -> Iterator[RawBatch]:
+def truncation(path: Path, blocks: LineBlocks, state: ReadState) -> Iterator[RawBatch]:
     """Close a file read line by line: count records, report a cut stream and its partial record."""
     state.records = blocks.lines
     if blocks.truncated:
@@ -58,48 +55,58 @@ def ndjson(schema: dict[str, pl.DataType]) -> Reader:
         blocks = LineBlocks(path)
         for first, block, count in blocks:
             yield _ndjson_block(first, block, count, schema)
-        yield from _truncation(path, blocks, state)
+        yield from truncation(path, blocks, state)
 
     return read
 
 
+def parse_block(block: bytes, count: int, schema: dict[str, pl.DataType]) -> pl.DataFrame | None:
+    """``block`` of ``count`` JSON object lines parsed in one go, or ``None`` where any line is bad
+    (blank, malformed, not an object, or of the wrong type)."""
+    if b"\n\n" in block or not block.strip():
+        return None
+    try:
+        frame = pl.read_ndjson(io.BytesIO(block), schema=schema)
+    except Exception:  # noqa: BLE001 - any parser error sends the block to the line-by-line path
+        return None
+    return frame if frame.height == count else None
+
+
 def _ndjson_block(first: int, block: bytes, count: int, schema: dict[str, pl.DataType]) -> RawBatch:
-    raw_text = _raw_lookup(first, block)
-    if b"\n\n" not in block and block.strip():
-        try:
-            frame = pl.read_ndjson(io.BytesIO(block), schema=schema)
-        except Exception:  # noqa: BLE001 - any parser error sends the block to the slow path
-            frame = None
-        if frame is not None and frame.height == count:
-            lines = pl.int_range(first, first + count, eager=True, dtype=pl.Int64)
-            return RawBatch(frame.with_columns(lines.alias(LINE)), [], raw_text)
-    return _ndjson_slow(first, _lines_of(block), schema, raw_text)
+    raw_text = raw_lookup(first, block)
+    frame = parse_block(block, count, schema)
+    if frame is not None:
+        lines = pl.int_range(first, first + count, eager=True, dtype=pl.Int64)
+        return RawBatch(frame.with_columns(lines.alias(LINE)), [], raw_text)
+    return json_lines_batch(list(range(first, first + count)), block.split(b"\n"), schema, raw_text)
 
 
-def _ndjson_slow(first: int, lines: list[bytes], schema: dict[str, pl.DataType], raw_text) -> RawBatch:
-    """Parse line by line, rejecting blank, non-UTF-8, malformed and non-object lines, and lines
-    whose field types do not fit the schema."""
+def json_lines_batch(
+    numbers: list[int], lines: list[bytes], schema: dict[str, pl.DataType], raw_text: Callable[[int], str]
+) -> RawBatch:
+    """JSON lines numbered ``numbers`` parsed one by one, rejecting blank, non-UTF-8, malformed and
+    non-object lines, and lines whose field types do not fit the schema (raw text from ``raw_text``)."""
     rejects: list[Reject] = []
     good: list[bytes] = []
-    numbers: list[int] = []
-    for offset, line in enumerate(lines):
-        number = first + offset
+    kept: list[int] = []
+    for number, line in zip(numbers, lines):
         reason = _json_problem(line)
         if reason is None:
-            try:
-                pl.read_ndjson(io.BytesIO(line), schema=schema)
-            except Exception:  # noqa: BLE001
-                reason = "bad_field_type"
-        if reason is None:
             good.append(line)
-            numbers.append(number)
+            kept.append(number)
         else:
-            rejects.append(Reject(number, reason, decode(line)))
-    if good:
-        frame = pl.read_ndjson(io.BytesIO(b"\n".join(good)), schema=schema)
-        frame = frame.with_columns(pl.Series(LINE, numbers, pl.Int64))
-    else:
-        frame = pl.DataFrame(schema={**schema, LINE: pl.Int64})
+            rejects.append(Reject(number, reason, raw_text(number)))
+    frame = parse_block(b"\n".join(good), len(good), schema) if good else None
+    if frame is None and good:
+        typed = [parse_block(line, 1, schema) for line in good]
+        rejects.extend(Reject(n, "bad_field_type", raw_text(n)) for n, f in zip(kept, typed) if f is None)
+        kept = [n for n, f in zip(kept, typed) if f is not None]
+        frames = [f for f in typed if f is not None]
+        frame = pl.concat(frames) if frames else None
+    if frame is None:
+        frame = pl.DataFrame(schema=schema)
+    frame = frame.with_columns(pl.Series(LINE, kept, pl.Int64))
+    rejects.sort(key=lambda r: r.line)
     return RawBatch(frame, rejects, raw_text)
 
 

@@ -1,0 +1,216 @@
+"""Token-aware chunking of serialized histories (GPT-NeoX-20B by default, any tokenizer.json).
+
+Each item line is tokenized once; a chunk's count is the header's cost plus its lines' counts plus
+one separator per line break. That sum equals tokenizing the chunk's text when the tokenizer's
+pre-tokenizer splits at the line breaks (GPT-NeoX's byte-level regex does: every line starts with a
+field name and ends without white space); :class:`TokenCounter` checks that on a sample, and
+``exact=True`` re-tokenizes every chunk instead.
+
+A history over the limit is split into the fewest chunks that fit, with item counts as even as
+that allows; an item too long on its own has its review (else description, else title) cut at a
+token boundary, and each cut is counted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import polars as pl
+from tokenizers import Tokenizer
+
+from recgpt_data.serialize import HEADER, parse_item_line, render_fields
+
+MAX_TOKENS = 2048
+CUT_ORDER = ("Review", "Description", "Title")
+_PROBE = "Title: x"
+
+
+@dataclass
+class TokenCounter:
+    """Token counts without special tokens, and the fixed costs of a chunk's header and line breaks."""
+
+    tokenizer: Tokenizer
+    _headers: dict[str, int] = field(default_factory=dict)
+
+    def count(self, texts: Sequence[str]) -> np.ndarray:
+        """Tokens of each text (no special tokens)."""
+        if not texts:
+            return np.zeros(0, dtype=np.int64)
+        encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        return np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
+
+    def one(self, text: str) -> int:
+        """Tokens of one text."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def header(self, noun: str) -> int:
+        """Tokens the header and its blank line add in front of a first item line."""
+        if noun not in self._headers:
+            self._headers[noun] = self.one(f"{HEADER.format(noun=noun)}\n\n{_PROBE}") - self.one(_PROBE)
+        return self._headers[noun]
+
+    @property
+    def separator(self) -> int:
+        """Tokens one line break between two item lines adds."""
+        return _separator_cost(self.tokenizer)
+
+
+@lru_cache(maxsize=8)
+def _separator_cost(tokenizer: Tokenizer) -> int:
+    counter = TokenCounter(tokenizer)
+    return counter.one(f"x.\n{_PROBE}") - counter.one("x.") - counter.one(_PROBE)
+
+
+def chunk_tokens(line_tokens: Sequence[int], header: int, separator: int) -> int:
+    """Tokens of a chunk holding lines of ``line_tokens`` tokens."""
+    return header + int(sum(line_tokens)) + separator * max(len(line_tokens) - 1, 0)
+
+
+def plan_chunks(line_tokens: Sequence[int], header: int, separator: int, limit: int) -> list[int]:
+    """Item counts of the fewest contiguous chunks whose tokens are each at most ``limit``, as even
+    as the fewest allows. Every single line must fit on its own (cut first)."""
+    costs = np.asarray(line_tokens, dtype=np.int64) + separator
+    budget = limit - header + separator  # each line pays one separator, the chunk's first line none
+    n = len(costs)
+    if n == 0:
+        return []
+    if costs.max() > budget:
+        raise ValueError("a line longer than the limit on its own must be cut before chunking")
+    prefix = np.concatenate(([0], np.cumsum(costs)))
+    if prefix[-1] <= budget:
+        return [n]
+    # furthest[i]: the end of the longest chunk starting at i; fewest[i]: chunks needed for lines i..n.
+    furthest = np.searchsorted(prefix, prefix[:-1] + budget, side="right") - 1
+    fewest = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n - 1, -1, -1):
+        fewest[i] = 1 + fewest[furthest[i]]
+    sizes = []
+    start, left = 0, int(fewest[0])
+    while left > 0:
+        # the earliest end that leaves lines the remaining chunks can hold (fewest is non-increasing)
+        earliest = start + 1 + int(np.searchsorted(-fewest[start + 1 :], -(left - 1), side="left"))
+        target = start + math.ceil((n - start) / left)
+        end = min(max(target, earliest), int(furthest[start]))
+        sizes.append(end - start)
+        start, left = end, left - 1
+    return sizes
+
+
+def cut_line(line: str, budget: int, counter: TokenCounter) -> tuple[str, str | None]:
+    """``line`` cut to at most ``budget`` tokens by shortening its review (else description, else
+    title) at a token boundary; returns the line and the field cut (``None`` if it already fit)."""
+    if counter.one(line) <= budget:
+        return line, None
+    fields = parse_item_line(line)
+    for name in CUT_ORDER:
+        if name not in fields:
+            continue
+        value = fields[name]
+        offsets = counter.tokenizer.encode(value, add_special_tokens=False).offsets
+        ends = [0] + [end for _, end in offsets]
+
+        def render(keep: int) -> str:
+            cut = dict(fields)
+            kept = value[: ends[keep]].rstrip()
+            if kept:
+                cut[name] = kept
+            else:
+                del cut[name]
+            return render_fields(cut)
+
+        low, high = 0, len(ends) - 1  # largest ``keep`` whose line fits, by bisection
+        while low < high:
+            middle = (low + high + 1) // 2
+            if counter.one(render(middle)) <= budget:
+                low = middle
+            else:
+                high = middle - 1
+        candidate = render(low)
+        if counter.one(candidate) <= budget:
+            return candidate, name
+        fields = parse_item_line(candidate) if candidate else {}
+    raise ValueError(f"an item line cannot be cut to {budget} tokens: {line[:80]!r}")
+
+
+DOCUMENT_SCHEMA: dict[str, pl.DataType] = {
+    "text": pl.String(),
+    "num_tokens": pl.Int64(),
+    "source": pl.String(),
+    "dataset": pl.String(),
+    "user_id": pl.String(),
+    "chunk_index": pl.Int64(),
+    "num_items": pl.Int64(),
+    "item_ids": pl.List(pl.String()),
+}
+
+
+@dataclass
+class Chunked:
+    """Documents made from histories, how many lines had a field cut (by field), and how many
+    lines were dropped for rendering empty (an item with none of the template's fields)."""
+
+    documents: pl.DataFrame
+    cut: dict[str, int]
+    empty_lines: int
+
+
+def chunk_histories(lines: pl.DataFrame, counter: TokenCounter, max_tokens: int = MAX_TOKENS) -> Chunked:
+    """Documents from item lines in history order (columns source, dataset, user_id, item_id, noun,
+    line): each user's lines under the header, split into the fewest chunks so that
+    ``num_tokens + 1`` (EOS) is at most ``max_tokens``."""
+    limit = max_tokens - 1
+    empty_lines = lines.height
+    lines = lines.filter(pl.col("line").str.len_bytes() > 0)
+    empty_lines -= lines.height
+    if lines.is_empty():
+        return Chunked(pl.DataFrame(schema=DOCUMENT_SCHEMA), {}, empty_lines)
+    separator = counter.separator
+    header_of = {noun: counter.header(noun) for noun in lines["noun"].unique().to_list()}
+    headers = lines["noun"].replace_strict(header_of, return_dtype=pl.Int64).to_numpy()
+    tokens = counter.count(lines["line"].to_list())
+    cut: dict[str, int] = {}
+    texts = None
+    for row in np.flatnonzero(headers + tokens > limit):
+        texts = texts if texts is not None else lines["line"].to_list()
+        texts[row], name = cut_line(texts[row], limit - int(headers[row]), counter)
+        tokens[row] = counter.one(texts[row])
+        cut[name] = cut.get(name, 0) + 1
+    if texts is not None:
+        lines = lines.with_columns(pl.Series("line", texts))
+    user = lines.select(pl.struct("dataset", "user_id").rle_id()).to_series().to_numpy()
+    starts = np.flatnonzero(np.concatenate(([True], user[1:] != user[:-1])))
+    ends = np.append(starts[1:], len(user))
+    sums = np.add.reduceat(tokens, starts)
+    totals = headers[starts] + sums + separator * (ends - starts - 1)
+    chunk = np.zeros(len(user), dtype=np.int64)
+    for start, end in zip(starts[totals > limit], ends[totals > limit], strict=True):
+        sizes = plan_chunks(tokens[start:end], int(headers[start]), separator, limit)
+        chunk[start:end] = np.repeat(np.arange(len(sizes)), sizes)
+    documents = (
+        lines.with_columns(pl.Series("chunk_index", chunk), pl.Series("__tokens", tokens))
+        .group_by(["dataset", "user_id", "chunk_index"], maintain_order=True)
+        .agg(
+            pl.col("source").first(),
+            pl.col("noun").first(),
+            pl.col("line").str.join("\n").alias("__body"),
+            pl.col("__tokens").sum(),
+            pl.len().cast(pl.Int64).alias("num_items"),
+            pl.col("item_id").alias("item_ids"),
+        )
+    )
+    before, after = HEADER.split("{noun}")
+    documents = documents.with_columns(
+        (pl.lit(before) + pl.col("noun") + pl.lit(after + "\n\n") + pl.col("__body")).alias("text"),
+        (
+            pl.col("noun").replace_strict(header_of, return_dtype=pl.Int64)
+            + pl.col("__tokens")
+            + separator * (pl.col("num_items") - 1)
+        ).alias("num_tokens"),
+    )
+    return Chunked(
+        documents.select(list(DOCUMENT_SCHEMA)).cast(DOCUMENT_SCHEMA), dict(sorted(cut.items())), empty_lines
+    )

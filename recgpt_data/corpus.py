@@ -1,0 +1,336 @@
+"""The pre-training corpus: documents from pre-training users' histories, a token budget met by
+seeded sampling of users, a seeded global shuffle across sources, and the sharded output.
+
+Stage ``pretrain_documents`` (partitioned by user) turns each pre-training user's history into
+chunked, token-counted documents. Stage ``write_pretrain`` writes the final folder's
+``data/pretrain/train-*.parquet`` and ``validation-*.parquet``, ``manifest.json`` and
+``exports/pretrain.jsonl.gz`` (and an MDS copy when mosaicml-streaming is installed).
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from pydantic import Field
+
+from recgpt_data.chunking import MAX_TOKENS, TokenCounter, chunk_histories
+from recgpt_data.hashing import fnv1a64, unit_interval
+from recgpt_data.histories import iter_bucket_events, history_lines
+from recgpt_data.io.parquet import write_parquet, write_text
+from recgpt_data.pipeline.fingerprint import file_sha256
+from recgpt_data.split import PRETRAIN, leaked
+from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, count, stage
+from recgpt_data.tokenizer import DEFAULT_NAME, load_tokenizer, tokenizer_sha256
+
+TRAIN = "train"
+VALIDATION = "validation"
+SHARD_COLUMNS = ("text", "num_tokens", "source", "dataset", "user_id", "chunk_index", "num_items", "item_ids")
+DOCUMENT_KEY = ("dataset", "user_id", "chunk_index")
+PRETRAIN_DIR = Path("data") / "pretrain"
+EXPORT = Path("exports") / "pretrain.jsonl.gz"
+MDS_DIR = Path("exports") / "mds" / "pretrain"
+
+
+def salted(values: pl.Series, salt: str) -> pl.Series:
+    """``values`` prefixed by ``salt``, so that one seed gives independent draws for each purpose."""
+    return (salt + "\x1f" + values.cast(pl.String)).alias(values.name)
+
+
+def assign_validation(documents: pl.DataFrame, fraction: float, seed: int) -> pl.DataFrame:
+    """``documents`` with ``split``: ``validation`` for users whose seeded hash is below ``fraction``."""
+    draw = unit_interval(salted(documents["user_id"], VALIDATION), seed)
+    return documents.with_columns(
+        pl.when(draw < fraction).then(pl.lit(VALIDATION)).otherwise(pl.lit(TRAIN)).alias("split")
+    )
+
+
+@dataclass
+class Built:
+    """One call's documents and what happened on the way."""
+
+    documents: pl.DataFrame
+    stats: StageStats
+
+
+def build_documents(
+    interactions: Frame,
+    items: Frame,
+    counter: TokenCounter,
+    *,
+    max_tokens: int = MAX_TOKENS,
+    buckets: int = 1,
+    validation_fraction: float = 0.001,
+    seed: int = 0,
+) -> Built:
+    """Chunked, token-counted documents of the pre-training users in ``interactions`` (all users
+    where there is no ``split`` column), ``buckets`` user buckets at a time."""
+    stats = StageStats()
+    interactions = interactions.lazy()
+    stats.rows_in["interactions"] = count(interactions)
+    if "split" in interactions.collect_schema().names():
+        pretrain = interactions.filter(pl.col("split") == PRETRAIN)
+        stats.drop("instruct_pool", stats.rows_in["interactions"] - count(pretrain))
+        interactions = pretrain
+    parts = []
+    for events in iter_bucket_events(interactions, items, buckets):
+        stats.info["events_without_item_row"] = stats.info.get("events_without_item_row", 0) + events.without_item
+        chunked = chunk_histories(history_lines(events.frame), counter, max_tokens)
+        stats.drop("empty_item_line", chunked.empty_lines)
+        for name, n in chunked.cut.items():
+            stats.change(f"cut_{name.lower()}", n)
+        parts.append(chunked.documents)
+    documents = assign_validation(pl.concat(parts), validation_fraction, seed)
+    stats.info["documents"] = documents.height
+    stats.info["chunked_users"] = documents.filter(pl.col("chunk_index") > 0)["user_id"].n_unique()
+    return Built(documents, stats)
+
+
+def verify_token_counts(documents: pl.DataFrame, counter: TokenCounter, fraction: float, seed: int) -> int:
+    """Re-tokenize a seeded sample of ``documents`` and fail if any ``num_tokens`` differs;
+    returns how many were checked."""
+    sample = documents.filter(unit_interval(salted(documents["user_id"], "verify"), seed) < fraction)
+    exact = counter.count(sample["text"].to_list())
+    wrong = (exact != sample["num_tokens"].to_numpy()).sum()
+    if wrong:
+        raise AssertionError(
+            f"{wrong} of {sample.height} documents have a num_tokens that differs from tokenizing their text; "
+            "this tokenizer merges across line breaks: set exact_tokens = true"
+        )
+    return sample.height
+
+
+class DocumentsParams(Params):
+    tokenizer: str | None = None  # a tokenizer.json (or its folder); default: bundled GPT-NeoX-20B
+    max_tokens: int = Field(MAX_TOKENS, ge=64)
+    buckets: int = Field(1, ge=1)  # user buckets inside one call, to bound memory further
+    validation_fraction: float = Field(0.001, ge=0.0, le=1.0)
+    exact_tokens: bool = False  # re-tokenize every document instead of summing line counts
+    verify_fraction: float = Field(0.01, ge=0.0, le=1.0)
+
+
+@stage(
+    "pretrain_documents",
+    params=DocumentsParams,
+    reads=("interactions", "items"),
+    writes=("documents",),
+    partition="user",
+    version="1",
+)
+def pretrain_documents_stage(tables: Mapping[str, Frame], params: DocumentsParams, ctx: Context) -> StageOutput:
+    """Each pre-training user's history as RecGPT documents, chunked under ``max_tokens``."""
+    counter = TokenCounter(load_tokenizer(params.tokenizer))
+    built = build_documents(
+        tables["interactions"],
+        tables["items"],
+        counter,
+        max_tokens=params.max_tokens,
+        buckets=params.buckets,
+        validation_fraction=params.validation_fraction,
+        seed=ctx.seed,
+    )
+    documents = built.documents
+    if params.exact_tokens:
+        exact = counter.count(documents["text"].to_list())
+        built.stats.change("num_tokens_recounted", int((exact != documents["num_tokens"].to_numpy()).sum()))
+        documents = documents.with_columns(pl.Series("num_tokens", exact, dtype=pl.Int64))
+    else:
+        built.stats.info["verified_documents"] = verify_token_counts(
+            documents, counter, params.verify_fraction, ctx.seed
+        )
+    return StageOutput({"documents": documents}, built.stats)
+
+
+def sample_to_budget(
+    totals: pl.DataFrame, target_tokens: int | None, weights: Mapping[str, float], seed: int
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The users kept to meet ``target_tokens`` split across sources by ``weights`` (by each
+    source's tokens where no weights are given), drawn in seeded order; and the budget report.
+
+    ``totals`` holds one row per (source, dataset, user_id) with its ``tokens``. A source with
+    fewer tokens than its share keeps all of them (the shortfall is reported)."""
+    per_source = totals.group_by("source").agg(pl.col("tokens").sum()).sort("source")
+    available = dict(zip(per_source["source"].to_list(), per_source["tokens"].to_list(), strict=True))
+    if target_tokens is None:
+        report = {s: {"available": t, "target": None, "kept": t} for s, t in available.items()}
+        return totals, {"target_tokens": None, "sources": report}
+    unknown = sorted(set(weights) - set(available))
+    shares = {s: float(weights.get(s, 0.0)) if weights else float(t) for s, t in available.items()}
+    total_share = sum(shares.values())
+    if total_share <= 0:
+        raise ValueError("the source weights give every present source a zero share")
+    targets = {s: target_tokens * share / total_share for s, share in shares.items()}
+    draw = unit_interval(salted(totals["dataset"] + "\x1f" + totals["user_id"], "budget"), seed)
+    ordered = totals.with_columns(draw.alias("__draw")).sort(["source", "__draw", "dataset", "user_id"])
+    ordered = ordered.with_columns(pl.col("tokens").cum_sum().over("source").alias("__cum"))
+    target_of = pl.col("source").replace_strict(targets, return_dtype=pl.Float64)
+    kept = ordered.filter(pl.col("__cum") <= target_of).drop("__draw", "__cum")
+    kept_tokens = dict(kept.group_by("source").agg(pl.col("tokens").sum()).iter_rows())
+    report = {
+        s: {"available": available[s], "target": round(targets[s]), "kept": int(kept_tokens.get(s, 0))}
+        for s in available
+    }
+    return kept, {"target_tokens": target_tokens, "weights_for_absent_sources": unknown, "sources": report}
+
+
+def shuffle_order(keys: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """``keys`` (dataset, user_id, chunk_index, ...) in a seeded pseudo-random order across sources."""
+    joined = keys["dataset"] + "\x1f" + keys["user_id"] + "\x1f" + keys["chunk_index"].cast(pl.String)
+    return keys.with_columns(fnv1a64(salted(joined, "shuffle"), seed).alias("__key")).sort(
+        ["__key", *DOCUMENT_KEY]
+    ).drop("__key")
+
+
+def shard_ranges(sizes: pl.DataFrame, max_rows: int, max_bytes: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges ``[start, end)`` of at most ``max_rows`` rows and (unless one row is
+    larger) ``max_bytes`` text bytes, in the given order."""
+    ranges, start, rows, size = [], 0, 0, 0
+    for index, length in enumerate(sizes["bytes"].to_list()):
+        if rows and (rows + 1 > max_rows or size + length > max_bytes):
+            ranges.append((start, index))
+            start, rows, size = index, 0, 0
+        rows, size = rows + 1, size + length
+    if rows or not ranges:
+        ranges.append((start, start + rows))
+    return ranges
+
+
+@dataclass
+class ShardRecord:
+    """One written shard: its path relative to the output folder, rows, tokens and sha256."""
+
+    path: str
+    rows: int
+    tokens: int
+    sha256: str
+
+
+def write_shards(
+    documents: pl.LazyFrame, order: pl.DataFrame, split: str, out: Path, max_rows: int, max_bytes: int
+) -> list[ShardRecord]:
+    """Write ``documents`` of one split in ``order`` as ``data/pretrain/<split>-NNNNN-of-NNNNN.parquet``,
+    one shard in memory at a time."""
+    ranges = shard_ranges(order, max_rows, max_bytes) if split == TRAIN else [(0, order.height)]
+    records = []
+    for index, (start, end) in enumerate(ranges):
+        keys = order.slice(start, end - start).select(*DOCUMENT_KEY).with_row_index("__rank")
+        shard = (
+            documents.join(keys.lazy(), on=list(DOCUMENT_KEY), how="inner")
+            .sort("__rank")
+            .select(list(SHARD_COLUMNS))
+            .collect()
+        )
+        relative = PRETRAIN_DIR / f"{split}-{index:05d}-of-{len(ranges):05d}.parquet"
+        write_parquet(shard, out / relative)
+        records.append(
+            ShardRecord(relative.as_posix(), shard.height, int(shard["num_tokens"].sum()), file_sha256(out / relative))
+        )
+    return records
+
+
+def export_jsonl(paths: list[Path], target: Path) -> int:
+    """The shards' texts as RecGPT's release format: gzip'd JSON lines ``{"text": ...}`` (mtime 0)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    rows = 0
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        for path in paths:
+            for text in pl.read_parquet(path, columns=["text"])["text"].to_list():
+                gz.write((json.dumps({"text": text}, ensure_ascii=False) + "\n").encode("utf-8"))
+                rows += 1
+    tmp.replace(target)
+    return rows
+
+
+def export_mds(paths: list[Path], target: Path) -> str:
+    """An MDS copy (llm-foundry's streaming format) when mosaicml-streaming is installed."""
+    if importlib.util.find_spec("streaming") is None:
+        return "skipped: mosaicml-streaming is not installed"
+    from streaming import MDSWriter
+
+    with MDSWriter(out=str(target), columns={"text": "str"}, compression=None) as writer:
+        for path in paths:
+            for text in pl.read_parquet(path, columns=["text"])["text"].to_list():
+                writer.write({"text": text})
+    return f"written: {target.as_posix()}"
+
+
+class WritePretrainParams(Params):
+    tokenizer: str | None = None  # the one pretrain_documents counted with, for the manifest
+    tokenizer_name: str = DEFAULT_NAME
+    target_tokens: int | None = Field(None, ge=1)
+    weights: dict[str, float] = Field(default_factory=dict)  # per source; default: by its tokens
+    shard_rows: int = Field(100_000, ge=1)
+    shard_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    jsonl: bool = True
+    mds: bool = False
+
+
+@stage(
+    "write_pretrain",
+    params=WritePretrainParams,
+    reads=("documents",),
+    optional_reads=("held_out",),
+    version="1",
+)
+def write_pretrain_stage(tables: Mapping[str, Frame], params: WritePretrainParams, ctx: Context) -> StageOutput:
+    """Sample to the token budget, shuffle across sources, write shards, manifest and exports,
+    and prove no held-out interaction is in the written shards."""
+    stats = StageStats()
+    documents = tables["documents"].lazy()
+    stats.rows_in["documents"] = count(documents)
+    totals = (
+        documents.group_by(["source", "dataset", "user_id"])
+        .agg(pl.col("num_tokens").sum().alias("tokens"))
+        .sort(["source", "dataset", "user_id"])
+        .collect()
+    )
+    kept_users, budget = sample_to_budget(totals, params.target_tokens, params.weights, ctx.seed)
+    documents = documents.join(kept_users.lazy().select("dataset", "user_id"), on=["dataset", "user_id"], how="semi")
+    stats.drop("budget_sampled_out", stats.rows_in["documents"] - count(documents))
+    keys = documents.select(*DOCUMENT_KEY, "split", pl.col("text").str.len_bytes().alias("bytes")).collect()
+    shards: dict[str, list[ShardRecord]] = {}
+    for split in (TRAIN, VALIDATION):
+        order = shuffle_order(keys.filter(pl.col("split") == split), ctx.seed)
+        shards[split] = write_shards(
+            documents.filter(pl.col("split") == split), order, split, ctx.out_dir, params.shard_rows, params.shard_bytes
+        )
+    written = [ctx.out_dir / r.path for split in (TRAIN, VALIDATION) for r in shards[split]]
+    leak = {"held_out_pairs": 0, "leaked": 0}
+    if "held_out" in tables:
+        found = leaked(pl.scan_parquet(written).select("user_id", "item_ids"), tables["held_out"])
+        leak = {"held_out_pairs": count(tables["held_out"].lazy().select("user_id", "item_id").unique()), "leaked": found.height}
+        if found.height:
+            raise AssertionError(f"{found.height} held-out (user, item) pairs are in the pre-training shards")
+    exports: dict[str, Any] = {}
+    train_paths = [ctx.out_dir / r.path for r in shards[TRAIN]]
+    if params.jsonl:
+        exports["jsonl"] = {"path": EXPORT.as_posix(), "rows": export_jsonl(train_paths, ctx.out_dir / EXPORT)}
+    if params.mds:
+        exports["mds"] = export_mds(train_paths, ctx.out_dir / MDS_DIR)
+    manifest = {
+        "tokenizer": {"name": params.tokenizer_name, "sha256": tokenizer_sha256(params.tokenizer)},
+        "seed": ctx.seed,
+        "splits": {
+            split: {
+                "rows": sum(r.rows for r in records),
+                "tokens": sum(r.tokens for r in records),
+                "shards": [r.__dict__ for r in records],
+            }
+            for split, records in shards.items()
+        },
+        "budget": budget,
+        "leak_check": leak,
+        "exports": exports,
+    }
+    write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", ctx.out_dir / "manifest.json")
+    stats.info.update(
+        {"shards": {s: len(r) for s, r in shards.items()}, "budget": budget, "leak_check": leak, "exports": exports}
+    )
+    return StageOutput({}, stats)

@@ -1,0 +1,122 @@
+"""Stage fingerprints: what a stage's output is a function of, hashed.
+
+A fingerprint covers the stage's name and code version, its parameters as canonical JSON, the seed,
+its partition count, the fingerprints of the stages it reads from, and a manifest of its input
+files: the upstream parquet files (path, size, sha256) and, for edge stages such as ``ingest``,
+every raw file a path parameter names (size and sha256 of the content; modification times never
+enter, so a copied or touched input does not invalidate anything).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from recgpt_data.io.parquet import write_text
+from recgpt_data.pipeline.spec import DEMO_DIR, resolve_path
+
+CHUNK = 1 << 20
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: the same value always gives the same text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def digest(value: Any) -> str:
+    """sha256 of ``value``'s canonical JSON."""
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One file in a manifest: its path (relative to the folder that holds it), size and sha256."""
+
+    path: str
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class HashCache:
+    """Remembers raw files' sha256 by (path, size, mtime) so that unchanged inputs of many GB are
+    not read again on every run; the recorded hash itself never depends on the mtime."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, list] = {}
+        if path.is_file():
+            try:
+                self.entries = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                self.entries = {}
+        self.dirty = False
+
+    def sha256(self, file: Path) -> str:
+        stat = file.stat()
+        key = str(file.resolve())
+        hit = self.entries.get(key)
+        if hit and hit[0] == stat.st_size and hit[1] == stat.st_mtime_ns:
+            return hit[2]
+        sha = file_sha256(file)
+        self.entries[key] = [stat.st_size, stat.st_mtime_ns, sha]
+        self.dirty = True
+        return sha
+
+    def save(self) -> None:
+        if self.dirty:
+            write_text(json.dumps(self.entries, sort_keys=True) + "\n", self.path)
+            self.dirty = False
+
+
+def path_strings(value: Any) -> Iterable[str]:
+    """Every string inside a parameter value (nested lists and objects included)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from path_strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from path_strings(v)
+
+
+def raw_inputs(params: Mapping[str, Any], spec_dir: Path, cache: HashCache) -> list[dict[str, Any]]:
+    """The manifest of raw files named by path parameters: each string that names an existing file
+    or folder (relative to the spec, or ``demo:``) contributes its files, sorted, with size and sha256."""
+    files: dict[Path, None] = {}
+    for value in path_strings(params):
+        if not value or "\n" in value:
+            continue
+        path = resolve_path(value, spec_dir)
+        if path.is_file():
+            files[path.resolve()] = None
+        elif path.is_dir() and path.resolve() != spec_dir.resolve():
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                files[child.resolve()] = None
+    return [
+        {"path": display_path(f), "size": f.stat().st_size, "sha256": cache.sha256(f)} for f in sorted(files)
+    ]
+
+
+def display_path(path: Path) -> str:
+    """A raw input's path as recorded: ``demo:...`` for bundled demo data, else absolute."""
+    try:
+        return "demo:" + path.relative_to(DEMO_DIR.resolve()).as_posix()
+    except ValueError:
+        return str(path)

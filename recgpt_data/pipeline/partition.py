@@ -1,0 +1,102 @@
+"""One user bucket of a partitioned stage: the unit of work an engine schedules.
+
+A :class:`PartitionTask` is plain data (the stage, its parameters, the input files of each table and
+whether to cut them to the bucket); :func:`run_partition` runs it anywhere the package and the
+output folder are reachable, writes the bucket's tables atomically and returns what it wrote. The
+local and Ray engines call the same function, so their outputs are the same bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recgpt_data.errors import UsageError
+from recgpt_data.hashing import bucket
+from recgpt_data.io.parquet import write_parquet
+from recgpt_data.pipeline.fingerprint import FileRecord, file_sha256
+from recgpt_data.stage import Context, Params, StageDef
+
+USER = "user_id"
+
+
+@dataclass(frozen=True)
+class TableInput:
+    """The files of one input table, and whether a bucket must be cut from them (else the files
+    already hold just this bucket, or the table is not keyed by user and comes whole)."""
+
+    files: tuple[str, ...]
+    cut: bool
+
+
+@dataclass(frozen=True)
+class PartitionTask:
+    """Bucket ``index`` of ``count`` of stage ``definition``, writing under ``target``."""
+
+    definition: StageDef
+    params: Params
+    context: Context
+    inputs: dict[str, TableInput]
+    index: int
+    count: int
+    target: Path
+
+
+@dataclass
+class PartitionResult:
+    """What one bucket wrote (paths relative to the stage folder) and its stats."""
+
+    index: int
+    tables: dict[str, FileRecord] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def part_name(table: str, index: int) -> str:
+    """The relative path of bucket ``index`` of ``table`` inside its stage folder."""
+    return f"{table}/part-{index:05d}.parquet"
+
+
+def in_bucket(index: int, count: int) -> pl.Expr:
+    """Rows whose user falls in bucket ``index`` of ``count`` (rows without a user go to bucket 0)."""
+    buckets = pl.col(USER).map_batches(
+        lambda s: bucket(s, count).fill_null(0), return_dtype=pl.UInt32, is_elementwise=True
+    )
+    return buckets == index
+
+
+def load_input(spec: TableInput, index: int, count: int) -> pl.DataFrame:
+    """One input table of a bucket, read into memory (a bucket is sized to fit)."""
+    frame = pl.scan_parquet(list(spec.files))
+    if spec.cut and USER in frame.collect_schema().names():
+        frame = frame.filter(in_bucket(index, count))
+    return frame.collect()
+
+
+def run_partition(task: PartitionTask) -> PartitionResult:
+    """Run one bucket of a stage and write its tables; the function every engine calls."""
+    started = time.perf_counter()
+    tables = {name: load_input(spec, task.index, task.count) for name, spec in task.inputs.items()}
+    output = task.definition.fn({n: f.lazy() for n, f in tables.items()}, task.params, task.context)
+    stats = output.stats
+    for name, frame in tables.items():
+        stats.rows_in.setdefault(name, frame.height)
+    result = PartitionResult(index=task.index)
+    for name, frame in output.tables.items():
+        data = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+        if USER not in data.columns:
+            raise UsageError(
+                f"stage {task.definition.name} is partitioned by user but its table {name!r} has no {USER} column"
+            )
+        relative = part_name(name, task.index)
+        path = task.target / relative
+        write_parquet(data, path)
+        stats.rows_out.setdefault(name, data.height)
+        result.tables[name] = FileRecord(relative, path.stat().st_size, file_sha256(path))
+    result.stats = stats.to_dict()
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,380 @@
+"""Readers for separator-delimited text: quoted CSV (fields may hold newlines), unquoted
+separator files (``\\t``, ``|``, ``::``), BookCrossing's every-field-quoted files, and Netflix's
+block files (``MOVIE_ID:`` header lines, then that movie's rows).
+
+All stream a file as blocks of whole lines (:class:`~recgpt_data.io.streams.LineBlocks`: plain,
+``.gz``, ``.bz2``, truncated-gzip-safe) and yield :class:`RawBatch` es of string columns named
+after the file's header (or the dialect's column list), plus :data:`LINE`: the 1-based number of
+the data record in its file (a header is not a record; a quoted record spanning several lines is
+one record). Blank lines, rows with the wrong number of fields, malformed quoting, bytes that are
+not in the file's encoding and values that do not fit a typed column become rejects with a reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from recgpt_data.errors import UsageError
+from recgpt_data.io.streams import LineBlocks
+from recgpt_data.sources.base import LINE, RawBatch, ReadState, Reader, Reject
+from recgpt_data.sources.readers import decode
+
+UTF8 = "utf-8"
+LATIN1 = "latin-1"
+UTF8_OR_LATIN1 = "utf-8|latin-1"  # UTF-8 until a block is not, then ISO-8859-1 for the rest of the file
+_SENTINEL = "\x1e"  # an extra last field on every record: a short or long row moves it
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a delimited file is written.
+
+    ``quoting``: RFC 4180 double quotes (fields may hold separators, ``""`` and newlines).
+    ``all_quoted``: BookCrossing style, every field in quotes (or a bare ``NULL``) joined by
+    ``";"``, quotes inside fields left unescaped. ``last_takes_rest``: split on the first
+    ``len(columns) - 1`` separators only (Netflix titles hold unquoted commas).
+    ``types``: columns cast on read; a non-empty value that does not cast is a reject ``bad_<column>``.
+    ``required``: header columns the file must have."""
+
+    separator: str = ","
+    quoting: bool = True
+    header: bool = True
+    columns: tuple[str, ...] = ()
+    encoding: str = UTF8
+    types: dict[str, pl.DataType] = field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    all_quoted: bool = False
+    last_takes_rest: bool = False
+
+
+def delimited(dialect: Dialect) -> Reader:
+    """A reader of files written in ``dialect``."""
+
+    def read(path: Path, state: ReadState) -> Iterator[RawBatch]:
+        yield from _DelimitedFile(path, dialect).batches(state)
+
+    return read
+
+
+def movie_blocks(dialect: Dialect, key: str) -> Reader:
+    """A reader of block files (Netflix Prize ``combined_data_*.txt``, ``mv_*.txt``): a line
+    ``<id>:`` opens a block whose rows, written in ``dialect``, all get ``key`` = ``<id>``.
+    Header lines are not records; rows before the first header are rejected."""
+
+    def read(path: Path, state: ReadState) -> Iterator[RawBatch]:
+        yield from _BlockFile(path, dialect, key).batches(state)
+
+    return read
+
+
+class _Decoder:
+    """Bytes to text by the file's encoding policy; records that are not text become rejects."""
+
+    def __init__(self, encoding: str):
+        self.policy = encoding
+        self.current = LATIN1 if encoding == LATIN1 else UTF8
+
+    def records(self, records: list[bytes]) -> list[str | None]:
+        """Each record as text, or ``None`` where it is not valid in the file's encoding."""
+        joined = b"\n".join(records)
+        try:
+            text = joined.decode(self.current)
+        except UnicodeDecodeError:
+            if self.policy == UTF8_OR_LATIN1:
+                self.current = LATIN1
+                text = joined.decode(LATIN1)
+            else:
+                return [_utf8_or_none(record) for record in records]
+        if len(records) == text.count("\n") + 1:
+            return text.split("\n")
+        return [record.decode(self.current) for record in records]
+
+
+def _utf8_or_none(record: bytes) -> str | None:
+    try:
+        return record.decode(UTF8)
+    except UnicodeDecodeError:
+        return None
+
+
+class _Records:
+    """Groups lines into records: a line that leaves a double quote open continues on the next
+    line (quoted CSV); records still open at the end of a block carry over to the next one."""
+
+    def __init__(self, quoting: bool):
+        self.quoting = quoting
+        self.open: list[bytes] = []
+
+    def feed(self, block: bytes) -> list[bytes]:
+        lines = block.split(b"\n")
+        if not self.quoting or (not self.open and b'"' not in block):
+            return lines
+        records: list[bytes] = []
+        current = self.open
+        for line in lines:
+            current.append(line)
+            if _open_quotes(current):
+                continue
+            records.append(current[0] if len(current) == 1 else b"\n".join(current))
+            current = []
+        self.open = current
+        return records
+
+
+def _open_quotes(lines: list[bytes]) -> bool:
+    return sum(line.count(b'"') for line in lines) % 2 == 1
+
+
+class _DelimitedFile:
+    """One delimited file being read."""
+
+    def __init__(self, path: Path, dialect: Dialect):
+        self.path = path
+        self.dialect = dialect
+        self.decoder = _Decoder(dialect.encoding)
+        self.names: list[str] | None = list(dialect.columns) if not dialect.header else None
+        self.count = 0
+
+    def batches(self, state: ReadState) -> Iterator[RawBatch]:
+        blocks = LineBlocks(self.path)
+        grouper = _Records(self.dialect.quoting)
+        for _, block, _ in blocks:
+            records = grouper.feed(block)
+            if self.names is None and records:
+                self.names = self._header(records.pop(0))
+            if records:
+                yield self._batch(records)
+        tail: list[Reject] = []
+        if grouper.open:
+            self.count += 1
+            tail.append(Reject(self.count, "unterminated_quote", decode(b"\n".join(grouper.open))))
+        if blocks.partial is not None:
+            self.count += 1
+            tail.append(Reject(self.count, "truncated_record", decode(blocks.partial)))
+        if tail:
+            yield RawBatch(pl.DataFrame(), tail, lambda _: "")
+        if self.names is None:
+            raise UsageError(f"{self.path.name}: empty file, no header")
+        state.records = self.count
+        if blocks.truncated:
+            state.truncated = True
+            state.warning = f"{self.path.name}: {blocks.error}; kept the records before the cut"
+
+    def _header(self, record: bytes) -> list[str]:
+        text = self.decoder.records([record])[0] or decode(record)
+        if self.dialect.all_quoted:
+            names = _unquote_all(text, self.dialect.separator).split("\x1f")
+        elif self.dialect.quoting:
+            names = next(csv.reader([text], delimiter=self.dialect.separator))
+        else:
+            names = text.split(self.dialect.separator)
+        names = [name.strip().lstrip("\ufeff") for name in names]
+        missing = [c for c in self.dialect.required if c not in names]
+        if missing:
+            raise UsageError(f"{self.path.name}: header lacks column(s) {', '.join(missing)}; found {', '.join(names)}")
+        return names
+
+    def _batch(self, records: list[bytes]) -> RawBatch:
+        first = self.count + 1
+        self.count += len(records)
+        raw_text = _raw_lookup(first, records)
+        texts = self.decoder.records(records)
+        numbers = range(first, first + len(records))
+        rejects = [Reject(n, "invalid_utf8", raw_text(n)) for n, t in zip(numbers, texts) if t is None]
+        good = [(n, t) for n, t in zip(numbers, texts) if t is not None]
+        lines = pl.Series(LINE, [n for n, _ in good], pl.Int64)
+        values = [t for _, t in good]
+        if self.dialect.quoting and not self.dialect.all_quoted:
+            frame, bad = _parse_quoted(values, lines, self.names, self.dialect.separator)
+        else:
+            separator = self.dialect.separator
+            if self.dialect.all_quoted:
+                values, separator = [_unquote_all(v, separator) for v in values], "\x1f"
+            text = pl.DataFrame([lines, pl.Series("__text", values, pl.String)])
+            frame, bad = _split_unquoted(text, self.names, separator, self.dialect.last_takes_rest)
+        frame, failed = _cast(frame, self.dialect.types)
+        rejects += bad + [Reject(n, reason, raw_text(n)) for n, reason in failed]
+        return RawBatch(frame, sorted(rejects, key=lambda r: r.line), raw_text)
+
+
+def _raw_lookup(first: int, records: list[bytes]):
+    def raw_text(line: int) -> str:
+        return decode(records[line - first])
+
+    return raw_text
+
+
+_NULL_FIELD = re.compile(r'(^|;)NULL(?=;|$)')
+
+
+def _unquote_all(text: str, separator: str) -> str:
+    """A BookCrossing record with its fields joined by ``\\x1f``: every field is ``"..."`` (quotes
+    inside left as they are) or a bare ``NULL``, so fields are split on ``";"`` only."""
+    text = _NULL_FIELD.sub(r'\1"NULL"', text)
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        text = text[1:-1]
+    return text.replace(f'"{separator}"', "\x1f")
+
+
+def _split_unquoted(
+    frame: pl.DataFrame, names: Sequence[str], separator: str, last_takes_rest: bool, keep: Sequence[str] = ()
+) -> tuple[pl.DataFrame, list[Reject]]:
+    """Split the unquoted records in column ``__text`` on ``separator`` into ``names`` (columns
+    ``keep`` pass through); blank records and wrong field counts are rejects."""
+    width = len(names)
+    if last_takes_rest:
+        parts = pl.col("__text").str.splitn(separator, width)
+        frame = frame.with_columns(parts.alias("__parts"))
+        fields = [pl.col("__parts").struct.field(f"field_{i}").alias(name) for i, name in enumerate(names)]
+        ok = pl.col(names[-1]).is_not_null()
+    else:
+        frame = frame.with_columns(pl.col("__text").str.split(separator).alias("__parts"))
+        fields = [pl.col("__parts").list.get(i, null_on_oob=True).alias(name) for i, name in enumerate(names)]
+        ok = pl.col("__parts").list.len() == width
+    frame = frame.with_columns(*fields).with_columns(
+        pl.when(pl.col("__text").str.strip_chars() == "")
+        .then(pl.lit("blank_line"))
+        .when(~ok)
+        .then(pl.lit("wrong_field_count"))
+        .alias("__reject")
+    )
+    rejects = [
+        Reject(line, reason, text)
+        for line, reason, text in frame.filter(pl.col("__reject").is_not_null()).select(LINE, "__reject", "__text").iter_rows()
+    ]
+    kept = frame.filter(pl.col("__reject").is_null()).select(*names, *keep, LINE)
+    return _nulls_for_empty(kept, names), rejects
+
+
+def _parse_quoted(values: list[str], lines: pl.Series, names: Sequence[str], separator: str) -> tuple[pl.DataFrame, list[Reject]]:
+    """Parse RFC 4180 records with polars; a block polars cannot take whole (or that a sentinel
+    field shows to hold a short or long row) is parsed record by record with the csv module."""
+    width = len(names)
+    schema = {name: pl.String() for name in names} | {"__sentinel": pl.String()}
+    data = "\n".join(f"{v}{separator}{_SENTINEL}" for v in values)
+    try:
+        frame = pl.read_csv(
+            data.encode(UTF8),
+            has_header=False,
+            new_columns=list(schema),
+            schema=schema,
+            separator=separator,
+            quote_char='"',
+            empty_string_is_null=False,
+            raise_if_empty=False,
+        )
+    except Exception:  # noqa: BLE001 - any parser error sends the block to the record-by-record path
+        frame = None
+    if frame is not None and frame.height == len(values) and (frame["__sentinel"] == _SENTINEL).all():
+        return _nulls_for_empty(frame.drop("__sentinel").with_columns(lines), names), []
+    return _parse_quoted_slow(values, lines, names, separator, width)
+
+
+def _parse_quoted_slow(
+    values: list[str], lines: pl.Series, names: Sequence[str], separator: str, width: int
+) -> tuple[pl.DataFrame, list[Reject]]:
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    rejects: list[Reject] = []
+    for number, text in zip(lines.to_list(), values):
+        if not text.strip():
+            rejects.append(Reject(number, "blank_line", text))
+            continue
+        try:
+            fields = next(csv.reader(io.StringIO(text, newline=""), delimiter=separator, strict=True))
+        except csv.Error:
+            rejects.append(Reject(number, "malformed_csv", text))
+            continue
+        if len(fields) != width:
+            rejects.append(Reject(number, "wrong_field_count", text))
+            continue
+        rows.append(fields)
+        numbers.append(number)
+    columns = {name: [row[i] for row in rows] for i, name in enumerate(names)}
+    frame = pl.DataFrame(columns, schema={name: pl.String() for name in names}).with_columns(
+        pl.Series(LINE, numbers, pl.Int64)
+    )
+    return _nulls_for_empty(frame, names), rejects
+
+
+def _nulls_for_empty(frame: pl.DataFrame, names: Sequence[str]) -> pl.DataFrame:
+    return frame.with_columns(pl.when(pl.col(n) != "").then(pl.col(n)).alias(n) for n in names)
+
+
+def _cast(frame: pl.DataFrame, types: dict[str, pl.DataType]) -> tuple[pl.DataFrame, list[tuple[int, str]]]:
+    """Cast typed columns; rows whose non-empty value does not cast are dropped and returned as
+    ``(line, "bad_<column>")``."""
+    wanted = {c: t for c, t in types.items() if c in frame.columns}
+    if not wanted or not frame.height:
+        return frame.with_columns(pl.col(c).cast(t, strict=False) for c, t in wanted.items()), []
+    casts = {c: pl.col(c).str.strip_chars().cast(t, strict=False) for c, t in wanted.items()}
+    reason = pl.lit(None, pl.String)
+    for column in reversed(wanted):
+        failed = pl.col(column).is_not_null() & casts[column].is_null()
+        reason = pl.when(failed).then(pl.lit(f"bad_{column}")).otherwise(reason)
+    frame = frame.with_columns(reason.alias("__reject"))
+    failed_rows = list(frame.filter(pl.col("__reject").is_not_null()).select(LINE, "__reject").iter_rows())
+    kept = frame.filter(pl.col("__reject").is_null()).drop("__reject")
+    return kept.with_columns(expr.alias(c) for c, expr in casts.items()), failed_rows
+
+
+class _BlockFile:
+    """One block file being read: header lines set ``key`` for the rows after them."""
+
+    def __init__(self, path: Path, dialect: Dialect, key: str):
+        self.path = path
+        self.dialect = dialect
+        self.key = key
+        self.decoder = _Decoder(dialect.encoding)
+        self.current: str | None = None
+        self.count = 0
+
+    def batches(self, state: ReadState) -> Iterator[RawBatch]:
+        blocks = LineBlocks(self.path)
+        for _, block, _ in blocks:
+            yield self._batch(block.split(b"\n"))
+        tail: list[Reject] = []
+        if blocks.partial is not None:
+            self.count += 1
+            tail.append(Reject(self.count, "truncated_record", decode(blocks.partial)))
+            yield RawBatch(pl.DataFrame(), tail, lambda _: "")
+        state.records = self.count
+        if blocks.truncated:
+            state.truncated = True
+            state.warning = f"{self.path.name}: {blocks.error}; kept the records before the cut"
+
+    def _batch(self, raw_lines: list[bytes]) -> RawBatch:
+        texts = self.decoder.records(raw_lines)
+        frame = pl.DataFrame(
+            {"__text": [t if t is not None else "" for t in texts], "__valid": [t is not None for t in texts]},
+            schema={"__text": pl.String(), "__valid": pl.Boolean()},
+        )
+        header = pl.col("__valid") & pl.col("__text").str.strip_chars().str.ends_with(":")
+        frame = frame.with_columns(
+            header.alias("__header"),
+            pl.when(header).then(pl.col("__text").str.strip_chars().str.strip_suffix(":")).alias(self.key),
+        ).with_columns(pl.col(self.key).forward_fill().fill_null(pl.lit(self.current, pl.String)))
+        if frame.height:
+            self.current = frame[self.key][-1]
+        raws = [line for line, is_header in zip(raw_lines, frame["__header"].to_list()) if not is_header]
+        first = self.count + 1
+        self.count += len(raws)
+        raw_text = _raw_lookup(first, raws)
+        rows = frame.filter(~pl.col("__header")).with_columns(
+            pl.int_range(first, first + len(raws), dtype=pl.Int64).alias(LINE)
+        )
+        orphan = pl.col("__valid") & pl.col(self.key).is_null()
+        rejects = [Reject(n, "invalid_utf8", raw_text(n)) for n in rows.filter(~pl.col("__valid"))[LINE]]
+        rejects += [Reject(n, "no_block_header", raw_text(n)) for n in rows.filter(orphan)[LINE]]
+        rows = rows.filter(pl.col("__valid") & pl.col(self.key).is_not_null())
+        frame, bad = _split_unquoted(rows, self.dialect.columns, self.dialect.separator, False, keep=(self.key,))
+        frame, failed = _cast(frame, self.dialect.types)
+        rejects += bad + [Reject(n, reason, raw_text(n)) for n, reason in failed]
+        return RawBatch(frame, sorted(rejects, key=lambda r: r.line), raw_text)
