@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -97,16 +98,26 @@ def run_path(model, rows, impl: str, args, device: torch.device) -> dict:  # noq
     return out
 
 
-def agreement(model, rows, device: torch.device) -> float:  # noqa: ANN001
-    """Max |eager - sdpa| over the logits of one packed row, in the benchmark's precision."""
-    ids, seq = rows["input_ids"][:1].to(device), rows["seq_ids"][:1].to(device)
-    out = []
+def agreement(model, rows, device: torch.device) -> dict[str, float]:  # noqa: ANN001
+    """On the first row holding several examples: max |eager - sdpa| logits in bf16 autocast, and, per
+    path in float32, max |packed - alone| logits of its second example."""
+    r = int((rows["seq_ids"].amax(dim=1) >= 1).int().argmax())
+    ids, seq = rows["input_ids"][r : r + 1].to(device), rows["seq_ids"][r : r + 1].to(device)
+    second = (seq[0] == 1).nonzero().flatten()
+    alone_ids = ids[:, second]
+    out: dict[str, float] = {}
+    logits = []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with torch.no_grad(), autocast:
+    with torch.no_grad():
         for impl in ("eager", "sdpa"):
             set_attention(model, impl)
-            out.append(packed_logits(model, ids, seq).float())
-    return (out[0] - out[1]).abs().max().item()
+            with autocast:
+                logits.append(packed_logits(model, ids, seq).float())
+            packed = packed_logits(model, ids, seq)[0, second]
+            alone = packed_logits(model, alone_ids, torch.zeros_like(alone_ids))[0]
+            out[f"fp32_packed_vs_alone_max_abs_diff_{impl}"] = (packed - alone).abs().max().item()
+    out["bf16_eager_vs_sdpa_max_abs_diff"] = (logits[0] - logits[1]).abs().max().item()
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -131,9 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = mpt_config(args.preset)
     torch.manual_seed(0)
     with torch.device(device):
-        from transformers import MptForCausalLM
-
-        model = MptForCausalLM(config)
+        model = transformers.MptForCausalLM(config)
     params = count_params(model)
     rows = synthetic_rows(args.micro_batch * 8, config.max_seq_len, config.vocab_size)
     fpt = flops_per_token(params, config.n_layers, config.d_model, config.max_seq_len)
@@ -141,8 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "preset": args.preset, "params": params, "seq_len": config.max_seq_len,
         "micro_batch": args.micro_batch, "packing_efficiency": round(rows["efficiency"], 4),
-        "flops_per_token": fpt, "anchor": ANCHOR, "paths": [],
-        "max_abs_logit_diff_eager_vs_sdpa": agreement(model, rows, device),
+        "flops_per_token": fpt, "anchor": ANCHOR, "transformers": transformers.__version__,
+        **agreement(model, rows, device), "paths": [],
     }
     for impl in args.paths.split(","):
         try:

@@ -168,10 +168,49 @@ def publish(
     )
 
 
+@app.command("plan-instruct")
+def plan_instruct(
+    spec: Annotated[Path | None, typer.Argument(help="pipeline spec whose instruct_pairs counts to plan")] = None,
+    tables: Annotated[
+        Path | None, typer.Option(help="canonical tables (interactions/, items/ parquet) to measure windows in")
+    ] = None,
+) -> None:
+    """Report how many instruction pairs each source and task yields (default: the paper's counts)."""
+    from recgpt_data.instruct.pairs import InstructPairsParams
+    from recgpt_data.instruct.planner import PAPER_COUNTS, available_windows, plan, pool_interactions, total
+    from recgpt_data.pipeline.spec import load_spec
+
+    params = PAPER_COUNTS
+    if spec is not None:
+        found = [s.params for s in load_spec(spec).stages if s.stage == "instruct_pairs"]
+        if not found:
+            raise UsageError(f"{spec}: no instruct_pairs stage")
+        params = InstructPairsParams(**found[0])
+    available = None
+    sources = None
+    if tables is not None:
+        import polars as pl
+
+        interactions = pool_interactions(pl.scan_parquet(tables / "interactions" / "**" / "*.parquet"), params.pool)
+        available = available_windows(interactions, pl.scan_parquet(tables / "items" / "**" / "*.parquet"), params)
+        sources = sorted({source for source, _ in available} | set(params.counts))
+    rows = plan(params, sources, available)
+    table = Table(title="instruction pairs per source and task")
+    for column in ("source", "task", "requested", "available", "yields"):
+        table.add_column(column, justify="left" if column in ("source", "task") else "right")
+    shown = lambda n: "all" if n is None else f"{n:,}"  # noqa: E731
+    for row in rows:
+        table.add_row(row.source, row.task, shown(row.requested), "?" if row.available is None else f"{row.available:,}",
+                      "?" if row.yields is None else f"{row.yields:,}")
+    Console().print(table)
+    grand = total(rows)
+    Console().print(f"total: {'unknown (some source keeps every window)' if grand is None else f'{grand:,}'} pairs")
+
+
 def main() -> None:
     """Entry point: runs the app, turning usage errors into one line and exit status 2."""
     try:
         app()
     except UsageError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         sys.exit(2)

@@ -13,7 +13,7 @@ import gzip
 import importlib.util
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +224,7 @@ def write_shards(
             documents.join(keys.lazy(), on=list(DOCUMENT_KEY), how="inner")
             .sort("__rank")
             .select(list(SHARD_COLUMNS))
-            .collect()
+            .collect(engine="streaming")
         )
         relative = PRETRAIN_DIR / f"{split}-{index:05d}-of-{len(ranges):05d}.parquet"
         write_parquet(shard, out / relative)
@@ -289,12 +289,12 @@ def write_pretrain_stage(tables: Mapping[str, Frame], params: WritePretrainParam
         documents.group_by(["source", "dataset", "user_id"])
         .agg(pl.col("num_tokens").sum().alias("tokens"))
         .sort(["source", "dataset", "user_id"])
-        .collect()
+        .collect(engine="streaming")
     )
     kept_users, budget = sample_to_budget(totals, params.target_tokens, params.weights, ctx.seed)
     documents = documents.join(kept_users.lazy().select("dataset", "user_id"), on=["dataset", "user_id"], how="semi")
     stats.drop("budget_sampled_out", stats.rows_in["documents"] - count(documents))
-    keys = documents.select(*DOCUMENT_KEY, "split", pl.col("text").str.len_bytes().alias("bytes")).collect()
+    keys = documents.select(*DOCUMENT_KEY, "split", pl.col("text").str.len_bytes().alias("bytes")).collect(engine="streaming")
     shards: dict[str, list[ShardRecord]] = {}
     for split in (TRAIN, VALIDATION):
         order = shuffle_order(keys.filter(pl.col("split") == split), ctx.seed)
@@ -317,17 +317,19 @@ def write_pretrain_stage(tables: Mapping[str, Frame], params: WritePretrainParam
     manifest = {
         "tokenizer": {"name": params.tokenizer_name, "sha256": tokenizer_sha256(params.tokenizer)},
         "seed": ctx.seed,
-        "splits": {
-            split: {
-                "rows": sum(r.rows for r in records),
-                "tokens": sum(r.tokens for r in records),
-                "shards": [r.__dict__ for r in records],
-            }
-            for split, records in shards.items()
+        "pretrain": {
+            "splits": {
+                split: {
+                    "rows": sum(r.rows for r in records),
+                    "tokens": sum(r.tokens for r in records),
+                    "shards": [asdict(r) for r in records],
+                }
+                for split, records in shards.items()
+            },
+            "budget": budget,
+            "leak_check": leak,
+            "exports": exports,
         },
-        "budget": budget,
-        "leak_check": leak,
-        "exports": exports,
     }
     write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", ctx.out_dir / "manifest.json")
     stats.info.update(

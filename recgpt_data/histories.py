@@ -43,7 +43,7 @@ def template_for(source: str, dataset: str) -> Template:
 
 def user_buckets(interactions: Frame, buckets: int) -> pl.DataFrame:
     """Each (dataset, user_id) of ``interactions`` with its bucket in ``[0, buckets)``, by user id."""
-    users = interactions.lazy().select(*USER).unique().sort(list(USER)).collect()
+    users = interactions.lazy().select(*USER).unique().sort(list(USER)).collect(engine="streaming")
     return users.with_columns(bucket(users["user_id"], buckets).alias("bucket"))
 
 
@@ -72,7 +72,7 @@ def bucket_events(interactions: Frame, items: Frame, users: pl.DataFrame) -> Eve
         .join(users.lazy().select(*USER), on=list(USER), how="semi")
         .join(unique_items(items).with_columns(pl.lit(True).alias("__item")), on=["dataset", "item_id"], how="left")
         .sort(list(HISTORY_ORDER), maintain_order=True)
-        .collect()
+        .collect(engine="streaming")
     )
     without_item = events["__item"].null_count()
     return Events(events.drop("__item"), without_item)

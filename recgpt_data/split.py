@@ -94,7 +94,7 @@ def leaked(output: Frame, held_out: Frame) -> pl.DataFrame:
     frame = output.lazy()
     if "item_ids" in frame.collect_schema().names():
         frame = frame.select("user_id", pl.col("item_ids").alias("item_id")).explode("item_id")
-    return frame.select(*PAIR).join(held_out_pairs(held_out), on=list(PAIR), how="semi").unique().collect()
+    return frame.select(*PAIR).join(held_out_pairs(held_out), on=list(PAIR), how="semi").unique().collect(engine="streaming")
 
 
 class HeldOutSource(Params):
@@ -141,7 +141,7 @@ def split_stage(tables: dict, params: SplitParams, ctx: Context) -> StageOutput:
     held_out = tables.get("held_out", pl.DataFrame(schema=HELD_OUT))
     stats.rows_in["interactions"] = count(interactions)
     stats.rows_in["held_out"] = count(held_out)
-    kept = drop_held_out(interactions, held_out).collect()
+    kept = drop_held_out(interactions, held_out).collect(engine="streaming")
     stats.drop("held_out", stats.rows_in["interactions"] - kept.height)
     out = assign_split(kept, params.instruct_fraction, ctx.seed)
     users = out.group_by("split").agg(pl.col("user_id").n_unique().alias("users"), pl.len().alias("rows"))

@@ -30,7 +30,7 @@ _U32 = np.uint32
 _SHA1_INIT = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0)
 _SHA1_K = (0x5A827999, 0x6ED9EBA1, 0x8F1BBCDC, 0xCA62C1D6)
 _SHA1_CHUNK = 16384  # messages per SHA-1 pass: its working arrays stay in the CPU caches
-_PERM_BLOCK = 512  # shingles per permutation block: a (block, num_perm) uint64 array fits in L2
+_PERM_BLOCK = 2048  # shingles per permutation block
 
 
 def permutations(num_perm: int = 128, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +53,7 @@ def _message_words(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, bl
     width = 64 * blocks
     windows = np.lib.stride_tricks.as_strided(data, shape=(len(data) - width + 1, width), strides=(1, 1))
     padded = windows[starts]
-    inside = np.arange(width, dtype=np.int16)[None, :] < lengths.astype(np.int16)[:, None]
+    inside = np.arange(width, dtype=np.int32)[None, :] < lengths.astype(np.int32)[:, None]
     np.multiply(padded, inside, out=padded, casting="unsafe")
     padded[np.arange(m), lengths] = 0x80
     padded[:, width - 8 :] = (lengths * 8).astype(">u8").view(np.uint8).reshape(m, 8)
@@ -162,28 +162,31 @@ class MinHasher:
         self._bad = _bad_hashes(self.a, self.b)
 
     def _permuted_min(self, hashes: np.ndarray, doc: np.ndarray, out: np.ndarray) -> None:
-        """Fold each shingle hash's permutations into the minimum of its text's row of ``out``."""
-        a, b = self.a[None, :], self.b[None, :]
-        x = np.empty((_PERM_BLOCK, self.num_perm), np.uint64)
-        top = np.empty((_PERM_BLOCK, self.num_perm), np.uint64)
-        low = np.empty((_PERM_BLOCK, self.num_perm), _U32)
+        """Fold each shingle hash's permutations into its text's column of ``out`` (num_perm, texts).
+
+        ``(x & p) + (x >> 61)`` has the low 32 bits of ``x + (x >> 61)``, so two operations replace
+        the modulo; the rare hashes where that is off by one are handled by the caller.
+        """
+        a, b = self.a[:, None], self.b[:, None]
+        x = np.empty((self.num_perm, _PERM_BLOCK), np.uint64)
+        top = np.empty((self.num_perm, _PERM_BLOCK), np.uint64)
+        low = np.empty((self.num_perm, _PERM_BLOCK), _U32)
         shift = np.uint64(61)
         for lo in range(0, len(hashes), _PERM_BLOCK):
-            h = hashes[lo : lo + _PERM_BLOCK, None].astype(np.uint64)
-            m = len(h)
-            xb, tb, lb = x[:m], top[:m], low[:m]
-            np.multiply(h, a, out=xb)
+            h = hashes[None, lo : lo + _PERM_BLOCK].astype(np.uint64)
+            m = h.shape[1]
+            xb, tb, lb = x[:, :m], top[:, :m], low[:, :m]
+            np.multiply(a, h, out=xb)
             xb += b
             np.right_shift(xb, shift, out=tb)
             xb += tb
             np.copyto(lb, xb, casting="unsafe")
             d = doc[lo : lo + m]
-            cut = np.flatnonzero(np.diff(d)) + 1
-            seg = np.concatenate([[0], cut])
-            mins = np.minimum.reduceat(lb, seg, axis=0)
-            rows = d[seg]
-            np.minimum(out[rows], mins, out=mins)
-            out[rows] = mins
+            seg = np.flatnonzero(np.concatenate([[True], d[1:] != d[:-1]]))
+            mins = np.minimum.reduceat(lb, seg, axis=1)
+            cols = d[seg]
+            np.minimum(out[:, cols], mins, out=mins)
+            out[:, cols] = mins
 
     def _exact_rows(self, hashes: np.ndarray) -> np.ndarray:
         """The exact permutation values of ``hashes`` (datasketch's own arithmetic)."""
@@ -194,8 +197,9 @@ class MinHasher:
         """Signatures, shape ``(len(norm), num_perm)`` uint32, of already-normalised texts."""
         spans = shingle_spans(norm, self.ngram)
         hashes = sha1_hash32(spans.data, spans.starts, spans.lengths)
-        out = np.full((len(norm), self.num_perm), MAX_HASH, dtype=_U32)
-        self._permuted_min(hashes, spans.doc, out)
+        columns = np.full((self.num_perm, len(norm)), MAX_HASH, dtype=_U32)
+        self._permuted_min(hashes, spans.doc, columns)
+        out = np.ascontiguousarray(columns.T)
         if len(self._bad):
             hit = np.isin(hashes, self._bad)
             for d in np.unique(spans.doc[hit]):

@@ -1,13 +1,16 @@
 """One user bucket of a partitioned stage: the unit of work an engine schedules.
 
-A :class:`PartitionTask` is plain data (the stage, its parameters, the input files of each table and
-whether to cut them to the bucket); :func:`run_partition` runs it anywhere the package and the
-output folder are reachable, writes the bucket's tables atomically and returns what it wrote. The
-local and Ray engines call the same function, so their outputs are the same bytes.
+A :class:`PartitionTask` is plain data (the stage, its parameters, and the input files of each table:
+the bucket's own part file for tables keyed by user, all files for the others); :func:`run_partition`
+runs it anywhere the package and the output folder are reachable, writes the bucket's tables
+atomically and returns what it wrote. The local and Ray engines call the same function, so their
+outputs are the same bytes.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,21 +19,11 @@ from typing import Any
 import polars as pl
 
 from recgpt_data.errors import UsageError
-from recgpt_data.hashing import bucket
 from recgpt_data.io.parquet import write_parquet
 from recgpt_data.pipeline.fingerprint import FileRecord, file_sha256
 from recgpt_data.stage import Context, Params, StageDef
 
 USER = "user_id"
-
-
-@dataclass(frozen=True)
-class TableInput:
-    """The files of one input table, and whether a bucket must be cut from them (else the files
-    already hold just this bucket, or the table is not keyed by user and comes whole)."""
-
-    files: tuple[str, ...]
-    cut: bool
 
 
 @dataclass(frozen=True)
@@ -40,7 +33,7 @@ class PartitionTask:
     definition: StageDef
     params: Params
     context: Context
-    inputs: dict[str, TableInput]
+    inputs: dict[str, tuple[str, ...]]
     index: int
     count: int
     target: Path
@@ -48,12 +41,14 @@ class PartitionTask:
 
 @dataclass
 class PartitionResult:
-    """What one bucket wrote (paths relative to the stage folder) and its stats."""
+    """What one bucket wrote (paths relative to the stage folder), its stats, and which process
+    on which host ran it."""
 
     index: int
     tables: dict[str, FileRecord] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    worker: str = ""
 
 
 def part_name(table: str, index: int) -> str:
@@ -61,31 +56,15 @@ def part_name(table: str, index: int) -> str:
     return f"{table}/part-{index:05d}.parquet"
 
 
-def in_bucket(index: int, count: int) -> pl.Expr:
-    """Rows whose user falls in bucket ``index`` of ``count`` (rows without a user go to bucket 0)."""
-    buckets = pl.col(USER).map_batches(
-        lambda s: bucket(s, count).fill_null(0), return_dtype=pl.UInt32, is_elementwise=True
-    )
-    return buckets == index
-
-
-def load_input(spec: TableInput, index: int, count: int) -> pl.DataFrame:
-    """One input table of a bucket, read into memory (a bucket is sized to fit)."""
-    frame = pl.scan_parquet(list(spec.files))
-    if spec.cut and USER in frame.collect_schema().names():
-        frame = frame.filter(in_bucket(index, count))
-    return frame.collect()
-
-
 def run_partition(task: PartitionTask) -> PartitionResult:
     """Run one bucket of a stage and write its tables; the function every engine calls."""
     started = time.perf_counter()
-    tables = {name: load_input(spec, task.index, task.count) for name, spec in task.inputs.items()}
+    tables = {name: pl.read_parquet(list(files)) for name, files in task.inputs.items()}
     output = task.definition.fn({n: f.lazy() for n, f in tables.items()}, task.params, task.context)
     stats = output.stats
     for name, frame in tables.items():
         stats.rows_in.setdefault(name, frame.height)
-    result = PartitionResult(index=task.index)
+    result = PartitionResult(index=task.index, worker=f"{socket.gethostname()}:{os.getpid()}")
     for name, frame in output.tables.items():
         data = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
         if USER not in data.columns:

@@ -37,7 +37,8 @@ from recgpt_data.engines import Engine, get_engine
 from recgpt_data.errors import UsageError
 from recgpt_data.io.parquet import write_parquet, write_text
 from recgpt_data.pipeline.fingerprint import FileRecord, HashCache, digest, file_sha256, raw_inputs
-from recgpt_data.pipeline.partition import PartitionResult, PartitionTask, TableInput, run_partition
+from recgpt_data.pipeline.partition import PartitionResult, PartitionTask, run_partition
+from recgpt_data.pipeline.shuffle import has_users, split_by_user
 from recgpt_data.pipeline.spec import PipelineSpec, StageSpec
 from recgpt_data.stage import Context, Params, StageDef, StageStats
 
@@ -79,6 +80,7 @@ class TableRef:
     files: tuple[FileRecord, ...]
     partitions: int | None
     fingerprint: str
+    stage: str
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,7 @@ def table_refs(marker: Mapping[str, Any]) -> dict[str, TableRef]:
             tuple(FileRecord(prefix + f["path"], f["size"], f["sha256"]) for f in table["files"]),
             table["partitions"],
             marker["fingerprint"],
+            marker["key"],
         )
         for name, table in marker["tables"].items()
     }
@@ -347,7 +350,9 @@ class Runner:
                 continue
             files = {name: FileRecord(**f) for name, f in record["tables"].items()}
             if all((stage_dir / f.path).is_file() and (stage_dir / f.path).stat().st_size == f.size for f in files.values()):
-                found[record["index"]] = PartitionResult(record["index"], files, record["stats"], record["seconds"])
+                found[record["index"]] = PartitionResult(
+                    record["index"], files, record["stats"], record["seconds"], record["worker"]
+                )
         return found
 
     def run_whole(
@@ -381,19 +386,15 @@ class Runner:
     ) -> tuple[dict[str, dict], StageStats]:
         """Run a stage bucket by bucket on the engine, recording each finished bucket."""
         count = planned.partitions or 1
-        table_inputs = {
-            name: [self.out / f.path for f in ref.files] for name, ref in inputs.items()
-        }
+        table_inputs = {name: [self.out / f.path for f in ref.files] for name, ref in inputs.items()}
+        buckets = {name: self.buckets(name, ref, count) for name, ref in inputs.items()}
         results = self.finished_parts(stage_dir, fingerprint)
         tasks = [
             PartitionTask(
                 definition=planned.definition,
                 params=planned.params,
                 context=replace(context, partition=(index, count)),
-                inputs={
-                    name: self.bucket_input(inputs[name], files, index, count)
-                    for name, files in table_inputs.items()
-                },
+                inputs={name: parts[index] if parts is not None else whole for name, (parts, whole) in buckets.items()},
                 index=index,
                 count=count,
                 target=stage_dir,
@@ -412,6 +413,7 @@ class Runner:
                 "tables": {name: f.to_dict() for name, f in part.tables.items()},
                 "stats": part.stats,
                 "seconds": part.seconds,
+                "worker": part.worker,
             }
             write_text(json.dumps(record, indent=2) + "\n", stage_dir / "_parts" / f"{part.index:05d}.json")
             results[part.index] = part
@@ -428,13 +430,17 @@ class Runner:
             stats.rows_in[name] = registry.count(pl.scan_parquet(files))
         return written, stats
 
-    @staticmethod
-    def bucket_input(ref: TableRef, files: list[Path], index: int, count: int) -> TableInput:
-        """Bucket ``index``'s view of a table: its own part file when the table is already cut into
-        the same buckets, else all files, cut on read."""
-        if ref.partitions == count and len(files) == count:
-            return TableInput((str(files[index]),), cut=False)
-        return TableInput(tuple(str(f) for f in files), cut=True)
+    def buckets(self, name: str, ref: TableRef, count: int) -> tuple[list[tuple[str, ...]] | None, tuple[str, ...]]:
+        """A table as buckets see it: for a table keyed by user, one part file per bucket (its own
+        parts if an earlier stage wrote it in the same buckets, else cut once and kept beside it);
+        for any other table, ``None`` and all its files, which every bucket reads whole."""
+        files = [self.out / f.path for f in ref.files]
+        whole = tuple(str(f) for f in files)
+        if not has_users(files):
+            return None, whole
+        if ref.partitions != count:
+            files = split_by_user(files, count, self.stage_dir(ref.stage) / "_buckets" / f"{name}-{count}")
+        return [(str(f),) for f in files], whole
 
     def publish(self, key: str, staged: Path) -> list[FileRecord]:
         """Move the files a stage wrote for the final folder into place, one atomic rename each."""

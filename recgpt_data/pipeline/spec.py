@@ -83,6 +83,17 @@ def substitute(value: Any, variables: Mapping[str, str]) -> Any:
     return value
 
 
+def expand_vars(variables: Mapping[str, str]) -> dict[str, str]:
+    """Vars with the ``${name}`` references between them resolved (``a = "${raw}/a"``)."""
+    resolved = dict(variables)
+    for _ in range(len(resolved) + 1):
+        expanded = {name: substitute(value, resolved) for name, value in resolved.items()}
+        if expanded == resolved:
+            return resolved
+        resolved = expanded
+    raise UsageError(f"[vars] refer to each other in a cycle: {', '.join(sorted(resolved))}")
+
+
 def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None) -> PipelineSpec:
     """Read and validate the spec at ``path``, with ``overrides`` replacing its ``[vars]``."""
     path = Path(path)
@@ -90,7 +101,7 @@ def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None) -> P
         raise UsageError(f"no such pipeline spec: {path}")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        variables = {**raw.get("vars", {}), **(overrides or {})}
+        variables = expand_vars({**raw.get("vars", {}), **(overrides or {})})
         raw["stages"] = substitute(raw.get("stages", []), variables)
         spec = PipelineSpec(**{**raw, "vars": variables}, path=path.resolve())
     except (tomllib.TOMLDecodeError, ValidationError, TypeError) as exc:

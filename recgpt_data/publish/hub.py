@@ -81,6 +81,23 @@ def publish_folder(
     on_message: Callable[[str], None] = lambda message: None,
 ) -> PublishReport:
     """Publish ``folder`` to the dataset repository ``repo_id`` (see the module docstring)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return upload(folder, repo_id, private, revision, allow_restricted, on_message)
+    except HfHubHTTPError as exc:
+        raise UsageError(f"the Hub refused the upload: {str(exc).splitlines()[0]}") from None
+
+
+def upload(
+    folder: str | Path,
+    repo_id: str,
+    private: bool,
+    revision: str | None,
+    allow_restricted: bool,
+    on_message: Callable[[str], None],
+) -> PublishReport:
+    """Check, then upload what is missing or different, batch by batch."""
     from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
     folder = Path(folder)

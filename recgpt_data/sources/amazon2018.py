@@ -1,6 +1,7 @@
 """Amazon Review Data (2018), McAuley lab: ``<Category>.json`` / ``<Category>_5.json`` reviews and
 ``meta_<Category>.json`` metadata, both JSON lines. Meta titles can hold HTML (cleaned later);
-``style``, ``vote`` and ``image`` are optional; ``vote`` is a string such as ``"1,234"``."""
+``style``, ``vote`` and ``image`` are optional; ``vote`` is a string such as ``"1,234"``; ``style`` (an
+object such as ``{"Size:": " 7.0 oz"}``) goes into ``extras`` as a nested object."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from recgpt_data.sources.amazon_common import (
     extras_json,
 )
 from recgpt_data.sources.base import LINE, FileInfo, Role, Source
-from recgpt_data.sources.readers import ndjson
+from recgpt_data.sources.readers import ndjson, with_raw_json
 
 REVIEW_FIELDS = {
     "reviewerID": pl.String(),
@@ -47,7 +48,7 @@ def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
         pl.col("summary").alias("review_title"),
         pl.col("reviewText").alias("review_text"),
         pl.col("vote").str.replace_all(",", "").cast(pl.Int64, strict=False).alias("helpful_votes"),
-        extras_json(verified=pl.col("verified"), style=pl.col("style")).alias("extras"),
+        with_raw_json(extras_json(verified=pl.col("verified")), style=pl.col("style")).alias("extras"),
         pl.col(LINE),
     )
 

@@ -13,16 +13,17 @@ not in the file's encoding and values that do not fit a typed column become reje
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from recgpt_data.errors import UsageError
-from recgpt_data.io.streams import LineBlocks
+from recgpt_data.io.streams import CHUNK_BYTES, LineBlocks
 from recgpt_data.sources.base import LINE, RawBatch, ReadState, Reader, Reject
 from recgpt_data.sources.readers import decode
 
@@ -30,6 +31,7 @@ UTF8 = "utf-8"
 LATIN1 = "latin-1"
 UTF8_OR_LATIN1 = "utf-8|latin-1"  # UTF-8 until a block is not, then ISO-8859-1 for the rest of the file
 _SENTINEL = "\x1e"  # an extra last field on every record: a short or long row moves it
+_UNIT = "\x1f"  # the separator that multi-character and BookCrossing separators are rewritten to
 
 
 @dataclass(frozen=True)
@@ -54,22 +56,22 @@ class Dialect:
     last_takes_rest: bool = False
 
 
-def delimited(dialect: Dialect) -> Reader:
-    """A reader of files written in ``dialect``."""
+def delimited(dialect: Dialect, chunk_bytes: int = CHUNK_BYTES) -> Reader:
+    """A reader of files written in ``dialect``, taking ``chunk_bytes`` of input at a time."""
 
     def read(path: Path, state: ReadState) -> Iterator[RawBatch]:
-        yield from _DelimitedFile(path, dialect).batches(state)
+        yield from _DelimitedFile(path, dialect, chunk_bytes).batches(state)
 
     return read
 
 
-def movie_blocks(dialect: Dialect, key: str) -> Reader:
+def movie_blocks(dialect: Dialect, key: str, chunk_bytes: int = CHUNK_BYTES) -> Reader:
     """A reader of block files (Netflix Prize ``combined_data_*.txt``, ``mv_*.txt``): a line
     ``<id>:`` opens a block whose rows, written in ``dialect``, all get ``key`` = ``<id>``.
     Header lines are not records; rows before the first header are rejected."""
 
     def read(path: Path, state: ReadState) -> Iterator[RawBatch]:
-        yield from _BlockFile(path, dialect, key).batches(state)
+        yield from _BlockFile(path, dialect, key, chunk_bytes).batches(state)
 
     return read
 
@@ -80,6 +82,18 @@ class _Decoder:
     def __init__(self, encoding: str):
         self.policy = encoding
         self.current = LATIN1 if encoding == LATIN1 else UTF8
+
+    def utf8(self, data: bytes) -> bytes | None:
+        """``data`` as UTF-8 bytes, or ``None`` where some of it is not in the file's encoding."""
+        if self.current == UTF8:
+            try:
+                data.decode(UTF8)
+                return data
+            except UnicodeDecodeError:
+                if self.policy != UTF8_OR_LATIN1:
+                    return None
+                self.current = LATIN1
+        return data.decode(LATIN1).encode(UTF8)
 
     def records(self, records: list[bytes]) -> list[str | None]:
         """Each record as text, or ``None`` where it is not valid in the file's encoding."""
@@ -104,62 +118,80 @@ def _utf8_or_none(record: bytes) -> str | None:
         return None
 
 
+@dataclass
+class _Block:
+    """Consecutive records: ``data`` holds them joined by LF; ``grouped`` lists them where some
+    span several lines (otherwise each line of ``data`` is one record)."""
+
+    data: bytes
+    grouped: list[bytes] | None = None
+
+    def records(self) -> list[bytes]:
+        return self.grouped if self.grouped is not None else self.data.split(b"\n")
+
+    def count(self) -> int:
+        return len(self.grouped) if self.grouped is not None else self.data.count(b"\n") + 1
+
+    def without_first(self) -> tuple[bytes, _Block | None]:
+        """The first record, and the block of the others (``None`` if there are none)."""
+        if self.grouped is not None:
+            rest = self.grouped[1:]
+            return self.grouped[0], (_Block(b"\n".join(rest), rest) if rest else None)
+        first, newline, rest = self.data.partition(b"\n")
+        return first, (_Block(rest) if newline else None)
+
+
 class _Records:
     """Groups lines into records: a line that leaves a double quote open continues on the next
-    line (quoted CSV); records still open at the end of a block carry over to the next one."""
+    line (quoted CSV); a record still open at the end of a block carries over to the next one."""
 
     def __init__(self, quoting: bool):
         self.quoting = quoting
         self.open: list[bytes] = []
+        self.odd = False
 
-    def feed(self, block: bytes) -> list[bytes]:
-        lines = block.split(b"\n")
+    def feed(self, block: bytes) -> _Block | None:
         if not self.quoting or (not self.open and b'"' not in block):
-            return lines
+            return _Block(block)
         records: list[bytes] = []
-        current = self.open
-        for line in lines:
+        current, odd = self.open, self.odd
+        for line in block.split(b"\n"):
             current.append(line)
-            if _open_quotes(current):
-                continue
-            records.append(current[0] if len(current) == 1 else b"\n".join(current))
-            current = []
-        self.open = current
-        return records
-
-
-def _open_quotes(lines: list[bytes]) -> bool:
-    return sum(line.count(b'"') for line in lines) % 2 == 1
+            if line.count(b'"') % 2:
+                odd = not odd
+            if not odd:
+                records.append(current[0] if len(current) == 1 else b"\n".join(current))
+                current = []
+        self.open, self.odd = current, odd
+        return _Block(b"\n".join(records), records) if records else None
 
 
 class _DelimitedFile:
     """One delimited file being read."""
 
-    def __init__(self, path: Path, dialect: Dialect):
+    def __init__(self, path: Path, dialect: Dialect, chunk_bytes: int):
         self.path = path
         self.dialect = dialect
+        self.chunk_bytes = chunk_bytes
         self.decoder = _Decoder(dialect.encoding)
         self.names: list[str] | None = list(dialect.columns) if not dialect.header else None
         self.count = 0
 
     def batches(self, state: ReadState) -> Iterator[RawBatch]:
-        blocks = LineBlocks(self.path)
+        blocks = LineBlocks(self.path, self.chunk_bytes)
         grouper = _Records(self.dialect.quoting)
-        for _, block, _ in blocks:
-            records = grouper.feed(block)
-            if self.names is None and records:
-                self.names = self._header(records.pop(0))
-            if records:
-                yield self._batch(records)
-        tail: list[Reject] = []
-        if grouper.open:
+        for _, data, _ in blocks:
+            block = grouper.feed(data)
+            if self.names is None and block is not None:
+                header, block = block.without_first()
+                self.names = self._header(header)
+            if block is not None:
+                yield self._batch(block)
+        unfinished = grouper.open + ([blocks.partial] if blocks.partial is not None else [])
+        if unfinished:
             self.count += 1
-            tail.append(Reject(self.count, "unterminated_quote", decode(b"\n".join(grouper.open))))
-        if blocks.partial is not None:
-            self.count += 1
-            tail.append(Reject(self.count, "truncated_record", decode(blocks.partial)))
-        if tail:
-            yield RawBatch(pl.DataFrame(), tail, lambda _: "")
+            reason = "truncated_record" if blocks.partial is not None else "unterminated_quote"
+            yield RawBatch(pl.DataFrame(), [Reject(self.count, reason, decode(b"\n".join(unfinished)))], lambda _: "")
         if self.names is None:
             raise UsageError(f"{self.path.name}: empty file, no header")
         state.records = self.count
@@ -170,7 +202,7 @@ class _DelimitedFile:
     def _header(self, record: bytes) -> list[str]:
         text = self.decoder.records([record])[0] or decode(record)
         if self.dialect.all_quoted:
-            names = _unquote_all(text, self.dialect.separator).split("\x1f")
+            names = _unquote_all(text, self.dialect.separator).split(_UNIT)
         elif self.dialect.quoting:
             names = next(csv.reader([text], delimiter=self.dialect.separator))
         else:
@@ -181,10 +213,25 @@ class _DelimitedFile:
             raise UsageError(f"{self.path.name}: header lacks column(s) {', '.join(missing)}; found {', '.join(names)}")
         return names
 
-    def _batch(self, records: list[bytes]) -> RawBatch:
+    def _batch(self, block: _Block) -> RawBatch:
         first = self.count + 1
-        self.count += len(records)
-        raw_text = _raw_lookup(first, records)
+        count = block.count()
+        self.count += count
+        raw_text = _raw_lookup(first, block.records)
+        whole = self.decoder.utf8(block.data)
+        frame = None
+        if whole is not None and (block.grouped is None or whole is block.data):
+            frame = _read_block(whole, block.grouped, count, self.names, self.dialect)
+        if frame is not None:
+            frame, rejects = frame.with_columns(pl.int_range(first, first + count, dtype=pl.Int64).alias(LINE)), []
+        else:
+            frame, rejects = self._records(block.records(), first, raw_text)
+        frame, failed = _cast(frame, self.dialect.types)
+        rejects += [Reject(n, reason, raw_text(n)) for n, reason in failed]
+        return RawBatch(frame, sorted(rejects, key=lambda r: r.line), raw_text)
+
+    def _records(self, records: list[bytes], first: int, raw_text) -> tuple[pl.DataFrame, list[Reject]]:
+        """Parse record by record, rejecting each record that does not decode, split or parse."""
         texts = self.decoder.records(records)
         numbers = range(first, first + len(records))
         rejects = [Reject(n, "invalid_utf8", raw_text(n)) for n, t in zip(numbers, texts) if t is None]
@@ -196,31 +243,84 @@ class _DelimitedFile:
         else:
             separator = self.dialect.separator
             if self.dialect.all_quoted:
-                values, separator = [_unquote_all(v, separator) for v in values], "\x1f"
+                values, separator = [_unquote_all(v, separator) for v in values], _UNIT
             text = pl.DataFrame([lines, pl.Series("__text", values, pl.String)])
             frame, bad = _split_unquoted(text, self.names, separator, self.dialect.last_takes_rest)
-        frame, failed = _cast(frame, self.dialect.types)
-        rejects += bad + [Reject(n, reason, raw_text(n)) for n, reason in failed]
-        return RawBatch(frame, sorted(rejects, key=lambda r: r.line), raw_text)
+        return frame, rejects + bad
 
 
-def _raw_lookup(first: int, records: list[bytes]):
+def _read_block(
+    data: bytes, grouped: list[bytes] | None, count: int, names: Sequence[str], dialect: Dialect
+) -> pl.DataFrame | None:
+    """``count`` records of UTF-8 ``data`` parsed whole by polars (``grouped``: the records, where
+    some span lines), or ``None`` where any record is blank, has the wrong number of fields or does
+    not parse: the caller then goes record by record."""
+    separator, quote = dialect.separator, '"' if dialect.quoting and not dialect.all_quoted else None
+    if dialect.last_takes_rest:
+        return None
+    if dialect.all_quoted:
+        data, separator = _unquote_all(data.decode(UTF8), separator).encode(UTF8), _UNIT
+    elif len(separator) > 1:
+        if _UNIT.encode() in data:
+            return None
+        data, separator = data.replace(separator.encode(UTF8), _UNIT.encode()), _UNIT
+    suffix = f"{separator}{_SENTINEL}".encode(UTF8)
+    if grouped is None:
+        payload = data.replace(b"\n", suffix + b"\n") + suffix
+    else:
+        payload = b"\n".join(record + suffix for record in grouped)
+    return _read_csv(payload, names, separator, quote, count)
+
+
+def _read_csv(payload: bytes, names: Sequence[str], separator: str, quote: str | None, rows: int) -> pl.DataFrame | None:
+    """``payload`` (records each ending in the sentinel field) as string columns ``names``, or
+    ``None`` unless polars reads exactly ``rows`` rows with the sentinel in its place on each."""
+    schema = {name: pl.String() for name in names} | {"__sentinel": pl.String()}
+    try:
+        frame = pl.read_csv(
+            payload,
+            has_header=False,
+            new_columns=list(schema),
+            schema=schema,
+            separator=separator,
+            quote_char=quote,
+            empty_string_is_null=False,
+            raise_if_empty=False,
+        )
+    except Exception:  # noqa: BLE001 - any parser error sends the block to the record-by-record path
+        return None
+    if frame.height != rows or not (frame["__sentinel"] == _SENTINEL).all():
+        return None
+    return _nulls_for_empty(frame.drop("__sentinel"), names)
+
+
+def _raw_lookup(first: int, split: Callable[[], list[bytes]]) -> Callable[[int], str]:
+    """Record number -> raw text, for records numbered from ``first`` that ``split`` lists (called
+    once, at the first lookup)."""
+    records: list[bytes] | None = None
+
     def raw_text(line: int) -> str:
+        nonlocal records
+        if records is None:
+            records = split()
         return decode(records[line - first])
 
     return raw_text
 
 
-_NULL_FIELD = re.compile(r'(^|;)NULL(?=;|$)')
+@functools.cache
+def _bare_null(separator: str) -> re.Pattern[str]:
+    return re.compile(f"(^|{re.escape(separator)})NULL(?={re.escape(separator)}|$)", re.MULTILINE)
+
+
+_OUTER_QUOTES = re.compile(r'^"|"$', re.MULTILINE)
 
 
 def _unquote_all(text: str, separator: str) -> str:
-    """A BookCrossing record with its fields joined by ``\\x1f``: every field is ``"..."`` (quotes
-    inside left as they are) or a bare ``NULL``, so fields are split on ``";"`` only."""
-    text = _NULL_FIELD.sub(r'\1"NULL"', text)
-    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-        text = text[1:-1]
-    return text.replace(f'"{separator}"', "\x1f")
+    """BookCrossing records (one a line) with their fields joined by ``\\x1f``: every field is
+    ``"..."`` (quotes inside left as they are) or a bare ``NULL``, so fields split on ``";"`` only."""
+    text = _OUTER_QUOTES.sub("", _bare_null(separator).sub(r'\1"NULL"', text))
+    return text.replace(f'"{separator}"', _UNIT)
 
 
 def _split_unquoted(
@@ -254,27 +354,13 @@ def _split_unquoted(
 
 
 def _parse_quoted(values: list[str], lines: pl.Series, names: Sequence[str], separator: str) -> tuple[pl.DataFrame, list[Reject]]:
-    """Parse RFC 4180 records with polars; a block polars cannot take whole (or that a sentinel
-    field shows to hold a short or long row) is parsed record by record with the csv module."""
-    width = len(names)
-    schema = {name: pl.String() for name in names} | {"__sentinel": pl.String()}
-    data = "\n".join(f"{v}{separator}{_SENTINEL}" for v in values)
-    try:
-        frame = pl.read_csv(
-            data.encode(UTF8),
-            has_header=False,
-            new_columns=list(schema),
-            schema=schema,
-            separator=separator,
-            quote_char='"',
-            empty_string_is_null=False,
-            raise_if_empty=False,
-        )
-    except Exception:  # noqa: BLE001 - any parser error sends the block to the record-by-record path
-        frame = None
-    if frame is not None and frame.height == len(values) and (frame["__sentinel"] == _SENTINEL).all():
-        return _nulls_for_empty(frame.drop("__sentinel").with_columns(lines), names), []
-    return _parse_quoted_slow(values, lines, names, separator, width)
+    """Parse RFC 4180 records with polars, or record by record with the csv module where polars
+    cannot take them all (a bad record among them)."""
+    payload = "\n".join(f"{v}{separator}{_SENTINEL}" for v in values).encode(UTF8)
+    frame = _read_csv(payload, names, separator, '"', len(values)) if values else None
+    if frame is not None:
+        return frame.with_columns(lines), []
+    return _parse_quoted_slow(values, lines, names, separator, len(names))
 
 
 def _parse_quoted_slow(
@@ -328,23 +414,22 @@ def _cast(frame: pl.DataFrame, types: dict[str, pl.DataType]) -> tuple[pl.DataFr
 class _BlockFile:
     """One block file being read: header lines set ``key`` for the rows after them."""
 
-    def __init__(self, path: Path, dialect: Dialect, key: str):
+    def __init__(self, path: Path, dialect: Dialect, key: str, chunk_bytes: int):
         self.path = path
         self.dialect = dialect
         self.key = key
+        self.chunk_bytes = chunk_bytes
         self.decoder = _Decoder(dialect.encoding)
         self.current: str | None = None
         self.count = 0
 
     def batches(self, state: ReadState) -> Iterator[RawBatch]:
-        blocks = LineBlocks(self.path)
+        blocks = LineBlocks(self.path, self.chunk_bytes)
         for _, block, _ in blocks:
             yield self._batch(block.split(b"\n"))
-        tail: list[Reject] = []
         if blocks.partial is not None:
             self.count += 1
-            tail.append(Reject(self.count, "truncated_record", decode(blocks.partial)))
-            yield RawBatch(pl.DataFrame(), tail, lambda _: "")
+            yield RawBatch(pl.DataFrame(), [Reject(self.count, "truncated_record", decode(blocks.partial))], lambda _: "")
         state.records = self.count
         if blocks.truncated:
             state.truncated = True
@@ -366,7 +451,7 @@ class _BlockFile:
         raws = [line for line, is_header in zip(raw_lines, frame["__header"].to_list()) if not is_header]
         first = self.count + 1
         self.count += len(raws)
-        raw_text = _raw_lookup(first, raws)
+        raw_text = _raw_lookup(first, lambda: raws)
         rows = frame.filter(~pl.col("__header")).with_columns(
             pl.int_range(first, first + len(raws), dtype=pl.Int64).alias(LINE)
         )

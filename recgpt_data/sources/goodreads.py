@@ -73,6 +73,11 @@ GOODBOOKS_RATINGS = Dialect(required=("user_id", "book_id", "rating"), types={"r
 GOODBOOKS_TO_READ = Dialect(required=("user_id", "book_id"))
 
 
+def _text(column: str) -> pl.Expr:
+    """A text field, null where the dump writes an empty string."""
+    return pl.when(pl.col(column) != "").then(pl.col(column)).alias(column)
+
+
 def _rating() -> pl.Expr:
     return pl.when(pl.col("rating") != NOT_RATED).then(pl.col("rating")).alias("rating")
 
@@ -87,7 +92,7 @@ def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
         pl.col("book_id").alias("item_id"),
         _date_added(),
         _rating(),
-        "review_text",
+        _text("review_text"),
         pl.col("n_votes").alias("helpful_votes"),
         extras_json(review_id=pl.col("review_id"), n_comments=pl.col("n_comments")).alias("extras"),
         LINE,
@@ -100,7 +105,7 @@ def interactions(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
         pl.col("book_id").alias("item_id"),
         _date_added(),
         _rating(),
-        extras_json(review_id=pl.col("review_id"), is_read=pl.col("is_read"), read_at=pl.col("read_at")).alias("extras"),
+        extras_json(review_id=pl.col("review_id"), is_read=pl.col("is_read"), read_at=_text("read_at")).alias("extras"),
         LINE,
     )
 
@@ -108,9 +113,9 @@ def interactions(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
 def books(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     return raw.select(
         pl.col("book_id").alias("item_id"),
-        "title",
+        _text("title"),
         "author",
-        "description",
+        _text("description"),
         pl.col("genres").alias("categories"),
         extras_json(
             isbn=pl.col("isbn"),

@@ -120,3 +120,42 @@ def _json_problem(line: bytes) -> str | None:
     except ValueError:
         return "malformed_json"
     return None if isinstance(value, dict) else "not_an_object"
+
+
+def with_raw_json(encoded: pl.Expr, **raw: pl.Expr) -> pl.Expr:
+    """``encoded`` (a JSON object, e.g. from ``struct.json_encode``) with members whose values are
+    already JSON text (nested objects read as strings) spliced in as they are; null ones left out."""
+    out = encoded
+    for name, value in raw.items():
+        member = pl.concat_str(pl.lit(json.dumps(name) + ":"), value)
+        out = (
+            pl.when(value.is_null())
+            .then(out)
+            .when(out == "{}")
+            .then(pl.concat_str(pl.lit("{"), member, pl.lit("}")))
+            .otherwise(pl.concat_str(out.str.head(-1), pl.lit(","), member, pl.lit("}")))
+        )
+    return out
+
+
+def exploded(reader: Reader, column: str, empty_reason: str) -> Reader:
+    """``reader`` with each line's list ``column`` of structs turned into one record per element
+    (their fields become columns); a line whose list is empty or null is rejected as ``empty_reason``.
+    Records read count elements, so read = kept + rejected still holds."""
+
+    def read(path: Path, state: ReadState) -> Iterator[RawBatch]:
+        extra = 0
+        for batch in reader(path, state):
+            if not batch.frame.height:
+                yield batch
+                continue
+            sizes = batch.frame.get_column(column).list.len().fill_null(0)
+            empty = batch.frame.filter(sizes == 0).get_column(LINE).to_list()
+            rejects = batch.rejects + [Reject(n, empty_reason, batch.raw_text(n)) for n in empty]
+            rejects.sort(key=lambda r: r.line)
+            extra += int(sizes.sum()) - (batch.frame.height - len(empty))
+            frame = batch.frame.filter(sizes > 0).explode(column).unnest(column)
+            yield RawBatch(frame, rejects, batch.raw_text)
+        state.records += extra
+
+    return read

@@ -1,0 +1,157 @@
+"""Language filter: naive per-review ``langdetect.detect`` against ``BatchDetector``, side by side.
+
+Both run on one thread over the same texts with the same seed (``DetectorFactory.seed = 0``):
+
+- English: every review text of the real Amazon samples in ../shared/data (2014 Musical
+  Instruments and Digital Music 5-cores, 2018 Magazine Subscriptions and All Beauty 5-cores), less
+  the records listed in ``NON_ENGLISH_REVIEWS``;
+- non-English: benchmarks/data/langid_non_english.jsonl (spaCy's example sentences and CLD2's test
+  snippets, see benchmarks/data/README.md) plus those real non-English reviews.
+
+Agreement is the share of texts given exactly the label naive langdetect gives (a text it cannot
+judge counts as the label None); the all-English baseline labels every text "en".
+
+    /work/venv/bin/python benchmarks/bench_langid.py [--limit N]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("POLARS_MAX_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import gzip
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import langdetect
+from langdetect import DetectorFactory
+from langdetect.lang_detect_exception import LangDetectException
+
+from recgpt_data.clean.langid import BatchDetector
+
+HERE = Path(__file__).resolve().parent
+SHARED = Path(os.environ.get("RECGPT_SHARED_DATA", HERE.parent.parent / "shared" / "data"))
+CORPUS = HERE / "data" / "langid_non_english.jsonl"
+REVIEW_FILES = {
+    "amazon2014/reviews_Musical_Instruments_5.json.gz": "reviewText",
+    "amazon2014/reviews_Digital_Music_5.json.gz": "reviewText",
+    "amazon2018/Magazine_Subscriptions_5.json": "reviewText",
+    "amazon2018/All_Beauty_5.json": "reviewText",
+}
+# Real non-English reviews in the samples, found by reading every review naive langdetect did not
+# call English: (file, 1-based line). Spanish, except the Serbian review at Digital Music line 1518.
+NON_ENGLISH_REVIEWS = {
+    "amazon2014/reviews_Digital_Music_5.json.gz": [948, 1518, 4298, 5189, 5346, 5448, 5749, 6696],
+    "amazon2014/reviews_Musical_Instruments_5.json.gz": [2141, 3155, 3753, 6209, 7760],
+    "amazon2018/All_Beauty_5.json": [334, 1813, 2735, 3725, 4534],  # "muy bueno"
+}
+NON_ENGLISH_EXTRA = {"yelp/yelp_academic_dataset_review.json": ("text", [830])}
+
+
+def read_lines(path: Path) -> list[bytes]:
+    """Complete lines of a JSON-lines file (a truncated gzip keeps the lines before the cut)."""
+    lines: list[bytes] = []
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        try:
+            for line in handle:
+                lines.append(line)
+        except EOFError:
+            pass
+    if lines and not lines[-1].endswith(b"\n"):
+        lines.pop()
+    return lines
+
+
+def load_texts() -> tuple[list[str], list[tuple[str, str]]]:
+    """English review texts, and (text, origin) of the non-English ones."""
+    english: list[str] = []
+    foreign: list[tuple[str, str]] = []
+    for name, field in REVIEW_FILES.items():
+        skip = set(NON_ENGLISH_REVIEWS.get(name, ()))
+        for number, line in enumerate(read_lines(SHARED / name), start=1):
+            text = json.loads(line).get(field)
+            if not text:
+                continue
+            if number in skip:
+                foreign.append((text, f"{name}:{number}"))
+            else:
+                english.append(text)
+    for name, (field, numbers) in NON_ENGLISH_EXTRA.items():
+        lines = read_lines(SHARED / name)
+        foreign.extend((json.loads(lines[n - 1])[field], f"{name}:{n}") for n in numbers)
+    with CORPUS.open(encoding="utf-8") as handle:
+        foreign.extend((row["text"], row["source"]) for row in map(json.loads, handle))
+    return english, foreign
+
+
+def naive(texts: Sequence[str]) -> list[str | None]:
+    """``langdetect.detect`` one text at a time (a text it cannot judge gives None)."""
+    out: list[str | None] = []
+    for text in texts:
+        try:
+            out.append(langdetect.detect(text))
+        except LangDetectException:
+            out.append(None)
+    return out
+
+
+def timed(fn: Callable[[], list[str | None]]) -> tuple[list[str | None], float]:
+    started = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - started
+
+
+def agreement(a: Sequence[str | None], b: Sequence[str | None]) -> float:
+    return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N English reviews")
+    args = parser.parse_args()
+    english, foreign = load_texts()
+    if args.limit:
+        english = english[: args.limit]
+    foreign_texts = [t for t, _ in foreign]
+    DetectorFactory.seed = 0
+
+    started = time.perf_counter()
+    langdetect.detect("warm up the profiles")
+    naive_init = time.perf_counter() - started
+    started = time.perf_counter()
+    detector = BatchDetector(seed=0)
+    batch_init = time.perf_counter() - started
+
+    rows = []
+    for label, texts in (("English reviews", english), ("non-English texts", foreign_texts)):
+        reference, naive_s = timed(lambda: naive(texts))
+        ours, batch_s = timed(lambda: [d.lang for d in detector.detect(texts)])
+        baseline = ["en"] * len(texts)
+        chars = sum(len(t) for t in texts) / len(texts)
+        rows.append((label, len(texts), chars, naive_s, batch_s, agreement(reference, ours), agreement(reference, baseline)))
+        if label == "non-English texts":
+            misses = [(o, r, d) for (t, o), r, d in zip(foreign, reference, ours) if r != d]
+            labels_en = sum(r == "en" for r in reference)
+
+    print("machine: 2 cores, 24 GiB; one thread each; langdetect seed 0")
+    print(f"profile load: naive {naive_init:.2f} s, BatchDetector {batch_init:.2f} s (not in the rates)")
+    print("| texts | n | mean chars | naive texts/s | BatchDetector texts/s | speed-up | agreement | all-English baseline |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, n, chars, naive_s, batch_s, agree, base in rows:
+        print(
+            f"| {label} | {n:,} | {chars:.0f} | {n / naive_s:,.0f} | {n / batch_s:,.0f} | "
+            f"{naive_s / batch_s:.1f}x | {100 * agree:.2f}% | {100 * base:.2f}% |"
+        )
+    print(f"non-English texts naive langdetect itself calls 'en': {labels_en}")
+    print(f"disagreements on non-English texts: {misses[:10]}")
+
+
+if __name__ == "__main__":
+    main()

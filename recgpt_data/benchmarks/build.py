@@ -1,0 +1,178 @@
+"""The benchmark stages: build P5-protocol benchmarks from canonical tables (``p5_benchmark``) or load
+P5's own split files (``load_p5``), write each under ``eval/<benchmark>/`` of the output folder, and
+add their validation and test interactions to the ``held_out`` table.
+
+``eval/<benchmark>/`` holds P5's ``sequential_data.txt`` and ``datamaps.json``, ``interactions.parquet``
+(every interaction with raw and P5 ids, its position and both splits after the leak fix),
+``items.parquet`` (the catalogue a harness matches generations against), ``prompts/<task>_<split>.jsonl``
+and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+from pydantic import Field, model_validator
+
+from recgpt_data.benchmarks.p5 import (
+    DATAMAPS_FILE,
+    SEQUENTIAL_FILE,
+    BenchmarkBuild,
+    P5Split,
+    build_benchmark,
+    datamaps,
+    held_out_rows,
+    load_p5,
+    p5_events,
+    sequential_text,
+)
+from recgpt_data.benchmarks.prompts import benchmark_prompts, catalogue, rendered_events
+from recgpt_data.instruct.templates import MAX_TOKENS, TASKS
+from recgpt_data.io.parquet import write_parquet, write_text
+from recgpt_data.pipeline.spec import resolve_path
+from recgpt_data.split import HELD_OUT
+from recgpt_data.stage import Context, Params, StageOutput, StageStats, stage
+
+EVENT_COLUMNS = (
+    "user_id", "item_id", "user_index", "item_index", "position", "timestamp", "rating", "rating_max",
+    "sequential_split", "rating_split",
+)
+
+
+def write_benchmark(
+    folder: Path, split: P5Split, events: pl.DataFrame, items: pl.DataFrame | pl.LazyFrame, name: str,
+    stats: StageStats, max_tokens: int, tokenizer: str | None,
+) -> dict:
+    """Write one benchmark's files under ``folder``; returns its summary."""
+    write_text(sequential_text(split), folder / SEQUENTIAL_FILE)
+    write_text(json.dumps(datamaps(split), ensure_ascii=False) + "\n", folder / DATAMAPS_FILE)
+    write_parquet(events.select([c for c in EVENT_COLUMNS if c in events.columns]), folder / "interactions.parquet")
+    rendered = rendered_events(events, items)
+    items_table = catalogue(rendered)
+    write_parquet(items_table, folder / "items.parquet")
+    prompts = benchmark_prompts(rendered, name, stats, max_tokens, tokenizer)
+    counts: dict[str, int] = {}
+    for task in TASKS:
+        for split_name in ("validation", "test"):
+            chosen = prompts.filter((pl.col("task") == task) & (pl.col("split") == split_name))
+            lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in chosen.iter_rows(named=True))
+            if chosen.height:
+                write_text(lines, folder / "prompts" / f"{task}_{split_name}.jsonl")
+            counts[f"{task}_{split_name}"] = chosen.height
+    summary = {
+        "users": len(split.users),
+        "items": len(split.items),
+        "interactions": split.interactions,
+        "items_without_text": int((items_table["line"] == "").sum()),
+        "prompts": counts,
+    }
+    for column in ("sequential_split", "rating_split"):
+        if column in events.columns:
+            summary[column] = dict(sorted(events[column].value_counts().iter_rows()))
+    write_text(json.dumps(summary, indent=2) + "\n", folder / "summary.json")
+    return summary
+
+
+class BenchmarkSpec(Params):
+    """One benchmark built from a dataset of the canonical tables."""
+
+    name: str  # folder under eval/, e.g. "beauty"
+    dataset: str  # canonical dataset, e.g. "amazon2014/Beauty"
+    k: int = Field(5, ge=1)
+    start: datetime | None = None  # keep interactions at or after (Yelp 2019: 2019-01-01)
+    end: datetime | None = None  # keep interactions before (Yelp 2019: 2020-01-01)
+    rating_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+
+
+class P5BenchmarkParams(Params):
+    benchmarks: list[BenchmarkSpec]
+    max_tokens: int = Field(MAX_TOKENS, ge=16)
+    tokenizer: str | None = None
+
+    @model_validator(mode="after")
+    def distinct_names(self) -> P5BenchmarkParams:
+        names = [b.name for b in self.benchmarks]
+        if len(set(names)) != len(names):
+            raise ValueError("benchmark names must be distinct")
+        return self
+
+
+def with_earlier(tables: dict, frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """The ``held_out`` table an earlier stage wrote (if any) followed by ``frames``."""
+    earlier = [tables["held_out"].lazy().collect().cast(HELD_OUT)] if "held_out" in tables else []
+    return pl.concat([pl.DataFrame(schema=HELD_OUT), *earlier, *frames])
+
+
+@stage(
+    "p5_benchmark",
+    params=P5BenchmarkParams,
+    reads=("interactions", "items"),
+    optional_reads=("held_out",),
+    writes=("held_out",),
+    version="1",
+)
+def p5_benchmark_stage(tables: dict, params: P5BenchmarkParams, ctx: Context) -> StageOutput:
+    """Build each benchmark P5's way, write ``eval/<name>/`` and emit its held-out interactions."""
+    stats = StageStats()
+    frames = []
+    for spec in params.benchmarks:
+        built: BenchmarkBuild = build_benchmark(
+            tables["interactions"], spec.dataset, stats, spec.k, spec.start, spec.end, ctx.seed, spec.rating_fractions
+        )
+        items = tables["items"].lazy().filter(pl.col("dataset") == spec.dataset)
+        stats.info[spec.name] = write_benchmark(
+            ctx.out_dir / "eval" / spec.name, built.split, built.events, items, spec.name, stats,
+            params.max_tokens, params.tokenizer,
+        )
+        frames.append(held_out_rows(built.events, spec.name, spec.dataset))
+    held_out = with_earlier(tables, frames)
+    stats.rows_out["held_out"] = held_out.height
+    return StageOutput({"held_out": held_out}, stats)
+
+
+class P5Files(Params):
+    """One of P5's own splits: its folder and the canonical dataset its raw ids belong to."""
+
+    name: str
+    dataset: str  # e.g. "amazon2014/Beauty": where item text for prompts is looked up
+    path: str
+
+
+class LoadP5Params(Params):
+    benchmarks: list[P5Files]
+    max_tokens: int = Field(MAX_TOKENS, ge=16)
+    tokenizer: str | None = None
+
+
+@stage("load_p5", params=LoadP5Params, reads=("items",), optional_reads=("held_out",), writes=("held_out",), version="1")
+def load_p5_stage(tables: dict, params: LoadP5Params, ctx: Context) -> StageOutput:
+    """Load P5's own split files, write ``eval/<name>/`` with next-item prompts (P5's files carry no
+    ratings) and emit the held-out interactions (each user's last two items)."""
+    stats = StageStats()
+    frames = []
+    for spec in params.benchmarks:
+        split = load_p5(resolve_path(spec.path, ctx.spec_dir))
+        folder = ctx.out_dir / "eval" / spec.name
+        items = tables["items"].lazy().filter(pl.col("dataset") == spec.dataset)
+        source = items.select("source").head(1).collect()["source"].to_list()
+        stats.rows_in[spec.name] = split.interactions
+        if source:
+            events = p5_events(split).with_columns(
+                pl.lit(source[0]).alias("source"), pl.lit(spec.dataset).alias("dataset")
+            )
+            stats.info[spec.name] = write_benchmark(
+                folder, split, events, items, spec.name, stats, params.max_tokens, params.tokenizer
+            )
+        else:
+            write_text(sequential_text(split), folder / SEQUENTIAL_FILE)
+            write_text(json.dumps(datamaps(split), ensure_ascii=False) + "\n", folder / DATAMAPS_FILE)
+            stats.info[spec.name] = {"users": len(split.users), "items": len(split.items),
+                                     "interactions": split.interactions}
+            stats.info.setdefault("warnings", []).append(f"{spec.name}: no items of {spec.dataset}; no prompts")
+        frames.append(held_out_rows(p5_events(split), spec.name, spec.dataset))
+    held_out = with_earlier(tables, frames)
+    stats.rows_out["held_out"] = held_out.height
+    return StageOutput({"held_out": held_out}, stats)

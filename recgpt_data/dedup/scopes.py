@@ -1,0 +1,229 @@
+"""The ``dedup`` stage: exact and near-duplicate removal in four scopes, each with its own action.
+
+Review texts are clustered once (exact duplicates by equal normalised text, near duplicates by
+MinHash LSH, see :mod:`recgpt_data.dedup.lsh`) and every interaction gets ``cluster_id`` (the
+position, in CHRONOLOGICAL order of the input table, of the cluster's earliest member; null for an
+empty text) and ``cluster_size``. Then, in this order:
+
+(a) variants: one user's copies of one text at one timestamp are one purchase listed under product
+    variants; the keep rule's choice stays, the others are dropped (``variant_duplicate``).
+(c) users: users whose histories (items with ratings, and review-text clusters) near-duplicate
+    another's are duplicate or bot accounts; the keep rule's user stays (``duplicate_user``).
+(d) items: items of one dataset whose title, brand and description near-duplicate each other are
+    one item; ``remap`` keeps the item with the most interactions, drops the others
+    (``duplicate_item``) and points their interactions at it (``item_id_remapped``); ``mark`` only
+    adds ``cluster_id`` / ``cluster_size`` to the items table.
+(b) texts: the remaining copies of a review text, across users (templates, spam) or within one
+    user, lose their text (``review_text_duplicate``) and keep the interaction; ``drop`` drops them.
+
+The keep rule orders candidates: ``earliest`` (CHRONOLOGICAL), ``most_helpful`` (helpful votes,
+then CHRONOLOGICAL) or ``longest`` (review length, then CHRONOLOGICAL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from recgpt_data.dedup.lsh import NearDuplicateConfig, cluster_texts
+from recgpt_data.dedup.normalize import normalize_expr
+from recgpt_data.hashing import fnv1a64
+from recgpt_data.schema import CHRONOLOGICAL
+from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, stage
+
+KeepRule = Literal["earliest", "most_helpful", "longest"]
+
+
+class DedupParams(Params):
+    """Parameters of the ``dedup`` stage."""
+
+    threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Jaccard threshold for near-duplicate review texts")
+    num_perm: int = Field(128, ge=2)
+    ngram: int = Field(5, ge=1, description="words per shingle")
+    seed: int = 1
+    false_positive_weight: float = Field(0.5, ge=0.0)
+    false_negative_weight: float = Field(0.5, ge=0.0)
+    verify: bool = Field(True, description="keep an LSH candidate only if its signatures agree >= threshold")
+    keep: KeepRule = "earliest"
+    variants: bool = True
+    text_action: Literal["blank", "drop", "keep"] = "blank"
+    users: bool = True
+    user_threshold: float = Field(0.8, gt=0.0, lt=1.0)
+    user_min_interactions: int = Field(5, ge=1, description="shorter histories are never called duplicates")
+    items: Literal["remap", "mark", "off"] = "remap"
+    item_threshold: float = Field(0.8, gt=0.0, lt=1.0)
+    batch_size: int = Field(65536, ge=1, description="texts per signature batch")
+
+    def config(self, threshold: float, ngram: int) -> NearDuplicateConfig:
+        """The clustering configuration for one scope."""
+        return NearDuplicateConfig(
+            threshold=threshold,
+            num_perm=self.num_perm,
+            ngram=ngram,
+            seed=self.seed,
+            false_positive_weight=self.false_positive_weight,
+            false_negative_weight=self.false_negative_weight,
+            verify=self.verify,
+            batch_size=self.batch_size,
+        )
+
+
+def keep_rank(frame: pl.DataFrame, rule: KeepRule) -> np.ndarray:
+    """Each row's rank under the keep rule (0 = kept first); rows must be in CHRONOLOGICAL order."""
+    row = pl.int_range(pl.len())
+    if rule == "earliest":
+        keys, descending = [row], [False]
+    elif rule == "most_helpful":
+        keys, descending = [pl.col("helpful_votes").fill_null(0), row], [True, False]
+    else:
+        keys, descending = [pl.col("review_text").str.len_chars().fill_null(0), row], [True, False]
+    order = frame.select(pl.arg_sort_by(keys, descending=descending)).to_series().to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+def _loser(keys: list[str]) -> pl.Expr:
+    """True for every row of a group that is not the group's best-ranked row."""
+    return pl.col("_rank") != pl.col("_rank").min().over(keys)
+
+
+def _token(dataset: pl.Expr, kind: str, value: pl.Expr) -> pl.Expr:
+    """A history token unique to (dataset, kind, value)."""
+    return pl.concat_str([dataset, pl.lit(f"\x1f{kind}\x1f"), value.cast(pl.String).fill_null("")])
+
+
+def _duplicate_users(frame: pl.DataFrame, params: DedupParams, stats: StageStats) -> pl.DataFrame:
+    """Scope (c): drop every user whose history near-duplicates a better-ranked user's."""
+    item = _token(pl.col("dataset"), "i", pl.concat_str([pl.col("item_id"), pl.col("rating").cast(pl.String).fill_null("")], separator="\x1f"))
+    text = _token(pl.col("dataset"), "c", pl.col("cluster_id"))
+    keys = ["dataset", "user_id"]
+    histories = (
+        frame.group_by(keys, maintain_order=True)
+        .agg(pl.len().alias("n"), pl.col("_rank").min())
+        .filter(pl.col("n") >= params.user_min_interactions)
+        .with_row_index("_user")
+    )
+    if histories.height < 2:
+        return frame
+    rows = frame.join(histories.select(*keys, "_user"), on=keys, how="inner", maintain_order="left")
+    tokens = pl.concat(
+        [
+            rows.select("_user", item.alias("tok")),
+            rows.filter(pl.col("cluster_id").is_not_null()).select("_user", text.alias("tok")),
+        ]
+    )
+    history_text = (
+        tokens.with_columns(fnv1a64(tokens["tok"]).cast(pl.String).alias("tok"))
+        .group_by("_user")
+        .agg(pl.col("tok").unique().sort().str.join(" "))
+        .sort("_user")["tok"]
+    )
+    clusters = cluster_texts(history_text, params.config(params.user_threshold, 1))
+    histories = histories.with_columns(pl.Series("_ucluster", clusters.label))
+    best = histories.with_columns(pl.col("_rank").min().over("_ucluster").alias("_best"))
+    dropped_users = best.filter((pl.col("_ucluster") >= 0) & (pl.col("_rank") != pl.col("_best"))).select(keys)
+    stats.info["duplicate_users"] = dropped_users.height
+    if not dropped_users.height:
+        return frame
+    out = frame.join(dropped_users, on=keys, how="anti", maintain_order="left")
+    stats.drop("duplicate_user", frame.height - out.height)
+    return out
+
+
+def _duplicate_items(
+    items: pl.DataFrame, frame: pl.DataFrame, params: DedupParams, stats: StageStats
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Scope (d): cluster near-identical items per dataset; remap, or only mark them."""
+    text = pl.concat_str(
+        [pl.col("title").fill_null(""), pl.col("brand").fill_null(""), pl.col("description").fill_null("")],
+        separator=" ",
+    )
+    items = items.with_row_index("_irow").with_columns(normalize_expr(text).alias("_inorm"))
+    labels = np.full(items.height, -1, dtype=np.int64)
+    for (dataset,), part in items.group_by("dataset", maintain_order=True):
+        rows = part["_irow"].to_numpy()
+        local = cluster_texts(part["_inorm"], params.config(params.item_threshold, params.ngram)).label
+        labels[rows] = np.where(local >= 0, rows[np.maximum(local, 0)], -1)
+    items = items.with_columns(pl.Series("_ilabel", labels))
+    items = items.with_columns(
+        pl.when(pl.col("_ilabel") >= 0).then(pl.col("_ilabel")).alias("cluster_id"),
+        pl.when(pl.col("_ilabel") >= 0).then(pl.len().over("_ilabel")).cast(pl.Int64).alias("cluster_size"),
+    )
+    if params.items == "mark":
+        return items.drop("_irow", "_inorm", "_ilabel"), frame
+    counts = frame.group_by("dataset", "item_id").agg(pl.len().alias("_uses"))
+    items = items.join(counts, on=["dataset", "item_id"], how="left", maintain_order="left").with_columns(
+        pl.col("_uses").fill_null(0)
+    )
+    items = items.with_columns(
+        pl.struct(pl.col("_uses").neg(), "_irow").rank("ordinal").over("_ilabel").alias("_iorder")
+    )
+    winners = items.filter(pl.col("_iorder") == 1).select("_ilabel", pl.col("item_id").alias("_kept"))
+    mapping = (
+        items.filter((pl.col("_ilabel") >= 0) & (pl.col("_iorder") != 1))
+        .join(winners, on="_ilabel", how="left")
+        .select("dataset", "item_id", "_kept")
+    )
+    stats.drop("duplicate_item", mapping.height)
+    kept_items = items.join(mapping.select("dataset", "item_id"), on=["dataset", "item_id"], how="anti", maintain_order="left")
+    frame = frame.join(mapping, on=["dataset", "item_id"], how="left", maintain_order="left")
+    stats.change("item_id_remapped", int(frame["_kept"].is_not_null().sum()))
+    frame = frame.with_columns(pl.coalesce("_kept", "item_id").alias("item_id")).drop("_kept")
+    return kept_items.drop("_irow", "_inorm", "_ilabel", "_uses", "_iorder"), frame
+
+
+@stage("dedup", params=DedupParams, reads=("interactions", "items"), writes=("interactions", "items"), version="1")
+def dedup(tables: Mapping[str, Frame], params: DedupParams, ctx: Context) -> StageOutput:
+    """Exact and near-duplicate removal over interactions and items, in the four scopes."""
+    stats = StageStats()
+    frame = tables["interactions"].lazy().collect()
+    items = tables["items"].lazy().collect()
+    stats.rows_in = {"interactions": frame.height, "items": items.height}
+    frame = frame.drop([c for c in ("cluster_id", "cluster_size") if c in frame.columns])
+    frame = frame.sort(list(CHRONOLOGICAL), maintain_order=True).with_columns(
+        normalize_expr("review_text").alias("_norm")
+    )
+    clusters = cluster_texts(frame["_norm"], params.config(params.threshold, params.ngram))
+    frame = frame.with_columns(
+        pl.Series("_label", clusters.label), pl.Series("_rank", keep_rank(frame, params.keep))
+    ).with_columns(
+        pl.when(pl.col("_label") >= 0).then(pl.col("_label")).alias("cluster_id"),
+        pl.when(pl.col("_label") >= 0).then(pl.len().over("_label")).cast(pl.Int64).alias("cluster_size"),
+    )
+    exact_copies = int(((clusters.exact >= 0) & (clusters.exact != np.arange(len(clusters.exact)))).sum())
+    stats.info.update(
+        lsh=clusters.banding.describe(),
+        bands=clusters.banding.bands,
+        rows=clusters.banding.rows,
+        candidate_edges=clusters.candidate_edges,
+        verified_edges=clusters.verified_edges,
+        empty_texts=int((clusters.label < 0).sum()),
+        exact_duplicate_texts=exact_copies,
+        texts_in_duplicate_clusters=int(frame["cluster_size"].fill_null(1).gt(1).sum()),
+    )
+    print(clusters.banding.describe())
+    if params.variants:
+        keys = ["dataset", "user_id", "cluster_id", "timestamp"]
+        variant = pl.col("cluster_id").is_not_null() & pl.col("timestamp").is_not_null() & _loser(keys)
+        stats.drop("variant_duplicate", int(frame.select(variant.sum()).item()))
+        frame = frame.filter(~variant)
+    if params.users:
+        frame = _duplicate_users(frame, params, stats)
+    if params.items != "off":
+        items, frame = _duplicate_items(items, frame, params, stats)
+    if params.text_action != "keep":
+        copy = pl.col("cluster_id").is_not_null() & _loser(["cluster_id"])
+        copies = int(frame.select(copy.sum()).item())
+        if params.text_action == "drop":
+            stats.drop("duplicate_text", copies)
+            frame = frame.filter(~copy)
+        else:
+            stats.change("review_text_duplicate", copies)
+            frame = frame.with_columns(pl.when(copy).then(None).otherwise(pl.col("review_text")).alias("review_text"))
+    frame = frame.drop("_norm", "_label", "_rank")
+    return StageOutput({"interactions": frame, "items": items}, stats)

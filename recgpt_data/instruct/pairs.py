@@ -1,0 +1,271 @@
+"""Instruction pairs from the instruction-pool users' histories.
+
+Each user's history (one dataset, CHRONOLOGICAL) is cut into windows from its most recent item back:
+a window's last item is the target and its history the most recent earlier items that fit the token
+budget; where the budget cut the history, the next, older window ends one item into the previous one,
+so consecutive windows share two items, as the authors' rows do. Rating windows skip targets without a rating and sources whose
+template says ``rating_pairs = False``. Per source and task, a configured number of windows is kept,
+chosen by a seeded stable hash, so the same input and seed give the same pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import polars as pl
+from pydantic import Field
+
+from recgpt_data.errors import UsageError
+from recgpt_data.hashing import unit_interval
+from recgpt_data.histories import USER, bucket_events, template_for
+from recgpt_data.instruct.templates import (
+    MAX_TOKENS,
+    NEXT_ITEM,
+    RATING,
+    TASKS,
+    PairBuilder,
+    fit_lines,
+    line_costs,
+)
+from recgpt_data.serialize import field_exprs, item_line_expr
+from recgpt_data.split import drop_held_out
+from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, count, stage
+from recgpt_data.tokenizer import load_tokenizer
+
+INSTRUCT: dict[str, pl.DataType] = {
+    "prompt": pl.String(),
+    "response": pl.String(),
+    "task": pl.String(),
+    "source": pl.String(),
+    "dataset": pl.String(),
+    "user_id": pl.String(),
+    "item_id": pl.String(),  # the target item
+    "item_ids": pl.List(pl.String()),  # every item the pair shows, target last
+    "num_items": pl.Int64(),
+}
+
+
+class TaskCounts(Params):
+    """How many pairs of each task to keep for a source; ``None`` keeps every window."""
+
+    rating: int | None = Field(None, ge=0)
+    next_item: int | None = Field(None, ge=0)
+
+    def of(self, task: str) -> int | None:
+        return self.rating if task == RATING else self.next_item
+
+
+class InstructPairsParams(Params):
+    counts: dict[str, TaskCounts] = Field(default_factory=dict)  # by source format, e.g. "amazon2018"
+    default: TaskCounts = TaskCounts()  # for sources not in ``counts``
+    max_pairs_per_user: int | None = Field(None, ge=1)  # windows per user, dataset and task
+    min_history: int = Field(1, ge=1)  # items before the target
+    max_tokens: int = Field(MAX_TOKENS, ge=16)
+    pool: str | None = "instruct"  # the ``split`` value of the users to draw from; None: every user
+    tokenizer: str | None = None
+
+    def count_for(self, source: str, task: str) -> int | None:
+        return self.counts.get(source, self.default).of(task)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One candidate pair: where its target sits in the user's history and how many items it shows."""
+
+    task: str
+    target: int
+    kept: int
+
+
+@dataclass
+class UserHistory:
+    """One user's events in one dataset, rendered three ways, with the template's noun."""
+
+    source: str
+    dataset: str
+    user_id: str
+    noun: str
+    rating_pairs: bool
+    item_ids: list[str]
+    full: list[str]  # the pre-training line (rating included)
+    unrated: list[str]  # the pre-training fields without the rating: a rating target's line
+    short: list[str]  # the response fields: next-item lines
+    ratings: list[str | None]  # rating text (``5.0/5.0``) or None
+
+
+def render_events(events: pl.DataFrame) -> pl.DataFrame:
+    """``events`` (joined with items, in history order) with each template's lines and noun added."""
+    parts = []
+    indexed = events.with_row_index("__row")
+    for (source, dataset), group in indexed.group_by(["source", "dataset"], maintain_order=True):
+        template = template_for(source, dataset)
+        unrated = tuple(f for f in template.fields if f != "Rating")
+        parts.append(
+            group.with_columns(
+                pl.lit(template.noun).alias("__noun"),
+                pl.lit(template.rating_pairs).alias("__rating_pairs"),
+                item_line_expr(template.fields, group.columns).alias("__full"),
+                item_line_expr(unrated, group.columns).alias("__unrated"),
+                item_line_expr(template.response_fields, group.columns).alias("__short"),
+                field_exprs(group.columns)["Rating"].alias("__rating"),
+            )
+        )
+    if not parts:
+        return events
+    return pl.concat(parts).sort("__row").drop("__row")
+
+
+def iter_histories(rendered: pl.DataFrame) -> Iterator[UserHistory]:
+    """Each (dataset, user) history of a rendered events frame, in frame order."""
+    columns = ["source", "dataset", "user_id", "__noun", "__rating_pairs", "item_id", "__full", "__unrated"]
+    columns += ["__short", "__rating"]
+    for _, group in rendered.select(columns).group_by(list(USER), maintain_order=True):
+        first = group.row(0)
+        yield UserHistory(
+            source=first[0],
+            dataset=first[1],
+            user_id=first[2],
+            noun=first[3],
+            rating_pairs=bool(first[4]),
+            item_ids=group["item_id"].to_list(),
+            full=[line or "" for line in group["__full"].to_list()],
+            unrated=[line or "" for line in group["__unrated"].to_list()],
+            short=[line or "" for line in group["__short"].to_list()],
+            ratings=group["__rating"].to_list(),
+        )
+
+
+class PairMaker:
+    """Cuts histories into windows and renders them as pairs, counting what it cannot use."""
+
+    def __init__(self, params: InstructPairsParams, stats: StageStats):
+        self.params = params
+        self.stats = stats
+        self.tokenizer = load_tokenizer(params.tokenizer)
+
+    def pairs(self, history: UserHistory) -> Iterator[dict]:
+        """Every pair of both tasks this history yields, most recent window first per task."""
+        yield from self.task_pairs(history, NEXT_ITEM, history.short)
+        if history.rating_pairs:
+            yield from self.task_pairs(history, RATING, history.full)
+
+    def task_pairs(self, history: UserHistory, task: str, all_lines: list[str]) -> Iterator[dict]:
+        usable = [i for i, line in enumerate(all_lines) if line]
+        if len(usable) < len(all_lines):
+            self.stats.change(f"{task}:events_without_fields_skipped", len(all_lines) - len(usable))
+        lines = [all_lines[i] for i in usable]
+        item_ids = [history.item_ids[i] for i in usable]
+        costs = line_costs(self.tokenizer, lines)
+        target = len(lines) - 1
+        made = 0
+        limit = self.params.max_pairs_per_user
+        while target >= self.params.min_history and (limit is None or made < limit):
+            builder = self.builder(history, task, usable[target])
+            if builder is None:
+                self.stats.drop(f"{task}:null_target_rating", 1)
+                target -= 1
+                continue
+            fitted = fit_lines(builder, lines[:target], self.tokenizer, self.params.max_tokens, costs[:target])
+            if fitted is None or fitted[1] < self.params.min_history:
+                self.stats.drop(f"{task}:too_long", 1)
+                target -= 1
+                continue
+            pair, kept = fitted
+            if kept < target:
+                self.stats.change(f"{task}:history_cut_to_fit", 1)
+            shown = item_ids[target - kept : target + 1]
+            yield {
+                "prompt": pair.prompt,
+                "response": pair.response,
+                "task": task,
+                "source": history.source,
+                "dataset": history.dataset,
+                "user_id": history.user_id,
+                "item_id": shown[-1],
+                "item_ids": shown,
+                "num_items": len(shown),
+                "__target": target,
+            }
+            made += 1
+            if kept == target:
+                break  # the whole earlier history is in this window
+            target -= max(kept - 1, 1)
+
+    def builder(self, history: UserHistory, task: str, target: int) -> PairBuilder | None:
+        if task == NEXT_ITEM:
+            return PairBuilder(NEXT_ITEM, history.noun, history.short[target])
+        rating = history.ratings[target]
+        if rating is None:
+            return None
+        return PairBuilder(RATING, history.noun, history.unrated[target], rating)
+
+
+def choose(candidates: pl.DataFrame, params: InstructPairsParams, seed: int, stats: StageStats) -> pl.DataFrame:
+    """The configured number of pairs per source and task, by a seeded stable hash of each window."""
+    if candidates.height == 0:
+        return candidates
+    key = pl.concat_str(
+        ["task", "dataset", "user_id", pl.col("__target").cast(pl.String)], separator="\x1f"
+    )
+    ranked = candidates.with_columns(
+        unit_interval(candidates.select(key.alias("k"))["k"], seed).alias("__draw")
+    ).with_columns(pl.col("__draw").rank("ordinal").over(["source", "task"]).alias("__rank"))
+    kept = []
+    for (source, task), group in ranked.group_by(["source", "task"], maintain_order=True):
+        wanted = params.count_for(source, task)
+        chosen = group if wanted is None else group.filter(pl.col("__rank") <= wanted)
+        stats.info.setdefault("pairs", {}).setdefault(source, {})[task] = {
+            "candidates": group.height,
+            "requested": wanted,
+            "kept": chosen.height,
+        }
+        if chosen.height < group.height:
+            stats.drop(f"{task}:over_count", group.height - chosen.height)
+        kept.append(chosen)
+    return pl.concat(kept).drop("__draw", "__rank")
+
+
+def build_pairs(
+    interactions: Frame, items: Frame, params: InstructPairsParams, seed: int, stats: StageStats
+) -> pl.DataFrame:
+    """The instruction pairs of ``interactions`` (already cut to the pool), as the ``instruct`` table."""
+    users = interactions.lazy().select(*USER).unique().sort(list(USER)).collect()
+    events = bucket_events(interactions, items, users)
+    if events.without_item:
+        stats.info["events_without_item_row"] = events.without_item
+    maker = PairMaker(params, stats)
+    rows = [pair for history in iter_histories(render_events(events.frame)) for pair in maker.pairs(history)]
+    schema = {**INSTRUCT, "__target": pl.Int64()}
+    candidates = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+    chosen = choose(candidates, params, seed, stats)
+    order = ["source", "dataset", "user_id", "task", "__target"]
+    return chosen.sort(order, descending=[False, False, False, False, True], maintain_order=True).drop("__target")
+
+
+@stage(
+    "instruct_pairs",
+    params=InstructPairsParams,
+    reads=("interactions", "items"),
+    optional_reads=("held_out",),
+    writes=("instruct",),
+    version="1",
+)
+def instruct_pairs_stage(tables: dict, params: InstructPairsParams, ctx: Context) -> StageOutput:
+    """Build rating and next-item pairs from the instruction-pool users; never a held-out interaction."""
+    stats = StageStats()
+    interactions = tables["interactions"].lazy()
+    stats.rows_in["interactions"] = count(interactions)
+    if params.pool is not None:
+        if "split" not in interactions.collect_schema().names():
+            raise UsageError("instruct_pairs needs the `split` column: run the `split` stage first (or set pool = none)")
+        interactions = interactions.filter(pl.col("split") == params.pool)
+        stats.info["pool_interactions"] = count(interactions)
+    if "held_out" in tables:
+        before = count(interactions)
+        interactions = drop_held_out(interactions, tables["held_out"])
+        stats.drop("held_out", before - count(interactions))
+    instruct = build_pairs(interactions, tables["items"], params, ctx.seed, stats)
+    stats.rows_out["instruct"] = instruct.height
+    stats.info["by_task"] = {task: int((instruct["task"] == task).sum()) for task in TASKS}
+    return StageOutput({"instruct": instruct}, stats)

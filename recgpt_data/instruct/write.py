@@ -1,0 +1,40 @@
+"""Write the instruction pairs into the output folder: parquet for ``load_dataset(folder, "instruct")``
+and ``{prompt, response}`` JSON lines, the format llm-foundry's finetuning loader reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from recgpt_data.io.parquet import write_parquet, write_text
+from recgpt_data.stage import Context, Params, StageOutput, StageStats, stage
+
+PARQUET = Path("data/instruct/train-00000-of-00001.parquet")
+JSONL = Path("data/instruct/instruct.jsonl")
+COLUMNS = ("prompt", "response", "task", "source", "dataset")
+
+
+def instruct_jsonl(instruct: pl.DataFrame) -> str:
+    """One ``{"prompt": ..., "response": ...}`` object a line, in table order."""
+    return "".join(
+        json.dumps({"prompt": prompt, "response": response}, ensure_ascii=False) + "\n"
+        for prompt, response in instruct.select("prompt", "response").iter_rows()
+    )
+
+
+class WriteInstructParams(Params):
+    pass
+
+
+@stage("write_instruct", params=WriteInstructParams, reads=("instruct",), version="1")
+def write_instruct_stage(tables: dict, params: WriteInstructParams, ctx: Context) -> StageOutput:
+    """Write ``data/instruct/`` (parquet with task and source columns, plus prompt/response JSONL)."""
+    stats = StageStats()
+    instruct = tables["instruct"].lazy().collect()
+    stats.rows_in["instruct"] = instruct.height
+    write_parquet(instruct.select(COLUMNS), ctx.out_dir / PARQUET)
+    write_text(instruct_jsonl(instruct), ctx.out_dir / JSONL)
+    stats.info["files"] = [PARQUET.as_posix(), JSONL.as_posix()]
+    return StageOutput({}, stats)

@@ -1,0 +1,87 @@
+"""Cutting a table into user buckets in one streaming pass, so that each bucket of a partitioned stage
+reads only its own rows (not the whole table once per bucket).
+
+Rows keep their order inside each bucket; memory stays bounded by the buffered rows, however large
+the table. The buckets are written next to the table they come from and reused until that table is
+written again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recgpt_data.hashing import bucket
+from recgpt_data.io.parquet import COMPRESSION, write_text
+
+USER = "user_id"
+BATCH_ROWS = 65_536
+BUFFERED_ROWS = 2_000_000  # across all buckets, before the fullest ones are flushed
+DONE = "_SUCCESS.json"
+
+
+def has_users(files: Sequence[Path]) -> bool:
+    """Whether a table (its parquet files) has a ``user_id`` column to bucket by."""
+    return USER in pq.read_schema(files[0]).names
+
+
+def bucket_of(batch: pa.RecordBatch, count: int) -> np.ndarray:
+    """Each row's user bucket (rows without a user go to bucket 0)."""
+    users = pl.Series(USER, batch.column(USER))
+    return bucket(users, count).fill_null(0).to_numpy()
+
+
+def table_schema(files: Sequence[Path]) -> pa.Schema:
+    """The schema of the first file that holds rows (an empty bucket may carry null-typed columns)."""
+    for path in files:
+        if pq.read_metadata(path).num_rows:
+            return pq.read_schema(path)
+    return pq.read_schema(files[0])
+
+
+def split_by_user(files: Sequence[Path], count: int, target: Path) -> list[Path]:
+    """``files`` cut into ``count`` user buckets under ``target`` (reused if already there)."""
+    parts = [target / f"part-{index:05d}.parquet" for index in range(count)]
+    if (target / DONE).is_file() and all(p.is_file() for p in parts):
+        return parts
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    schema = table_schema(files)
+    writers = [pq.ParquetWriter(p.with_name(p.name + ".tmp"), schema, compression=COMPRESSION) for p in parts]
+    buffers: list[list[pa.Table]] = [[] for _ in range(count)]
+    sizes = [0] * count
+    per_bucket = max(1_024, BUFFERED_ROWS // count)
+
+    def flush(index: int) -> None:
+        if buffers[index]:
+            writers[index].write_table(pa.concat_tables(buffers[index]))
+            buffers[index], sizes[index] = [], 0
+
+    try:
+        for path in files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+                table = pa.Table.from_batches([batch]).cast(schema)
+                buckets = bucket_of(batch, count)
+                for index in np.unique(buckets):
+                    rows = table.filter(pa.array(buckets == index))
+                    buffers[index].append(rows)
+                    sizes[index] += rows.num_rows
+                    if sizes[index] >= per_bucket:
+                        flush(index)
+        for index in range(count):
+            flush(index)
+    finally:
+        for writer in writers:
+            writer.close()
+    for part in parts:
+        os.replace(part.with_name(part.name + ".tmp"), part)
+    write_text(json.dumps({"sources": [str(f) for f in files], "buckets": count}) + "\n", target / DONE)
+    return parts

@@ -1,0 +1,196 @@
+"""The pre-training corpus end to end on real Amazon 2018 data and the real P5 Beauty split:
+loadable shards, exact token counts, determinism, budget, shuffle, exports and the leak check."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import datasets
+import polars as pl
+import pytest
+from tokenizers import Tokenizer
+
+from recgpt_data.corpus import (
+    DocumentsParams,
+    WritePretrainParams,
+    pretrain_documents_stage,
+    sample_to_budget,
+    shard_ranges,
+    write_pretrain_stage,
+)
+from recgpt_data.ingest import ingest
+from recgpt_data.serialize import parse_history
+from recgpt_data.split import SplitParams, read_p5_held_out, split_stage
+from recgpt_data.stage import Context
+
+SEED = 11
+
+
+@pytest.fixture(scope="module")
+def inputs(shared, tmp_path_factory) -> dict[str, pl.DataFrame]:
+    """Both real Amazon 2018 5-core files with the Magazine metadata, and the P5 Beauty held-out set."""
+    out = tmp_path_factory.mktemp("amazon2018")
+    ingest("amazon2018", [shared / "amazon2018"], out)
+    return {
+        "interactions": pl.read_parquet(out / "interactions" / "**" / "*.parquet"),
+        "items": pl.read_parquet(out / "items" / "**" / "*.parquet"),
+        "held_out": read_p5_held_out(shared / "p5" / "beauty", "p5_beauty", "amazon2014/Beauty"),
+    }
+
+
+def build(inputs: dict[str, pl.DataFrame], out: Path, **write) -> dict:
+    """split -> pretrain_documents -> write_pretrain, as the pipeline wires them; returns each stage's stats."""
+    ctx = Context(seed=SEED, out_dir=out, scratch=out / ".scratch")
+    held_out = inputs["held_out"].lazy()
+    split = split_stage({"interactions": inputs["interactions"].lazy(), "held_out": held_out}, SplitParams(), ctx)
+    documents = pretrain_documents_stage(
+        {"interactions": split.tables["interactions"].lazy(), "items": inputs["items"].lazy()},
+        DocumentsParams(validation_fraction=0.02),
+        ctx,
+    )
+    written = write_pretrain_stage(
+        {"documents": documents.tables["documents"].lazy(), "held_out": held_out},
+        WritePretrainParams(shard_rows=500, **write),
+        ctx,
+    )
+    return {"split": split.stats, "documents": documents.stats, "write": written.stats}
+
+
+@pytest.fixture(scope="module")
+def corpus(inputs, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("corpus")
+    return out, build(inputs, out)
+
+
+def shard_files(out: Path, split: str) -> list[str]:
+    return sorted(str(p) for p in (out / "data" / "pretrain").glob(f"{split}-*.parquet"))
+
+
+def test_folder_layout_and_datasets_loads_the_shards(corpus):
+    out, _ = corpus
+    assert [Path(p).name for p in shard_files(out, "train")] == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
+    assert [Path(p).name for p in shard_files(out, "validation")] == ["validation-00000-of-00001.parquet"]
+    loaded = datasets.load_dataset(
+        "parquet",
+        data_files={"train": shard_files(out, "train"), "validation": shard_files(out, "validation")},
+        cache_dir=str(out.parent / "hf-cache"),
+    )
+    columns = {"text", "num_tokens", "source", "dataset", "user_id", "chunk_index", "num_items"}
+    assert columns <= set(loaded["train"].column_names)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert loaded["train"].num_rows == manifest["pretrain"]["splits"]["train"]["rows"]
+    assert loaded["validation"].num_rows == manifest["pretrain"]["splits"]["validation"]["rows"] > 0
+
+
+def test_every_event_of_a_pretraining_user_is_in_the_corpus_once(corpus, inputs):
+    out, stats = corpus
+    shards = pl.read_parquet(shard_files(out, "train") + shard_files(out, "validation"))
+    events = inputs["interactions"].height
+    assert stats["split"].dropped == {"held_out": 3}
+    instruct = stats["documents"].dropped["instruct_pool"]
+    assert shards["num_items"].sum() == events - 3 - instruct
+    assert shards.select("dataset", "user_id", "chunk_index").is_unique().all()
+
+
+def test_num_tokens_is_exact_against_an_independent_tokenizer(corpus, shared):
+    out, _ = corpus
+    tokenizer = Tokenizer.from_file(str(shared.parent / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"))
+    shards = pl.read_parquet(shard_files(out, "train") + shard_files(out, "validation"))
+    exact = [len(e.ids) for e in tokenizer.encode_batch(shards["text"].to_list(), add_special_tokens=False)]
+    assert shards["num_tokens"].to_list() == exact
+    assert max(exact) + 1 <= 2048
+
+
+def test_documents_are_recgpt_histories(corpus):
+    out, _ = corpus
+    for text in pl.read_parquet(shard_files(out, "train")[0])["text"].to_list():
+        noun, items = parse_history(text)
+        assert noun == "products" and items
+
+
+def test_manifest_counts_match_the_shards(corpus):
+    out, _ = corpus
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tokenizer"]["name"] == "EleutherAI/gpt-neox-20b"
+    assert len(manifest["tokenizer"]["sha256"]) == 64
+    for split in ("train", "validation"):
+        for shard in manifest["pretrain"]["splits"][split]["shards"]:
+            frame = pl.read_parquet(out / shard["path"])
+            assert (shard["rows"], shard["tokens"]) == (frame.height, frame["num_tokens"].sum())
+            assert frame.height <= 500
+    assert manifest["pretrain"]["leak_check"] == {"held_out_pairs": 44726, "leaked": 0}
+
+
+def test_rows_are_shuffled_across_datasets(corpus):
+    out, _ = corpus
+    first = pl.read_parquet(shard_files(out, "train")[0])["dataset"].to_list()
+    runs = sum(a != b for a, b in zip(first, first[1:], strict=False))
+    assert set(first) == {"amazon2018/All_Beauty", "amazon2018/Magazine_Subscriptions"}
+    assert runs > 20  # datasets interleave rather than come in two blocks
+
+
+def test_jsonl_export_holds_the_train_texts_in_shard_order(corpus):
+    out, _ = corpus
+    raw = (out / "exports" / "pretrain.jsonl.gz").read_bytes()
+    assert raw[4:8] == b"\0\0\0\0"  # gzip mtime 0
+    rows = [json.loads(line) for line in gzip.decompress(raw).decode("utf-8").splitlines()]
+    assert [r["text"] for r in rows] == pl.read_parquet(shard_files(out, "train"))["text"].to_list()
+
+
+def test_two_runs_give_byte_identical_files(corpus, inputs, tmp_path):
+    out, _ = corpus
+    build(inputs, tmp_path)
+    first = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and ".scratch" not in p.parts)
+    second = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file() and ".scratch" not in p.parts)
+    assert first == second and len(first) == 6
+    for relative in first:
+        assert (out / relative).read_bytes() == (tmp_path / relative).read_bytes(), relative
+
+
+def test_token_budget_samples_users_deterministically_by_source_weight(corpus, inputs, tmp_path):
+    out, _ = corpus
+    stats = build(inputs, tmp_path, target_tokens=100_000)
+    budget = stats["write"].info["budget"]["sources"]["amazon2018"]
+    shards = pl.read_parquet(shard_files(tmp_path, "train") + shard_files(tmp_path, "validation"))
+    assert budget["kept"] == shards["num_tokens"].sum() <= 100_000
+    assert budget["kept"] > 100_000 - 2 * 2048 * 10
+    assert stats["write"].dropped["budget_sampled_out"] > 0
+
+
+def test_budget_splits_the_target_by_weight():
+    totals = pl.DataFrame(
+        {
+            "source": ["a"] * 50 + ["b"] * 50,
+            "dataset": ["a"] * 50 + ["b"] * 50,
+            "user_id": [f"u{i}" for i in range(100)],
+            "tokens": [10] * 100,
+        }
+    )
+    kept, report = sample_to_budget(totals, 400, {"a": 3.0, "b": 1.0}, seed=2)
+    assert report["sources"] == {
+        "a": {"available": 500, "target": 300, "kept": 300},
+        "b": {"available": 500, "target": 100, "kept": 100},
+    }
+    again, _ = sample_to_budget(totals, 400, {"a": 3.0, "b": 1.0}, seed=2)
+    assert kept.equals(again)
+    other, _ = sample_to_budget(totals, 400, {"a": 3.0, "b": 1.0}, seed=3)
+    assert not kept.equals(other)
+    dropped, report = sample_to_budget(totals, 400, {"a": 1.0}, seed=2)
+    assert report["sources"]["b"]["kept"] == 0 and dropped["source"].unique().to_list() == ["a"]
+
+
+def test_shards_are_bounded_by_rows_and_bytes():
+    sizes = pl.DataFrame({"bytes": [10, 10, 10, 30, 5, 5]})
+    assert shard_ranges(sizes, max_rows=2, max_bytes=1000) == [(0, 2), (2, 4), (4, 6)]
+    assert shard_ranges(sizes, max_rows=100, max_bytes=30) == [(0, 3), (3, 4), (4, 6)]
+
+
+def test_write_fails_when_a_held_out_pair_is_in_the_documents(inputs, tmp_path):
+    ctx = Context(seed=SEED, out_dir=tmp_path)
+    documents = pretrain_documents_stage(
+        {"interactions": inputs["interactions"].lazy(), "items": inputs["items"].lazy()}, DocumentsParams(), ctx
+    ).tables["documents"]
+    with pytest.raises(AssertionError, match="held-out"):
+        write_pretrain_stage({"documents": documents.lazy(), "held_out": inputs["held_out"].lazy()}, WritePretrainParams(), ctx)

@@ -1,0 +1,204 @@
+"""Bad input through the ingest driver: cut and recompressed streams, broken lines of every kind,
+and the CLI's one-line errors. Every input line is accounted for: read = kept + rejected."""
+
+from __future__ import annotations
+
+import ast
+import bz2
+import json
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recgpt_data.ingest import ingest
+
+CLI = Path(sys.executable).with_name("recgpt-data")
+
+
+def rejects(out: Path) -> list[dict]:
+    """The rejects file's rows, by line number."""
+    found = [json.loads(line) for line in (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+    return sorted(found, key=lambda r: (r["file"], r["line"]))
+
+
+def rows(out: Path, table: str) -> pl.DataFrame:
+    return pl.concat([pl.read_parquet(f) for f in sorted(out.glob(f"{table}/**/*.parquet"))])
+
+
+def assert_accounted(summary: dict) -> None:
+    assert summary["read"] == summary["kept"] + sum(summary["rejected"].values())
+    for f in summary["files"]:
+        assert f["read"] == f["kept"] + sum(f["rejected"].values())
+
+
+@pytest.mark.parametrize(
+    ("name", "complete"),
+    [("reviews_Digital_Music_5.json.gz", 6_908), ("meta_Digital_Music.json.gz", 7_419)],
+)
+def test_truncated_gzip_keeps_complete_records_and_warns(shared, tmp_path, name, complete):
+    path = shared / "amazon2014" / name
+    data = zlib.decompressobj(wbits=31).decompress(path.read_bytes())
+    assert data.count(b"\n") == complete
+    partial = data.rsplit(b"\n", 1)[1].decode()
+    summary = ingest("amazon2014", [path], tmp_path).to_dict()
+    (file,) = summary["files"]
+    assert (file["read"], file["kept"], file["rejected"], file["truncated"]) == (
+        complete + 1, complete, {"truncated_record": 1}, True,
+    )
+    (warning,) = summary["warnings"]
+    assert name in warning and str(complete) in warning
+    assert rejects(tmp_path) == [{"file": str(path), "line": complete + 1, "reason": "truncated_record", "raw": partial}]
+    assert json.loads((tmp_path / "summary.json").read_text())["warnings"] == [warning]
+
+
+def test_bz2_input_reads_like_gzip(shared, tmp_path):
+    gz = shared / "amazon2014" / "reviews_Musical_Instruments_5.json.gz"
+    data = zlib.decompressobj(wbits=31).decompress(gz.read_bytes())
+    copy = tmp_path / "in" / "reviews_Musical_Instruments_5.json.bz2"
+    copy.parent.mkdir()
+    copy.write_bytes(bz2.compress(data))
+    from_bz2 = ingest("amazon2014", [copy], tmp_path / "bz2")
+    from_gz = ingest("amazon2014", [gz], tmp_path / "gz")
+    assert from_bz2.kept == from_gz.kept == data.count(b"\n") == 10_261
+    assert from_bz2.warnings == []
+    assert rows(tmp_path / "bz2", "interactions").drop("src_file").equals(
+        rows(tmp_path / "gz", "interactions").drop("src_file")
+    )
+
+
+def test_cut_bz2_keeps_complete_records(shared, tmp_path):
+    gz = shared / "amazon2014" / "reviews_Musical_Instruments_5.json.gz"
+    packed = bz2.compress(zlib.decompressobj(wbits=31).decompress(gz.read_bytes()))
+    cut = tmp_path / "reviews_Musical_Instruments_5.json.bz2"
+    cut.write_bytes(packed[: len(packed) // 2])
+    decoder = bz2.BZ2Decompressor()
+    expected = decoder.decompress(packed[: len(packed) // 2]).count(b"\n")
+    summary = ingest("amazon2014", [cut], tmp_path / "out")
+    assert summary.kept == expected > 0
+    assert summary.rejected == {"truncated_record": 1}
+    assert len(summary.warnings) == 1 and "bz2" in summary.warnings[0]
+
+
+@pytest.fixture
+def broken_json(shared: Path, tmp_path: Path) -> tuple[Path, list[bytes]]:
+    """Real Amazon 2018 review lines with one broken line of each kind among them."""
+    good = (shared / "amazon2018" / "All_Beauty_5.json").read_bytes().split(b"\n")[:6]
+    lines = [
+        good[0],
+        good[1],
+        b'{"reviewerID": "A2", "asin": "B0000530HU", "overall": 5.0, "summary": "cut',  # 3 malformed
+        b'{"reviewerID": "A3", "asin": "B0000530HU", "reviewText": "caf\xe9"}',  # 4 latin-1 byte
+        b"",  # 5 blank
+        b'{"asin": "B0000530HU", "overall": 4.0, "reviewText": "who wrote this?"}',  # 6 no reviewerID
+        b'["A4", "B0000530HU", 5.0]',  # 7 not an object
+        b'{"reviewerID": "A5", "asin": "B0000530HU", "overall": {"stars": 5}}',  # 8 wrong type
+        good[2],
+        good[3],
+    ]
+    path = tmp_path / "All_Beauty_5.json"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path, lines
+
+
+def test_broken_json_lines_go_to_rejects_with_reasons(broken_json, tmp_path):
+    path, lines = broken_json
+    summary = ingest("amazon2018", [path], tmp_path / "out").to_dict()
+    assert_accounted(summary)
+    assert summary["read"] == len(lines) == 10
+    assert summary["kept"] == 4
+    got = rejects(tmp_path / "out")
+    assert [(r["line"], r["reason"]) for r in got] == [
+        (3, "malformed_json"),
+        (4, "invalid_utf8"),
+        (5, "blank_line"),
+        (6, "missing_user_id"),
+        (7, "not_an_object"),
+        (8, "bad_field_type"),
+    ]
+    assert all(r["file"] == str(path) for r in got)
+    assert [r["raw"] for r in got] == [lines[n - 1].decode("utf-8", errors="replace") for n in (3, 4, 5, 6, 7, 8)]
+    kept = rows(tmp_path / "out", "interactions")
+    assert kept.get_column("src_line").to_list() == [1, 2, 9, 10]
+
+
+def test_broken_python_literal_lines_go_to_rejects_with_reasons(shared, tmp_path):
+    meta = zlib.decompressobj(wbits=31).decompress((shared / "amazon2014" / "meta_Digital_Music.json.gz").read_bytes())
+    good = meta.split(b"\n")[:3]
+    lines = [
+        good[0],
+        b"{'asin': 'X1', 'title': 'cut",  # 2 malformed
+        b"['X2', 'a list']",  # 3 not an object
+        b"",  # 4 blank
+        b"{'asin': 'X3', 'title': 'caf\xe9'}",  # 5 latin-1 byte
+        b"{'title': 'no asin'}",  # 6 missing asin
+        b"{'asin': 'X4', 'title': u'\\N{BULLET} named escape', 'categories': (('A', 'B'),)}",  # 7 read by ast
+        good[1],
+        b"{'asin': 'X5', 'price': {1, 2}}",  # 9 a set: no JSON form
+        good[2],
+    ]
+    path = tmp_path / "meta_Digital_Music.json"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    summary = ingest("amazon2014", [path], tmp_path / "out").to_dict()
+    assert_accounted(summary)
+    assert (summary["read"], summary["kept"]) == (10, 4)
+    assert [(r["line"], r["reason"]) for r in rejects(tmp_path / "out")] == [
+        (2, "malformed_literal"),
+        (3, "not_an_object"),
+        (4, "blank_line"),
+        (5, "invalid_utf8"),
+        (6, "missing_item_id"),
+        (9, "unsupported_value"),
+    ]
+    items = rows(tmp_path / "out", "items")
+    asins = [ast.literal_eval(line.decode())["asin"] for line in good]
+    assert items.get_column("item_id").to_list() == [asins[0], "X4", asins[1], asins[2]]
+    fallback = items.filter(pl.col("item_id") == "X4").row(0, named=True)
+    assert (fallback["title"], fallback["categories"]) == ("\u2022 named escape", ["A", "B"])
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CLI), *args], capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, words: str) -> None:
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert words in line
+
+
+def test_cli_missing_file_is_a_one_line_error(tmp_path):
+    result = run_cli("ingest", "amazon2018", str(tmp_path / "nowhere.json"), "--out", str(tmp_path / "out"))
+    assert_one_line_error(result, "no such file or folder")
+    assert result.stderr.strip().count("\n") == 0
+
+
+def test_cli_unknown_format_is_a_one_line_error(tmp_path):
+    result = run_cli("ingest", "amazon1999", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert_one_line_error(result, "unknown format 'amazon1999'")
+    assert result.stderr.strip().count("\n") == 0
+
+
+def test_cli_unusable_input_exits_nonzero_after_the_summary(broken_json, tmp_path):
+    path = tmp_path / "only_bad_5.json"
+    path.write_bytes(b"not json\n[1]\n")
+    result = run_cli("ingest", "amazon2018", str(path), "--out", str(tmp_path / "out"))
+    assert_one_line_error(result, "no usable records")
+    assert "rejected malformed_json: 1" in result.stderr and "rejected not_an_object: 1" in result.stderr
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["rejected"] == {
+        "malformed_json": 1,
+        "not_an_object": 1,
+    }
+
+
+def test_cli_ingest_reports_counts_and_truncation(shared, tmp_path):
+    result = run_cli("ingest", "amazon2014", str(shared / "amazon2014"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["kept_by_table"] == {"interactions": 6_908 + 10_261, "items": 7_419}
+    assert "rejected truncated_record: 2" in result.stderr
+    assert result.stderr.count("warning:") == 2

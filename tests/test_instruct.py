@@ -1,0 +1,233 @@
+"""Instruction pairs: the authors' own rows round-trip byte-identical; pairs built from the real
+Amazon samples follow the templates, fit the token budget, honour the counts and never show a
+held-out interaction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recgpt_data.benchmarks.p5 import build_benchmark, held_out_rows
+from recgpt_data.ingest import ingest
+from recgpt_data.instruct.pairs import (
+    InstructPairsParams,
+    PairMaker,
+    UserHistory,
+    build_pairs,
+    instruct_pairs_stage,
+)
+from recgpt_data.instruct.planner import PAPER_COUNTS, plan, total
+from recgpt_data.instruct.templates import (
+    NEXT_ITEM,
+    RATING,
+    PairBuilder,
+    fit_lines,
+    next_item_pair,
+    parse_pair,
+    rating_pair,
+    render_parsed,
+    token_count,
+)
+from recgpt_data.instruct.write import JSONL, PARQUET, write_instruct_stage
+from recgpt_data.schema import empty
+from recgpt_data.serialize import item_line
+from recgpt_data.split import leaked
+from recgpt_data.stage import Context, StageStats
+from recgpt_data.tokenizer import load_tokenizer
+
+MAGAZINES = "amazon2018/Magazine_Subscriptions"
+
+
+def sample_rows(shared: Path) -> list[dict]:
+    path = shared / "recgpt_sample" / "sample_prompt_response_pairs.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def magazines(shared, tmp_path_factory) -> tuple[pl.DataFrame, pl.DataFrame]:
+    out = tmp_path_factory.mktemp("magazines")
+    raw = shared / "amazon2018"
+    ingest("amazon2018", [raw / "Magazine_Subscriptions_5.json", raw / "meta_Magazine_Subscriptions.json.gz"], out)
+    return pl.read_parquet(out / "interactions" / "**" / "*.parquet"), pl.read_parquet(out / "items" / "**" / "*.parquet")
+
+
+@pytest.fixture(scope="module")
+def instruments(shared, tmp_path_factory) -> pl.DataFrame:
+    out = tmp_path_factory.mktemp("instruments")
+    ingest("amazon2014", [shared / "amazon2014" / "reviews_Musical_Instruments_5.json.gz"], out)
+    return pl.read_parquet(out / "interactions" / "**" / "*.parquet")
+
+
+def test_authors_rows_parse_and_render_back_byte_identical(shared):
+    rows = sample_rows(shared)
+    assert len(rows) == 20
+    for row in rows:
+        parsed = parse_pair(row["prompt"], row["response"])
+        again = render_parsed(parsed)
+        assert again.prompt == row["prompt"]
+        assert again.response == row["response"]
+
+
+def test_authors_rows_tasks_nouns_and_targets(shared):
+    parsed = [parse_pair(row["prompt"], row["response"]) for row in sample_rows(shared)]
+    assert [p.task for p in parsed] == [NEXT_ITEM] * 10 + [RATING] * 10
+    assert [p.noun for p in parsed] == ["food recipes"] * 10 + ["books"] * 10
+    assert parsed[0].target == {"Title": "spinach ricotta pie with a hint of feta"}
+    assert [item["Title"] for item in parsed[0].history] == [
+        "white cheddar potato gratin",
+        "possum s cream cheese chocolate chip bread",
+        "zucchini lasagna lasagne low carb",
+        "sweet potato and apple casserole",
+    ]
+    assert parsed[10].target == "5.0/5.0" and parsed[16].target == "1.0/5.0" and parsed[17].target == "3.0/5.0"
+    assert all(p.history[-1]["Rating"] == "" for p in parsed[10:])
+
+
+def test_builders_write_the_authors_rows_from_field_values(shared):
+    rows = sample_rows(shared)
+    food = parse_pair(rows[0]["prompt"], rows[0]["response"])
+    lines = [item_line(item, ("Title",), None) for item in food.history]
+    built = next_item_pair("food recipes", lines, item_line(food.target, ("Title",), None))
+    assert (built.prompt, built.response) == (rows[0]["prompt"], rows[0]["response"])
+
+    books = parse_pair(rows[13]["prompt"], rows[13]["response"])
+    *history, target = books.history
+    fields = ("Title", "Author", "Review", "Rating")
+    lines = [item_line(item, fields, 5.0) for item in history]
+    built = rating_pair("books", lines, item_line(target, fields[:-1], 5.0), "5.0/5.0")
+    assert (built.prompt, built.response) == (rows[13]["prompt"], rows[13]["response"])
+
+
+def test_authors_rows_fit_the_2048_token_budget(shared):
+    tokenizer = load_tokenizer()
+    counts = [token_count(tokenizer, row["prompt"], row["response"]) for row in sample_rows(shared)]
+    assert max(counts) <= 2048
+    assert max(counts) > 2000  # the long food histories were cut to the budget
+
+
+def test_parse_rejects_other_prompts():
+    with pytest.raises(ValueError, match="not a RecGPT instruction prompt"):
+        parse_pair("Predict the next item.", "Title: x")
+    with pytest.raises(ValueError, match="unknown instruction"):
+        parse_pair("### Instruction:\nSummarise.\nGiven the interaction history of a user with books as follows:"
+                   "\n\nTitle: a\n\n### Response:", "x")
+
+
+def test_fit_keeps_the_most_recent_items_that_fit():
+    tokenizer = load_tokenizer()
+    lines = [f"Title: recipe number {i} with a long enough name to cost tokens" for i in range(400)]
+    builder = PairBuilder(NEXT_ITEM, "food recipes", "Title: the target")
+    pair, kept = fit_lines(builder, lines, tokenizer, 2048)
+    assert pair.prompt == builder(lines[-kept:]).prompt
+    assert token_count(tokenizer, pair.prompt, pair.response) <= 2048
+    longer = builder(lines[-kept - 1 :])
+    assert token_count(tokenizer, longer.prompt, longer.response) > 2048
+    assert fit_lines(builder, ["Title: " + "word " * 3000], tokenizer, 2048) is None
+
+
+def test_one_pair_per_user_and_task_on_real_magazines(shared, magazines):
+    interactions, items = magazines
+    users = {json.loads(line)["reviewerID"] for line in (shared / "amazon2018" / "Magazine_Subscriptions_5.json").open()}
+    stats = StageStats()
+    pairs = build_pairs(interactions, items, InstructPairsParams(pool=None, max_pairs_per_user=1), 3, stats)
+    assert (pairs["task"] == RATING).sum() == len(users) == 348
+    assert set(pairs["user_id"]) <= users
+    tokenizer = load_tokenizer()
+    assert all(token_count(tokenizer, p, r) <= 2048 for p, r in pairs.select("prompt", "response").rows())
+    for row in pairs.head(40).iter_rows(named=True):
+        parsed = parse_pair(row["prompt"], row["response"])
+        assert render_parsed(parsed).prompt == row["prompt"]
+        assert parsed.noun == "products"
+        if row["task"] == RATING:
+            assert list(parsed.history[-1])[-1] == "Rating" and row["response"].endswith("/5.0")
+        else:
+            assert set(parsed.target) <= {"Title", "Brand"}
+            assert all(set(item) <= {"Title", "Brand"} for item in parsed.history)
+
+
+def test_rating_target_is_the_users_last_rated_event(magazines):
+    interactions, items = magazines
+    pairs = build_pairs(interactions, items, InstructPairsParams(pool=None, max_pairs_per_user=1), 3, StageStats())
+    row = pairs.filter(pl.col("task") == RATING).row(0, named=True)
+    last = (
+        interactions.filter(pl.col("user_id") == row["user_id"])
+        .sort(["timestamp", "src_file", "src_line"])
+        .row(-1, named=True)
+    )
+    assert row["item_id"] == last["item_id"]
+    assert row["response"] == f"{last['rating']}/5.0"
+
+
+def test_counts_per_source_and_task_are_honoured_and_seeded(magazines):
+    interactions, items = magazines
+    params = InstructPairsParams(pool=None, counts={"amazon2018": {"rating": 40, "next_item": 25}})
+    stats = StageStats()
+    first = build_pairs(interactions, items, params, 1, stats)
+    assert (first["task"] == RATING).sum() == 40 and (first["task"] == NEXT_ITEM).sum() == 25
+    info = stats.info["pairs"]["amazon2018"]
+    assert stats.dropped["rating:over_count"] == info["rating"]["candidates"] - 40
+    assert first.equals(build_pairs(interactions, items, params, 1, StageStats()))
+    assert not first.equals(build_pairs(interactions, items, params, 2, StageStats()))
+
+
+def test_held_out_interactions_never_reach_a_pair(instruments):
+    stats = StageStats()
+    built = build_benchmark(instruments, "amazon2014/Musical_Instruments", stats, seed=4)
+    held = held_out_rows(built.events, "instruments", "amazon2014/Musical_Instruments")
+    params = InstructPairsParams(pool=None, max_pairs_per_user=3)
+    guarded = instruct_pairs_stage(
+        {"interactions": instruments, "items": empty("items"), "held_out": held}, params, Context()
+    )
+    assert guarded.stats.dropped["held_out"] == instruments.join(
+        held.select("user_id", "item_id").unique(), on=["user_id", "item_id"], how="semi"
+    ).height
+    assert leaked(guarded.tables["instruct"], held).height == 0
+    unguarded = build_pairs(instruments, empty("items"), params, 0, StageStats())
+    assert leaked(unguarded, held).height > 0
+
+
+def test_no_rating_pairs_where_the_template_says_so_or_the_rating_is_null():
+    history = UserHistory(
+        source="steam", dataset="steam", user_id="u", noun="video games", rating_pairs=False,
+        item_ids=["a", "b", "c"], full=["Title: A", "Title: B", "Title: C"], unrated=["Title: A", "Title: B", "Title: C"],
+        short=["Title: A", "Title: B", "Title: C"], ratings=[None, None, None],
+    )
+    stats = StageStats()
+    maker = PairMaker(InstructPairsParams(), stats)
+    assert {pair["task"] for pair in maker.pairs(history)} == {NEXT_ITEM}
+    rated = UserHistory(**{**history.__dict__, "rating_pairs": True, "ratings": ["4.0/5.0", "5.0/5.0", None]})
+    ratings = [pair for pair in maker.pairs(rated) if pair["task"] == RATING]
+    assert [pair["item_id"] for pair in ratings] == ["b"]
+    assert ratings[0]["response"] == "5.0/5.0"
+    assert stats.dropped["rating:null_target_rating"] == 1
+
+
+def test_write_instruct_writes_parquet_and_llm_foundry_jsonl(magazines, tmp_path):
+    interactions, items = magazines
+    pairs = build_pairs(interactions, items, InstructPairsParams(pool=None, max_pairs_per_user=1), 3, StageStats())
+    write_instruct_stage({"instruct": pairs}, None, Context(out_dir=tmp_path))
+    table = pl.read_parquet(tmp_path / PARQUET)
+    assert table.columns == ["prompt", "response", "task", "source", "dataset"]
+    assert table.height == pairs.height
+    lines = (tmp_path / JSONL).read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == pairs.select("prompt", "response").to_dicts()
+
+
+def test_plan_at_the_papers_scale_yields_100k_pairs():
+    rows = plan(PAPER_COUNTS)
+    assert total(rows) >= 100_000
+    by_key = {(row.source, row.task): row.yields for row in rows}
+    assert by_key[("steam", RATING)] == by_key[("wikirec", RATING)] == 0
+    assert by_key[("amazon2018", NEXT_ITEM)] == 5_000
+
+
+def test_plan_caps_requests_at_what_the_data_holds():
+    params = InstructPairsParams(counts={"amazon2018": {"rating": 40, "next_item": None}})
+    rows = plan(params, available={("amazon2018", RATING): 30, ("amazon2018", NEXT_ITEM): 300})
+    assert [(r.task, r.requested, r.available, r.yields) for r in rows] == [
+        (RATING, 40, 30, 30),
+        (NEXT_ITEM, None, 300, 300),
+    ]

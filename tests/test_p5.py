@@ -1,0 +1,233 @@
+"""P5-protocol benchmarks: P5's own Beauty split, and a benchmark built from the real 2014 Musical
+Instruments 5-core file, checked against a plain-Python reading of the same files."""
+
+from __future__ import annotations
+
+import ast
+import json
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recgpt_data.benchmarks.build import P5BenchmarkParams, p5_benchmark_stage
+from recgpt_data.benchmarks.p5 import (
+    LEAK_DROPPED,
+    build_benchmark,
+    datamaps,
+    held_out_rows,
+    load_p5,
+    sequential_text,
+)
+from recgpt_data.errors import UsageError
+from recgpt_data.ingest import ingest
+from recgpt_data.split import drop_held_out
+from recgpt_data.stage import Context, StageStats
+
+INSTRUMENTS = "amazon2014/Musical_Instruments"
+MUSIC = "amazon2014/Digital_Music"
+
+
+def gz_lines(path: Path) -> list[str]:
+    """The complete lines of a gzip file, even one cut off mid-stream (two samples are)."""
+    data = zlib.decompressobj(wbits=31).decompress(path.read_bytes())
+    return data.decode("utf-8", errors="replace").splitlines(keepends=True)
+
+
+def plain_p5(path: Path, k: int = 5) -> tuple[list[str], list[str], list[list[int]]]:
+    """P5's preprocessing written out in plain Python: users in first-appearance order, each user's
+    items sorted by time (stable: file order breaks ties), iterative k-core, items numbered as met."""
+    user_events: dict[str, list[tuple[int, int, str]]] = {}
+    for number, line in enumerate(gz_lines(path), 1):
+        if line.endswith("\n"):
+            try:
+                review = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            user_events.setdefault(review["reviewerID"], []).append((review["unixReviewTime"], number, review["asin"]))
+    while True:
+        item_counts = Counter(asin for events in user_events.values() for _, _, asin in events)
+        kept = {
+            user: [e for e in events if item_counts[e[2]] >= k] for user, events in user_events.items()
+        }
+        kept = {user: events for user, events in kept.items() if len(events) >= k}
+        if sum(map(len, kept.values())) == sum(map(len, user_events.values())):
+            break
+        user_events = kept
+    users, items, sequences, item_number = [], [], [], {}
+    for user, events in user_events.items():
+        users.append(user)
+        sequence = []
+        for _, _, asin in sorted(events):
+            if asin not in item_number:
+                item_number[asin] = len(items) + 1
+                items.append(asin)
+            sequence.append(item_number[asin])
+        sequences.append(sequence)
+    return users, items, sequences
+
+
+@pytest.fixture(scope="module")
+def canonical(shared, tmp_path_factory) -> tuple[pl.DataFrame, pl.DataFrame]:
+    out = tmp_path_factory.mktemp("canonical")
+    raw = shared / "amazon2014"
+    ingest(
+        "amazon2014",
+        [raw / "reviews_Musical_Instruments_5.json.gz", raw / "reviews_Digital_Music_5.json.gz",
+         raw / "meta_Digital_Music.json.gz"],
+        out,
+    )
+    return pl.read_parquet(out / "interactions" / "**" / "*.parquet"), pl.read_parquet(out / "items" / "**" / "*.parquet")
+
+
+@pytest.fixture(scope="module")
+def instruments(canonical):
+    stats = StageStats()
+    return build_benchmark(canonical[0], INSTRUMENTS, stats, seed=11), stats
+
+
+def test_p5_beauty_split_loads_with_its_published_counts(shared):
+    folder = shared / "p5" / "beauty"
+    lines = [line.split() for line in (folder / "sequential_data.txt").read_text().splitlines() if line.strip()]
+    assert len(lines) == 22363
+    assert len({item for line in lines for item in line[1:]}) == 12101
+    assert sum(len(line) - 1 for line in lines) == 198502
+    split = load_p5(folder)
+    assert (len(split.users), len(split.items), split.interactions) == (22363, 12101, 198502)
+
+
+def test_p5_beauty_maps_back_to_the_raw_openp5_sequences(shared):
+    raw = {}
+    for line in (shared / "openp5" / "Beauty" / "user_sequence.txt").read_text().splitlines():
+        user, *items = line.split()
+        raw[user] = items
+    assert len(raw) == 22363
+    assert load_p5(shared / "p5" / "beauty").raw_sequences() == raw
+
+
+def test_p5_split_written_back_equals_p5s_files(shared):
+    folder = shared / "p5" / "beauty"
+    split = load_p5(folder)
+    assert sequential_text(split) == (folder / "sequential_data.txt").read_text().replace("\r\n", "\n")
+    theirs = json.loads((folder / "datamaps.json").read_text())
+    ours = datamaps(split)
+    for name in ("user2id", "item2id", "id2user", "id2item"):
+        assert ours[name] == theirs[name]
+
+
+def test_load_p5_rejects_a_folder_without_p5_files(tmp_path):
+    with pytest.raises(UsageError, match="no sequential_data.txt"):
+        load_p5(tmp_path)
+
+
+def test_instruments_benchmark_matches_plain_python_p5_preprocessing(shared, instruments):
+    built, _ = instruments
+    users, items, sequences = plain_p5(shared / "amazon2014" / "reviews_Musical_Instruments_5.json.gz")
+    assert (len(users), len(items), sum(map(len, sequences))) == (1429, 900, 10261)
+    assert built.split.users == users
+    assert built.split.items == items
+    assert built.split.sequences == sequences
+
+
+def test_kcore_is_iterative_on_a_truncated_file(shared, canonical):
+    users, items, sequences = plain_p5(shared / "amazon2014" / "reviews_Digital_Music_5.json.gz")
+    stats = StageStats()
+    built = build_benchmark(canonical[0], MUSIC, stats)
+    assert (len(built.split.users), len(built.split.items)) == (len(users), len(items)) == (268, 206)
+    assert built.split.sequences == sequences
+    assert stats.dropped["kcore"] == 6908 - sum(map(len, sequences))
+    assert stats.info["kcore_rounds"] > 1
+
+
+def test_sequential_split_is_leave_one_out(instruments):
+    built, _ = instruments
+    events = built.events
+    for user_index, sequence in [(1, built.split.sequences[0]), (700, built.split.sequences[699])]:
+        rows = events.filter(pl.col("user_index") == user_index).sort("position")
+        assert rows["item_index"].to_list() == sequence
+        assert rows["sequential_split"][-1] == "test"
+        assert rows["sequential_split"][-2] == "validation"
+        assert set(rows["sequential_split"][:-2]) <= {"train", LEAK_DROPPED}
+    assert (events["sequential_split"] == "test").sum() == 1429
+
+
+def test_rating_split_is_80_10_10_and_seeded(canonical, instruments):
+    built, _ = instruments
+    counts = Counter(built.events["rating_split"].to_list())
+    # 10,261 interactions: round(8208.8) = 8209 train, round(1026.1) = 1026 validation, 1026 test
+    assert counts["validation"] == counts["test"] == 1026
+    assert counts["train"] + counts[LEAK_DROPPED] == 8209
+    again = build_benchmark(canonical[0], INSTRUMENTS, StageStats(), seed=11)
+    assert again.events.equals(built.events)
+    other = build_benchmark(canonical[0], INSTRUMENTS, StageStats(), seed=12)
+    assert not other.events["rating_split"].equals(built.events["rating_split"])
+
+
+def test_leak_fix_leaves_no_evaluated_pair_in_either_training_split(instruments):
+    built, stats = instruments
+    rows = built.events.select("user_id", "item_id", "sequential_split", "rating_split").rows()
+    evaluated = {(u, i) for u, i, s, r in rows if s in ("validation", "test") or r in ("validation", "test")}
+    seq_leaks = sum(1 for u, i, s, _ in rows if s != "validation" and s != "test" and (u, i) in evaluated)
+    rating_leaks = sum(1 for u, i, _, r in rows if r != "validation" and r != "test" and (u, i) in evaluated)
+    assert not {(u, i) for u, i, s, r in rows if s == "train" or r == "train"} & evaluated
+    assert stats.dropped["sequential_train:leak"] == seq_leaks > 0
+    assert stats.dropped["rating_train:leak"] == rating_leaks > 0
+
+
+def test_held_out_table_covers_every_evaluated_pair_and_the_guard_drops_them(canonical, instruments):
+    built, _ = instruments
+    held = held_out_rows(built.events, "instruments", INSTRUMENTS)
+    rows = built.events.select("user_id", "item_id", "sequential_split", "rating_split").rows()
+    evaluated = {(u, i) for u, i, s, r in rows if s in ("validation", "test") or r in ("validation", "test")}
+    assert set(held.select("user_id", "item_id").rows()) == evaluated
+    assert set(held["split"]) == {"validation", "test"}
+    kept = drop_held_out(canonical[0], held).collect()
+    assert not set(kept.select("user_id", "item_id").rows()) & evaluated
+    assert kept.height == canonical[0].height - sum(1 for u, i in canonical[0].select("user_id", "item_id").rows()
+                                                    if (u, i) in evaluated)
+
+
+def meta_titles(path: Path) -> dict[str, str]:
+    titles = {}
+    for line in gz_lines(path):
+        try:
+            record = ast.literal_eval(line)
+        except (SyntaxError, ValueError):
+            continue
+        titles[record["asin"]] = record.get("title")
+    return titles
+
+
+def test_benchmark_stage_writes_p5_files_and_prompts(shared, canonical, tmp_path):
+    ctx = Context(seed=5, out_dir=tmp_path / "a")
+    params = P5BenchmarkParams(benchmarks=[{"name": "music", "dataset": MUSIC}])
+    output = p5_benchmark_stage({"interactions": canonical[0], "items": canonical[1]}, params, ctx)
+    folder = tmp_path / "a" / "eval" / "music"
+    _, items, sequences = plain_p5(shared / "amazon2014" / "reviews_Digital_Music_5.json.gz")
+    expected = "".join(f"{u} {' '.join(map(str, s))}\n" for u, s in enumerate(sequences, 1))
+    assert (folder / "sequential_data.txt").read_text() == expected
+    assert json.loads((folder / "datamaps.json").read_text())["id2item"]["1"] == items[0]
+    assert output.tables["held_out"].height == output.stats.rows_out["held_out"] > 0
+
+    tests = [json.loads(line) for line in (folder / "prompts" / "next_item_test.jsonl").read_text().splitlines()]
+    assert len(tests) == 268
+    first = tests[0]
+    titles = meta_titles(shared / "amazon2014" / "meta_Digital_Music.json.gz")
+    history = [items[i - 1] for i in sequences[0][:-1]]
+    assert first["item_id"] == items[sequences[0][-1] - 1]
+    assert first["seen_item_ids"] == history
+    assert f"Title: {titles[history[-1]]}" in first["prompt"].split("\n")[-3]
+    assert first["response"].startswith(f"Title: {titles[first['item_id']]}")
+
+    ratings = [json.loads(line) for line in (folder / "prompts" / "rating_test.jsonl").read_text().splitlines()]
+    assert ratings and all(r["prompt"].endswith("; Rating:\n\n### Response:") for r in ratings)
+    assert all(r["response"] == f"{r['target_rating']}/5.0" for r in ratings)
+
+    p5_benchmark_stage({"interactions": canonical[0], "items": canonical[1]}, params,
+                       Context(seed=5, out_dir=tmp_path / "b"))
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            twin = tmp_path / "b" / path.relative_to(tmp_path / "a")
+            assert twin.read_bytes() == path.read_bytes(), path.name

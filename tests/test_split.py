@@ -1,0 +1,123 @@
+"""The user split and the benchmark leakage guard, on the real P5 Beauty split and Amazon 2018."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recgpt_data.errors import UsageError
+from recgpt_data.ingest import ingest
+from recgpt_data.split import (
+    INSTRUCT,
+    PRETRAIN,
+    SplitParams,
+    assign_split,
+    leaked,
+    read_p5_held_out,
+    split_stage,
+)
+from recgpt_data.stage import Context
+
+
+def fnv1a64(text: str) -> int:
+    """FNV-1a 64 written out by hand, to check the split independently of the library."""
+    value = 0xCBF29CE484222325
+    for byte in text.encode("utf-8"):
+        value = ((value ^ byte) * 0x100000001B3) % (1 << 64)
+    return value
+
+
+def p5_pairs_by_hand(shared: Path) -> set[tuple[str, str]]:
+    """The last two (user, item) pairs of every raw-id OpenP5 Beauty sequence, read plainly."""
+    pairs = set()
+    for line in (shared / "openp5" / "Beauty" / "user_sequence.txt").read_text().splitlines():
+        user, *items = line.split()
+        pairs |= {(user, items[-2]), (user, items[-1])}
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def beauty_held_out(shared) -> pl.DataFrame:
+    return read_p5_held_out(shared / "p5" / "beauty", "p5_beauty", "amazon2014/Beauty")
+
+
+def test_p5_held_out_is_last_two_items_of_each_user(shared, beauty_held_out):
+    assert beauty_held_out.height == 2 * 22363
+    assert beauty_held_out["split"].value_counts().sort("split").rows() == [("test", 22363), ("validation", 22363)]
+    maps = json.loads((shared / "p5" / "beauty" / "datamaps.json").read_text())
+    first = (shared / "p5" / "beauty" / "sequential_data.txt").open().readline().split()
+    user = maps["id2user"][first[0]]
+    rows = beauty_held_out.filter(pl.col("user_id") == user).select("item_id", "split").rows()
+    assert rows == [(maps["id2item"][first[-2]], "validation"), (maps["id2item"][first[-1]], "test")]
+
+
+def test_datamaps_and_raw_id_sequences_give_the_same_pairs(shared, beauty_held_out):
+    raw = read_p5_held_out(shared / "openp5" / "Beauty" / "user_sequence.txt", "p5_beauty", "amazon2014/Beauty")
+    expected = p5_pairs_by_hand(shared)
+    assert set(beauty_held_out.select("user_id", "item_id").iter_rows()) == expected
+    assert set(raw.select("user_id", "item_id").iter_rows()) == expected
+
+
+def test_p5_folder_without_datamaps_is_a_clear_error(tmp_path):
+    (tmp_path / "sequential_data.txt").write_text("1 1 2 3\n")
+    with pytest.raises(UsageError, match="datamaps.json"):
+        read_p5_held_out(tmp_path, "b", "d")
+    (tmp_path / "sequential_data.txt").unlink()
+    (tmp_path / "user_sequence.txt").write_text("A x\n")
+    with pytest.raises(UsageError, match="at least two items"):
+        read_p5_held_out(tmp_path, "b", "d")
+
+
+@pytest.fixture(scope="module")
+def beauty_2018(shared, tmp_path_factory) -> pl.DataFrame:
+    out = tmp_path_factory.mktemp("beauty2018")
+    ingest("amazon2018", [shared / "amazon2018" / "All_Beauty_5.json"], out)
+    return pl.read_parquet(out / "interactions" / "**" / "*.parquet")
+
+
+def test_split_drops_2014_benchmark_pairs_from_the_2018_release(shared, beauty_held_out, beauty_2018, tmp_path):
+    held = p5_pairs_by_hand(shared)
+    raw = [json.loads(line) for line in (shared / "amazon2018" / "All_Beauty_5.json").open()]
+    expected_dropped = sum((r["reviewerID"], r["asin"]) in held for r in raw)
+    assert expected_dropped == 3
+    output = split_stage(
+        {"interactions": beauty_2018.lazy(), "held_out": beauty_held_out.lazy()},
+        SplitParams(),
+        Context(seed=1, out_dir=tmp_path),
+    )
+    kept = output.tables["interactions"]
+    assert output.stats.dropped == {"held_out": 3}
+    assert kept.height == len(raw) - 3
+    assert leaked(kept, beauty_held_out).is_empty()
+    assert not any((u, i) in held for u, i in kept.select("user_id", "item_id").iter_rows())
+
+
+def test_leak_check_finds_a_planted_pair(beauty_held_out):
+    user, item = beauty_held_out.row(0)[2:4]
+    planted = pl.DataFrame({"user_id": [user, "someone"], "item_ids": [["x", item], [item]]})
+    assert leaked(planted, beauty_held_out).rows() == [(user, item)]
+
+
+def test_user_split_matches_a_hand_written_hash(beauty_2018):
+    seed, fraction = 42, 0.25
+    out = assign_split(beauty_2018, fraction, seed)
+    users = out.select("user_id", "split").unique()
+    assert users["user_id"].n_unique() == users.height  # no user in both
+    for user, split in users.iter_rows():
+        draw = (fnv1a64(f"{seed}\x1f{user}") >> 11) / float(1 << 53)
+        assert split == (INSTRUCT if draw < fraction else PRETRAIN)
+    assert out.height == beauty_2018.height
+    assert out.select("user_id", "item_id", "src_line").rows() == beauty_2018.select(
+        "user_id", "item_id", "src_line"
+    ).rows()
+
+
+def test_same_user_goes_the_same_way_in_every_dataset():
+    frame = pl.DataFrame(
+        {"dataset": ["a", "b", "a", "b"], "user_id": ["u1", "u1", "u2", "u2"], "item_id": ["i", "i", "j", "j"]}
+    )
+    out = assign_split(frame, 0.5, 3)
+    assert out.group_by("user_id").agg(pl.col("split").n_unique())["split"].to_list() == [1, 1]
