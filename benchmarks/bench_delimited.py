@@ -1,5 +1,6 @@
-"""Delimited readers: ingest throughput against a bare ``polars.read_csv`` of the same file, and
-peak memory at 1x and 10x input, on real samples scaled up with renamed user ids per copy.
+"""Delimited readers: throughput of the reader alone and of the whole ingest (canonical mapping,
+parquet writing) against a bare ``polars.read_csv`` of the same file, and peak memory at 1x and 10x
+input, on real samples scaled up with renamed user ids per copy.
 
   python benchmarks/bench_delimited.py [--data ../shared/data] [--mb 100] [--work /tmp/bench-delimited]
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,13 +27,19 @@ CASES = {
 
 CHILD = r"""
 import json, resource, sys, time
+from pathlib import Path
 import polars as pl
 from recgpt_data.ingest import ingest
+from recgpt_data.sources import get_source
+from recgpt_data.sources.base import ReadState
 mode, fmt, path, out = sys.argv[1:5]
+reader = get_source(fmt).role_for(Path(path)).reader
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 if mode == "ingest":
     rows = ingest(fmt, [path], out).kept
+elif mode == "reader":
+    rows = sum(batch.frame.height for batch in reader(Path(path), ReadState()))
 else:
     rows = pl.read_csv(path, infer_schema=False).height
 seconds = time.perf_counter() - start
@@ -59,7 +67,11 @@ def scale(sample: Path, user_column: int, target_mb: float, out: Path) -> Path:
 
 def measure(mode: str, fmt: str, path: Path, out: Path) -> dict:
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, fmt, str(path), str(out)], capture_output=True, text=True, check=True, cwd=REPO
+        [sys.executable, "-c", CHILD, mode, fmt, str(path), str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
     )
     return json.loads(result.stdout)
 
@@ -77,16 +89,20 @@ def main() -> None:
             folder.mkdir(exist_ok=True)
             path = scale(args.data / sample, user_column, args.mb * factor, folder / Path(sample).name)
             mb = path.stat().st_size / 1e6
-            ours = measure("ingest", fmt, path, args.work / f"out-{name}-{factor}x")
             peer = measure("polars", fmt, path, args.work / "unused")
-            print(
-                f"{name} {factor}x {mb:.0f} MB: ingest {ours['rows']:,} rows {ours['seconds']:.2f}s "
-                f"({mb / ours['seconds']:.0f} MB/s, {ours['rows'] / ours['seconds'] / 1e6:.2f} M rows/s, "
-                f"peak +{ours['peak_mib']:.0f} MiB) | polars.read_csv {peer['seconds']:.2f}s "
-                f"({mb / peer['seconds']:.0f} MB/s, peak +{peer['peak_mib']:.0f} MiB) | ratio {peer['seconds'] / ours['seconds']:.2f}",
-                flush=True,
-            )
+            reader = measure("reader", fmt, path, args.work / "unused")
+            ours = measure("ingest", fmt, path, args.work / f"out-{name}-{factor}x")
+            assert peer["rows"] == reader["rows"] == ours["rows"], (peer, reader, ours)
+            print(f"{name} {factor}x: {mb:.0f} MB, {ours['rows']:,} rows")
+            for label, m in (("polars.read_csv", peer), ("reader", reader), ("ingest", ours)):
+                print(
+                    f"  {label:16s} {m['seconds']:7.2f} s  {mb / m['seconds']:6.1f} MB/s  "
+                    f"{m['rows'] / m['seconds'] / 1e6:5.2f} M rows/s  peak +{m['peak_mib']:.0f} MiB  "
+                    f"ratio to polars {peer['seconds'] / m['seconds']:.2f}",
+                    flush=True,
+                )
             path.unlink()
+            shutil.rmtree(args.work / f"out-{name}-{factor}x")
 
 
 if __name__ == "__main__":

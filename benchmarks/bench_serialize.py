@@ -53,9 +53,10 @@ def seed_files() -> list[Path]:
     reviews = [DATA / "All_Beauty_5.json", DATA / "Magazine_Subscriptions_5.json"]
     asins = {json.loads(line)["asin"] for path in reviews for line in path.open(encoding="utf-8")}
     meta = source / "meta_Magazine_Subscriptions.json"
-    with gzip.open(DATA / "meta_Magazine_Subscriptions.json.gz", "rt", encoding="utf-8") as lines, open(
-        meta, "w", encoding="utf-8"
-    ) as out:
+    with (
+        gzip.open(DATA / "meta_Magazine_Subscriptions.json.gz", "rt", encoding="utf-8") as lines,
+        open(meta, "w", encoding="utf-8") as out,
+    ):
         out.writelines(line for line in lines if json.loads(line)["asin"] in asins)
     return [*reviews, meta]
 
@@ -72,8 +73,15 @@ def scaled(copies: int, files: list[Path]) -> Path:
     for path in files:
         target = raw / path.name
         subprocess.run(
-            [sys.executable, str(SHARED / "tools" / "scale_reviews.py"), str(path), "--copies", str(copies),
-             "--out", str(target)],
+            [
+                sys.executable,
+                str(SHARED / "tools" / "scale_reviews.py"),
+                str(path),
+                "--copies",
+                str(copies),
+                "--out",
+                str(target),
+            ],
             check=True,
         )
     shutil.rmtree(folder / "canonical", ignore_errors=True)
@@ -121,7 +129,12 @@ def throughput(canonical: Path) -> dict:
 
 def memory(canonical: Path, bucket_rows: int) -> dict:
     """Peak RSS above baseline of the bucketed document build and the shard writer (one process)."""
-    from recgpt_data.corpus import DocumentsParams, WritePretrainParams, pretrain_documents_stage, write_pretrain_stage
+    from recgpt_data.corpus import (
+        DocumentsParams,
+        WritePretrainParams,
+        pretrain_documents_stage,
+        write_pretrain_stage,
+    )
     from recgpt_data.histories import user_buckets
     from recgpt_data.io.parquet import write_parquet
     from recgpt_data.stage import Context
@@ -142,8 +155,12 @@ def memory(canonical: Path, bucket_rows: int) -> dict:
     parts = []
     for index in range(buckets):
         chosen = users.filter(pl.col("bucket") == index).select("dataset", "user_id")
-        part = interactions.join(chosen.lazy(), on=["dataset", "user_id"], how="semi").collect(engine="streaming")
-        documents = pretrain_documents_stage({"interactions": part.lazy(), "items": items}, DocumentsParams(), context)
+        part = interactions.join(chosen.lazy(), on=["dataset", "user_id"], how="semi").collect(
+            engine="streaming"
+        )
+        documents = pretrain_documents_stage(
+            {"interactions": part.lazy(), "items": items}, DocumentsParams(), context
+        )
         path = out / "documents" / f"part-{index:05d}.parquet"
         write_parquet(documents.tables["documents"], path)
         parts.append(path)
@@ -177,8 +194,17 @@ def main() -> None:
     result["throughput_1x"] = throughput(one)
     for name, canonical in (("1x", one), ("10x", ten)):
         run = subprocess.run(
-            [sys.executable, __file__, "--memory-only", str(canonical), "--bucket-rows", str(args.bucket_rows)],
-            check=True, capture_output=True, text=True,
+            [
+                sys.executable,
+                __file__,
+                "--memory-only",
+                str(canonical),
+                "--bucket-rows",
+                str(args.bucket_rows),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         result[f"memory_{name}"] = json.loads(run.stdout.strip().splitlines()[-1])
     result["memory_ratio_10x_over_1x"] = round(

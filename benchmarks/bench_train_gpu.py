@@ -26,10 +26,10 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recgpt_train.attention import packed_attention_mask, packed_logits, set_attention  # noqa: E402
-from recgpt_train.lion import DecoupledLionW  # noqa: E402
-from recgpt_train.model import count_params, mpt_config  # noqa: E402
-from recgpt_train.packing import IGNORE, pack_instructions  # noqa: E402
+from recgpt_train.attention import packed_attention_mask, packed_logits, set_attention
+from recgpt_train.lion import DecoupledLionW
+from recgpt_train.model import count_params, mpt_config
+from recgpt_train.packing import IGNORE, pack_instructions
 
 H100_BF16_PEAK = 989e12
 ANCHOR = {"model": "MPT-7B (llm-foundry)", "tokens_per_s_per_gpu": 10600, "mfu": 0.46}
@@ -60,7 +60,7 @@ def flops_per_token(params: int, n_layers: int, d_model: int, seq_len: int) -> f
     return 6 * params + 12 * n_layers * d_model * seq_len
 
 
-def run_path(model, rows, impl: str, args, device: torch.device) -> dict:  # noqa: ANN001
+def run_path(model, rows, impl: str, args, device: torch.device) -> dict:
     """Time ``args.steps`` optimizer steps (after ``args.warmup``) through one attention path."""
     set_attention(model, impl)
     optimizer = DecoupledLionW(model.parameters(), lr=1e-5, betas=(0.9, 0.98), weight_decay=1e-7)
@@ -98,7 +98,7 @@ def run_path(model, rows, impl: str, args, device: torch.device) -> dict:  # noq
     return out
 
 
-def agreement(model, rows, device: torch.device) -> dict[str, float]:  # noqa: ANN001
+def agreement(model, rows, device: torch.device) -> dict[str, float]:
     """On the first row holding several examples: max |eager - sdpa| logits in bf16 autocast, and, per
     path in float32, max |packed - alone| logits of its second example."""
     r = int((rows["seq_ids"].amax(dim=1) >= 1).int().argmax())

@@ -109,31 +109,31 @@ def cut_line(line: str, budget: int, counter: TokenCounter) -> tuple[str, str | 
     for name in CUT_ORDER:
         if name not in fields:
             continue
-        value = fields[name]
-        offsets = counter.tokenizer.encode(value, add_special_tokens=False).offsets
+        offsets = counter.tokenizer.encode(fields[name], add_special_tokens=False).offsets
         ends = [0] + [end for _, end in offsets]
-
-        def render(keep: int) -> str:
-            cut = dict(fields)
-            kept = value[: ends[keep]].rstrip()
-            if kept:
-                cut[name] = kept
-            else:
-                del cut[name]
-            return render_fields(cut)
-
-        low, high = 0, len(ends) - 1  # largest ``keep`` whose line fits, by bisection
+        low, high = 0, len(ends) - 1  # the most tokens of the field that fit, by bisection
         while low < high:
             middle = (low + high + 1) // 2
-            if counter.one(render(middle)) <= budget:
+            if counter.one(_with_prefix(fields, name, ends[middle])) <= budget:
                 low = middle
             else:
                 high = middle - 1
-        candidate = render(low)
+        candidate = _with_prefix(fields, name, ends[low])
         if counter.one(candidate) <= budget:
             return candidate, name
         fields = parse_item_line(candidate) if candidate else {}
     raise ValueError(f"an item line cannot be cut to {budget} tokens: {line[:80]!r}")
+
+
+def _with_prefix(fields: dict[str, str], name: str, end: int) -> str:
+    """The line of ``fields`` with field ``name`` cut to its first ``end`` characters (left out if empty)."""
+    cut = dict(fields)
+    kept = cut[name][:end].rstrip()
+    if kept:
+        cut[name] = kept
+    else:
+        del cut[name]
+    return render_fields(cut)
 
 
 DOCUMENT_SCHEMA: dict[str, pl.DataType] = {

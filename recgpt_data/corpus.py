@@ -22,7 +22,7 @@ from pydantic import Field
 
 from recgpt_data.chunking import MAX_TOKENS, TokenCounter, chunk_histories
 from recgpt_data.hashing import fnv1a64, unit_interval
-from recgpt_data.histories import iter_bucket_events, history_lines
+from recgpt_data.histories import history_lines, iter_bucket_events
 from recgpt_data.io.parquet import write_parquet, write_text
 from recgpt_data.pipeline.fingerprint import file_sha256
 from recgpt_data.split import PRETRAIN, leaked
@@ -80,7 +80,9 @@ def build_documents(
         interactions = pretrain
     parts = []
     for events in iter_bucket_events(interactions, items, buckets):
-        stats.info["events_without_item_row"] = stats.info.get("events_without_item_row", 0) + events.without_item
+        stats.info["events_without_item_row"] = (
+            stats.info.get("events_without_item_row", 0) + events.without_item
+        )
         chunked = chunk_histories(history_lines(events.frame), counter, max_tokens)
         stats.drop("empty_item_line", chunked.empty_lines)
         for name, n in chunked.cut.items():
@@ -100,8 +102,8 @@ def verify_token_counts(documents: pl.DataFrame, counter: TokenCounter, fraction
     wrong = (exact != sample["num_tokens"].to_numpy()).sum()
     if wrong:
         raise AssertionError(
-            f"{wrong} of {sample.height} documents have a num_tokens that differs from tokenizing their text; "
-            "this tokenizer merges across line breaks: set exact_tokens = true"
+            f"{wrong} of {sample.height} documents have a num_tokens that differs from tokenizing their "
+            "text; this tokenizer merges across line breaks: set exact_tokens = true"
         )
     return sample.height
 
@@ -123,7 +125,9 @@ class DocumentsParams(Params):
     partition="user",
     version="1",
 )
-def pretrain_documents_stage(tables: Mapping[str, Frame], params: DocumentsParams, ctx: Context) -> StageOutput:
+def pretrain_documents_stage(
+    tables: Mapping[str, Frame], params: DocumentsParams, ctx: Context
+) -> StageOutput:
     """Each pre-training user's history as RecGPT documents, chunked under ``max_tokens``."""
     counter = TokenCounter(load_tokenizer(params.tokenizer))
     built = build_documents(
@@ -182,9 +186,11 @@ def sample_to_budget(
 def shuffle_order(keys: pl.DataFrame, seed: int) -> pl.DataFrame:
     """``keys`` (dataset, user_id, chunk_index, ...) in a seeded pseudo-random order across sources."""
     joined = keys["dataset"] + "\x1f" + keys["user_id"] + "\x1f" + keys["chunk_index"].cast(pl.String)
-    return keys.with_columns(fnv1a64(salted(joined, "shuffle"), seed).alias("__key")).sort(
-        ["__key", *DOCUMENT_KEY]
-    ).drop("__key")
+    return (
+        keys.with_columns(fnv1a64(salted(joined, "shuffle"), seed).alias("__key"))
+        .sort(["__key", *DOCUMENT_KEY])
+        .drop("__key")
+    )
 
 
 def shard_ranges(sizes: pl.DataFrame, max_rows: int, max_bytes: int) -> list[tuple[int, int]]:
@@ -229,7 +235,9 @@ def write_shards(
         relative = PRETRAIN_DIR / f"{split}-{index:05d}-of-{len(ranges):05d}.parquet"
         write_parquet(shard, out / relative)
         records.append(
-            ShardRecord(relative.as_posix(), shard.height, int(shard["num_tokens"].sum()), file_sha256(out / relative))
+            ShardRecord(
+                relative.as_posix(), shard.height, int(shard["num_tokens"].sum()), file_sha256(out / relative)
+            )
         )
     return records
 
@@ -279,7 +287,9 @@ class WritePretrainParams(Params):
     optional_reads=("held_out",),
     version="1",
 )
-def write_pretrain_stage(tables: Mapping[str, Frame], params: WritePretrainParams, ctx: Context) -> StageOutput:
+def write_pretrain_stage(
+    tables: Mapping[str, Frame], params: WritePretrainParams, ctx: Context
+) -> StageOutput:
     """Sample to the token budget, shuffle across sources, write shards, manifest and exports,
     and prove no held-out interaction is in the written shards."""
     stats = StageStats()
@@ -292,26 +302,41 @@ def write_pretrain_stage(tables: Mapping[str, Frame], params: WritePretrainParam
         .collect(engine="streaming")
     )
     kept_users, budget = sample_to_budget(totals, params.target_tokens, params.weights, ctx.seed)
-    documents = documents.join(kept_users.lazy().select("dataset", "user_id"), on=["dataset", "user_id"], how="semi")
+    documents = documents.join(
+        kept_users.lazy().select("dataset", "user_id"), on=["dataset", "user_id"], how="semi"
+    )
     stats.drop("budget_sampled_out", stats.rows_in["documents"] - count(documents))
-    keys = documents.select(*DOCUMENT_KEY, "split", pl.col("text").str.len_bytes().alias("bytes")).collect(engine="streaming")
+    keys = documents.select(*DOCUMENT_KEY, "split", pl.col("text").str.len_bytes().alias("bytes")).collect(
+        engine="streaming"
+    )
     shards: dict[str, list[ShardRecord]] = {}
     for split in (TRAIN, VALIDATION):
         order = shuffle_order(keys.filter(pl.col("split") == split), ctx.seed)
         shards[split] = write_shards(
-            documents.filter(pl.col("split") == split), order, split, ctx.out_dir, params.shard_rows, params.shard_bytes
+            documents.filter(pl.col("split") == split),
+            order,
+            split,
+            ctx.out_dir,
+            params.shard_rows,
+            params.shard_bytes,
         )
     written = [ctx.out_dir / r.path for split in (TRAIN, VALIDATION) for r in shards[split]]
     leak = {"held_out_pairs": 0, "leaked": 0}
     if "held_out" in tables:
         found = leaked(pl.scan_parquet(written).select("user_id", "item_ids"), tables["held_out"])
-        leak = {"held_out_pairs": count(tables["held_out"].lazy().select("user_id", "item_id").unique()), "leaked": found.height}
+        leak = {
+            "held_out_pairs": count(tables["held_out"].lazy().select("user_id", "item_id").unique()),
+            "leaked": found.height,
+        }
         if found.height:
             raise AssertionError(f"{found.height} held-out (user, item) pairs are in the pre-training shards")
     exports: dict[str, Any] = {}
     train_paths = [ctx.out_dir / r.path for r in shards[TRAIN]]
     if params.jsonl:
-        exports["jsonl"] = {"path": EXPORT.as_posix(), "rows": export_jsonl(train_paths, ctx.out_dir / EXPORT)}
+        exports["jsonl"] = {
+            "path": EXPORT.as_posix(),
+            "rows": export_jsonl(train_paths, ctx.out_dir / EXPORT),
+        }
     if params.mds:
         exports["mds"] = export_mds(train_paths, ctx.out_dir / MDS_DIR)
     manifest = {
@@ -333,6 +358,11 @@ def write_pretrain_stage(tables: Mapping[str, Frame], params: WritePretrainParam
     }
     write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", ctx.out_dir / "manifest.json")
     stats.info.update(
-        {"shards": {s: len(r) for s, r in shards.items()}, "budget": budget, "leak_check": leak, "exports": exports}
+        {
+            "shards": {s: len(r) for s, r in shards.items()},
+            "budget": budget,
+            "leak_check": leak,
+            "exports": exports,
+        }
     )
     return StageOutput({}, stats)

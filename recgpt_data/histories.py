@@ -70,7 +70,11 @@ def bucket_events(interactions: Frame, items: Frame, users: pl.DataFrame) -> Eve
         interactions.lazy()
         .select(columns)
         .join(users.lazy().select(*USER), on=list(USER), how="semi")
-        .join(unique_items(items).with_columns(pl.lit(True).alias("__item")), on=["dataset", "item_id"], how="left")
+        .join(
+            unique_items(items).with_columns(pl.lit(True).alias("__item")),
+            on=["dataset", "item_id"],
+            how="left",
+        )
         .sort(list(HISTORY_ORDER), maintain_order=True)
         .collect(engine="streaming")
     )

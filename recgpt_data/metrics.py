@@ -15,13 +15,14 @@ from collections.abc import Hashable, Mapping, Sequence
 def rmse(predictions: Sequence[float], targets: Sequence[float]) -> float:
     """Root mean squared error of ``predictions`` against ``targets``."""
     _check_pairs(predictions, targets)
-    return math.sqrt(math.fsum((float(p) - float(t)) ** 2 for p, t in zip(predictions, targets)) / len(targets))
+    squares = math.fsum((float(p) - float(t)) ** 2 for p, t in zip(predictions, targets, strict=True))
+    return math.sqrt(squares / len(targets))
 
 
 def mae(predictions: Sequence[float], targets: Sequence[float]) -> float:
     """Mean absolute error of ``predictions`` against ``targets``."""
     _check_pairs(predictions, targets)
-    return math.fsum(abs(float(p) - float(t)) for p, t in zip(predictions, targets)) / len(targets)
+    return math.fsum(abs(float(p) - float(t)) for p, t in zip(predictions, targets, strict=True)) / len(targets)
 
 
 def target_rank(ranked: Sequence[Hashable], target: Hashable) -> int | None:
@@ -45,7 +46,7 @@ def hit_rate_at_k(ranked_lists: Sequence[Sequence[Hashable]], targets: Sequence[
     """HR@k: the share of users whose target is among their top ``k`` predictions."""
     _check_ranking(ranked_lists, targets, k)
     hits = 0
-    for ranked, target in zip(ranked_lists, targets):
+    for ranked, target in zip(ranked_lists, targets, strict=True):
         rank = target_rank(ranked, target)
         hits += rank is not None and rank <= k
     return hits / len(targets)
@@ -55,7 +56,7 @@ def ndcg_at_k(ranked_lists: Sequence[Sequence[Hashable]], targets: Sequence[Hash
     """NDCG@k with one relevant item: the mean of ``1 / log2(rank + 1)`` over users (0 on a miss)."""
     _check_ranking(ranked_lists, targets, k)
     total = 0.0
-    for ranked, target in zip(ranked_lists, targets):
+    for ranked, target in zip(ranked_lists, targets, strict=True):
         rank = target_rank(ranked, target)
         if rank is not None and rank <= k:
             total += 1.0 / math.log2(rank + 1)

@@ -95,7 +95,9 @@ def corpus_summary(tables: Mapping[str, Frame]) -> dict[str, Any]:
         summary["tokens_per_document"] = describe(docs.select("num_tokens").collect()["num_tokens"].sort())
         if "split" in docs.collect_schema().names():
             splits = docs.group_by("split").agg(pl.len(), pl.col("num_tokens").sum()).sort("split").collect()
-            summary["splits"] = {r["split"]: {"documents": r["len"], "tokens": r["num_tokens"]} for r in splits.to_dicts()}
+            summary["splits"] = {
+                r["split"]: {"documents": r["len"], "tokens": r["num_tokens"]} for r in splits.to_dicts()
+            }
     if "instruct" in tables and "task" in tables["instruct"].lazy().collect_schema().names():
         tasks = tables["instruct"].lazy().group_by("task").agg(pl.len()).sort("task").collect()
         summary["instruct_tasks"] = dict(tasks.iter_rows())
@@ -154,7 +156,9 @@ def rates_markdown(rates: list[dict[str, Any]]) -> str:
             body.append([row["stage"], row["rows_in"], row["rows_out"], "", "", ""])
         for item in row["reasons"]:
             rate = f"{item['rate']:.2%}" if item["rate"] is not None else ""
-            body.append([row["stage"], row["rows_in"], row["rows_out"], f"{item['kind']}: {item['reason']}", item["rows"], rate])
+            body.append(
+                [row["stage"], row["rows_in"], row["rows_out"], f"{item['kind']}: {item['reason']}", item["rows"], rate]
+            )
     return markdown_table(["stage", "rows in", "rows out", "reason", "rows", "rate"], body)
 
 
@@ -185,15 +189,31 @@ def histogram(values: pl.Series, title: str, xlabel: str, path: Path) -> None:
 def render(summary: Mapping[str, Any], rates: list[dict[str, Any]], plots: list[tuple[str, str]]) -> str:
     """The report page (Markdown) from the summary, the stage rates and the plot files."""
     parts = ["# Corpus report", "", "## Per source", "", per_source_markdown(summary), ""]
-    for name, label in (("history_length", "History length (interactions per user)"), ("tokens_per_document", "Tokens per document")):
+    for name, label in (
+        ("history_length", "History length (interactions per user)"),
+        ("tokens_per_document", "Tokens per document"),
+    ):
         if name in summary:
             stats = summary[name]
             parts += [f"## {label}", "", markdown_table(list(stats), [list(stats.values())]), ""]
             parts += [f"![{label}]({file})" for file, title in plots if title == name] + [""]
     if "splits" in summary:
-        parts += ["## Splits", "", markdown_table(["split", "documents", "tokens"], [[k, v["documents"], v["tokens"]] for k, v in summary["splits"].items()]), ""]
+        parts += [
+            "## Splits",
+            "",
+            markdown_table(
+                ["split", "documents", "tokens"],
+                [[k, v["documents"], v["tokens"]] for k, v in summary["splits"].items()],
+            ),
+            "",
+        ]
     if "instruct_tasks" in summary:
-        parts += ["## Instruction pairs", "", markdown_table(["task", "pairs"], [list(i) for i in summary["instruct_tasks"].items()]), ""]
+        parts += [
+            "## Instruction pairs",
+            "",
+            markdown_table(["task", "pairs"], [list(i) for i in summary["instruct_tasks"].items()]),
+            "",
+        ]
     parts += ["## Stages: rows kept, dropped and changed", "", rates_markdown(rates), ""]
     return "\n".join(parts)
 

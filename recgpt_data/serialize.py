@@ -161,8 +161,8 @@ def field_exprs(available: Sequence[str]) -> dict[str, pl.Expr]:
     (canonical column names); columns absent from ``available`` give null."""
     present = set(available)
 
-    def col(name: str, dtype: pl.DataType = pl.String()) -> pl.Expr:
-        return pl.col(name) if name in present else pl.lit(None, dtype)
+    def col(name: str, dtype: pl.DataType | None = None) -> pl.Expr:
+        return pl.col(name) if name in present else pl.lit(None, dtype or pl.String())
 
     rating = col("rating", pl.Float64()).cast(pl.Float64)
     rating_max = col("rating_max", pl.Float64()).cast(pl.Float64)

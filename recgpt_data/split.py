@@ -94,7 +94,12 @@ def leaked(output: Frame, held_out: Frame) -> pl.DataFrame:
     frame = output.lazy()
     if "item_ids" in frame.collect_schema().names():
         frame = frame.select("user_id", pl.col("item_ids").alias("item_id")).explode("item_id")
-    return frame.select(*PAIR).join(held_out_pairs(held_out), on=list(PAIR), how="semi").unique().collect(engine="streaming")
+    return (
+        frame.select(*PAIR)
+        .join(held_out_pairs(held_out), on=list(PAIR), how="semi")
+        .unique()
+        .collect(engine="streaming")
+    )
 
 
 class HeldOutSource(Params):
@@ -146,7 +151,9 @@ def split_stage(tables: dict, params: SplitParams, ctx: Context) -> StageOutput:
     out = assign_split(kept, params.instruct_fraction, ctx.seed)
     users = out.group_by("split").agg(pl.col("user_id").n_unique().alias("users"), pl.len().alias("rows"))
     stats.info["users"] = {row["split"]: row["users"] for row in users.sort("split").iter_rows(named=True)}
-    stats.info["interactions"] = {row["split"]: row["rows"] for row in users.sort("split").iter_rows(named=True)}
+    stats.info["interactions"] = {
+        row["split"]: row["rows"] for row in users.sort("split").iter_rows(named=True)
+    }
     if out.height and leaked(out, held_out).height:
         raise AssertionError("held-out interactions remain after the leakage guard")
     return StageOutput({"interactions": out}, stats)

@@ -2,6 +2,7 @@
 
 from recgpt_data import ingest  # noqa: F401
 from recgpt_data.clean import filters, langid, text  # noqa: F401
+from recgpt_data.dedup import scopes  # noqa: F401
 from recgpt_data import corpus, split  # noqa: F401
 from recgpt_data import report  # noqa: F401
 from recgpt_data.benchmarks import build  # noqa: F401

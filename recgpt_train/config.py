@@ -69,6 +69,7 @@ class TrainConfig(Strict):
     max_steps: int | None = None
     precision: Literal["bf16", "fp32"] = "bf16"
     attention: Literal["eager", "sdpa"] = "sdpa"
+    activation_checkpointing: bool = False
     seed: int = 17
     out_dir: str = "runs/recgpt"
     save_every: int = 500
@@ -97,7 +98,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
     text = path.read_text()
     raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a config must be a mapping")
+        raise TypeError(f"{path}: a config must be a mapping")
     return TrainConfig.model_validate(_merge(raw, overrides or {}))
 
 

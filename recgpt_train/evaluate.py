@@ -32,10 +32,12 @@ from tqdm import tqdm
 
 from recgpt_data.instruct.templates import NEXT_ITEM, RATING
 from recgpt_data.metrics import hit_rate_at_k, mae, ndcg_at_k, rmse
+from recgpt_data.tokenizer import DEFAULT_TOKENIZER
 
 RATING_SAMPLING = {"do_sample": True, "temperature": 1.0, "top_p": 0.9, "top_k": 50}
 BEAMS = 10
 KS = (5, 10)
+EOS_TOKEN = "<|endoftext|>"
 NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
 
@@ -115,8 +117,6 @@ class ModelGenerator:
 
     def __init__(self, model, tokenizer, batch_size: int = 4, max_new_tokens: dict[str, int] | None = None,
                  seed: int = 0, progress: bool = True):
-        import torch
-
         self.model = model.eval()
         self.tokenizer = tokenizer
         if tokenizer.pad_token is None:
@@ -124,22 +124,25 @@ class ModelGenerator:
         tokenizer.padding_side = "left"
         self.batch_size = batch_size
         self.max_new_tokens = {RATING: 8, NEXT_ITEM: 48, **(max_new_tokens or {})}
-        self.generator = torch.Generator().manual_seed(seed)
         self.seed = seed
         self.progress = progress
 
     @classmethod
-    def from_path(cls, path: str | Path, tokenizer_path: str | Path | None = None, **options) -> ModelGenerator:
-        """A model and tokenizer from a local folder (never downloaded)."""
-        from transformers import AutoModelForCausalLM
+    def from_path(cls, path: str | Path, tokenizer_path: str | Path | None = None, device: str = "cpu",
+                  dtype: str = "float32", **options) -> ModelGenerator:
+        """A model (on ``device``, in ``dtype``) and its tokenizer from local folders, never downloaded:
+        the tokenizer from ``tokenizer_path``, else the model folder, else the bundled GPT-NeoX."""
+        import torch
+        from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-        from recgpt_train.data import load_tokenizer
-
-        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
-        tokenizer_file = Path(tokenizer_path) if tokenizer_path else Path(path)
-        if tokenizer_path is None and not (tokenizer_file / "tokenizer.json").is_file():
-            return cls(model, load_tokenizer(), **options)
-        return cls(model, load_tokenizer(tokenizer_file), **options)
+        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=getattr(torch, dtype))
+        if tokenizer_path is None:
+            tokenizer_path = path if (Path(path) / "tokenizer.json").is_file() else DEFAULT_TOKENIZER
+        tokenizer_file = Path(tokenizer_path)
+        if tokenizer_file.is_dir():
+            tokenizer_file = tokenizer_file / "tokenizer.json"
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), eos_token=EOS_TOKEN)
+        return cls(model.to(device), tokenizer, **options)
 
     def generate(self, prompts: Sequence[Prompt], task: str) -> list[list[str]]:
         import torch
@@ -148,7 +151,7 @@ class ModelGenerator:
         batches = range(0, len(prompts), self.batch_size)
         for start in tqdm(batches, desc=f"generate {task}", disable=not self.progress):
             batch = prompts[start : start + self.batch_size]
-            encoded = self.tokenizer([p.prompt for p in batch], return_tensors="pt", padding=True)
+            encoded = self.tokenizer([p.prompt for p in batch], return_tensors="pt", padding=True).to(self.model.device)
             options = (
                 {**RATING_SAMPLING, "num_return_sequences": 1}
                 if task == RATING
@@ -429,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default=f"{RATING},{NEXT_ITEM}", help="comma-separated: rating,next_item")
     parser.add_argument("--embedder", default="auto", help="auto, minilm, tfidf, or a local model folder")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default="cpu", help="torch device for the model, e.g. cuda")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--limit", type=int, help="score only the first N prompts of each task")
     parser.add_argument("--rating-min", type=float, default=1.0, help="bottom of the rating scale")
     parser.add_argument("--seed", type=int, default=0)
@@ -439,8 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown task(s): {', '.join(sorted(unknown))}")
     if args.model:
-        generator: Generator = ModelGenerator.from_path(args.model, args.tokenizer, batch_size=args.batch_size,
-                                                        seed=args.seed)
+        generator: Generator = ModelGenerator.from_path(args.model, args.tokenizer, args.device, args.dtype,
+                                                        batch_size=args.batch_size, seed=args.seed)
         name = args.model
     else:
         generator, name = FileGenerator(args.generations), args.generations

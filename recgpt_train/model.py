@@ -42,3 +42,12 @@ def build_model(config: MptConfig, pretrained: str | None = None, seed: int = 0)
 def count_params(model: torch.nn.Module) -> int:
     """Parameters counted once (the tied embedding and LM head are one tensor)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def enable_activation_checkpointing(model: MptForCausalLM) -> None:
+    """Recompute each block's activations in the backward pass (non-reentrant), on any transformers version."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

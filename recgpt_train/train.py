@@ -11,6 +11,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -25,12 +27,20 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 from torch.nn import functional as F
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from transformers import MptConfig, PreTrainedTokenizerFast
 
 from recgpt_train.attention import packed_attention_mask, set_attention
 from recgpt_train.config import TrainConfig
-from recgpt_train.data import load_split, load_tokenizer, tokenize_documents, tokenize_pairs
+from recgpt_train.data import (
+    load_split,
+    load_tokenizer,
+    tokenize_documents,
+    tokenize_pairs,
+)
 from recgpt_train.lion import DecoupledLionW
-from recgpt_train.model import build_model, count_params, mpt_config
+from recgpt_train.model import build_model, count_params, enable_activation_checkpointing, mpt_config
 from recgpt_train.packing import IGNORE, PackedRows, pack_documents, pack_instructions
 from recgpt_train.schedule import build_scheduler
 
@@ -76,7 +86,7 @@ def build_rows(cfg: TrainConfig, source: object = None) -> PackedRows:
     return pack_instructions(tokenize_pairs(ds, tokenizer, cfg.data.response_separator), seq_len, eos)
 
 
-def model_config(cfg: TrainConfig):  # noqa: ANN201 - transformers' MptConfig
+def model_config(cfg: TrainConfig) -> MptConfig:
     """The MPT config of the run (preset plus explicit sizes)."""
     m = cfg.model
     return mpt_config(
@@ -85,7 +95,7 @@ def model_config(cfg: TrainConfig):  # noqa: ANN201 - transformers' MptConfig
     )
 
 
-def _shard(model: torch.nn.Module, cfg: TrainConfig, rt: Runtime) -> torch.nn.Module:
+def _shard(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     """FSDP2 (``fully_shard``) per transformer block and at the root; bf16 compute, fp32 reductions."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -112,14 +122,16 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, rt: Runtime) -> None:  # noqa: ANN001
+def save_checkpoint(
+    path: Path, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler, position: dict, rt: Runtime
+) -> None:
     """Full (unsharded) model and optimizer state, scheduler, data position and RNG, written by rank 0."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_sd, optim_sd = get_state_dict(model, optimizer, options=options)
     if rt.main:
         payload = {
             "model": model_sd, "optimizer": optim_sd, "scheduler": scheduler.state_dict(),
-            "step": step, "rng": _rng_state(),
+            "position": position, "rng": _rng_state(),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -129,8 +141,10 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, rt: Runt
         dist.barrier()
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> int:  # noqa: ANN001
-    """Restore everything :func:`save_checkpoint` wrote; returns the step to continue from."""
+def load_checkpoint(path: Path, model: nn.Module, optimizer: Optimizer, scheduler: LRScheduler) -> dict:
+    """Restore everything :func:`save_checkpoint` wrote; returns the data position to continue from."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {path}")
     payload = torch.load(path, map_location="cpu", weights_only=False)
     set_state_dict(
         model, optimizer, model_state_dict=payload["model"], optim_state_dict=payload["optimizer"],
@@ -138,7 +152,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> int:  # noqa: AN
     )
     scheduler.load_state_dict(payload["scheduler"])
     _set_rng_state(payload["rng"])
-    return int(payload["step"])
+    return payload["position"]
 
 
 def epoch_order(n_rows: int, seed: int, epoch: int) -> np.ndarray:
@@ -146,8 +160,10 @@ def epoch_order(n_rows: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n_rows)
 
 
-def step_micro_batches(rows: PackedRows, cfg: TrainConfig, rt: Runtime, step: int, steps_per_epoch: int):  # noqa: ANN201
-    """This rank's micro-batches (input_ids, labels, seq_ids tensors) for optimizer step ``step``."""
+def step_micro_batches(
+    rows: PackedRows, cfg: TrainConfig, rt: Runtime, step: int, steps_per_epoch: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """This rank's micro-batches (input_ids, labels, seq_ids) for optimizer step ``step``."""
     epoch, index = divmod(step, steps_per_epoch)
     order = epoch_order(len(rows), cfg.seed, epoch)
     per_rank = cfg.global_batch_size // rt.world
@@ -185,17 +201,24 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None, so
     torch.manual_seed(cfg.seed)
     model = build_model(model_config(cfg), cfg.model.pretrained, cfg.model.init_seed)
     set_attention(model, cfg.attention)
+    if cfg.activation_checkpointing:
+        enable_activation_checkpointing(model)
     model.to(rt.device)
     sharded = rt.world > 1 and cfg.fsdp
     if sharded:
-        model = _shard(model, cfg, rt)
+        model = _shard(model, cfg)
     elif rt.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
     optimizer = DecoupledLionW(
         model.parameters(), lr=cfg.peak_lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
     )
     scheduler = build_scheduler(optimizer, cfg.optim.warmup_steps, total_steps, cfg.optim.final_lr_ratio)
-    step = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler) if resume else 0
+    step = 0
+    if resume:
+        position = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler)
+        if position["rows"] != len(rows) or position["steps_per_epoch"] != steps_per_epoch:
+            raise ValueError(f"checkpoint was taken on {position['rows']} packed rows, this data packs {len(rows)}")
+        step = position["step"]
     if rt.main:
         print(json.dumps({"params": count_params(model), "world": rt.world, "start_step": step}), flush=True)
 
@@ -209,7 +232,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None, so
     while step < end:
         began = time.perf_counter()
         micro = list(step_micro_batches(rows, cfg, rt, step, steps_per_epoch))
-        count = _all_sum(torch.tensor(float(sum(int((lab != IGNORE).sum()) for _, lab, _ in micro)), device=rt.device), rt)
+        local_count = sum(int((labels != IGNORE).sum()) for _, labels, _ in micro)
+        count = _all_sum(torch.tensor(float(local_count), device=rt.device), rt)
         loss_sum = torch.zeros((), device=rt.device)
         tokens = torch.zeros((), device=rt.device)
         for i, (ids, labels, seq) in enumerate(micro):
@@ -231,10 +255,11 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None, so
         step += 1
         loss = (_all_sum(loss_sum, rt) / count.clamp(min=1)).item()
         seconds = time.perf_counter() - began
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
+            grad_norm = grad_norm.full_tensor()
         record = {
-            "step": step, "loss": loss, "lr": lr, "grad_norm": float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm),
-            "loss_tokens": int(count.item()), "tokens_per_s": _all_sum(tokens, rt).item() / seconds,
-            "packing_efficiency": round(rows.stats.efficiency, 6),
+            "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm.item(), "loss_tokens": int(count.item()),
+            "tokens_per_s": _all_sum(tokens, rt).item() / seconds, "packing_efficiency": round(rows.stats.efficiency, 6),
         }
         records.append(record)
         if rt.main and (step % cfg.log_every == 0 or step == end):
@@ -242,16 +267,20 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None, so
             with open(out / "log.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
         if step % cfg.save_every == 0 or step == end:
-            save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, step, rt)
+            epoch, batch = divmod(step, steps_per_epoch)
+            position = {"step": step, "epoch": epoch, "batch_in_epoch": batch, "rows": len(rows),
+                        "steps_per_epoch": steps_per_epoch}
+            save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, position, rt)
     if step == total_steps:
-        export_hf(model, out / "hf", rt)
+        export_hf(model, load_tokenizer(cfg.data.tokenizer), out / "hf", rt)
     return records
 
 
-def export_hf(model: torch.nn.Module, path: Path, rt: Runtime) -> None:
-    """The trained weights as a Hugging Face folder (``from_pretrained``-loadable), written by rank 0."""
+def export_hf(model: nn.Module, tokenizer: PreTrainedTokenizerFast, path: Path, rt: Runtime) -> None:
+    """The trained model and its tokenizer as a Hugging Face folder (``from_pretrained``), by rank 0."""
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if rt.main:
         getattr(model, "module", model).save_pretrained(path, state_dict=state)
+        tokenizer.save_pretrained(path)
     if rt.world > 1:
         dist.barrier()

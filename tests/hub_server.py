@@ -74,7 +74,14 @@ class HubState:
         self.authorizations: list[str] = []
         self.lock = threading.Lock()
         self.commits = 0
-        self.fail_next_commits = 0
+        self.fail_next: dict[str, int] = {}  # handler name -> how many calls to answer 503
+
+    def should_fail(self, name: str) -> bool:
+        """Whether to answer this call to ``name`` with 503 (a test asked for it)."""
+        if self.fail_next.get(name, 0) > 0:
+            self.fail_next[name] -= 1
+            return True
+        return False
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -134,7 +141,11 @@ class Handler(BaseHTTPRequestHandler):
             match = re.fullmatch(pattern, path)
             if verb == method and match:
                 with self.state.lock:
-                    handler(query=query, **match.groupdict())
+                    if self.state.should_fail(handler.__name__):
+                        self.body()
+                        self.send(503, {"error": "try again later"})
+                    else:
+                        handler(query=query, **match.groupdict())
                 return
         self.send(404, {"error": f"no route {method} {path}"})
 
@@ -179,9 +190,20 @@ class Handler(BaseHTTPRequestHandler):
         self.send(
             200,
             {
-                "_id": repo, "id": repo, "author": repo.split("/")[0], "sha": found.head, "private": False,
-                "gated": False, "disabled": False, "downloads": 0, "likes": 0, "tags": [], "siblings": siblings,
-                "lastModified": "2024-01-01T00:00:00.000Z", "createdAt": "2024-01-01T00:00:00.000Z", "cardData": {},
+                "_id": repo,
+                "id": repo,
+                "author": repo.split("/")[0],
+                "sha": found.head,
+                "private": False,
+                "gated": False,
+                "disabled": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": [],
+                "siblings": siblings,
+                "lastModified": "2024-01-01T00:00:00.000Z",
+                "createdAt": "2024-01-01T00:00:00.000Z",
+                "cardData": {},
             },
         )
 
@@ -213,7 +235,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         files = json.loads(self.body())["files"]
         modes = [
-            {"path": f["path"], "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) else "regular", "shouldIgnore": False}
+            {
+                "path": f["path"],
+                "uploadMode": "lfs" if f["path"].endswith(LFS_SUFFIXES) else "regular",
+                "shouldIgnore": False,
+            }
             for f in files
         ]
         self.send(200, {"files": modes})
@@ -247,10 +273,6 @@ class Handler(BaseHTTPRequestHandler):
         if found is None:
             return
         body = self.body()
-        if self.state.fail_next_commits:
-            self.state.fail_next_commits -= 1
-            self.send(503, {"error": "try again later"})
-            return
         for line in body.decode().splitlines():
             item = json.loads(line)
             value = item["value"]

@@ -18,7 +18,6 @@ from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, s
 from recgpt_data.tokenizer import load_tokenizer
 
 
-
 def spec_text(shared: Path, partitions: int = 3, tail: str = "") -> str:
     """A pipeline over the real Amazon 2018 Magazine Subscriptions sample, through the test stages."""
     return f"""name = "magazines"
@@ -56,8 +55,14 @@ def histories(tables: Mapping[str, Frame], params: HistoryParams, ctx: Context) 
     """Each user's items in chronological order, titled; users with fewer than ``min_items`` dropped."""
     stats = StageStats()
     events = tables["interactions"].collect()
-    items = tables["items"].select("dataset", "item_id", "title").unique(["dataset", "item_id"], keep="first", maintain_order=True)
-    joined = events.sort([*CHRONOLOGICAL], maintain_order=True).join(items.collect(), on=["dataset", "item_id"], how="left", maintain_order="left")
+    items = (
+        tables["items"]
+        .select("dataset", "item_id", "title")
+        .unique(["dataset", "item_id"], keep="first", maintain_order=True)
+    )
+    joined = events.sort([*CHRONOLOGICAL], maintain_order=True).join(
+        items.collect(), on=["dataset", "item_id"], how="left", maintain_order="left"
+    )
     grouped = joined.group_by("source", "dataset", "user_id", maintain_order=True).agg(
         pl.len().alias("num_items"),
         pl.col("item_id"),
@@ -101,7 +106,9 @@ def instruct(tables: Mapping[str, Frame], params: Params, ctx: Context) -> Stage
     """A next-item pair per user: the history but the last item in, the last item's title out."""
     frame = tables["histories"].collect()
     out = frame.select(
-        (pl.lit("Items so far:\n") + pl.col("titles").list.slice(0, pl.col("titles").list.len() - 1).list.join("\n")).alias("prompt"),
+        (
+            pl.lit("Items so far:\n") + pl.col("titles").list.slice(0, pl.col("titles").list.len() - 1).list.join("\n")
+        ).alias("prompt"),
         pl.col("titles").list.last().alias("response"),
         pl.lit("next_item").alias("task"),
         "source",

@@ -33,7 +33,9 @@ def fewest_by_brute_force(costs: list[int], header: int, separator: int, limit: 
     for k in range(1, n + 1):
         for cuts in itertools.combinations(range(1, n), k - 1):
             bounds = [0, *cuts, n]
-            if all(chunk_tokens(costs[a:b], header, separator) <= limit for a, b in itertools.pairwise(bounds)):
+            if all(
+                chunk_tokens(costs[a:b], header, separator) <= limit for a, b in itertools.pairwise(bounds)
+            ):
                 return k
     raise AssertionError("no partition fits")
 
@@ -63,7 +65,11 @@ def test_uneven_lines_still_use_the_fewest_chunks():
 
 
 def test_header_and_line_break_costs_add_up_to_the_text(counter, independent):
-    lines = ["Title: Pygmy; Author: Chuck; Review: Great.\n".strip(), "Title: 314; Rating: 5.0/5.0", "Title: x"]
+    lines = [
+        "Title: Pygmy; Author: Chuck; Review: Great.\n".strip(),
+        "Title: 314; Rating: 5.0/5.0",
+        "Title: x",
+    ]
     text = HEADER.format(noun="books") + "\n\n" + "\n".join(lines)
     expected = len(independent.encode(text, add_special_tokens=False).ids)
     line_tokens = [len(independent.encode(line, add_special_tokens=False).ids) for line in lines]
@@ -87,7 +93,9 @@ def chunked_256(magazine_lines, counter) -> Chunked:
 
 
 @pytest.mark.parametrize("max_tokens", [2048, 256])
-def test_num_tokens_is_exact_and_every_document_fits(magazine_lines, counter, chunked_256, independent, max_tokens):
+def test_num_tokens_is_exact_and_every_document_fits(
+    magazine_lines, counter, chunked_256, independent, max_tokens
+):
     chunked = chunked_256 if max_tokens == 256 else chunk_histories(magazine_lines, counter, max_tokens)
     documents = chunked.documents
     texts = documents["text"].to_list()
@@ -104,7 +112,11 @@ def test_chunks_keep_every_line_in_order(magazine_lines, chunked_256):
     rebuilt = []
     for text in documents["text"].to_list():
         rebuilt.extend(text.split("\n\n", 1)[1].split("\n"))
-    uncut = [line for line, doc_line in zip(magazine_lines["line"].to_list(), rebuilt, strict=True) if line == doc_line]
+    uncut = [
+        line
+        for line, doc_line in zip(magazine_lines["line"].to_list(), rebuilt, strict=True)
+        if line == doc_line
+    ]
     assert len(rebuilt) == magazine_lines.height
     cut = len(rebuilt) - len(uncut)
     assert cut == sum(chunked_256.cut.values()) > 0
@@ -140,8 +152,14 @@ def test_cut_line_leaves_a_fitting_line_alone(counter):
 
 def test_empty_lines_are_dropped_and_counted(counter):
     lines = pl.DataFrame(
-        {"source": ["s"] * 2, "dataset": ["d"] * 2, "user_id": ["u"] * 2, "item_id": ["a", "b"],
-         "noun": ["products"] * 2, "line": ["", "Title: x"]}
+        {
+            "source": ["s"] * 2,
+            "dataset": ["d"] * 2,
+            "user_id": ["u"] * 2,
+            "item_id": ["a", "b"],
+            "noun": ["products"] * 2,
+            "line": ["", "Title: x"],
+        }
     )
     chunked = chunk_histories(lines, counter)
     assert chunked.empty_lines == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 import pytest
@@ -13,8 +13,6 @@ from recgpt_data.hashing import bucket
 from recgpt_data.histories import bucket_events, history_lines, iter_bucket_events, user_buckets
 from recgpt_data.ingest import ingest
 from recgpt_data.schema import conform
-
-UTC = timezone.utc
 
 
 def events_frame(rows: list[dict]) -> pl.DataFrame:
@@ -43,13 +41,25 @@ def test_order_is_time_then_input_ordinal_with_timeless_events_first():
 
 
 def test_items_join_keeps_first_row_of_a_duplicated_item_and_events_without_items():
-    base = {"source": "amazon2018", "dataset": "amazon2018/X", "user_id": "u", "src_file": "f", "rating_max": 5.0}
+    base = {
+        "source": "amazon2018",
+        "dataset": "amazon2018/X",
+        "user_id": "u",
+        "src_file": "f",
+        "rating_max": 5.0,
+    }
     interactions = events_frame(
         [{**base, "item_id": "i1", "src_line": 1, "rating": 4.0}, {**base, "item_id": "i2", "src_line": 2}]
     )
     items = items_frame(
         [
-            {"source": "amazon2018", "dataset": "amazon2018/X", "item_id": "i1", "title": "First", "brand": "B"},
+            {
+                "source": "amazon2018",
+                "dataset": "amazon2018/X",
+                "item_id": "i1",
+                "title": "First",
+                "brand": "B",
+            },
             {"source": "amazon2018", "dataset": "amazon2018/X", "item_id": "i1", "title": "Second"},
             {"source": "amazon2018", "dataset": "amazon2018/Y", "item_id": "i2", "title": "Other dataset"},
         ]
@@ -64,10 +74,22 @@ def test_items_join_keeps_first_row_of_a_duplicated_item_and_events_without_item
 
 def test_books_dataset_uses_the_books_template_with_brand_as_author():
     interactions = events_frame(
-        [{"source": "amazon2018", "dataset": "amazon2018/Books", "user_id": "u", "item_id": "b", "src_line": 1,
-          "rating": 5.0, "rating_max": 5.0, "review_text": "Good\nbook"}]
+        [
+            {
+                "source": "amazon2018",
+                "dataset": "amazon2018/Books",
+                "user_id": "u",
+                "item_id": "b",
+                "src_line": 1,
+                "rating": 5.0,
+                "rating_max": 5.0,
+                "review_text": "Good\nbook",
+            }
+        ]
     )
-    items = items_frame([{"dataset": "amazon2018/Books", "item_id": "b", "title": "T", "brand": "Visit Amazon's X Page"}])
+    items = items_frame(
+        [{"dataset": "amazon2018/Books", "item_id": "b", "title": "T", "brand": "Visit Amazon's X Page"}]
+    )
     lines = history_lines(bucket_events(interactions, items, user_buckets(interactions, 1)).frame)
     assert lines.row(0, named=True)["noun"] == "books"
     assert lines["line"][0] == "Title: T; Author: Visit Amazon's X Page; Review: Good book; Rating: 5.0/5.0"
@@ -77,7 +99,11 @@ def test_books_dataset_uses_the_books_template_with_brand_as_author():
 def magazine(shared, tmp_path_factory) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     out = tmp_path_factory.mktemp("magazine")
     folder = shared / "amazon2018"
-    ingest("amazon2018", [folder / "Magazine_Subscriptions_5.json", folder / "meta_Magazine_Subscriptions.json.gz"], out)
+    ingest(
+        "amazon2018",
+        [folder / "Magazine_Subscriptions_5.json", folder / "meta_Magazine_Subscriptions.json.gz"],
+        out,
+    )
     return (
         pl.scan_parquet(out / "interactions" / "**" / "*.parquet"),
         pl.scan_parquet(out / "items" / "**" / "*.parquet"),

@@ -51,7 +51,8 @@ def magazines(shared, tmp_path_factory) -> tuple[pl.DataFrame, pl.DataFrame]:
     out = tmp_path_factory.mktemp("magazines")
     raw = shared / "amazon2018"
     ingest("amazon2018", [raw / "Magazine_Subscriptions_5.json", raw / "meta_Magazine_Subscriptions.json.gz"], out)
-    return pl.read_parquet(out / "interactions" / "**" / "*.parquet"), pl.read_parquet(out / "items" / "**" / "*.parquet")
+    interactions = pl.read_parquet(out / "interactions" / "**" / "*.parquet")
+    return interactions, pl.read_parquet(out / "items" / "**" / "*.parquet")
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +131,10 @@ def test_fit_keeps_the_most_recent_items_that_fit():
 
 def test_one_pair_per_user_and_task_on_real_magazines(shared, magazines):
     interactions, items = magazines
-    users = {json.loads(line)["reviewerID"] for line in (shared / "amazon2018" / "Magazine_Subscriptions_5.json").open()}
+    raw = shared / "amazon2018" / "Magazine_Subscriptions_5.json"
+    users = {json.loads(line)["reviewerID"] for line in raw.open()}
     stats = StageStats()
-    pairs = build_pairs(interactions, items, InstructPairsParams(pool=None, max_pairs_per_user=1), 3, stats)
+    pairs = build_pairs(interactions, items, InstructPairsParams(pool="all", max_pairs_per_user=1), 3, stats)
     assert (pairs["task"] == RATING).sum() == len(users) == 348
     assert set(pairs["user_id"]) <= users
     tokenizer = load_tokenizer()
@@ -150,7 +152,7 @@ def test_one_pair_per_user_and_task_on_real_magazines(shared, magazines):
 
 def test_rating_target_is_the_users_last_rated_event(magazines):
     interactions, items = magazines
-    pairs = build_pairs(interactions, items, InstructPairsParams(pool=None, max_pairs_per_user=1), 3, StageStats())
+    pairs = build_pairs(interactions, items, InstructPairsParams(pool="all", max_pairs_per_user=1), 3, StageStats())
     row = pairs.filter(pl.col("task") == RATING).row(0, named=True)
     last = (
         interactions.filter(pl.col("user_id") == row["user_id"])
@@ -163,7 +165,7 @@ def test_rating_target_is_the_users_last_rated_event(magazines):
 
 def test_counts_per_source_and_task_are_honoured_and_seeded(magazines):
     interactions, items = magazines
-    params = InstructPairsParams(pool=None, counts={"amazon2018": {"rating": 40, "next_item": 25}})
+    params = InstructPairsParams(pool="all", counts={"amazon2018": {"rating": 40, "next_item": 25}})
     stats = StageStats()
     first = build_pairs(interactions, items, params, 1, stats)
     assert (first["task"] == RATING).sum() == 40 and (first["task"] == NEXT_ITEM).sum() == 25
@@ -177,7 +179,9 @@ def test_held_out_interactions_never_reach_a_pair(instruments):
     stats = StageStats()
     built = build_benchmark(instruments, "amazon2014/Musical_Instruments", stats, seed=4)
     held = held_out_rows(built.events, "instruments", "amazon2014/Musical_Instruments")
-    params = InstructPairsParams(pool=None, max_pairs_per_user=3)
+    some_users = instruments.select(pl.col("user_id").unique().sort().head(300))
+    instruments = instruments.join(some_users, on="user_id", how="semi")
+    params = InstructPairsParams(pool="all", max_pairs_per_user=2)
     guarded = instruct_pairs_stage(
         {"interactions": instruments, "items": empty("items"), "held_out": held}, params, Context()
     )
@@ -192,8 +196,9 @@ def test_held_out_interactions_never_reach_a_pair(instruments):
 def test_no_rating_pairs_where_the_template_says_so_or_the_rating_is_null():
     history = UserHistory(
         source="steam", dataset="steam", user_id="u", noun="video games", rating_pairs=False,
-        item_ids=["a", "b", "c"], full=["Title: A", "Title: B", "Title: C"], unrated=["Title: A", "Title: B", "Title: C"],
-        short=["Title: A", "Title: B", "Title: C"], ratings=[None, None, None],
+        item_ids=["a", "b", "c"], full=["Title: A", "Title: B", "Title: C"],
+        unrated=["Title: A", "Title: B", "Title: C"], short=["Title: A", "Title: B", "Title: C"],
+        ratings=[None, None, None],
     )
     stats = StageStats()
     maker = PairMaker(InstructPairsParams(), stats)
@@ -207,7 +212,7 @@ def test_no_rating_pairs_where_the_template_says_so_or_the_rating_is_null():
 
 def test_write_instruct_writes_parquet_and_llm_foundry_jsonl(magazines, tmp_path):
     interactions, items = magazines
-    pairs = build_pairs(interactions, items, InstructPairsParams(pool=None, max_pairs_per_user=1), 3, StageStats())
+    pairs = build_pairs(interactions, items, InstructPairsParams(pool="all", max_pairs_per_user=1), 3, StageStats())
     write_instruct_stage({"instruct": pairs}, None, Context(out_dir=tmp_path))
     table = pl.read_parquet(tmp_path / PARQUET)
     assert table.columns == ["prompt", "response", "task", "source", "dataset"]

@@ -79,7 +79,8 @@ def canonical(shared, tmp_path_factory) -> tuple[pl.DataFrame, pl.DataFrame]:
          raw / "meta_Digital_Music.json.gz"],
         out,
     )
-    return pl.read_parquet(out / "interactions" / "**" / "*.parquet"), pl.read_parquet(out / "items" / "**" / "*.parquet")
+    interactions = pl.read_parquet(out / "interactions" / "**" / "*.parquet")
+    return interactions, pl.read_parquet(out / "items" / "**" / "*.parquet")
 
 
 @pytest.fixture(scope="module")

@@ -104,10 +104,16 @@ def test_rerun_does_no_work(tmp_path: Path, shared: Path) -> None:
 def test_parameter_change_reruns_only_what_depends_on_it(tmp_path: Path, shared: Path) -> None:
     path = write_spec(tmp_path, shared)
     run_spec(load_spec(path), tmp_path / "out")
-    path.write_text(path.read_text().replace('stage = "t_documents"', 'stage = "t_documents"\nparams.validation_fraction = 0.5'))
+    path.write_text(
+        path.read_text().replace('stage = "t_documents"', 'stage = "t_documents"\nparams.validation_fraction = 0.5')
+    )
     result = run_spec(load_spec(path), tmp_path / "out")
     assert result.states == {
-        "ingest": "cached", "t_histories": "cached", "t_documents": "ran", "t_instruct": "cached", "t_write": "ran",
+        "ingest": "cached",
+        "t_histories": "cached",
+        "t_documents": "ran",
+        "t_instruct": "cached",
+        "t_write": "ran",
     }
 
 
@@ -143,7 +149,13 @@ def test_status_shows_done_stale_and_missing(tmp_path: Path, shared: Path) -> No
     assert {s.state for s in spec_status(load_spec(path), out)} == {"missing"}
     run_spec(load_spec(path), out, until="t_documents")
     states = {s.key: s.state for s in spec_status(load_spec(path), out)}
-    assert states == {"ingest": "done", "t_histories": "done", "t_documents": "done", "t_instruct": "missing", "t_write": "missing"}
+    assert states == {
+        "ingest": "done",
+        "t_histories": "done",
+        "t_documents": "done",
+        "t_instruct": "missing",
+        "t_write": "missing",
+    }
     path.write_text(path.read_text().replace("params.min_items = 6", "params.min_items = 7"))
     states = {s.key: s.state for s in spec_status(load_spec(path), out)}
     assert states["ingest"] == "done" and states["t_histories"] == "stale" and states["t_documents"] == "stale"
@@ -174,7 +186,9 @@ def test_vars_override_paths(tmp_path: Path, shared: Path) -> None:
     assert spec.stages[0].params["sources"][0]["paths"][0] == f"{shared}/amazon2018/Magazine_Subscriptions_5.json"
     with pytest.raises(UsageError, match="not defined"):
         path = tmp_path / "bad.toml"
-        path.write_text('name = "x"\n[[stages]]\nstage = "ingest"\nparams.sources = [{ format = "amazon2018", paths = ["${nope}"] }]\n')
+        path.write_text(
+            'name = "x"\n[[stages]]\nstage = "ingest"\nparams.sources = [{ format = "amazon2018", paths = ["${nope}"] }]\n'
+        )
         load_spec(path)
 
 
@@ -216,8 +230,19 @@ def test_bad_specs_are_clear_errors(tmp_path: Path) -> None:
 
 
 PRODUCTION_STAGES = [
-    "ingest", "p5_benchmark", "clean", "langid", "dedup", "filter_users", "split", "pretrain_documents",
-    "write_pretrain", "instruct_pairs", "write_instruct", "report", "card",
+    "ingest",
+    "p5_benchmark",
+    "clean",
+    "langid",
+    "dedup",
+    "filter_users",
+    "split",
+    "pretrain_documents",
+    "write_pretrain",
+    "instruct_pairs",
+    "write_instruct",
+    "report",
+    "card",
 ]
 
 
@@ -231,9 +256,59 @@ def test_production_spec_loads() -> None:
     assert sources[0]["paths"] == ["/data/raw/amazon2018"]
     formats = {s["format"] for s in sources}
     assert formats == {
-        "amazon2014", "amazon2018", "yelp", "movielens", "goodreads", "steam", "bookcrossing", "anime",
-        "netflix", "foodcom", "hotelrec", "wikirec",
+        "amazon2014",
+        "amazon2018",
+        "yelp",
+        "movielens",
+        "goodreads",
+        "steam",
+        "bookcrossing",
+        "anime",
+        "netflix",
+        "foodcom",
+        "hotelrec",
+        "wikirec",
     }
     for stage_spec in spec.stages:
         if stage_spec.stage in registry.REGISTRY:
             registry.REGISTRY[stage_spec.stage].params(**stage_spec.params)
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path, shared: Path) -> None:
+    from recgpt_data.pipeline.runner import Runner
+
+    spec = load_spec(write_spec(tmp_path, shared))
+    with Runner(spec, tmp_path / "out").lock():
+        with pytest.raises(UsageError, match="another run is writing"):
+            run_spec(spec, tmp_path / "out")
+    assert run_spec(spec, tmp_path / "out", until="ingest").states == {"ingest": "ran"}
+
+
+def test_cli_flags(tmp_path: Path, shared: Path) -> None:
+    from typer.testing import CliRunner
+
+    from recgpt_data.cli import app
+
+    spec = str(write_spec(tmp_path, shared))
+    out = str(tmp_path / "out")
+    runner = CliRunner()
+    done = runner.invoke(app, ["run", spec, "--out", out, "--until", "t_histories"])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "out/.stages/t_histories/_SUCCESS.json").is_file()
+    assert not (tmp_path / "out/.stages/t_documents").exists()
+    again = runner.invoke(app, ["run", spec, "--out", out, "--only", "t_histories", "--force"])
+    assert again.exit_code == 0, again.output
+    bad = runner.invoke(app, ["run", spec, "--out", out, "--engine", "spark"])
+    assert isinstance(bad.exception, UsageError) and "unknown engine 'spark'" in str(bad.exception)
+    bad = runner.invoke(app, ["run", spec, "--out", out, "--address", "auto"])
+    assert isinstance(bad.exception, UsageError) and "--address is for --engine ray" in str(bad.exception)
+
+
+def test_force_recomputes_every_bucket(tmp_path: Path, shared: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, shared))
+    run_spec(spec, tmp_path / "out")
+    parts = tmp_path / "out/.stages/t_histories/_parts"
+    before = {p.name: p.stat().st_mtime_ns for p in parts.iterdir()}
+    run_spec(spec, tmp_path / "out", force=True)
+    after = {p.name: p.stat().st_mtime_ns for p in parts.iterdir()}
+    assert before.keys() == after.keys() and all(after[k] != before[k] for k in before)

@@ -28,7 +28,9 @@ from recgpt_data.publish.terms import restricted, terms_of
 TESTS = Path(__file__).resolve().parent
 CARD = '\n[[stages]]\nstage = "report"\n\n[[stages]]\nstage = "card"\nparams.pretty_name = "Magazine histories"\nparams.repo_id = "acme/magazines"\n'
 TOKEN = "hf_SENTINELtokenNEVERshown0123456789"
-DRIVER = "import sys, pipeline_stages; from recgpt_data.cli import main; sys.argv = ['recgpt-data', *sys.argv[1:]]; main()"
+DRIVER = (
+    "import sys, pipeline_stages; from recgpt_data.cli import main; sys.argv = ['recgpt-data', *sys.argv[1:]]; main()"
+)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +144,10 @@ def test_round_trip_through_the_real_clients(built: Path, tmp_path: Path) -> Non
         assert "published 8 files (0 already there)" in first.stderr
         assert hub.state.authorizations and set(hub.state.authorizations) == {f"Bearer {TOKEN}"}
         stored = hub.state.repos["acme/magazines"]
-        assert stored.files["data/pretrain/train-00000-of-00001.parquet"] == (built / "data/pretrain/train-00000-of-00001.parquet").read_bytes()
+        assert (
+            stored.files["data/pretrain/train-00000-of-00001.parquet"]
+            == (built / "data/pretrain/train-00000-of-00001.parquet").read_bytes()
+        )
         assert "data/pretrain/train-00000-of-00001.parquet" in stored.lfs
         code = (
             "import datasets, json\n"
@@ -175,9 +180,12 @@ def test_publish_resumes_and_retries(built: Path, tmp_path: Path) -> None:
         assert again.returncode == 0 and "published 0 files (8 already there)" in again.stderr
         assert hub.state.commits == commits
         (folder / "report/index.md").write_text((folder / "report/index.md").read_text() + "\nA note.\n")
-        hub.state.fail_next_commits = 1
+        hub.state.fail_next = {"create_repo": 2, "commit": 1}
         changed = publish(folder, env)
         assert changed.returncode == 0, changed.stderr
+        assert "create repo failed (HfHubHTTPError); retry 1/4 in 1 s" in changed.stderr
+        assert "create repo failed (HfHubHTTPError); retry 2/4 in 2 s" in changed.stderr
+        assert hub.state.fail_next == {"create_repo": 0, "commit": 0}
         assert "published 1 files (7 already there)" in changed.stderr
         assert hub.state.repos["acme/magazines"].files["report/index.md"].endswith(b"A note.\n")
 

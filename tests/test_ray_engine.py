@@ -43,7 +43,9 @@ def test_ray_output_equals_local_byte_for_byte(tmp_path: Path, shared: Path) -> 
         ray.shutdown()
     here = f"{socket.gethostname()}:{os.getpid()}"
     for key in ("t_histories", "t_documents", "t_instruct"):
-        workers = [json.loads(p.read_text())["worker"] for p in (tmp_path / "ray/.stages" / key / "_parts").glob("*.json")]
+        workers = [
+            json.loads(p.read_text())["worker"] for p in (tmp_path / "ray/.stages" / key / "_parts").glob("*.json")
+        ]
         assert len(workers) == 4 and here not in workers
     assert len([k for k in files(tmp_path / "ray") if k.startswith(".stages/t_") and "/part-" in k]) == 4 * 3
     assert len([k for k in files(tmp_path / "ray") if "/_buckets/interactions-4/" in k]) == 4

@@ -124,7 +124,11 @@ def magazine_events(shared, tmp_path_factory) -> pl.DataFrame:
     """The real Amazon 2018 Magazine_Subscriptions 5-core reviews joined with their metadata."""
     out = tmp_path_factory.mktemp("magazine")
     folder = shared / "amazon2018"
-    ingest("amazon2018", [folder / "Magazine_Subscriptions_5.json", folder / "meta_Magazine_Subscriptions.json.gz"], out)
+    ingest(
+        "amazon2018",
+        [folder / "Magazine_Subscriptions_5.json", folder / "meta_Magazine_Subscriptions.json.gz"],
+        out,
+    )
     interactions = pl.read_parquet(out / "interactions" / "**" / "*.parquet")
     items = pl.read_parquet(out / "items" / "**" / "*.parquet").unique(["dataset", "item_id"], keep="first")
     return interactions.join(items.drop("source", "extras"), on=["dataset", "item_id"], how="left")
@@ -158,5 +162,8 @@ def test_vectorised_path_handles_unicode_space_and_missing_columns():
     )
     lines = frame.select(item_line_expr(("Title", "Genres", "Rating"), frame.columns)).to_series().to_list()
     assert lines == ["Title: a b; Genres: x, y", "", ""]
-    scalar = [item_line(field_values(r, r), ("Title", "Genres", "Rating"), None) for r in frame.iter_rows(named=True)]
+    scalar = [
+        item_line(field_values(r, r), ("Title", "Genres", "Rating"), None)
+        for r in frame.iter_rows(named=True)
+    ]
     assert scalar == lines

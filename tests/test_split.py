@@ -46,7 +46,10 @@ def beauty_held_out(shared) -> pl.DataFrame:
 
 def test_p5_held_out_is_last_two_items_of_each_user(shared, beauty_held_out):
     assert beauty_held_out.height == 2 * 22363
-    assert beauty_held_out["split"].value_counts().sort("split").rows() == [("test", 22363), ("validation", 22363)]
+    assert beauty_held_out["split"].value_counts().sort("split").rows() == [
+        ("test", 22363),
+        ("validation", 22363),
+    ]
     maps = json.loads((shared / "p5" / "beauty" / "datamaps.json").read_text())
     first = (shared / "p5" / "beauty" / "sequential_data.txt").open().readline().split()
     user = maps["id2user"][first[0]]
@@ -55,7 +58,9 @@ def test_p5_held_out_is_last_two_items_of_each_user(shared, beauty_held_out):
 
 
 def test_datamaps_and_raw_id_sequences_give_the_same_pairs(shared, beauty_held_out):
-    raw = read_p5_held_out(shared / "openp5" / "Beauty" / "user_sequence.txt", "p5_beauty", "amazon2014/Beauty")
+    raw = read_p5_held_out(
+        shared / "openp5" / "Beauty" / "user_sequence.txt", "p5_beauty", "amazon2014/Beauty"
+    )
     expected = p5_pairs_by_hand(shared)
     assert set(beauty_held_out.select("user_id", "item_id").iter_rows()) == expected
     assert set(raw.select("user_id", "item_id").iter_rows()) == expected
@@ -78,7 +83,9 @@ def beauty_2018(shared, tmp_path_factory) -> pl.DataFrame:
     return pl.read_parquet(out / "interactions" / "**" / "*.parquet")
 
 
-def test_split_drops_2014_benchmark_pairs_from_the_2018_release(shared, beauty_held_out, beauty_2018, tmp_path):
+def test_split_drops_2014_benchmark_pairs_from_the_2018_release(
+    shared, beauty_held_out, beauty_2018, tmp_path
+):
     held = p5_pairs_by_hand(shared)
     raw = [json.loads(line) for line in (shared / "amazon2018" / "All_Beauty_5.json").open()]
     expected_dropped = sum((r["reviewerID"], r["asin"]) in held for r in raw)
@@ -110,14 +117,19 @@ def test_user_split_matches_a_hand_written_hash(beauty_2018):
         draw = (fnv1a64(f"{seed}\x1f{user}") >> 11) / float(1 << 53)
         assert split == (INSTRUCT if draw < fraction else PRETRAIN)
     assert out.height == beauty_2018.height
-    assert out.select("user_id", "item_id", "src_line").rows() == beauty_2018.select(
-        "user_id", "item_id", "src_line"
-    ).rows()
+    assert (
+        out.select("user_id", "item_id", "src_line").rows()
+        == beauty_2018.select("user_id", "item_id", "src_line").rows()
+    )
 
 
 def test_same_user_goes_the_same_way_in_every_dataset():
     frame = pl.DataFrame(
-        {"dataset": ["a", "b", "a", "b"], "user_id": ["u1", "u1", "u2", "u2"], "item_id": ["i", "i", "j", "j"]}
+        {
+            "dataset": ["a", "b", "a", "b"],
+            "user_id": ["u1", "u1", "u2", "u2"],
+            "item_id": ["i", "i", "j", "j"],
+        }
     )
     out = assign_split(frame, 0.5, 3)
     assert out.group_by("user_id").agg(pl.col("split").n_unique())["split"].to_list() == [1, 1]

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
+torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from recgpt_data.tokenizer import load_tokenizer  # noqa: E402
-from recgpt_train.attention import alibi_slopes, packed_logits, set_attention  # noqa: E402
-from recgpt_train.model import build_model, mpt_config  # noqa: E402
-from recgpt_train.packing import pack_instructions  # noqa: E402
-from transformers.models.mpt.modeling_mpt import build_mpt_alibi_tensor  # noqa: E402
+from transformers.models.mpt.modeling_mpt import build_mpt_alibi_tensor
+
+from recgpt_data.tokenizer import load_tokenizer
+from recgpt_train.attention import alibi_slopes, packed_logits, set_attention
+from recgpt_train.model import build_model, enable_activation_checkpointing, mpt_config
+from recgpt_train.packing import pack_instructions
 
 SEQ_LEN = 512
 
@@ -84,3 +85,17 @@ def test_hf_forward_without_mask_equals_single_example_path(model, packed):
 def test_alibi_slopes_follow_mpt_layout(n_heads):
     hf = build_mpt_alibi_tensor(n_heads, 2)  # (heads, 1, 2): [-slope, 0]
     assert torch.allclose(-hf[:, 0, 0], alibi_slopes(n_heads))
+
+
+def test_activation_checkpointing_keeps_the_sdpa_gradients(packed):
+    ids = torch.from_numpy(packed.input_ids[:1])
+    seq = torch.from_numpy(packed.seq_ids[:1])
+    grads = []
+    for checkpointing in (False, True):
+        net = build_model(mpt_config("tiny", n_layers=2), seed=7).train()
+        set_attention(net, "sdpa")
+        if checkpointing:
+            enable_activation_checkpointing(net)
+        packed_logits(net, ids, seq).float().pow(2).mean().backward()
+        grads.append(net.transformer.blocks[0].attn.Wqkv.weight.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-7)

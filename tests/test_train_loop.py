@@ -13,12 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from recgpt_data.tokenizer import load_tokenizer  # noqa: E402
-from recgpt_train.cli import main as cli_main  # noqa: E402
-from recgpt_train.config import TrainConfig  # noqa: E402
-from recgpt_train.train import train  # noqa: E402
+from recgpt_data.tokenizer import load_tokenizer
+from recgpt_train.cli import main as cli_main
+from recgpt_train.config import TrainConfig
+from recgpt_train.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 CARD = """---

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
+torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from recgpt_train.config import TrainConfig, load_config  # noqa: E402
-from recgpt_train.lion import DecoupledLionW  # noqa: E402
-from recgpt_train.model import mpt_config  # noqa: E402
-from recgpt_train.schedule import build_scheduler, cosine_with_warmup  # noqa: E402
+from recgpt_train.config import TrainConfig, load_config
+from recgpt_train.lion import DecoupledLionW
+from recgpt_train.model import mpt_config
+from recgpt_train.schedule import build_scheduler, cosine_with_warmup
 
 RECIPES = Path(__file__).resolve().parent.parent / "recgpt_train" / "recipes"
 

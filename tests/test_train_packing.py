@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from recgpt_data.tokenizer import load_tokenizer
-from recgpt_train.packing import IGNORE, best_fit_decreasing, pack_documents, pack_instructions
+from recgpt_train.packing import (
+    IGNORE,
+    best_fit_decreasing,
+    pack_documents,
+    pack_instructions,
+)
 
 EOS = 0
 

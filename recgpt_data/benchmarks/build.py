@@ -147,7 +147,9 @@ class LoadP5Params(Params):
     tokenizer: str | None = None
 
 
-@stage("load_p5", params=LoadP5Params, reads=("items",), optional_reads=("held_out",), writes=("held_out",), version="1")
+@stage(
+    "load_p5", params=LoadP5Params, reads=("items",), optional_reads=("held_out",), writes=("held_out",), version="1"
+)
 def load_p5_stage(tables: dict, params: LoadP5Params, ctx: Context) -> StageOutput:
     """Load P5's own split files, write ``eval/<name>/`` with next-item prompts (P5's files carry no
     ratings) and emit the held-out interactions (each user's last two items)."""

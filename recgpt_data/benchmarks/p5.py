@@ -157,7 +157,7 @@ def rating_split(events: pl.DataFrame, seed: int, fractions: tuple[float, float,
     n_valid = round(n * fractions[1])
     labels = [TRAIN] * n_train + [VALIDATION] * n_valid + [TEST] * (n - n_train - n_valid)
     by_row = [""] * n
-    for label, row in zip(labels, order.to_list()):
+    for label, row in zip(labels, order.to_list(), strict=True):
         by_row[row] = label
     return pl.Series("rating_split", by_row, dtype=pl.String)
 

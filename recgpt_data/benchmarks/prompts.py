@@ -95,18 +95,23 @@ def benchmark_prompts(
     return pl.DataFrame(rows, schema=PROMPTS, orient="row") if rows else pl.DataFrame(schema=PROMPTS)
 
 
-def next_item_prompts(events: list[dict], benchmark: str, encoder: Tokenizer, max_tokens: int, stats: StageStats) -> list[dict]:
+def next_item_prompts(
+    events: list[dict], benchmark: str, encoder: Tokenizer, max_tokens: int, stats: StageStats
+) -> list[dict]:
     """The sequential validation and test prompts of one user's events."""
     rows = []
+    costs = line_costs(encoder, [e["__short"] or "" for e in events])
     for position, event in enumerate(events):
         if event["sequential_split"] not in (VALIDATION, TEST):
             continue
-        before = events[:position]
-        lines = [e["__short"] for e in before if e["__short"]]
         if not event["__short"]:
             stats.drop(f"{NEXT_ITEM}:target_without_fields", 1)
             continue
-        fitted = fit_lines(PairBuilder(NEXT_ITEM, event["__noun"], event["__short"]), lines, encoder, max_tokens)
+        before = events[:position]
+        shown = [i for i, e in enumerate(before) if e["__short"]]
+        builder = PairBuilder(NEXT_ITEM, event["__noun"], event["__short"])
+        lines = [before[i]["__short"] for i in shown]
+        fitted = fit_lines(builder, lines, encoder, max_tokens, [costs[i] for i in shown])
         if fitted is None:
             stats.drop(f"{NEXT_ITEM}:no_history", 1)
             continue
@@ -115,9 +120,12 @@ def next_item_prompts(events: list[dict], benchmark: str, encoder: Tokenizer, ma
     return rows
 
 
-def rating_prompts(events: list[dict], benchmark: str, encoder: Tokenizer, max_tokens: int, stats: StageStats) -> list[dict]:
+def rating_prompts(
+    events: list[dict], benchmark: str, encoder: Tokenizer, max_tokens: int, stats: StageStats
+) -> list[dict]:
     """The rating validation and test prompts of one user's events."""
     rows = []
+    costs = line_costs(encoder, [e["__full"] or "" for e in events])
     for position, event in enumerate(events):
         split = event["rating_split"]
         if split not in (VALIDATION, TEST):
@@ -126,10 +134,13 @@ def rating_prompts(events: list[dict], benchmark: str, encoder: Tokenizer, max_t
             stats.drop(f"{RATING}:target_without_rating", 1)
             continue
         before = events[:position]
-        lines = [e["__full"] for e in before if e["__full"] and e["rating_split"] not in (VALIDATION, TEST)]
+        shown = [i for i, e in enumerate(before) if e["__full"] and e["rating_split"] not in (VALIDATION, TEST)]
         builder = PairBuilder(RATING, event["__noun"], event["__unrated"] or "", event["__rating"])
-        fitted = fit_lines(builder, lines, encoder, max_tokens, line_costs(encoder, lines)) if lines else alone(
-            builder, encoder, max_tokens
+        lines = [before[i]["__full"] for i in shown]
+        fitted = (
+            fit_lines(builder, lines, encoder, max_tokens, [costs[i] for i in shown])
+            if lines
+            else alone(builder, encoder, max_tokens)
         )
         if fitted is None:
             stats.drop(f"{RATING}:too_long", 1)

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 import polars as pl
 from pydantic import Field
 
-from recgpt_data.stage import PARTITION_USER, Context, Frame, Params, StageOutput, StageStats, stage
+from recgpt_data.stage import (
+    PARTITION_USER,
+    Context,
+    Frame,
+    Params,
+    StageOutput,
+    StageStats,
+    stage,
+)
 
 USER = ("dataset", "user_id")
 ITEM = ("dataset", "item_id")
@@ -29,7 +37,9 @@ class FilterResult:
     info: dict[str, int] = field(default_factory=dict)
 
 
-def drop_untitled_items(interactions: pl.DataFrame, items: pl.DataFrame, *, missing_items: str = "drop") -> FilterResult:
+def drop_untitled_items(
+    interactions: pl.DataFrame, items: pl.DataFrame, *, missing_items: str = "drop"
+) -> FilterResult:
     """Drop items whose title is null, and the interactions with them.
 
     An interaction whose item has no row in ``items`` at all is dropped too (``item_missing``) unless
@@ -41,7 +51,9 @@ def drop_untitled_items(interactions: pl.DataFrame, items: pl.DataFrame, *, miss
     result = FilterResult(interactions, kept_items)
     result.dropped["item_without_title"] = untitled.height
     titled_keys = kept_items.select(ITEM).unique()
-    untitled_keys = untitled.select(ITEM).unique().join(titled_keys, on=list(ITEM), how="anti")
+    untitled_keys = (
+        untitled.select(ITEM).unique().join(titled_keys, on=list(ITEM), how="anti")
+    )
     with_untitled = _member(interactions, untitled_keys, ITEM)
     result.dropped["interaction_item_without_title"] = int(with_untitled.sum())
     keep = ~with_untitled
@@ -54,7 +66,9 @@ def drop_untitled_items(interactions: pl.DataFrame, items: pl.DataFrame, *, miss
     return result
 
 
-def filter_users(interactions: pl.DataFrame, *, min_interactions: int = 5) -> FilterResult:
+def filter_users(
+    interactions: pl.DataFrame, *, min_interactions: int = 5
+) -> FilterResult:
     """Drop users with fewer than ``min_interactions`` interactions in their dataset."""
     ok = _count_at_least(interactions, USER, min_interactions)
     result = FilterResult(interactions.filter(ok))
@@ -64,7 +78,9 @@ def filter_users(interactions: pl.DataFrame, *, min_interactions: int = 5) -> Fi
     return result
 
 
-def kcore(interactions: pl.DataFrame, *, min_user: int = 5, min_item: int = 5) -> FilterResult:
+def kcore(
+    interactions: pl.DataFrame, *, min_user: int = 5, min_item: int = 5
+) -> FilterResult:
     """The iterative user/item k-core: drop users with fewer than ``min_user`` and items with fewer
     than ``min_item`` interactions in turn until every remaining user and item meets its minimum."""
     result = FilterResult(interactions)
@@ -92,7 +108,9 @@ def kcore(interactions: pl.DataFrame, *, min_user: int = 5, min_item: int = 5) -
     return result
 
 
-def _count_at_least(frame: pl.DataFrame, key: tuple[str, ...], minimum: int) -> pl.Series:
+def _count_at_least(
+    frame: pl.DataFrame, key: tuple[str, ...], minimum: int
+) -> pl.Series:
     """Per row: does its ``key`` group hold at least ``minimum`` rows?"""
     return frame.select((pl.len().over(list(key)) >= minimum).alias("ok")).to_series()
 
@@ -100,7 +118,9 @@ def _count_at_least(frame: pl.DataFrame, key: tuple[str, ...], minimum: int) -> 
 def _member(frame: pl.DataFrame, keys: pl.DataFrame, on: tuple[str, ...]) -> pl.Series:
     """Per row of ``frame``: is its ``on`` key among ``keys``?"""
     marked = keys.with_columns(pl.lit(True).alias("__member"))
-    joined = frame.select(on).join(marked, on=list(on), how="left", maintain_order="left")
+    joined = frame.select(on).join(
+        marked, on=list(on), how="left", maintain_order="left"
+    )
     return joined["__member"].fill_null(False)
 
 
@@ -118,7 +138,9 @@ class FilterUsersParams(Params):
     version="1",
     partition=PARTITION_USER,
 )
-def filter_users_stage(tables: Mapping[str, Frame], params: FilterUsersParams, ctx: Context) -> StageOutput:
+def filter_users_stage(
+    tables: Mapping[str, Frame], params: FilterUsersParams, ctx: Context
+) -> StageOutput:
     """Drop users with fewer than ``min_interactions`` interactions in their dataset."""
     frame = _eager(tables["interactions"])
     return _output(frame, filter_users(frame, min_interactions=params.min_interactions))
@@ -131,11 +153,21 @@ class KcoreParams(Params):
     min_item: int = Field(default=5, ge=1)
 
 
-@stage("kcore", params=KcoreParams, reads=("interactions",), writes=("interactions",), version="1")
-def kcore_stage(tables: Mapping[str, Frame], params: KcoreParams, ctx: Context) -> StageOutput:
+@stage(
+    "kcore",
+    params=KcoreParams,
+    reads=("interactions",),
+    writes=("interactions",),
+    version="1",
+)
+def kcore_stage(
+    tables: Mapping[str, Frame], params: KcoreParams, ctx: Context
+) -> StageOutput:
     """Reduce every dataset to its iterative user/item k-core."""
     frame = _eager(tables["interactions"])
-    return _output(frame, kcore(frame, min_user=params.min_user, min_item=params.min_item))
+    return _output(
+        frame, kcore(frame, min_user=params.min_user, min_item=params.min_item)
+    )
 
 
 def _eager(frame: Frame) -> pl.DataFrame:

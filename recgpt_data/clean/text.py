@@ -34,14 +34,113 @@ from pydantic import Field
 from recgpt_data.clean.filters import drop_untitled_items
 from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, stage
 
-HTML_ELEMENTS = (
-    "a abbr address area article aside audio b base bdi bdo big blockquote body br button canvas caption "
-    "center cite code col colgroup dd del details dfn div dl dt em embed fieldset figcaption figure font "
-    "footer form h1 h2 h3 h4 h5 h6 head header hr html i iframe img input ins kbd label legend li link main "
-    "map mark meta nav noscript object ol optgroup option p param picture pre q s samp script section select "
-    "small source span strike strong style sub summary sup svg table tbody td template textarea tfoot th "
-    "thead time title tr tt u ul var video wbr"
-).split()
+HTML_ELEMENTS = [
+    "a",
+    "abbr",
+    "address",
+    "area",
+    "article",
+    "aside",
+    "audio",
+    "b",
+    "base",
+    "bdi",
+    "bdo",
+    "big",
+    "blockquote",
+    "body",
+    "br",
+    "button",
+    "canvas",
+    "caption",
+    "center",
+    "cite",
+    "code",
+    "col",
+    "colgroup",
+    "dd",
+    "del",
+    "details",
+    "dfn",
+    "div",
+    "dl",
+    "dt",
+    "em",
+    "embed",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "font",
+    "footer",
+    "form",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "head",
+    "header",
+    "hr",
+    "html",
+    "i",
+    "iframe",
+    "img",
+    "input",
+    "ins",
+    "kbd",
+    "label",
+    "legend",
+    "li",
+    "link",
+    "main",
+    "map",
+    "mark",
+    "meta",
+    "nav",
+    "noscript",
+    "object",
+    "ol",
+    "optgroup",
+    "option",
+    "p",
+    "param",
+    "picture",
+    "pre",
+    "q",
+    "s",
+    "samp",
+    "script",
+    "section",
+    "select",
+    "small",
+    "source",
+    "span",
+    "strike",
+    "strong",
+    "style",
+    "sub",
+    "summary",
+    "sup",
+    "svg",
+    "table",
+    "tbody",
+    "td",
+    "template",
+    "textarea",
+    "tfoot",
+    "th",
+    "thead",
+    "time",
+    "title",
+    "tr",
+    "tt",
+    "u",
+    "ul",
+    "var",
+    "video",
+    "wbr",
+]
 _NAMES = "|".join(sorted(HTML_ELEMENTS, key=len, reverse=True))
 TAG = rf"(?i)<!--.*?-->|</?(?:{_NAMES})\b[^<>]*>|<(?:{_NAMES})\b[^<>]*$"
 ENTITY = r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
@@ -53,7 +152,9 @@ URL = r"(?i)\b(?:https?://|www\.)[^\s<>\"']+"
 PHONE = r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b"
 SCRUB = {"email": EMAIL, "phone": PHONE, "url": URL}
 
-FTFY_CONFIG = ftfy.TextFixerConfig(unescape_html=False, uncurl_quotes=False, fix_character_width=False)
+FTFY_CONFIG = ftfy.TextFixerConfig(
+    unescape_html=False, uncurl_quotes=False, fix_character_width=False
+)
 
 
 def unescape_html(text: str) -> str:
@@ -67,7 +168,9 @@ def fix_mojibake(text: str) -> str:
     return ftfy.fix_text(text, config=FTFY_CONFIG)
 
 
-def _python_step(values: pl.Series, flag: pl.Series, fn: Callable[[str], str]) -> tuple[pl.Series, int]:
+def _python_step(
+    values: pl.Series, flag: pl.Series, fn: Callable[[str], str]
+) -> tuple[pl.Series, int]:
     """Apply ``fn`` to the flagged values only; return the column and how many values changed."""
     rows = flag.fill_null(False).arg_true()
     if rows.is_empty():
@@ -78,7 +181,9 @@ def _python_step(values: pl.Series, flag: pl.Series, fn: Callable[[str], str]) -
     return values.scatter(rows, after), changed
 
 
-def _regex_step(values: pl.Series, pattern: str, replacement: str) -> tuple[pl.Series, int]:
+def _regex_step(
+    values: pl.Series, pattern: str, replacement: str
+) -> tuple[pl.Series, int]:
     """Replace every match of ``pattern``; return the column and how many values held a match."""
     hit = values.str.contains(pattern).fill_null(False)
     count = int(hit.sum())
@@ -87,19 +192,26 @@ def _regex_step(values: pl.Series, pattern: str, replacement: str) -> tuple[pl.S
     return values.str.replace_all(pattern, replacement), count
 
 
-def clean_series(values: pl.Series, *, max_chars: int, scrub: Iterable[str] = ()) -> tuple[pl.Series, Counter[str]]:
+def clean_series(
+    values: pl.Series, *, max_chars: int, scrub: Iterable[str] = ()
+) -> tuple[pl.Series, Counter[str]]:
     """Clean one text column; counts of changed values by reason (see the module docstring)."""
     counts: Counter[str] = Counter()
     values = values.cast(pl.String)
     too_long = values.str.len_chars().fill_null(0) > max_chars
     if too_long.any():
         counts["truncated"] = int(too_long.sum())
-        values = pl.select(pl.when(too_long).then(values.str.slice(0, max_chars)).otherwise(values)).to_series()
-    values, counts["html_entities"] = _python_step(values, values.str.contains(ENTITY), unescape_html)
-    had_text = values.str.len_chars().fill_null(0) > 0
+        values = pl.select(
+            pl.when(too_long).then(values.str.slice(0, max_chars)).otherwise(values)
+        ).to_series()
+    values, counts["html_entities"] = _python_step(
+        values, values.str.contains(ENTITY), unescape_html
+    )
+    tagged = values.str.contains(TAG).fill_null(False)
     values, counts["html_tags"] = _regex_step(values, TAG, " ")
-    markup = had_text & (values.str.strip_chars().str.len_chars().fill_null(0) == 0)
-    values, counts["mojibake"] = _python_step(values, values.str.contains(NON_ASCII), fix_mojibake)
+    values, counts["mojibake"] = _python_step(
+        values, values.str.contains(NON_ASCII), fix_mojibake
+    )
     values, counts["replacement_chars"] = _regex_step(values, REPLACEMENT, "")
     values, counts["control_chars"] = _regex_step(values, CONTROL, " ")
     for kind in scrub:
@@ -107,14 +219,20 @@ def clean_series(values: pl.Series, *, max_chars: int, scrub: Iterable[str] = ()
     normalized = values.str.replace_all(r"\s+", " ").str.strip_chars()
     counts["whitespace"] = int((normalized != values).fill_null(False).sum())
     empty = normalized.str.len_chars() == 0
-    counts["markup_only"] = int((empty & markup).sum())
+    counts["markup_only"] = int((empty & tagged).sum())
     counts["empty_to_null"] = int(empty.sum()) - counts["markup_only"]
-    values = pl.select(pl.when(empty).then(None).otherwise(normalized).alias(values.name)).to_series()
+    values = pl.select(
+        pl.when(empty).then(None).otherwise(normalized).alias(values.name)
+    ).to_series()
     return values, +counts
 
 
 def clean_frame(
-    frame: pl.DataFrame, columns: Iterable[str], *, max_chars: int, scrub: Iterable[str] = ()
+    frame: pl.DataFrame,
+    columns: Iterable[str],
+    *,
+    max_chars: int,
+    scrub: Iterable[str] = (),
 ) -> tuple[pl.DataFrame, Counter[str]]:
     """Clean the named text columns of ``frame`` (absent ones skipped); counts as ``<column>:<reason>``."""
     counts: Counter[str] = Counter()
@@ -123,7 +241,9 @@ def clean_frame(
     for column in columns:
         if column not in present:
             continue
-        cleaned, column_counts = clean_series(frame[column], max_chars=max_chars, scrub=scrub)
+        cleaned, column_counts = clean_series(
+            frame[column], max_chars=max_chars, scrub=scrub
+        )
         frame = frame.with_columns(cleaned.alias(column))
         counts.update({f"{column}:{reason}": n for reason, n in column_counts.items()})
     return frame, counts
@@ -132,8 +252,12 @@ def clean_frame(
 class CleanParams(Params):
     """Which columns to clean, the length cap, optional scrubbing, and the title rule."""
 
-    interaction_columns: list[str] = Field(default_factory=lambda: ["review_title", "review_text"])
-    item_columns: list[str] = Field(default_factory=lambda: ["title", "brand", "author", "description", "city"])
+    interaction_columns: list[str] = Field(
+        default_factory=lambda: ["review_title", "review_text"]
+    )
+    item_columns: list[str] = Field(
+        default_factory=lambda: ["title", "brand", "author", "description", "city"]
+    )
     max_chars: int = Field(default=100_000, ge=1)
     scrub: list[Literal["email", "phone", "url"]] = Field(default_factory=list)
     scrub_columns: list[str] = Field(default_factory=lambda: ["review_text"])
@@ -141,21 +265,36 @@ class CleanParams(Params):
     missing_items: Literal["drop", "keep"] = "drop"
 
 
-@stage("clean", params=CleanParams, reads=("interactions", "items"), writes=("interactions", "items"), version="1")
-def clean_stage(tables: Mapping[str, Frame], params: CleanParams, ctx: Context) -> StageOutput:
+@stage(
+    "clean",
+    params=CleanParams,
+    reads=("interactions", "items"),
+    writes=("interactions", "items"),
+    version="1",
+)
+def clean_stage(
+    tables: Mapping[str, Frame], params: CleanParams, ctx: Context
+) -> StageOutput:
     """Repair text in both tables; drop items left without a title and the interactions with them."""
     frames = {name: _eager(tables[name]) for name in ("interactions", "items")}
     stats = StageStats(rows_in={name: frame.height for name, frame in frames.items()})
-    for name, columns in (("interactions", params.interaction_columns), ("items", params.item_columns)):
+    for name, columns in (
+        ("interactions", params.interaction_columns),
+        ("items", params.item_columns),
+    ):
         scrubbed = [c for c in columns if c in params.scrub_columns]
         plain = [c for c in columns if c not in params.scrub_columns]
         frame, counts = clean_frame(frames[name], plain, max_chars=params.max_chars)
-        frame, scrub_counts = clean_frame(frame, scrubbed, max_chars=params.max_chars, scrub=params.scrub)
+        frame, scrub_counts = clean_frame(
+            frame, scrubbed, max_chars=params.max_chars, scrub=params.scrub
+        )
         frames[name] = frame
         for reason, n in sorted((counts + scrub_counts).items()):
             stats.change(f"{name}.{reason}", n)
     if params.drop_untitled:
-        result = drop_untitled_items(frames["interactions"], frames["items"], missing_items=params.missing_items)
+        result = drop_untitled_items(
+            frames["interactions"], frames["items"], missing_items=params.missing_items
+        )
         frames = {"interactions": result.interactions, "items": result.items}
         for reason, n in sorted(result.dropped.items()):
             stats.drop(reason, n)

@@ -86,7 +86,7 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
 def bucket_edges(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Edges (member, first member) of every bucket of every band; no pairs inside a bucket."""
     us, vs = [], []
-    for band in range(keys.shape[1]):
+    for band in range(keys.shape[1] if keys.shape[0] else 0):
         order = np.argsort(keys[:, band], kind="stable")
         sorted_keys = keys[order, band]
         starts = np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]])

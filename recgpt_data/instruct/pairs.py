@@ -3,9 +3,10 @@
 Each user's history (one dataset, CHRONOLOGICAL) is cut into windows from its most recent item back:
 a window's last item is the target and its history the most recent earlier items that fit the token
 budget; where the budget cut the history, the next, older window ends one item into the previous one,
-so consecutive windows share two items, as the authors' rows do. Rating windows skip targets without a rating and sources whose
-template says ``rating_pairs = False``. Per source and task, a configured number of windows is kept,
-chosen by a seeded stable hash, so the same input and seed give the same pairs.
+so consecutive windows share two items, as the authors' rows do. Rating windows skip targets without
+a rating and sources whose template says ``rating_pairs = False``. Per source and task, a configured
+number of windows is kept, chosen by a seeded stable hash, so the same input and seed give the same
+pairs.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ INSTRUCT: dict[str, pl.DataType] = {
 }
 
 
+ALL_USERS = "all"
+
+
 class TaskCounts(Params):
     """How many pairs of each task to keep for a source; ``None`` keeps every window."""
 
@@ -62,7 +66,7 @@ class InstructPairsParams(Params):
     max_pairs_per_user: int | None = Field(None, ge=1)  # windows per user, dataset and task
     min_history: int = Field(1, ge=1)  # items before the target
     max_tokens: int = Field(MAX_TOKENS, ge=16)
-    pool: str | None = "instruct"  # the ``split`` value of the users to draw from; None: every user
+    pool: str = "instruct"  # the ``split`` value of the users to draw from; "all": every user
     tokenizer: str | None = None
 
     def count_for(self, source: str, task: str) -> int | None:
@@ -231,6 +235,8 @@ def build_pairs(
 ) -> pl.DataFrame:
     """The instruction pairs of ``interactions`` (already cut to the pool), as the ``instruct`` table."""
     users = interactions.lazy().select(*USER).unique().sort(list(USER)).collect()
+    if users.height == 0:
+        return pl.DataFrame(schema=INSTRUCT)
     events = bucket_events(interactions, items, users)
     if events.without_item:
         stats.info["events_without_item_row"] = events.without_item
@@ -256,9 +262,11 @@ def instruct_pairs_stage(tables: dict, params: InstructPairsParams, ctx: Context
     stats = StageStats()
     interactions = tables["interactions"].lazy()
     stats.rows_in["interactions"] = count(interactions)
-    if params.pool is not None:
+    if params.pool != ALL_USERS:
         if "split" not in interactions.collect_schema().names():
-            raise UsageError("instruct_pairs needs the `split` column: run the `split` stage first (or set pool = none)")
+            raise UsageError(
+                'instruct_pairs needs the `split` column: run the `split` stage first (or set pool = "all")'
+            )
         interactions = interactions.filter(pl.col("split") == params.pool)
         stats.info["pool_interactions"] = count(interactions)
     if "held_out" in tables:

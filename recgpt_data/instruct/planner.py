@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from recgpt_data.instruct.pairs import InstructPairsParams, TaskCounts, build_pairs
+from recgpt_data.instruct.pairs import ALL_USERS, InstructPairsParams, TaskCounts, build_pairs
 from recgpt_data.instruct.templates import RATING, TASKS
 from recgpt_data.sources import FORMATS, get_source
 from recgpt_data.stage import Frame, StageStats
@@ -85,9 +85,9 @@ def total(rows: list[PlanRow]) -> int | None:
     return None if any(v is None for v in values) else sum(values)  # type: ignore[misc]
 
 
-def pool_interactions(interactions: pl.LazyFrame, pool: str | None) -> pl.LazyFrame:
-    """The interactions of the instruction pool (all of them where ``pool`` is None or there is no
-    ``split`` column yet)."""
-    if pool is None or "split" not in interactions.collect_schema().names():
+def pool_interactions(interactions: pl.LazyFrame, pool: str) -> pl.LazyFrame:
+    """The interactions of the instruction pool (all of them where ``pool`` is ``"all"`` or there is
+    no ``split`` column yet)."""
+    if pool == ALL_USERS or "split" not in interactions.collect_schema().names():
         return interactions
     return interactions.filter(pl.col("split") == pool)

@@ -109,9 +109,7 @@ def raw_inputs(params: Mapping[str, Any], spec_dir: Path, cache: HashCache) -> l
         elif path.is_dir() and path.resolve() != spec_dir.resolve():
             for child in sorted(p for p in path.rglob("*") if p.is_file()):
                 files[child.resolve()] = None
-    return [
-        {"path": display_path(f), "size": f.stat().st_size, "sha256": cache.sha256(f)} for f in sorted(files)
-    ]
+    return [{"path": display_path(f), "size": f.stat().st_size, "sha256": cache.sha256(f)} for f in sorted(files)]
 
 
 def display_path(path: Path) -> str:

@@ -20,12 +20,14 @@ a rerun finishes with the same bytes as a run that was never interrupted.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import signal
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -134,6 +136,9 @@ def plan(spec: PipelineSpec) -> list[Planned]:
         except Exception as exc:  # noqa: BLE001 - pydantic's message names the bad field
             raise UsageError(f"stage {stage_spec.key}: bad parameters: {exc}") from None
         partitions = spec.partitions_of(stage_spec) if definition.partition else None
+        reserved = [t for t in definition.writes if t == "out" or t.startswith("_")]
+        if reserved:
+            raise UsageError(f"stage {stage_spec.key}: table names 'out' and '_*' are the runner's: {reserved}")
         planned.append(Planned(stage_spec, definition, params, partitions))
     return planned
 
@@ -228,14 +233,31 @@ class Runner:
         last = until or only
         return self.planned[: keys.index(last) + 1] if last else list(self.planned)
 
-    def run(
-        self, until: str | None = None, only: str | None = None, force: bool = False
-    ) -> RunResult:
+    def run(self, until: str | None = None, only: str | None = None, force: bool = False) -> RunResult:
         """Run the selected stages, skipping those whose outputs are current (unless forced)."""
+        selected = self.selected(until, only)
+        with self.lock():
+            return self.run_stages(selected, only, force)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the output folder for this run; a second run on it at the same time is refused.
+        The lock goes with the process, so a killed run never leaves it behind."""
+        path = self.out / STAGES / "lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError(f"another run is writing {self.out}; wait for it to finish") from None
+            yield
+
+    def run_stages(self, selected: list[Planned], only: str | None, force: bool) -> RunResult:
+        """Run ``selected`` in order (see :meth:`run`)."""
         result = RunResult()
         tables: dict[str, TableRef] = {}
         earlier: dict[str, str] = {}
-        for planned in self.selected(until, only):
+        for planned in selected:
             marker = read_marker(self.stage_dir(planned.key))
             if only is not None and planned.key != only:
                 if marker is None or not outputs_present(marker, self.out):
@@ -247,25 +269,20 @@ class Runner:
                 fingerprint = self.fingerprint(planned, tables, earlier)
                 self.cache.save()
                 current = (
-                    marker is not None
-                    and marker["fingerprint"] == fingerprint
-                    and outputs_present(marker, self.out)
+                    marker is not None and marker["fingerprint"] == fingerprint and outputs_present(marker, self.out)
                 )
                 if current and not force and only is None:
                     state = "cached"
                 else:
                     marker = self.execute(planned, fingerprint, tables, result.stats, marker)
                     state = "ran"
-            assert marker is not None
             tables.update(table_refs(marker))
             earlier[planned.key] = marker["fingerprint"]
             result.stats[planned.key] = marker["stats"]
             result.states[planned.key] = state
             self.write_stats(result.stats)
             self.reporter.stage_finished(planned.key, state, marker["stats"])
-        result.tables = {
-            name: pl.scan_parquet([self.out / f.path for f in ref.files]) for name, ref in tables.items()
-        }
+        result.tables = {name: pl.scan_parquet([self.out / f.path for f in ref.files]) for name, ref in tables.items()}
         return result
 
     def execute(
@@ -320,16 +337,18 @@ class Runner:
         return marker
 
     def reset(self, stage_dir: Path, fingerprint: str, old: Mapping[str, Any] | None) -> None:
-        """Clear what a previous attempt left: its published files, its record, its scratch, and
-        every file but the finished buckets of an attempt with the same fingerprint."""
+        """Clear what a previous attempt left: its published files, its record and its scratch.
+        An attempt that never finished keeps its finished buckets of the same fingerprint, so the
+        run resumes; a finished one being redone (forced, changed, or with files gone) keeps nothing."""
+        keep: set[Path] = set()
         if old is not None:
             for f in old.get("published", []):
                 (self.out / f["path"]).unlink(missing_ok=True)
             (stage_dir / MARKER).unlink(missing_ok=True)
-        keep: set[Path] = set()
-        for part in self.finished_parts(stage_dir, fingerprint).values():
-            keep.add(stage_dir / "_parts" / f"{part.index:05d}.json")
-            keep.update(stage_dir / f.path for f in part.tables.values())
+        else:
+            for part in self.finished_parts(stage_dir, fingerprint).values():
+                keep.add(stage_dir / "_parts" / f"{part.index:05d}.json")
+                keep.update(stage_dir / f.path for f in part.tables.values())
         if stage_dir.is_dir():
             for path in sorted(stage_dir.rglob("*"), reverse=True):
                 if path.is_file() and path not in keep:
@@ -349,7 +368,9 @@ class Runner:
             if record["fingerprint"] != fingerprint:
                 continue
             files = {name: FileRecord(**f) for name, f in record["tables"].items()}
-            if all((stage_dir / f.path).is_file() and (stage_dir / f.path).stat().st_size == f.size for f in files.values()):
+            if all(
+                (stage_dir / f.path).is_file() and (stage_dir / f.path).stat().st_size == f.size for f in files.values()
+            ):
                 found[record["index"]] = PartitionResult(
                     record["index"], files, record["stats"], record["seconds"], record["worker"]
                 )
@@ -371,7 +392,10 @@ class Runner:
             path = stage_dir / f"{name}.parquet"
             write_parquet(data, path)
             stats.rows_out.setdefault(name, data.height)
-            written[name] = {"files": [FileRecord(path.name, path.stat().st_size, file_sha256(path))], "partitions": None}
+            written[name] = {
+                "files": [FileRecord(path.name, path.stat().st_size, file_sha256(path))],
+                "partitions": None,
+            }
             kill_point(planned.key, "mid")
         self.reporter.part_done(planned.key)
         return written, stats
@@ -496,7 +520,8 @@ class Runner:
             if marker is not None:
                 tables.update(table_refs(marker))
                 earlier[planned.key] = marker["fingerprint"]
-        self.cache.save()
+        if (self.out / STAGES).is_dir():
+            self.cache.save()
         return statuses
 
     def producers(self, planned: Planned) -> set[str]:

@@ -130,7 +130,14 @@ def render_card(
     terms = [terms_of(source, dataset) for source, dataset in pairs]
     size = size_category(max((sum(s.values()) for s in rows.values()), default=0))
     summary = corpus_summary(tables)
-    parts = [front_matter(params, licence_of(terms), size, configs), "", f"# {params.pretty_name}", "", params.description, ""]
+    parts = [
+        front_matter(params, licence_of(terms), size, configs),
+        "",
+        f"# {params.pretty_name}",
+        "",
+        params.description,
+        "",
+    ]
     parts += ["## Configs and splits", ""]
     if rows:
         body = [[c, s, n] for c, splits in rows.items() for s, n in splits.items()]
@@ -138,12 +145,15 @@ def render_card(
     parts += ["## How to load", "", "```python", "from datasets import load_dataset", ""]
     for config in configs:
         parts.append(f'{config} = load_dataset("{params.repo_id}", "{config}")')
-    parts += ["```", "", "Or from a local copy of this folder: `load_dataset(\"path/to/folder\", \"pretrain\")`.", ""]
+    parts += ["```", "", 'Or from a local copy of this folder: `load_dataset("path/to/folder", "pretrain")`.', ""]
     parts += ["## Sources, provenance and terms", ""]
     parts += [
         markdown_table(
             ["source", "dataset", "licence", "redistributable", "terms"],
-            [[t.source, t.dataset, t.licence, "yes" if t.redistributable else "**no**", t.terms or "not declared"] for t in terms],
+            [
+                [t.source, t.dataset, t.licence, "yes" if t.redistributable else "**no**", t.terms or "not declared"]
+                for t in terms
+            ],
         ),
         "",
         "Every row keeps `source` and `dataset` columns, so a user can select by source and honour each owner's terms.",

@@ -142,7 +142,7 @@ def upload(
         operations = [CommitOperationAdd(p.relative_to(folder).as_posix(), str(p)) for p in batch]
         message = f"Upload {len(batch)} files ({start + 1}-{start + len(batch)} of {len(pending)})"
         with_retries(
-            lambda: api.create_commit(
+            lambda operations=operations, message=message: api.create_commit(
                 repo_id, operations, commit_message=message, repo_type="dataset", revision=revision
             ),
             "commit",

@@ -30,12 +30,17 @@ def ratings(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
 
 
 def books(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
-    optional = {c: pl.col(c) if c in raw.columns else pl.lit(None, pl.String) for c in ("Year-Of-Publication", "Publisher", "Image-URL-L")}
+    optional = {
+        c: pl.col(c) if c in raw.columns else pl.lit(None, pl.String)
+        for c in ("Year-Of-Publication", "Publisher", "Image-URL-L")
+    }
     return raw.select(
         pl.col("ISBN").alias("item_id"),
         pl.col("Book-Title").alias("title"),
         pl.col("Book-Author").alias("author"),
-        extras_json(year=optional["Year-Of-Publication"], publisher=optional["Publisher"], image=optional["Image-URL-L"]).alias("extras"),
+        extras_json(
+            year=optional["Year-Of-Publication"], publisher=optional["Publisher"], image=optional["Image-URL-L"]
+        ).alias("extras"),
         LINE,
     )
 

@@ -20,11 +20,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from recgpt_data.errors import UsageError
 from recgpt_data.io.streams import CHUNK_BYTES, LineBlocks
-from recgpt_data.sources.base import LINE, RawBatch, ReadState, Reader, Reject
+from recgpt_data.sources.base import LINE, RawBatch, Reader, ReadState, Reject
 from recgpt_data.sources.readers import decode
 
 UTF8 = "utf-8"
@@ -32,6 +33,8 @@ LATIN1 = "latin-1"
 UTF8_OR_LATIN1 = "utf-8|latin-1"  # UTF-8 until a block is not, then ISO-8859-1 for the rest of the file
 _SENTINEL = "\x1e"  # an extra last field on every record: a short or long row moves it
 _UNIT = "\x1f"  # the separator that multi-character and BookCrossing separators are rewritten to
+_IN_FIELD = b"\x1d"  # stands for a newline inside a quoted field while records are split on LF
+MAX_OPEN_BYTES = 16 << 20  # a quoted record longer than this is taken for a stray quote
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,12 @@ class Dialect:
     last_takes_rest: bool = False
 
 
-def delimited(dialect: Dialect, chunk_bytes: int = CHUNK_BYTES) -> Reader:
-    """A reader of files written in ``dialect``, taking ``chunk_bytes`` of input at a time."""
+def delimited(dialect: Dialect, chunk_bytes: int = CHUNK_BYTES, max_open: int = MAX_OPEN_BYTES) -> Reader:
+    """A reader of files written in ``dialect``, taking ``chunk_bytes`` of input at a time; a quoted
+    record may span at most ``max_open`` bytes."""
 
     def read(path: Path, state: ReadState) -> Iterator[RawBatch]:
-        yield from _DelimitedFile(path, dialect, chunk_bytes).batches(state)
+        yield from _DelimitedFile(path, dialect, chunk_bytes, max_open).batches(state)
 
     return read
 
@@ -83,17 +87,10 @@ class _Decoder:
         self.policy = encoding
         self.current = LATIN1 if encoding == LATIN1 else UTF8
 
-    def utf8(self, data: bytes) -> bytes | None:
-        """``data`` as UTF-8 bytes, or ``None`` where some of it is not in the file's encoding."""
-        if self.current == UTF8:
-            try:
-                data.decode(UTF8)
-                return data
-            except UnicodeDecodeError:
-                if self.policy != UTF8_OR_LATIN1:
-                    return None
-                self.current = LATIN1
-        return data.decode(LATIN1).encode(UTF8)
+    def utf8(self, data: bytes) -> bytes:
+        """``data`` as UTF-8 bytes for polars, which checks it: a file read as UTF-8 is passed as it
+        is (a block polars finds invalid goes record by record), one read as ISO-8859-1 transcoded."""
+        return data if self.current == UTF8 else data.decode(LATIN1).encode(UTF8)
 
     def records(self, records: list[bytes]) -> list[str | None]:
         """Each record as text, or ``None`` where it is not valid in the file's encoding."""
@@ -120,14 +117,20 @@ def _utf8_or_none(record: bytes) -> str | None:
 
 @dataclass
 class _Block:
-    """Consecutive records: ``data`` holds them joined by LF; ``grouped`` lists them where some
-    span several lines (otherwise each line of ``data`` is one record)."""
+    """Consecutive records joined by LF in ``data``. A newline inside a quoted field is written as
+    :data:`_IN_FIELD` where ``embedded``; ``grouped`` lists the records instead where the data
+    itself holds that byte."""
 
     data: bytes
+    embedded: bool = False
     grouped: list[bytes] | None = None
 
     def records(self) -> list[bytes]:
-        return self.grouped if self.grouped is not None else self.data.split(b"\n")
+        """The records, with their own newlines."""
+        if self.grouped is not None:
+            return self.grouped
+        records = self.data.split(b"\n")
+        return [r.replace(_IN_FIELD, b"\n") for r in records] if self.embedded else records
 
     def count(self) -> int:
         return len(self.grouped) if self.grouped is not None else self.data.count(b"\n") + 1
@@ -136,58 +139,89 @@ class _Block:
         """The first record, and the block of the others (``None`` if there are none)."""
         if self.grouped is not None:
             rest = self.grouped[1:]
-            return self.grouped[0], (_Block(b"\n".join(rest), rest) if rest else None)
+            return self.grouped[0], (_Block(b"\n".join(rest), grouped=rest) if rest else None)
         first, newline, rest = self.data.partition(b"\n")
-        return first, (_Block(rest) if newline else None)
+        return first.replace(_IN_FIELD, b"\n"), (_Block(rest, self.embedded) if newline else None)
 
 
 class _Records:
-    """Groups lines into records: a line that leaves a double quote open continues on the next
-    line (quoted CSV); a record still open at the end of a block carries over to the next one."""
+    """Splits blocks of lines into records: a newline after an odd number of double quotes is
+    inside a quoted field (quoted CSV); a record still open at the end of a block carries over to
+    the next one. A record left open for more than ``max_open`` bytes (a stray quote) is cut back
+    to its first line, which becomes a record of its own (and fails to parse), and the lines after
+    it are read again."""
 
-    def __init__(self, quoting: bool):
+    def __init__(self, quoting: bool, max_open: int):
         self.quoting = quoting
-        self.open: list[bytes] = []
-        self.odd = False
+        self.max_open = max_open
+        self.open: bytes | None = None
 
-    def feed(self, block: bytes) -> _Block | None:
-        if not self.quoting or (not self.open and b'"' not in block):
-            return _Block(block)
-        records: list[bytes] = []
-        current, odd = self.open, self.odd
-        for line in block.split(b"\n"):
-            current.append(line)
-            if line.count(b'"') % 2:
-                odd = not odd
-            if not odd:
-                records.append(current[0] if len(current) == 1 else b"\n".join(current))
-                current = []
-        self.open, self.odd = current, odd
-        return _Block(b"\n".join(records), records) if records else None
+    def feed(self, data: bytes) -> list[_Block]:
+        if self.open is not None:
+            data, self.open = self.open + b"\n" + data, None
+        blocks: list[_Block] = []
+        while True:
+            block, rest = self._split(data)
+            blocks += [block] if block is not None else []
+            if rest is None or len(rest) <= self.max_open:
+                self.open = rest
+                return blocks
+            head, _, data = rest.partition(b"\n")
+            blocks.append(_Block(head))
+            if not data:
+                return blocks
+
+    def _split(self, data: bytes) -> tuple[_Block | None, bytes | None]:
+        """The whole records at the start of ``data``, and the open record after them."""
+        if not self.quoting or b'"' not in data:
+            return _Block(data), None
+        codes = np.frombuffer(data, dtype=np.uint8)
+        newlines = np.flatnonzero(codes == ord("\n"))
+        quotes = np.flatnonzero(codes == ord('"'))
+        inside = np.searchsorted(quotes, newlines) % 2 == 1
+        rest = None
+        if len(quotes) % 2:
+            ends = newlines[~inside]
+            if not len(ends):
+                return None, data
+            cut = int(ends[-1])
+            data, rest = data[:cut], data[cut + 1 :]
+            inside = inside[newlines < cut]
+            newlines = newlines[newlines < cut]
+        if not inside.any():
+            return _Block(data), rest
+        if _IN_FIELD not in data:
+            marked = codes[: len(data)].copy()
+            marked[newlines[inside]] = ord(_IN_FIELD)
+            return _Block(marked.tobytes(), embedded=True), rest
+        starts = np.concatenate(([0], newlines[~inside] + 1))
+        stops = np.concatenate((newlines[~inside], [len(data)]))
+        return _Block(data, grouped=[data[i:j] for i, j in zip(starts.tolist(), stops.tolist())]), rest
 
 
 class _DelimitedFile:
     """One delimited file being read."""
 
-    def __init__(self, path: Path, dialect: Dialect, chunk_bytes: int):
+    def __init__(self, path: Path, dialect: Dialect, chunk_bytes: int, max_open: int):
         self.path = path
         self.dialect = dialect
         self.chunk_bytes = chunk_bytes
+        self.max_open = max_open
         self.decoder = _Decoder(dialect.encoding)
         self.names: list[str] | None = list(dialect.columns) if not dialect.header else None
         self.count = 0
 
     def batches(self, state: ReadState) -> Iterator[RawBatch]:
         blocks = LineBlocks(self.path, self.chunk_bytes)
-        grouper = _Records(self.dialect.quoting)
+        grouper = _Records(self.dialect.quoting, self.max_open)
         for _, data, _ in blocks:
-            block = grouper.feed(data)
-            if self.names is None and block is not None:
-                header, block = block.without_first()
-                self.names = self._header(header)
-            if block is not None:
-                yield self._batch(block)
-        unfinished = grouper.open + ([blocks.partial] if blocks.partial is not None else [])
+            for block in grouper.feed(data):
+                if self.names is None:
+                    header, block = block.without_first()
+                    self.names = self._header(header)
+                if block is not None:
+                    yield self._batch(block)
+        unfinished = [part for part in (grouper.open, blocks.partial) if part is not None]
         if unfinished:
             self.count += 1
             reason = "truncated_record" if blocks.partial is not None else "unterminated_quote"
@@ -220,9 +254,13 @@ class _DelimitedFile:
         raw_text = _raw_lookup(first, block.records)
         whole = self.decoder.utf8(block.data)
         frame = None
-        if whole is not None and (block.grouped is None or whole is block.data):
+        if block.grouped is None or whole is block.data:
             frame = _read_block(whole, block.grouped, count, self.names, self.dialect)
         if frame is not None:
+            if block.embedded:
+                frame = frame.with_columns(
+                    pl.col(n).str.replace_all(_IN_FIELD.decode(), "\n", literal=True) for n in self.names
+                )
             frame, rejects = frame.with_columns(pl.int_range(first, first + count, dtype=pl.Int64).alias(LINE)), []
         else:
             frame, rejects = self._records(block.records(), first, raw_text)
@@ -259,7 +297,10 @@ def _read_block(
     if dialect.last_takes_rest:
         return None
     if dialect.all_quoted:
-        data, separator = _unquote_all(data.decode(UTF8), separator).encode(UTF8), _UNIT
+        try:
+            data, separator = _unquote_all(data.decode(UTF8), separator).encode(UTF8), _UNIT
+        except UnicodeDecodeError:
+            return None
     elif len(separator) > 1:
         if _UNIT.encode() in data:
             return None
@@ -272,7 +313,9 @@ def _read_block(
     return _read_csv(payload, names, separator, quote, count)
 
 
-def _read_csv(payload: bytes, names: Sequence[str], separator: str, quote: str | None, rows: int) -> pl.DataFrame | None:
+def _read_csv(
+    payload: bytes, names: Sequence[str], separator: str, quote: str | None, rows: int
+) -> pl.DataFrame | None:
     """``payload`` (records each ending in the sentinel field) as string columns ``names``, or
     ``None`` unless polars reads exactly ``rows`` rows with the sentinel in its place on each."""
     schema = {name: pl.String() for name in names} | {"__sentinel": pl.String()}
@@ -347,13 +390,17 @@ def _split_unquoted(
     )
     rejects = [
         Reject(line, reason, text)
-        for line, reason, text in frame.filter(pl.col("__reject").is_not_null()).select(LINE, "__reject", "__text").iter_rows()
+        for line, reason, text in frame.filter(pl.col("__reject").is_not_null())
+        .select(LINE, "__reject", "__text")
+        .iter_rows()
     ]
     kept = frame.filter(pl.col("__reject").is_null()).select(*names, *keep, LINE)
     return _nulls_for_empty(kept, names), rejects
 
 
-def _parse_quoted(values: list[str], lines: pl.Series, names: Sequence[str], separator: str) -> tuple[pl.DataFrame, list[Reject]]:
+def _parse_quoted(
+    values: list[str], lines: pl.Series, names: Sequence[str], separator: str
+) -> tuple[pl.DataFrame, list[Reject]]:
     """Parse RFC 4180 records with polars, or record by record with the csv module where polars
     cannot take them all (a bad record among them)."""
     payload = "\n".join(f"{v}{separator}{_SENTINEL}" for v in values).encode(UTF8)
@@ -374,10 +421,13 @@ def _parse_quoted_slow(
             rejects.append(Reject(number, "blank_line", text))
             continue
         try:
-            fields = next(csv.reader(io.StringIO(text, newline=""), delimiter=separator, strict=True))
+            parsed = list(csv.reader(io.StringIO(text, newline=""), delimiter=separator, strict=True))
         except csv.Error:
+            parsed = []
+        if len(parsed) != 1:  # lines joined by unpaired quotes are no one record
             rejects.append(Reject(number, "malformed_csv", text))
             continue
+        fields = parsed[0]
         if len(fields) != width:
             rejects.append(Reject(number, "wrong_field_count", text))
             continue
@@ -429,7 +479,9 @@ class _BlockFile:
             yield self._batch(block.split(b"\n"))
         if blocks.partial is not None:
             self.count += 1
-            yield RawBatch(pl.DataFrame(), [Reject(self.count, "truncated_record", decode(blocks.partial))], lambda _: "")
+            yield RawBatch(
+                pl.DataFrame(), [Reject(self.count, "truncated_record", decode(blocks.partial))], lambda _: ""
+            )
         state.records = self.count
         if blocks.truncated:
             state.truncated = True

@@ -39,12 +39,19 @@ def interactions(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
 
 
 def recipes(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
-    optional = [c for c in ("minutes", "contributor_id", "submitted", "nutrition", "n_steps", "ingredients", "n_ingredients") if c in raw.columns]
+    optional = [
+        c
+        for c in ("minutes", "contributor_id", "submitted", "nutrition", "n_steps", "ingredients", "n_ingredients")
+        if c in raw.columns
+    ]
     return raw.select(
         pl.col("id").alias("item_id"),
         pl.col("name").alias("title"),
         "description",
-        pl.col("tags").str.extract_all(LIST_ELEMENT).list.eval(pl.element().str.slice(1, pl.element().str.len_chars() - 2)).alias("categories"),
+        pl.col("tags")
+        .str.extract_all(LIST_ELEMENT)
+        .list.eval(pl.element().str.slice(1, pl.element().str.len_chars() - 2))
+        .alias("categories"),
         extras_json(**{c: pl.col(c) for c in optional}).alias("extras"),
         LINE,
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from recgpt_data.sources.amazon_common import extras_json
-from recgpt_data.sources.base import LINE, FileInfo, RawBatch, ReadState, Reader, Role, Source, Template
+from recgpt_data.sources.base import LINE, FileInfo, RawBatch, Reader, ReadState, Role, Source, Template
 from recgpt_data.sources.delimited import Dialect, delimited
 from recgpt_data.sources.readers import ndjson
 
@@ -139,7 +139,9 @@ def _side_table(path: Path, pattern: str, fields: dict[str, pl.DataType]) -> tup
     bad = sum(len(b.rejects) for b in batches)
     note = None
     if bad or side.warning:
-        note = f"{found[0].name}: {bad} unreadable line(s) left out of the join" + (f" ({side.warning})" if side.warning else "")
+        note = f"{found[0].name}: {bad} unreadable line(s) left out of the join" + (
+            f" ({side.warning})" if side.warning else ""
+        )
     frames = [b.frame.drop(LINE) for b in batches if b.frame.height]
     return (pl.concat(frames) if frames else pl.DataFrame(schema=fields)), note
 
@@ -157,15 +159,22 @@ def _author_names(frame: pl.DataFrame, authors: pl.DataFrame | None) -> pl.Serie
         .filter(pl.col("name").is_not_null())
     )
     writers = listed.filter(pl.col("role").fill_null("") == "")
-    chosen = pl.concat([writers, listed.join(writers.select("__row").unique(), on="__row", how="anti", maintain_order="left")])
-    names = chosen.sort("__row", maintain_order=True).group_by("__row", maintain_order=True).agg(pl.col("name").str.join(", "))
+    chosen = pl.concat(
+        [writers, listed.join(writers.select("__row").unique(), on="__row", how="anti", maintain_order="left")]
+    )
+    names = (
+        chosen.sort("__row", maintain_order=True)
+        .group_by("__row", maintain_order=True)
+        .agg(pl.col("name").str.join(", "))
+    )
     rows = pl.DataFrame({"__row": pl.int_range(frame.height, eager=True)})
     return rows.join(names, on="__row", how="left", maintain_order="left")["name"].alias("author")
 
 
 def _genre_lists(genres: pl.DataFrame) -> pl.DataFrame:
     present = [pl.when(pl.col("genres").struct.field(g).is_not_null()).then(pl.lit(g)) for g in GENRES]
-    return genres.select("book_id", pl.concat_list(present).list.drop_nulls().alias("genres"))
+    lists = genres.select("book_id", pl.concat_list(present).list.drop_nulls().alias("genres"))
+    return lists.unique("book_id", keep="first", maintain_order=True)
 
 
 def books_reader() -> Reader:
@@ -174,6 +183,8 @@ def books_reader() -> Reader:
 
     def read(path: Path, state: ReadState) -> Iterator[RawBatch]:
         authors, authors_note = _side_table(path, AUTHORS_FILE, AUTHOR_FIELDS)
+        if authors is not None:
+            authors = authors.unique("author_id", keep="first", maintain_order=True)
         genres, genres_note = _side_table(path, GENRES_FILE, GENRE_FIELDS)
         genre_lists = _genre_lists(genres) if genres is not None else None
         for batch in read_books(path, state):
@@ -231,7 +242,13 @@ SOURCE = Source(
             required=USER_ITEM,
             exclude=("goodreads_reviews_spoiler*",),
         ),
-        Role("interactions", ("goodreads_interactions_*.json*",), ndjson(INTERACTION_FIELDS), interactions, required=USER_ITEM),
+        Role(
+            "interactions",
+            ("goodreads_interactions_*.json*",),
+            ndjson(INTERACTION_FIELDS),
+            interactions,
+            required=USER_ITEM,
+        ),
         Role("items", ("goodreads_books*.json*",), books_reader(), books, required=("item_id",)),
         Role("items", ("books.csv*",), delimited(GOODBOOKS_BOOKS), goodbooks_books, required=("item_id",)),
         Role("interactions", ("ratings.csv*",), delimited(GOODBOOKS_RATINGS), goodbooks_ratings, required=USER_ITEM),

@@ -31,8 +31,12 @@ U_ITEM = Dialect(
     encoding=LATIN1,
     types={g: pl.Int8() for g in ML100K_GENRES},
 )
-RATINGS_DAT = Dialect(separator="::", quoting=False, header=False, columns=RATING_COLUMNS, types=RATING_TYPES, encoding=UTF8_OR_LATIN1)
-MOVIES_DAT = Dialect(separator="::", quoting=False, header=False, columns=("item_id", "title", "genres"), encoding=UTF8_OR_LATIN1)
+RATINGS_DAT = Dialect(
+    separator="::", quoting=False, header=False, columns=RATING_COLUMNS, types=RATING_TYPES, encoding=UTF8_OR_LATIN1
+)
+MOVIES_DAT = Dialect(
+    separator="::", quoting=False, header=False, columns=("item_id", "title", "genres"), encoding=UTF8_OR_LATIN1
+)
 RATINGS_CSV = Dialect(
     required=("userId", "movieId", "rating", "timestamp"), types={"rating": pl.Float64(), "timestamp": pl.Int64()}
 )

@@ -12,7 +12,9 @@ from recgpt_data.sources.amazon_common import extras_json
 from recgpt_data.sources.base import LINE, FileInfo, Role, Source, Template
 from recgpt_data.sources.delimited import LATIN1, Dialect, delimited, movie_blocks
 
-RATINGS = Dialect(quoting=False, header=False, columns=("customer_id", "rating", "date"), types={"rating": pl.Float64()})
+RATINGS = Dialect(
+    quoting=False, header=False, columns=("customer_id", "rating", "date"), types={"rating": pl.Float64()}
+)
 TITLES = Dialect(
     quoting=False, header=False, columns=("movie_id", "year", "title"), encoding=LATIN1, last_takes_rest=True
 )
@@ -30,15 +32,19 @@ def ratings(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
 
 def titles(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     year = pl.when(pl.col("year") != "NULL").then(pl.col("year"))
-    return raw.select(
-        pl.col("movie_id").alias("item_id"), "title", extras_json(year=year).alias("extras"), LINE
-    )
+    return raw.select(pl.col("movie_id").alias("item_id"), "title", extras_json(year=year).alias("extras"), LINE)
 
 
 SOURCE = Source(
     name="netflix",
     roles=(
-        Role("items", ("movie_titles.txt*", "movie_titles.csv*"), delimited(TITLES), titles, required=("item_id", "title")),
+        Role(
+            "items",
+            ("movie_titles.txt*", "movie_titles.csv*"),
+            delimited(TITLES),
+            titles,
+            required=("item_id", "title"),
+        ),
         Role(
             "interactions",
             ("combined_data_*.txt*", "mv_*.txt*"),

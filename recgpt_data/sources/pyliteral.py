@@ -17,7 +17,7 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -26,8 +26,9 @@ from recgpt_data.io.streams import LineBlocks
 from recgpt_data.sources.base import LINE, RawBatch, ReadState, Reader, Reject
 from recgpt_data.sources.readers import decode, json_lines_batch, parse_block, raw_lookup, truncation
 
-# A string literal in single or double quotes (no line breaks inside); a ``u`` prefix stays outside.
-_STRING = re.compile(rb"""('[^'\\\n]*(?:\\.[^'\\\n]*)*'|"[^"\\\n]*(?:\\.[^"\\\n]*)*")""")
+# A string literal in single or double quotes (no line breaks inside); the two groups hold the text
+# between the quotes, and a ``u`` prefix stays outside.
+_STRING = re.compile(rb"""'([^'\\\n]*(?:\\.[^'\\\n]*)*)'|"([^"\\\n]*(?:\\.[^"\\\n]*)*)\"""")
 # Between string literals only JSON punctuation, white space and numbers may remain (once
 # True/False/None and u prefixes are taken out): a letter, quote, bracket or other prefix there
 # means "not sure".
@@ -46,31 +47,29 @@ def _utf16(match: re.Match) -> bytes:
     return b"\\u%04x\\u%04x" % (0xD800 + (code >> 10), 0xDC00 + (code & 0x3FF))
 
 
-def _strings_to_json(tokens: list[bytes]) -> list[bytes] | None:
-    """Python string literals (with their quotes) as JSON strings, or ``None`` where not sure."""
-    if not tokens:
-        return tokens
-    text = _SEP + _SEP.join(tokens) + _SEP
-    text = text.replace(b"\\\\", _BACKSLASH).replace(b"\\'", b"'").replace(b'\\"', _QUOTE)
-    text = text.replace(b'"', b'\\"').replace(_SEP + b'\\"', _SEP + b'"').replace(b'\\"' + _SEP, b'"' + _SEP)
-    text = text.replace(_SEP + b"'", _SEP + b'"').replace(b"'" + _SEP, b'"' + _SEP)
-    text = text.replace(b"\\x", b"\\u00")
+def _strings_to_json(contents: list[bytes]) -> list[bytes] | None:
+    """The text inside Python string literals as the text inside JSON strings, or ``None``.
+
+    Both quote styles take the same rewrite: ``\\'`` needs no escape in JSON, a bare ``"`` (only
+    possible inside single quotes) needs one, and ``\\xhh`` becomes ``\\u00hh``."""
+    text = _SEP.join(contents)
+    text = text.replace(b"\\\\", _BACKSLASH).replace(b'\\"', _QUOTE).replace(b"\\'", b"'")
+    text = text.replace(b'"', b'\\"').replace(b"\\x", b"\\u00")
     if b"\\U" in text:
         text = _WIDE.sub(_utf16, text)
     if _BAD_ESCAPE.search(text):
         return None
-    text = text.replace(_BACKSLASH, b"\\\\").replace(_QUOTE, b'\\"')
-    return text[1:-1].split(_SEP)
+    return text.replace(_QUOTE, b'\\"').replace(_BACKSLASH, b"\\\\").split(_SEP)
 
 
 def _between_to_json(parts: list[bytes]) -> list[bytes] | None:
-    """The text between string literals with True/False/None spelled the JSON way and u prefixes
-    dropped, or ``None`` where not sure."""
+    """The text around string literals with True/False/None spelled the JSON way, u prefixes
+    dropped and the JSON quotes added, or ``None`` where not sure."""
     text = _SEP.join(parts).replace(b"u" + _SEP, _SEP)
     if _BAD_OUTSIDE.search(text.replace(b"True", b"").replace(b"False", b"").replace(b"None", b"")):
         return None
     text = text.replace(b"True", b"true").replace(b"False", b"false").replace(b"None", b"null")
-    return text.split(_SEP)
+    return text.replace(_SEP, b'"' + _SEP + b'"').split(_SEP)
 
 
 def to_json(text: bytes) -> bytes | None:
@@ -78,12 +77,14 @@ def to_json(text: bytes) -> bytes | None:
     if _SEP in text or _BACKSLASH in text or _QUOTE in text:
         return None
     parts = _STRING.split(text)
-    strings = _strings_to_json(parts[1::2])
-    between = _between_to_json(parts[0::2])
+    single, double = parts[1::3], parts[2::3]
+    strings = _strings_to_json([s if s is not None else d for s, d in zip(single, double)]) if single else []
+    between = _between_to_json(parts[0::3])
     if strings is None or between is None:
         return None
-    parts[1::2] = strings
-    parts[0::2] = between
+    parts[0::3] = between
+    parts[1::3] = strings
+    parts[2::3] = [b""] * len(strings)
     return b"".join(parts)
 
 
@@ -134,7 +135,9 @@ def _literal_block(first: int, block: bytes, count: int, schema: dict[str, pl.Da
     return _literal_lines(first, block.split(b"\n"), schema, raw_text)
 
 
-def _literal_lines(first: int, lines: list[bytes], schema: dict[str, pl.DataType], raw_text) -> RawBatch:
+def _literal_lines(
+    first: int, lines: list[bytes], schema: dict[str, pl.DataType], raw_text: Callable[[int], str]
+) -> RawBatch:
     """Read a block line by line, rejecting blank, non-UTF-8 and malformed lines."""
     rejects: list[Reject] = []
     good: list[bytes] = []

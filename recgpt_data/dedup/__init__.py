@@ -1,0 +1,17 @@
+"""Exact and near-duplicate removal: normalisation and shingles, datasketch-compatible MinHash,
+LSH banding with union-find clustering, and the ``dedup`` stage with its four scopes."""
+
+from recgpt_data.dedup.lsh import Banding, NearDuplicateConfig, cluster_texts, optimal_banding
+from recgpt_data.dedup.minhash import MinHasher, to_lean_minhash
+from recgpt_data.dedup.scopes import DedupParams, dedup
+
+__all__ = [
+    "Banding",
+    "DedupParams",
+    "MinHasher",
+    "NearDuplicateConfig",
+    "cluster_texts",
+    "dedup",
+    "optimal_banding",
+    "to_lean_minhash",
+]

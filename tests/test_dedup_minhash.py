@@ -1,0 +1,111 @@
+"""MinHash signatures: bit-identical to datasketch on real review texts, and loadable by it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+
+import numpy as np
+import polars as pl
+import pytest
+from datasketch import LeanMinHash, MinHash, MinHashLSH
+from datasketch.hashfunc import sha1_hash32 as ds_sha1_hash32
+
+from recgpt_data.dedup.minhash import MERSENNE_PRIME, MinHasher, _bad_hashes, permutations, sha1_hash32, to_lean_minhash
+from recgpt_data.dedup.normalize import normalize, shingle_spans, shingles
+
+
+@pytest.fixture(scope="module")
+def magazine_texts(shared) -> list[str | None]:
+    path = shared / "amazon2018" / "Magazine_Subscriptions_5.json"
+    return [json.loads(line).get("reviewText") for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_shingles_follow_the_definition() -> None:
+    assert shingles("Hello,  World! It costs 3.50 dollars", 5) == [b"hello world it costs 0", b"world it costs 0 dollars"]
+    assert shingles("Great product!", 5) == [b"great product"]
+    assert shingles("\U0001f600\U0001f600 !!!", 5) == []
+    assert shingles(None, 5) == []
+
+
+def test_shingle_spans_equal_the_reference_on_real_reviews(magazine_texts) -> None:
+    norm = normalize(pl.Series(magazine_texts[:400], dtype=pl.String))
+    spans = shingle_spans(norm, 5)
+    got: list[list[bytes]] = [[] for _ in range(400)]
+    for start, length, doc in zip(spans.starts, spans.lengths, spans.doc):
+        got[doc].append(bytes(spans.data[start : start + length]))
+    assert got == [shingles(t, 5) for t in magazine_texts[:400]]
+
+
+def test_permutations_are_datasketchs() -> None:
+    a, b = permutations(128, 1)
+    ref = MinHash(num_perm=128, seed=1, scheme="legacy").permutations
+    assert np.array_equal(a, ref[0]) and np.array_equal(b, ref[1])
+
+
+def test_vectorised_sha1_matches_datasketch_for_one_and_several_blocks() -> None:
+    messages = [b"", b"a", b"great product", "\u00fcn\u00efcode \u00e9\u00e8 x y".encode(), b"x" * 55, b"y" * 56, b"z" * 64,
+                b"w" * 119, b"v" * 120, bytes(range(256)) * 3]
+    data = np.frombuffer(b"".join(messages), dtype=np.uint8)
+    lengths = np.array([len(m) for m in messages])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    assert sha1_hash32(data, starts, lengths).tolist() == [ds_sha1_hash32(m) for m in messages]
+
+
+def test_signatures_are_bit_identical_to_datasketch_on_real_reviews(magazine_texts) -> None:
+    ours = MinHasher(num_perm=128, seed=1, ngram=5).signatures(pl.Series(magazine_texts, dtype=pl.String))
+    ref = MinHash.bulk([shingles(t, 5) for t in magazine_texts], num_perm=128, seed=1, scheme="legacy")
+    assert ours.shape == (2375, 128)
+    assert np.array_equal(ours, np.array([m.hashvalues for m in ref]))
+
+
+def test_other_seed_and_size_are_bit_identical_too(magazine_texts) -> None:
+    texts = magazine_texts[:300]
+    ours = MinHasher(num_perm=64, seed=7, ngram=3).signatures(pl.Series(texts, dtype=pl.String))
+    ref = MinHash.bulk([shingles(t, 3) for t in texts], num_perm=64, seed=7, scheme="legacy")
+    assert np.array_equal(ours, np.array([m.hashvalues for m in ref]))
+
+
+def test_signatures_load_as_lean_minhash_and_query_minhashlsh(magazine_texts) -> None:
+    texts = [t for t in magazine_texts if t and len(t.split()) > 150][:50]
+    planted = texts[0].split()
+    planted[10] = "zebra"
+    hasher = MinHasher()
+    sig = hasher.signatures(pl.Series(texts + [" ".join(planted)], dtype=pl.String))
+    lsh = MinHashLSH(threshold=0.8, num_perm=128)
+    for k in range(len(texts)):
+        lsh.insert(f"doc{k}", to_lean_minhash(sig[k], seed=1))
+    query = to_lean_minhash(sig[-1], seed=1)
+    assert isinstance(query, LeanMinHash)
+    assert lsh.query(query) == ["doc0"]
+    reference = MinHash(num_perm=128, seed=1, scheme="legacy")
+    reference.update_batch(shingles(" ".join(planted), 5))
+    assert query.jaccard(LeanMinHash(reference)) == 1.0
+
+
+def test_bad_hashes_are_exactly_where_the_fast_reduction_is_off() -> None:
+    a = np.array([1, 3], dtype=np.uint64)
+    b = np.array([MERSENNE_PRIME - 5, 12345], dtype=np.uint64)
+    bad = _bad_hashes(a, b)
+    assert 5 in bad.tolist()
+    for h in bad.tolist():
+        exact = [((int(ak) * h + int(bk)) % (1 << 64)) % MERSENNE_PRIME & 0xFFFFFFFF for ak, bk in zip(a, b)]
+        fast = [(((int(ak) * h + int(bk)) % (1 << 64)) + (((int(ak) * h + int(bk)) % (1 << 64)) >> 61)) & 0xFFFFFFFF
+                for ak, bk in zip(a, b)]
+        assert exact != fast
+    assert len(_bad_hashes(*permutations(128, 1))) == 0
+
+
+def test_empty_and_huge_texts_do_not_break_the_batch() -> None:
+    huge = " ".join(f"w{k % 997}" for k in range(200_000))
+    texts = [None, "", "\U0001f600", "\ufffd\ufffd", huge, "Great product!"]
+    ours = MinHasher().signatures(pl.Series(texts, dtype=pl.String))
+    assert (ours[:4] == 0xFFFFFFFF).all()
+    big = MinHash(num_perm=128, seed=1, scheme="legacy")
+    big.update_batch(shingles(huge, 5))
+    assert np.array_equal(ours[4], big.hashvalues)
+    short = MinHash(num_perm=128, seed=1, scheme="legacy")
+    short.update(b"great product")
+    assert np.array_equal(ours[5], short.hashvalues)
+    assert struct.unpack("<I", hashlib.sha1(b"great product").digest()[:4])[0] == ds_sha1_hash32(b"great product")

@@ -1,0 +1,278 @@
+"""The dedup stage: exact counts on real files, and planted duplicates in real reviews and items."""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recgpt_data import stage as registry
+from recgpt_data.dedup.scopes import DedupParams, dedup
+from recgpt_data.ingest import ingest
+from recgpt_data.schema import conform, empty
+from recgpt_data.stage import Context
+
+
+def plain_normalize(text: str) -> str:
+    """The normalisation rules, re-stated with Python's re for an independent count."""
+    text = re.sub(r"\d+(?:[.,]\d+)?", "0", text.lower())
+    return " ".join(re.sub(r"[^\w\s]|_", " ", text).split())
+
+
+def nonzero(counts: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in counts.items() if v}
+
+
+def run(interactions: pl.DataFrame, item_table: pl.DataFrame | None = None, **params):
+    item_table = empty("items") if item_table is None else item_table
+    return dedup({"interactions": interactions.lazy(), "items": item_table.lazy()}, DedupParams(**params), Context())
+
+
+@pytest.fixture(scope="module")
+def beauty(shared, tmp_path_factory) -> tuple[pl.DataFrame, list[dict]]:
+    path = shared / "amazon2018" / "All_Beauty_5.json"
+    out = tmp_path_factory.mktemp("beauty")
+    ingest("amazon2018", [path], out)
+    frame = pl.read_parquet(out / "interactions" / "**" / "*.parquet")
+    raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return frame, raw
+
+
+def test_dedup_is_a_registered_stage() -> None:
+    definition = registry.get("dedup")
+    assert definition.params is DedupParams
+    assert definition.reads == ("interactions", "items")
+
+
+def plain_shingles(norm: str) -> set[str]:
+    words = norm.split(" ")
+    return {norm} if len(words) < 5 else {" ".join(words[i : i + 5]) for i in range(len(words) - 4)}
+
+
+@pytest.fixture(scope="module")
+def beauty_clusters(beauty) -> list[int]:
+    """Plain-Python clusters of the real texts at Jaccard >= 0.99 (equal normalised text included):
+    each row's smallest clustered row, -1 for an empty text; every shingle-sharing pair is checked."""
+    _, raw = beauty
+    texts = [plain_normalize(r.get("reviewText") or "") for r in raw]
+    first: dict[str, int] = {}
+    for k, t in enumerate(texts):
+        if t:
+            first.setdefault(t, k)
+    sets = {t: plain_shingles(t) for t in first}
+    index: dict[str, list[str]] = collections.defaultdict(list)
+    for t, shingle_set in sets.items():
+        for s in shingle_set:
+            index[s].append(t)
+    parent = {t: t for t in first}
+
+    def root(t: str) -> str:
+        while parent[t] != t:
+            t = parent[t]
+        return t
+
+    for t, shingle_set in sets.items():
+        for other in {o for s in shingle_set for o in index[s] if first[o] > first[t]}:
+            if len(shingle_set & sets[other]) / len(shingle_set | sets[other]) >= 0.99:
+                a, b = root(t), root(other)
+                parent[max(a, b, key=first.get)] = min(a, b, key=first.get)
+    return [first[root(t)] if t else -1 for t in texts]
+
+
+def test_exact_duplicates_in_a_real_file_match_a_plain_count(beauty) -> None:
+    frame, raw = beauty
+    texts = [plain_normalize(r.get("reviewText") or "") for r in raw]
+    nonempty = [t for t in texts if t]
+    out = run(frame, users=False, items="off")
+    assert out.stats.info["exact_duplicate_texts"] == len(nonempty) - len(set(nonempty)) == 3925
+    assert out.stats.info["empty_texts"] == len(texts) - len(nonempty) == 11
+
+
+def test_variant_copies_in_a_real_file_match_a_plain_count(beauty, beauty_clusters) -> None:
+    frame, raw = beauty
+    groups = collections.Counter(
+        (r["reviewerID"], c, r["unixReviewTime"]) for r, c in zip(raw, beauty_clusters) if c >= 0
+    )
+    expected = sum(c - 1 for c in groups.values())
+    out = run(frame, threshold=0.99, users=False, items="off", text_action="keep")
+    assert nonzero(out.stats.dropped) == {"variant_duplicate": expected} and expected == 3884
+    result = out.tables["interactions"]
+    assert result.height == len(raw) - expected
+    clustered = result.filter(pl.col("cluster_id").is_not_null())
+    assert clustered.select(pl.len().over("user_id", "cluster_id", "timestamp").max()).item() == 1
+
+
+def test_duplicate_texts_are_blanked_and_the_interactions_kept(beauty, beauty_clusters) -> None:
+    frame, raw = beauty
+    clustered = [c for c in beauty_clusters if c >= 0]
+    out = run(frame, threshold=0.99, users=False, items="off", variants=False)
+    result = out.tables["interactions"]
+    assert result.height == len(raw)
+    assert nonzero(out.stats.changed) == {"review_text_duplicate": len(clustered) - len(set(clustered))}
+    kept = result.filter(pl.col("review_text").is_not_null() & pl.col("cluster_id").is_not_null())
+    assert kept.height == len(set(clustered)) == 1332
+    sizes = collections.Counter(clustered)
+    assert sorted(result["cluster_size"].drop_nulls().to_list()) == sorted(sizes[c] for c in clustered)
+
+
+def _frame(rows: list[dict]) -> pl.DataFrame:
+    base = datetime(2016, 1, 1, tzinfo=timezone.utc)
+    full = [
+        {"source": "amazon2018", "dataset": "amazon2018/Test", "src_file": "f.json", "src_line": k + 1,
+         "timestamp": base + timedelta(days=r["day"]), "rating": 5.0, "rating_max": 5.0,
+         **{key: value for key, value in r.items() if key != "day"}}
+        for k, r in enumerate(rows)
+    ]
+    return conform(pl.DataFrame(full), "interactions")
+
+
+@pytest.fixture(scope="module")
+def long_reviews(shared) -> list[str]:
+    path = shared / "amazon2014" / "reviews_Musical_Instruments_5.json.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        texts = [json.loads(line)["reviewText"] for line in handle]
+    return [t for t in texts if len(t.split()) >= 150][:20]
+
+
+def _near_copy(text: str) -> str:
+    words = text.split()
+    words[40] = "zebra"
+    return " ".join(words)
+
+
+@pytest.mark.parametrize(
+    ("keep", "kept_user"), [("earliest", "A"), ("most_helpful", "B"), ("longest", "C")]
+)
+def test_keep_rule_chooses_which_copy_keeps_its_text(long_reviews, keep: str, kept_user: str) -> None:
+    text = long_reviews[0]
+    rows = [
+        {"user_id": "A", "item_id": "i1", "day": 1, "review_text": text, "helpful_votes": 1},
+        {"user_id": "B", "item_id": "i2", "day": 2, "review_text": _near_copy(text), "helpful_votes": 9},
+        {"user_id": "C", "item_id": "i3", "day": 3, "review_text": text + " Really, truly great.", "helpful_votes": None},
+        {"user_id": "D", "item_id": "i4", "day": 4, "review_text": long_reviews[1], "helpful_votes": 0},
+    ]
+    out = run(_frame(rows), keep=keep, users=False, items="off")
+    result = out.tables["interactions"].sort("src_line")
+    assert result["review_text"].is_not_null().to_list() == [u in (kept_user, "D") for u in "ABCD"]
+    assert result["cluster_id"].to_list() == [0, 0, 0, 3]
+    assert result["cluster_size"].to_list() == [3, 3, 3, 1]
+    assert nonzero(out.stats.changed) == {"review_text_duplicate": 2}
+
+
+def test_short_texts_are_deduplicated_by_exact_text_and_can_be_dropped() -> None:
+    rows = [
+        {"user_id": "A", "item_id": "i1", "day": 1, "review_text": "Great product!"},
+        {"user_id": "B", "item_id": "i2", "day": 2, "review_text": "great   PRODUCT"},
+        {"user_id": "C", "item_id": "i3", "day": 3, "review_text": "Great product, love it"},
+        {"user_id": "D", "item_id": "i4", "day": 4, "review_text": "\U0001f600\U0001f600"},
+        {"user_id": "E", "item_id": "i5", "day": 5, "review_text": None},
+        {"user_id": "F", "item_id": "i6", "day": 6, "review_text": "\U0001f600\U0001f600"},
+    ]
+    out = run(_frame(rows), text_action="drop", users=False, items="off")
+    result = out.tables["interactions"].sort("src_line")
+    assert result["user_id"].to_list() == ["A", "C", "D", "E", "F"]
+    assert nonzero(out.stats.dropped) == {"duplicate_text": 1}
+    assert out.stats.info["empty_texts"] == 3
+    assert result["cluster_size"].to_list() == [2, 1, None, None, None]
+
+
+def test_variants_of_one_purchase_keep_one_interaction(long_reviews) -> None:
+    text = long_reviews[2]
+    rows = [
+        {"user_id": "A", "item_id": "size-s", "day": 1, "review_text": text},
+        {"user_id": "A", "item_id": "size-m", "day": 1, "review_text": text},
+        {"user_id": "A", "item_id": "size-l", "day": 1, "review_text": _near_copy(text)},
+        {"user_id": "A", "item_id": "later", "day": 9, "review_text": text},
+        {"user_id": "B", "item_id": "size-s", "day": 1, "review_text": long_reviews[3]},
+    ]
+    out = run(_frame(rows), users=False, items="off")
+    result = out.tables["interactions"].sort("src_line")
+    assert result["item_id"].to_list() == ["size-s", "later", "size-s"]
+    assert nonzero(out.stats.dropped) == {"variant_duplicate": 2}
+    assert result["review_text"].is_null().to_list() == [False, True, False]
+
+
+def test_a_copied_user_history_is_dropped_whole(long_reviews) -> None:
+    rows = []
+    for k in range(6):
+        rows.append({"user_id": "real", "item_id": f"i{k}", "day": k, "review_text": long_reviews[k]})
+    for k in range(6):
+        rows.append({"user_id": "bot", "item_id": f"i{k}", "day": 30 + k, "review_text": long_reviews[k]})
+    for k in range(6):
+        rows.append({"user_id": "fan", "item_id": f"i{k}", "day": 60 + k, "review_text": long_reviews[10 + k]})
+    for k in range(3):
+        rows.append({"user_id": "short", "item_id": f"i{k}", "day": 90 + k, "review_text": long_reviews[k]})
+    out = run(_frame(rows), items="off")
+    result = out.tables["interactions"]
+    assert sorted(set(result["user_id"].to_list())) == ["fan", "real", "short"]
+    assert nonzero(out.stats.dropped) == {"duplicate_user": 6}
+    assert out.stats.info["duplicate_users"] == 1
+
+
+@pytest.fixture(scope="module")
+def magazine_items(shared) -> list[dict]:
+    path = shared / "amazon2018" / "meta_Magazine_Subscriptions.json.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle]
+    chosen, seen = [], set()
+    for r in records:
+        title = r.get("title") or ""
+        description = " ".join(r.get("description") or [])
+        key = plain_normalize(f"{title} {r.get('brand') or ''} {description}")
+        if title and "<" not in title and len(description.split()) >= 25 and key not in seen and title not in {c["title"] for c in chosen}:
+            seen.add(key)
+            chosen.append({"item_id": r["asin"], "title": title, "brand": r.get("brand"), "description": description})
+        if len(chosen) == 10:
+            return chosen
+    raise AssertionError("not enough items")
+
+
+def _items(records: list[dict]) -> pl.DataFrame:
+    rows = [{"source": "amazon2018", "dataset": "amazon2018/Test", **r} for r in records]
+    return conform(pl.DataFrame(rows), "items")
+
+
+def test_duplicate_items_are_dropped_and_their_interactions_remapped(magazine_items) -> None:
+    original = magazine_items[0]
+    planted = {**original, "item_id": "PLANTED", "description": original["description"] + " Subscribe today"}
+    words = plain_normalize(f"{original['title']} {original['brand']} {original['description']}").split()
+    assert len(words) >= 30
+    items = _items(magazine_items + [planted])
+    rows = [{"user_id": f"u{k}", "item_id": original["item_id"], "day": k, "review_text": None} for k in range(3)]
+    rows += [{"user_id": f"v{k}", "item_id": "PLANTED", "day": k, "review_text": None} for k in range(2)]
+    out = run(_frame(rows), items)
+    assert nonzero(out.stats.dropped) == {"duplicate_item": 1}
+    assert nonzero(out.stats.changed) == {"item_id_remapped": 2}
+    assert out.tables["items"].height == 10
+    assert "PLANTED" not in out.tables["items"]["item_id"].to_list()
+    assert set(out.tables["interactions"]["item_id"].to_list()) == {original["item_id"]}
+    marked = run(_frame(rows), items, items="mark")
+    clusters = marked.tables["items"].filter(pl.col("cluster_size") > 1)
+    assert sorted(clusters["item_id"].to_list()) == sorted([original["item_id"], "PLANTED"])
+    assert nonzero(marked.stats.dropped) == {}
+
+
+def test_output_is_the_same_for_shuffled_input(beauty) -> None:
+    frame, _ = beauty
+    first = run(frame).tables["interactions"]
+    second = run(frame.sample(fraction=1.0, shuffle=True, seed=7)).tables["interactions"]
+    assert first.equals(second)
+
+
+def test_bad_input_is_counted_not_fatal() -> None:
+    rows = [
+        {"user_id": "A", "item_id": "i1", "day": 1, "review_text": "word " * 250_000},
+        {"user_id": "B", "item_id": "i2", "day": 2, "review_text": ""},
+        {"user_id": "C", "item_id": "i3", "day": 3, "review_text": "\ufffd\ufffd"},
+        {"user_id": "D", "item_id": "i4", "day": 4, "review_text": None},
+        {"user_id": "E", "item_id": "i5", "day": 5, "review_text": "\U0001f44d\U0001f44d\U0001f44d"},
+    ]
+    out = run(_frame(rows))
+    assert out.tables["interactions"].height == 5
+    assert out.stats.info["empty_texts"] == 4
