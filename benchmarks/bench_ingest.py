@@ -152,9 +152,11 @@ def report(tp: dict, literals: dict[str, dict], mem1: dict, mem10: dict, host: s
         "",
         "## Amazon 2018 review ingest against bare polars",
         "",
-        "`recgpt_data.ingest.ingest('amazon2018', ...)` (read, map to the canonical schema, reject checks, "
-        "zstd parquet out) against `polars.scan_ndjson(path).select(needed columns).collect()` on the same "
-        f"file in the same run: `All_Beauty_5.json` scaled with `scale_reviews.py` to {tp['mb']:.0f} MB.",
+        (
+            "`recgpt_data.ingest.ingest('amazon2018', ...)` (read, map to the canonical schema, reject checks, "
+            "zstd parquet out) against `polars.scan_ndjson(path).select(needed columns).collect()` on the same "
+            f"file in the same run: `All_Beauty_5.json` scaled with `scale_reviews.py` to {tp['mb']:.0f} MB."
+        ),
         "",
         "| reader | seconds | MB/s |",
         "|---|---:|---:|",
@@ -165,9 +167,11 @@ def report(tp: dict, literals: dict[str, dict], mem1: dict, mem10: dict, host: s
         "",
         "## Python-literal lines against an `ast.literal_eval` loop",
         "",
-        "The Python-literal reader (gunzip, transcode to JSON, polars parse to a typed frame) against a "
-        "plain loop of `ast.literal_eval` over the already decompressed lines (which builds no frame), on "
-        "the real files. Both agree record for record (tests/test_sources_json.py).",
+        (
+            "The Python-literal reader (gunzip, transcode to JSON, polars parse to a typed frame) against a "
+            "plain loop of `ast.literal_eval` over the already decompressed lines (which builds no frame), on "
+            "the real files. Both agree record for record (tests/test_sources_json.py)."
+        ),
         "",
         "| file | records | reader records/s | ast.literal_eval records/s | speed-up |",
         "|---|---:|---:|---:|---:|",
@@ -181,8 +185,10 @@ def report(tp: dict, literals: dict[str, dict], mem1: dict, mem10: dict, host: s
         "",
         "## Peak memory at 1x and 10x input",
         "",
-        "Peak resident memory (`VmHWM`) of a fresh process running one ingest, minus its resident "
-        "memory after imports (`VmRSS`).",
+        (
+            "Peak resident memory (`VmHWM`) of a fresh process running one ingest, minus its resident "
+            "memory after imports (`VmRSS`)."
+        ),
         "",
         "| input | MB | peak above baseline (MiB) |",
         "|---|---:|---:|",

@@ -77,8 +77,10 @@ def main() -> None:
         rows = pl.scan_parquet(path).select(pl.len()).collect().item()
         print(f"table: {rows:,} interactions, {args.buckets} buckets")
         slow, naive_s = timed("naive: each bucket scans and filters the table", lambda: naive(path, args.buckets))
-        fast, cut_s = timed("runner: cut once, each bucket reads its part", lambda: cut_once(path, args.buckets, work / "b"))
-        assert all(a.equals(b) for a, b in zip(slow, fast)), "the two ways disagree"
+        fast, cut_s = timed(
+            "runner: cut once, each bucket reads its part", lambda: cut_once(path, args.buckets, work / "b")
+        )
+        assert all(a.equals(b) for a, b in zip(slow, fast, strict=True)), "the two ways disagree"
         print(f"ratio naive / cut once: {naive_s / cut_s:.2f}x")
         rerun(work)
     finally:

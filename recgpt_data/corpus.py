@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 from pydantic import Field
 
-from recgpt_data.chunking import MAX_TOKENS, TokenCounter, chunk_histories
+from recgpt_data.chunking import DOCUMENT_SCHEMA, MAX_TOKENS, TokenCounter, chunk_histories
 from recgpt_data.hashing import fnv1a64, unit_interval
 from recgpt_data.histories import history_lines, iter_bucket_events
 from recgpt_data.io.parquet import write_parquet, write_text
@@ -88,7 +88,8 @@ def build_documents(
         for name, n in chunked.cut.items():
             stats.change(f"cut_{name.lower()}", n)
         parts.append(chunked.documents)
-    documents = assign_validation(pl.concat(parts), validation_fraction, seed)
+    merged = pl.concat(parts) if parts else pl.DataFrame(schema=DOCUMENT_SCHEMA)
+    documents = assign_validation(merged, validation_fraction, seed)
     stats.info["documents"] = documents.height
     stats.info["chunked_users"] = documents.filter(pl.col("chunk_index") > 0)["user_id"].n_unique()
     return Built(documents, stats)

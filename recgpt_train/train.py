@@ -40,7 +40,12 @@ from recgpt_train.data import (
     tokenize_pairs,
 )
 from recgpt_train.lion import DecoupledLionW
-from recgpt_train.model import build_model, count_params, enable_activation_checkpointing, mpt_config
+from recgpt_train.model import (
+    build_model,
+    count_params,
+    enable_activation_checkpointing,
+    mpt_config,
+)
 from recgpt_train.packing import IGNORE, PackedRows, pack_documents, pack_instructions
 from recgpt_train.schedule import build_scheduler
 

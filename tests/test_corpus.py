@@ -21,6 +21,8 @@ from recgpt_data.corpus import (
     write_pretrain_stage,
 )
 from recgpt_data.ingest import ingest
+from recgpt_data.pipeline.runner import run_spec
+from recgpt_data.pipeline.spec import load_spec
 from recgpt_data.serialize import parse_history
 from recgpt_data.split import SplitParams, read_p5_held_out, split_stage
 from recgpt_data.stage import Context
@@ -204,3 +206,47 @@ def test_write_fails_when_a_held_out_pair_is_in_the_documents(inputs, tmp_path):
         write_pretrain_stage(
             {"documents": documents.lazy(), "held_out": inputs["held_out"].lazy()}, WritePretrainParams(), ctx
         )
+
+
+def corpus_spec(folder: Path, shared: Path, partitions: int) -> Path:
+    """A spec that builds the corpus from the real Amazon 2018 files with the P5 Beauty guard."""
+    spec = folder / f"corpus-{partitions}.toml"
+    spec.write_text(
+        f"""name = "corpus"
+seed = {SEED}
+partitions = {partitions}
+
+[[stages]]
+stage = "ingest"
+params.sources = [{{ format = "amazon2018", paths = ["{shared / "amazon2018"}"] }}]
+
+[[stages]]
+stage = "p5_held_out"
+params.benchmarks = [{{ benchmark = "p5_beauty", dataset = "amazon2014/Beauty", path = "{shared / "p5" / "beauty"}" }}]
+
+[[stages]]
+stage = "split"
+
+[[stages]]
+stage = "pretrain_documents"
+params.validation_fraction = 0.02
+
+[[stages]]
+stage = "write_pretrain"
+params.shard_rows = 500
+""",
+        encoding="utf-8",
+    )
+    return spec
+
+
+def test_one_command_builds_the_same_bytes_whatever_the_user_buckets(corpus, shared, tmp_path):
+    out, _ = corpus
+    folders = {}
+    for partitions in (1, 3):
+        folders[partitions] = tmp_path / f"out-{partitions}"
+        run_spec(load_spec(corpus_spec(tmp_path, shared, partitions)), folders[partitions])
+    built = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and ".scratch" not in p.parts)
+    for relative in built:
+        assert (folders[1] / relative).read_bytes() == (folders[3] / relative).read_bytes(), relative
+        assert (folders[1] / relative).read_bytes() == (out / relative).read_bytes(), relative

@@ -64,7 +64,9 @@ def test_union_find_matches_a_plain_python_one() -> None:
         ra, rb = find(a), find(b)
         parent[max(ra, rb)] = min(ra, rb)
     expected = [find(x) for x in range(n)]
-    assert connected_components(n, u, v).tolist() == [min(c for c in range(n) if expected[c] == expected[x]) for x in range(n)]
+    assert connected_components(n, u, v).tolist() == [
+        min(c for c in range(n) if expected[c] == expected[x]) for x in range(n)
+    ]
 
 
 def test_union_find_closes_a_long_chain() -> None:

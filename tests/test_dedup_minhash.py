@@ -23,7 +23,10 @@ def magazine_texts(shared) -> list[str | None]:
 
 
 def test_shingles_follow_the_definition() -> None:
-    assert shingles("Hello,  World! It costs 3.50 dollars", 5) == [b"hello world it costs 0", b"world it costs 0 dollars"]
+    assert shingles("Hello,  World! It costs 3.50 dollars", 5) == [
+        b"hello world it costs 0",
+        b"world it costs 0 dollars",
+    ]
     assert shingles("Great product!", 5) == [b"great product"]
     assert shingles("\U0001f600\U0001f600 !!!", 5) == []
     assert shingles(None, 5) == []
@@ -45,8 +48,18 @@ def test_permutations_are_datasketchs() -> None:
 
 
 def test_vectorised_sha1_matches_datasketch_for_one_and_several_blocks() -> None:
-    messages = [b"", b"a", b"great product", "\u00fcn\u00efcode \u00e9\u00e8 x y".encode(), b"x" * 55, b"y" * 56, b"z" * 64,
-                b"w" * 119, b"v" * 120, bytes(range(256)) * 3]
+    messages = [
+        b"",
+        b"a",
+        b"great product",
+        "\u00fcn\u00efcode \u00e9\u00e8 x y".encode(),
+        b"x" * 55,
+        b"y" * 56,
+        b"z" * 64,
+        b"w" * 119,
+        b"v" * 120,
+        bytes(range(256)) * 3,
+    ]
     data = np.frombuffer(b"".join(messages), dtype=np.uint8)
     lengths = np.array([len(m) for m in messages])
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -91,8 +104,10 @@ def test_bad_hashes_are_exactly_where_the_fast_reduction_is_off() -> None:
     assert 5 in bad.tolist()
     for h in bad.tolist():
         exact = [((int(ak) * h + int(bk)) % (1 << 64)) % MERSENNE_PRIME & 0xFFFFFFFF for ak, bk in zip(a, b)]
-        fast = [(((int(ak) * h + int(bk)) % (1 << 64)) + (((int(ak) * h + int(bk)) % (1 << 64)) >> 61)) & 0xFFFFFFFF
-                for ak, bk in zip(a, b)]
+        fast = [
+            (((int(ak) * h + int(bk)) % (1 << 64)) + (((int(ak) * h + int(bk)) % (1 << 64)) >> 61)) & 0xFFFFFFFF
+            for ak, bk in zip(a, b)
+        ]
         assert exact != fast
     assert len(_bad_hashes(*permutations(128, 1))) == 0
 

@@ -7,7 +7,6 @@ import gzip
 import json
 import re
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -124,9 +123,16 @@ def test_duplicate_texts_are_blanked_and_the_interactions_kept(beauty, beauty_cl
 def _frame(rows: list[dict]) -> pl.DataFrame:
     base = datetime(2016, 1, 1, tzinfo=timezone.utc)
     full = [
-        {"source": "amazon2018", "dataset": "amazon2018/Test", "src_file": "f.json", "src_line": k + 1,
-         "timestamp": base + timedelta(days=r["day"]), "rating": 5.0, "rating_max": 5.0,
-         **{key: value for key, value in r.items() if key != "day"}}
+        {
+            "source": "amazon2018",
+            "dataset": "amazon2018/Test",
+            "src_file": "f.json",
+            "src_line": k + 1,
+            "timestamp": base + timedelta(days=r["day"]),
+            "rating": 5.0,
+            "rating_max": 5.0,
+            **{key: value for key, value in r.items() if key != "day"},
+        }
         for k, r in enumerate(rows)
     ]
     return conform(pl.DataFrame(full), "interactions")
@@ -146,15 +152,19 @@ def _near_copy(text: str) -> str:
     return " ".join(words)
 
 
-@pytest.mark.parametrize(
-    ("keep", "kept_user"), [("earliest", "A"), ("most_helpful", "B"), ("longest", "C")]
-)
+@pytest.mark.parametrize(("keep", "kept_user"), [("earliest", "A"), ("most_helpful", "B"), ("longest", "C")])
 def test_keep_rule_chooses_which_copy_keeps_its_text(long_reviews, keep: str, kept_user: str) -> None:
     text = long_reviews[0]
     rows = [
         {"user_id": "A", "item_id": "i1", "day": 1, "review_text": text, "helpful_votes": 1},
         {"user_id": "B", "item_id": "i2", "day": 2, "review_text": _near_copy(text), "helpful_votes": 9},
-        {"user_id": "C", "item_id": "i3", "day": 3, "review_text": text + " Really, truly great.", "helpful_votes": None},
+        {
+            "user_id": "C",
+            "item_id": "i3",
+            "day": 3,
+            "review_text": text + " Really, truly great.",
+            "helpful_votes": None,
+        },
         {"user_id": "D", "item_id": "i4", "day": 4, "review_text": long_reviews[1], "helpful_votes": 0},
     ]
     out = run(_frame(rows), keep=keep, users=False, items="off")
@@ -225,7 +235,13 @@ def magazine_items(shared) -> list[dict]:
         title = r.get("title") or ""
         description = " ".join(r.get("description") or [])
         key = plain_normalize(f"{title} {r.get('brand') or ''} {description}")
-        if title and "<" not in title and len(description.split()) >= 25 and key not in seen and title not in {c["title"] for c in chosen}:
+        if (
+            title
+            and "<" not in title
+            and len(description.split()) >= 25
+            and key not in seen
+            and title not in {c["title"] for c in chosen}
+        ):
             seen.add(key)
             chosen.append({"item_id": r["asin"], "title": title, "brand": r.get("brand"), "description": description})
         if len(chosen) == 10:

@@ -236,3 +236,13 @@ def test_plan_caps_requests_at_what_the_data_holds():
         (RATING, 40, 30, 30),
         (NEXT_ITEM, None, 300, 300),
     ]
+
+
+def test_plan_instruct_command_reports_the_papers_scale():
+    from typer.testing import CliRunner
+
+    from recgpt_data.cli import app
+
+    result = CliRunner().invoke(app, ["plan-instruct"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "total: 120,000 pairs" in result.output

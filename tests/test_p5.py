@@ -12,7 +12,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recgpt_data.benchmarks.build import P5BenchmarkParams, p5_benchmark_stage
+from recgpt_data.benchmarks.build import (
+    LoadP5Params,
+    P5BenchmarkParams,
+    load_p5_stage,
+    p5_benchmark_stage,
+)
 from recgpt_data.benchmarks.p5 import (
     LEAK_DROPPED,
     build_benchmark,
@@ -23,6 +28,7 @@ from recgpt_data.benchmarks.p5 import (
 )
 from recgpt_data.errors import UsageError
 from recgpt_data.ingest import ingest
+from recgpt_data.schema import empty
 from recgpt_data.split import drop_held_out
 from recgpt_data.stage import Context, StageStats
 
@@ -232,3 +238,23 @@ def test_benchmark_stage_writes_p5_files_and_prompts(shared, canonical, tmp_path
         if path.is_file():
             twin = tmp_path / "b" / path.relative_to(tmp_path / "a")
             assert twin.read_bytes() == path.read_bytes(), path.name
+
+
+def test_load_p5_stage_writes_the_split_and_holds_out_each_users_last_two_items(shared, tmp_path):
+    beauty = {"name": "beauty", "dataset": "amazon2014/Beauty", "path": str(shared / "p5" / "beauty")}
+    params = LoadP5Params(benchmarks=[beauty])
+    output = load_p5_stage({"items": empty("items")}, params, Context(out_dir=tmp_path))
+    held = output.tables["held_out"]
+    assert held.height == 2 * 22363
+    last_two = {}
+    for line in (shared / "openp5" / "Beauty" / "user_sequence.txt").read_text().splitlines():
+        user, *items = line.split()
+        last_two[user] = (items[-2], items[-1])
+    validation = held.filter(pl.col("split") == "validation")
+    test = held.filter(pl.col("split") == "test")
+    expected_validation = {user: pair[0] for user, pair in last_two.items()}
+    assert dict(zip(validation["user_id"], validation["item_id"], strict=True)) == expected_validation
+    assert dict(zip(test["user_id"], test["item_id"], strict=True)) == {u: pair[1] for u, pair in last_two.items()}
+    written = (tmp_path / "eval" / "beauty" / "sequential_data.txt").read_text()
+    assert written == (shared / "p5" / "beauty" / "sequential_data.txt").read_text().replace("\r\n", "\n")
+    assert output.stats.info["warnings"] == ["beauty: no items of amazon2014/Beauty; no prompts"]

@@ -97,6 +97,8 @@ def test_card_body_has_provenance_table_rates_and_loading(built: Path, shared: P
     assert f"| amazon2018 | amazon2018/Magazine_Subscriptions | {len(per_user)} | {items} | {len(reviews):,} | " in card
     assert f"| t_histories | 5,760 | 200 | dropped: short_history | {short} | {short / 5760:.2%} |" in card
     assert 'load_dataset("acme/magazines", "pretrain")' in card
+    licence = (built / "LICENSE").read_text()
+    assert "amazon2018 / amazon2018/Magazine_Subscriptions\n  licence: other\n  redistribution allowed: yes" in licence
 
 
 def test_report_table_and_plots(built: Path, shared: Path) -> None:
@@ -141,7 +143,7 @@ def test_round_trip_through_the_real_clients(built: Path, tmp_path: Path) -> Non
         env = client_env(hub.endpoint, tmp_path / "home")
         first = publish(built, env)
         assert first.returncode == 0, first.stderr
-        assert "published 8 files (0 already there)" in first.stderr
+        assert "published 9 files (0 already there)" in first.stderr
         assert hub.state.authorizations and set(hub.state.authorizations) == {f"Bearer {TOKEN}"}
         stored = hub.state.repos["acme/magazines"]
         assert (
@@ -177,7 +179,7 @@ def test_publish_resumes_and_retries(built: Path, tmp_path: Path) -> None:
         assert publish(folder, env).returncode == 0
         commits = hub.state.commits
         again = publish(folder, env)
-        assert again.returncode == 0 and "published 0 files (8 already there)" in again.stderr
+        assert again.returncode == 0 and "published 0 files (9 already there)" in again.stderr
         assert hub.state.commits == commits
         (folder / "report/index.md").write_text((folder / "report/index.md").read_text() + "\nA note.\n")
         hub.state.fail_next = {"create_repo": 2, "commit": 1}
@@ -186,7 +188,7 @@ def test_publish_resumes_and_retries(built: Path, tmp_path: Path) -> None:
         assert "create repo failed (HfHubHTTPError); retry 1/4 in 1 s" in changed.stderr
         assert "create repo failed (HfHubHTTPError); retry 2/4 in 2 s" in changed.stderr
         assert hub.state.fail_next == {"create_repo": 0, "commit": 0}
-        assert "published 1 files (7 already there)" in changed.stderr
+        assert "published 1 files (8 already there)" in changed.stderr
         assert hub.state.repos["acme/magazines"].files["report/index.md"].endswith(b"A note.\n")
 
 
@@ -234,3 +236,17 @@ def test_publish_refuses_restricted_sources(shared: Path, tmp_path: Path) -> Non
         allowed = publish(tmp_path / "out", env, "--allow-restricted")
         assert allowed.returncode == 0, allowed.stderr
         assert "acme/magazines" in hub.state.repos
+
+
+def test_empty_splits_stay_out_of_the_configs(built: Path, tmp_path: Path) -> None:
+    from recgpt_data.publish.card import data_configs, split_rows
+
+    folder = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(built), str(folder)], check=True)
+    train = pl.read_parquet(folder / "data/pretrain/train-00000-of-00001.parquet")
+    train.clear().write_parquet(folder / "data/pretrain/test-00000-of-00001.parquet")
+    (folder / "data/empty").mkdir()
+    train.clear().write_parquet(folder / "data/empty/train-00000-of-00001.parquet")
+    assert split_rows(folder)["pretrain"] == {"test": 0, **split_rows(built)["pretrain"]}
+    assert split_rows(folder)["empty"] == {"train": 0}
+    assert data_configs(folder) == data_configs(built)

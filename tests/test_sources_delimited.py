@@ -212,6 +212,18 @@ def test_goodreads_books_resolve_authors_and_genres_from_side_files(fixtures, tm
     assert skipped == {"goodreads_book_authors.json", "goodreads_book_genres_initial.json"}
 
 
+def test_goodreads_unreadable_side_file_lines_are_reported(fixtures, tmp_path):
+    """Fixture: the UCSD books and authors files, with one broken authors line appended."""
+    folder = tmp_path / "goodreads"
+    folder.mkdir()
+    shutil.copy(fixtures / "goodreads/goodreads_books_poetry.json", folder)
+    authors = (fixtures / "goodreads/goodreads_book_authors.json").read_text()
+    (folder / "goodreads_book_authors.json").write_text(authors + '{"author_id": "1007", "name": \n')
+    summary, _, items = run("goodreads", [folder], tmp_path / "out")
+    assert summary.warnings == ["goodreads_book_authors.json: 1 unreadable line(s) left out of the join"]
+    assert items["author"][0] == "Ada Verse" and items["categories"].null_count() == items.height
+
+
 # BookCrossing
 
 

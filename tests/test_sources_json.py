@@ -10,7 +10,7 @@ import json
 import re
 import zlib
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -91,7 +91,7 @@ def test_amazon2014_review_fields_map_onto_the_schema(shared, amazon2014):
     assert row["item_id"] == first["asin"]
     assert row["review_title"] == first["summary"]
     assert row["review_text"] == first["reviewText"]
-    assert row["timestamp"] == datetime.fromtimestamp(first["unixReviewTime"], timezone.utc)
+    assert row["timestamp"] == datetime.fromtimestamp(first["unixReviewTime"], UTC)
     assert row["rating_max"] == 5.0 and row["source"] == "amazon2014"
 
 
@@ -195,7 +195,7 @@ def test_amazon2023_fixture_reviews_and_meta(fixtures, tmp_path):
     assert games.get_column("item_id").to_list() == [r["parent_asin"] for r in reviews]
     assert [json.loads(e)["asin"] for e in games.get_column("extras")] == [r["asin"] for r in reviews]
     assert games.get_column("timestamp").to_list() == [
-        datetime.fromtimestamp(r["timestamp"] / 1000, timezone.utc) for r in reviews
+        datetime.fromtimestamp(r["timestamp"] / 1000, UTC) for r in reviews
     ]
     assert games.get_column("helpful_votes").to_list() == [r["helpful_vote"] for r in reviews]
     assert Counter(games.get_column("user_id")) == Counter(r["user_id"] for r in reviews)
@@ -221,7 +221,7 @@ def test_yelp_businesses_and_reviews(shared, tmp_path):
         b["categories"].split(", ") if b["categories"] is not None else None for b in businesses
     ]
     assert interactions.get_column("timestamp").to_list() == [
-        datetime.strptime(r["date"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc) for r in reviews
+        datetime.strptime(r["date"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC) for r in reviews
     ]
     assert interactions.get_column("helpful_votes").to_list() == [r["useful"] for r in reviews]
     assert interactions.get_column("rating").to_list() == [r["stars"] for r in reviews]
@@ -305,7 +305,7 @@ def test_hotelrec_fixture_reviews(fixtures, tmp_path):
     assert interactions.get_column("user_id").to_list() == [r["author"] for r in reviews]
     assert interactions.get_column("item_id").to_list() == [r["hotel_url"] for r in reviews]
     assert interactions.get_column("timestamp").to_list() == [
-        datetime.fromisoformat(r["date"]).replace(tzinfo=timezone.utc) for r in reviews
+        datetime.fromisoformat(r["date"]).replace(tzinfo=UTC) for r in reviews
     ]
     assert [json.loads(e)["property_dict"] if e else None for e in interactions.get_column("extras")] == [
         r.get("property_dict") for r in reviews
@@ -337,7 +337,7 @@ def test_wikirec_fixture(fixtures, tmp_path):
     articles = [json.loads(line) for line in all_lines(fixtures / "wikirec" / "wikirec_articles.jsonl")]
     assert interactions.select("user_id", "item_id").rows() == [(e["user"], str(e["page_id"])) for e in edits]
     assert interactions.get_column("timestamp").to_list() == [
-        datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")) for e in edits
+        datetime.fromisoformat(e["timestamp"]) for e in edits
     ]
     assert interactions.get_column("rating").null_count() == len(edits)
     assert items.select("item_id", "title", "description").rows() == [

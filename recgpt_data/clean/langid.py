@@ -35,6 +35,7 @@ import polars as pl
 from langdetect.utils.ngram import NGram
 from pydantic import Field
 
+from recgpt_data.errors import UsageError
 from recgpt_data.stage import (
     PARTITION_USER,
     Context,
@@ -57,14 +58,16 @@ BASE_FREQ = 10000
 N_TRIAL = 7
 MAX_TEXT_LENGTH = 10000
 SCALAR_TAIL = 12  # fewer texts in flight than this finish one at a time in plain Python
+WORD_CACHE = (
+    500_000  # distinct words whose n-grams are kept; the cache restarts past this
+)
 
 URL_RE = re.compile(r"https?://[-_.?&~;+=/#0-9A-Za-z]{1,2076}")
 MAIL_RE = re.compile(r"[-_.0-9A-Za-z]{1,64}@[-_0-9A-Za-z]{1,255}[-_.0-9A-Za-z]{1,255}")
 SPACE_RUN = re.compile(" {2,}")
 NON_LATIN = re.compile("[^\u0000-\u02ff]")
-ASCII_LETTERS_ETC = {
-    cp: None for cp in range(ord("A"), ord("z") + 1)
-}  # langdetect's 'A' <= ch <= 'z'
+# langdetect's "Latin" test is 'A' <= ch <= 'z', which takes in [\]^_` too
+ASCII_LETTERS_ETC = {cp: None for cp in range(ord("A"), ord("z") + 1)}
 
 TWOPI = 2.0 * math.pi
 RES53 = 1.0 / 9007199254740992.0
@@ -207,9 +210,8 @@ class BatchDetector:
                 if not (upper[i] and upper[i - 1])
             ]
         out = [ids[g] for grams in positions for g in grams if g in ids]
-        trailing = sum(
-            1 for g in positions[-1] if g in ids
-        )  # the final space is never skipped
+        # the last position is the space after the word, which is never skipped
+        trailing = sum(1 for g in positions[-1] if g in ids)
         return np.asarray(out, dtype=np.int32).tobytes(), trailing
 
     def detect(self, texts: Iterable[str | None]) -> list[Detection]:
@@ -224,7 +226,7 @@ class BatchDetector:
                 if features:
                     index.append(i)
                     grams.append(features)
-        if len(self._words) > 2_000_000:
+        if len(self._words) > WORD_CACHE:
             self._words = {"": (b"", 0)}
         if not index:
             return results
@@ -469,6 +471,8 @@ def langid_stage(
     """Add ``lang`` (null where not judged); blank (or drop) text in a language not allowed."""
     frame = tables["interactions"]
     frame = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+    if params.column not in frame.columns:
+        raise UsageError(f"langid: interactions have no column {params.column!r}")
     stats = StageStats(rows_in={"interactions": frame.height})
     frame, counts = identify(
         frame, params.column, min_letters=params.min_letters, seed=params.seed

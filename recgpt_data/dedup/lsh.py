@@ -124,7 +124,7 @@ class NearDuplicateConfig:
     false_positive_weight: float = 0.5
     false_negative_weight: float = 0.5
     verify: bool = True
-    batch_size: int = 65536
+    batch_size: int = 16384
 
 
 def cluster_texts(norm: pl.Series, config: NearDuplicateConfig) -> Clusters:
@@ -134,14 +134,15 @@ def cluster_texts(norm: pl.Series, config: NearDuplicateConfig) -> Clusters:
     ``verify``, a candidate edge is kept only where the two signatures agree on at least
     ``threshold`` of their values (the MinHash estimate of their Jaccard similarity).
     """
-    n = len(norm)
     frame = pl.DataFrame({"norm": norm.fill_null("")}).with_row_index("row")
     unique = frame.group_by("norm", maintain_order=True).agg(pl.col("row").first().alias("first"))
     unique = unique.with_row_index("u")
     u_of_row = frame.join(unique.select("norm", "u"), on="norm", how="left", maintain_order="left")["u"].to_numpy()
     first_row = unique["first"].to_numpy().astype(np.int64)
     words = word_counts(unique["norm"]).to_numpy()
-    banding = optimal_banding(config.threshold, config.num_perm, config.false_positive_weight, config.false_negative_weight)
+    banding = optimal_banding(
+        config.threshold, config.num_perm, config.false_positive_weight, config.false_negative_weight
+    )
     long_ = np.flatnonzero(words >= config.ngram)
     hasher = MinHasher(config.num_perm, config.seed, config.ngram)
     long_texts = unique["norm"].gather(long_)

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import polars as pl
+from datasketch import LeanMinHash
 
 from recgpt_data.dedup.normalize import normalize, shingle_spans
 
@@ -220,8 +221,6 @@ class MinHasher:
             yield self.signatures(batch)
 
 
-def to_lean_minhash(hashvalues: np.ndarray, seed: int = 1):  # -> datasketch.LeanMinHash
+def to_lean_minhash(hashvalues: np.ndarray, seed: int = 1) -> LeanMinHash:
     """A ``datasketch.LeanMinHash`` holding one signature row, ready for ``MinHashLSH``."""
-    from datasketch import LeanMinHash
-
     return LeanMinHash(seed=seed, hashvalues=np.asarray(hashvalues, dtype=np.uint64), scheme=SCHEME)

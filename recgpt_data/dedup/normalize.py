@@ -20,19 +20,13 @@ import polars as pl
 import pyarrow as pa
 
 NUMBER = r"\p{Nd}+(?:[.,]\p{Nd}+)?"
-PUNCTUATION = r"[^\w\s]|_"
+SEPARATORS = r"(?:[^\w]|_)+"  # punctuation, symbols, underscores and whitespace: runs become one space
 
 
 def normalize_expr(column: str | pl.Expr) -> pl.Expr:
     """The normalised form of a text column (null stays null)."""
     expr = pl.col(column) if isinstance(column, str) else column
-    return (
-        expr.str.to_lowercase()
-        .str.replace_all(NUMBER, "0")
-        .str.replace_all(PUNCTUATION, " ")
-        .str.replace_all(r"\s+", " ")
-        .str.strip_chars(" ")
-    )
+    return expr.str.to_lowercase().str.replace_all(NUMBER, "0").str.replace_all(SEPARATORS, " ").str.strip_chars(" ")
 
 
 def normalize(texts: pl.Series) -> pl.Series:
@@ -91,28 +85,34 @@ def shingle_spans(norm: pl.Series, ngram: int = 5) -> ShingleSpans:
     data, offsets = _buffers(norm)
     n = len(offsets) - 1
     doc_start, doc_end = offsets[:-1], offsets[1:]
-    nonempty = doc_end > doc_start
     base = offsets[0]
     region = data[base : offsets[-1]]
-    is_start = np.zeros(len(region), dtype=bool)
+    is_start = np.empty(len(region), dtype=bool)
+    if len(region):
+        is_start[0] = False
+        np.equal(region[:-1], 32, out=is_start[1:])
+    nonempty = doc_end > doc_start
     is_start[doc_start[nonempty] - base] = True
-    spaces = np.flatnonzero(region == 32)
-    is_start[spaces + 1] = True
     word_start = np.flatnonzero(is_start) + base
-    word_doc = np.searchsorted(doc_start, word_start, side="right") - 1
-    counts = np.bincount(word_doc, minlength=n)
+    counts = np.searchsorted(word_start, doc_end) - np.searchsorted(word_start, doc_start)
+    word_doc = np.repeat(np.arange(n), counts)
     word_end = np.empty_like(word_start)
     word_end[:-1] = word_start[1:] - 1
-    last_word = np.cumsum(counts)[nonempty] - 1
-    word_end[last_word] = doc_end[nonempty]
+    word_end[np.cumsum(counts)[nonempty] - 1] = doc_end[nonempty]
+    per_doc = np.where(counts >= ngram, counts - ngram + 1, np.minimum(counts, 1))
+    doc_offset = np.cumsum(per_doc) - per_doc
+    total = int(per_doc.sum())
+    starts = np.empty(total, dtype=np.int64)
+    ends = np.empty(total, dtype=np.int64)
+    docs = np.repeat(np.arange(n, dtype=np.int64), per_doc)
     if len(word_start) >= ngram:
         first = np.arange(len(word_start) - ngram + 1)
         first = first[word_doc[first] == word_doc[first + ngram - 1]]
-    else:
-        first = np.zeros(0, dtype=np.int64)
-    short = np.flatnonzero(nonempty & (counts < ngram))
-    starts = np.concatenate([word_start[first], doc_start[short]])
-    ends = np.concatenate([word_end[first + ngram - 1], doc_end[short]])
-    docs = np.concatenate([word_doc[first], short])
-    order = np.argsort(starts, kind="stable")
-    return ShingleSpans(data, starts[order], (ends - starts)[order], docs[order].astype(np.int64))
+        d = word_doc[first]
+        slot = doc_offset[d] + first - (np.cumsum(counts) - counts)[d]
+        starts[slot] = word_start[first]
+        ends[slot] = word_end[first + ngram - 1]
+    short = np.flatnonzero((counts > 0) & (counts < ngram))
+    starts[doc_offset[short]] = doc_start[short]
+    ends[doc_offset[short]] = doc_end[short]
+    return ShingleSpans(data, starts, ends - starts, docs)

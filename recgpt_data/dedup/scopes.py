@@ -22,6 +22,7 @@ then CHRONOLOGICAL) or ``longest`` (review length, then CHRONOLOGICAL).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Literal
 
@@ -56,7 +57,7 @@ class DedupParams(Params):
     user_min_interactions: int = Field(5, ge=1, description="shorter histories are never called duplicates")
     items: Literal["remap", "mark", "off"] = "remap"
     item_threshold: float = Field(0.8, gt=0.0, lt=1.0)
-    batch_size: int = Field(65536, ge=1, description="texts per signature batch")
+    batch_size: int = Field(16384, ge=1, description="texts per signature batch")
 
     def config(self, threshold: float, ngram: int) -> NearDuplicateConfig:
         """The clustering configuration for one scope."""
@@ -99,7 +100,11 @@ def _token(dataset: pl.Expr, kind: str, value: pl.Expr) -> pl.Expr:
 
 def _duplicate_users(frame: pl.DataFrame, params: DedupParams, stats: StageStats) -> pl.DataFrame:
     """Scope (c): drop every user whose history near-duplicates a better-ranked user's."""
-    item = _token(pl.col("dataset"), "i", pl.concat_str([pl.col("item_id"), pl.col("rating").cast(pl.String).fill_null("")], separator="\x1f"))
+    item = _token(
+        pl.col("dataset"),
+        "i",
+        pl.concat_str([pl.col("item_id"), pl.col("rating").cast(pl.String).fill_null("")], separator="\x1f"),
+    )
     text = _token(pl.col("dataset"), "c", pl.col("cluster_id"))
     keys = ["dataset", "user_id"]
     histories = (
@@ -145,7 +150,7 @@ def _duplicate_items(
     )
     items = items.with_row_index("_irow").with_columns(normalize_expr(text).alias("_inorm"))
     labels = np.full(items.height, -1, dtype=np.int64)
-    for (dataset,), part in items.group_by("dataset", maintain_order=True):
+    for _, part in items.group_by("dataset", maintain_order=True):
         rows = part["_irow"].to_numpy()
         local = cluster_texts(part["_inorm"], params.config(params.item_threshold, params.ngram)).label
         labels[rows] = np.where(local >= 0, rows[np.maximum(local, 0)], -1)
@@ -211,7 +216,7 @@ def dedup(tables: Mapping[str, Frame], params: DedupParams, ctx: Context) -> Sta
         exact_duplicate_texts=exact_copies,
         texts_in_duplicate_clusters=int(frame["cluster_size"].fill_null(1).gt(1).sum()),
     )
-    print(clusters.banding.describe())
+    print(clusters.banding.describe(), file=sys.stderr)
     if params.variants:
         keys = ["dataset", "user_id", "cluster_id", "timestamp"]
         variant = pl.col("cluster_id").is_not_null() & pl.col("timestamp").is_not_null() & _loser(keys)

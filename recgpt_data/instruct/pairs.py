@@ -155,6 +155,7 @@ class PairMaker:
             yield from self.task_pairs(history, RATING, history.full)
 
     def task_pairs(self, history: UserHistory, task: str, all_lines: list[str]) -> Iterator[dict]:
+        """The windows of one task over ``all_lines`` (events without the task's fields skipped)."""
         usable = [i for i, line in enumerate(all_lines) if line]
         if len(usable) < len(all_lines):
             self.stats.change(f"{task}:events_without_fields_skipped", len(all_lines) - len(usable))
@@ -197,6 +198,7 @@ class PairMaker:
             target -= max(kept - 1, 1)
 
     def builder(self, history: UserHistory, task: str, target: int) -> PairBuilder | None:
+        """The pair builder for the event at ``target``; ``None`` for a rating target without a rating."""
         if task == NEXT_ITEM:
             return PairBuilder(NEXT_ITEM, history.noun, history.short[target])
         rating = history.ratings[target]

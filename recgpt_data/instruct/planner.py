@@ -52,9 +52,9 @@ def plan(
     sources: list[str] | None = None,
     available: dict[tuple[str, str], int] | None = None,
 ) -> list[PlanRow]:
-    """The yield of every source (default: those ``params.counts`` names) and task."""
+    """The yield of every source (default: those ``params.counts`` names, else every format) and task."""
     rows = []
-    for source in sources or sorted(params.counts):
+    for source in sources or sorted(params.counts) or sorted(FORMATS):
         for task in TASKS:
             requested = params.count_for(source, task)
             have = None if available is None else available.get((source, task), 0)

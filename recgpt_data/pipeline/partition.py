@@ -59,11 +59,9 @@ def part_name(table: str, index: int) -> str:
 def run_partition(task: PartitionTask) -> PartitionResult:
     """Run one bucket of a stage and write its tables; the function every engine calls."""
     started = time.perf_counter()
-    tables = {name: pl.read_parquet(list(files)) for name, files in task.inputs.items()}
-    output = task.definition.fn({n: f.lazy() for n, f in tables.items()}, task.params, task.context)
+    tables = {name: pl.scan_parquet(list(files)) for name, files in task.inputs.items()}
+    output = task.definition.fn(tables, task.params, task.context)
     stats = output.stats
-    for name, frame in tables.items():
-        stats.rows_in.setdefault(name, frame.height)
     result = PartitionResult(index=task.index, worker=f"{socket.gethostname()}:{os.getpid()}")
     for name, frame in output.tables.items():
         data = frame.collect() if isinstance(frame, pl.LazyFrame) else frame

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import polars as pl
+import pyarrow.parquet as pq
 
 from recgpt_data.errors import UsageError
 from recgpt_data.io.parquet import write_text
@@ -51,29 +51,32 @@ def split_of(path: Path) -> str:
     return path.name.split("-", 1)[0].split(".", 1)[0]
 
 
-def data_configs(folder: Path) -> dict[str, dict[str, str]]:
-    """``data/<config>/<split>-*.parquet`` files as {config: {split: glob}}; ``pretrain`` first (the default)."""
-    configs: dict[str, dict[str, str]] = {}
+def split_rows(folder: Path) -> dict[str, dict[str, int]]:
+    """Rows per split of each ``data/<config>/<split>-*.parquet`` config, from the parquet footers;
+    ``pretrain`` first (the default config)."""
+    found: dict[str, dict[str, int]] = {}
     data = folder / "data"
     if not data.is_dir():
-        return configs
+        return found
     order = {"pretrain": 0, "instruct": 1}
     for config in sorted((p for p in data.iterdir() if p.is_dir()), key=lambda p: (order.get(p.name, 2), p.name)):
-        splits = sorted({split_of(f) for f in config.glob("*.parquet")})
+        rows: dict[str, int] = {}
+        for path in sorted(config.glob("*.parquet")):
+            rows[split_of(path)] = rows.get(split_of(path), 0) + pq.read_metadata(path).num_rows
+        if rows:
+            found[config.name] = dict(sorted(rows.items()))
+    return found
+
+
+def data_configs(folder: Path) -> dict[str, dict[str, str]]:
+    """The card's configs as {config: {split: glob}}: only splits that hold rows (``datasets``
+    cannot load an empty parquet split), and only configs left with a split."""
+    configs: dict[str, dict[str, str]] = {}
+    for config, rows in split_rows(folder).items():
+        splits = {s: f"data/{config}/{s}-*.parquet" for s, n in rows.items() if n}
         if splits:
-            configs[config.name] = {s: f"data/{config.name}/{s}-*.parquet" for s in splits}
+            configs[config] = splits
     return configs
-
-
-def config_rows(folder: Path, configs: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, int]]:
-    """Rows per config and split, from the parquet footers."""
-    rows: dict[str, dict[str, int]] = {}
-    for config, splits in configs.items():
-        rows[config] = {
-            split: int(pl.scan_parquet(sorted(folder.glob(pattern))).select(pl.len()).collect().item())
-            for split, pattern in splits.items()
-        }
-    return rows
 
 
 def size_category(rows: int) -> str:
@@ -125,7 +128,7 @@ def render_card(
 ) -> str:
     """The dataset card for the folder and the run that built it."""
     configs = data_configs(folder)
-    rows = config_rows(folder, configs)
+    rows = split_rows(folder)
     pairs = source_pairs(tables)
     terms = [terms_of(source, dataset) for source, dataset in pairs]
     size = size_category(max((sum(s.values()) for s in rows.values()), default=0))
@@ -165,6 +168,24 @@ def render_card(
     return "\n".join(parts)
 
 
+def render_licence(pairs: list[tuple[str, str]]) -> str:
+    """The LICENSE file the card's ``license_link`` points at: each source's licence and terms."""
+    lines = [
+        "This dataset is derived from the sources below; each keeps its owner's licence and terms, which",
+        "apply to the rows whose `source` and `dataset` columns name it.",
+        "",
+    ]
+    for terms in (terms_of(source, dataset) for source, dataset in pairs):
+        lines += [
+            f"{terms.source} / {terms.dataset}",
+            f"  licence: {terms.licence}",
+            f"  redistribution allowed: {'yes' if terms.redistributable else 'no'}",
+            f"  terms: {terms.terms or 'not declared'}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
 def source_pairs(tables: Mapping[str, Frame]) -> list[tuple[str, str]]:
     """Every (source, dataset) the run's tables hold, sorted."""
     seen: set[tuple[str, str]] = set()
@@ -176,11 +197,12 @@ def source_pairs(tables: Mapping[str, Frame]) -> list[tuple[str, str]]:
 
 @stage("card", params=CardParams, optional_reads=("interactions", "documents", "instruct"), summarises=True)
 def card_stage(tables: Mapping[str, Frame], params: CardParams, ctx: Context) -> StageOutput:
-    """Write the dataset card README.md for the folder built so far."""
+    """Write the dataset card README.md, and LICENSE with each source's terms, for the folder built so far."""
     folder = ctx.folder or ctx.out_dir
     if not data_configs(folder):
         raise UsageError(f"card: no data/<config>/*.parquet files in {folder}; put the card after the writers")
     write_text(render_card(folder, tables, ctx.stages, params), ctx.out_dir / "README.md")
+    write_text(render_licence(source_pairs(tables)), ctx.out_dir / "LICENSE")
     stats = StageStats()
     stats.info["configs"] = sorted(data_configs(folder))
     return StageOutput({}, stats)

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import polars as pl
 
-from recgpt_data.sources.amazon_common import AMAZON_TEMPLATES, BOOKS_TEMPLATE, amazon_dataset, extras_json
+from recgpt_data.sources.amazon_common import (
+    AMAZON_TEMPLATES,
+    BOOKS_TEMPLATE,
+    amazon_dataset,
+    extras_json,
+)
 from recgpt_data.sources.base import LINE, FileInfo, Role, Source
 from recgpt_data.sources.readers import ndjson
 

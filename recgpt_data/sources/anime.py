@@ -31,7 +31,7 @@ def anime(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
         pl.col("name").alias("title"),
         pl.col("genre").str.split(",").list.eval(pl.element().str.strip_chars()).alias("categories"),
         extras_json(
-            type=pl.col("type"), episodes=pl.col("episodes"), rating=pl.col("rating"), members=pl.col("members")
+            type=pl.col("type"), episodes=pl.col("episodes"), average_rating=pl.col("rating"), members=pl.col("members")
         ).alias("extras"),
         LINE,
     )

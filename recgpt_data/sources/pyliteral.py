@@ -23,8 +23,14 @@ from pathlib import Path
 import polars as pl
 
 from recgpt_data.io.streams import LineBlocks
-from recgpt_data.sources.base import LINE, RawBatch, ReadState, Reader, Reject
-from recgpt_data.sources.readers import decode, json_lines_batch, parse_block, raw_lookup, truncation
+from recgpt_data.sources.base import LINE, RawBatch, Reader, ReadState, Reject
+from recgpt_data.sources.readers import (
+    decode,
+    json_lines_batch,
+    parse_block,
+    raw_lookup,
+    truncation,
+)
 
 # A string literal in single or double quotes (no line breaks inside); the two groups hold the text
 # between the quotes, and a ``u`` prefix stays outside.
@@ -82,16 +88,20 @@ def to_json(text: bytes) -> bytes | None:
     between = _between_to_json(parts[0::3])
     if strings is None or between is None:
         return None
-    parts[0::3] = between
-    parts[1::3] = strings
-    parts[2::3] = [b""] * len(strings)
-    return b"".join(parts)
+    joined: list[bytes | None] = [None] * (len(between) + len(strings))
+    joined[0::2] = between
+    joined[1::2] = strings
+    return b"".join(joined)
+
+
+class UnusableLiteral(ValueError):
+    """A line that is not a usable dict literal; the message is the reject reason."""
 
 
 def literal_to_json(line: str) -> str:
     """One literal line as JSON: transcoded where sure, else via ``ast.literal_eval``.
 
-    Raises ``ValueError`` with a reject reason where the line is not a usable dict literal."""
+    Raises :class:`UnusableLiteral` with a reject reason where the line is not a usable dict literal."""
     fast = to_json(line.encode("utf-8"))
     if fast is not None:
         try:
@@ -103,13 +113,13 @@ def literal_to_json(line: str) -> str:
     try:
         value = ast.literal_eval(line)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        raise ValueError("malformed_literal") from None
+        raise UnusableLiteral("malformed_literal") from None
     if not isinstance(value, dict):
-        raise ValueError("not_an_object")
+        raise UnusableLiteral("not_an_object")
     try:
         return json.dumps(value, ensure_ascii=True)
     except (TypeError, ValueError):
-        raise ValueError("unsupported_value") from None
+        raise UnusableLiteral("unsupported_value") from None
 
 
 def pyliteral(schema: dict[str, pl.DataType]) -> Reader:
@@ -154,7 +164,7 @@ def _literal_lines(
         try:
             good.append(literal_to_json(text).encode("utf-8"))
             numbers.append(number)
-        except ValueError as exc:
+        except UnusableLiteral as exc:
             rejects.append(Reject(number, str(exc), text))
     batch = json_lines_batch(numbers, good, schema, raw_text)
     batch.rejects.extend(rejects)

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from recgpt_data.io.streams import LineBlocks
-from recgpt_data.sources.base import LINE, RawBatch, ReadState, Reader, Reject
+from recgpt_data.sources.base import LINE, RawBatch, Reader, ReadState, Reject
 
 
 def decode(raw: bytes) -> str:

@@ -1,0 +1,1 @@
+"""Optional integrations with orchestrators; each needs its own extra."""
