@@ -48,9 +48,9 @@ def synthetic_rows(n_rows: int, seq_len: int, vocab: int, seed: int = 0) -> dict
         total += size
     rows = pack_instructions(pairs, seq_len, eos_id=0)
     return {
-        "input_ids": torch.from_numpy(rows.input_ids[:n_rows]),
-        "labels": torch.from_numpy(rows.labels[:n_rows]),
-        "seq_ids": torch.from_numpy(rows.seq_ids[:n_rows]),
+        "input_ids": torch.from_numpy(rows.input_ids[:n_rows]).long(),
+        "labels": torch.from_numpy(rows.labels[:n_rows]).long(),
+        "seq_ids": torch.from_numpy(rows.seq_ids[:n_rows]).long(),
         "efficiency": rows.stats.efficiency,
     }
 

@@ -1,10 +1,12 @@
 """Token-aware chunking of serialized histories (GPT-NeoX-20B by default, any tokenizer.json).
 
-Each item line is tokenized once; a chunk's count is the header's cost plus its lines' counts plus
-one separator per line break. That sum equals tokenizing the chunk's text when the tokenizer's
-pre-tokenizer splits at the line breaks (GPT-NeoX's byte-level regex does: every line starts with a
-field name and ends without white space); :class:`TokenCounter` checks that on a sample, and
-``exact=True`` re-tokenizes every chunk instead.
+Each user's whole history (header, blank line, item lines) is tokenized once, and each line's
+count is read off where the line-break tokens fall; a chunk's count is then the header's cost plus
+its lines' counts plus one per line break. That is exact when the tokenizer's pre-tokenizer splits
+at line breaks and writes each as one token (GPT-NeoX's byte-level regex does: every line starts
+with a field name and ends without white space); a history where the line-break tokens are not
+where they must be has its lines tokenized one by one instead, and ``exact_tokens`` in the stage
+re-tokenizes every chunk.
 
 A history over the limit is split into the fewest chunks that fit, with item counts as even as
 that allows; an item too long on its own has its review (else description, else title) cut at a
@@ -26,6 +28,7 @@ from recgpt_data.serialize import HEADER, parse_item_line, render_fields
 
 MAX_TOKENS = 2048
 CUT_ORDER = ("Review", "Description", "Title")
+BATCH_CHARS = 1 << 22  # characters tokenized per call, which bounds the encodings held at once
 _PROBE = "Title: x"
 
 
@@ -38,10 +41,33 @@ class TokenCounter:
 
     def count(self, texts: Sequence[str]) -> np.ndarray:
         """Tokens of each text (no special tokens)."""
-        if not texts:
-            return np.zeros(0, dtype=np.int64)
-        encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
-        return np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
+        counts = np.zeros(len(texts), dtype=np.int64)
+        for start, end in _batches(texts):
+            encodings = self.tokenizer.encode_batch_fast(list(texts[start:end]), add_special_tokens=False)
+            counts[start:end] = [len(e.ids) for e in encodings]
+        return counts
+
+    def line_tokens(self, histories: Sequence[str], headers: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """Tokens of each item line of each whole history text, read off one tokenization of the
+        history by where its line-break tokens fall (``headers``: each history's header cost,
+        ``sizes``: its line count); ``-1`` for the lines of a history where they do not fall as
+        the format needs (count those lines alone)."""
+        out = np.full(int(sizes.sum()), -1, dtype=np.int64)
+        newline = self.newline
+        if newline is None:
+            return out
+        offsets = np.concatenate(([0], np.cumsum(sizes)))
+        for start, end in _batches(histories):
+            encodings = self.tokenizer.encode_batch_fast(list(histories[start:end]), add_special_tokens=False)
+            for index, encoding in enumerate(encodings, start):
+                ids = np.asarray(encoding.ids, dtype=np.int64)
+                breaks = np.flatnonzero(ids == newline)
+                first = headers[index] - 2  # the header's own tokens, then the blank line's two
+                if len(breaks) != sizes[index] + 1 or breaks[0] != first or breaks[1] != first + 1:
+                    continue
+                bounds = np.append(breaks[2:], len(ids))
+                out[offsets[index] : offsets[index + 1]] = bounds - breaks[1:] - 1
+        return out
 
     def one(self, text: str) -> int:
         """Tokens of one text."""
@@ -58,11 +84,39 @@ class TokenCounter:
         """Tokens one line break between two item lines adds."""
         return _separator_cost(self.tokenizer)
 
+    @property
+    def newline(self) -> int | None:
+        """The id of the one token a line break before an item line becomes, if it is one token
+        and the blank line after the header is two of it."""
+        return _newline_id(self.tokenizer)
+
 
 @lru_cache(maxsize=8)
 def _separator_cost(tokenizer: Tokenizer) -> int:
     counter = TokenCounter(tokenizer)
     return counter.one(f"x.\n{_PROBE}") - counter.one("x.") - counter.one(_PROBE)
+
+
+@lru_cache(maxsize=8)
+def _newline_id(tokenizer: Tokenizer) -> int | None:
+    alone = tokenizer.encode("\n", add_special_tokens=False).ids
+    probe = tokenizer.encode(f"x.\n\n{_PROBE}\n{_PROBE}", add_special_tokens=False).ids
+    if len(alone) != 1 or probe.count(alone[0]) != 3:
+        return None
+    return alone[0]
+
+
+def _batches(texts: Sequence[str]) -> list[tuple[int, int]]:
+    """Consecutive ranges of ``texts`` of about :data:`BATCH_CHARS` characters each."""
+    ranges, start, size = [], 0, 0
+    for index, text in enumerate(texts):
+        if size and size + len(text) > BATCH_CHARS:
+            ranges.append((start, index))
+            start, size = index, 0
+        size += len(text)
+    if start < len(texts):
+        ranges.append((start, len(texts)))
+    return ranges
 
 
 def chunk_tokens(line_tokens: Sequence[int], header: int, separator: int) -> int:
@@ -171,7 +225,21 @@ def chunk_histories(lines: pl.DataFrame, counter: TokenCounter, max_tokens: int 
     separator = counter.separator
     header_of = {noun: counter.header(noun) for noun in lines["noun"].unique().to_list()}
     headers = lines["noun"].replace_strict(header_of, return_dtype=pl.Int64).to_numpy()
-    tokens = counter.count(lines["line"].to_list())
+    user = lines.select(pl.struct("dataset", "user_id").rle_id()).to_series().to_numpy()
+    starts = np.flatnonzero(np.concatenate(([True], user[1:] != user[:-1])))
+    ends = np.append(starts[1:], len(user))
+    histories = (
+        lines.group_by(pl.Series("__user", user), maintain_order=True)
+        .agg(pl.col("noun").first(), pl.col("line").str.join("\n"))
+        .select(_header_expr() + pl.col("line"))
+        .to_series()
+        .to_list()
+    )
+    tokens = counter.line_tokens(histories, headers[starts], ends - starts)
+    del histories
+    alone = np.flatnonzero(tokens < 0)
+    if len(alone):
+        tokens[alone] = counter.count(lines["line"].gather(alone).to_list())
     cut: dict[str, int] = {}
     texts = None
     for row in np.flatnonzero(headers + tokens > limit):
@@ -181,9 +249,6 @@ def chunk_histories(lines: pl.DataFrame, counter: TokenCounter, max_tokens: int 
         cut[name] = cut.get(name, 0) + 1
     if texts is not None:
         lines = lines.with_columns(pl.Series("line", texts))
-    user = lines.select(pl.struct("dataset", "user_id").rle_id()).to_series().to_numpy()
-    starts = np.flatnonzero(np.concatenate(([True], user[1:] != user[:-1])))
-    ends = np.append(starts[1:], len(user))
     sums = np.add.reduceat(tokens, starts)
     totals = headers[starts] + sums + separator * (ends - starts - 1)
     chunk = np.zeros(len(user), dtype=np.int64)
@@ -202,9 +267,8 @@ def chunk_histories(lines: pl.DataFrame, counter: TokenCounter, max_tokens: int 
             pl.col("item_id").alias("item_ids"),
         )
     )
-    before, after = HEADER.split("{noun}")
     documents = documents.with_columns(
-        (pl.lit(before) + pl.col("noun") + pl.lit(after + "\n\n") + pl.col("__body")).alias("text"),
+        (_header_expr() + pl.col("__body")).alias("text"),
         (
             pl.col("noun").replace_strict(header_of, return_dtype=pl.Int64)
             + pl.col("__tokens")
@@ -214,3 +278,9 @@ def chunk_histories(lines: pl.DataFrame, counter: TokenCounter, max_tokens: int 
     return Chunked(
         documents.select(list(DOCUMENT_SCHEMA)).cast(DOCUMENT_SCHEMA), dict(sorted(cut.items())), empty_lines
     )
+
+
+def _header_expr() -> pl.Expr:
+    """The header for the ``noun`` column, with its blank line."""
+    before, after = HEADER.split("{noun}")
+    return pl.lit(before) + pl.col("noun") + pl.lit(after + "\n\n")

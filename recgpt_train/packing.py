@@ -1,6 +1,6 @@
 """Packing token sequences into fixed-length rows with a sequence id per example and next-token labels.
 
-Rows carry ``input_ids``, ``labels`` (the target predicted at each position, -100 = no loss; already
+Rows (int32 arrays) carry ``input_ids``, ``labels`` (the target predicted at each position, -100 = no loss; already
 shifted, so the model's own shift is not used) and ``seq_ids`` (one id per example, -1 for padding), which
 :mod:`recgpt_train.attention` turns into a block-diagonal causal mask. A label is never the first token of
 another example, so no example is predicted from the one before it.
@@ -55,7 +55,7 @@ class PackedRows:
 
 def _next_token_labels(ids: np.ndarray, seq: np.ndarray, target: np.ndarray) -> np.ndarray:
     """labels[t] = ids[t+1] where t+1 is a target in the same example, else IGNORE."""
-    labels = np.full(ids.shape, IGNORE, dtype=np.int64)
+    labels = np.full(ids.shape, IGNORE, dtype=np.int32)
     keep = (seq[..., 1:] == seq[..., :-1]) & target[..., 1:] & (seq[..., 1:] >= 0)
     labels[..., :-1] = np.where(keep, ids[..., 1:], IGNORE)
     return labels
@@ -69,11 +69,11 @@ def pack_documents(docs: list[list[int]], seq_len: int, eos_id: int, doc_masking
     """
     lengths = np.fromiter((len(d) + 1 for d in docs), dtype=np.int64, count=len(docs))
     total = int(lengths.sum())
-    stream = np.full(total, eos_id, dtype=np.int64)
+    stream = np.full(total, eos_id, dtype=np.int32)
     ends = np.cumsum(lengths)
     for doc, end in zip(docs, ends, strict=True):
         stream[end - 1 - len(doc) : end - 1] = doc
-    doc_index = np.repeat(np.arange(len(docs)), lengths) if doc_masking else np.zeros(total, dtype=np.int64)
+    doc_index = np.repeat(np.arange(len(docs), dtype=np.int32), lengths) if doc_masking else np.zeros(total, np.int32)
     rows = total // seq_len
     used = rows * seq_len
     ids = stream[:used].reshape(rows, seq_len)
@@ -89,7 +89,7 @@ def pack_documents(docs: list[list[int]], seq_len: int, eos_id: int, doc_masking
         dropped={"final_partial_block": 1} if total > used else {},
         dropped_tokens=total - used,
     )
-    return PackedRows(ids, labels, seq.astype(np.int64), stats)
+    return PackedRows(ids, labels, seq, stats)
 
 
 def best_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
@@ -131,8 +131,8 @@ def pack_instructions(
         else:
             kept.append((prompt, response))
     bins = best_fit_decreasing([len(p) + len(r) + 1 for p, r in kept], seq_len)
-    ids = np.full((len(bins), seq_len), pad_id, dtype=np.int64)
-    seq = np.full((len(bins), seq_len), -1, dtype=np.int64)
+    ids = np.full((len(bins), seq_len), pad_id, dtype=np.int32)
+    seq = np.full((len(bins), seq_len), -1, dtype=np.int32)
     target = np.zeros((len(bins), seq_len), dtype=bool)
     for row, members in enumerate(bins):
         at = 0

@@ -176,7 +176,7 @@ def step_micro_batches(
     mine = order[start : start + per_rank]
     for at in range(0, per_rank, cfg.micro_batch_size):
         idx = np.sort(mine[at : at + cfg.micro_batch_size])
-        yield tuple(torch.from_numpy(a[idx]).to(rt.device) for a in (rows.input_ids, rows.labels, rows.seq_ids))
+        yield tuple(torch.from_numpy(a[idx]).long().to(rt.device) for a in (rows.input_ids, rows.labels, rows.seq_ids))
 
 
 def _all_sum(value: torch.Tensor, rt: Runtime) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 
+import numpy as np
 import polars as pl
 import pytest
 from tokenizers import Tokenizer
@@ -74,6 +75,21 @@ def test_header_and_line_break_costs_add_up_to_the_text(counter, independent):
     expected = len(independent.encode(text, add_special_tokens=False).ids)
     line_tokens = [len(independent.encode(line, add_special_tokens=False).ids) for line in lines]
     assert chunk_tokens(line_tokens, counter.header("books"), counter.separator) == expected
+
+
+def test_line_counts_read_off_a_whole_history_equal_lines_tokenized_alone(counter, independent):
+    lines = [
+        "Title: A; Review: fine.  really; Rating: 4.0/5.0",
+        "Title: \u00e9t\u00e9 caf\u00e9!",
+        "Title: 3D",
+    ]
+    text = HEADER.format(noun="products") + "\n\n" + "\n".join(lines)
+    header = np.array([counter.header("products")])
+    alone = [len(independent.encode(line, add_special_tokens=False).ids) for line in lines]
+    assert counter.line_tokens([text], header, np.array([3])).tolist() == alone
+    # a history whose line breaks are not where the format puts them is left to count line by line
+    assert counter.line_tokens([text], header, np.array([2])).tolist() == [-1, -1]
+    assert counter.line_tokens([text.replace("\n\n", "\n")], header, np.array([3])).tolist() == [-1] * 3
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +180,21 @@ def test_empty_lines_are_dropped_and_counted(counter):
     chunked = chunk_histories(lines, counter)
     assert chunked.empty_lines == 1
     assert chunked.documents["text"].to_list() == [HEADER.format(noun="products") + "\n\nTitle: x"]
+
+
+def test_a_history_off_the_fast_path_is_counted_line_by_line(counter, independent):
+    # a raw newline inside a line (never written by serialize) puts an extra line-break token in the
+    # whole-history tokenization, so that user's lines are counted one by one
+    lines = pl.DataFrame(
+        {
+            "source": ["s"] * 3,
+            "dataset": ["d"] * 3,
+            "user_id": ["u", "u", "v"],
+            "item_id": ["a", "b", "c"],
+            "noun": ["products"] * 3,
+            "line": ["Title: a\nb", "Title: c", "Title: d"],
+        }
+    )
+    documents = chunk_histories(lines, counter).documents
+    exact = [len(independent.encode(t, add_special_tokens=False).ids) for t in documents["text"].to_list()]
+    assert documents["num_tokens"].to_list() == exact

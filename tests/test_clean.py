@@ -11,7 +11,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recgpt_data.clean.text import CleanParams, clean_series, clean_stage
+from recgpt_data.clean.langid import LangidParams, langid_stage
+from recgpt_data.clean.text import (
+    CleanItemsParams,
+    CleanParams,
+    clean_items_stage,
+    clean_series,
+    clean_stage,
+)
 from recgpt_data.ingest import ingest
 from recgpt_data.stage import Context
 
@@ -43,13 +50,24 @@ def magazine(
 
 
 @pytest.fixture(scope="module")
-def cleaned(magazine):
-    return clean_stage(
-        {t: f.lazy() for t, f in magazine.items()}, CleanParams(), Context()
+def cleaned_items(magazine):
+    return clean_items_stage(
+        {"items": magazine["items"].lazy()}, CleanItemsParams(), Context()
     )
 
 
-def test_markup_only_titles_become_null_and_their_items_are_dropped(shared, cleaned):
+@pytest.fixture(scope="module")
+def cleaned(magazine, cleaned_items):
+    tables = {
+        "interactions": magazine["interactions"].lazy(),
+        "items": cleaned_items.tables["items"],
+    }
+    return clean_stage(tables, CleanParams(), Context())
+
+
+def test_markup_only_titles_become_null_and_their_items_are_dropped(
+    shared, cleaned_items, cleaned
+):
     def markup_only(title: str | None) -> bool:
         return (
             title is not None
@@ -62,33 +80,25 @@ def test_markup_only_titles_become_null_and_their_items_are_dropped(shared, clea
     titled = {m["asin"] for m in meta if m.get("title") and not markup_only(m["title"])}
     with open(shared / REVIEWS, encoding="utf-8") as handle:
         asins = [json.loads(line)["asin"] for line in handle]
-    known = {m["asin"] for m in meta}
-    stats = cleaned.stats
-    assert (
-        stats.changed["items.title:markup_only"]
-        == sum(markup_only(m.get("title")) for m in meta)
-        == 3153
-    )
-    assert stats.dropped == {
+    assert cleaned_items.stats.changed["items.title:markup_only"] == 3153
+    assert sum(markup_only(m.get("title")) for m in meta) == 3153
+    assert cleaned_items.stats.dropped == {
         "item_without_title": sum(
             1 for m in meta if not m.get("title") or markup_only(m["title"])
-        ),
-        "interaction_item_without_title": sum(
-            1 for a in asins if a in known and a not in titled
-        ),
-        "interaction_item_missing": sum(1 for a in asins if a not in known),
+        )
+    }
+    assert cleaned_items.tables["items"]["title"].null_count() == 0
+    assert cleaned.stats.dropped == {
+        "interaction_item_without_title": sum(1 for a in asins if a not in titled)
     }
     assert (
         cleaned.tables["interactions"].height
         == sum(1 for a in asins if a in titled)
         == 19
     )
-    assert cleaned.tables["items"]["title"].null_count() == 0
 
 
-def test_real_review_text_is_unescaped_and_whitespace_normalised(
-    shared, cleaned, magazine
-):
+def test_real_review_text_is_unescaped_and_whitespace_normalised(shared, magazine):
     with open(shared / REVIEWS, encoding="utf-8") as handle:
         texts = [json.loads(line).get("reviewText") for line in handle]
     entity = re.compile(r"&(#[0-9]+|#x[0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]+);")
@@ -96,14 +106,13 @@ def test_real_review_text_is_unescaped_and_whitespace_normalised(
         u for u in (html.unescape(t) for t in texts if t) if u != " ".join(u.split())
     ]
     stats = clean_stage(
-        {"interactions": magazine["interactions"], "items": magazine["items"]},
-        CleanParams(drop_untitled=False),
-        Context(),
+        dict(magazine), CleanParams(drop_untitled=False), Context()
     ).stats
     assert stats.changed["interactions.review_text:html_entities"] == sum(
         1 for t in texts if t and entity.search(t)
     )
     assert stats.changed["interactions.review_text:whitespace"] == len(spaced)
+    assert stats.dropped == {}
 
 
 def test_html_entities_and_tags():
@@ -167,16 +176,74 @@ def test_bad_input_is_counted_not_fatal():
     }
 
 
-def test_stage_keeps_unknown_columns_and_is_deterministic(magazine):
+def test_stages_keep_unknown_columns_and_are_deterministic(magazine):
     tables = {
         "interactions": magazine["interactions"].with_columns(
             pl.lit("x").alias("lang")
         ),
-        "items": magazine["items"],
+        "items": magazine["items"].with_columns(pl.lit(1).alias("cluster_id")),
     }
     first = clean_stage(tables, CleanParams(scrub=["url"]), Context())
     second = clean_stage(tables, CleanParams(scrub=["url"]), Context())
     assert first.tables["interactions"].columns == tables["interactions"].columns
-    for name in ("interactions", "items"):
-        assert first.tables[name].equals(second.tables[name])
+    assert first.tables["interactions"].equals(second.tables["interactions"])
     assert first.stats.to_dict() == second.stats.to_dict()
+    items = [clean_items_stage(tables, CleanItemsParams(), Context()) for _ in range(2)]
+    assert items[0].tables["items"].columns == tables["items"].columns
+    assert items[0].tables["items"].equals(items[1].tables["items"])
+
+
+def test_bad_input_end_to_end(tmp_path):
+    """A review file holding every kind of bad text goes through ingest, clean and langid."""
+    texts = [
+        None,
+        "",
+        "😀😀😀",
+        "good product " * 80_000,
+        "ok \ufffd\ufffd text for the test here",
+    ]
+    lines = [
+        json.dumps(
+            {
+                "reviewerID": "u",
+                "asin": "a",
+                "overall": 5.0,
+                "unixReviewTime": i,
+                "reviewText": t,
+            }
+        ).encode()
+        for i, t in enumerate(texts, start=1)
+    ]
+    lines.append(
+        b'{"reviewerID": "u", "asin": "a", "unixReviewTime": 6, "reviewText": "bad \xff\xfe bytes"}'
+    )
+    lines.append(
+        b'{"reviewerID": "u", "asin": "a", "unixReviewTime": 7, "reviewText": "lone \\ud83d surrogate"}'
+    )
+    (tmp_path / "Bad_Input_5.json").write_bytes(b"\n".join(lines) + b"\n")
+    summary = ingest("amazon2018", [tmp_path / "Bad_Input_5.json"], tmp_path / "out")
+    assert (summary.read, summary.kept, summary.rejected) == (7, 6, {"invalid_utf8": 1})
+    frame = pl.read_parquet(tmp_path / "out" / "interactions" / "**" / "*.parquet")
+
+    cleaned = clean_stage(
+        {"interactions": frame}, CleanParams(drop_untitled=False), Context()
+    )
+    assert (
+        cleaned.stats.changed
+        == {
+            "interactions.review_text:truncated": 1,
+            "interactions.review_text:replacement_chars": 1,
+            "interactions.review_text:control_chars": 1,  # polars reads the lone surrogate as NUL
+            "interactions.review_text:whitespace": 2,
+            "interactions.review_text:empty_to_null": 1,
+        }
+    )
+    result = cleaned.tables["interactions"]["review_text"].to_list()
+    assert result[0] is None and result[1] is None and result[2] == "😀😀😀"
+    assert len(result[3]) == 100_000
+    assert result[4:] == ["ok text for the test here", "lone surrogate"]
+
+    identified = langid_stage(cleaned.tables, LangidParams(), Context())
+    info = identified.stats.info
+    assert (info["no_text"], info["too_short"], info["judged"]) == (2, 2, 2)
+    assert identified.tables["interactions"].height == 6

@@ -13,6 +13,7 @@ import pytest
 from recgpt_data.clean.filters import (
     FilterUsersParams,
     KcoreParams,
+    drop_interactions_of_untitled,
     drop_untitled_items,
     filter_users_stage,
     kcore,
@@ -116,9 +117,9 @@ def test_counts_are_per_dataset():
 def test_untitled_items_and_their_interactions_are_dropped():
     items = pl.DataFrame(
         {
-            "dataset": ["d", "d", "d", "d"],
-            "item_id": ["titled", "untitled", "twice", "twice"],
-            "title": ["A", None, None, "B"],
+            "dataset": ["d", "d", "d", "d", "e"],
+            "item_id": ["titled", "untitled", "twice", "twice", "absent"],
+            "title": ["A", None, None, "B", "in another dataset"],
         }
     )
     interactions = pl.DataFrame(
@@ -128,21 +129,15 @@ def test_untitled_items_and_their_interactions_are_dropped():
             "item_id": ["titled", "untitled", "twice", "absent", "titled"],
         }
     )
-    result = drop_untitled_items(interactions, items)
+    kept = drop_untitled_items(items)
+    assert kept.items["item_id"].to_list() == ["titled", "twice", "absent"]
+    assert dict(kept.dropped) == {"item_without_title": 2}
+    result = drop_interactions_of_untitled(interactions, kept.items)
     assert result.interactions["item_id"].to_list() == ["titled", "twice", "titled"]
-    assert result.items["item_id"].to_list() == ["titled", "twice"]
-    assert dict(result.dropped) == {
-        "item_without_title": 2,
-        "interaction_item_without_title": 1,
-        "interaction_item_missing": 1,
-    }
-    kept = drop_untitled_items(interactions, items, missing_items="keep")
-    assert kept.interactions["item_id"].to_list() == [
-        "titled",
-        "twice",
-        "absent",
-        "titled",
-    ]
+    assert dict(result.dropped) == {"interaction_item_without_title": 2}
+    assert drop_interactions_of_untitled(interactions, items).interactions.equals(
+        result.interactions
+    )
 
 
 def test_filters_are_deterministic(instruments):

@@ -8,6 +8,7 @@ import bz2
 import json
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import polars as pl
 import pytest
 
 from recgpt_data.ingest import ingest
+from recgpt_data.io.streams import LineBlocks
+from recgpt_data.sources.readers import prefetched
 
 CLI = Path(sys.executable).with_name("recgpt-data")
 
@@ -202,3 +205,43 @@ def test_cli_ingest_reports_counts_and_truncation(shared, tmp_path):
     assert summary["kept_by_table"] == {"interactions": 6_908 + 10_261, "items": 7_419}
     assert "rejected truncated_record: 2" in result.stderr
     assert result.stderr.count("warning:") == 2
+
+
+def test_line_blocks_are_the_same_for_every_chunk_size(tmp_path):
+    data = b'{"a": 1}\r\n{"b": 2}\r\n\r\n{"c": 3}\n{"d": 4}'
+    path = tmp_path / "lines.json"
+    path.write_bytes(data)
+    expected = data.replace(b"\r\n", b"\n").split(b"\n")
+    for size in range(1, len(data) + 1):
+        blocks = LineBlocks(path, chunk_bytes=size)
+        lines, firsts = [], []
+        for first, block, count in blocks:
+            assert block.count(b"\n") + 1 == count
+            firsts.append(first)
+            lines += block.split(b"\n")
+        assert lines == expected and blocks.lines == len(expected), size
+        assert firsts[0] == 1
+
+
+def test_prefetched_batches_raise_the_readers_error():
+    def failing():
+        yield 1
+        raise ValueError("broken block")
+
+    batches = prefetched(failing())
+    assert next(batches) == 1
+    with pytest.raises(ValueError, match="broken block"):
+        next(batches)
+
+
+def test_prefetched_batches_stop_their_thread_when_closed():
+    def endless():
+        n = 0
+        while True:
+            n += 1
+            yield n
+
+    batches = prefetched(endless())
+    assert [next(batches) for _ in range(3)] == [1, 2, 3]
+    batches.close()
+    assert not any(t.name == "recgpt-read" for t in threading.enumerate())

@@ -312,3 +312,38 @@ def test_force_recomputes_every_bucket(tmp_path: Path, shared: Path) -> None:
     run_spec(spec, tmp_path / "out", force=True)
     after = {p.name: p.stat().st_mtime_ns for p in parts.iterdir()}
     assert before.keys() == after.keys() and all(after[k] != before[k] for k in before)
+
+
+EDITED_STAGE = '''
+import polars as pl
+from recgpt_data.stage import Params, StageOutput, StageStats, stage
+
+
+@stage("t_user_counts", params=Params, reads=("interactions",), writes=("user_counts",))
+def user_counts(tables, params, ctx):
+    """Interactions per user."""
+    counts = tables["interactions"].group_by("user_id").agg(pl.len()).sort("user_id")
+    return StageOutput({"user_counts": counts}, StageStats())
+'''
+
+
+def test_editing_a_stage_module_makes_it_stale(tmp_path: Path, shared: Path, raw: dict) -> None:
+    import importlib.util
+
+    from recgpt_data.pipeline.fingerprint import source_sha256
+
+    module = tmp_path / "edited_stage.py"
+    module.write_text(EDITED_STAGE)
+    found = importlib.util.spec_from_file_location("edited_stage", module)
+    found.loader.exec_module(importlib.util.module_from_spec(found))
+    text = pipeline_stages.spec_text(shared).split('[[stages]]\nstage = "t_histories"')[0]
+    path = tmp_path / "spec.toml"
+    path.write_text(text + '[[stages]]\nstage = "t_user_counts"\n')
+    result = run_spec(load_spec(path), tmp_path / "out")
+    assert result.stats["t_user_counts"]["rows_out"] == {"user_counts": raw["users"]}
+    module.write_text(EDITED_STAGE + "\n# counted per user, all datasets together\n")
+    source_sha256.cache_clear()
+    assert [(s.key, s.state) for s in spec_status(load_spec(path), tmp_path / "out")] == [
+        ("ingest", "done"),
+        ("t_user_counts", "stale"),
+    ]

@@ -124,3 +124,9 @@ def test_status_after_a_kill(spec: Path, tmp_path: Path) -> None:
         "t_write": "missing",
         "card": "missing",
     }
+
+
+def test_a_kill_point_that_names_nothing_is_refused(spec: Path, tmp_path: Path) -> None:
+    done = cli("run", str(spec), "--out", str(tmp_path / "out"), kill_at="stage:t_histories:middle")
+    assert done.returncode == 2
+    assert "RECGPT_KILL_AT='stage:t_histories:middle'" in done.stderr

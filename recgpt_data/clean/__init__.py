@@ -1,2 +1,3 @@
 """Cleaning: text repair (``text``), language identification (``langid``) and RecGPT's row
-filters (``filters``), each registered as a pipeline stage: ``clean``, ``langid``, ``filter_users``, ``kcore``."""
+filters (``filters``), each registered as a pipeline stage: ``clean_items``, ``clean``,
+``langid``, ``filter_users``, ``kcore``."""

@@ -31,37 +31,29 @@ ITEM = ("dataset", "item_id")
 class FilterResult:
     """Filtered tables, rows dropped by reason, and facts such as users dropped and rounds run."""
 
-    interactions: pl.DataFrame
+    interactions: pl.DataFrame | None = None
     items: pl.DataFrame | None = None
     dropped: Counter[str] = field(default_factory=Counter)
     info: dict[str, int] = field(default_factory=dict)
 
 
-def drop_untitled_items(
-    interactions: pl.DataFrame, items: pl.DataFrame, *, missing_items: str = "drop"
-) -> FilterResult:
-    """Drop items whose title is null, and the interactions with them.
+def drop_untitled_items(items: pl.DataFrame) -> FilterResult:
+    """Drop items whose title is null (RecGPT names every item of a history by its title)."""
+    result = FilterResult(items=items.filter(pl.col("title").is_not_null()))
+    result.dropped["item_without_title"] = items.height - result.items.height
+    result.dropped = +result.dropped
+    return result
 
-    An interaction whose item has no row in ``items`` at all is dropped too (``item_missing``) unless
-    ``missing_items`` is ``"keep"``: RecGPT renders every item by its title, so an item nobody can
-    name cannot appear in a history.
-    """
-    untitled = items.filter(pl.col("title").is_null())
-    kept_items = items.filter(pl.col("title").is_not_null())
-    result = FilterResult(interactions, kept_items)
-    result.dropped["item_without_title"] = untitled.height
-    titled_keys = kept_items.select(ITEM).unique()
-    untitled_keys = (
-        untitled.select(ITEM).unique().join(titled_keys, on=list(ITEM), how="anti")
-    )
-    with_untitled = _member(interactions, untitled_keys, ITEM)
-    result.dropped["interaction_item_without_title"] = int(with_untitled.sum())
-    keep = ~with_untitled
-    if missing_items == "drop":
-        known = _member(interactions, items.select(ITEM).unique(), ITEM)
-        result.dropped["interaction_item_missing"] = int((~known).sum())
-        keep &= known
-    result.interactions = interactions.filter(keep)
+
+def drop_interactions_of_untitled(
+    interactions: pl.DataFrame, items: pl.DataFrame
+) -> FilterResult:
+    """Drop interactions whose item has no row with a title in ``items`` (dropped as untitled, or
+    never in the metadata)."""
+    titled = items.filter(pl.col("title").is_not_null()).select(ITEM).unique()
+    keep = _member(interactions, titled, ITEM)
+    result = FilterResult(interactions.filter(keep))
+    result.dropped["interaction_item_without_title"] = int((~keep).sum())
     result.dropped = +result.dropped
     return result
 

@@ -31,117 +31,28 @@ import ftfy
 import polars as pl
 from pydantic import Field
 
-from recgpt_data.clean.filters import drop_untitled_items
-from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, stage
+from recgpt_data.clean.filters import drop_interactions_of_untitled, drop_untitled_items
+from recgpt_data.stage import (
+    PARTITION_USER,
+    Context,
+    Frame,
+    Params,
+    StageOutput,
+    StageStats,
+    stage,
+)
 
-HTML_ELEMENTS = [
-    "a",
-    "abbr",
-    "address",
-    "area",
-    "article",
-    "aside",
-    "audio",
-    "b",
-    "base",
-    "bdi",
-    "bdo",
-    "big",
-    "blockquote",
-    "body",
-    "br",
-    "button",
-    "canvas",
-    "caption",
-    "center",
-    "cite",
-    "code",
-    "col",
-    "colgroup",
-    "dd",
-    "del",
-    "details",
-    "dfn",
-    "div",
-    "dl",
-    "dt",
-    "em",
-    "embed",
-    "fieldset",
-    "figcaption",
-    "figure",
-    "font",
-    "footer",
-    "form",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "head",
-    "header",
-    "hr",
-    "html",
-    "i",
-    "iframe",
-    "img",
-    "input",
-    "ins",
-    "kbd",
-    "label",
-    "legend",
-    "li",
-    "link",
-    "main",
-    "map",
-    "mark",
-    "meta",
-    "nav",
-    "noscript",
-    "object",
-    "ol",
-    "optgroup",
-    "option",
-    "p",
-    "param",
-    "picture",
-    "pre",
-    "q",
-    "s",
-    "samp",
-    "script",
-    "section",
-    "select",
-    "small",
-    "source",
-    "span",
-    "strike",
-    "strong",
-    "style",
-    "sub",
-    "summary",
-    "sup",
-    "svg",
-    "table",
-    "tbody",
-    "td",
-    "template",
-    "textarea",
-    "tfoot",
-    "th",
-    "thead",
-    "time",
-    "title",
-    "tr",
-    "tt",
-    "u",
-    "ul",
-    "var",
-    "video",
-    "wbr",
-]
-_NAMES = "|".join(sorted(HTML_ELEMENTS, key=len, reverse=True))
+# Names of HTML elements: only these count as tags.
+HTML_ELEMENTS = (
+    "a abbr address area article aside audio b base bdi bdo big blockquote body br "
+    "button canvas caption center cite code col colgroup dd del details dfn div dl dt em "
+    "embed fieldset figcaption figure font footer form h1 h2 h3 h4 h5 h6 head header hr "
+    "html i iframe img input ins kbd label legend li link main map mark meta nav "
+    "noscript object ol optgroup option p param picture pre q s samp script section "
+    "select small source span strike strong style sub summary sup svg table tbody td "
+    "template textarea tfoot th thead time title tr tt u ul var video wbr"
+)
+_NAMES = "|".join(sorted(HTML_ELEMENTS.split(), key=len, reverse=True))
 TAG = rf"(?i)<!--.*?-->|</?(?:{_NAMES})\b[^<>]*>|<(?:{_NAMES})\b[^<>]*$"
 ENTITY = r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
 NON_ASCII = r"[^\x00-\x7F]"
@@ -250,55 +161,77 @@ def clean_frame(
 
 
 class CleanParams(Params):
-    """Which columns to clean, the length cap, optional scrubbing, and the title rule."""
+    """Which review columns to clean, the length cap, optional scrubbing, and the title rule."""
 
-    interaction_columns: list[str] = Field(
-        default_factory=lambda: ["review_title", "review_text"]
-    )
-    item_columns: list[str] = Field(
-        default_factory=lambda: ["title", "brand", "author", "description", "city"]
-    )
+    columns: list[str] = Field(default_factory=lambda: ["review_title", "review_text"])
     max_chars: int = Field(default=100_000, ge=1)
     scrub: list[Literal["email", "phone", "url"]] = Field(default_factory=list)
     scrub_columns: list[str] = Field(default_factory=lambda: ["review_text"])
     drop_untitled: bool = True
-    missing_items: Literal["drop", "keep"] = "drop"
 
 
 @stage(
     "clean",
     params=CleanParams,
     reads=("interactions", "items"),
-    writes=("interactions", "items"),
+    writes=("interactions",),
     version="1",
+    partition=PARTITION_USER,
 )
 def clean_stage(
     tables: Mapping[str, Frame], params: CleanParams, ctx: Context
 ) -> StageOutput:
-    """Repair text in both tables; drop items left without a title and the interactions with them."""
-    frames = {name: _eager(tables[name]) for name in ("interactions", "items")}
-    stats = StageStats(rows_in={name: frame.height for name, frame in frames.items()})
-    for name, columns in (
-        ("interactions", params.interaction_columns),
-        ("items", params.item_columns),
-    ):
-        scrubbed = [c for c in columns if c in params.scrub_columns]
-        plain = [c for c in columns if c not in params.scrub_columns]
-        frame, counts = clean_frame(frames[name], plain, max_chars=params.max_chars)
-        frame, scrub_counts = clean_frame(
-            frame, scrubbed, max_chars=params.max_chars, scrub=params.scrub
-        )
-        frames[name] = frame
-        for reason, n in sorted((counts + scrub_counts).items()):
-            stats.change(f"{name}.{reason}", n)
+    """Repair review text; drop interactions whose item has no title (run ``clean_items`` first)."""
+    frame = _eager(tables["interactions"])
+    stats = StageStats(rows_in={"interactions": frame.height})
+    scrubbed = [c for c in params.columns if c in params.scrub_columns]
+    plain = [c for c in params.columns if c not in params.scrub_columns]
+    frame, counts = clean_frame(frame, plain, max_chars=params.max_chars)
+    frame, scrub_counts = clean_frame(
+        frame, scrubbed, max_chars=params.max_chars, scrub=params.scrub
+    )
+    for reason, n in sorted((counts + scrub_counts).items()):
+        stats.change(f"interactions.{reason}", n)
     if params.drop_untitled:
-        result = drop_untitled_items(
-            frames["interactions"], frames["items"], missing_items=params.missing_items
-        )
-        frames = {"interactions": result.interactions, "items": result.items}
+        result = drop_interactions_of_untitled(frame, _eager(tables["items"]))
+        frame = result.interactions
         for reason, n in sorted(result.dropped.items()):
             stats.drop(reason, n)
-    return StageOutput(frames, stats)
+    return StageOutput({"interactions": frame}, stats)
+
+
+class CleanItemsParams(Params):
+    """Which item columns to clean, the length cap, and whether untitled items are dropped."""
+
+    columns: list[str] = Field(
+        default_factory=lambda: ["title", "brand", "author", "description", "city"]
+    )
+    max_chars: int = Field(default=100_000, ge=1)
+    drop_untitled: bool = True
+
+
+@stage(
+    "clean_items",
+    params=CleanItemsParams,
+    reads=("items",),
+    writes=("items",),
+    version="1",
+)
+def clean_items_stage(
+    tables: Mapping[str, Frame], params: CleanItemsParams, ctx: Context
+) -> StageOutput:
+    """Repair item text; drop items left without a title."""
+    frame = _eager(tables["items"])
+    stats = StageStats(rows_in={"items": frame.height})
+    frame, counts = clean_frame(frame, params.columns, max_chars=params.max_chars)
+    for reason, n in sorted(counts.items()):
+        stats.change(f"items.{reason}", n)
+    if params.drop_untitled:
+        result = drop_untitled_items(frame)
+        frame = result.items
+        for reason, n in sorted(result.dropped.items()):
+            stats.drop(reason, n)
+    return StageOutput({"items": frame}, stats)
 
 
 def _eager(frame: Frame) -> pl.DataFrame:

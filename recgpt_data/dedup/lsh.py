@@ -10,6 +10,7 @@ pairs; union-find then closes the clusters.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +126,7 @@ class NearDuplicateConfig:
     false_negative_weight: float = 0.5
     verify: bool = True
     batch_size: int = 16384
+    threads: int = 2  # signature batches computed at once (numpy releases the GIL in its loops)
 
 
 def cluster_texts(norm: pl.Series, config: NearDuplicateConfig) -> Clusters:
@@ -134,11 +136,18 @@ def cluster_texts(norm: pl.Series, config: NearDuplicateConfig) -> Clusters:
     ``verify``, a candidate edge is kept only where the two signatures agree on at least
     ``threshold`` of their values (the MinHash estimate of their Jaccard similarity).
     """
-    frame = pl.DataFrame({"norm": norm.fill_null("")}).with_row_index("row")
-    unique = frame.group_by("norm", maintain_order=True).agg(pl.col("row").first().alias("first"))
-    unique = unique.with_row_index("u")
-    u_of_row = frame.join(unique.select("norm", "u"), on="norm", how="left", maintain_order="left")["u"].to_numpy()
-    first_row = unique["first"].to_numpy().astype(np.int64)
+    norm = norm.fill_null("")
+    first_of_row = (
+        pl.DataFrame({"norm": norm})
+        .with_row_index("row")
+        .select(pl.col("row").min().over("norm"))
+        .to_series()
+        .to_numpy()
+        .astype(np.int64)
+    )
+    first_row = np.flatnonzero(first_of_row == np.arange(len(norm)))
+    u_of_row = np.searchsorted(first_row, first_of_row)
+    unique = pl.DataFrame({"norm": norm.gather(first_row)})
     words = word_counts(unique["norm"]).to_numpy()
     banding = optimal_banding(
         config.threshold, config.num_perm, config.false_positive_weight, config.false_negative_weight
@@ -148,11 +157,15 @@ def cluster_texts(norm: pl.Series, config: NearDuplicateConfig) -> Clusters:
     long_texts = unique["norm"].gather(long_)
     keys = np.empty((len(long_), banding.bands), dtype=np.uint64)
     signatures = np.empty((len(long_), config.num_perm), dtype=np.uint32) if config.verify else None
-    for lo in range(0, len(long_), config.batch_size):
+
+    def batch(lo: int) -> None:
         sig = hasher.signatures_of_normalized(long_texts.slice(lo, config.batch_size))
         keys[lo : lo + len(sig)] = band_keys(sig, banding.bands, banding.rows)
         if signatures is not None:
             signatures[lo : lo + len(sig)] = sig
+
+    with ThreadPoolExecutor(max_workers=config.threads) as pool:
+        list(pool.map(batch, range(0, len(long_), config.batch_size)))
     eu, ev = bucket_edges(keys)
     candidates = len(eu)
     if signatures is not None and candidates:

@@ -58,6 +58,7 @@ class DedupParams(Params):
     items: Literal["remap", "mark", "off"] = "remap"
     item_threshold: float = Field(0.8, gt=0.0, lt=1.0)
     batch_size: int = Field(16384, ge=1, description="texts per signature batch")
+    threads: int = Field(2, ge=1, description="signature batches computed at once")
 
     def config(self, threshold: float, ngram: int) -> NearDuplicateConfig:
         """The clustering configuration for one scope."""
@@ -70,6 +71,7 @@ class DedupParams(Params):
             false_negative_weight=self.false_negative_weight,
             verify=self.verify,
             batch_size=self.batch_size,
+            threads=self.threads,
         )
 
 

@@ -2,7 +2,7 @@
 
 Each stage of the spec becomes one asset named by its key, depending on the stages whose tables it
 reads (a stage that summarises the run depends on every earlier one). Its code version is the
-fingerprint of its code and parameters (name, version, canonical parameters, seed, buckets), so
+fingerprint of its code and parameters (name, version, source file, canonical parameters, seed, buckets), so
 Dagster marks it changed exactly when the runner would; its data version is the runner's full
 fingerprint, inputs included. Materialising an asset runs that one stage through the runner (the
 same caching, atomic writes and stats), from the cached outputs of the stages it depends on.
@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from recgpt_data.pipeline.fingerprint import digest
+from recgpt_data.pipeline.fingerprint import digest, source_sha256
 from recgpt_data.pipeline.runner import Planned, Runner, read_marker, run_spec
 from recgpt_data.pipeline.spec import PipelineSpec, load_spec
 
@@ -31,6 +31,7 @@ def code_version(spec: PipelineSpec, planned: Planned) -> str:
         {
             "stage": planned.definition.name,
             "version": planned.definition.version,
+            "source": source_sha256(planned.definition.fn),
             "params": planned.params.model_dump(mode="json"),
             "seed": spec.seed,
             "partitions": planned.partitions,

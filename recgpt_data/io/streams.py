@@ -104,12 +104,15 @@ class LineBlocks:
         for chunk in self.stream:
             if b"\r" in chunk:
                 chunk = chunk.replace(b"\r\n", b"\n")
-            data = carry + chunk if carry else chunk
-            cut = data.rfind(b"\n")
+            if carry.endswith(b"\r") and chunk.startswith(b"\n"):
+                carry = carry[:-1]
+            cut = chunk.rfind(b"\n")
             if cut < 0:
-                carry = data
+                carry += chunk
                 continue
-            block, carry = data[:cut], data[cut + 1 :]
+            # one copy per block: the carried partial line and the chunk up to its last line break
+            block = b"".join((carry, memoryview(chunk)[:cut])) if carry else chunk[:cut]
+            carry = chunk[cut + 1 :]
             count = block.count(b"\n") + 1
             yield self.lines + 1, block, count
             self.lines += count

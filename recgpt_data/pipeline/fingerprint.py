@@ -1,6 +1,7 @@
 """Stage fingerprints: what a stage's output is a function of, hashed.
 
-A fingerprint covers the stage's name and code version, its parameters as canonical JSON, the seed,
+A fingerprint covers the stage's name, its declared code version and the sha256 of the source file
+that defines it, its parameters as canonical JSON, the seed,
 its partition count, the fingerprints of the stages it reads from, and a manifest of its input
 files: the upstream parquet files (path, size, sha256) and, for edge stages such as ``ingest``,
 every raw file a path parameter names (size and sha256 of the content; modification times never
@@ -9,9 +10,11 @@ enter, so a copied or touched input does not invalidate anything).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,17 @@ def file_sha256(path: Path) -> str:
         while block := f.read(CHUNK):
             h.update(block)
     return h.hexdigest()
+
+
+@functools.cache
+def source_sha256(fn: Callable[..., object]) -> str:
+    """sha256 of the source file that defines ``fn``: an edit to a stage's module changes its
+    fingerprint even where its declared ``version`` was not bumped ("" where there is no file)."""
+    try:
+        path = inspect.getsourcefile(fn)
+    except TypeError:
+        return ""
+    return file_sha256(Path(path)) if path and Path(path).is_file() else ""
 
 
 @dataclass(frozen=True)

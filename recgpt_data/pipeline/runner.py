@@ -38,7 +38,7 @@ from recgpt_data import stage as registry
 from recgpt_data.engines import Engine, get_engine
 from recgpt_data.errors import UsageError
 from recgpt_data.io.parquet import write_parquet, write_text
-from recgpt_data.pipeline.fingerprint import FileRecord, HashCache, digest, file_sha256, raw_inputs
+from recgpt_data.pipeline.fingerprint import FileRecord, HashCache, digest, file_sha256, raw_inputs, source_sha256
 from recgpt_data.pipeline.partition import PartitionResult, PartitionTask, run_partition
 from recgpt_data.pipeline.shuffle import has_users, split_by_user
 from recgpt_data.pipeline.spec import PipelineSpec, StageSpec
@@ -123,6 +123,16 @@ def kill_point(key: str, point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def check_kill_point(keys: list[str]) -> None:
+    """Refuse a ``RECGPT_KILL_AT`` that names no stage or point of this spec (a crash test's typo)."""
+    wanted = os.environ.get(KILL_ENV)
+    if not wanted:
+        return
+    parts = wanted.split(":")
+    if len(parts) != 3 or parts[0] != "stage" or parts[1] not in keys or parts[2] not in KILL_POINTS:
+        raise UsageError(f"{KILL_ENV}={wanted!r}: want stage:<key>:<{'|'.join(KILL_POINTS)}> with a key of this spec")
+
+
 def plan(spec: PipelineSpec) -> list[Planned]:
     """Every stage of ``spec`` looked up in the registry, with its parameters validated."""
     planned = []
@@ -192,6 +202,7 @@ class Runner:
         self.reporter = reporter or SilentReporter()
         self.planned = plan(spec)
         self.cache = HashCache(self.out / STAGES / "hash-cache.json")
+        check_kill_point([p.key for p in self.planned])
 
     def stage_dir(self, key: str) -> Path:
         return self.out / STAGES / key
@@ -212,6 +223,7 @@ class Runner:
             {
                 "stage": planned.definition.name,
                 "version": planned.definition.version,
+                "source": source_sha256(planned.definition.fn),
                 "params": params,
                 "seed": self.spec.seed,
                 "partitions": planned.partitions,

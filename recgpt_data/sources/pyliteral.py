@@ -28,6 +28,7 @@ from recgpt_data.sources.readers import (
     decode,
     json_lines_batch,
     parse_block,
+    prefetched,
     raw_lookup,
     truncation,
 )
@@ -125,13 +126,13 @@ def literal_to_json(line: str) -> str:
 def pyliteral(schema: dict[str, pl.DataType]) -> Reader:
     """A reader of Python dict literal lines whose wanted fields and types are ``schema``."""
 
-    def read(path: Path, state: ReadState) -> Iterator[RawBatch]:
+    def batches(path: Path, state: ReadState) -> Iterator[RawBatch]:
         blocks = LineBlocks(path)
         for first, block, count in blocks:
             yield _literal_block(first, block, count, schema)
         yield from truncation(path, blocks, state)
 
-    return read
+    return lambda path, state: prefetched(batches(path, state))
 
 
 def _literal_block(first: int, block: bytes, count: int, schema: dict[str, pl.DataType]) -> RawBatch:

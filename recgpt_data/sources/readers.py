@@ -1,5 +1,6 @@
 """Readers shared by the sources: JSON lines (polars' parser on whole blocks, falling back to one
-line at a time only where a block holds a bad record).
+line at a time only where a block holds a bad record), :func:`exploded` for files that hold a list
+of records per line, and :func:`with_raw_json` for nested objects kept in ``extras``.
 
 Every reader yields :class:`RawBatch` es whose frame carries :data:`LINE`, rejects what it cannot
 parse with the line number and raw text, and reports records read and truncation in ``ReadState``.
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from queue import Full, Queue
 
 import polars as pl
 
@@ -51,13 +54,51 @@ def truncation(path: Path, blocks: LineBlocks, state: ReadState) -> Iterator[Raw
 def ndjson(schema: dict[str, pl.DataType]) -> Reader:
     """A reader of JSON lines whose wanted fields and types are ``schema`` (other fields ignored)."""
 
-    def read(path: Path, state: ReadState) -> Iterator[RawBatch]:
+    def batches(path: Path, state: ReadState) -> Iterator[RawBatch]:
         blocks = LineBlocks(path)
         for first, block, count in blocks:
             yield _ndjson_block(first, block, count, schema)
         yield from truncation(path, blocks, state)
 
-    return read
+    return lambda path, state: prefetched(batches(path, state))
+
+
+def prefetched(batches: Iterator[RawBatch], depth: int = 2) -> Iterator[RawBatch]:
+    """``batches`` produced by a background thread up to ``depth`` ahead, in order, so that reading
+    and parsing the next block overlaps the caller's mapping and writing of this one (polars,
+    pyarrow, zlib and file reads release the GIL). Memory stays bounded by ``depth`` batches."""
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: object) -> None:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return
+            except Full:
+                continue
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                put(batch)
+                if stop.is_set():
+                    return
+            put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            put(exc)
+
+    thread = threading.Thread(target=produce, name="recgpt-read", daemon=True)
+    thread.start()
+    try:
+        while (item := queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def parse_block(block: bytes, count: int, schema: dict[str, pl.DataType]) -> pl.DataFrame | None:
