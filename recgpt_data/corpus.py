@@ -17,22 +17,26 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from pydantic import Field
 
 from recgpt_data.chunking import DOCUMENT_SCHEMA, MAX_TOKENS, TokenCounter, chunk_histories
 from recgpt_data.hashing import fnv1a64, unit_interval
 from recgpt_data.histories import history_lines, iter_bucket_events
-from recgpt_data.io.parquet import write_parquet, write_text
+from recgpt_data.io.parquet import AtomicParquetWriter, write_parquet, write_text
 from recgpt_data.pipeline.fingerprint import file_sha256
+from recgpt_data.pipeline.spec import resolve_path
 from recgpt_data.split import PRETRAIN, leaked
 from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, count, stage
 from recgpt_data.tokenizer import DEFAULT_NAME, load_tokenizer, tokenizer_sha256
 
 TRAIN = "train"
 VALIDATION = "validation"
+SPLITS = (TRAIN, VALIDATION)
 SHARD_COLUMNS = ("text", "num_tokens", "source", "dataset", "user_id", "chunk_index", "num_items", "item_ids")
 DOCUMENT_KEY = ("dataset", "user_id", "chunk_index")
+KEY = "__shuffle_key"
 PRETRAIN_DIR = Path("data") / "pretrain"
 EXPORT = Path("exports") / "pretrain.jsonl.gz"
 MDS_DIR = Path("exports") / "mds" / "pretrain"
@@ -109,6 +113,11 @@ def verify_token_counts(documents: pl.DataFrame, counter: TokenCounter, fraction
     return sample.height
 
 
+def tokenizer_path(value: str | None, ctx: Context) -> Path | None:
+    """A tokenizer parameter resolved like every spec path (``None``: the bundled GPT-NeoX-20B)."""
+    return resolve_path(value, ctx.spec_dir) if value else None
+
+
 class DocumentsParams(Params):
     tokenizer: str | None = None  # a tokenizer.json (or its folder); default: bundled GPT-NeoX-20B
     max_tokens: int = Field(MAX_TOKENS, ge=64)
@@ -130,7 +139,7 @@ def pretrain_documents_stage(
     tables: Mapping[str, Frame], params: DocumentsParams, ctx: Context
 ) -> StageOutput:
     """Each pre-training user's history as RecGPT documents, chunked under ``max_tokens``."""
-    counter = TokenCounter(load_tokenizer(params.tokenizer))
+    counter = TokenCounter(load_tokenizer(tokenizer_path(params.tokenizer, ctx)))
     built = build_documents(
         tables["interactions"],
         tables["items"],
@@ -184,14 +193,10 @@ def sample_to_budget(
     return kept, {"target_tokens": target_tokens, "weights_for_absent_sources": unknown, "sources": report}
 
 
-def shuffle_order(keys: pl.DataFrame, seed: int) -> pl.DataFrame:
-    """``keys`` (dataset, user_id, chunk_index, ...) in a seeded pseudo-random order across sources."""
-    joined = keys["dataset"] + "\x1f" + keys["user_id"] + "\x1f" + keys["chunk_index"].cast(pl.String)
-    return (
-        keys.with_columns(fnv1a64(salted(joined, "shuffle"), seed).alias("__key"))
-        .sort(["__key", *DOCUMENT_KEY])
-        .drop("__key")
-    )
+def shuffle_key(frame: pl.DataFrame, seed: int) -> pl.Series:
+    """Each document's seeded shuffle key: FNV-1a of (dataset, user_id, chunk_index)."""
+    joined = frame["dataset"] + "\x1f" + frame["user_id"] + "\x1f" + frame["chunk_index"].cast(pl.String)
+    return fnv1a64(salted(joined, "shuffle"), seed).alias(KEY)
 
 
 def shard_ranges(sizes: pl.DataFrame, max_rows: int, max_bytes: int) -> list[tuple[int, int]]:
@@ -218,27 +223,64 @@ class ShardRecord:
     sha256: str
 
 
-def write_shards(
-    documents: pl.LazyFrame, order: pl.DataFrame, split: str, out: Path, max_rows: int, max_bytes: int
-) -> list[ShardRecord]:
-    """Write ``documents`` of one split in ``order`` as ``data/pretrain/<split>-NNNNN-of-NNNNN.parquet``,
-    one shard in memory at a time."""
-    ranges = shard_ranges(order, max_rows, max_bytes) if split == TRAIN else [(0, order.height)]
+def shard_starts(keys: pl.DataFrame, split: str, max_rows: int, max_bytes: int) -> list[int]:
+    """The first shuffle key of each shard of ``split``, from its documents' keys and text bytes
+    (the validation split is one shard; an empty split has none)."""
+    ordered = keys.filter(pl.col("split") == split).sort(KEY)
+    if ordered.height == 0:
+        return []
+    ranges = shard_ranges(ordered, max_rows, max_bytes) if split == TRAIN else [(0, ordered.height)]
+    return [int(ordered[KEY][start]) if start < ordered.height else 0 for start, _ in ranges]
+
+
+def scatter(
+    documents: pl.LazyFrame,
+    kept: pl.DataFrame,
+    starts: Mapping[str, list[int]],
+    ctx: Context,
+    batch_rows: int,
+) -> dict[str, list[Path]]:
+    """One pass over ``documents``, ``batch_rows`` rows at a time (a slice of the scan, so only its
+    row groups are read): each kept user's document goes to the scratch file of the shard of its
+    split whose key range holds its shuffle key. Returns each split's scratch files in shard order."""
+    schema = {**{c: DOCUMENT_SCHEMA[c] for c in SHARD_COLUMNS}, KEY: pl.UInt64()}
+    files = {
+        split: [ctx.scratch / split / f"{i:05d}.parquet" for i in range(len(s))]
+        for split, s in starts.items()
+    }
+    writers = {split: [AtomicParquetWriter(path, schema) for path in paths] for split, paths in files.items()}
+    try:
+        total = count(documents)
+        for offset in range(0, total, batch_rows):
+            batch = documents.slice(offset, batch_rows).collect()
+            batch = batch.join(kept, on=["dataset", "user_id"], how="semi", maintain_order="left")
+            batch = batch.with_columns(shuffle_key(batch, ctx.seed))
+            for split, bounds in starts.items():
+                part = batch.filter(pl.col("split") == split).select(*SHARD_COLUMNS, KEY)
+                shard = np.searchsorted(
+                    np.array(bounds[1:], dtype=np.uint64), part[KEY].to_numpy(), side="right"
+                )
+                for index in np.unique(shard):
+                    writers[split][index].write(part.filter(pl.Series(shard == index)))
+    finally:
+        for split_writers in writers.values():
+            for writer in split_writers:
+                writer.close()
+    return files
+
+
+def write_shards(scratch: list[Path], split: str, ctx: Context) -> list[ShardRecord]:
+    """Each scratch file of ``split`` sorted by shuffle key and written as
+    ``data/pretrain/<split>-NNNNN-of-NNNNN.parquet``, one shard in memory at a time."""
     records = []
-    for index, (start, end) in enumerate(ranges):
-        keys = order.slice(start, end - start).select(*DOCUMENT_KEY).with_row_index("__rank")
-        shard = (
-            documents.join(keys.lazy(), on=list(DOCUMENT_KEY), how="inner")
-            .sort("__rank")
-            .select(list(SHARD_COLUMNS))
-            .collect(engine="streaming")
-        )
-        relative = PRETRAIN_DIR / f"{split}-{index:05d}-of-{len(ranges):05d}.parquet"
-        write_parquet(shard, out / relative)
+    for index, path in enumerate(scratch):
+        frame = pl.read_parquet(path).sort([KEY, *DOCUMENT_KEY]).drop(KEY)
+        path.unlink()
+        relative = PRETRAIN_DIR / f"{split}-{index:05d}-of-{len(scratch):05d}.parquet"
+        write_parquet(frame, ctx.out_dir / relative)
+        tokens = int(frame["num_tokens"].sum())
         records.append(
-            ShardRecord(
-                relative.as_posix(), shard.height, int(shard["num_tokens"].sum()), file_sha256(out / relative)
-            )
+            ShardRecord(relative.as_posix(), frame.height, tokens, file_sha256(ctx.out_dir / relative))
         )
     return records
 
@@ -277,6 +319,7 @@ class WritePretrainParams(Params):
     weights: dict[str, float] = Field(default_factory=dict)  # per source; default: by its tokens
     shard_rows: int = Field(100_000, ge=1)
     shard_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    batch_rows: int = Field(20_000, ge=1)  # documents read at a time while scattering to shards
     jsonl: bool = True
     mds: bool = False
 
@@ -303,25 +346,19 @@ def write_pretrain_stage(
         .collect(engine="streaming")
     )
     kept_users, budget = sample_to_budget(totals, params.target_tokens, params.weights, ctx.seed)
-    documents = documents.join(
-        kept_users.lazy().select("dataset", "user_id"), on=["dataset", "user_id"], how="semi"
+    kept = kept_users.select("dataset", "user_id")
+    keys = (
+        documents.select(*DOCUMENT_KEY, "split", pl.col("text").str.len_bytes().alias("bytes"))
+        .collect(engine="streaming")
+        .join(kept, on=["dataset", "user_id"], how="semi")
     )
-    stats.drop("budget_sampled_out", stats.rows_in["documents"] - count(documents))
-    keys = documents.select(*DOCUMENT_KEY, "split", pl.col("text").str.len_bytes().alias("bytes")).collect(
-        engine="streaming"
-    )
-    shards: dict[str, list[ShardRecord]] = {}
-    for split in (TRAIN, VALIDATION):
-        order = shuffle_order(keys.filter(pl.col("split") == split), ctx.seed)
-        shards[split] = write_shards(
-            documents.filter(pl.col("split") == split),
-            order,
-            split,
-            ctx.out_dir,
-            params.shard_rows,
-            params.shard_bytes,
-        )
-    written = [ctx.out_dir / r.path for split in (TRAIN, VALIDATION) for r in shards[split]]
+    stats.drop("budget_sampled_out", stats.rows_in["documents"] - keys.height)
+    keys = keys.select(shuffle_key(keys, ctx.seed), "split", "bytes")
+    starts = {split: shard_starts(keys, split, params.shard_rows, params.shard_bytes) for split in SPLITS}
+    del keys
+    scratch = scatter(documents, kept, starts, ctx, params.batch_rows)
+    shards = {split: write_shards(scratch[split], split, ctx) for split in SPLITS}
+    written = [ctx.out_dir / r.path for split in SPLITS for r in shards[split]]
     leak = {"held_out_pairs": 0, "leaked": 0}
     if "held_out" in tables:
         found = leaked(pl.scan_parquet(written).select("user_id", "item_ids"), tables["held_out"])
@@ -341,7 +378,10 @@ def write_pretrain_stage(
     if params.mds:
         exports["mds"] = export_mds(train_paths, ctx.out_dir / MDS_DIR)
     manifest = {
-        "tokenizer": {"name": params.tokenizer_name, "sha256": tokenizer_sha256(params.tokenizer)},
+        "tokenizer": {
+            "name": params.tokenizer_name,
+            "sha256": tokenizer_sha256(tokenizer_path(params.tokenizer, ctx)),
+        },
         "seed": ctx.seed,
         "pretrain": {
             "splits": {

@@ -47,11 +47,15 @@ def user_buckets(interactions: Frame, buckets: int) -> pl.DataFrame:
     return users.with_columns(bucket(users["user_id"], buckets).alias("bucket"))
 
 
-def unique_items(items: Frame) -> pl.LazyFrame:
-    """The item columns histories render, one row per (dataset, item_id): the first one read."""
+def unique_items(items: Frame, keys: pl.DataFrame | None = None) -> pl.LazyFrame:
+    """The item columns histories render, one row per (dataset, item_id): the first one read;
+    only the items of ``keys`` (a (dataset, item_id) frame) when given."""
     present = set(items.lazy().collect_schema().names())
     columns = [pl.col(c) if c in present else pl.lit(None).alias(c) for c in ITEM_COLUMNS]
-    return items.lazy().select(columns).unique(["dataset", "item_id"], keep="first", maintain_order=True)
+    selected = items.lazy().select(columns)
+    if keys is not None:
+        selected = selected.join(keys.lazy(), on=["dataset", "item_id"], how="semi", maintain_order="left")
+    return selected.unique(["dataset", "item_id"], keep="first", maintain_order=True)
 
 
 @dataclass
@@ -63,23 +67,22 @@ class Events:
 
 
 def bucket_events(interactions: Frame, items: Frame, users: pl.DataFrame) -> Events:
-    """The events of ``users`` (a (dataset, user_id) frame), joined with ``items``, in history order."""
+    """The events of ``users`` (a (dataset, user_id) frame), joined with ``items``, in history
+    order. Only the items these events name are read into memory."""
     present = set(interactions.lazy().collect_schema().names())
     columns = [pl.col(c) if c in present else pl.lit(None).alias(c) for c in EVENT_COLUMNS]
     events = (
         interactions.lazy()
         .select(columns)
         .join(users.lazy().select(*USER), on=list(USER), how="semi")
-        .join(
-            unique_items(items).with_columns(pl.lit(True).alias("__item")),
-            on=["dataset", "item_id"],
-            how="left",
-        )
-        .sort(list(HISTORY_ORDER), maintain_order=True)
         .collect(engine="streaming")
     )
-    without_item = events["__item"].null_count()
-    return Events(events.drop("__item"), without_item)
+    named = events.select("dataset", "item_id").unique()
+    wanted = unique_items(items, named).with_columns(pl.lit(True).alias("__item")).collect(engine="streaming")
+    events = events.join(wanted, on=["dataset", "item_id"], how="left").sort(
+        list(HISTORY_ORDER), maintain_order=True
+    )
+    return Events(events.drop("__item"), events["__item"].null_count())
 
 
 def iter_bucket_events(interactions: Frame, items: Frame, buckets: int) -> Iterator[Events]:

@@ -20,6 +20,7 @@ from recgpt_data.corpus import (
     shard_ranges,
     write_pretrain_stage,
 )
+from recgpt_data.errors import UsageError
 from recgpt_data.ingest import ingest
 from recgpt_data.pipeline.runner import run_spec
 from recgpt_data.pipeline.spec import load_spec
@@ -249,3 +250,16 @@ def test_one_command_builds_the_same_bytes_whatever_the_user_buckets(corpus, sha
     assert len(built) == 6
     for relative in built:
         assert (tmp_path / "out" / relative).read_bytes() == (out / relative).read_bytes(), relative
+
+
+def test_tokenizer_is_chosen_by_a_path_relative_to_the_spec(inputs, shared, tmp_path):
+    tables = {"interactions": inputs["interactions"].lazy(), "items": inputs["items"].lazy()}
+    chosen = pretrain_documents_stage(
+        tables,
+        DocumentsParams(tokenizer="tokenizers/gpt-neox-20b"),
+        Context(seed=SEED, spec_dir=shared.parent, out_dir=tmp_path),
+    ).tables["documents"]
+    bundled = pretrain_documents_stage(tables, DocumentsParams(), Context(seed=SEED, out_dir=tmp_path))
+    assert chosen.equals(bundled.tables["documents"])
+    with pytest.raises(UsageError, match="no tokenizer.json"):
+        pretrain_documents_stage(tables, DocumentsParams(tokenizer="nowhere"), Context(spec_dir=tmp_path))

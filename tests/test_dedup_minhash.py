@@ -124,3 +124,21 @@ def test_empty_and_huge_texts_do_not_break_the_batch() -> None:
     short.update(b"great product")
     assert np.array_equal(ours[5], short.hashvalues)
     assert struct.unpack("<I", hashlib.sha1(b"great product").digest()[:4])[0] == ds_sha1_hash32(b"great product")
+
+
+def test_texts_holding_a_bad_hash_take_the_exact_path() -> None:
+    h0 = ds_sha1_hash32(b"great product")
+    hasher = MinHasher(num_perm=2, seed=1)
+    hasher.a = np.array([1, 3], dtype=np.uint64)
+    hasher.b = np.array([MERSENNE_PRIME - h0, 99], dtype=np.uint64)
+    hasher._bad = _bad_hashes(hasher.a, hasher.b)
+    sig = hasher.signatures(pl.Series(["Great product!", "great product. Really great product, I say"]))
+    expected = [
+        [
+            min(((int(a) * ds_sha1_hash32(s) + int(b)) % (1 << 64)) % MERSENNE_PRIME & 0xFFFFFFFF for s in shingles(t))
+            for a, b in zip(hasher.a, hasher.b, strict=True)
+        ]
+        for t in ["Great product!", "great product. Really great product, I say"]
+    ]
+    assert sig.tolist() == expected
+    assert sig[0, 0] == 0

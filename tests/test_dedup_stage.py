@@ -262,7 +262,7 @@ def test_duplicate_items_are_dropped_and_their_interactions_remapped(magazine_it
     items = _items(magazine_items + [planted])
     rows = [{"user_id": f"u{k}", "item_id": original["item_id"], "day": k, "review_text": None} for k in range(3)]
     rows += [{"user_id": f"v{k}", "item_id": "PLANTED", "day": k, "review_text": None} for k in range(2)]
-    out = run(_frame(rows), items)
+    out = run(_frame(rows), items, items="remap")
     assert nonzero(out.stats.dropped) == {"duplicate_item": 1}
     assert nonzero(out.stats.changed) == {"item_id_remapped": 2}
     assert out.tables["items"].height == 10
@@ -272,6 +272,7 @@ def test_duplicate_items_are_dropped_and_their_interactions_remapped(magazine_it
     clusters = marked.tables["items"].filter(pl.col("cluster_size") > 1)
     assert sorted(clusters["item_id"].to_list()) == sorted([original["item_id"], "PLANTED"])
     assert nonzero(marked.stats.dropped) == {}
+    assert marked.stats.info["items_in_duplicate_clusters"] == 2
 
 
 def test_output_is_the_same_for_shuffled_input(beauty) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import bz2
+import gzip
 import json
 import subprocess
 import sys
@@ -207,10 +208,12 @@ def test_cli_ingest_reports_counts_and_truncation(shared, tmp_path):
     assert result.stderr.count("warning:") == 2
 
 
-def test_line_blocks_are_the_same_for_every_chunk_size(tmp_path):
+@pytest.mark.parametrize("name", ["lines.json", "lines.json.gz"])
+def test_line_blocks_are_the_same_for_every_chunk_size(tmp_path, name):
+    """Plain files are cut through mmap, compressed ones from decompressed chunks: same lines."""
     data = b'{"a": 1}\r\n{"b": 2}\r\n\r\n{"c": 3}\n{"d": 4}'
-    path = tmp_path / "lines.json"
-    path.write_bytes(data)
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data, mtime=0) if name.endswith(".gz") else data)
     expected = data.replace(b"\r\n", b"\n").split(b"\n")
     for size in range(1, len(data) + 1):
         blocks = LineBlocks(path, chunk_bytes=size)

@@ -232,6 +232,7 @@ def test_bad_specs_are_clear_errors(tmp_path: Path) -> None:
 PRODUCTION_STAGES = [
     "ingest",
     "p5_benchmark",
+    "clean_items",
     "clean",
     "langid",
     "dedup",

@@ -30,8 +30,8 @@ SCHEME = "legacy"
 _U32 = np.uint32
 _SHA1_INIT = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0)
 _SHA1_K = (0x5A827999, 0x6ED9EBA1, 0x8F1BBCDC, 0xCA62C1D6)
-_SHA1_CHUNK = 16384  # messages per SHA-1 pass: its working arrays stay in the CPU caches
-_PERM_BLOCK = 2048  # shingles per permutation block
+_SHA1_CHUNK = 32768  # messages per SHA-1 pass: fewer numpy calls per message, arrays still cache-sized
+_PERM_BLOCK = 4096  # shingles per permutation block: amortises the per-block segment bookkeeping
 
 
 def permutations(num_perm: int = 128, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:

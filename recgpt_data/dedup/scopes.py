@@ -10,9 +10,9 @@ empty text) and ``cluster_size``. Then, in this order:
 (c) users: users whose histories (items with ratings, and review-text clusters) near-duplicate
     another's are duplicate or bot accounts; the keep rule's user stays (``duplicate_user``).
 (d) items: items of one dataset whose title, brand and description near-duplicate each other are
-    one item; ``remap`` keeps the item with the most interactions, drops the others
-    (``duplicate_item``) and points their interactions at it (``item_id_remapped``); ``mark`` only
-    adds ``cluster_id`` / ``cluster_size`` to the items table.
+    one item; ``mark`` (default) adds ``cluster_id`` / ``cluster_size`` to the items table;
+    ``remap`` keeps the item with the most interactions, drops the others (``duplicate_item``) and
+    points their interactions at it (``item_id_remapped``).
 (b) texts: the remaining copies of a review text, across users (templates, spam) or within one
     user, lose their text (``review_text_duplicate``) and keep the interaction; ``drop`` drops them.
 
@@ -55,7 +55,7 @@ class DedupParams(Params):
     users: bool = True
     user_threshold: float = Field(0.8, gt=0.0, lt=1.0)
     user_min_interactions: int = Field(5, ge=1, description="shorter histories are never called duplicates")
-    items: Literal["remap", "mark", "off"] = "remap"
+    items: Literal["remap", "mark", "off"] = "mark"
     item_threshold: float = Field(0.8, gt=0.0, lt=1.0)
     batch_size: int = Field(16384, ge=1, description="texts per signature batch")
     threads: int = Field(2, ge=1, description="signature batches computed at once")
@@ -161,6 +161,7 @@ def _duplicate_items(
         pl.when(pl.col("_ilabel") >= 0).then(pl.col("_ilabel")).alias("cluster_id"),
         pl.when(pl.col("_ilabel") >= 0).then(pl.len().over("_ilabel")).cast(pl.Int64).alias("cluster_size"),
     )
+    stats.info["items_in_duplicate_clusters"] = int(items["cluster_size"].fill_null(1).gt(1).sum())
     if params.items == "mark":
         return items.drop("_irow", "_inorm", "_ilabel"), frame
     counts = frame.group_by("dataset", "item_id").agg(pl.len().alias("_uses"))

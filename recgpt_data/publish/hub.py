@@ -9,6 +9,7 @@ to the client and never printed, logged or written anywhere.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,12 +47,26 @@ def local_files(folder: Path) -> list[Path]:
     )
 
 
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """The connection-level error classes of the HTTP client that ``huggingface_hub`` uses.
+
+    ``huggingface_hub`` has moved from ``requests`` to ``httpx`` to ``httpx2`` across versions; every
+    one of them that is installed counts, plus the standard library's ``ConnectionError``.
+    """
+    classes: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "ConnectionError")):
+        try:
+            classes.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(classes)
+
+
 def retryable(exc: Exception) -> bool:
     """Whether a failed Hub call is worth repeating: connection trouble, 429 or a server error."""
-    import httpx
     from huggingface_hub.errors import HfHubHTTPError
 
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, transport_errors()):
         return True
     if isinstance(exc, HfHubHTTPError) and exc.response is not None:
         return exc.response.status_code == 429 or exc.response.status_code >= 500

@@ -103,9 +103,8 @@ def prefetched(batches: Iterator[RawBatch], depth: int = 2) -> Iterator[RawBatch
 
 def parse_block(block: bytes, count: int, schema: dict[str, pl.DataType]) -> pl.DataFrame | None:
     """``block`` of ``count`` JSON object lines parsed in one go, or ``None`` where any line is bad
-    (blank, malformed, not an object, or of the wrong type)."""
-    if b"\n\n" in block or not block.strip():
-        return None
+    (blank, malformed, not an object, or of the wrong type). Polars skips blank lines, so a block
+    holding one yields fewer than ``count`` rows and is refused."""
     try:
         frame = pl.read_ndjson(io.BytesIO(block), schema=schema)
     except Exception:  # noqa: BLE001 - any parser error sends the block to the line-by-line path

@@ -1,0 +1,138 @@
+"""The README's main job: ``recgpt-data run pipelines/demo.toml`` on the bundled demo data.
+
+Expected counts come from reading the bundled files with the standard library (``json``, ``csv``,
+``ast.literal_eval`` for the Amazon 2014 metadata), never from the library.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import gzip
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "recgpt_data" / "demo"
+SPEC = REPO / "pipelines" / "demo.toml"
+HEADER = re.compile(r"^Given the interaction history of a user with (products|movies/shows) as follows:\n\n")
+
+
+def lines(path: Path) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [line for line in f if line.strip()]
+
+
+def has_text(title: str | None) -> bool:
+    """A title with some text outside HTML tags (Amazon 2018 Magazine titles are bare markup)."""
+    return bool(title) and bool(re.sub(r"<[^>]*>?", "", title).strip())
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    """What the bundled files hold, and which users RecGPT's rules keep (5+ interactions with titled items)."""
+    m18 = [json.loads(x) for x in lines(DEMO / "amazon2018" / "Magazine_Subscriptions_5.json.gz")]
+    meta18 = [json.loads(x) for x in lines(DEMO / "amazon2018" / "meta_Magazine_Subscriptions.json.gz")]
+    m14 = [json.loads(x) for x in lines(DEMO / "amazon2014" / "reviews_Digital_Music_5.json.gz")]
+    meta14 = [ast.literal_eval(x) for x in lines(DEMO / "amazon2014" / "meta_Digital_Music.json.gz")]
+    with open(DEMO / "movielens" / "ml-latest-small" / "ratings.csv", newline="") as f:
+        ratings = list(csv.DictReader(f))
+    with open(DEMO / "movielens" / "ml-latest-small" / "movies.csv", newline="") as f:
+        movies = list(csv.DictReader(f))
+    titled18 = {m["asin"] for m in meta18 if has_text(m.get("title"))}
+    titled14 = {m["asin"] for m in meta14 if has_text(m.get("title"))}
+    titled_ml = {m["movieId"] for m in movies if m["title"].strip()}
+    per_user: Counter = Counter()
+    per_user.update(("amazon2018/Magazine_Subscriptions", r["reviewerID"]) for r in m18 if r["asin"] in titled18)
+    per_user.update(("amazon2014/Digital_Music", r["reviewerID"]) for r in m14 if r["asin"] in titled14)
+    per_user.update(("movielens/ml-latest-small", r["userId"]) for r in ratings if r["movieId"] in titled_ml)
+    return {
+        "interactions": len(m18) + len(m14) + len(ratings),
+        "items": len(meta18) + len(meta14) + len(movies),
+        "kept_users": {key for key, n in per_user.items() if n >= 5},
+    }
+
+
+def run(out: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [str(Path(sys.executable).parent / "recgpt-data"), "run", str(SPEC), "--out", str(out), *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def digests(out: Path) -> dict[str, str]:
+    """sha256 of every output file but the run's own timings."""
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and not p.relative_to(out).parts[0].startswith(".") and p.name != "stats.json"
+    }
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "out"
+    result = run(out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_every_input_row_is_accounted_for(built: Path, raw: dict) -> None:
+    stages = json.loads((built / "stats.json").read_text())["stages"]
+    assert stages["ingest"]["rows_out"] == {"interactions": raw["interactions"], "items": raw["items"]}
+    interactions = raw["interactions"]
+    for name in ("clean", "langid", "dedup", "filter_users", "split"):
+        stats = stages[name]
+        assert stats["rows_in"]["interactions"] == interactions
+        assert stats["rows_out"]["interactions"] == interactions - sum(stats["dropped"].values())
+        interactions = stats["rows_out"]["interactions"]
+
+
+def test_documents_and_pool_hold_exactly_the_users_recgpt_keeps(built: Path, raw: dict) -> None:
+    documents = pq.read_table(built / "data" / "pretrain").to_pylist()
+    documented = {(d["dataset"], d["user_id"]) for d in documents}
+    stages = json.loads((built / "stats.json").read_text())["stages"]
+    pool_users = stages["split"]["info"]["users"]["instruct"]
+    assert len(documented) + pool_users == len(raw["kept_users"])
+    assert documented <= raw["kept_users"]
+    # Every Magazine 2018 title in the release is bare markup: RecGPT's title rule drops them all.
+    assert not any(dataset.startswith("amazon2018") for dataset, _ in raw["kept_users"])
+    for doc in documents:
+        assert HEADER.match(doc["text"]), doc["text"][:120]
+        assert doc["num_tokens"] < 2048
+        assert doc["text"].count("\n") - 1 == doc["num_items"]
+
+
+def test_every_config_loads_with_datasets(built: Path) -> None:
+    manifest = json.loads((built / "manifest.json").read_text())
+    pretrain = datasets.load_dataset(str(built), "pretrain")
+    for split, info in manifest["pretrain"]["splits"].items():
+        assert pretrain[split].num_rows == info["rows"] > 0
+    instruct = datasets.load_dataset(str(built), "instruct")["train"]
+    jsonl = (built / "data" / "instruct" / "instruct.jsonl").read_text().splitlines()
+    assert instruct.num_rows == len(jsonl) > 0
+    for row in instruct:
+        assert row["prompt"].startswith("### Instruction:\n") and row["prompt"].endswith("\n\n### Response:")
+        assert not row["response"].startswith("\n")
+    for name in ("music", "movies"):
+        folder = built / "eval" / name
+        assert (folder / "sequential_data.txt").stat().st_size > 0
+        assert json.loads((folder / "datamaps.json").read_text())["user2id"]
+
+
+def test_rerun_skips_and_force_reproduces_the_same_bytes(built: Path, tmp_path: Path) -> None:
+    before = digests(built)
+    again = run(built)
+    assert again.returncode == 0, again.stderr
+    assert "ran " not in again.stdout + again.stderr
+    assert digests(built) == before
+    fresh = tmp_path / "fresh"
+    assert run(fresh, "--force").returncode == 0
+    assert digests(fresh) == before
