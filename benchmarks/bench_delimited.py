@@ -33,7 +33,7 @@ from recgpt_data.ingest import ingest
 from recgpt_data.sources import get_source
 from recgpt_data.sources.base import ReadState
 mode, fmt, path, out = sys.argv[1:5]
-reader = get_source(fmt).role_for(Path(path)).reader
+reader = get_source(fmt).roles_for(Path(path))[0].reader
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 if mode == "ingest":

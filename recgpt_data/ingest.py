@@ -97,17 +97,16 @@ def resolve_files(source: Source, paths: Sequence[str | Path]) -> tuple[list[tup
         if not path.exists():
             raise UsageError(f"no such file or folder: {path}")
         if path.is_file():
-            role = source.role_for(path)
-            if role is None:
+            roles = source.roles_for(path)
+            if not roles:
                 raise UsageError(f"{path.name} is not a {source.name} file this reader knows")
-            chosen.append((path, role))
+            chosen.extend((path, role) for role in roles)
             continue
         for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            role = source.role_for(child)
-            if role is None:
+            roles = source.roles_for(child)
+            if not roles:
                 skipped.append(str(child))
-            else:
-                chosen.append((child, role))
+            chosen.extend((child, role) for role in roles)
     if not chosen:
         raise UsageError(f"no {source.name} files found in: {', '.join(map(str, paths))}")
     return chosen, skipped

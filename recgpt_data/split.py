@@ -77,7 +77,9 @@ def drop_held_out(interactions: Frame, held_out: Frame) -> pl.LazyFrame:
 
 def assign_split(interactions: pl.DataFrame, fraction: float, seed: int) -> pl.DataFrame:
     """``interactions`` with a ``split`` column: ``instruct`` for users whose seeded hash falls
-    below ``fraction``, else ``pretrain``."""
+    below ``fraction``, else ``pretrain``. The hash is of the user id alone, so a reviewer who
+    appears in several categories or releases of one source (Amazon 2014 and 2018 share reviewer
+    ids) lands on the same side everywhere."""
     users = interactions.select(pl.col("user_id").unique().sort())
     users = users.with_columns(
         pl.when(unit_interval(users["user_id"], seed) < fraction)
@@ -149,7 +151,9 @@ def split_stage(tables: dict, params: SplitParams, ctx: Context) -> StageOutput:
     kept = drop_held_out(interactions, held_out).collect(engine="streaming")
     stats.drop("held_out", stats.rows_in["interactions"] - kept.height)
     out = assign_split(kept, params.instruct_fraction, ctx.seed)
-    users = out.group_by("split").agg(pl.col("user_id").n_unique().alias("users"), pl.len().alias("rows"))
+    users = out.group_by("split").agg(
+        pl.struct("dataset", "user_id").n_unique().alias("users"), pl.len().alias("rows")
+    )
     stats.info["users"] = {row["split"]: row["users"] for row in users.sort("split").iter_rows(named=True)}
     stats.info["interactions"] = {
         row["split"]: row["rows"] for row in users.sort("split").iter_rows(named=True)

@@ -299,9 +299,11 @@ def test_pyliteral_ingest_is_deterministic(shared, steam_games, tmp_path):
 def test_hotelrec_fixture_reviews(fixtures, tmp_path):
     """Fixture: tests/fixtures/hotelrec (the real dump is one 50 GB file)."""
     ingest("hotelrec", [fixtures / "hotelrec"], tmp_path)
-    interactions, _ = tables(tmp_path)
+    interactions, items = tables(tmp_path)
     reviews = [json.loads(line) for line in all_lines(fixtures / "hotelrec" / "HotelRec.txt")]
     assert interactions.height == len(reviews) == 10
+    # The one file fills both tables: a hotel row per review, named by its URL.
+    assert items.get_column("item_id").to_list() == [r["hotel_url"] for r in reviews]
     assert interactions.get_column("user_id").to_list() == [r["author"] for r in reviews]
     assert interactions.get_column("item_id").to_list() == [r["hotel_url"] for r in reviews]
     assert interactions.get_column("timestamp").to_list() == [

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import yaml
 
 from recgpt_data.errors import UsageError
 from recgpt_data.io.parquet import write_text
@@ -44,6 +45,27 @@ class CardParams(Params):
         "(Ngo and Nguyen, 2024, arXiv 2405.12715), for pre-training and instruction tuning a "
         "recommendation language model."
     )
+
+
+COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "pretrain": [
+        ("text", "one user's items in RecGPT's format: a header, a blank line, one line per item"),
+        ("num_tokens", "tokens of `text` under the GPT-NeoX-20B tokenizer (MPT-7B's)"),
+        ("source", "the source format, e.g. `amazon2018`"),
+        ("dataset", "the dataset, e.g. `amazon2018/All_Beauty`: one user's history per dataset"),
+        ("user_id", "the source's own user id"),
+        ("chunk_index", "0, 1, ...: a history over 2048 tokens is split into chunks of similar item counts"),
+        ("num_items", "item lines in `text`"),
+        ("item_ids", "the source's item ids of those lines, in order (for leakage checks and analysis)"),
+    ],
+    "instruct": [
+        ("prompt", "`### Instruction:\\n{instruction}\\n\\n### Response:`"),
+        ("response", "the target item's line, or its rating such as `5.0/5.0`"),
+        ("task", "`next_item` or `rating`"),
+        ("source", "the source format"),
+        ("dataset", "the dataset"),
+    ],
+}
 
 
 def split_of(path: Path) -> str:
@@ -79,6 +101,35 @@ def data_configs(folder: Path) -> dict[str, dict[str, str]]:
     return configs
 
 
+def dataset_info_yaml(folder: Path, configs: Mapping[str, Mapping[str, str]]) -> str:
+    """The card's ``dataset_info`` block (features, and rows and bytes per split), as the Hub's own
+    uploads write it. ``datasets`` keys its cache of a local folder on this block, so a rebuilt
+    folder whose shards changed is read afresh rather than served from a stale cache."""
+    from datasets import DatasetInfo, Features, SplitDict, SplitInfo
+    from datasets.info import DatasetInfosDict
+    from huggingface_hub import DatasetCardData
+
+    infos = {}
+    for config, splits in configs.items():
+        files = {split: sorted(folder.glob(pattern)) for split, pattern in splits.items()}
+        first = next(path for paths in files.values() for path in paths)
+        info = DatasetInfo(features=Features.from_arrow_schema(pq.read_schema(first)), config_name=config)
+        info.splits = SplitDict()
+        for split, paths in files.items():
+            metadata = [pq.read_metadata(path) for path in paths]
+            info.splits.add(SplitInfo(
+                name=split,
+                num_bytes=sum(m.row_group(i).total_byte_size for m in metadata for i in range(m.num_row_groups)),
+                num_examples=sum(m.num_rows for m in metadata),
+            ))
+        info.download_size = sum(path.stat().st_size for paths in files.values() for path in paths)
+        info.dataset_size = sum(split.num_bytes for split in info.splits.values())
+        infos[config] = info
+    card_data = DatasetCardData()
+    DatasetInfosDict(infos).to_dataset_card_data(card_data)
+    return yaml.safe_dump({"dataset_info": card_data.to_dict()["dataset_info"]}, sort_keys=False).rstrip("\n")
+
+
 def size_category(rows: int) -> str:
     """The Hub's size category for a dataset of ``rows`` rows."""
     for limit, name in SIZE_CATEGORIES:
@@ -92,7 +143,9 @@ def yaml_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def front_matter(params: CardParams, licence: str, size: str, configs: Mapping[str, Mapping[str, str]]) -> str:
+def front_matter(
+    params: CardParams, licence: str, size: str, configs: Mapping[str, Mapping[str, str]], info: str
+) -> str:
     """The YAML block between ``---`` lines."""
     lines = ["---", f"license: {yaml_value(licence)}"]
     if licence == "other":
@@ -110,6 +163,7 @@ def front_matter(params: CardParams, licence: str, size: str, configs: Mapping[s
             lines.append("  data_files:")
             for split, pattern in splits.items():
                 lines += [f"  - split: {yaml_value(split)}", f"    path: {yaml_value(pattern)}"]
+        lines.append(info)
     lines.append("---")
     return "\n".join(lines)
 
@@ -134,7 +188,7 @@ def render_card(
     size = size_category(max((sum(s.values()) for s in rows.values()), default=0))
     summary = corpus_summary(tables)
     parts = [
-        front_matter(params, licence_of(terms), size, configs),
+        front_matter(params, licence_of(terms), size, configs, dataset_info_yaml(folder, configs) if configs else ""),
         "",
         f"# {params.pretty_name}",
         "",
@@ -145,6 +199,19 @@ def render_card(
     if rows:
         body = [[c, s, n] for c, splits in rows.items() for s, n in splits.items()]
         parts += [markdown_table(["config", "split", "rows"], body), ""]
+    parts += ["## Columns", "", markdown_table(["config", "column", "meaning"], [
+        [c, col, meaning] for c, columns in COLUMNS.items() if c in configs for col, meaning in columns
+    ]), ""]
+    benchmarks = sorted(p.name for p in (folder / "eval").glob("*") if p.is_dir())
+    if benchmarks:
+        parts += [
+            "## Benchmarks",
+            "",
+            "P5-protocol benchmarks held out of both configs (no held-out interaction is in a shard "
+            "or a pair), each under `eval/<name>/` as P5's `sequential_data.txt` and `datamaps.json` "
+            "plus test prompts in `prompts/`: " + ", ".join(f"`{b}`" for b in benchmarks) + ".",
+            "",
+        ]
     parts += ["## How to load", "", "```python", "from datasets import load_dataset", ""]
     for config in configs:
         parts.append(f'{config} = load_dataset("{params.repo_id}", "{config}")')

@@ -111,12 +111,10 @@ class Source:
     licence: str = "other"
     redistributable_dataset: Callable[[str], bool] | None = None  # where terms differ per dataset
 
-    def role_for(self, path: Path) -> Role | None:
-        """The role of the file at ``path``, or ``None`` if this source does not read it."""
-        for role in self.roles:
-            if role.matches(path.name):
-                return role
-        return None
+    def roles_for(self, path: Path) -> tuple[Role, ...]:
+        """The roles of the file at ``path``, empty if this source does not read it. A file can
+        fill more than one table (HotelRec's reviews also name the hotels)."""
+        return tuple(role for role in self.roles if role.matches(path.name))
 
     def may_redistribute(self, dataset: str) -> bool:
         """Whether the terms of ``dataset`` allow publishing it (per dataset where the source says so)."""
