@@ -13,7 +13,11 @@ from rich.table import Table
 
 from recgpt_data.errors import UsageError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Build the RecGPT corpus: ingest raw dumps, run pipeline specs, publish to the Hub.",
+)
 console = Console(stderr=True)
 
 
@@ -89,7 +93,7 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="rerun stages even when their outputs are current")] = False,
     engine: Annotated[str, typer.Option(help="where partitioned stages run: local or ray")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, ray://host:10001)")] = None,
-    var: Annotated[list[str], typer.Option("--var", help="override a spec [vars] entry: name=value")] = [],  # noqa: B006
+    var: Annotated[list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")] = [],  # noqa: B006
 ) -> None:
     """Run the stages of a pipeline spec; stages whose outputs are current are skipped."""
     from recgpt_data.engines import get_engine
@@ -129,7 +133,7 @@ def run(
 def status(
     spec: Annotated[Path, typer.Argument(help="pipeline spec (TOML)")],
     out: Annotated[Path | None, typer.Option("--out", help="output folder (default: out/<name>)")] = None,
-    var: Annotated[list[str], typer.Option("--var", help="override a spec [vars] entry: name=value")] = [],  # noqa: B006
+    var: Annotated[list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")] = [],  # noqa: B006
 ) -> None:
     """Show each stage of a spec as done, stale or missing in an output folder."""
     from recgpt_data.pipeline.runner import spec_status
