@@ -9,6 +9,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from recgpt_data.instruct.templates import RESPONSE_SEPARATOR
 from recgpt_data.tokenizer import DEFAULT_TOKENIZER
 
 PEAK_LR = {"pretrain": 2.5e-5, "instruct": 1e-5}
@@ -40,7 +41,7 @@ class DataConfig(Strict):
     config: Literal["pretrain", "instruct"] = "pretrain"
     split: str = "train"
     tokenizer: str = str(DEFAULT_TOKENIZER)
-    response_separator: str = "\n"
+    response_separator: str = RESPONSE_SEPARATOR  # the builders budget 2048 tokens with it and EOS
     doc_masking: bool = False
     max_examples: int | None = None
 

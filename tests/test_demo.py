@@ -13,17 +13,16 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import datasets
 import pyarrow.parquet as pq
 import pytest
+from conftest import build
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "recgpt_data" / "demo"
-SPEC = REPO / "pipelines" / "demo.toml"
 HEADER = re.compile(r"^Given the interaction history of a user with (products|movies/shows) as follows:\n\n")
 
 
@@ -63,8 +62,7 @@ def raw() -> dict:
 
 
 def run(out: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [str(Path(sys.executable).parent / "recgpt-data"), "run", str(SPEC), "--out", str(out), *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+    return build("demo.toml", out, *args)
 
 
 def digests(out: Path) -> dict[str, str]:
@@ -77,11 +75,8 @@ def digests(out: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("demo") / "out"
-    result = run(out)
-    assert result.returncode == 0, result.stderr
-    return out
+def built(demo_corpus: Path) -> Path:
+    return demo_corpus
 
 
 def test_every_input_row_is_accounted_for(built: Path, raw: dict) -> None:

@@ -348,3 +348,25 @@ def test_editing_a_stage_module_makes_it_stale(tmp_path: Path, shared: Path, raw
         ("ingest", "done"),
         ("t_user_counts", "stale"),
     ]
+
+
+def test_editing_a_helper_module_a_stage_imports_changes_its_fingerprint(tmp_path: Path, monkeypatch) -> None:
+    import importlib
+
+    from recgpt_data.pipeline.fingerprint import source_sha256
+
+    package = tmp_path / "helperpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helper.py").write_text("WORD = 'a'\n")
+    (package / "unrelated.py").write_text("X = 1\n")
+    (package / "staged.py").write_text("from helperpkg.helper import WORD\n\ndef fn():\n    return WORD\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fn = importlib.import_module("helperpkg.staged").fn
+    before = source_sha256(fn)
+    (package / "unrelated.py").write_text("X = 2\n")
+    source_sha256.cache_clear()
+    assert source_sha256(fn) == before
+    (package / "helper.py").write_text("WORD = 'b'\n")
+    source_sha256.cache_clear()
+    assert source_sha256(fn) != before

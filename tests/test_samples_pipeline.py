@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,18 +14,10 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SPEC = REPO / "pipelines" / "samples.toml"
-
 
 @pytest.fixture(scope="module")
-def built(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("samples") / "out"
-    command = [str(Path(sys.executable).parent / "recgpt-data"), "run", str(SPEC), "--out", str(out),
-               "--var", f"shared={shared}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr
-    return out
+def built(samples_corpus: Path) -> Path:
+    return samples_corpus
 
 
 def per_source(out: Path) -> dict[str, dict]:

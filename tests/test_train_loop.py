@@ -1,4 +1,5 @@
-"""The tiny MPT trains end to end on a built corpus from real data; resume and FSDP reproduce the losses."""
+"""The tiny MPT trains end to end on the demo corpus that recgpt-data builds from real data; resume and
+FSDP reproduce the losses."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,7 +16,6 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from recgpt_data.tokenizer import load_tokenizer
 from recgpt_train.cli import main as cli_main
 from recgpt_train.config import TrainConfig
 from recgpt_train.train import train
@@ -24,10 +23,6 @@ from recgpt_train.train import train
 REPO = Path(__file__).resolve().parent.parent
 CARD = """---
 configs:
-- config_name: pretrain
-  data_files:
-  - split: train
-    path: data/pretrain/train-*.parquet
 - config_name: instruct
   data_files:
   - split: train
@@ -36,32 +31,17 @@ configs:
 """
 
 
-def _history_documents(shared: Path, n_users: int) -> list[str]:
-    """RecGPT-format histories of the first ``n_users`` reviewers of the real 2018 All_Beauty 5-core."""
-    users: dict[str, list[dict]] = defaultdict(list)
-    for line in (shared / "amazon2018" / "All_Beauty_5.json").open():
-        review = json.loads(line)
-        users[review["reviewerID"]].append(review)
-    docs = []
-    for reviews in list(users.values())[:n_users]:
-        reviews.sort(key=lambda r: r["unixReviewTime"])
-        lines = [f"Review: {' '.join(r.get('reviewText', '').split())}; Rating: {r['overall']}/5.0" for r in reviews]
-        docs.append("Given the interaction history of a user with beauty products as follows:\n\n" + "\n".join(lines))
-    return docs
+@pytest.fixture(scope="module")
+def corpus(demo_corpus: Path) -> Path:
+    """The demo corpus that ``recgpt-data run pipelines/demo.toml`` builds from the bundled real slices."""
+    return demo_corpus
 
 
 @pytest.fixture(scope="module")
-def corpus(shared, tmp_path_factory) -> Path:
-    """A folder in the recgpt-data output contract: parquet text/num_tokens and prompt/response, a card."""
-    root = tmp_path_factory.mktemp("corpus")
-    tok = load_tokenizer()
-    docs = _history_documents(shared, 40)
-    (root / "data" / "pretrain").mkdir(parents=True)
+def authors_pairs(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder in the output contract holding the RecGPT authors' own 20 instruction pairs."""
+    root = tmp_path_factory.mktemp("authors")
     (root / "data" / "instruct").mkdir(parents=True)
-    pq.write_table(
-        pa.table({"text": docs, "num_tokens": [len(tok.encode(d).ids) for d in docs]}),
-        root / "data" / "pretrain" / "train-00000-of-00001.parquet",
-    )
     pairs = [json.loads(line) for line in (shared / "recgpt_sample" / "sample_prompt_response_pairs.jsonl").open()]
     pq.write_table(
         pa.table({
@@ -106,10 +86,10 @@ def test_resume_continues_the_same_loss_curve(corpus, full_run, tmp_path):
     assert [r["loss"] for r in first + rest] == [r["loss"] for r in full_run]
 
 
-def test_cli_trains_instruction_pairs_and_reports_packing(corpus, tmp_path, capsys):
+def test_cli_trains_instruction_pairs_and_reports_packing(authors_pairs, tmp_path, capsys):
     recipe = tmp_path / "instruct.yaml"
     recipe.write_text(
-        f"task: instruct\nmodel: {{preset: tiny}}\ndata: {{source: {corpus}, config: instruct}}\n"
+        f"task: instruct\nmodel: {{preset: tiny}}\ndata: {{source: {authors_pairs}, config: instruct}}\n"
         f"optim: {{lr: 2.0e-3, warmup_steps: 1}}\nglobal_batch_size: 2\nmicro_batch_size: 1\nepochs: 3\n"
         f"precision: fp32\nout_dir: {tmp_path / 'run'}\nlog_every: 1\n"
     )

@@ -99,3 +99,18 @@ def test_document_masking_stops_prediction_at_document_ends():
     assert list(packed.seq_ids[0, 9:13]) == [0, 0, 1, 1]
     assert packed.labels[0, 10] == IGNORE  # EOS of doc 0 does not predict doc 1's first token
     assert packed.labels[0, 9] == EOS and packed.labels[0, 11] == 6
+
+
+def test_instruction_set_built_from_the_real_samples_packs_near_the_lower_bound(samples_corpus):
+    """The instruction pairs ``pipelines/samples.toml`` builds from ../shared/data, tokenized as the trainer does."""
+    import pyarrow.parquet as pq
+
+    tok = load_tokenizer()
+    rows = pq.read_table(samples_corpus / "data" / "instruct" / "train-00000-of-00001.parquet").to_pylist()
+    pairs = [(tok.encode(r["prompt"] + "\n").ids, tok.encode(r["response"]).ids) for r in rows]
+    sizes = [len(p) + len(r) + 1 for p, r in pairs]
+    assert len(sizes) > 500 and max(sizes) <= 2048  # the builder fits every pair in 2048 tokens
+    packed = pack_instructions(pairs, 2048, EOS)
+    lower = math.ceil(sum(sizes) / 2048)
+    assert packed.stats.packed == len(pairs)
+    assert lower <= packed.stats.rows <= 1.02 * lower + 1

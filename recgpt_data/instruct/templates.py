@@ -102,10 +102,16 @@ def render_parsed(parsed: ParsedPair) -> Pair:
     return Pair(prompt, render_fields(parsed.target), parsed.task)
 
 
+RESPONSE_SEPARATOR = "\n"  # what a trainer puts between "### Response:" and the response
+
+
 def token_count(tokenizer: Tokenizer, prompt: str, response: str) -> int:
-    """Tokens of a pair as a finetuning loader sees it: prompt and response encoded apart."""
-    return len(tokenizer.encode(prompt, add_special_tokens=False).ids) + len(
-        tokenizer.encode(response, add_special_tokens=False).ids
+    """Tokens of a pair as a trainer feeds it: the prompt with the separator that ends it
+    (``RESPONSE_SEPARATOR``), the response, each encoded apart, and the EOS token after them."""
+    return (
+        len(tokenizer.encode(prompt + RESPONSE_SEPARATOR, add_special_tokens=False).ids)
+        + len(tokenizer.encode(response, add_special_tokens=False).ids)
+        + 1
     )
 
 

@@ -1,7 +1,7 @@
 """Stage fingerprints: what a stage's output is a function of, hashed.
 
 A fingerprint covers the stage's name, its declared code version and the sha256 of the source file
-that defines it, its parameters as canonical JSON, the seed,
+that defines it and of the package modules that file imports, its parameters as canonical JSON, the seed,
 its partition count, the fingerprints of the stages it reads from, and a manifest of its input
 files: the upstream parquet files (path, size, sha256) and, for edge stages such as ``ingest``,
 every raw file a path parameter names (size and sha256 of the content; modification times never
@@ -10,8 +10,10 @@ enter, so a copied or touched input does not invalidate anything).
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
+import importlib.util
 import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -44,15 +46,56 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def imported_modules(path: Path, package: str) -> set[str]:
+    """The modules of ``package`` that the source file at ``path`` imports (``import package.x``,
+    ``from package.x import y``, and ``y`` itself where it is a module)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.split(".")[0] == package)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.split(".")[0] == package:
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of module ``name``, or ``None`` where it is not a module with one."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin)
+
+
 @functools.cache
 def source_sha256(fn: Callable[..., object]) -> str:
-    """sha256 of the source file that defines ``fn``: an edit to a stage's module changes its
-    fingerprint even where its declared ``version`` was not bumped ("" where there is no file)."""
+    """sha256 of the source file that defines ``fn`` and of every module of its package that it
+    imports, transitively: an edit to a stage's module or to a helper it uses (a template, the
+    tokenizer wrapper) changes its fingerprint even where its declared ``version`` was not bumped
+    ("" where there is no file)."""
     try:
         path = inspect.getsourcefile(fn)
     except TypeError:
         return ""
-    return file_sha256(Path(path)) if path and Path(path).is_file() else ""
+    if not path or not Path(path).is_file():
+        return ""
+    package = (getattr(fn, "__module__", "") or "").split(".")[0]
+    files = {Path(path).resolve()}
+    pending = [Path(path)]
+    while pending:
+        for name in imported_modules(pending.pop(), package):
+            found = module_file(name)
+            if found is not None and found.resolve() not in files:
+                files.add(found.resolve())
+                pending.append(found)
+    h = hashlib.sha256()
+    for file in sorted(files):
+        h.update(file_sha256(file).encode("ascii"))
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
