@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,14 +22,28 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from recgpt_data.chunking import DOCUMENT_SCHEMA, MAX_TOKENS, TokenCounter, chunk_histories
+from recgpt_data.chunking import (
+    DOCUMENT_SCHEMA,
+    MAX_TOKENS,
+    TokenCounter,
+    chunk_histories,
+)
+from recgpt_data.errors import UsageError
 from recgpt_data.hashing import fnv1a64, unit_interval
 from recgpt_data.histories import history_lines, iter_bucket_events
 from recgpt_data.io.parquet import AtomicParquetWriter, write_parquet, write_text
 from recgpt_data.pipeline.fingerprint import file_sha256
 from recgpt_data.pipeline.spec import resolve_path
 from recgpt_data.split import PRETRAIN, leaked
-from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, count, stage
+from recgpt_data.stage import (
+    Context,
+    Frame,
+    Params,
+    StageOutput,
+    StageStats,
+    count,
+    stage,
+)
 from recgpt_data.tokenizer import DEFAULT_NAME, load_tokenizer, tokenizer_sha256
 
 TRAIN = "train"
@@ -39,7 +54,7 @@ DOCUMENT_KEY = ("dataset", "user_id", "chunk_index")
 KEY = "__shuffle_key"
 PRETRAIN_DIR = Path("data") / "pretrain"
 EXPORT = Path("exports") / "pretrain.jsonl.gz"
-MDS_DIR = Path("exports") / "mds" / "pretrain"
+MDS_DIR = Path("exports") / "mds"
 
 
 def salted(values: pl.Series, salt: str) -> pl.Series:
@@ -299,17 +314,34 @@ def export_jsonl(paths: list[Path], target: Path) -> int:
     return rows
 
 
-def export_mds(paths: list[Path], target: Path) -> str:
-    """An MDS copy (llm-foundry's streaming format) when mosaicml-streaming is installed."""
-    if importlib.util.find_spec("streaming") is None:
-        return "skipped: mosaicml-streaming is not installed"
+def export_mds(shards: Mapping[str, list[Path]], target: Path) -> dict[str, dict[str, Any]]:
+    """An MDS copy of each split (llm-foundry's streaming format: a ``text`` column), one folder per
+    split under ``target``, rows in shard order; each folder is written under a temporary name and
+    renamed into place."""
     from streaming import MDSWriter
 
-    with MDSWriter(out=str(target), columns={"text": "str"}, compression=None) as writer:
-        for path in paths:
-            for text in pl.read_parquet(path, columns=["text"])["text"].to_list():
-                writer.write({"text": text})
-    return f"written: {target.as_posix()}"
+    written = {}
+    for split, paths in shards.items():
+        if not paths:
+            continue
+        folder, tmp = target / split, target / f"{split}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        rows = 0
+        with MDSWriter(out=str(tmp), columns={"text": "str"}, compression=None) as writer:
+            for path in paths:
+                for text in pl.read_parquet(path, columns=["text"])["text"].to_list():
+                    writer.write({"text": text})
+                    rows += 1
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        written[split] = {"path": folder.as_posix(), "rows": rows}
+    return written
+
+
+def require_streaming() -> None:
+    """A clear error, before any work, where the MDS export is asked for but cannot be written."""
+    if importlib.util.find_spec("streaming") is None:
+        raise UsageError("mds = true needs mosaicml-streaming: pip install 'recgpt-data[mds]'")
 
 
 class WritePretrainParams(Params):
@@ -336,6 +368,8 @@ def write_pretrain_stage(
 ) -> StageOutput:
     """Sample to the token budget, shuffle across sources, write shards, manifest and exports,
     and prove no held-out interaction is in the written shards."""
+    if params.mds:
+        require_streaming()
     stats = StageStats()
     documents = tables["documents"].lazy()
     stats.rows_in["documents"] = count(documents)
@@ -376,7 +410,13 @@ def write_pretrain_stage(
             "rows": export_jsonl(train_paths, ctx.out_dir / EXPORT),
         }
     if params.mds:
-        exports["mds"] = export_mds(train_paths, ctx.out_dir / MDS_DIR)
+        exports["mds"] = {
+            split: {**info, "path": Path(info["path"]).relative_to(ctx.out_dir).as_posix()}
+            for split, info in export_mds(
+                {split: [ctx.out_dir / r.path for r in records] for split, records in shards.items()},
+                ctx.out_dir / MDS_DIR,
+            ).items()
+        }
     manifest = {
         "tokenizer": {
             "name": params.tokenizer_name,

@@ -4,6 +4,7 @@ loadable shards, exact token counts, determinism, budget, shuffle, exports and t
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 from pathlib import Path
 
@@ -144,6 +145,26 @@ def test_jsonl_export_holds_the_train_texts_in_shard_order(corpus):
     assert raw[4:8] == b"\0\0\0\0"  # gzip mtime 0
     rows = [json.loads(line) for line in gzip.decompress(raw).decode("utf-8").splitlines()]
     assert [r["text"] for r in rows] == pl.read_parquet(shard_files(out, "train"))["text"].to_list()
+
+
+def test_mds_export_reads_back_with_streaming(corpus, inputs, tmp_path):
+    """With the ``mds`` extra installed (it pins transformers<5, so CI's environment lacks it)."""
+    streaming = pytest.importorskip("streaming")
+    out, _ = corpus
+    stats = build(inputs, tmp_path, mds=True)
+    assert set(stats["write"].info["exports"]["mds"]) == {"train", "validation"}
+    for split in ("train", "validation"):
+        dataset = streaming.StreamingDataset(local=str(tmp_path / "exports" / "mds" / split), shuffle=False)
+        texts = [dataset[i]["text"] for i in range(dataset.num_samples)]
+        assert texts == pl.read_parquet(shard_files(out, split))["text"].to_list()
+
+
+def test_mds_without_streaming_is_a_clear_error_before_any_work(inputs, tmp_path):
+    if importlib.util.find_spec("streaming") is not None:
+        pytest.skip("mosaicml-streaming is installed")
+    with pytest.raises(UsageError, match="mosaicml-streaming"):
+        build(inputs, tmp_path, mds=True)
+    assert not (tmp_path / "data").exists()
 
 
 def test_two_runs_give_byte_identical_files(corpus, inputs, tmp_path):
