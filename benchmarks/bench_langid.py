@@ -17,6 +17,7 @@ per CPU second, the two detectors taking turns over chunks of 5,000 texts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 os.environ.setdefault("POLARS_MAX_THREADS", "1")
@@ -74,10 +75,8 @@ def read_lines(path: Path) -> list[bytes]:
     lines: list[bytes] = []
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as handle:
-        try:
+        with contextlib.suppress(EOFError):
             lines.extend(handle)  # keeps the lines read before a truncated gzip's end
-        except EOFError:
-            pass
     if lines and not lines[-1].endswith(b"\n"):
         lines.pop()
     return lines

@@ -29,9 +29,9 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "tests"))
 
-from recgpt_data.hashing import bucket  # noqa: E402
-from recgpt_data.ingest import ingest  # noqa: E402
-from recgpt_data.pipeline.shuffle import split_by_user  # noqa: E402
+from recgpt_data.hashing import bucket
+from recgpt_data.ingest import ingest
+from recgpt_data.pipeline.shuffle import split_by_user
 
 
 def scaled_table(work: Path, scale: int) -> Path:
@@ -89,7 +89,8 @@ def main() -> None:
 
 def rerun(work: Path) -> None:
     """A cold run and a cached rerun of the test pipeline over the ml-latest-small ratings."""
-    import pipeline_stages  # noqa: F401  (registers the test stages)
+    import pipeline_stages
+
     from recgpt_data.pipeline.runner import run_spec
     from recgpt_data.pipeline.spec import load_spec
 

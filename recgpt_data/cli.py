@@ -30,8 +30,8 @@ def ingest(
 ) -> None:
     """Read raw dumps into canonical parquet tables, with rejects and a summary."""
     from recgpt_data.ingest import ingest as run_ingest
-    from recgpt_data.sources import get_source
     from recgpt_data.ingest import resolve_files
+    from recgpt_data.sources import get_source
 
     files, _ = resolve_files(get_source(format), paths)
     with Progress(

@@ -21,8 +21,8 @@ from recgpt_data.errors import UsageError
 from recgpt_data.io.parquet import AtomicParquetWriter, write_text
 from recgpt_data.pipeline.spec import resolve_path
 from recgpt_data.sources import get_source
-from recgpt_data.stage import Context, Params, StageOutput, StageStats, stage
 from recgpt_data.sources.base import LINE, FileInfo, RawBatch, ReadState, Reject, Role, Source
+from recgpt_data.stage import Context, Params, StageOutput, StageStats, stage
 
 
 @dataclass

@@ -1,10 +1,13 @@
 """Imports every module that registers a stage, so that the registry is complete."""
 
-from recgpt_data import ingest  # noqa: F401
+from recgpt_data import (  # noqa: F401
+    corpus,
+    ingest,
+    report,
+    split,
+)
+from recgpt_data.benchmarks import build  # noqa: F401
 from recgpt_data.clean import filters, langid, text  # noqa: F401
 from recgpt_data.dedup import scopes  # noqa: F401
-from recgpt_data import corpus, split  # noqa: F401
-from recgpt_data import report  # noqa: F401
-from recgpt_data.benchmarks import build  # noqa: F401
 from recgpt_data.instruct import pairs, write  # noqa: F401
 from recgpt_data.publish import card  # noqa: F401

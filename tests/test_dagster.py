@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pipeline_stages
 import pytest
 
-import pipeline_stages
 from recgpt_data.pipeline.runner import run_spec
 from recgpt_data.pipeline.spec import load_spec
 

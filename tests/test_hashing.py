@@ -33,4 +33,4 @@ def test_seed_changes_the_hash_and_buckets_are_in_range():
     buckets = bucket(ids, 16)
     assert buckets.min() >= 0 and buckets.max() == 15
     values = unit_interval(ids, seed=7)
-    assert 0.0 <= values.min() and values.max() < 1.0
+    assert values.min() >= 0.0 and values.max() < 1.0

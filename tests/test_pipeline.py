@@ -16,10 +16,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pipeline_stages
 import polars as pl
 import pytest
 
-import pipeline_stages
 from recgpt_data.errors import UsageError
 from recgpt_data.pipeline.runner import run_spec, spec_status
 from recgpt_data.pipeline.spec import load_spec
@@ -31,7 +31,7 @@ ALL = ["ingest", "t_histories", "t_documents", "t_instruct", "t_write"]
 @pytest.fixture(scope="module")
 def raw(shared: Path) -> dict:
     """Independent counts from the raw files: reviews, items, users with >= 6 reviews."""
-    reviews = [json.loads(line) for line in open(shared / "amazon2018" / "Magazine_Subscriptions_5.json")]
+    reviews = [json.loads(line) for line in (shared / "amazon2018" / "Magazine_Subscriptions_5.json").read_text().splitlines()]
     per_user = Counter(r["reviewerID"] for r in reviews)
     with gzip.open(shared / "amazon2018" / "meta_Magazine_Subscriptions.json.gz", "rt") as f:
         items = sum(1 for line in f if line.strip())
@@ -279,9 +279,8 @@ def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path, shared: Path
     from recgpt_data.pipeline.runner import Runner
 
     spec = load_spec(write_spec(tmp_path, shared))
-    with Runner(spec, tmp_path / "out").lock():
-        with pytest.raises(UsageError, match="another run is writing"):
-            run_spec(spec, tmp_path / "out")
+    with Runner(spec, tmp_path / "out").lock(), pytest.raises(UsageError, match="another run is writing"):
+        run_spec(spec, tmp_path / "out")
     assert run_spec(spec, tmp_path / "out", until="ingest").states == {"ingest": "ran"}
 
 

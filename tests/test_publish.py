@@ -15,12 +15,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pipeline_stages
 import polars as pl
 import pytest
 import yaml
-
-import pipeline_stages
 from hub_server import HubServer
+
 from recgpt_data.pipeline.runner import run_spec
 from recgpt_data.pipeline.spec import load_spec
 from recgpt_data.publish.terms import restricted, terms_of
@@ -89,7 +89,7 @@ def test_card_metadata_and_configs(built: Path, shared: Path) -> None:
 
 def test_card_body_has_provenance_table_rates_and_loading(built: Path, shared: Path) -> None:
     card = (built / "README.md").read_text()
-    reviews = [json.loads(line) for line in open(shared / "amazon2018" / "Magazine_Subscriptions_5.json")]
+    reviews = [json.loads(line) for line in (shared / "amazon2018" / "Magazine_Subscriptions_5.json").read_text().splitlines()]
     per_user = Counter(r["reviewerID"] for r in reviews)
     items = len({r["asin"] for r in reviews})
     short = sum(n for n in per_user.values() if n < 6)
@@ -103,7 +103,7 @@ def test_card_body_has_provenance_table_rates_and_loading(built: Path, shared: P
 
 def test_report_table_and_plots(built: Path, shared: Path) -> None:
     stats = json.loads((built / "stats.json").read_text())
-    reviews = [json.loads(line) for line in open(shared / "amazon2018" / "Magazine_Subscriptions_5.json")]
+    reviews = [json.loads(line) for line in (shared / "amazon2018" / "Magazine_Subscriptions_5.json").read_text().splitlines()]
     per_user = Counter(r["reviewerID"] for r in reviews)
     (row,) = stats["corpus"]["per_source"]
     documents = pl.read_parquet(list((built / "data/pretrain").glob("*.parquet")))

@@ -7,9 +7,9 @@ import os
 import socket
 from pathlib import Path
 
+import pipeline_stages
 import pytest
 
-import pipeline_stages
 from recgpt_data.engines import get_engine
 from recgpt_data.pipeline.runner import run_spec
 from recgpt_data.pipeline.spec import load_spec

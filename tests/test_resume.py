@@ -11,10 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pipeline_stages
 import pyarrow.parquet as pq
 import pytest
-
-import pipeline_stages
 
 TESTS = Path(__file__).resolve().parent
 TAIL = '\n[[stages]]\nstage = "card"\nparams.repo_id = "acme/magazines"\n'

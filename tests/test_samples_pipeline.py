@@ -49,12 +49,11 @@ def test_samples_without_metadata_yield_no_users(built: Path, shared: Path) -> N
     """Musical Instruments 2014 and All Beauty 2018 ship no metadata, Magazine 2018 titles are bare
     markup, Food.com has no recipes file, Yelp's 999 reviews name 77 sample businesses: no titled
     history of 5 reaches the corpus."""
-    yelp_business = {json.loads(line)["business_id"] for line in open(shared / "yelp" / "yelp_academic_dataset_business.json")}
-    yelp_users = Counter(
-        r["user_id"]
-        for r in map(json.loads, open(shared / "yelp" / "yelp_academic_dataset_review.json"))
-        if r["business_id"] in yelp_business
-    )
+    yelp = shared / "yelp"
+    businesses = (yelp / "yelp_academic_dataset_business.json").read_text().splitlines()
+    reviews = (yelp / "yelp_academic_dataset_review.json").read_text().splitlines()
+    yelp_business = {json.loads(line)["business_id"] for line in businesses}
+    yelp_users = Counter(r["user_id"] for r in map(json.loads, reviews) if r["business_id"] in yelp_business)
     assert max(yelp_users.values()) < 5
     assert set(per_source(built)) == {"amazon2014/Digital_Music", "movielens/ml-latest-small", "movielens/ml-100k"}
 
