@@ -74,9 +74,8 @@ def read_lines(path: Path) -> list[bytes]:
     """Complete lines of a JSON-lines file (a truncated gzip keeps the lines before the cut)."""
     lines: list[bytes] = []
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        with contextlib.suppress(EOFError):
-            lines.extend(handle)  # keeps the lines read before a truncated gzip's end
+    with opener(path, "rb") as handle, contextlib.suppress(EOFError):
+        lines.extend(handle)  # keeps the lines read before a truncated gzip's end
     if lines and not lines[-1].endswith(b"\n"):
         lines.pop()
     return lines
