@@ -12,8 +12,33 @@ import pytest
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 from datasketch.hashfunc import sha1_hash32 as ds_sha1_hash32
 
+from recgpt_data.dedup import minhash
 from recgpt_data.dedup.minhash import MERSENNE_PRIME, MinHasher, _bad_hashes, permutations, sha1_hash32, to_lean_minhash
-from recgpt_data.dedup.normalize import normalize, shingle_spans, shingles
+from recgpt_data.dedup.normalize import normalize, shingle_spans, shingles, utf8_buffers
+
+SHA1_MESSAGES = [
+    b"",
+    b"a",
+    b"great product",
+    "\u00fcn\u00efcode \u00e9\u00e8 x y".encode(),
+    b"x" * 55,
+    b"y" * 56,
+    b"z" * 64,
+    b"w" * 119,
+    b"v" * 120,
+    bytes(range(256)) * 3,
+]
+
+
+@pytest.fixture(params=["kernel", "numpy"])
+def engine(request, monkeypatch) -> str:
+    """Runs a test once through the compiled kernels (every batch size) and once through numpy."""
+    if request.param == "kernel":
+        pytest.importorskip("numba")
+        monkeypatch.setattr(minhash, "KERNEL_MIN_WORDS", 0)
+    else:
+        monkeypatch.setattr(minhash, "_kernel", None)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -48,32 +73,56 @@ def test_permutations_are_datasketchs() -> None:
 
 
 def test_vectorised_sha1_matches_datasketch_for_one_and_several_blocks() -> None:
-    messages = [
-        b"",
-        b"a",
-        b"great product",
-        "\u00fcn\u00efcode \u00e9\u00e8 x y".encode(),
-        b"x" * 55,
-        b"y" * 56,
-        b"z" * 64,
-        b"w" * 119,
-        b"v" * 120,
-        bytes(range(256)) * 3,
-    ]
+    data = np.frombuffer(b"".join(SHA1_MESSAGES), dtype=np.uint8)
+    lengths = np.array([len(m) for m in SHA1_MESSAGES])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    assert sha1_hash32(data, starts, lengths).tolist() == [ds_sha1_hash32(m) for m in SHA1_MESSAGES]
+
+
+def test_compiled_sha1_matches_datasketch_across_lane_groups() -> None:
+    kernel = pytest.importorskip("recgpt_data.dedup.minhash_kernel")
+    rng = np.random.default_rng(0)
+    sizes = rng.choice([0, 1, 3, 30, 55, 56, 63, 64, 119, 120, 200, 1000], size=2 * kernel.LANES + 7)
+    messages = SHA1_MESSAGES + [rng.integers(0, 256, size=int(k), dtype=np.uint8).tobytes() for k in sizes]
     data = np.frombuffer(b"".join(messages), dtype=np.uint8)
     lengths = np.array([len(m) for m in messages])
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    assert sha1_hash32(data, starts, lengths).tolist() == [ds_sha1_hash32(m) for m in messages]
+    assert kernel.sha1_hash32(data, starts, lengths).tolist() == [ds_sha1_hash32(m) for m in messages]
+    kernel.prepare()
+    assert kernel.compiled()
 
 
-def test_signatures_are_bit_identical_to_datasketch_on_real_reviews(magazine_texts) -> None:
+def test_only_big_batches_compile_the_kernels(monkeypatch) -> None:
+    kernel = pytest.importorskip("recgpt_data.dedup.minhash_kernel")
+    monkeypatch.setattr(kernel, "compiled", lambda: False)
+    monkeypatch.setattr(minhash, "KERNEL_MIN_WORDS", 6)
+    big, small = pl.Series(["one two three", "four five six"]), pl.Series(["one two three", "four five"])
+    assert minhash._use_kernel(big) and not minhash._use_kernel(small)
+    monkeypatch.setattr(kernel, "compiled", lambda: True)
+    assert minhash._use_kernel(small)
+    monkeypatch.setattr(minhash, "_kernel", None)
+    assert not minhash._use_kernel(big)
+
+
+def test_compiled_shingle_spans_equal_the_vectorised_ones(magazine_texts) -> None:
+    kernel = pytest.importorskip("recgpt_data.dedup.minhash_kernel")
+    norm = normalize(pl.Series([None, "", "a b", "\U0001f600", *magazine_texts[:300]], dtype=pl.String))
+    for texts, ngram in [(norm, 1), (norm, 3), (norm, 5), (norm.slice(2), 5)]:
+        spans = shingle_spans(texts, ngram)
+        starts, lengths, doc = kernel.shingle_spans(*utf8_buffers(texts), ngram)
+        assert starts.tolist() == spans.starts.tolist()
+        assert lengths.tolist() == spans.lengths.tolist()
+        assert doc.tolist() == spans.doc.tolist()
+
+
+def test_signatures_are_bit_identical_to_datasketch_on_real_reviews(magazine_texts, engine) -> None:
     ours = MinHasher(num_perm=128, seed=1, ngram=5).signatures(pl.Series(magazine_texts, dtype=pl.String))
     ref = MinHash.bulk([shingles(t, 5) for t in magazine_texts], num_perm=128, seed=1, scheme="legacy")
     assert ours.shape == (2375, 128)
     assert np.array_equal(ours, np.array([m.hashvalues for m in ref]))
 
 
-def test_other_seed_and_size_are_bit_identical_too(magazine_texts) -> None:
+def test_other_seed_and_size_are_bit_identical_too(magazine_texts, engine) -> None:
     texts = magazine_texts[:300]
     ours = MinHasher(num_perm=64, seed=7, ngram=3).signatures(pl.Series(texts, dtype=pl.String))
     ref = MinHash.bulk([shingles(t, 3) for t in texts], num_perm=64, seed=7, scheme="legacy")
@@ -112,7 +161,7 @@ def test_bad_hashes_are_exactly_where_the_fast_reduction_is_off() -> None:
     assert len(_bad_hashes(*permutations(128, 1))) == 0
 
 
-def test_empty_and_huge_texts_do_not_break_the_batch() -> None:
+def test_empty_and_huge_texts_do_not_break_the_batch(engine) -> None:
     huge = " ".join(f"w{k % 997}" for k in range(200_000))
     texts = [None, "", "\U0001f600", "\ufffd\ufffd", huge, "Great product!"]
     ours = MinHasher().signatures(pl.Series(texts, dtype=pl.String))
@@ -126,7 +175,7 @@ def test_empty_and_huge_texts_do_not_break_the_batch() -> None:
     assert struct.unpack("<I", hashlib.sha1(b"great product").digest()[:4])[0] == ds_sha1_hash32(b"great product")
 
 
-def test_texts_holding_a_bad_hash_take_the_exact_path() -> None:
+def test_texts_holding_a_bad_hash_take_the_exact_path(engine) -> None:
     h0 = ds_sha1_hash32(b"great product")
     hasher = MinHasher(num_perm=2, seed=1)
     hasher.a = np.array([1, 3], dtype=np.uint64)

@@ -126,7 +126,7 @@ class NearDuplicateConfig:
     false_negative_weight: float = 0.5
     verify: bool = True
     batch_size: int = 16384
-    threads: int = 2  # signature batches computed at once (numpy releases the GIL in its loops)
+    threads: int = 2  # signature batches computed at once (numpy and the MinHash kernels release the GIL)
 
 
 def cluster_texts(norm: pl.Series, config: NearDuplicateConfig) -> Clusters:

@@ -7,10 +7,12 @@ bits; ``a`` and ``b`` come from ``np.random.RandomState(seed)``. A signature is 
 each permutation over the text's shingles; a text without shingles keeps ``2**32 - 1``
 everywhere, as an empty ``MinHash`` does.
 
-Here the same numbers come from array arithmetic over all shingles of a batch: SHA-1 runs as
-80 rounds of numpy operations over thousands of shingles at once, and the Mersenne reduction is
-done with shifts and adds instead of a division. Load a row with :func:`to_lean_minhash` to
-query a ``datasketch.MinHashLSH``.
+Here the same numbers come from all shingles of a batch at once. Where numba is installed, a
+big batch (``KERNEL_MIN_WORDS`` words or more, enough to pay for compiling) or any batch
+once the kernels are compiled runs through :mod:`recgpt_data.dedup.minhash_kernel`. Otherwise
+array arithmetic does it: SHA-1 runs as 80 rounds of numpy operations over thousands of shingles
+at once, and the Mersenne reduction is done with shifts and adds instead of a division. Both give
+the same signatures. Load a row with :func:`to_lean_minhash` to query a ``datasketch.MinHashLSH``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ import numpy as np
 import polars as pl
 from datasketch import LeanMinHash
 
-from recgpt_data.dedup.normalize import normalize, shingle_spans
+from recgpt_data.dedup.normalize import normalize, shingle_spans, utf8_buffers, word_counts
+
+try:
+    from recgpt_data.dedup import minhash_kernel as _kernel
+except ImportError:  # numba is not installed: the numpy code below does all the work
+    _kernel = None
 
 MERSENNE_PRIME = (1 << 61) - 1
 MAX_HASH = (1 << 32) - 1
@@ -32,6 +39,10 @@ _SHA1_INIT = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0)
 _SHA1_K = (0x5A827999, 0x6ED9EBA1, 0x8F1BBCDC, 0xCA62C1D6)
 _SHA1_CHUNK = 32768  # messages per SHA-1 pass: fewer numpy calls per message, arrays still cache-sized
 _PERM_BLOCK = 4096  # shingles per permutation block: amortises the per-block segment bookkeeping
+# Compiling the kernels takes about 6 CPU seconds once per process and then saves about 300 ns per
+# shingle (about one per word): a batch of fewer words uses numpy unless they are compiled already,
+# so small jobs never compile.
+KERNEL_MIN_WORDS = 1 << 20
 
 
 def permutations(num_perm: int = 128, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -123,6 +134,13 @@ def sha1_hash32(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np
     return out
 
 
+def _use_kernel(norm: pl.Series) -> bool:
+    """Whether a batch of normalised texts goes through the compiled kernels."""
+    if _kernel is None or _kernel.compiled():
+        return _kernel is not None
+    return int(word_counts(norm).sum()) >= KERNEL_MIN_WORDS
+
+
 def _bad_hashes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The 32-bit hashes for which the fast Mersenne reduction of some permutation is off by one.
 
@@ -196,6 +214,9 @@ class MinHasher:
 
     def signatures_of_normalized(self, norm: pl.Series) -> np.ndarray:
         """Signatures, shape ``(len(norm), num_perm)`` uint32, of already-normalised texts."""
+        if _use_kernel(norm):
+            data, offsets = utf8_buffers(norm)
+            return _kernel.signatures(data, offsets, self.ngram, self.a, self.b)
         spans = shingle_spans(norm, self.ngram)
         hashes = sha1_hash32(spans.data, spans.starts, spans.lengths)
         columns = np.full((self.num_perm, len(norm)), MAX_HASH, dtype=_U32)

@@ -67,7 +67,7 @@ class ShingleSpans:
     doc: np.ndarray  # int64, index of the text each shingle belongs to (non-decreasing)
 
 
-def _buffers(norm: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+def utf8_buffers(norm: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """The UTF-8 bytes and int64 offsets of a string series (nulls read as empty)."""
     arrow = norm.fill_null("").to_arrow()
     if isinstance(arrow, pa.ChunkedArray):
@@ -82,7 +82,7 @@ def _buffers(norm: pl.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def shingle_spans(norm: pl.Series, ngram: int = 5) -> ShingleSpans:
     """The shingles of each normalised text (as :func:`shingles` defines them) as byte spans."""
-    data, offsets = _buffers(norm)
+    data, offsets = utf8_buffers(norm)
     n = len(offsets) - 1
     doc_start, doc_end = offsets[:-1], offsets[1:]
     base = offsets[0]
