@@ -16,6 +16,7 @@ from recgpt_data.pipeline.spec import load_spec
 
 ray = pytest.importorskip("ray")
 TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
 
 
 def files(out: Path) -> dict[str, bytes]:
@@ -23,29 +24,50 @@ def files(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.parquet"))}
 
 
-def test_ray_output_equals_local_byte_for_byte(tmp_path: Path, shared: Path) -> None:
-    spec_path = tmp_path / "spec.toml"
-    spec_path.write_text(pipeline_stages.spec_text(shared, partitions=4), encoding="utf-8")
-    spec = load_spec(spec_path)
-    local = run_spec(spec, tmp_path / "local")
+@pytest.fixture(scope="module")
+def cluster() -> None:
+    """A real local Ray cluster of 2 CPUs for the module's tests; its workers can import the test stages."""
     ray.init(
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
         runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}},
     )
+    yield
+    ray.shutdown()
+
+
+def run_on_ray(spec_path: Path, out: Path):
+    engine = get_engine("ray")
+    assert engine.name == "ray"
     try:
-        engine = get_engine("ray")
-        assert engine.name == "ray"
-        remote = run_spec(spec, tmp_path / "ray", engine=engine)
-        engine.close()
+        return run_spec(load_spec(spec_path), out, engine=engine)
     finally:
-        ray.shutdown()
+        engine.close()
+
+
+def workers_of(out: Path, key: str) -> list[str]:
+    """Which process on which host ran each bucket of stage ``key``."""
+    return [json.loads(p.read_text())["worker"] for p in (out / ".stages" / key / "_parts").glob("*.json")]
+
+
+def final_folder(out: Path) -> dict[str, bytes]:
+    """Every file of a built folder but the run's timings and the runner's hidden state."""
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and not p.relative_to(out).parts[0].startswith(".") and p.name != "stats.json"
+    }
+
+
+def test_ray_output_equals_local_byte_for_byte(cluster, tmp_path: Path, shared: Path) -> None:
+    spec_path = tmp_path / "spec.toml"
+    spec_path.write_text(pipeline_stages.spec_text(shared, partitions=4), encoding="utf-8")
+    local = run_spec(load_spec(spec_path), tmp_path / "local")
+    remote = run_on_ray(spec_path, tmp_path / "ray")
     here = f"{socket.gethostname()}:{os.getpid()}"
     for key in ("t_histories", "t_documents", "t_instruct"):
-        workers = [
-            json.loads(p.read_text())["worker"] for p in (tmp_path / "ray/.stages" / key / "_parts").glob("*.json")
-        ]
+        workers = workers_of(tmp_path / "ray", key)
         assert len(workers) == 4 and here not in workers
     assert len([k for k in files(tmp_path / "ray") if k.startswith(".stages/t_") and "/part-" in k]) == 4 * 3
     assert len([k for k in files(tmp_path / "ray") if "/_buckets/interactions-4/" in k]) == 4
@@ -53,3 +75,14 @@ def test_ray_output_equals_local_byte_for_byte(tmp_path: Path, shared: Path) -> 
     for key in ("t_histories", "t_documents", "t_instruct"):
         assert remote.stats[key]["rows_out"] == local.stats[key]["rows_out"]
         assert remote.stats[key]["dropped"] == local.stats[key]["dropped"]
+
+
+def test_demo_corpus_built_on_ray_equals_the_local_build(cluster, demo_corpus: Path, tmp_path: Path) -> None:
+    """The README's main job with ``--engine ray``: the partitioned stages run in Ray workers and the
+    whole folder (shards, benchmarks, exports, manifest, card, report) has the same bytes."""
+    run_on_ray(REPO / "pipelines" / "demo.toml", tmp_path / "ray")
+    here = f"{socket.gethostname()}:{os.getpid()}"
+    for key in ("split", "pretrain_documents"):
+        workers = workers_of(tmp_path / "ray", key)
+        assert len(workers) == 2 and here not in workers
+    assert final_folder(tmp_path / "ray") == final_folder(demo_corpus)
