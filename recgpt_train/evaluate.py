@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import polars as pl
@@ -346,19 +346,30 @@ class Results:
         )
 
 
-def score_ratings(prompts: Sequence[Prompt], generations: Sequence[list[str]], rating_min: float) -> dict:
-    """RMSE and MAE of the first generation of each rating prompt; failures scored as the midpoint."""
-    predictions, failures = [], 0
+def score_ratings(
+    prompts: Sequence[Prompt],
+    generations: Sequence[list[str]],
+    rating_min: float,
+    on_failure: Literal["midpoint", "skip"] = "midpoint",
+) -> dict:
+    """RMSE and MAE of the first generation of each rating prompt. A generation without a number
+    is counted as a parse failure and scored as the scale's midpoint, or left out of RMSE and MAE
+    with ``on_failure="skip"`` (both are ``None`` if every generation fails)."""
+    predictions, targets, failures = [], [], 0
     for prompt, texts in zip(prompts, generations, strict=True):
         top = float(prompt.rating_max or 5.0)
         value = parse_rating(texts[0] if texts else "", rating_min, top)
         if value is None:
             failures += 1
+            if on_failure == "skip":
+                continue
             value = (rating_min + top) / 2
         predictions.append(value)
-    targets = [float(p.target_rating) for p in prompts]  # type: ignore[arg-type]
-    return {"rmse": rmse(predictions, targets), "mae": mae(predictions, targets), "count": len(prompts),
-            "parse_failures": failures}
+        targets.append(float(prompt.target_rating))  # type: ignore[arg-type]
+    scored = bool(targets)
+    return {"rmse": rmse(predictions, targets) if scored else None,
+            "mae": mae(predictions, targets) if scored else None,
+            "count": len(prompts), "parse_failures": failures, "failures_scored_as": on_failure}
 
 
 def score_next_items(prompts: Sequence[Prompt], generations: Sequence[list[str]], catalogue: Catalogue,
@@ -388,6 +399,7 @@ def evaluate(
     rating_min: float = 1.0,
     out: str | Path | None = None,
     progress: bool = True,
+    on_failure: Literal["midpoint", "skip"] = "midpoint",
 ) -> Results:
     """Score ``generator`` on the benchmark in ``folder``; with ``out``, write ``results.json``,
     ``results.md`` and ``generations.jsonl`` there."""
@@ -404,7 +416,7 @@ def evaluate(
         written += [{"task": p.task, "user_id": p.user_id, "item_id": p.item_id, "generations": g}
                     for p, g in zip(prompts, generations, strict=True)]
         if task == RATING:
-            results.rating = score_ratings(prompts, generations, rating_min)
+            results.rating = score_ratings(prompts, generations, rating_min, on_failure)
         else:
             chosen = embedder or load_embedder()
             results.embedder = chosen.name
@@ -436,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--limit", type=int, help="score only the first N prompts of each task")
     parser.add_argument("--rating-min", type=float, default=1.0, help="bottom of the rating scale")
+    parser.add_argument("--parse-failures", default="midpoint", choices=("midpoint", "skip"),
+                        help="a rating generation without a number: scored as the midpoint, or left out")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="folder for results.json, results.md and generations.jsonl")
     args = parser.parse_args(argv)
@@ -450,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         generator, name = FileGenerator(args.generations), args.generations
     results = evaluate(args.benchmark, generator, name, args.split, tasks, load_embedder(args.embedder),
-                       args.limit, args.rating_min, args.out)
+                       args.limit, args.rating_min, args.out, on_failure=args.parse_failures)
     print(results.table(), end="")
     for task, scores in ((RATING, results.rating), (NEXT_ITEM, results.next_item)):
         if scores:

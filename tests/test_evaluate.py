@@ -76,6 +76,12 @@ def test_generations_file_scores_ratings_by_hand(benchmark, tmp_path):
     assert results.rating["parse_failures"] == 1 and results.rating["count"] == 4
     assert results.rating["rmse"] == pytest.approx(math.sqrt(sum(e * e for e in errors) / 4))
     assert results.rating["mae"] == pytest.approx(sum(abs(e) for e in errors) / 4)
+    skipped = evaluate(benchmark, FileGenerator(path), "file", tasks=["rating"], limit=4, progress=False,
+                       on_failure="skip")
+    kept = [0, 1, 3]  # "no idea" left out
+    assert skipped.rating["parse_failures"] == 1 and skipped.rating["count"] == 4
+    assert skipped.rating["mae"] == pytest.approx(sum(abs(errors[i]) for i in kept) / 3)
+    assert skipped.rating["rmse"] == pytest.approx(math.sqrt(sum(errors[i] ** 2 for i in kept) / 3))
 
 
 def test_generations_file_scores_next_items_by_hand(benchmark, tmp_path):
