@@ -250,3 +250,34 @@ def test_empty_splits_stay_out_of_the_configs(built: Path, tmp_path: Path) -> No
     assert split_rows(folder)["pretrain"] == {"test": 0, **split_rows(built)["pretrain"]}
     assert split_rows(folder)["empty"] == {"train": 0}
     assert data_configs(folder) == data_configs(built)
+
+
+def test_demo_corpus_round_trip(demo_corpus: Path, tmp_path: Path) -> None:
+    """The README's demo folder (real stages, card with ``dataset_info``, two benchmarks) published and
+    loaded back config by config from the server with the real clients."""
+    with HubServer() as hub:
+        env = client_env(hub.endpoint, tmp_path / "home")
+        done = subprocess.run(
+            [sys.executable, "-c", DRIVER, "publish", str(demo_corpus), "--repo-id", "acme/recgpt-demo"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        stored = hub.state.repos["acme/recgpt-demo"].files
+        local = {p.relative_to(demo_corpus).as_posix() for p in demo_corpus.rglob("*")
+                 if p.is_file() and not p.relative_to(demo_corpus).parts[0].startswith(".")}
+        assert set(stored) == local
+        code = (
+            "import datasets, json\n"
+            "print(json.dumps({c: {s: n for s, n in datasets.load_dataset('acme/recgpt-demo', c).num_rows.items()}"
+            " for c in ['pretrain', 'instruct']}))\n"
+        )
+        loaded = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert loaded.returncode == 0, loaded.stderr
+    rows = json.loads(loaded.stdout.strip().splitlines()[-1])
+    expected = {
+        config: {split: sum(pl.scan_parquet(p).select(pl.len()).collect().item()
+                            for p in (demo_corpus / "data" / config).glob(f"{split}-*.parquet"))
+                 for split in splits}
+        for config, splits in (("pretrain", ("train", "validation")), ("instruct", ("train",)))
+    }
+    assert rows == expected
