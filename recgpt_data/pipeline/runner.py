@@ -519,7 +519,7 @@ class Runner:
             if marker is None:
                 state, reason = "missing", "never finished"
             elif blocked:
-                state, reason = "stale", f"earlier stages must run first: {', '.join(blocked)}"
+                state, reason = "stale", f"reruns after {blocked[0]}, upstream, which is not current"
             elif not outputs_present(marker, self.out):
                 state, reason = "stale", "an output file is missing or changed"
             elif self.fingerprint(planned, tables, earlier) != marker["fingerprint"]:
