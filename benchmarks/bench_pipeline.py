@@ -5,7 +5,7 @@ canonical parquet, then copied ``--scale`` times with distinct user ids (``<id>#
 the table has ``scale`` x 100,004 rows and ``scale`` x 671 users.
 
 - Bucketing: for ``--buckets`` user buckets, (a) the naive way, every bucket scans the whole table
-  and filters its users, versus (b) the runner's way, ``split_by_user`` cuts the table once in one
+  and filters its users, versus (b) the runner's way, ``split_by`` cuts the table once in one
   streaming pass and every bucket reads its own part. Wall time for all buckets, each way; the two
   must give the same rows.
 - Cached rerun: the demo-like pipeline of ``tests/pipeline_stages.py`` on the same ratings, run once,
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from recgpt_data.hashing import bucket
 from recgpt_data.ingest import ingest
-from recgpt_data.pipeline.shuffle import split_by_user
+from recgpt_data.pipeline.shuffle import split_by
 
 
 def scaled_table(work: Path, scale: int) -> Path:
@@ -55,7 +55,7 @@ def naive(path: Path, buckets: int) -> list[pl.DataFrame]:
 
 def cut_once(path: Path, buckets: int, target: Path) -> list[pl.DataFrame]:
     """One streaming pass cuts the table; every bucket reads its own part."""
-    return [pl.read_parquet(part) for part in split_by_user([path], buckets, target)]
+    return [pl.read_parquet(part) for part in split_by([path], "user_id", buckets, target)]
 
 
 def timed(label: str, call):

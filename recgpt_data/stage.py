@@ -83,6 +83,8 @@ StageFn = Callable[[Mapping[str, Frame], Any, Context], StageOutput]
 
 
 PARTITION_USER = "user"
+PARTITION_DATASET = "dataset"
+PARTITION_COLUMNS = {PARTITION_USER: "user_id", PARTITION_DATASET: "dataset"}  # what buckets are cut by
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ class StageDef:
     says the stage may run on each user bucket alone (every table it reads that has a ``user_id``
     column is cut to the bucket; others come whole) and returns rows only for the users it was
     given, so the runner may run the buckets anywhere and concatenate them in bucket order.
+    ``partition="dataset"`` is the same with buckets of whole datasets, cut by the ``dataset``
+    column, for stages whose work spans users but never datasets (such as deduplication).
     ``summarises`` says it reads the folder built so far and every earlier stage's stats, so it
     depends on all earlier stages."""
 
@@ -123,8 +127,8 @@ def stage(
     summarises: bool = False,
 ) -> Callable[[StageFn], StageFn]:
     """Register ``fn`` as the stage ``name`` (see :class:`StageDef` for the options)."""
-    if partition not in (None, PARTITION_USER):
-        raise ValueError(f"stage {name!r}: partition must be None or {PARTITION_USER!r}")
+    if partition is not None and partition not in PARTITION_COLUMNS:
+        raise ValueError(f"stage {name!r}: partition must be None or one of {sorted(PARTITION_COLUMNS)}")
 
     def register(fn: StageFn) -> StageFn:
         if name in REGISTRY:

@@ -21,9 +21,7 @@ import polars as pl
 from recgpt_data.errors import UsageError
 from recgpt_data.io.parquet import write_parquet
 from recgpt_data.pipeline.fingerprint import FileRecord, file_sha256
-from recgpt_data.stage import Context, Params, StageDef
-
-USER = "user_id"
+from recgpt_data.stage import PARTITION_COLUMNS, Context, Params, StageDef
 
 
 @dataclass(frozen=True)
@@ -65,9 +63,11 @@ def run_partition(task: PartitionTask) -> PartitionResult:
     result = PartitionResult(index=task.index, worker=f"{socket.gethostname()}:{os.getpid()}")
     for name, frame in output.tables.items():
         data = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
-        if USER not in data.columns:
+        column = PARTITION_COLUMNS[task.definition.partition]
+        if column not in data.columns:
             raise UsageError(
-                f"stage {task.definition.name} is partitioned by user but its table {name!r} has no {USER} column"
+                f"stage {task.definition.name} is partitioned by {task.definition.partition} but its table "
+                f"{name!r} has no {column} column"
             )
         relative = part_name(name, task.index)
         path = task.target / relative

@@ -40,9 +40,9 @@ from recgpt_data.errors import UsageError
 from recgpt_data.io.parquet import write_parquet, write_text
 from recgpt_data.pipeline.fingerprint import FileRecord, HashCache, digest, file_sha256, raw_inputs, source_sha256
 from recgpt_data.pipeline.partition import PartitionResult, PartitionTask, run_partition
-from recgpt_data.pipeline.shuffle import has_users, split_by_user
+from recgpt_data.pipeline.shuffle import has_column, split_by
 from recgpt_data.pipeline.spec import PipelineSpec, StageSpec
-from recgpt_data.stage import Context, Params, StageDef, StageStats
+from recgpt_data.stage import PARTITION_COLUMNS, Context, Params, StageDef, StageStats
 
 KILL_ENV = "RECGPT_KILL_AT"
 KILL_POINTS = ("before", "mid", "publish", "after")
@@ -76,13 +76,15 @@ class SilentReporter:
 
 @dataclass(frozen=True)
 class TableRef:
-    """The current version of a named table: its files (relative to ``out``), its bucket count if
-    a partitioned stage wrote it, and the fingerprint of that stage."""
+    """The current version of a named table: its files (relative to ``out``), its bucket count and
+    the column its buckets were cut by if a partitioned stage wrote it, and the fingerprint of that
+    stage."""
 
     files: tuple[FileRecord, ...]
     partitions: int | None
     fingerprint: str
     stage: str
+    partition_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,7 @@ def table_refs(marker: Mapping[str, Any]) -> dict[str, TableRef]:
             table["partitions"],
             marker["fingerprint"],
             marker["key"],
+            table.get("partition_column"),
         )
         for name, table in marker["tables"].items()
     }
@@ -338,7 +341,11 @@ class Runner:
             "version": planned.definition.version,
             "fingerprint": fingerprint,
             "tables": {
-                name: {"files": [f.to_dict() for f in t["files"]], "partitions": t["partitions"]}
+                name: {
+                    "files": [f.to_dict() for f in t["files"]],
+                    "partitions": t["partitions"],
+                    "partition_column": t["partition_column"],
+                }
                 for name, t in written.items()
             },
             "published": [f.to_dict() for f in published],
@@ -407,6 +414,7 @@ class Runner:
             written[name] = {
                 "files": [FileRecord(path.name, path.stat().st_size, file_sha256(path))],
                 "partitions": None,
+                "partition_column": None,
             }
             kill_point(planned.key, "mid")
         self.reporter.part_done(planned.key)
@@ -422,8 +430,9 @@ class Runner:
     ) -> tuple[dict[str, dict], StageStats]:
         """Run a stage bucket by bucket on the engine, recording each finished bucket."""
         count = planned.partitions or 1
+        column = PARTITION_COLUMNS[planned.definition.partition]
         table_inputs = {name: [self.out / f.path for f in ref.files] for name, ref in inputs.items()}
-        buckets = {name: self.buckets(name, ref, count) for name, ref in inputs.items()}
+        buckets = {name: self.buckets(name, ref, column, count) for name, ref in inputs.items()}
         results = self.finished_parts(stage_dir, fingerprint)
         tasks = [
             PartitionTask(
@@ -458,7 +467,11 @@ class Runner:
         ordered = [results[i] for i in range(count)]
         names = sorted({name for part in ordered for name in part.tables})
         written = {
-            name: {"files": [p.tables[name] for p in ordered if name in p.tables], "partitions": count}
+            name: {
+                "files": [p.tables[name] for p in ordered if name in p.tables],
+                "partitions": count,
+                "partition_column": column,
+            }
             for name in names
         }
         stats = merge_stats(p.stats for p in ordered)
@@ -466,16 +479,20 @@ class Runner:
             stats.rows_in[name] = registry.count(pl.scan_parquet(files))
         return written, stats
 
-    def buckets(self, name: str, ref: TableRef, count: int) -> tuple[list[tuple[str, ...]] | None, tuple[str, ...]]:
-        """A table as buckets see it: for a table keyed by user, one part file per bucket (its own
-        parts if an earlier stage wrote it in the same buckets, else cut once and kept beside it);
-        for any other table, ``None`` and all its files, which every bucket reads whole."""
+    def buckets(
+        self, name: str, ref: TableRef, column: str, count: int
+    ) -> tuple[list[tuple[str, ...]] | None, tuple[str, ...]]:
+        """A table as buckets see it: for a table with the bucket ``column``, one part file per
+        bucket (its own parts if an earlier stage wrote it in the same buckets, else cut once and
+        kept beside it); for any other table, ``None`` and all its files, which every bucket reads
+        whole."""
         files = [self.out / f.path for f in ref.files]
         whole = tuple(str(f) for f in files)
-        if not has_users(files):
+        if not has_column(files, column):
             return None, whole
-        if ref.partitions != count:
-            files = split_by_user(files, count, self.stage_dir(ref.stage) / "_buckets" / f"{name}-{count}")
+        if (ref.partitions, ref.partition_column) != (count, column):
+            target = self.stage_dir(ref.stage) / "_buckets" / f"{name}-{column}-{count}"
+            files = split_by(files, column, count, target)
         return [(str(f),) for f in files], whole
 
     def publish(self, key: str, staged: Path) -> list[FileRecord]:

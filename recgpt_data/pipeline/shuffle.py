@@ -1,5 +1,6 @@
-"""Cutting a table into user buckets in one streaming pass, so that each bucket of a partitioned stage
-reads only its own rows (not the whole table once per bucket).
+"""Cutting a table into buckets by the stable hash of one column (``user_id`` or ``dataset``) in one
+streaming pass, so that each bucket of a partitioned stage reads only its own rows (not the whole
+table once per bucket).
 
 Rows keep their order inside each bucket; memory stays bounded by the buffered rows, however large
 the table. The buckets are written next to the table they come from and reused until that table is
@@ -22,21 +23,20 @@ import pyarrow.parquet as pq
 from recgpt_data.hashing import bucket
 from recgpt_data.io.parquet import COMPRESSION, write_text
 
-USER = "user_id"
 BATCH_ROWS = 65_536
 BUFFERED_ROWS = 2_000_000  # across all buckets, before the fullest ones are flushed
 DONE = "_SUCCESS.json"
 
 
-def has_users(files: Sequence[Path]) -> bool:
-    """Whether a table (its parquet files) has a ``user_id`` column to bucket by."""
-    return USER in pq.read_schema(files[0]).names
+def has_column(files: Sequence[Path], column: str) -> bool:
+    """Whether a table (its parquet files) has ``column`` to bucket by."""
+    return column in pq.read_schema(files[0]).names
 
 
-def bucket_of(batch: pa.RecordBatch, count: int) -> np.ndarray:
-    """Each row's user bucket (rows without a user go to bucket 0)."""
-    users = pl.Series(USER, batch.column(USER))
-    return bucket(users, count).fill_null(0).to_numpy()
+def bucket_of(batch: pa.RecordBatch, column: str, count: int) -> np.ndarray:
+    """Each row's bucket by ``column`` (rows where it is null go to bucket 0)."""
+    keys = pl.Series(column, batch.column(column))
+    return bucket(keys, count).fill_null(0).to_numpy()
 
 
 def table_schema(files: Sequence[Path]) -> pa.Schema:
@@ -47,8 +47,8 @@ def table_schema(files: Sequence[Path]) -> pa.Schema:
     return pq.read_schema(files[0])
 
 
-def split_by_user(files: Sequence[Path], count: int, target: Path) -> list[Path]:
-    """``files`` cut into ``count`` user buckets under ``target`` (reused if already there)."""
+def split_by(files: Sequence[Path], column: str, count: int, target: Path) -> list[Path]:
+    """``files`` cut into ``count`` buckets by ``column`` under ``target`` (reused if already there)."""
     parts = [target / f"part-{index:05d}.parquet" for index in range(count)]
     if (target / DONE).is_file() and all(p.is_file() for p in parts):
         return parts
@@ -69,7 +69,7 @@ def split_by_user(files: Sequence[Path], count: int, target: Path) -> list[Path]
         for path in files:
             for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
                 table = pa.Table.from_batches([batch]).cast(schema)
-                buckets = bucket_of(batch, count)
+                buckets = bucket_of(batch, column, count)
                 for index in np.unique(buckets):
                     rows = table.filter(pa.array(buckets == index))
                     buffers[index].append(rows)
@@ -83,5 +83,7 @@ def split_by_user(files: Sequence[Path], count: int, target: Path) -> list[Path]
             writer.close()
     for part in parts:
         os.replace(part.with_name(part.name + ".tmp"), part)
-    write_text(json.dumps({"sources": [str(f) for f in files], "buckets": count}) + "\n", target / DONE)
+    write_text(
+        json.dumps({"sources": [str(f) for f in files], "column": column, "buckets": count}) + "\n", target / DONE
+    )
     return parts
