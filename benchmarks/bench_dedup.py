@@ -21,6 +21,7 @@ The scaled file comes from ``../shared/tools/scale_reviews.py`` (see docs/benchm
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import resource
@@ -52,15 +53,10 @@ def read_texts(path: Path) -> list[str | None]:
     """Review texts of a JSON-lines file, skipping a truncated last record."""
     opener = gzip.open if path.suffix == ".gz" else open
     texts = []
-    with opener(path, "rt", encoding="utf-8") as handle:
-        try:
-            for line in handle:
-                try:
-                    texts.append(json.loads(line).get("reviewText"))
-                except ValueError:
-                    pass
-        except EOFError:
-            pass
+    with opener(path, "rt", encoding="utf-8") as handle, contextlib.suppress(EOFError):
+        for line in handle:
+            with contextlib.suppress(ValueError):
+                texts.append(json.loads(line).get("reviewText"))
     return texts
 
 

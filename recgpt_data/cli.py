@@ -71,6 +71,9 @@ class RichReporter:
             self.progress.remove_task(self.tasks.pop(key))
         rows = ", ".join(f"{t}={n:,}" for t, n in stats["rows_out"].items())
         self.progress.console.print(f"{'[green]ran[/green]   ' if state == 'ran' else '[dim]cached[/dim]'} {key}  {rows}")
+        note = stats.get("info", {}).get("note")
+        if state == "ran" and isinstance(note, str):
+            self.progress.console.print(f"       {note}", markup=False)
 
 
 def parse_vars(values: list[str]) -> dict[str, str]:

@@ -26,7 +26,8 @@ class Params(BaseModel):
 
 @dataclass
 class StageStats:
-    """What a stage did: rows in and out per table, rows dropped and values changed, by reason."""
+    """What a stage did: rows in and out per table, rows dropped and values changed, by reason, and
+    ``info`` with anything else worth keeping; ``info["note"]`` is a line the run shows the user."""
 
     rows_in: dict[str, int] = field(default_factory=dict)
     rows_out: dict[str, int] = field(default_factory=dict)

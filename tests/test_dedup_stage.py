@@ -6,7 +6,7 @@ import collections
 import gzip
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -121,7 +121,7 @@ def test_duplicate_texts_are_blanked_and_the_interactions_kept(beauty, beauty_cl
 
 
 def _frame(rows: list[dict]) -> pl.DataFrame:
-    base = datetime(2016, 1, 1, tzinfo=timezone.utc)
+    base = datetime(2016, 1, 1, tzinfo=UTC)
     full = [
         {
             "source": "amazon2018",
@@ -293,3 +293,22 @@ def test_bad_input_is_counted_not_fatal() -> None:
     out = run(_frame(rows))
     assert out.tables["interactions"].height == 5
     assert out.stats.info["empty_texts"] == 4
+
+
+def test_datasets_are_deduplicated_apart(beauty) -> None:
+    """A second dataset holding the same real reviews: each keeps its own first copy of every text
+    (texts are compared within a dataset only), and the two together give exactly what each gives
+    alone, in dataset order."""
+    frame, _ = beauty
+    other = frame.with_columns(pl.lit("amazon2018/Copy").alias("dataset"))
+    parts = [run(frame), run(other)]
+    together = run(pl.concat([other, frame]))
+    assert together.tables["interactions"].equals(pl.concat([p.tables["interactions"] for p in parts]))
+    for reason in ("variant_duplicate",):
+        assert together.stats.dropped[reason] == sum(p.stats.dropped[reason] for p in parts)
+    assert together.stats.changed["review_text_duplicate"] == sum(p.stats.changed["review_text_duplicate"] for p in parts)
+    assert together.stats.info["exact_duplicate_texts"] == 2 * parts[0].stats.info["exact_duplicate_texts"]
+
+
+def test_dedup_runs_in_dataset_buckets() -> None:
+    assert registry.get("dedup").partition == "dataset"

@@ -22,7 +22,6 @@ then CHRONOLOGICAL) or ``longest`` (review length, then CHRONOLOGICAL).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from typing import Literal
 
@@ -30,11 +29,11 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from recgpt_data.dedup.lsh import NearDuplicateConfig, cluster_texts
+from recgpt_data.dedup.lsh import NearDuplicateConfig, cluster_texts, optimal_banding
 from recgpt_data.dedup.normalize import normalize_expr
 from recgpt_data.hashing import fnv1a64
 from recgpt_data.schema import CHRONOLOGICAL
-from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, stage
+from recgpt_data.stage import PARTITION_DATASET, Context, Frame, Params, StageOutput, StageStats, count, stage
 
 KeepRule = Literal["earliest", "most_helpful", "longest"]
 
@@ -134,7 +133,7 @@ def _duplicate_users(frame: pl.DataFrame, params: DedupParams, stats: StageStats
     histories = histories.with_columns(pl.Series("_ucluster", clusters.label))
     best = histories.with_columns(pl.col("_rank").min().over("_ucluster").alias("_best"))
     dropped_users = best.filter((pl.col("_ucluster") >= 0) & (pl.col("_rank") != pl.col("_best"))).select(keys)
-    stats.info["duplicate_users"] = dropped_users.height
+    stats.info["duplicate_users"] += dropped_users.height
     if not dropped_users.height:
         return frame
     out = frame.join(dropped_users, on=keys, how="anti", maintain_order="left")
@@ -161,7 +160,7 @@ def _duplicate_items(
         pl.when(pl.col("_ilabel") >= 0).then(pl.col("_ilabel")).alias("cluster_id"),
         pl.when(pl.col("_ilabel") >= 0).then(pl.len().over("_ilabel")).cast(pl.Int64).alias("cluster_size"),
     )
-    stats.info["items_in_duplicate_clusters"] = int(items["cluster_size"].fill_null(1).gt(1).sum())
+    stats.info["items_in_duplicate_clusters"] += int(items["cluster_size"].fill_null(1).gt(1).sum())
     if params.items == "mark":
         return items.drop("_irow", "_inorm", "_ilabel"), frame
     counts = frame.group_by("dataset", "item_id").agg(pl.len().alias("_uses"))
@@ -190,13 +189,52 @@ def _duplicate_items(
     return kept_items.drop("_irow", "_inorm", "_ilabel", "_uses", "_iorder"), frame
 
 
-@stage("dedup", params=DedupParams, reads=("interactions", "items"), writes=("interactions", "items"), version="1")
+COUNTERS = (
+    "candidate_edges", "verified_edges", "empty_texts", "exact_duplicate_texts", "texts_in_duplicate_clusters",
+    "duplicate_users", "items_in_duplicate_clusters",
+)  # the numbers of ``info``, summed over datasets (and over the runner's buckets)
+
+
+@stage(
+    "dedup",
+    params=DedupParams,
+    reads=("interactions", "items"),
+    writes=("interactions", "items"),
+    partition=PARTITION_DATASET,
+    version="2",
+)
 def dedup(tables: Mapping[str, Frame], params: DedupParams, ctx: Context) -> StageOutput:
-    """Exact and near-duplicate removal over interactions and items, in the four scopes."""
+    """Exact and near-duplicate removal over interactions and items, in the four scopes, one dataset
+    at a time (so a bucket of datasets gives the same rows as each dataset alone)."""
     stats = StageStats()
-    frame = tables["interactions"].lazy().collect()
-    items = tables["items"].lazy().collect()
-    stats.rows_in = {"interactions": frame.height, "items": items.height}
+    interactions, items = tables["interactions"].lazy(), tables["items"].lazy()
+    stats.rows_in = {"interactions": count(interactions), "items": count(items)}
+    banding = optimal_banding(
+        params.threshold, params.num_perm, params.false_positive_weight, params.false_negative_weight
+    )
+    stats.info.update({"note": banding.describe(), **dict.fromkeys(COUNTERS, 0)})
+    names = sorted(
+        set(interactions.select("dataset").unique().collect()["dataset"].to_list())
+        | set(items.select("dataset").unique().collect()["dataset"].to_list())
+    )
+    done = [
+        dedup_dataset(
+            interactions.filter(pl.col("dataset") == name).collect(),
+            items.filter(pl.col("dataset") == name).collect(),
+            params,
+            stats,
+        )
+        for name in names
+    ] or [dedup_dataset(interactions.head(0).collect(), items.head(0).collect(), params, stats)]
+    return StageOutput(
+        {"interactions": pl.concat([f for f, _ in done]), "items": pl.concat([i for _, i in done])}, stats
+    )
+
+
+def dedup_dataset(
+    frame: pl.DataFrame, items: pl.DataFrame, params: DedupParams, stats: StageStats
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The four scopes over one dataset's interactions and items; counts are added to ``stats``."""
     frame = frame.drop([c for c in ("cluster_id", "cluster_size") if c in frame.columns])
     frame = frame.sort(list(CHRONOLOGICAL), maintain_order=True).with_columns(
         normalize_expr("review_text").alias("_norm")
@@ -209,17 +247,15 @@ def dedup(tables: Mapping[str, Frame], params: DedupParams, ctx: Context) -> Sta
         pl.when(pl.col("_label") >= 0).then(pl.len().over("_label")).cast(pl.Int64).alias("cluster_size"),
     )
     exact_copies = int(((clusters.exact >= 0) & (clusters.exact != np.arange(len(clusters.exact)))).sum())
-    stats.info.update(
-        lsh=clusters.banding.describe(),
-        bands=clusters.banding.bands,
-        rows=clusters.banding.rows,
-        candidate_edges=clusters.candidate_edges,
-        verified_edges=clusters.verified_edges,
-        empty_texts=int((clusters.label < 0).sum()),
-        exact_duplicate_texts=exact_copies,
-        texts_in_duplicate_clusters=int(frame["cluster_size"].fill_null(1).gt(1).sum()),
-    )
-    print(clusters.banding.describe(), file=sys.stderr)
+    counts = {
+        "candidate_edges": clusters.candidate_edges,
+        "verified_edges": clusters.verified_edges,
+        "empty_texts": int((clusters.label < 0).sum()),
+        "exact_duplicate_texts": exact_copies,
+        "texts_in_duplicate_clusters": int(frame["cluster_size"].fill_null(1).gt(1).sum()),
+    }
+    for name, n in counts.items():
+        stats.info[name] += n
     if params.variants:
         keys = ["dataset", "user_id", "cluster_id", "timestamp"]
         variant = pl.col("cluster_id").is_not_null() & pl.col("timestamp").is_not_null() & _loser(keys)
@@ -238,5 +274,4 @@ def dedup(tables: Mapping[str, Frame], params: DedupParams, ctx: Context) -> Sta
         else:
             stats.change("review_text_duplicate", copies)
             frame = frame.with_columns(pl.when(copy).then(None).otherwise(pl.col("review_text")).alias("review_text"))
-    frame = frame.drop("_norm", "_label", "_rank")
-    return StageOutput({"interactions": frame, "items": items}, stats)
+    return frame.drop("_norm", "_label", "_rank"), items
