@@ -31,8 +31,9 @@ import ftfy
 import polars as pl
 from pydantic import Field
 
-from recgpt_data.clean.filters import drop_interactions_of_untitled, drop_untitled_items
+from recgpt_data.clean.filters import ITEM, drop_interactions_of_untitled, drop_untitled_items
 from recgpt_data.stage import (
+    PARTITION_DATASET,
     PARTITION_USER,
     Context,
     Frame,
@@ -193,7 +194,9 @@ def clean_stage(
     for reason, n in sorted((counts + scrub_counts).items()):
         stats.change(f"interactions.{reason}", n)
     if params.drop_untitled:
-        result = drop_interactions_of_untitled(frame, _eager(tables["items"]))
+        named = frame.lazy().select(ITEM).unique()
+        items = tables["items"].lazy().select(*ITEM, "title").join(named, on=list(ITEM), how="semi")
+        result = drop_interactions_of_untitled(frame, items.collect())  # only the items this bucket names
         frame = result.interactions
         for reason, n in sorted(result.dropped.items()):
             stats.drop(reason, n)
@@ -216,6 +219,7 @@ class CleanItemsParams(Params):
     reads=("items",),
     writes=("items",),
     version="1",
+    partition=PARTITION_DATASET,
 )
 def clean_items_stage(
     tables: Mapping[str, Frame], params: CleanItemsParams, ctx: Context
