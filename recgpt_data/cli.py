@@ -154,6 +154,42 @@ def status(
 
 
 @app.command()
+def dropped(
+    out: Annotated[Path, typer.Argument(help="a run's output folder")],
+    stage: Annotated[str | None, typer.Option(help="only this stage")] = None,
+    reason: Annotated[str | None, typer.Option(help="only rows dropped for this reason")] = None,
+    show: Annotated[int, typer.Option(help="sample rows to print per stage and table")] = 0,
+    export: Annotated[Path | None, typer.Option(help="write the selected rows to this parquet file")] = None,
+) -> None:
+    """Rows the stages of a run dropped: counts by stage, table and reason, a sample, or all of them."""
+    import polars as pl
+
+    from recgpt_data.io.parquet import write_parquet
+    from recgpt_data.pipeline.dropped import dropped_rows
+    from recgpt_data.stage import DROP_REASON
+
+    chosen = [d for d in dropped_rows(out) if stage is None or d.stage == stage]
+    table = Table(title=f"rows dropped in {out}")
+    for column in ("stage", "table", "reason", "rows"):
+        table.add_column(column, justify="right" if column == "rows" else "left")
+    frames = []
+    for item in chosen:
+        rows = item.rows if reason is None else item.rows.filter(pl.col(DROP_REASON) == reason)
+        for why, n in item.by_reason().items():
+            if reason is None or why == reason:
+                table.add_row(item.stage, item.table, why, f"{n:,}")
+        if show:
+            Console().print(f"{item.stage} / {item.table}:", rows.head(show).collect())
+        if export is not None:
+            frames.append(rows.with_columns(pl.lit(item.stage).alias("stage"), pl.lit(item.table).alias("table")))
+    Console().print(table)
+    if export is not None:
+        selected = pl.concat([f.collect() for f in frames], how="diagonal_relaxed") if frames else pl.DataFrame()
+        write_parquet(selected, export)
+        Console().print(f"wrote {selected.height:,} rows to {export}")
+
+
+@app.command()
 def publish(
     folder: Annotated[Path, typer.Argument(help="a built output folder (with README.md)")],
     repo_id: Annotated[str, typer.Option("--repo-id", help="Hub dataset repository, ORG/NAME")],

@@ -22,7 +22,7 @@ from recgpt_data.io.parquet import AtomicParquetWriter, write_text
 from recgpt_data.pipeline.spec import resolve_path
 from recgpt_data.sources import get_source
 from recgpt_data.sources.base import LINE, FileInfo, RawBatch, ReadState, Reject, Role, Source
-from recgpt_data.stage import Context, Params, StageOutput, StageStats, stage
+from recgpt_data.stage import DROP_REASON, Context, Params, StageOutput, StageStats, stage
 
 
 @dataclass
@@ -214,16 +214,32 @@ def ingest_stage(tables: dict, params: IngestParams, ctx: Context) -> StageOutpu
     """Read every declared source into the canonical tables; rejects are counted as drops."""
     stats = StageStats()
     summaries = []
+    rejects = []
     for index, spec in enumerate(params.sources):
         paths = [resolve_path(p, ctx.spec_dir) for p in spec.paths]
-        summary = ingest(spec.format, paths, ctx.scratch / f"{index:02d}-{spec.format}", spec.dataset)
+        out = ctx.scratch / f"{index:02d}-{spec.format}"
+        summary = ingest(spec.format, paths, out, spec.dataset)
         summaries.append(summary.to_dict())
         stats.rows_in[spec.format] = stats.rows_in.get(spec.format, 0) + summary.read
         for reason, n in summary.rejected.items():
             stats.drop(f"{spec.format}:{reason}", n)
+        rejects.append(read_rejects(out / "rejects.jsonl", spec.format))
     stats.info["sources"] = summaries
     frames = {}
     for table in ("interactions", "items"):
         files = sorted(ctx.scratch.glob(f"*/{table}/**/*.parquet"))
         frames[table] = pl.concat([pl.scan_parquet(f) for f in files]) if files else canonical.empty(table).lazy()
-    return StageOutput(frames, stats)
+    return StageOutput(frames, stats, dropped={"raw": pl.concat(rejects)})
+
+
+REJECT_SCHEMA = {"file": pl.String(), "line": pl.Int64(), "reason": pl.String(), "raw": pl.String()}
+
+
+def read_rejects(path: Path, format: str) -> pl.DataFrame:
+    """An ingest's rejects file as rows (file, line, raw text) with ``drop_reason`` as the stage
+    counts it (``format:reason``)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    frame = pl.DataFrame(rows, schema=REJECT_SCHEMA)
+    return frame.select(
+        "file", "line", "raw", (pl.lit(f"{format}:") + pl.col("reason")).alias(DROP_REASON)
+    )

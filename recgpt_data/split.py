@@ -18,7 +18,7 @@ from pydantic import Field
 from recgpt_data.errors import UsageError
 from recgpt_data.hashing import unit_interval
 from recgpt_data.pipeline.spec import resolve_path
-from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, count, stage
+from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, count, removed, stage
 
 HELD_OUT: dict[str, pl.DataType] = {
     "benchmark": pl.String(),
@@ -150,6 +150,8 @@ def split_stage(tables: dict, params: SplitParams, ctx: Context) -> StageOutput:
     stats.rows_in["held_out"] = count(held_out)
     kept = drop_held_out(interactions, held_out).collect(engine="streaming")
     stats.drop("held_out", stats.rows_in["interactions"] - kept.height)
+    pairs = interactions.lazy().join(held_out_pairs(held_out), on=list(PAIR), how="semi")
+    dropped = {"interactions": removed(pairs.collect(engine="streaming"), "held_out")}
     out = assign_split(kept, params.instruct_fraction, ctx.seed)
     users = out.group_by("split").agg(
         pl.struct("dataset", "user_id").n_unique().alias("users"), pl.len().alias("rows")
@@ -160,4 +162,4 @@ def split_stage(tables: dict, params: SplitParams, ctx: Context) -> StageOutput:
     }
     if out.height and leaked(out, held_out).height:
         raise AssertionError("held-out interactions remain after the leakage guard")
-    return StageOutput({"interactions": out}, stats)
+    return StageOutput({"interactions": out}, stats, dropped=dropped)

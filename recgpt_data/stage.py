@@ -53,12 +53,29 @@ class StageStats:
         }
 
 
+DROP_REASON = "drop_reason"
+DROPPED = "dropped_"  # the runner keeps the rows a stage dropped from table T as table "dropped_T"
+
+
 @dataclass
 class StageOutput:
-    """The tables a stage produced (replacing same-named inputs downstream) and its stats."""
+    """The tables a stage produced (replacing same-named inputs downstream), its stats, and the rows
+    it dropped from its input tables, by table, each row with its ``drop_reason`` (see
+    :func:`removed`), so that every drop the stats count can be inspected."""
 
     tables: dict[str, Frame]
     stats: StageStats
+    dropped: dict[str, Frame] = field(default_factory=dict)
+
+
+def removed(frame: pl.DataFrame, reason: str) -> pl.DataFrame:
+    """``frame``'s rows tagged with the reason they were dropped, for :attr:`StageOutput.dropped`."""
+    return frame.with_columns(pl.lit(reason, dtype=pl.String).alias(DROP_REASON))
+
+
+def dropped_tables(parts: Mapping[str, list[pl.DataFrame]]) -> dict[str, pl.DataFrame]:
+    """Each table's dropped rows, concatenated in the order they were dropped."""
+    return {name: pl.concat(frames, how="diagonal_relaxed") for name, frames in parts.items() if frames}
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,17 @@ import hashlib
 import json
 import re
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 import datasets
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from conftest import build
+
+from recgpt_data.pipeline.dropped import dropped_rows
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "recgpt_data" / "demo"
@@ -54,10 +58,15 @@ def raw() -> dict:
     per_user.update(("amazon2018/Magazine_Subscriptions", r["reviewerID"]) for r in m18 if r["asin"] in titled18)
     per_user.update(("amazon2014/Digital_Music", r["reviewerID"]) for r in m14 if r["asin"] in titled14)
     per_user.update(("movielens/ml-latest-small", r["userId"]) for r in ratings if r["movieId"] in titled_ml)
+    untitled = Counter()
+    untitled.update(("amazon2018/Magazine_Subscriptions", r["reviewerID"], r["asin"]) for r in m18 if r["asin"] not in titled18)
+    untitled.update(("amazon2014/Digital_Music", r["reviewerID"], r["asin"]) for r in m14 if r["asin"] not in titled14)
+    untitled.update(("movielens/ml-latest-small", r["userId"], r["movieId"]) for r in ratings if r["movieId"] not in titled_ml)
     return {
         "interactions": len(m18) + len(m14) + len(ratings),
         "items": len(meta18) + len(meta14) + len(movies),
         "kept_users": {key for key, n in per_user.items() if n >= 5},
+        "untitled_interactions": untitled,
     }
 
 
@@ -131,3 +140,26 @@ def test_rerun_skips_and_force_reproduces_the_same_bytes(built: Path, tmp_path: 
     fresh = tmp_path / "fresh"
     assert run(fresh, "--force").returncode == 0
     assert digests(fresh) == before
+
+
+def test_every_dropped_row_can_be_inspected(built: Path, raw: dict, tmp_path: Path) -> None:
+    """The rows each stage dropped are kept with their reason, as many as its stats count; the
+    interactions of untitled items are exactly those the plain reading finds."""
+    stages = json.loads((built / "stats.json").read_text())["stages"]
+    kept = {(d.stage, d.table): d for d in dropped_rows(built)}
+    for stage in ("clean_items", "clean", "langid", "dedup", "filter_users", "split"):
+        counted = {reason: n for reason, n in stages[stage]["dropped"].items() if n}
+        found: dict[str, int] = {}
+        for (name, _), item in kept.items():
+            if name == stage:
+                found.update(item.by_reason())
+        assert found == counted, stage
+    untitled = kept[("clean", "interactions")].rows.collect()
+    assert Counter(untitled.select("dataset", "user_id", "item_id").iter_rows()) == raw["untitled_interactions"]
+    short = kept[("filter_users", "interactions")].rows.collect()
+    assert not {(d, u) for d, u in short.select("dataset", "user_id").iter_rows()} & raw["kept_users"]
+    export = tmp_path / "dropped.parquet"
+    command = [str(Path(sys.executable).parent / "recgpt-data"), "dropped", str(built), "--reason", "held_out",
+               "--export", str(export)]
+    assert subprocess.run(command, capture_output=True, text=True).returncode == 0
+    assert pl.read_parquet(export).height == stages["split"]["dropped"]["held_out"]

@@ -20,6 +20,8 @@ from recgpt_data.stage import (
     Params,
     StageOutput,
     StageStats,
+    dropped_tables,
+    removed,
     stage,
 )
 
@@ -35,12 +37,19 @@ class FilterResult:
     items: pl.DataFrame | None = None
     dropped: Counter[str] = field(default_factory=Counter)
     info: dict[str, int] = field(default_factory=dict)
+    removed: list[pl.DataFrame] = field(default_factory=list)  # the dropped rows, with drop_reason
+
+    def keep(self, frame: pl.DataFrame, keep: pl.Series, reason: str) -> pl.DataFrame:
+        """``frame``'s rows where ``keep`` holds; the others are counted and kept aside as ``reason``."""
+        self.dropped[reason] += int((~keep).sum())
+        self.removed.append(removed(frame.filter(~keep), reason))
+        return frame.filter(keep)
 
 
 def drop_untitled_items(items: pl.DataFrame) -> FilterResult:
     """Drop items whose title is null (RecGPT names every item of a history by its title)."""
-    result = FilterResult(items=items.filter(pl.col("title").is_not_null()))
-    result.dropped["item_without_title"] = items.height - result.items.height
+    result = FilterResult()
+    result.items = result.keep(items, items["title"].is_not_null(), "item_without_title")
     result.dropped = +result.dropped
     return result
 
@@ -51,9 +60,10 @@ def drop_interactions_of_untitled(
     """Drop interactions whose item has no row with a title in ``items`` (dropped as untitled, or
     never in the metadata)."""
     titled = items.filter(pl.col("title").is_not_null()).select(ITEM).unique()
-    keep = _member(interactions, titled, ITEM)
-    result = FilterResult(interactions.filter(keep))
-    result.dropped["interaction_item_without_title"] = int((~keep).sum())
+    result = FilterResult()
+    result.interactions = result.keep(
+        interactions, _member(interactions, titled, ITEM), "interaction_item_without_title"
+    )
     result.dropped = +result.dropped
     return result
 
@@ -63,8 +73,8 @@ def filter_users(
 ) -> FilterResult:
     """Drop users with fewer than ``min_interactions`` interactions in their dataset."""
     ok = _count_at_least(interactions, USER, min_interactions)
-    result = FilterResult(interactions.filter(ok))
-    result.dropped["user_below_min_interactions"] = int((~ok).sum())
+    result = FilterResult()
+    result.interactions = result.keep(interactions, ok, "user_below_min_interactions")
     result.dropped = +result.dropped
     result.info = {"users_dropped": interactions.filter(~ok).select(USER).n_unique()}
     return result
@@ -82,14 +92,11 @@ def kcore(
     rounds = 0
     while True:
         rounds += 1
-        users_ok = _count_at_least(frame, USER, min_user)
-        result.dropped["kcore_user_below_min"] += int((~users_ok).sum())
-        frame = frame.filter(users_ok)
+        frame = result.keep(frame, _count_at_least(frame, USER, min_user), "kcore_user_below_min")
         items_ok = _count_at_least(frame, ITEM, min_item)
         if items_ok.all():
             break
-        result.dropped["kcore_item_below_min"] += int((~items_ok).sum())
-        frame = frame.filter(items_ok)
+        frame = result.keep(frame, items_ok, "kcore_item_below_min")
     result.interactions = frame
     result.dropped = +result.dropped
     result.info = {
@@ -171,4 +178,6 @@ def _output(frame: pl.DataFrame, result: FilterResult) -> StageOutput:
     for reason, n in sorted(result.dropped.items()):
         stats.drop(reason, n)
     stats.info.update(result.info)
-    return StageOutput({"interactions": result.interactions}, stats)
+    return StageOutput(
+        {"interactions": result.interactions}, stats, dropped=dropped_tables({"interactions": result.removed})
+    )

@@ -43,6 +43,7 @@ from recgpt_data.stage import (
     Params,
     StageOutput,
     StageStats,
+    removed,
     stage,
 )
 
@@ -486,7 +487,8 @@ def langid_stage(
     if params.action == "drop":
         if rejected:
             stats.drop("language_not_allowed", rejected)
-        frame = frame.filter(~foreign)
+        dropped = {"interactions": removed(frame.filter(foreign), "language_not_allowed")}
+        return StageOutput({"interactions": frame.filter(~foreign)}, stats, dropped=dropped)
     else:
         if rejected:
             stats.change(f"{params.column}:language_not_allowed", rejected)

@@ -40,6 +40,7 @@ from recgpt_data.stage import (
     Params,
     StageOutput,
     StageStats,
+    dropped_tables,
     stage,
 )
 
@@ -200,6 +201,7 @@ def clean_stage(
         frame = result.interactions
         for reason, n in sorted(result.dropped.items()):
             stats.drop(reason, n)
+        return StageOutput({"interactions": frame}, stats, dropped=dropped_tables({"interactions": result.removed}))
     return StageOutput({"interactions": frame}, stats)
 
 
@@ -235,6 +237,7 @@ def clean_items_stage(
         frame = result.items
         for reason, n in sorted(result.dropped.items()):
             stats.drop(reason, n)
+        return StageOutput({"items": frame}, stats, dropped=dropped_tables({"items": result.removed}))
     return StageOutput({"items": frame}, stats)
 
 

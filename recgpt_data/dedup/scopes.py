@@ -33,9 +33,21 @@ from recgpt_data.dedup.lsh import NearDuplicateConfig, cluster_texts, optimal_ba
 from recgpt_data.dedup.normalize import normalize_expr
 from recgpt_data.hashing import fnv1a64
 from recgpt_data.schema import CHRONOLOGICAL
-from recgpt_data.stage import PARTITION_DATASET, Context, Frame, Params, StageOutput, StageStats, count, stage
+from recgpt_data.stage import (
+    PARTITION_DATASET,
+    Context,
+    Frame,
+    Params,
+    StageOutput,
+    StageStats,
+    count,
+    dropped_tables,
+    removed,
+    stage,
+)
 
 KeepRule = Literal["earliest", "most_helpful", "longest"]
+WORK = ("_norm", "_label", "_rank")  # working columns of the interactions, never in the output
 
 
 class DedupParams(Params):
@@ -99,7 +111,9 @@ def _token(dataset: pl.Expr, kind: str, value: pl.Expr) -> pl.Expr:
     return pl.concat_str([dataset, pl.lit(f"\x1f{kind}\x1f"), value.cast(pl.String).fill_null("")])
 
 
-def _duplicate_users(frame: pl.DataFrame, params: DedupParams, stats: StageStats) -> pl.DataFrame:
+def _duplicate_users(
+    frame: pl.DataFrame, params: DedupParams, stats: StageStats, dropped: dict[str, list[pl.DataFrame]]
+) -> pl.DataFrame:
     """Scope (c): drop every user whose history near-duplicates a better-ranked user's."""
     item = _token(
         pl.col("dataset"),
@@ -138,11 +152,17 @@ def _duplicate_users(frame: pl.DataFrame, params: DedupParams, stats: StageStats
         return frame
     out = frame.join(dropped_users, on=keys, how="anti", maintain_order="left")
     stats.drop("duplicate_user", frame.height - out.height)
+    gone = frame.join(dropped_users, on=keys, how="semi", maintain_order="left")
+    dropped["interactions"].append(removed(gone.drop(*WORK), "duplicate_user"))
     return out
 
 
 def _duplicate_items(
-    items: pl.DataFrame, frame: pl.DataFrame, params: DedupParams, stats: StageStats
+    items: pl.DataFrame,
+    frame: pl.DataFrame,
+    params: DedupParams,
+    stats: StageStats,
+    dropped: dict[str, list[pl.DataFrame]],
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Scope (d): cluster near-identical items per dataset; remap, or only mark them."""
     text = pl.concat_str(
@@ -183,6 +203,8 @@ def _duplicate_items(
     )
     kept_items = items.filter(~loser)
     stats.drop("duplicate_item", items.height - kept_items.height)
+    gone = items.filter(loser).drop("_irow", "_inorm", "_ilabel", "_uses", "_iorder")
+    dropped["items"].append(removed(gone, "duplicate_item"))
     frame = frame.join(mapping, on=["dataset", "item_id"], how="left", maintain_order="left")
     stats.change("item_id_remapped", int(frame["_kept"].is_not_null().sum()))
     frame = frame.with_columns(pl.coalesce("_kept", "item_id").alias("item_id")).drop("_kept")
@@ -217,24 +239,33 @@ def dedup(tables: Mapping[str, Frame], params: DedupParams, ctx: Context) -> Sta
         set(interactions.select("dataset").unique().collect()["dataset"].to_list())
         | set(items.select("dataset").unique().collect()["dataset"].to_list())
     )
+    dropped: dict[str, list[pl.DataFrame]] = {"interactions": [], "items": []}
     done = [
         dedup_dataset(
             interactions.filter(pl.col("dataset") == name).collect(),
             items.filter(pl.col("dataset") == name).collect(),
             params,
             stats,
+            dropped,
         )
         for name in names
-    ] or [dedup_dataset(interactions.head(0).collect(), items.head(0).collect(), params, stats)]
+    ] or [dedup_dataset(interactions.head(0).collect(), items.head(0).collect(), params, stats, dropped)]
     return StageOutput(
-        {"interactions": pl.concat([f for f, _ in done]), "items": pl.concat([i for _, i in done])}, stats
+        {"interactions": pl.concat([f for f, _ in done]), "items": pl.concat([i for _, i in done])},
+        stats,
+        dropped=dropped_tables(dropped),
     )
 
 
 def dedup_dataset(
-    frame: pl.DataFrame, items: pl.DataFrame, params: DedupParams, stats: StageStats
+    frame: pl.DataFrame,
+    items: pl.DataFrame,
+    params: DedupParams,
+    stats: StageStats,
+    dropped: dict[str, list[pl.DataFrame]],
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The four scopes over one dataset's interactions and items; counts are added to ``stats``."""
+    """The four scopes over one dataset's interactions and items; counts are added to ``stats`` and
+    the dropped rows (with their reason) to ``dropped``."""
     frame = frame.drop([c for c in ("cluster_id", "cluster_size") if c in frame.columns])
     frame = frame.sort(list(CHRONOLOGICAL), maintain_order=True).with_columns(
         normalize_expr("review_text").alias("_norm")
@@ -260,18 +291,20 @@ def dedup_dataset(
         keys = ["dataset", "user_id", "cluster_id", "timestamp"]
         variant = pl.col("cluster_id").is_not_null() & pl.col("timestamp").is_not_null() & _loser(keys)
         stats.drop("variant_duplicate", int(frame.select(variant.sum()).item()))
+        dropped["interactions"].append(removed(frame.filter(variant).drop(*WORK), "variant_duplicate"))
         frame = frame.filter(~variant)
     if params.users:
-        frame = _duplicate_users(frame, params, stats)
+        frame = _duplicate_users(frame, params, stats, dropped)
     if params.items != "off":
-        items, frame = _duplicate_items(items, frame, params, stats)
+        items, frame = _duplicate_items(items, frame, params, stats, dropped)
     if params.text_action != "keep":
         copy = pl.col("cluster_id").is_not_null() & _loser(["cluster_id"])
         copies = int(frame.select(copy.sum()).item())
         if params.text_action == "drop":
             stats.drop("duplicate_text", copies)
+            dropped["interactions"].append(removed(frame.filter(copy).drop(*WORK), "duplicate_text"))
             frame = frame.filter(~copy)
         else:
             stats.change("review_text_duplicate", copies)
             frame = frame.with_columns(pl.when(copy).then(None).otherwise(pl.col("review_text")).alias("review_text"))
-    return frame.drop("_norm", "_label", "_rank"), items
+    return frame.drop(*WORK), items

@@ -1,0 +1,51 @@
+"""The rows a run's stages dropped, read back from the output folder.
+
+Every stage that drops rows from a table ``T`` returns them, each with its ``drop_reason``, and the
+runner keeps them beside the stage's outputs as table ``dropped_T``. This module finds them in the
+finished stages' success records, in the order the run reported them (``stats.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from recgpt_data.errors import UsageError
+from recgpt_data.pipeline.runner import STAGES, read_marker, table_refs
+from recgpt_data.stage import DROP_REASON, DROPPED
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """The rows one stage dropped from one table, as a lazy scan."""
+
+    stage: str
+    table: str
+    rows: pl.LazyFrame
+
+    def by_reason(self) -> dict[str, int]:
+        """Rows per drop reason, sorted by reason."""
+        counts = self.rows.group_by(DROP_REASON).agg(pl.len()).sort(DROP_REASON).collect()
+        return dict(counts.iter_rows())
+
+
+def dropped_rows(out: str | Path) -> list[Dropped]:
+    """Every table of dropped rows the finished stages of the run in ``out`` kept, in stage order."""
+    out = Path(out)
+    stages = out / STAGES
+    if not stages.is_dir():
+        raise UsageError(f"{out} holds no pipeline run (no {STAGES}/ folder)")
+    stats = out / "stats.json"
+    order = list(json.loads(stats.read_text(encoding="utf-8"))["stages"]) if stats.is_file() else []
+    markers = [m for d in stages.iterdir() if d.is_dir() and (m := read_marker(d)) is not None]
+    markers.sort(key=lambda m: (order.index(m["key"]) if m["key"] in order else len(order), m["key"]))
+    found = []
+    for marker in markers:
+        for name, ref in sorted(table_refs(marker).items()):
+            if name.startswith(DROPPED):
+                files = [out / f.path for f in ref.files]
+                found.append(Dropped(marker["key"], name[len(DROPPED):], pl.scan_parquet(files)))
+    return found
