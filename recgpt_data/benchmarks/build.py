@@ -112,22 +112,28 @@ def with_earlier(tables: dict, frames: list[pl.DataFrame]) -> pl.DataFrame:
     reads=("interactions", "items"),
     optional_reads=("held_out",),
     writes=("held_out",),
-    version="1",
+    version="2",
 )
 def p5_benchmark_stage(tables: dict, params: P5BenchmarkParams, ctx: Context) -> StageOutput:
-    """Build each benchmark P5's way, write ``eval/<name>/`` and emit its held-out interactions."""
-    stats = StageStats()
+    """Build each benchmark P5's way, write ``eval/<name>/`` and emit its held-out interactions.
+
+    The rows a benchmark leaves out of its own copy of the data (k-core, leak fix, prompts that
+    cannot be written) are not dropped from the corpus: they are counted under
+    ``info["left_out_of_benchmarks"]``, not as the stage's drops."""
+    stats, inner = StageStats(), StageStats()
     frames = []
     for spec in params.benchmarks:
         built: BenchmarkBuild = build_benchmark(
-            tables["interactions"], spec.dataset, stats, spec.k, spec.start, spec.end, ctx.seed, spec.rating_fractions
+            tables["interactions"], spec.dataset, inner, spec.k, spec.start, spec.end, ctx.seed, spec.rating_fractions
         )
         items = tables["items"].lazy().filter(pl.col("dataset") == spec.dataset)
         stats.info[spec.name] = write_benchmark(
-            ctx.out_dir / "eval" / spec.name, built.split, built.events, items, spec.name, stats,
+            ctx.out_dir / "eval" / spec.name, built.split, built.events, items, spec.name, inner,
             params.max_tokens, params.tokenizer,
         )
         frames.append(held_out_rows(built.events, spec.name, spec.dataset))
+    stats.info.update(inner.info)
+    stats.info["left_out_of_benchmarks"] = dict(sorted(inner.dropped.items()))
     held_out = with_earlier(tables, frames)
     stats.rows_out["held_out"] = held_out.height
     return StageOutput({"held_out": held_out}, stats)
@@ -148,12 +154,13 @@ class LoadP5Params(Params):
 
 
 @stage(
-    "load_p5", params=LoadP5Params, reads=("items",), optional_reads=("held_out",), writes=("held_out",), version="1"
+    "load_p5", params=LoadP5Params, reads=("items",), optional_reads=("held_out",), writes=("held_out",), version="2"
 )
 def load_p5_stage(tables: dict, params: LoadP5Params, ctx: Context) -> StageOutput:
     """Load P5's own split files, write ``eval/<name>/`` with next-item prompts (P5's files carry no
-    ratings) and emit the held-out interactions (each user's last two items)."""
-    stats = StageStats()
+    ratings) and emit the held-out interactions (each user's last two items); prompts that cannot
+    be written are counted under ``info["left_out_of_benchmarks"]``."""
+    stats, inner = StageStats(), StageStats()
     frames = []
     for spec in params.benchmarks:
         split = load_p5(resolve_path(spec.path, ctx.spec_dir))
@@ -166,7 +173,7 @@ def load_p5_stage(tables: dict, params: LoadP5Params, ctx: Context) -> StageOutp
                 pl.lit(source[0]).alias("source"), pl.lit(spec.dataset).alias("dataset")
             )
             stats.info[spec.name] = write_benchmark(
-                folder, split, events, items, spec.name, stats, params.max_tokens, params.tokenizer
+                folder, split, events, items, spec.name, inner, params.max_tokens, params.tokenizer
             )
         else:
             write_text(sequential_text(split), folder / SEQUENTIAL_FILE)
@@ -175,6 +182,8 @@ def load_p5_stage(tables: dict, params: LoadP5Params, ctx: Context) -> StageOutp
                                      "interactions": split.interactions}
             stats.info.setdefault("warnings", []).append(f"{spec.name}: no items of {spec.dataset}; no prompts")
         frames.append(held_out_rows(p5_events(split), spec.name, spec.dataset))
+    stats.info.update(inner.info)
+    stats.info["left_out_of_benchmarks"] = dict(sorted(inner.dropped.items()))
     held_out = with_earlier(tables, frames)
     stats.rows_out["held_out"] = held_out.height
     return StageOutput({"held_out": held_out}, stats)
