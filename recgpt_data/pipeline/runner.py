@@ -145,7 +145,7 @@ def plan(spec: PipelineSpec) -> list[Planned]:
             raise UsageError(f"stage {stage_spec.key}: {exc.args[0]}") from None
         try:
             params = definition.params(**stage_spec.params)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - pydantic's message names the bad field
             raise UsageError(f"stage {stage_spec.key}: bad parameters: {exc}") from None
         partitions = spec.partitions_of(stage_spec) if definition.partition else None
         reserved = [t for t in definition.writes if t == "out" or t.startswith("_")]

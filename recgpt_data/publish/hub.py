@@ -78,7 +78,7 @@ def with_retries(call: Callable[[], T], what: str, on_message: Callable[[str], N
     for attempt in range(1, attempts + 1):
         try:
             return call()
-        except Exception as exc:
+        except Exception as exc:  # retryable() decides; others re-raise at once
             if attempt == attempts or not retryable(exc):
                 raise
             wait = 2 ** (attempt - 1)

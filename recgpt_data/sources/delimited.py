@@ -330,7 +330,7 @@ def _read_csv(
             empty_string_is_null=False,
             raise_if_empty=False,
         )
-    except Exception:
+    except Exception:  # noqa: BLE001 - any parser error sends the block to the record-by-record path
         return None
     if frame.height != rows or not (frame["__sentinel"] == _SENTINEL).all():
         return None

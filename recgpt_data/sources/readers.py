@@ -86,7 +86,7 @@ def prefetched(batches: Iterator[RawBatch], depth: int = 2) -> Iterator[RawBatch
                 if stop.is_set():
                     return
             put(done)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             put(exc)
 
     thread = threading.Thread(target=produce, name="recgpt-read", daemon=True)
@@ -107,7 +107,7 @@ def parse_block(block: bytes, count: int, schema: dict[str, pl.DataType]) -> pl.
     holding one yields fewer than ``count`` rows and is refused."""
     try:
         frame = pl.read_ndjson(io.BytesIO(block), schema=schema)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any parser error sends the block to the line-by-line path
         return None
     return frame if frame.height == count else None
 
