@@ -67,6 +67,10 @@ class StageOutput:
     stats: StageStats
     dropped: dict[str, Frame] = field(default_factory=dict)
 
+    def to_write(self) -> dict[str, Frame]:
+        """Every table the runner writes: the outputs, then each table's dropped rows as ``dropped_T``."""
+        return {**self.tables, **{f"{DROPPED}{name}": frame for name, frame in self.dropped.items()}}
+
 
 def removed(frame: pl.DataFrame, reason: str) -> pl.DataFrame:
     """``frame``'s rows tagged with the reason they were dropped, for :attr:`StageOutput.dropped`."""

@@ -21,7 +21,7 @@ import polars as pl
 from recgpt_data.errors import UsageError
 from recgpt_data.io.parquet import write_parquet
 from recgpt_data.pipeline.fingerprint import FileRecord, file_sha256
-from recgpt_data.stage import DROPPED, PARTITION_COLUMNS, Context, Params, StageDef
+from recgpt_data.stage import PARTITION_COLUMNS, Context, Params, StageDef
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,9 @@ def run_partition(task: PartitionTask) -> PartitionResult:
     output = task.definition.fn(tables, task.params, task.context)
     stats = output.stats
     result = PartitionResult(index=task.index, worker=f"{socket.gethostname()}:{os.getpid()}")
-    dropped = {f"{DROPPED}{name}": frame for name, frame in output.dropped.items()}
-    for name, frame in {**output.tables, **dropped}.items():
+    column = PARTITION_COLUMNS[task.definition.partition]
+    for name, frame in output.to_write().items():
         data = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
-        column = PARTITION_COLUMNS[task.definition.partition]
         if column not in data.columns:
             raise UsageError(
                 f"stage {task.definition.name} is partitioned by {task.definition.partition} but its table "
@@ -73,7 +72,7 @@ def run_partition(task: PartitionTask) -> PartitionResult:
         relative = part_name(name, task.index)
         path = task.target / relative
         write_parquet(data, path)
-        if name not in dropped:
+        if name in output.tables:
             stats.rows_out.setdefault(name, data.height)
         result.tables[name] = FileRecord(relative, path.stat().st_size, file_sha256(path))
     result.stats = stats.to_dict()

@@ -42,7 +42,7 @@ from recgpt_data.pipeline.fingerprint import FileRecord, HashCache, digest, file
 from recgpt_data.pipeline.partition import PartitionResult, PartitionTask, run_partition
 from recgpt_data.pipeline.shuffle import has_column, split_by
 from recgpt_data.pipeline.spec import PipelineSpec, StageSpec
-from recgpt_data.stage import DROPPED, PARTITION_COLUMNS, Context, Params, StageDef, StageStats
+from recgpt_data.stage import PARTITION_COLUMNS, Context, Params, StageDef, StageStats
 
 KILL_ENV = "RECGPT_KILL_AT"
 KILL_POINTS = ("before", "mid", "publish", "after")
@@ -406,12 +406,11 @@ class Runner:
         for name, frame in frames.items():
             stats.rows_in.setdefault(name, registry.count(frame))
         written: dict[str, dict] = {}
-        dropped = {f"{DROPPED}{name}": frame for name, frame in output.dropped.items()}
-        for name, frame in {**output.tables, **dropped}.items():
+        for name, frame in output.to_write().items():
             data = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
             path = stage_dir / f"{name}.parquet"
             write_parquet(data, path)
-            if name not in dropped:
+            if name in output.tables:
                 stats.rows_out.setdefault(name, data.height)
             written[name] = {
                 "files": [FileRecord(path.name, path.stat().st_size, file_sha256(path))],
