@@ -18,7 +18,7 @@ from pydantic import Field
 from recgpt_data.errors import UsageError
 from recgpt_data.hashing import unit_interval
 from recgpt_data.pipeline.spec import resolve_path
-from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, count, removed, stage
+from recgpt_data.stage import Context, Drops, Frame, Params, StageOutput, StageStats, count, stage
 
 HELD_OUT: dict[str, pl.DataType] = {
     "benchmark": pl.String(),
@@ -30,6 +30,7 @@ HELD_OUT: dict[str, pl.DataType] = {
 PRETRAIN = "pretrain"
 INSTRUCT = "instruct"
 PAIR = ("user_id", "item_id")
+HELD = "__held_out"  # marks the interactions a held-out pair names, while the split stage cuts them
 
 
 def read_p5_held_out(path: str | Path, benchmark: str, dataset: str) -> pl.DataFrame:
@@ -148,10 +149,16 @@ def split_stage(tables: dict, params: SplitParams, ctx: Context) -> StageOutput:
     held_out = tables.get("held_out", pl.DataFrame(schema=HELD_OUT))
     stats.rows_in["interactions"] = count(interactions)
     stats.rows_in["held_out"] = count(held_out)
-    kept = drop_held_out(interactions, held_out).collect(engine="streaming")
-    stats.drop("held_out", stats.rows_in["interactions"] - kept.height)
-    pairs = interactions.lazy().join(held_out_pairs(held_out), on=list(PAIR), how="semi")
-    dropped = {"interactions": removed(pairs.collect(engine="streaming"), "held_out")}
+    marked = held_out_pairs(held_out).with_columns(pl.lit(True).alias(HELD))
+    flagged = (
+        interactions.lazy()
+        .join(marked, on=list(PAIR), how="left", maintain_order="left")
+        .collect(engine="streaming")
+    )
+    held = flagged[HELD].is_not_null()
+    drops = Drops(stats)
+    drops.add("interactions", flagged.filter(held).drop(HELD), "held_out")
+    kept = flagged.filter(~held).drop(HELD)
     out = assign_split(kept, params.instruct_fraction, ctx.seed)
     users = out.group_by("split").agg(
         pl.struct("dataset", "user_id").n_unique().alias("users"), pl.len().alias("rows")
@@ -162,4 +169,4 @@ def split_stage(tables: dict, params: SplitParams, ctx: Context) -> StageOutput:
     }
     if out.height and leaked(out, held_out).height:
         raise AssertionError("held-out interactions remain after the leakage guard")
-    return StageOutput({"interactions": out}, stats, dropped=dropped)
+    return StageOutput({"interactions": out}, stats, dropped=drops.tables())

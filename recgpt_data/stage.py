@@ -82,6 +82,24 @@ def dropped_tables(parts: Mapping[str, list[pl.DataFrame]]) -> dict[str, pl.Data
     return {name: pl.concat(frames, how="diagonal_relaxed") for name, frames in parts.items() if frames}
 
 
+class Drops:
+    """The rows a stage drops as it goes: each batch counted in its stats under its reason and kept,
+    by table, with its ``drop_reason`` for :attr:`StageOutput.dropped`."""
+
+    def __init__(self, stats: StageStats):
+        self.stats = stats
+        self.rows: dict[str, list[pl.DataFrame]] = {}
+
+    def add(self, table: str, rows: pl.DataFrame, reason: str) -> None:
+        """Count ``rows`` of ``table`` as dropped for ``reason`` and keep them."""
+        self.stats.drop(reason, rows.height)
+        self.rows.setdefault(table, []).append(removed(rows, reason))
+
+    def tables(self) -> dict[str, pl.DataFrame]:
+        """The kept rows, one frame per table."""
+        return dropped_tables(self.rows)
+
+
 @dataclass(frozen=True)
 class Context:
     """What the runner lends a stage besides tables: the pipeline seed and, for edge stages that

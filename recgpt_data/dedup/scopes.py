@@ -36,13 +36,12 @@ from recgpt_data.schema import CHRONOLOGICAL
 from recgpt_data.stage import (
     PARTITION_DATASET,
     Context,
+    Drops,
     Frame,
     Params,
     StageOutput,
     StageStats,
     count,
-    dropped_tables,
-    removed,
     stage,
 )
 
@@ -111,9 +110,7 @@ def _token(dataset: pl.Expr, kind: str, value: pl.Expr) -> pl.Expr:
     return pl.concat_str([dataset, pl.lit(f"\x1f{kind}\x1f"), value.cast(pl.String).fill_null("")])
 
 
-def _duplicate_users(
-    frame: pl.DataFrame, params: DedupParams, stats: StageStats, dropped: dict[str, list[pl.DataFrame]]
-) -> pl.DataFrame:
+def _duplicate_users(frame: pl.DataFrame, params: DedupParams, drops: Drops) -> pl.DataFrame:
     """Scope (c): drop every user whose history near-duplicates a better-ranked user's."""
     item = _token(
         pl.col("dataset"),
@@ -147,22 +144,16 @@ def _duplicate_users(
     histories = histories.with_columns(pl.Series("_ucluster", clusters.label))
     best = histories.with_columns(pl.col("_rank").min().over("_ucluster").alias("_best"))
     dropped_users = best.filter((pl.col("_ucluster") >= 0) & (pl.col("_rank") != pl.col("_best"))).select(keys)
-    stats.info["duplicate_users"] += dropped_users.height
+    drops.stats.info["duplicate_users"] += dropped_users.height
     if not dropped_users.height:
         return frame
-    out = frame.join(dropped_users, on=keys, how="anti", maintain_order="left")
-    stats.drop("duplicate_user", frame.height - out.height)
     gone = frame.join(dropped_users, on=keys, how="semi", maintain_order="left")
-    dropped["interactions"].append(removed(gone.drop(*WORK), "duplicate_user"))
-    return out
+    drops.add("interactions", gone.drop(*WORK), "duplicate_user")
+    return frame.join(dropped_users, on=keys, how="anti", maintain_order="left")
 
 
 def _duplicate_items(
-    items: pl.DataFrame,
-    frame: pl.DataFrame,
-    params: DedupParams,
-    stats: StageStats,
-    dropped: dict[str, list[pl.DataFrame]],
+    items: pl.DataFrame, frame: pl.DataFrame, params: DedupParams, drops: Drops
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Scope (d): cluster near-identical items per dataset; remap, or only mark them."""
     text = pl.concat_str(
@@ -180,7 +171,7 @@ def _duplicate_items(
         pl.when(pl.col("_ilabel") >= 0).then(pl.col("_ilabel")).alias("cluster_id"),
         pl.when(pl.col("_ilabel") >= 0).then(pl.len().over("_ilabel")).cast(pl.Int64).alias("cluster_size"),
     )
-    stats.info["items_in_duplicate_clusters"] += int(items["cluster_size"].fill_null(1).gt(1).sum())
+    drops.stats.info["items_in_duplicate_clusters"] += int(items["cluster_size"].fill_null(1).gt(1).sum())
     if params.items == "mark":
         return items.drop("_irow", "_inorm", "_ilabel"), frame
     counts = frame.group_by("dataset", "item_id").agg(pl.len().alias("_uses"))
@@ -202,11 +193,9 @@ def _duplicate_items(
         .select("dataset", "item_id", "_kept")
     )
     kept_items = items.filter(~loser)
-    stats.drop("duplicate_item", items.height - kept_items.height)
-    gone = items.filter(loser).drop("_irow", "_inorm", "_ilabel", "_uses", "_iorder")
-    dropped["items"].append(removed(gone, "duplicate_item"))
+    drops.add("items", items.filter(loser).drop("_irow", "_inorm", "_ilabel", "_uses", "_iorder"), "duplicate_item")
     frame = frame.join(mapping, on=["dataset", "item_id"], how="left", maintain_order="left")
-    stats.change("item_id_remapped", int(frame["_kept"].is_not_null().sum()))
+    drops.stats.change("item_id_remapped", int(frame["_kept"].is_not_null().sum()))
     frame = frame.with_columns(pl.coalesce("_kept", "item_id").alias("item_id")).drop("_kept")
     return kept_items.drop("_irow", "_inorm", "_ilabel", "_uses", "_iorder"), frame
 
@@ -239,33 +228,29 @@ def dedup(tables: Mapping[str, Frame], params: DedupParams, ctx: Context) -> Sta
         set(interactions.select("dataset").unique().collect()["dataset"].to_list())
         | set(items.select("dataset").unique().collect()["dataset"].to_list())
     )
-    dropped: dict[str, list[pl.DataFrame]] = {"interactions": [], "items": []}
+    drops = Drops(stats)
     done = [
         dedup_dataset(
             interactions.filter(pl.col("dataset") == name).collect(),
             items.filter(pl.col("dataset") == name).collect(),
             params,
-            stats,
-            dropped,
+            drops,
         )
         for name in names
-    ] or [dedup_dataset(interactions.head(0).collect(), items.head(0).collect(), params, stats, dropped)]
+    ] or [dedup_dataset(interactions.head(0).collect(), items.head(0).collect(), params, drops)]
     return StageOutput(
         {"interactions": pl.concat([f for f, _ in done]), "items": pl.concat([i for _, i in done])},
         stats,
-        dropped=dropped_tables(dropped),
+        dropped=drops.tables(),
     )
 
 
 def dedup_dataset(
-    frame: pl.DataFrame,
-    items: pl.DataFrame,
-    params: DedupParams,
-    stats: StageStats,
-    dropped: dict[str, list[pl.DataFrame]],
+    frame: pl.DataFrame, items: pl.DataFrame, params: DedupParams, drops: Drops
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The four scopes over one dataset's interactions and items; counts are added to ``stats`` and
-    the dropped rows (with their reason) to ``dropped``."""
+    """The four scopes over one dataset's interactions and items; counts and dropped rows go to
+    ``drops`` (and its stats)."""
+    stats = drops.stats
     frame = frame.drop([c for c in ("cluster_id", "cluster_size") if c in frame.columns])
     frame = frame.sort(list(CHRONOLOGICAL), maintain_order=True).with_columns(
         normalize_expr("review_text").alias("_norm")
@@ -290,21 +275,18 @@ def dedup_dataset(
     if params.variants:
         keys = ["dataset", "user_id", "cluster_id", "timestamp"]
         variant = pl.col("cluster_id").is_not_null() & pl.col("timestamp").is_not_null() & _loser(keys)
-        stats.drop("variant_duplicate", int(frame.select(variant.sum()).item()))
-        dropped["interactions"].append(removed(frame.filter(variant).drop(*WORK), "variant_duplicate"))
+        drops.add("interactions", frame.filter(variant).drop(*WORK), "variant_duplicate")
         frame = frame.filter(~variant)
     if params.users:
-        frame = _duplicate_users(frame, params, stats, dropped)
+        frame = _duplicate_users(frame, params, drops)
     if params.items != "off":
-        items, frame = _duplicate_items(items, frame, params, stats, dropped)
+        items, frame = _duplicate_items(items, frame, params, drops)
     if params.text_action != "keep":
         copy = pl.col("cluster_id").is_not_null() & _loser(["cluster_id"])
-        copies = int(frame.select(copy.sum()).item())
         if params.text_action == "drop":
-            stats.drop("duplicate_text", copies)
-            dropped["interactions"].append(removed(frame.filter(copy).drop(*WORK), "duplicate_text"))
+            drops.add("interactions", frame.filter(copy).drop(*WORK), "duplicate_text")
             frame = frame.filter(~copy)
         else:
-            stats.change("review_text_duplicate", copies)
+            stats.change("review_text_duplicate", int(frame.select(copy.sum()).item()))
             frame = frame.with_columns(pl.when(copy).then(None).otherwise(pl.col("review_text")).alias("review_text"))
     return frame.drop(*WORK), items
