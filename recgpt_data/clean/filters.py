@@ -45,6 +45,13 @@ class FilterResult:
         self.removed.append(removed(frame.filter(~keep), reason))
         return frame.filter(keep)
 
+    def record(self, stats: StageStats, table: str) -> dict[str, pl.DataFrame]:
+        """Add the drop counts to a stage's ``stats``; the dropped rows of ``table``, for
+        :attr:`StageOutput.dropped`."""
+        for reason, n in sorted(self.dropped.items()):
+            stats.drop(reason, n)
+        return dropped_tables({table: self.removed})
+
 
 def drop_untitled_items(items: pl.DataFrame) -> FilterResult:
     """Drop items whose title is null (RecGPT names every item of a history by its title)."""
@@ -175,9 +182,6 @@ def _eager(frame: Frame) -> pl.DataFrame:
 
 def _output(frame: pl.DataFrame, result: FilterResult) -> StageOutput:
     stats = StageStats(rows_in={"interactions": frame.height})
-    for reason, n in sorted(result.dropped.items()):
-        stats.drop(reason, n)
+    dropped = result.record(stats, "interactions")
     stats.info.update(result.info)
-    return StageOutput(
-        {"interactions": result.interactions}, stats, dropped=dropped_tables({"interactions": result.removed})
-    )
+    return StageOutput({"interactions": result.interactions}, stats, dropped=dropped)

@@ -40,7 +40,6 @@ from recgpt_data.stage import (
     Params,
     StageOutput,
     StageStats,
-    dropped_tables,
     stage,
 )
 
@@ -198,10 +197,9 @@ def clean_stage(
         named = frame.lazy().select(ITEM).unique()
         items = tables["items"].lazy().select(*ITEM, "title").join(named, on=list(ITEM), how="semi")
         result = drop_interactions_of_untitled(frame, items.collect())  # only the items this bucket names
-        frame = result.interactions
-        for reason, n in sorted(result.dropped.items()):
-            stats.drop(reason, n)
-        return StageOutput({"interactions": frame}, stats, dropped=dropped_tables({"interactions": result.removed}))
+        return StageOutput(
+            {"interactions": result.interactions}, stats, dropped=result.record(stats, "interactions")
+        )
     return StageOutput({"interactions": frame}, stats)
 
 
@@ -234,10 +232,7 @@ def clean_items_stage(
         stats.change(f"items.{reason}", n)
     if params.drop_untitled:
         result = drop_untitled_items(frame)
-        frame = result.items
-        for reason, n in sorted(result.dropped.items()):
-            stats.drop(reason, n)
-        return StageOutput({"items": frame}, stats, dropped=dropped_tables({"items": result.removed}))
+        return StageOutput({"items": result.items}, stats, dropped=result.record(stats, "items"))
     return StageOutput({"items": frame}, stats)
 
 
