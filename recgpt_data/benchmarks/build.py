@@ -100,10 +100,16 @@ class P5BenchmarkParams(Params):
         return self
 
 
-def with_earlier(tables: dict, frames: list[pl.DataFrame]) -> pl.DataFrame:
-    """The ``held_out`` table an earlier stage wrote (if any) followed by ``frames``."""
+def benchmark_output(tables: dict, frames: list[pl.DataFrame], stats: StageStats, inner: StageStats) -> StageOutput:
+    """A benchmark stage's output: the ``held_out`` table an earlier stage wrote (if any) followed by
+    ``frames``; ``inner`` holds what the benchmarks left out of their own copies, which goes under
+    ``info`` rather than among the stage's drops."""
+    stats.info.update(inner.info)
+    stats.info["left_out_of_benchmarks"] = dict(sorted(inner.dropped.items()))
     earlier = [tables["held_out"].lazy().collect().cast(HELD_OUT)] if "held_out" in tables else []
-    return pl.concat([pl.DataFrame(schema=HELD_OUT), *earlier, *frames])
+    held_out = pl.concat([pl.DataFrame(schema=HELD_OUT), *earlier, *frames])
+    stats.rows_out["held_out"] = held_out.height
+    return StageOutput({"held_out": held_out}, stats)
 
 
 @stage(
@@ -132,11 +138,7 @@ def p5_benchmark_stage(tables: dict, params: P5BenchmarkParams, ctx: Context) ->
             params.max_tokens, params.tokenizer,
         )
         frames.append(held_out_rows(built.events, spec.name, spec.dataset))
-    stats.info.update(inner.info)
-    stats.info["left_out_of_benchmarks"] = dict(sorted(inner.dropped.items()))
-    held_out = with_earlier(tables, frames)
-    stats.rows_out["held_out"] = held_out.height
-    return StageOutput({"held_out": held_out}, stats)
+    return benchmark_output(tables, frames, stats, inner)
 
 
 class P5Files(Params):
@@ -182,8 +184,4 @@ def load_p5_stage(tables: dict, params: LoadP5Params, ctx: Context) -> StageOutp
                                      "interactions": split.interactions}
             stats.info.setdefault("warnings", []).append(f"{spec.name}: no items of {spec.dataset}; no prompts")
         frames.append(held_out_rows(p5_events(split), spec.name, spec.dataset))
-    stats.info.update(inner.info)
-    stats.info["left_out_of_benchmarks"] = dict(sorted(inner.dropped.items()))
-    held_out = with_earlier(tables, frames)
-    stats.rows_out["held_out"] = held_out.height
-    return StageOutput({"held_out": held_out}, stats)
+    return benchmark_output(tables, frames, stats, inner)

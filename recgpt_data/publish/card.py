@@ -104,7 +104,10 @@ def data_configs(folder: Path) -> dict[str, dict[str, str]]:
 def dataset_info_yaml(folder: Path, configs: Mapping[str, Mapping[str, str]]) -> str:
     """The card's ``dataset_info`` block (features, and rows and bytes per split), as the Hub's own
     uploads write it. ``datasets`` keys its cache of a local folder on this block, so a rebuilt
-    folder whose shards changed is read afresh rather than served from a stale cache."""
+    folder whose shards changed is read afresh rather than served from a stale cache. Empty where
+    there are no configs."""
+    if not configs:
+        return ""
     from datasets import DatasetInfo, Features, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
     from huggingface_hub import DatasetCardData
@@ -188,7 +191,7 @@ def render_card(
     size = size_category(max((sum(s.values()) for s in rows.values()), default=0))
     summary = corpus_summary(tables)
     parts = [
-        front_matter(params, licence_of(terms), size, configs, dataset_info_yaml(folder, configs) if configs else ""),
+        front_matter(params, licence_of(terms), size, configs, dataset_info_yaml(folder, configs)),
         "",
         f"# {params.pretty_name}",
         "",
