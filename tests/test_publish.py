@@ -63,9 +63,25 @@ def client_env(endpoint: str, home: Path, token: str | None = TOKEN) -> dict[str
     return env
 
 
-def publish(folder: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
-    args = ["publish", str(folder), "--repo-id", "acme/magazines", *extra]
+def publish(folder: Path, env: dict, *extra: str, repo_id: str = "acme/magazines") -> subprocess.CompletedProcess:
+    args = ["publish", str(folder), "--repo-id", repo_id, *extra]
     return subprocess.run([sys.executable, "-c", DRIVER, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def load_back(env: dict, repo_id: str, per_split: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """Both configs of ``repo_id`` loaded from the server by the real ``datasets`` client, in a fresh
+    process: ``{config: {split: <per_split>}}``, where ``per_split`` is an expression of ``d[s]``."""
+    code = (
+        "import datasets, json\n"
+        "out = {}\n"
+        "for c in ['pretrain', 'instruct']:\n"
+        f"    d = datasets.load_dataset('{repo_id}', c)\n"
+        f"    out[c] = {{s: {per_split} for s in d}}\n"
+        "print(json.dumps(out))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    return loaded, json.loads(loaded.stdout.strip().splitlines()[-1])
 
 
 def test_card_metadata_and_configs(built: Path, shared: Path) -> None:
@@ -151,17 +167,7 @@ def test_round_trip_through_the_real_clients(built: Path, tmp_path: Path) -> Non
             == (built / "data/pretrain/train-00000-of-00001.parquet").read_bytes()
         )
         assert "data/pretrain/train-00000-of-00001.parquet" in stored.lfs
-        code = (
-            "import datasets, json\n"
-            "out = {}\n"
-            "for c in ['pretrain', 'instruct']:\n"
-            "    d = datasets.load_dataset('acme/magazines', c)\n"
-            "    out[c] = {s: d[s].to_dict() for s in d}\n"
-            "print(json.dumps(out))\n"
-        )
-        loaded = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-        assert loaded.returncode == 0, loaded.stderr
-    remote = json.loads(loaded.stdout.strip().splitlines()[-1])
+        loaded, remote = load_back(env, "acme/magazines", "d[s].to_dict()")
     for config, splits in remote.items():
         for split, columns in splits.items():
             local = pl.read_parquet(built / "data" / config / f"{split}-00000-of-00001.parquet")
@@ -257,23 +263,13 @@ def test_demo_corpus_round_trip(demo_corpus: Path, tmp_path: Path) -> None:
     loaded back config by config from the server with the real clients."""
     with HubServer() as hub:
         env = client_env(hub.endpoint, tmp_path / "home")
-        done = subprocess.run(
-            [sys.executable, "-c", DRIVER, "publish", str(demo_corpus), "--repo-id", "acme/recgpt-demo"],
-            env=env, capture_output=True, text=True, timeout=120,
-        )
+        done = publish(demo_corpus, env, repo_id="acme/recgpt-demo")
         assert done.returncode == 0, done.stderr
         stored = hub.state.repos["acme/recgpt-demo"].files
         local = {p.relative_to(demo_corpus).as_posix() for p in demo_corpus.rglob("*")
                  if p.is_file() and not p.relative_to(demo_corpus).parts[0].startswith(".")}
         assert set(stored) == local
-        code = (
-            "import datasets, json\n"
-            "print(json.dumps({c: {s: n for s, n in datasets.load_dataset('acme/recgpt-demo', c).num_rows.items()}"
-            " for c in ['pretrain', 'instruct']}))\n"
-        )
-        loaded = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-        assert loaded.returncode == 0, loaded.stderr
-    rows = json.loads(loaded.stdout.strip().splitlines()[-1])
+        _, rows = load_back(env, "acme/recgpt-demo", "d[s].num_rows")
     expected = {
         config: {split: sum(pl.scan_parquet(p).select(pl.len()).collect().item()
                             for p in (demo_corpus / "data" / config).glob(f"{split}-*.parquet"))
