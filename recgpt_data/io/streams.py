@@ -118,9 +118,7 @@ class LineBlocks:
             # one copy per block: the carried partial line and the chunk up to its last line break
             block = b"".join((carry, memoryview(chunk)[:cut])) if carry else chunk[:cut]
             carry = chunk[cut + 1 :]
-            count = block.count(b"\n") + 1
-            yield self.lines + 1, block, count
-            self.lines += count
+            yield self._numbered(block)
         if carry.endswith(b"\r"):
             carry = carry[:-1]
         if not carry:
@@ -128,8 +126,7 @@ class LineBlocks:
         if self.stream.truncated:
             self.partial = carry
         else:
-            yield self.lines + 1, carry, 1
-            self.lines += 1
+            yield self._numbered(carry)
 
     def _mapped(self) -> Iterator[tuple[int, bytes, int]]:
         """A plain file through ``mmap``: each block is cut at a line break inside the next
@@ -151,16 +148,22 @@ class LineBlocks:
                 done = start - start % mmap.PAGESIZE
                 data.madvise(mmap.MADV_DONTNEED, released, done - released)
                 released = done
-                yield self._counted(block)
+                yield self._numbered(crlf_to_lf(block))
             if start < size:
-                yield self._counted(data[start:size])
+                yield self._numbered(crlf_to_lf(data[start:size]))
 
-    def _counted(self, block: bytes) -> tuple[int, bytes, int]:
-        if b"\r" in block:
-            block = block.replace(b"\r\n", b"\n")
-            if block.endswith(b"\r"):
-                block = block[:-1]
+    def _numbered(self, block: bytes) -> tuple[int, bytes, int]:
+        """``(first_line, block, count)`` for the next block of whole lines; ``lines`` moves past it."""
         count = block.count(b"\n") + 1
         first = self.lines + 1
         self.lines += count
         return first, block, count
+
+
+def crlf_to_lf(block: bytes) -> bytes:
+    """A block of whole lines with CRLF endings read as LF (and the CR of a last CRLF cut off)."""
+    if b"\r" in block:
+        block = block.replace(b"\r\n", b"\n")
+        if block.endswith(b"\r"):
+            block = block[:-1]
+    return block
