@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -28,10 +29,23 @@ def fixtures() -> Path:
     return FIXTURES
 
 
+CLI = Path(sys.executable).parent / "recgpt-data"  # the console command the install made
+
+
 def build(spec: str, out: Path, *args: str) -> subprocess.CompletedProcess:
     """``recgpt-data run pipelines/<spec> --out OUT ARGS``, as a user runs it."""
-    command = [str(Path(sys.executable).parent / "recgpt-data"), "run", str(REPO / "pipelines" / spec), "--out", str(out), *args]
+    command = [str(CLI), "run", str(REPO / "pipelines" / spec), "--out", str(out), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=900)
+
+
+def folder_digests(out: Path) -> dict[str, str]:
+    """sha256 of every file of a built folder but the run's timings (stats.json) and the runner's
+    hidden state: what two builds of the same inputs must agree on."""
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and not p.relative_to(out).parts[0].startswith(".") and p.name != "stats.json"
+    }
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,9 @@ from __future__ import annotations
 import ast
 import csv
 import gzip
-import hashlib
 import json
 import re
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import datasets
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from conftest import build
+from conftest import CLI, build, folder_digests
 
 from recgpt_data.pipeline.dropped import dropped_rows
 
@@ -54,32 +52,24 @@ def raw() -> dict:
     titled18 = {m["asin"] for m in meta18 if has_text(m.get("title"))}
     titled14 = {m["asin"] for m in meta14 if has_text(m.get("title"))}
     titled_ml = {m["movieId"] for m in movies if m["title"].strip()}
-    per_user: Counter = Counter()
-    per_user.update(("amazon2018/Magazine_Subscriptions", r["reviewerID"]) for r in m18 if r["asin"] in titled18)
-    per_user.update(("amazon2014/Digital_Music", r["reviewerID"]) for r in m14 if r["asin"] in titled14)
-    per_user.update(("movielens/ml-latest-small", r["userId"]) for r in ratings if r["movieId"] in titled_ml)
-    untitled = Counter()
-    untitled.update(("amazon2018/Magazine_Subscriptions", r["reviewerID"], r["asin"]) for r in m18 if r["asin"] not in titled18)
-    untitled.update(("amazon2014/Digital_Music", r["reviewerID"], r["asin"]) for r in m14 if r["asin"] not in titled14)
-    untitled.update(("movielens/ml-latest-small", r["userId"], r["movieId"]) for r in ratings if r["movieId"] not in titled_ml)
+    sources = (
+        ("amazon2018/Magazine_Subscriptions", m18, "reviewerID", "asin", titled18),
+        ("amazon2014/Digital_Music", m14, "reviewerID", "asin", titled14),
+        ("movielens/ml-latest-small", ratings, "userId", "movieId", titled_ml),
+    )
+    per_user: Counter = Counter()  # interactions with a titled item, per (dataset, user)
+    untitled: Counter = Counter()  # interactions whose item has no title, per (dataset, user, item)
+    for dataset, rows, user, item, titled in sources:
+        for r in rows:
+            if r[item] in titled:
+                per_user[(dataset, r[user])] += 1
+            else:
+                untitled[(dataset, r[user], r[item])] += 1
     return {
         "interactions": len(m18) + len(m14) + len(ratings),
         "items": len(meta18) + len(meta14) + len(movies),
         "kept_users": {key for key, n in per_user.items() if n >= 5},
         "untitled_interactions": untitled,
-    }
-
-
-def run(out: Path, *args: str) -> subprocess.CompletedProcess:
-    return build("demo.toml", out, *args)
-
-
-def digests(out: Path) -> dict[str, str]:
-    """sha256 of every output file but the run's own timings."""
-    return {
-        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and not p.relative_to(out).parts[0].startswith(".") and p.name != "stats.json"
     }
 
 
@@ -132,14 +122,14 @@ def test_every_config_loads_with_datasets(built: Path) -> None:
 
 
 def test_rerun_skips_and_force_reproduces_the_same_bytes(built: Path, tmp_path: Path) -> None:
-    before = digests(built)
-    again = run(built)
+    before = folder_digests(built)
+    again = build("demo.toml", built)
     assert again.returncode == 0, again.stderr
     assert "ran " not in again.stdout + again.stderr
-    assert digests(built) == before
+    assert folder_digests(built) == before
     fresh = tmp_path / "fresh"
-    assert run(fresh, "--force").returncode == 0
-    assert digests(fresh) == before
+    assert build("demo.toml", fresh, "--force").returncode == 0
+    assert folder_digests(fresh) == before
 
 
 def test_every_dropped_row_can_be_inspected(built: Path, raw: dict, tmp_path: Path) -> None:
@@ -159,7 +149,7 @@ def test_every_dropped_row_can_be_inspected(built: Path, raw: dict, tmp_path: Pa
     short = kept[("filter_users", "interactions")].rows.collect()
     assert not {(d, u) for d, u in short.select("dataset", "user_id").iter_rows()} & raw["kept_users"]
     export = tmp_path / "dropped.parquet"
-    command = [str(Path(sys.executable).parent / "recgpt-data"), "dropped", str(built), "--reason", "held_out",
+    command = [str(CLI), "dropped", str(built), "--reason", "held_out",
                "--export", str(export)]
     assert subprocess.run(command, capture_output=True, text=True).returncode == 0
     assert pl.read_parquet(export).height == stages["split"]["dropped"]["held_out"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pipeline_stages
 import pytest
+from conftest import folder_digests
 
 from recgpt_data.engines import get_engine
 from recgpt_data.pipeline.runner import run_spec
@@ -51,15 +52,6 @@ def workers_of(out: Path, key: str) -> list[str]:
     return [json.loads(p.read_text())["worker"] for p in (out / ".stages" / key / "_parts").glob("*.json")]
 
 
-def final_folder(out: Path) -> dict[str, bytes]:
-    """Every file of a built folder but the run's timings and the runner's hidden state."""
-    return {
-        p.relative_to(out).as_posix(): p.read_bytes()
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and not p.relative_to(out).parts[0].startswith(".") and p.name != "stats.json"
-    }
-
-
 def test_ray_output_equals_local_byte_for_byte(cluster, tmp_path: Path, shared: Path) -> None:
     spec_path = tmp_path / "spec.toml"
     spec_path.write_text(pipeline_stages.spec_text(shared, partitions=4), encoding="utf-8")
@@ -85,4 +77,4 @@ def test_demo_corpus_built_on_ray_equals_the_local_build(cluster, demo_corpus: P
     for key in ("split", "pretrain_documents"):
         workers = workers_of(tmp_path / "ray", key)
         assert len(workers) == 2 and here not in workers
-    assert final_folder(tmp_path / "ray") == final_folder(demo_corpus)
+    assert folder_digests(tmp_path / "ray") == folder_digests(demo_corpus)
