@@ -55,6 +55,9 @@ class StageStats:
 
 DROP_REASON = "drop_reason"
 DROPPED = "dropped_"  # the runner keeps the rows a stage dropped from table T as table "dropped_T"
+BLANK_REASON = "blank_reason"
+BLANKED = "blanked_"  # ... and the rows whose value a stage blanked in table T as table "blanked_T"
+BLANK_KEYS = ("source", "dataset", "user_id", "item_id", "timestamp", "src_file", "src_line")  # kept with them
 
 
 @dataclass
@@ -66,15 +69,47 @@ class StageOutput:
     tables: dict[str, Frame]
     stats: StageStats
     dropped: dict[str, Frame] = field(default_factory=dict)
+    blanked: dict[str, Frame] = field(default_factory=dict)
 
     def to_write(self) -> dict[str, Frame]:
-        """Every table the runner writes: the outputs, then each table's dropped rows as ``dropped_T``."""
-        return {**self.tables, **{f"{DROPPED}{name}": frame for name, frame in self.dropped.items()}}
+        """Every table the runner writes: the outputs, then each table's dropped rows as ``dropped_T``
+        and its blanked rows (see :func:`blanked`) as ``blanked_T``."""
+        return {
+            **self.tables,
+            **{f"{DROPPED}{name}": frame for name, frame in self.dropped.items()},
+            **{f"{BLANKED}{name}": frame for name, frame in self.blanked.items()},
+        }
 
 
 def removed(frame: pl.DataFrame, reason: str) -> pl.DataFrame:
     """``frame``'s rows tagged with the reason they were dropped, for :attr:`StageOutput.dropped`."""
     return frame.with_columns(pl.lit(reason, dtype=pl.String).alias(DROP_REASON))
+
+
+def blanked(frame: pl.DataFrame, column: str, reason: str) -> pl.DataFrame:
+    """``frame``'s rows whose ``column`` a stage is about to blank, as :attr:`StageOutput.blanked`
+    keeps them: their keys (:data:`BLANK_KEYS`), which column, its original value and the reason."""
+    keys = [c for c in BLANK_KEYS if c in frame.columns]
+    return frame.select(
+        *keys,
+        pl.lit(column, dtype=pl.String).alias("blanked_column"),
+        pl.col(column).cast(pl.String).alias("original"),
+        pl.lit(reason, dtype=pl.String).alias(BLANK_REASON),
+    )
+
+
+def changes_by_dataset(frame: pl.DataFrame, changed: Mapping[str, pl.Expr]) -> dict[str, dict[str, Any]]:
+    """``info["by_dataset"]`` of a stage that changes values: per dataset of ``frame``, its rows and
+    how many of them each reason's mask marks, for the runner's warnings on heuristic rules."""
+    counts = (
+        frame.group_by("dataset")
+        .agg(pl.len().alias("rows"), *[mask.sum().alias(reason) for reason, mask in changed.items()])
+        .sort("dataset")
+    )
+    return {
+        row["dataset"]: {"rows": row["rows"], "changed": {reason: row[reason] for reason in changed}}
+        for row in counts.iter_rows(named=True)
+    }
 
 
 def dropped_tables(parts: Mapping[str, list[pl.DataFrame]]) -> dict[str, pl.DataFrame]:
@@ -84,11 +119,13 @@ def dropped_tables(parts: Mapping[str, list[pl.DataFrame]]) -> dict[str, pl.Data
 
 class Drops:
     """The rows a stage drops as it goes: each batch counted in its stats under its reason and kept,
-    by table, with its ``drop_reason`` for :attr:`StageOutput.dropped`."""
+    by table, with its ``drop_reason`` for :attr:`StageOutput.dropped`; likewise the rows whose
+    value it blanks, for :attr:`StageOutput.blanked`."""
 
     def __init__(self, stats: StageStats):
         self.stats = stats
         self.rows: dict[str, list[pl.DataFrame]] = {}
+        self.blanks: dict[str, list[pl.DataFrame]] = {}
 
     def add(self, table: str, rows: pl.DataFrame, reason: str) -> None:
         """Count ``rows`` of ``table`` as dropped for ``reason`` and keep them."""
@@ -98,6 +135,15 @@ class Drops:
     def tables(self) -> dict[str, pl.DataFrame]:
         """The kept rows, one frame per table."""
         return dropped_tables(self.rows)
+
+    def blank(self, table: str, rows: pl.DataFrame, column: str, reason: str) -> None:
+        """Count ``rows`` of ``table`` as having ``column`` blanked for ``reason`` and keep them."""
+        self.stats.change(reason, rows.height)
+        self.blanks.setdefault(table, []).append(blanked(rows, column, reason))
+
+    def blanked_tables(self) -> dict[str, pl.DataFrame]:
+        """The kept blanked rows, one frame per table."""
+        return dropped_tables(self.blanks)
 
 
 @dataclass(frozen=True)
@@ -139,7 +185,9 @@ class StageDef:
     ``partition="dataset"`` is the same with buckets of whole datasets, cut by the ``dataset``
     column, for stages whose work spans users but never datasets (such as deduplication).
     ``summarises`` says it reads the folder built so far and every earlier stage's stats, so it
-    depends on all earlier stages."""
+    depends on all earlier stages. ``heuristic`` says every row it drops and every value it changes
+    is a judgement call (duplicate detection, language identification), not a rule of the corpus:
+    the runner warns where such a stage removes more than a few percent of a dataset."""
 
     name: str
     fn: StageFn
@@ -150,6 +198,7 @@ class StageDef:
     optional_reads: tuple[str, ...] = ()
     partition: str | None = None
     summarises: bool = False
+    heuristic: bool = False
 
 
 REGISTRY: dict[str, StageDef] = {}
@@ -165,6 +214,7 @@ def stage(
     optional_reads: tuple[str, ...] = (),
     partition: str | None = None,
     summarises: bool = False,
+    heuristic: bool = False,
 ) -> Callable[[StageFn], StageFn]:
     """Register ``fn`` as the stage ``name`` (see :class:`StageDef` for the options)."""
     if partition is not None and partition not in PARTITION_COLUMNS:
@@ -174,7 +224,7 @@ def stage(
         if name in REGISTRY:
             raise ValueError(f"stage {name!r} is registered twice")
         REGISTRY[name] = StageDef(
-            name, fn, params, reads, writes, version, optional_reads, partition, summarises
+            name, fn, params, reads, writes, version, optional_reads, partition, summarises, heuristic
         )
         return fn
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import gzip
+import html
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ import polars as pl
 import pytest
 
 from recgpt_data import stage as registry
+from recgpt_data.clean.text import CleanItemsParams, clean_items_stage
 from recgpt_data.dedup.scopes import DedupParams, dedup
 from recgpt_data.ingest import ingest
 from recgpt_data.schema import conform, empty
@@ -93,18 +95,61 @@ def test_exact_duplicates_in_a_real_file_match_a_plain_count(beauty) -> None:
     assert out.stats.info["empty_texts"] == len(texts) - len(nonempty) == 11
 
 
-def test_variant_copies_in_a_real_file_match_a_plain_count(beauty, beauty_clusters) -> None:
+def test_variant_copies_in_a_real_file_match_a_plain_count(beauty) -> None:
+    """Without item metadata only copies on one item id are variants: All Beauty's 5-core file
+    repeats some reviews verbatim under the same ASIN."""
     frame, raw = beauty
     groups = collections.Counter(
-        (r["reviewerID"], c, r["unixReviewTime"]) for r, c in zip(raw, beauty_clusters) if c >= 0
+        (r["reviewerID"], t, r["overall"], r["unixReviewTime"], r["asin"])
+        for r in raw
+        if (t := plain_normalize(r.get("reviewText") or ""))
     )
     expected = sum(c - 1 for c in groups.values())
-    out = run(frame, threshold=0.99, users=False, items="off", text_action="keep")
-    assert nonzero(out.stats.dropped) == {"variant_duplicate": expected} and expected == 3884
+    out = run(frame, users=False, items="off", text_action="keep")
+    assert nonzero(out.stats.dropped) == {"variant_duplicate": expected} and expected == 1053
     result = out.tables["interactions"]
     assert result.height == len(raw) - expected
-    clustered = result.filter(pl.col("cluster_id").is_not_null())
-    assert clustered.select(pl.len().over("user_id", "cluster_id", "timestamp").max()).item() == 1
+    dropped = out.dropped["interactions"]
+    assert set(dropped["drop_reason"]) == {"variant_duplicate"}
+    def key(row: dict) -> tuple:
+        return row["user_id"], plain_normalize(row["review_text"]), row["rating"], row["timestamp"], row["item_id"]
+
+    kept = {key(r) for r in result.iter_rows(named=True) if r["review_text"]}
+    assert all(key(r) in kept for r in dropped.iter_rows(named=True))  # each has its kept copy
+
+
+def test_variant_drops_on_real_magazines_are_copies_on_one_product(shared, tmp_path) -> None:
+    """Magazine Subscriptions with its metadata: every variant drop, read back plainly from the JSON
+    files, has a kept copy by the same user (same normalised text, rating and time) on the same ASIN
+    or on an ASIN whose metadata title normalises equally; titles that are only HTML markup count
+    as no title."""
+    folder = shared / "amazon2018"
+    ingest("amazon2018", [folder / "Magazine_Subscriptions_5.json", folder / "meta_Magazine_Subscriptions.json.gz"], tmp_path)
+    items = pl.read_parquet(tmp_path / "items" / "**" / "*.parquet")
+    items = clean_items_stage({"items": items}, CleanItemsParams(), Context()).tables["items"]
+    interactions = pl.read_parquet(tmp_path / "interactions" / "**" / "*.parquet")
+    out = run(interactions, items, users=False, items="off", text_action="keep")
+    titles: dict[str, str] = {}
+    with gzip.open(folder / "meta_Magazine_Subscriptions.json.gz", "rt", encoding="utf-8") as handle:
+        for record in map(json.loads, handle):
+            title = " ".join(re.sub(r"[^\w\s]|_", " ", html.unescape(record.get("title") or "").lower()).split())
+            if title and "<" not in (record.get("title") or ""):
+                titles.setdefault(record["asin"], title)
+    raw = [json.loads(line) for line in (folder / "Magazine_Subscriptions_5.json").read_text(encoding="utf-8").splitlines()]
+    groups = collections.Counter(
+        (r["reviewerID"], t, r["overall"], r["unixReviewTime"], titles.get(r["asin"], r["asin"]))
+        for r in raw
+        if (t := plain_normalize(r.get("reviewText") or ""))
+    )
+    assert out.stats.dropped["variant_duplicate"] == sum(n - 1 for n in groups.values()) == 44
+    kept = {
+        (r["user_id"], plain_normalize(r["review_text"]), r["rating"], r["timestamp"], titles.get(r["item_id"], r["item_id"]))
+        for r in out.tables["interactions"].iter_rows(named=True)
+        if r["review_text"]
+    }
+    for r in out.dropped["interactions"].iter_rows(named=True):
+        assert (r["user_id"], plain_normalize(r["review_text"]), r["rating"], r["timestamp"],
+                titles.get(r["item_id"], r["item_id"])) in kept
 
 
 def test_duplicate_texts_are_blanked_and_the_interactions_kept(beauty, beauty_clusters) -> None:
@@ -192,20 +237,59 @@ def test_short_texts_are_deduplicated_by_exact_text_and_can_be_dropped() -> None
     assert result["cluster_size"].to_list() == [2, 1, None, None, None]
 
 
-def test_variants_of_one_purchase_keep_one_interaction(long_reviews) -> None:
+@pytest.fixture(scope="module")
+def gift_cards(fixtures, tmp_path_factory) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The hand-written variant cases (tests/fixtures/amazon2018), ingested, titles cleaned."""
+    out = tmp_path_factory.mktemp("gift_cards")
+    ingest("amazon2018", [fixtures / "amazon2018"], out)
+    items = pl.read_parquet(out / "items" / "**" / "*.parquet")
+    items = clean_items_stage({"items": items}, CleanItemsParams(), Context()).tables["items"]
+    return pl.read_parquet(out / "interactions" / "**" / "*.parquet"), items
+
+
+def test_only_variants_of_one_product_are_merged(gift_cards) -> None:
+    """Three brands' gift cards "This was a gift." on one day: kept; two designs of one brand's
+    card: kept; one shirt's three sizes sharing a title: one kept, two dropped; the same short text
+    on two sizes with different ratings: kept."""
+    interactions, items = gift_cards
+    out = run(interactions, items, users=False, items="off", text_action="keep")
+    assert nonzero(out.stats.dropped) == {"variant_duplicate": 2}
+    assert sorted(out.dropped["interactions"]["item_id"]) == ["B07SHIRTLL", "B07SHIRTMM"]
+    kept = out.tables["interactions"]
+    assert kept.height == 8
+    assert sorted(kept.filter(pl.col("user_id") == "A1GIFTGIVER0001")["item_id"]) == [
+        "B00GIFTAMZ", "B00GIFTAPL", "B00GIFTSBX"
+    ]
+    assert kept.filter(pl.col("user_id") == "A2TINBUYER00002").height == 2
+    assert kept.filter(pl.col("user_id") == "A4TWORATINGS004").height == 2
+
+
+def test_near_equal_titles_are_variants_only_when_asked(gift_cards) -> None:
+    """The two holiday tins' titles share 9 of 11 words (Jaccard 0.82): merged at 0.8, not at 0.9;
+    the three brands' cards share at most 2 of their words and stay apart."""
+    interactions, items = gift_cards
+    loose = run(interactions, items, users=False, items="off", variant_title_similarity=0.8)
+    assert sorted(loose.dropped["interactions"]["item_id"]) == ["B00TINDEER", "B07SHIRTLL", "B07SHIRTMM"]
+    strict = run(interactions, items, users=False, items="off", variant_title_similarity=0.9)
+    assert sorted(strict.dropped["interactions"]["item_id"]) == ["B07SHIRTLL", "B07SHIRTMM"]
+
+
+def test_copies_on_one_item_id_are_variants_without_metadata(long_reviews) -> None:
+    """Where items are ided by their parent product (Amazon 2023's ``parent_asin``) two variant
+    copies share the item id, so they merge with no titles at all; a near copy is another text."""
     text = long_reviews[2]
     rows = [
-        {"user_id": "A", "item_id": "size-s", "day": 1, "review_text": text},
-        {"user_id": "A", "item_id": "size-m", "day": 1, "review_text": text},
-        {"user_id": "A", "item_id": "size-l", "day": 1, "review_text": _near_copy(text)},
-        {"user_id": "A", "item_id": "later", "day": 9, "review_text": text},
-        {"user_id": "B", "item_id": "size-s", "day": 1, "review_text": long_reviews[3]},
+        {"user_id": "A", "item_id": "parent", "day": 1, "review_text": text},
+        {"user_id": "A", "item_id": "parent", "day": 1, "review_text": text},
+        {"user_id": "A", "item_id": "parent", "day": 1, "review_text": _near_copy(text)},
+        {"user_id": "A", "item_id": "other", "day": 1, "review_text": text},
+        {"user_id": "A", "item_id": "parent", "day": 9, "review_text": text},
     ]
     out = run(_frame(rows), users=False, items="off")
     result = out.tables["interactions"].sort("src_line")
-    assert result["item_id"].to_list() == ["size-s", "later", "size-s"]
-    assert nonzero(out.stats.dropped) == {"variant_duplicate": 2}
-    assert result["review_text"].is_null().to_list() == [False, True, False]
+    assert result["src_line"].to_list() == [1, 3, 4, 5]
+    assert nonzero(out.stats.dropped) == {"variant_duplicate": 1}
+    assert result["review_text"].is_null().to_list() == [False, True, True, True]
 
 
 def test_a_copied_user_history_is_dropped_whole(long_reviews) -> None:

@@ -5,8 +5,12 @@ MinHash LSH, see :mod:`recgpt_data.dedup.lsh`) and every interaction gets ``clus
 position, in CHRONOLOGICAL order of the input table, of the cluster's earliest member; null for an
 empty text) and ``cluster_size``. Then, in this order:
 
-(a) variants: one user's copies of one text at one timestamp are one purchase listed under product
-    variants; the keep rule's choice stays, the others are dropped (``variant_duplicate``).
+(a) variants: one user's copies of one review (equal normalised text, equal rating, equal
+    timestamp) on items that are variants of one product (the same item id, which is the parent
+    product where the source ids items by their parent, such as Amazon 2023's ``parent_asin``; or
+    equal normalised titles; optionally near-equal titles) are one purchase listed under its
+    variants; the keep rule's choice stays, the others are dropped (``variant_duplicate``). The same
+    short text on different products ("This was a gift.") is never merged here.
 (c) users: users whose histories (items with ratings, and review-text clusters) near-duplicate
     another's are duplicate or bot accounts; the keep rule's user stays (``duplicate_user``).
 (d) items: items of one dataset whose title, brand and description near-duplicate each other are
@@ -30,7 +34,8 @@ import polars as pl
 from pydantic import Field
 
 from recgpt_data.dedup.lsh import NearDuplicateConfig, cluster_texts, optimal_banding
-from recgpt_data.dedup.normalize import normalize_expr
+from recgpt_data.dedup.normalize import SEPARATORS, normalize_expr
+from recgpt_data.dedup.unionfind import connected_components
 from recgpt_data.hashing import fnv1a64
 from recgpt_data.schema import CHRONOLOGICAL
 from recgpt_data.stage import (
@@ -47,6 +52,7 @@ from recgpt_data.stage import (
 
 KeepRule = Literal["earliest", "most_helpful", "longest"]
 WORK = ("_norm", "_label", "_rank")  # working columns of the interactions, never in the output
+VARIANT_KEYS = ["dataset", "user_id", "_norm", "rating", "timestamp"]  # one review posted once
 
 
 class DedupParams(Params):
@@ -61,6 +67,13 @@ class DedupParams(Params):
     verify: bool = Field(True, description="keep an LSH candidate only if its signatures agree >= threshold")
     keep: KeepRule = "earliest"
     variants: bool = True
+    variant_title_similarity: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="opt-in: items whose normalised titles share at least this Jaccard of their words are "
+        "variants too (default: equal normalised titles only)",
+    )
     text_action: Literal["blank", "drop", "keep"] = "blank"
     users: bool = True
     user_threshold: float = Field(0.8, gt=0.0, lt=1.0)
@@ -103,6 +116,61 @@ def keep_rank(frame: pl.DataFrame, rule: KeepRule) -> np.ndarray:
 def _loser(keys: list[str]) -> pl.Expr:
     """True for every row of a group that is not the group's best-ranked row."""
     return pl.col("_rank") != pl.col("_rank").min().over(keys)
+
+
+def title_key(column: str) -> pl.Expr:
+    """A title as variant detection compares it: lowercase, runs of punctuation, symbols and
+    whitespace as one space, ends stripped, empty as null. Digits are kept: a size or a model number
+    can be all that tells two products apart."""
+    key = pl.col(column).str.to_lowercase().str.replace_all(SEPARATORS, " ").str.strip_chars(" ")
+    return pl.when(key.str.len_chars() > 0).then(key)
+
+
+TITLE, ITEM = "title\x1f", "item\x1f"  # prefixes of the two kinds of product key
+
+
+def _with_products(frame: pl.DataFrame, items: pl.DataFrame, similarity: float | None) -> pl.DataFrame:
+    """``frame`` with ``_product``: the product each row's item is a variant of, as a key; items
+    with equal normalised titles share it, an item without a title has its own id as its product.
+    With ``similarity``, near-equal titles are merged among the items of one review (see
+    :func:`_merge_near_titles`)."""
+    titles = (
+        items.select("dataset", "item_id", title_key("title").alias("_title"))
+        .drop_nulls("_title")
+        .unique(["dataset", "item_id"], keep="first", maintain_order=True)
+    )
+    product = pl.when(pl.col("_title").is_not_null()).then(TITLE + pl.col("_title")).otherwise(ITEM + pl.col("item_id"))
+    frame = frame.join(titles, on=["dataset", "item_id"], how="left", maintain_order="left")
+    frame = frame.with_columns(product.alias("_product")).drop("_title")
+    return frame if similarity is None else _merge_near_titles(frame, similarity)
+
+
+def _merge_near_titles(frame: pl.DataFrame, similarity: float) -> pl.DataFrame:
+    """Within each review posted on several products (rows sharing :data:`VARIANT_KEYS`), give one
+    product key to the products whose titles' word sets have Jaccard >= ``similarity``, linked
+    transitively; products without a title are never merged this way."""
+    posted = pl.col("cluster_id").is_not_null() & pl.col("timestamp").is_not_null()
+    candidates = frame.with_row_index("_row").filter(posted & (pl.col("_product").n_unique().over(VARIANT_KEYS) > 1))
+    rows: list[int] = []
+    merged: list[str] = []
+    groups = candidates.group_by(VARIANT_KEYS, maintain_order=True).agg("_row", "_product")
+    for group_rows, group_products in groups.select("_row", "_product").iter_rows():
+        products = sorted(set(group_products))
+        words = [set(p[len(TITLE):].split(" ")) if p.startswith(TITLE) else None for p in products]
+        pairs = [
+            (i, j)
+            for i in range(len(products))
+            for j in range(i + 1, len(products))
+            if words[i] is not None
+            and words[j] is not None
+            and len(words[i] & words[j]) >= similarity * len(words[i] | words[j])
+        ]
+        labels = connected_components(len(products), np.array([i for i, _ in pairs]), np.array([j for _, j in pairs]))
+        representative = {p: products[labels[k]] for k, p in enumerate(products)}
+        rows += group_rows
+        merged += [representative[p] for p in group_products]
+    column = frame["_product"].scatter(rows, merged) if rows else frame["_product"]
+    return frame.with_columns(column)
 
 
 def _token(dataset: pl.Expr, kind: str, value: pl.Expr) -> pl.Expr:
@@ -212,7 +280,8 @@ COUNTERS = (
     reads=("interactions", "items"),
     writes=("interactions", "items"),
     partition=PARTITION_DATASET,
-    version="2",
+    version="3",
+    heuristic=True,
 )
 def dedup(tables: Mapping[str, Frame], params: DedupParams, ctx: Context) -> StageOutput:
     """Exact and near-duplicate removal over interactions and items, in the four scopes, one dataset
@@ -223,7 +292,7 @@ def dedup(tables: Mapping[str, Frame], params: DedupParams, ctx: Context) -> Sta
     banding = optimal_banding(
         params.threshold, params.num_perm, params.false_positive_weight, params.false_negative_weight
     )
-    stats.info.update({"note": banding.describe(), **dict.fromkeys(COUNTERS, 0)})
+    stats.info.update({"note": banding.describe(), **dict.fromkeys(COUNTERS, 0), "by_dataset": {}})
     names = sorted(
         set(interactions.select("dataset").unique().collect()["dataset"].to_list())
         | set(items.select("dataset").unique().collect()["dataset"].to_list())
@@ -242,6 +311,7 @@ def dedup(tables: Mapping[str, Frame], params: DedupParams, ctx: Context) -> Sta
         {"interactions": pl.concat([f for f, _ in done]), "items": pl.concat([i for _, i in done])},
         stats,
         dropped=drops.tables(),
+        blanked=drops.blanked_tables(),
     )
 
 
@@ -251,6 +321,8 @@ def dedup_dataset(
     """The four scopes over one dataset's interactions and items; counts and dropped rows go to
     ``drops`` (and its stats)."""
     stats = drops.stats
+    rows_in, changed_before = frame.height, dict(stats.changed)
+    name = frame["dataset"][0] if rows_in else None
     frame = frame.drop([c for c in ("cluster_id", "cluster_size") if c in frame.columns])
     frame = frame.sort(list(CHRONOLOGICAL), maintain_order=True).with_columns(
         normalize_expr("review_text").alias("_norm")
@@ -273,10 +345,11 @@ def dedup_dataset(
     for name, n in counts.items():
         stats.info[name] += n
     if params.variants:
-        keys = ["dataset", "user_id", "cluster_id", "timestamp"]
-        variant = pl.col("cluster_id").is_not_null() & pl.col("timestamp").is_not_null() & _loser(keys)
-        drops.add("interactions", frame.filter(variant).drop(*WORK), "variant_duplicate")
-        frame = frame.filter(~variant)
+        frame = _with_products(frame, items, params.variant_title_similarity)
+        posted = pl.col("cluster_id").is_not_null() & pl.col("timestamp").is_not_null()
+        variant = posted & _loser([*VARIANT_KEYS, "_product"])
+        drops.add("interactions", frame.filter(variant).drop(*WORK, "_product"), "variant_duplicate")
+        frame = frame.filter(~variant).drop("_product")
     if params.users:
         frame = _duplicate_users(frame, params, drops)
     if params.items != "off":
@@ -287,6 +360,9 @@ def dedup_dataset(
             drops.add("interactions", frame.filter(copy).drop(*WORK), "duplicate_text")
             frame = frame.filter(~copy)
         else:
-            stats.change("review_text_duplicate", int(frame.select(copy.sum()).item()))
+            drops.blank("interactions", frame.filter(copy), "review_text", "review_text_duplicate")
             frame = frame.with_columns(pl.when(copy).then(None).otherwise(pl.col("review_text")).alias("review_text"))
+    if name is not None:
+        changed = {reason: n - changed_before.get(reason, 0) for reason, n in stats.changed.items()}
+        stats.info["by_dataset"][name] = {"rows": rows_in, "changed": changed}
     return frame.drop(*WORK), items
