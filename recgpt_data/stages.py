@@ -8,6 +8,6 @@ from recgpt_data import (  # noqa: F401
 )
 from recgpt_data.benchmarks import build  # noqa: F401
 from recgpt_data.clean import filters, langid, text  # noqa: F401
-from recgpt_data.dedup import scopes  # noqa: F401
+from recgpt_data.dedup import cross_release, scopes  # noqa: F401
 from recgpt_data.instruct import pairs, write  # noqa: F401
 from recgpt_data.publish import card  # noqa: F401
