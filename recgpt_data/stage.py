@@ -100,7 +100,10 @@ def blanked(frame: pl.DataFrame, column: str, reason: str) -> pl.DataFrame:
 
 def changes_by_dataset(frame: pl.DataFrame, changed: Mapping[str, pl.Expr]) -> dict[str, dict[str, Any]]:
     """``info["by_dataset"]`` of a stage that changes values: per dataset of ``frame``, its rows and
-    how many of them each reason's mask marks, for the runner's warnings on heuristic rules."""
+    how many of them each reason's mask marks, for the runner's warnings on heuristic rules (empty
+    for a frame without a ``dataset`` column)."""
+    if "dataset" not in frame.columns:
+        return {}
     counts = (
         frame.group_by("dataset")
         .agg(pl.len().alias("rows"), *[mask.sum().alias(reason) for reason, mask in changed.items()])
