@@ -194,7 +194,9 @@ def publish(
     folder: Annotated[Path, typer.Argument(help="a built output folder (with README.md)")],
     repo_id: Annotated[str, typer.Option("--repo-id", help="Hub dataset repository, ORG/NAME")],
     private: Annotated[bool, typer.Option("--private", help="create the repository private")] = False,
-    revision: Annotated[str | None, typer.Option(help="branch to commit to (default: main)")] = None,
+    revision: Annotated[
+        str | None, typer.Option(help="branch to commit to, created from main if new (default: main)")
+    ] = None,
     allow_restricted: Annotated[
         bool, typer.Option("--allow-restricted", help="publish even sources whose terms forbid redistribution")
     ] = False,
@@ -207,7 +209,7 @@ def publish(
         on_message=lambda m: console.print(m),
     )
     console.print(
-        f"published {report.uploaded} files ({report.skipped} already there) to {report.url}"
+        f"published {report.uploaded} files ({report.skipped} already there, {report.deleted} deleted) to {report.url}"
     )
 
 

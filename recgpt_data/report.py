@@ -1,6 +1,6 @@
 """The corpus report: users, items, interactions and tokens per source (the shape of the RecGPT
-paper's Table 4), histograms of history length and tokens per document, and what each stage kept
-and dropped; written as ``report/index.md`` with PNG plots, its numbers also in ``stats.json``.
+paper's Table 4), plots per source of history length, tokens per document and token share, and a
+chart of the rows each stage dropped by reason, and what each stage kept and dropped; written as ``report/index.md`` with PNG plots, its numbers also in ``stats.json``.
 
 It reads whichever of the ``interactions``, ``documents`` and ``instruct`` tables the run produced,
 so it reports on any pipeline. Nothing time-dependent is written, so the report is reproducible.
@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from pydantic import Field
 
+from recgpt_data.chunking import MAX_TOKENS
+from recgpt_data.clean.filters import FilterUsersParams
 from recgpt_data.io.parquet import write_text
 from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, stage
 
@@ -55,15 +58,22 @@ def corpus_table(tables: Mapping[str, Frame]) -> pl.DataFrame:
     return table.with_columns(pl.col(counts).fill_null(0).cast(pl.Int64)).sort(KEYS).select(KEYS + counts)
 
 
-def history_lengths(tables: Mapping[str, Frame]) -> pl.Series:
-    """Interactions per user per dataset (from ``interactions``, else the documents' item counts)."""
+def lengths_by_source(tables: Mapping[str, Frame]) -> pl.DataFrame:
+    """Interactions per user per dataset, with the source (from ``interactions``, else the documents'
+    item counts), in a fixed order."""
+    keys = ["source", "dataset", "user_id"]
     if "interactions" in tables:
-        frame = tables["interactions"].lazy().group_by(["dataset", "user_id"]).agg(pl.len().alias("n"))
+        frame = tables["interactions"].lazy().group_by(keys).agg(pl.len().alias("n"))
     elif "documents" in tables:
-        frame = tables["documents"].lazy().group_by(["dataset", "user_id"]).agg(pl.col("num_items").sum().alias("n"))
+        frame = tables["documents"].lazy().group_by(keys).agg(pl.col("num_items").sum().alias("n"))
     else:
-        return pl.Series("n", [], dtype=pl.Int64)
-    return frame.collect()["n"].sort()
+        return pl.DataFrame(schema={"source": pl.String, "dataset": pl.String, "user_id": pl.String, "n": pl.Int64})
+    return frame.sort(keys).collect()
+
+
+def history_lengths(tables: Mapping[str, Frame]) -> pl.Series:
+    """Interactions per user per dataset, sorted."""
+    return lengths_by_source(tables)["n"].sort()
 
 
 def describe(values: pl.Series) -> dict[str, float | int]:
@@ -162,33 +172,153 @@ def rates_markdown(rates: list[dict[str, Any]]) -> str:
     return markdown_table(["stage", "rows in", "rows out", "reason", "rows", "rate"], body)
 
 
-def histogram(values: pl.Series, title: str, xlabel: str, path: Path) -> None:
-    """A log-binned histogram PNG (matplotlib Agg, no timestamp or version in the file)."""
+PLOTS = (
+    ("history_length.png", "History length per source (interactions per user and dataset)"),
+    ("tokens_per_document.png", "Tokens per document per source, with the chunking cap"),
+    ("drops_by_stage.png", "Rows dropped by stage and reason"),
+    ("token_share.png", "Share of pre-training tokens per source"),
+)
+
+
+class ReportParams(Params):
+    """Where the plots mark the corpus's rules: the user filter's minimum history length and the
+    chunking cap (the defaults are those of ``filter_users`` and ``pretrain_documents``)."""
+
+    min_interactions: int = Field(default=FilterUsersParams().min_interactions, ge=1)
+    max_tokens: int = Field(default=MAX_TOKENS, ge=1)
+
+
+def figure(height: float = 3.6) -> tuple[Any, Any]:
+    """A matplotlib figure and axes on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(7.2, height), dpi=100)
+
+
+def save(fig: Any, path: Path) -> None:
+    """Write a figure as PNG with no timestamp or version in the file, so reruns give the same bytes."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
+def source_colours(sources: list[str]) -> dict[str, Any]:
+    """One fixed colour per source (sorted), the same in every plot."""
+    import matplotlib
+
+    palette = matplotlib.colormaps["tab10"]
+    return {source: palette(i % 10) for i, source in enumerate(sorted(sources))}
+
+
+def history_plot(lengths: pl.DataFrame, min_interactions: int, path: Path) -> None:
+    """Histogram of history length, one outline per source, on a log axis that starts at the user
+    filter's minimum (or the shortest history, if a later stage left one shorter), which is marked."""
+    import numpy as np
+    from matplotlib.ticker import ScalarFormatter
+
+    fig, axes = figure()
+    low = min(min_interactions, int(lengths["n"].min()))
+    high = int(lengths["n"].max()) + 1
+    bins = np.unique(np.geomspace(low, max(high, low + 1), num=30).round())
+    colours = source_colours(lengths["source"].unique().to_list())
+    for source, colour in colours.items():
+        values = lengths.filter(pl.col("source") == source)["n"].to_numpy()
+        axes.hist(values, bins=bins, histtype="step", linewidth=1.8, color=colour,
+                  label=f"{source} ({len(values):,} users)")
+    axes.axvline(min_interactions, color="black", linestyle="--", linewidth=1)
+    axes.annotate(f"min_interactions = {min_interactions}", (min_interactions, 1), xycoords=("data", "axes fraction"),
+                  xytext=(4, -12), textcoords="offset points", fontsize=8)
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(ScalarFormatter())
+    axes.set_xlim(low, bins[-1])
+    axes.set_title("History length per source")
+    axes.set_xlabel("interactions per user and dataset (log scale)")
+    axes.set_ylabel("users")
+    axes.legend(fontsize=8)
+    save(fig, path)
+
+
+def tokens_plot(tokens: pl.DataFrame, max_tokens: int, path: Path) -> None:
+    """Histogram of tokens per document, stacked by source on a linear axis up to the chunking cap,
+    which is marked, with the documents in the last bin before it counted."""
     import numpy as np
 
-    figure, axes = plt.subplots(figsize=(6.4, 3.6), dpi=100)
-    data = values.to_numpy()
-    if len(data):
-        top = max(int(data.max()), 2)
-        bins = np.unique(np.geomspace(1, top + 1, num=40).round())
-        axes.hist(data, bins=bins, color="#4c72b0")
-        axes.set_xscale("log")
-    axes.set_title(title)
-    axes.set_xlabel(xlabel)
-    axes.set_ylabel("count")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", metadata={"Software": None})
-    plt.close(figure)
+    fig, axes = figure()
+    width = max(max_tokens // 32, 1)
+    top = max(max_tokens, int(tokens["num_tokens"].max()))
+    bins = np.arange(0, top + width, width)
+    colours = source_colours(tokens["source"].unique().to_list())
+    values = [tokens.filter(pl.col("source") == s)["num_tokens"].to_numpy() for s in colours]
+    axes.hist(values, bins=bins, stacked=True, color=list(colours.values()),
+              label=[f"{s} ({len(v):,} documents)" for s, v in zip(colours, values)])
+    near = int((tokens["num_tokens"] > max_tokens - width).sum())
+    axes.axvline(max_tokens, color="black", linestyle="--", linewidth=1)
+    axes.annotate(f"{max_tokens:,}-token cap: {near:,} documents within {width} tokens of it",
+                  (max_tokens, 1), xycoords=("data", "axes fraction"), xytext=(-4, -12),
+                  textcoords="offset points", ha="right", fontsize=8)
+    axes.set_xlim(0, max(int(bins[-1]), max_tokens) + 2 * width)
+    axes.set_title("Tokens per document per source")
+    axes.set_xlabel(f"tokens (GPT-NeoX-20B), bins of {width}")
+    axes.set_ylabel("documents")
+    axes.legend(fontsize=8, loc="upper left")
+    save(fig, path)
+
+
+def drops_plot(rates: list[dict[str, Any]], path: Path) -> bool:
+    """Horizontal bars: rows each stage dropped, one bar per reason that dropped any, labelled with
+    count and rate. False (no file) when no stage dropped anything."""
+    bars = [(f"{row['stage']}: {item['reason']}", item["rows"], item["rate"])
+            for row in rates for item in row["reasons"] if item["kind"] == "dropped" and item["rows"]]
+    if not bars:
+        return False
+    fig, axes = figure(height=1.2 + 0.32 * len(bars))
+    labels = [label for label, _, _ in bars][::-1]
+    counts = [n for _, n, _ in bars][::-1]
+    rates_ = [r for _, _, r in bars][::-1]
+    axes.barh(labels, counts, color="#c44e52")
+    for y, (n, rate) in enumerate(zip(counts, rates_)):
+        share = f" ({rate:.1%} of rows in)" if rate is not None else ""
+        axes.annotate(f"{n:,}{share}", (n, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+    axes.set_xlim(0, max(counts) * 1.45)
+    axes.set_title("Rows dropped by stage and reason")
+    axes.set_xlabel("rows dropped")
+    axes.tick_params(axis="y", labelsize=8)
+    save(fig, path)
+    return True
+
+
+def share_plot(table: pl.DataFrame, path: Path) -> None:
+    """Horizontal bars: each source's share of the pre-training tokens, labelled with the tokens."""
+    per_source = table.group_by("source").agg(pl.col("tokens").sum()).sort("source", descending=True)
+    total = max(int(per_source["tokens"].sum()), 1)
+    fig, axes = figure(height=1.2 + 0.4 * per_source.height)
+    colours = source_colours(per_source["source"].to_list())
+    shares = [100 * n / total for n in per_source["tokens"]]
+    axes.barh(per_source["source"].to_list(), shares, color=[colours[s] for s in per_source["source"]])
+    for y, (share, n) in enumerate(zip(shares, per_source["tokens"])):
+        axes.annotate(f"{share:.1f}% ({n:,} tokens)", (share, y), xytext=(3, 0), textcoords="offset points",
+                      va="center", fontsize=8)
+    axes.set_xlim(0, 130)
+    axes.set_title(f"Share of pre-training tokens per source ({total:,} tokens)")
+    axes.set_xlabel("share of tokens (%)")
+    save(fig, path)
 
 
 def render(summary: Mapping[str, Any], rates: list[dict[str, Any]], plots: list[tuple[str, str]]) -> str:
     """The report page (Markdown) from the summary, the stage rates and the plot files."""
+    captions = dict(plots)
+
+    def embed(file: str) -> list[str]:
+        return [f"![{captions[file]}]({file})", ""] if file in captions else []
+
     parts = ["# Corpus report", "", "## Per source", "", per_source_markdown(summary), ""]
+    parts += embed("token_share.png")
     for name, label in (
         ("history_length", "History length (interactions per user)"),
         ("tokens_per_document", "Tokens per document"),
@@ -196,7 +326,7 @@ def render(summary: Mapping[str, Any], rates: list[dict[str, Any]], plots: list[
         if name in summary:
             stats = summary[name]
             parts += [f"## {label}", "", markdown_table(list(stats), [list(stats.values())]), ""]
-            parts += [f"![{label}]({file})" for file, title in plots if title == name] + [""]
+            parts += embed(f"{name}.png")
     if "splits" in summary:
         parts += [
             "## Splits",
@@ -215,28 +345,47 @@ def render(summary: Mapping[str, Any], rates: list[dict[str, Any]], plots: list[
             "",
         ]
     parts += ["## Stages: rows kept, dropped and changed", "", rates_markdown(rates), ""]
+    parts += embed("drops_by_stage.png")
     return "\n".join(parts)
 
 
-def write_report(tables: Mapping[str, Frame], stages: Mapping[str, Mapping[str, Any]], folder: Path) -> dict[str, Any]:
+def write_plots(
+    tables: Mapping[str, Frame], rates: list[dict[str, Any]], params: ReportParams, folder: Path
+) -> list[tuple[str, str]]:
+    """Draw the report's plots into ``folder/report/``; (file, caption) of each one drawn."""
+    drawn = []
+    lengths = lengths_by_source(tables)
+    if lengths.height:
+        history_plot(lengths, params.min_interactions, folder / "report" / PLOTS[0][0])
+        drawn.append(PLOTS[0])
+    if "documents" in tables:
+        documents = tables["documents"].lazy().select("source", "num_tokens").collect()
+        if documents.height:
+            tokens_plot(documents, params.max_tokens, folder / "report" / PLOTS[1][0])
+            share_plot(corpus_table({"documents": tables["documents"]}), folder / "report" / PLOTS[3][0])
+            drawn += [PLOTS[1], PLOTS[3]]
+    if drops_plot(rates, folder / "report" / PLOTS[2][0]):
+        drawn.append(PLOTS[2])
+    return sorted(drawn, key=PLOTS.index)
+
+
+def write_report(
+    tables: Mapping[str, Frame],
+    stages: Mapping[str, Mapping[str, Any]],
+    folder: Path,
+    params: ReportParams,
+) -> dict[str, Any]:
     """Write ``folder/report/`` (index.md and plots) and return the corpus summary."""
     summary = corpus_summary(tables)
-    plots: list[tuple[str, str]] = []
-    lengths = history_lengths(tables)
-    if lengths.len():
-        histogram(lengths, "History length", "interactions per user (log)", folder / "report" / "history_length.png")
-        plots.append(("history_length.png", "history_length"))
-    if "documents" in tables:
-        tokens = tables["documents"].lazy().select("num_tokens").collect()["num_tokens"]
-        histogram(tokens, "Tokens per document", "tokens (log)", folder / "report" / "tokens_per_document.png")
-        plots.append(("tokens_per_document.png", "tokens_per_document"))
-    write_text(render(summary, stage_rates(stages), plots), folder / "report" / "index.md")
+    rates = stage_rates(stages)
+    plots = write_plots(tables, rates, params, folder)
+    write_text(render(summary, rates, plots), folder / "report" / "index.md")
     return summary
 
 
-@stage("report", params=Params, optional_reads=TABLES, summarises=True)
-def report_stage(tables: Mapping[str, Frame], params: Params, ctx: Context) -> StageOutput:
+@stage("report", params=ReportParams, optional_reads=TABLES, summarises=True)
+def report_stage(tables: Mapping[str, Frame], params: ReportParams, ctx: Context) -> StageOutput:
     """Write the corpus report into the output folder; its numbers go to ``stats.json``."""
     stats = StageStats()
-    stats.info["corpus"] = write_report(tables, ctx.stages, ctx.out_dir)
+    stats.info["corpus"] = write_report(tables, ctx.stages, ctx.out_dir, params)
     return StageOutput({}, stats)

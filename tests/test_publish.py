@@ -3,7 +3,8 @@ publish round trip through the real ``huggingface_hub`` and ``datasets`` clients
 Hub-compatible server on loopback (``hub_server.py``).
 
 The clients run in subprocesses so that ``HF_ENDPOINT`` and ``HF_HUB_DISABLE_XET`` are set before
-they are imported.
+they are imported. Xet is switched off on purpose: the loopback server speaks the HTTP LFS transfer,
+not Xet's content-addressed storage protocol (see ``hub_server.py``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from pathlib import Path
 
 import pipeline_stages
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import CLI
 from hub_server import HubServer
 
 from recgpt_data.pipeline.runner import run_spec
@@ -113,6 +116,11 @@ def test_card_body_has_provenance_table_rates_and_loading(built: Path, shared: P
     assert f"| amazon2018 | amazon2018/Magazine_Subscriptions | {len(per_user)} | {items} | {len(reviews):,} | " in card
     assert f"| t_histories | 5,760 | 200 | dropped: short_history | {short} | {short / 5760:.2%} |" in card
     assert 'load_dataset("acme/magazines", "pretrain")' in card
+    assert "## Personal information" in card and "`user_id`" in card
+    assert '@inproceedings{ngo-nguyen-2024-recgpt,' in card and 'eprint = "2405.12715"' in card
+    assert 'author = "Ngo, Hoang and Nguyen, Dat Quoc"' in card
+    for name in ("history_length.png", "tokens_per_document.png", "drops_by_stage.png", "token_share.png"):
+        assert f"](report/{name})" in card and (built / "report" / name).is_file()
     licence = (built / "LICENSE").read_text()
     assert "amazon2018 / amazon2018/Magazine_Subscriptions\n  licence: other\n  redistribution allowed: yes" in licence
 
@@ -135,10 +143,11 @@ def test_report_table_and_plots(built: Path, shared: Path) -> None:
     }
     assert stats["corpus"]["history_length"]["max"] == max(per_user.values())
     assert stats["corpus"]["history_length"]["min"] == min(per_user.values())
-    for name in ("history_length.png", "tokens_per_document.png"):
+    for name in ("history_length.png", "tokens_per_document.png", "drops_by_stage.png", "token_share.png"):
         assert (built / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"](report/{name})" not in (built / "report/index.md").read_text()
     page = (built / "report/index.md").read_text()
-    assert "![History length (interactions per user)](history_length.png)" in page
+    assert "![History length per source (interactions per user and dataset)](history_length.png)" in page
     assert f"| **total** |  | {len(per_user)} |" in page
 
 
@@ -159,7 +168,7 @@ def test_round_trip_through_the_real_clients(built: Path, tmp_path: Path) -> Non
         env = client_env(hub.endpoint, tmp_path / "home")
         first = publish(built, env)
         assert first.returncode == 0, first.stderr
-        assert "published 9 files (0 already there)" in first.stderr
+        assert f"published {len(folder_files(built))} files (0 already there, 0 deleted)" in first.stderr
         assert hub.state.authorizations and set(hub.state.authorizations) == {f"Bearer {TOKEN}"}
         stored = hub.state.repos["acme/magazines"]
         assert (
@@ -185,7 +194,8 @@ def test_publish_resumes_and_retries(built: Path, tmp_path: Path) -> None:
         assert publish(folder, env).returncode == 0
         commits = hub.state.commits
         again = publish(folder, env)
-        assert again.returncode == 0 and "published 0 files (9 already there)" in again.stderr
+        n = len(folder_files(folder))
+        assert again.returncode == 0 and f"published 0 files ({n} already there, 0 deleted)" in again.stderr
         assert hub.state.commits == commits
         (folder / "report/index.md").write_text((folder / "report/index.md").read_text() + "\nA note.\n")
         hub.state.fail_next = {"create_repo": 2, "commit": 1}
@@ -193,8 +203,9 @@ def test_publish_resumes_and_retries(built: Path, tmp_path: Path) -> None:
         assert changed.returncode == 0, changed.stderr
         assert "create repo failed (HfHubHTTPError); retry 1/4 in 1 s" in changed.stderr
         assert "create repo failed (HfHubHTTPError); retry 2/4 in 2 s" in changed.stderr
+        assert "commit failed (HfHubHTTPError); retry 1/4 in 1 s" in changed.stderr
         assert hub.state.fail_next == {"create_repo": 0, "commit": 0}
-        assert "published 1 files (8 already there)" in changed.stderr
+        assert f"published 1 files ({n - 1} already there, 0 deleted)" in changed.stderr
         assert hub.state.repos["acme/magazines"].files["report/index.md"].endswith(b"A note.\n")
 
 
@@ -277,3 +288,61 @@ def test_demo_corpus_round_trip(demo_corpus: Path, tmp_path: Path) -> None:
         for config, splits in (("pretrain", ("train", "validation")), ("instruct", ("train",)))
     }
     assert rows == expected
+
+
+def folder_files(folder: Path) -> set[str]:
+    """The files of a built folder outside the runner's hidden state, as repository paths."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if p.is_file() and not p.relative_to(folder).parts[0].startswith(".")}
+
+
+def test_republish_replaces_the_old_build(demo_corpus: Path, tmp_path: Path) -> None:
+    """The demo built with many pre-training shards, published, then rebuilt with one and published
+    again: the repository holds exactly the new build and ``load_dataset`` reads it."""
+    many = tmp_path / "many"
+    subprocess.run(["cp", "-r", str(demo_corpus), str(many)], check=True)
+    spec = tmp_path / "demo.toml"
+    text = (TESTS.parent / "pipelines/demo.toml").read_text(encoding="utf-8")
+    spec.write_text(text.replace("params.shard_rows = 2000", "params.shard_rows = 10"), encoding="utf-8")
+    rebuilt = subprocess.run([str(CLI), "run", str(spec), "--out", str(many)], capture_output=True, text=True, timeout=300)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    shards = sorted(p.name for p in (many / "data/pretrain").glob("train-*.parquet"))
+    assert len(shards) > 1 and (demo_corpus / "data/pretrain/train-00000-of-00001.parquet").is_file()
+    stale = folder_files(many) - folder_files(demo_corpus)
+    assert set(f"data/pretrain/{name}" for name in shards) <= stale
+    with HubServer() as hub:
+        env = client_env(hub.endpoint, tmp_path / "home")
+        assert publish(many, env, repo_id="acme/demo").returncode == 0
+        assert set(hub.state.repos["acme/demo"].files) == folder_files(many)
+        again = publish(demo_corpus, env, repo_id="acme/demo")
+        assert again.returncode == 0, again.stderr
+        assert f", {len(stale)} deleted)" in again.stderr
+        stored = hub.state.repos["acme/demo"].files
+        assert set(stored) == folder_files(demo_corpus)
+        for name in stored:
+            if name != "README.md":
+                assert stored[name] == (demo_corpus / name).read_bytes(), name
+        _, rows = load_back(env, "acme/demo", "d[s].num_rows")
+    card = stored["README.md"].decode()
+    assert 'pretrain = load_dataset("acme/demo", "pretrain")' in card and "ORG/" not in card
+    assert card.replace("acme/demo", "ORG/recgpt-demo") == (demo_corpus / "README.md").read_text()
+    expected = {
+        config: {split: sum(pq.read_metadata(p).num_rows for p in (demo_corpus / "data" / config).glob(f"{split}-*.parquet"))
+                 for split in splits}
+        for config, splits in (("pretrain", ("train", "validation")), ("instruct", ("train",)))
+    }
+    assert rows == expected
+
+
+def test_revision_creates_the_branch(built: Path, tmp_path: Path) -> None:
+    with HubServer() as hub:
+        env = client_env(hub.endpoint, tmp_path / "home")
+        done = publish(built, env, "--revision", "dev")
+        assert done.returncode == 0, done.stderr
+        repo = hub.state.repos["acme/magazines"]
+        assert set(repo.branches) == {"main", "dev"}
+        assert set(repo.branches["dev"].files) == folder_files(built)
+        assert repo.files == {}
+        again = publish(built, env, "--revision", "dev")
+        n = len(folder_files(built))
+        assert again.returncode == 0 and f"published 0 files ({n} already there, 0 deleted)" in again.stderr

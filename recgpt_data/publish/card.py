@@ -8,18 +8,18 @@ a host name or a time, so the same run gives the same card.
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-import yaml
+from huggingface_hub import DatasetCard
 
 from recgpt_data.errors import UsageError
 from recgpt_data.io.parquet import write_text
 from recgpt_data.publish.terms import SourceTerms, terms_of
-from recgpt_data.report import corpus_summary, markdown_table, per_source_markdown, rates_markdown, stage_rates
+from recgpt_data.report import PLOTS, corpus_summary, markdown_table, per_source_markdown, rates_markdown, stage_rates
 from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, stage
 
 SIZE_CATEGORIES = (
@@ -101,16 +101,12 @@ def data_configs(folder: Path) -> dict[str, dict[str, str]]:
     return configs
 
 
-def dataset_info_yaml(folder: Path, configs: Mapping[str, Mapping[str, str]]) -> str:
-    """The card's ``dataset_info`` block (features, and rows and bytes per split), as the Hub's own
-    uploads write it. ``datasets`` keys its cache of a local folder on this block, so a rebuilt
-    folder whose shards changed is read afresh rather than served from a stale cache. Empty where
-    there are no configs."""
-    if not configs:
-        return ""
+def add_dataset_info(card_data: Any, folder: Path, configs: Mapping[str, Mapping[str, str]]) -> None:
+    """Put the ``dataset_info`` block (features, and rows and bytes per split) into ``card_data``, as
+    the Hub's own uploads write it. ``datasets`` keys its cache of a local folder on this block, so a
+    rebuilt folder whose shards changed is read afresh rather than served from a stale cache."""
     from datasets import DatasetInfo, Features, SplitDict, SplitInfo
     from datasets.info import DatasetInfosDict
-    from huggingface_hub import DatasetCardData
 
     infos = {}
     for config, splits in configs.items():
@@ -128,9 +124,7 @@ def dataset_info_yaml(folder: Path, configs: Mapping[str, Mapping[str, str]]) ->
         info.download_size = sum(path.stat().st_size for paths in files.values() for path in paths)
         info.dataset_size = sum(split.num_bytes for split in info.splits.values())
         infos[config] = info
-    card_data = DatasetCardData()
     DatasetInfosDict(infos).to_dataset_card_data(card_data)
-    return yaml.safe_dump({"dataset_info": card_data.to_dict()["dataset_info"]}, sort_keys=False).rstrip("\n")
 
 
 def size_category(rows: int) -> str:
@@ -141,34 +135,43 @@ def size_category(rows: int) -> str:
     return "n>1B"
 
 
-def yaml_value(value: Any) -> str:
-    """A scalar as YAML (JSON strings are valid YAML and need no escaping rules of our own)."""
-    return json.dumps(value, ensure_ascii=False)
+def card_data(
+    params: CardParams, licence: str, size: str, folder: Path, configs: Mapping[str, Mapping[str, str]]
+) -> Any:
+    """The card's YAML metadata as ``huggingface_hub``'s ``DatasetCardData``: licence, languages,
+    tasks, size, name, tags, one config per ``data/<config>/`` (the first the default) with its
+    ``data_files`` per split, and ``dataset_info``."""
+    from huggingface_hub import DatasetCardData
 
-
-def front_matter(
-    params: CardParams, licence: str, size: str, configs: Mapping[str, Mapping[str, str]], info: str
-) -> str:
-    """The YAML block between ``---`` lines."""
-    lines = ["---", f"license: {yaml_value(licence)}"]
-    if licence == "other":
-        lines += ['license_name: "per-source"', 'license_link: "LICENSE"']
-    lines += ["language:"] + [f"- {yaml_value(x)}" for x in params.language]
-    lines += ["task_categories:"] + [f"- {yaml_value(x)}" for x in params.task_categories]
-    lines += ["size_categories:", f"- {yaml_value(size)}", f"pretty_name: {yaml_value(params.pretty_name)}"]
-    lines += ["tags:", "- recommendation", "- recgpt"]
+    extra = {"license_name": "per-source", "license_link": "LICENSE"} if licence == "other" else {}
+    data = DatasetCardData(
+        license=licence,
+        language=list(params.language),
+        task_categories=list(params.task_categories),
+        size_categories=[size],
+        pretty_name=params.pretty_name,
+        tags=["recommendation", "recgpt"],
+        configs=[
+            {
+                "config_name": config,
+                **({"default": True} if index == 0 else {}),
+                "data_files": [{"split": split, "path": pattern} for split, pattern in splits.items()],
+            }
+            for index, (config, splits) in enumerate(configs.items())
+        ],
+        **extra,
+    )
     if configs:
-        lines.append("configs:")
-        for index, (config, splits) in enumerate(configs.items()):
-            lines.append(f"- config_name: {yaml_value(config)}")
-            if index == 0:
-                lines.append("  default: true")
-            lines.append("  data_files:")
-            for split, pattern in splits.items():
-                lines += [f"  - split: {yaml_value(split)}", f"    path: {yaml_value(pattern)}"]
-        lines.append(info)
-    lines.append("---")
-    return "\n".join(lines)
+        add_dataset_info(data, folder, configs)
+    return data
+
+
+SNIPPET = re.compile(r'^(\w+ = load_dataset\()"[^"\n]*"(, "[\w-]+"\))$', re.MULTILINE)
+
+
+def card_for_repo(card: str, repo_id: str) -> str:
+    """The card with its loading snippet naming ``repo_id``, the repository it is published to."""
+    return SNIPPET.sub(lambda m: f'{m.group(1)}"{repo_id}"{m.group(2)}', card)
 
 
 def licence_of(terms: list[SourceTerms]) -> str:
@@ -191,8 +194,6 @@ def render_card(
     size = size_category(max((sum(s.values()) for s in rows.values()), default=0))
     summary = corpus_summary(tables)
     parts = [
-        front_matter(params, licence_of(terms), size, configs, dataset_info_yaml(folder, configs)),
-        "",
         f"# {params.pretty_name}",
         "",
         params.description,
@@ -234,8 +235,82 @@ def render_card(
     ]
     parts += ["## Per source", "", per_source_markdown(summary), ""]
     parts += ["## Filters and deduplication", "", rates_markdown(stage_rates(stages)), ""]
+    parts += plots_markdown(folder)
     parts += ["See `report/index.md` for distributions and `stats.json` for every number.", ""]
-    return "\n".join(parts)
+    parts += personal_information(stages) + CITATION
+    data = card_data(params, licence_of(terms), size, folder, configs)
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(parts)).content
+
+
+def plots_markdown(folder: Path) -> list[str]:
+    """The report's plots that the folder holds, embedded with their captions."""
+    found = [(name, caption) for name, caption in PLOTS if (folder / "report" / name).is_file()]
+    if not found:
+        return []
+    return ["## Plots", ""] + [line for name, caption in found for line in (f"![{caption}](report/{name})", "")]
+
+
+SCRUBBED = {"email": "e-mail addresses", "phone": "phone numbers", "url": "URLs"}
+
+
+def personal_information(stages: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What personal information ships, what the run removed, and what a user of the data must do."""
+    scrubbed: dict[str, int] = {}
+    for stats in stages.values():
+        for reason, n in stats.get("changed", {}).items():
+            if ":scrub_" in reason:
+                kind = SCRUBBED.get(reason.rsplit(":scrub_", 1)[1], reason)
+                scrubbed[kind] = scrubbed.get(kind, 0) + n
+    done = (
+        "The `clean` stage replaced " + ", ".join(f"{kind} in {n:,} texts" for kind, n in sorted(scrubbed.items()))
+        + " with a space; nothing else in the texts was changed for privacy."
+        if scrubbed
+        else "No e-mail address, phone number or URL was removed from the texts (the `clean` stage's "
+        "`scrub` option was off or found none); nothing else in the texts was changed for privacy."
+    )
+    return [
+        "## Personal information",
+        "",
+        "This dataset holds personal information. Each source's own user ids ship in the `user_id` "
+        "column and in the headers of the pre-training texts, and every user's history is kept in "
+        "order, so the rows of one user can be linked together and to the source's public pages. The "
+        "texts hold the users' review texts as the sources published them: they can name people, "
+        "places, health conditions or other details their authors gave about themselves or others.",
+        "",
+        done,
+        "",
+        "If you use this data you must:",
+        "",
+        "- use it for research on recommendation and language modelling, not to identify, profile or "
+        "contact the people whose ids or texts it holds;",
+        "- not join it with other data to re-identify users;",
+        "- delete a user's rows when the source removes them or the person asks you to, and honour "
+        "each source's terms (see above) for their rows;",
+        "- not redistribute it without these conditions, and check a model trained on it for "
+        "verbatim reproduction of review texts before releasing the model.",
+        "",
+    ]
+
+
+CITATION = [
+    "## Citation",
+    "",
+    "The corpus follows RecGPT. If you use it, cite the paper, and the sources listed above:",
+    "",
+    "```bibtex",
+    "@inproceedings{ngo-nguyen-2024-recgpt,",
+    "    title = \"{R}ec{GPT}: Generative Pre-training for Text-based Recommendation\",",
+    "    author = \"Ngo, Hoang and Nguyen, Dat Quoc\",",
+    "    booktitle = \"Proceedings of the 62nd Annual Meeting of the Association for Computational Linguistics\",",
+    "    year = \"2024\",",
+    "    publisher = \"Association for Computational Linguistics\",",
+    "    url = \"https://arxiv.org/abs/2405.12715\",",
+    "    eprint = \"2405.12715\",",
+    "    archivePrefix = \"arXiv\",",
+    "}",
+    "```",
+    "",
+]
 
 
 def render_licence(pairs: list[tuple[str, str]]) -> str:
