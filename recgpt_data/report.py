@@ -18,6 +18,7 @@ from pydantic import Field
 from recgpt_data.chunking import MAX_TOKENS
 from recgpt_data.clean.filters import FilterUsersParams
 from recgpt_data.io.parquet import write_text
+from recgpt_data.paper_stats import against_paper, against_paper_markdown
 from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, stage
 
 KEYS = ["source", "dataset"]
@@ -318,6 +319,8 @@ def render(summary: Mapping[str, Any], rates: list[dict[str, Any]], plots: list[
         return [f"![{captions[file]}]({file})", ""] if file in captions else []
 
     parts = ["# Corpus report", "", "## Per source", "", per_source_markdown(summary), ""]
+    if "paper" in summary:
+        parts += ["## Against the paper's corpus statistics", "", against_paper_markdown(summary["paper"]), ""]
     parts += embed("token_share.png")
     for name, label in (
         ("history_length", "History length (interactions per user)"),
@@ -374,9 +377,14 @@ def write_report(
     stages: Mapping[str, Mapping[str, Any]],
     folder: Path,
     params: ReportParams,
+    built: Path | None = None,
 ) -> dict[str, Any]:
-    """Write ``folder/report/`` (index.md and plots) and return the corpus summary."""
+    """Write ``folder/report/`` (index.md and plots) and return the corpus summary; with ``built``
+    (the output folder so far), the summary holds the written shards against the paper's figures."""
     summary = corpus_summary(tables)
+    paper = against_paper(built) if built is not None else None
+    if paper is not None:
+        summary["paper"] = paper
     rates = stage_rates(stages)
     plots = write_plots(tables, rates, params, folder)
     write_text(render(summary, rates, plots), folder / "report" / "index.md")
@@ -387,5 +395,5 @@ def write_report(
 def report_stage(tables: Mapping[str, Frame], params: ReportParams, ctx: Context) -> StageOutput:
     """Write the corpus report into the output folder; its numbers go to ``stats.json``."""
     stats = StageStats()
-    stats.info["corpus"] = write_report(tables, ctx.stages, ctx.out_dir, params)
+    stats.info["corpus"] = write_report(tables, ctx.stages, ctx.out_dir, params, ctx.folder)
     return StageOutput({}, stats)
