@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
+from pydantic import field_validator
 
 from recgpt_data import schema as canonical
 from recgpt_data.errors import UsageError
@@ -203,10 +204,17 @@ class SourceSpec(Params):
     format: str
     paths: list[str]
     dataset: str | None = None
+    enabled: bool = True  # false (or a var that says so) leaves an optional source out
 
 
 class IngestParams(Params):
     sources: list[SourceSpec]
+
+    @field_validator("sources")
+    @classmethod
+    def enabled_only(cls, sources: list[SourceSpec]) -> list[SourceSpec]:
+        """The sources switched on: a disabled one is neither read nor part of the fingerprint."""
+        return [s for s in sources if s.enabled]
 
 
 @stage("ingest", params=IngestParams, writes=("interactions", "items"), version="1")

@@ -13,6 +13,7 @@ Paths in parameters are relative to the spec's folder; ``demo:`` names the demo 
 the package. ``${name}`` inside a string parameter is replaced by the spec's ``[vars]`` entry
 ``name``, which ``recgpt-data run --var name=value`` overrides (for paths that differ per site).
 ``partitions`` (spec-wide, or per stage) is the number of user buckets a partitioned stage runs in.
+``enabled = "${var}"`` on a stage switches an optional stage on or off by a var (``true``/``false``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class StageSpec(BaseModel):
     id: str | None = None  # defaults to the stage name; lets one stage appear twice
     params: dict[str, Any] = Field(default_factory=dict)
     partitions: int | None = Field(default=None, ge=1)  # overrides the spec's for this stage
+    enabled: bool = True  # false (or a var that says so) leaves the stage out of the run
 
     @property
     def key(self) -> str:
@@ -104,6 +106,7 @@ def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None) -> P
         variables = expand_vars({**raw.get("vars", {}), **(overrides or {})})
         raw["stages"] = substitute(raw.get("stages", []), variables)
         spec = PipelineSpec(**{**raw, "vars": variables}, path=path.resolve())
+        spec.stages = [s for s in spec.stages if s.enabled]
     except (tomllib.TOMLDecodeError, ValidationError, TypeError) as exc:
         raise UsageError(f"{path}: invalid pipeline spec: {exc}") from None
     keys = [s.key for s in spec.stages]
