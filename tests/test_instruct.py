@@ -1,14 +1,17 @@
-"""Instruction pairs: the authors' own rows round-trip byte-identical; pairs built from the real
-Amazon samples follow the templates, fit the token budget, honour the counts and never show a
+"""Instruction pairs: the authors' own rows round-trip byte-identical, and the stage cuts the two
+histories their consecutive windows chain into back into exactly those windows; pairs built from the
+real Amazon samples follow the templates, fit the token budget, honour the counts and never show a
 held-out interaction."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import REPO
 
 from recgpt_data.benchmarks.p5 import build_benchmark, held_out_rows
 from recgpt_data.ingest import ingest
@@ -21,6 +24,7 @@ from recgpt_data.instruct.pairs import (
 )
 from recgpt_data.instruct.planner import PAPER_COUNTS, plan, total
 from recgpt_data.instruct.templates import (
+    FRAMING_TOKENS,
     NEXT_ITEM,
     RATING,
     PairBuilder,
@@ -32,13 +36,16 @@ from recgpt_data.instruct.templates import (
     token_count,
 )
 from recgpt_data.instruct.write import JSONL, PARQUET, write_instruct_stage
-from recgpt_data.schema import empty
-from recgpt_data.serialize import item_line
+from recgpt_data.pipeline.spec import load_spec
+from recgpt_data.schema import conform, empty
+from recgpt_data.serialize import item_line, render_fields
 from recgpt_data.split import leaked
 from recgpt_data.stage import Context, StageStats
 from recgpt_data.tokenizer import load_tokenizer
 
 MAGAZINES = "amazon2018/Magazine_Subscriptions"
+FOOD_WINDOWS = slice(5, 10)  # rows 6-10 of the authors' file: five windows of one Food.com user
+BOOK_WINDOWS = slice(10, 14)  # rows 11-14: four rating windows of one Amazon books user
 
 
 def sample_rows(shared: Path) -> list[dict]:
@@ -102,19 +109,162 @@ def test_builders_write_the_authors_rows_from_field_values(shared):
     assert (built.prompt, built.response) == (rows[13]["prompt"], rows[13]["response"])
 
 
-def test_authors_rows_fit_the_2048_token_budget(shared):
-    tokenizer = load_tokenizer()
-    counts = [token_count(tokenizer, row["prompt"], row["response"]) for row in sample_rows(shared)]
-    assert max(counts) <= 2048
-    assert max(counts) > 2000  # the long food histories were cut to the budget
+def window_items(row: dict) -> list[dict[str, str]]:
+    """The items one of the authors' rows shows, oldest first, its target last (a rating target with
+    its rating filled in from the response)."""
+    parsed = parse_pair(row["prompt"], row["response"])
+    if parsed.task == NEXT_ITEM:
+        return [*parsed.history, parsed.target]
+    *history, rated = parsed.history
+    return [*history, {**rated, "Rating": parsed.target}]
+
+
+def chained(windows: list[list[dict[str, str]]]) -> list[dict[str, str]]:
+    """The one history consecutive windows were cut from: each starts on the previous one's last two items."""
+    history = list(windows[0])
+    for window in windows[1:]:
+        assert window[:2] == history[-2:]
+        history += window[2:]
+    return history
+
+
+def authors_pair(noun: str, items: list[dict[str, str]]) -> tuple[str, str]:
+    """The pair the authors' format writes over ``items`` (target last), as (prompt, response)."""
+    *history, target = items
+    lines = [render_fields(item) for item in history]
+    if "Rating" not in target:
+        pair = next_item_pair(noun, lines, render_fields(target))
+    else:
+        unrated = {name: value for name, value in target.items() if name != "Rating"}
+        pair = rating_pair(noun, lines, render_fields(unrated), target["Rating"])
+    return pair.prompt, pair.response
+
+
+def test_the_authors_windows_are_the_longest_that_fit_2048_tokens(shared):
+    rows = sample_rows(shared)
+    encoder = load_tokenizer(shared.parent / "tokenizers" / "gpt-neox-20b" / "tokenizer.json")
+
+    def tokens(prompt: str, response: str) -> int:
+        return len(encoder.encode(prompt, add_special_tokens=False).ids) + len(
+            encoder.encode(response, add_special_tokens=False).ids
+        )
+
+    fitted, one_more = [], []
+    for noun, window_rows in (("food recipes", rows[FOOD_WINDOWS]), ("books", rows[BOOK_WINDOWS])):
+        windows = [window_items(row) for row in window_rows]
+        history = chained(windows)
+        fitted.append([tokens(row["prompt"], row["response"]) for row in window_rows])
+        start, extended = 0, []
+        for window in windows[:-1]:
+            end = start + len(window)
+            extended.append(tokens(*authors_pair(noun, history[start : end + 1])))
+            start = end - 2
+        one_more.append(extended)
+    assert fitted == [[2039, 2042, 2037, 2040, 825], [2001, 2014, 2008, 456]]
+    assert one_more == [[2049, 2051, 2047, 2051], [2085, 2090, 2086]]
+    # 2048 holds every window and no window with its next item only with 2 to 6 tokens of framing
+    assert max(map(max, fitted)) + FRAMING_TOKENS <= 2048 < min(map(min, one_more)) + FRAMING_TOKENS
+    assert all(token_count(encoder, row["prompt"], row["response"]) <= 2048 for row in rows)
+
+
+def canonical(source: str, dataset: str, history: list[dict[str, str]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One user's history as the canonical interactions (in the instruction pool) and items tables."""
+    ids = [f"{dataset}#{n}" for n in range(len(history))]
+    ratings = [item["Rating"].split("/") if "Rating" in item else (None, None) for item in history]
+    interactions = pl.DataFrame(
+        {
+            "item_id": ids,
+            "timestamp": [datetime(2015, 1, 1, tzinfo=UTC) + timedelta(days=n) for n in range(len(history))],
+            "src_line": range(1, len(history) + 1),
+            "rating": [None if r is None else float(r) for r, _ in ratings],
+            "rating_max": [None if m is None else float(m) for _, m in ratings],
+            "review_text": [item.get("Review") for item in history],
+        }
+    ).with_columns(
+        source=pl.lit(source), dataset=pl.lit(dataset), user_id=pl.lit("authors"), src_file=pl.lit("authors")
+    )
+    items = pl.DataFrame(
+        {
+            "item_id": ids,
+            "title": [item["Title"] for item in history],
+            "author": [item.get("Author") for item in history],
+        }
+    ).with_columns(source=pl.lit(source), dataset=pl.lit(dataset))
+    pool = pl.lit("instruct").alias("split")
+    return conform(interactions, "interactions").with_columns(pool), conform(items, "items")
+
+
+def test_the_stage_cuts_the_authors_histories_back_into_their_windows(shared):
+    rows = sample_rows(shared)
+    tokenizer = shared.parent / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
+    spec = load_spec(REPO / "pipelines" / "recgpt.toml", {"tokenizer": str(tokenizer)})
+    params = InstructPairsParams(**next(s for s in spec.stages if s.stage == "instruct_pairs").params)
+    food = chained([window_items(row) for row in rows[FOOD_WINDOWS]])
+    books = chained([window_items(row) for row in rows[BOOK_WINDOWS]])
+    assert (len(food), len(books)) == (911, 75)
+    tables = [canonical("foodcom", "foodcom", food), canonical("amazon2018", "amazon2018/Books", books)]
+    interactions = pl.concat([t[0] for t in tables])
+    items = pl.concat([t[1] for t in tables])
+    out = instruct_pairs_stage({"interactions": interactions, "items": items}, params, Context(seed=spec.seed))
+    pairs = out.tables["instruct"]
+
+    def made(dataset: str, task: str) -> list[dict]:
+        chosen = pairs.filter((pl.col("dataset") == dataset) & (pl.col("task") == task)).reverse()
+        return chosen.select("prompt", "response").to_dicts()
+
+    assert made("foodcom", NEXT_ITEM) == [
+        {"prompt": r["prompt"], "response": r["response"]} for r in rows[FOOD_WINDOWS]
+    ]
+    assert made("amazon2018/Books", RATING) == [
+        {"prompt": r["prompt"], "response": r["response"]} for r in rows[BOOK_WINDOWS]
+    ]
+
+
+def test_max_pairs_per_user_keeps_the_newest_of_the_authors_windows(shared):
+    rows = sample_rows(shared)
+    interactions, items = canonical("foodcom", "foodcom", chained([window_items(r) for r in rows[FOOD_WINDOWS]]))
+    params = InstructPairsParams(max_pairs_per_user=2, tokenizer=str(shared.parent / "tokenizers" / "gpt-neox-20b"))
+    out = instruct_pairs_stage({"interactions": interactions, "items": items}, params, Context())
+    made = out.tables["instruct"].filter(pl.col("task") == NEXT_ITEM).reverse()
+    assert made["prompt"].to_list() == [row["prompt"] for row in rows[8:10]]
+    assert out.stats.dropped["next_item:over_max_pairs_per_user"] == 3
+
+
+def steam_history(item_ids: list[str], lines: list[str]) -> UserHistory:
+    """A Steam user's history (no rating pairs, no ratings) whose items render as ``lines``."""
+    return UserHistory(
+        source="steam",
+        dataset="steam",
+        user_id="u",
+        noun="video games",
+        rating_pairs=False,
+        item_ids=item_ids,
+        full=lines,
+        unrated=lines,
+        short=lines,
+        ratings=[None] * len(lines),
+    )
+
+
+def test_an_item_too_long_for_any_window_is_skipped_and_counted():
+    huge = "Title: " + "word " * 3000
+    history = steam_history(["a", "huge", "c", "d", "e"], ["Title: A", huge, "Title: C", "Title: D", "Title: E"])
+    stats = StageStats()
+    pairs = list(PairMaker(InstructPairsParams(), stats).pairs(history))
+    assert [pair["item_ids"] for pair in pairs] == [["c", "d", "e"]]
+    assert pairs[0]["prompt"] == next_item_pair("video games", ["Title: C", "Title: D"], "Title: E").prompt
+    assert stats.dropped["next_item:too_long"] == 2  # windows from a (target huge) and from huge
 
 
 def test_parse_rejects_other_prompts():
     with pytest.raises(ValueError, match="not a RecGPT instruction prompt"):
         parse_pair("Predict the next item.", "Title: x")
     with pytest.raises(ValueError, match="unknown instruction"):
-        parse_pair("### Instruction:\nSummarise.\nGiven the interaction history of a user with books as follows:"
-                   "\n\nTitle: a\n\n### Response:", "x")
+        parse_pair(
+            "### Instruction:\nSummarise.\nGiven the interaction history of a user with books as follows:"
+            "\n\nTitle: a\n\n### Response:",
+            "x",
+        )
 
 
 def test_fit_keeps_the_most_recent_items_that_fit():
@@ -185,21 +335,17 @@ def test_held_out_interactions_never_reach_a_pair(instruments):
     guarded = instruct_pairs_stage(
         {"interactions": instruments, "items": empty("items"), "held_out": held}, params, Context()
     )
-    assert guarded.stats.dropped["held_out"] == instruments.join(
-        held.select("user_id", "item_id").unique(), on=["user_id", "item_id"], how="semi"
-    ).height
+    assert (
+        guarded.stats.dropped["held_out"]
+        == instruments.join(held.select("user_id", "item_id").unique(), on=["user_id", "item_id"], how="semi").height
+    )
     assert leaked(guarded.tables["instruct"], held).height == 0
     unguarded = build_pairs(instruments, empty("items"), params, 0, StageStats())
     assert leaked(unguarded, held).height > 0
 
 
 def test_no_rating_pairs_where_the_template_says_so_or_the_rating_is_null():
-    history = UserHistory(
-        source="steam", dataset="steam", user_id="u", noun="video games", rating_pairs=False,
-        item_ids=["a", "b", "c"], full=["Title: A", "Title: B", "Title: C"],
-        unrated=["Title: A", "Title: B", "Title: C"], short=["Title: A", "Title: B", "Title: C"],
-        ratings=[None, None, None],
-    )
+    history = steam_history(["a", "b", "c"], ["Title: A", "Title: B", "Title: C"])
     stats = StageStats()
     maker = PairMaker(InstructPairsParams(), stats)
     assert {pair["task"] for pair in maker.pairs(history)} == {NEXT_ITEM}

@@ -1,12 +1,11 @@
 """Instruction pairs from the instruction-pool users' histories.
 
-Each user's history (one dataset, CHRONOLOGICAL) is cut into windows from its most recent item back:
-a window's last item is the target and its history the most recent earlier items that fit the token
-budget; where the budget cut the history, the next, older window ends one item into the previous one,
-so consecutive windows share two items, as the authors' rows do. Rating windows skip targets without
-a rating and sources whose template says ``rating_pairs = False``. Per source and task, a configured
-number of windows is kept, chosen by a seeded stable hash, so the same input and seed give the same
-pairs.
+Each user's history (one dataset, CHRONOLOGICAL) is cut into windows forward from its oldest item
+(:mod:`recgpt_data.instruct.windows`): each window takes as many items as fit the token budget, its last
+item the target; the next starts on the previous one's last two items, as the authors' rows do. Rating
+windows end only on a rated item, and are not made for sources whose template says
+``rating_pairs = False``. Per source and task, a configured number of windows is kept, chosen by a
+seeded stable hash, so the same input and seed give the same pairs.
 """
 
 from __future__ import annotations
@@ -20,15 +19,8 @@ from pydantic import Field
 from recgpt_data.errors import UsageError
 from recgpt_data.hashing import unit_interval
 from recgpt_data.histories import USER, bucket_events, template_for
-from recgpt_data.instruct.templates import (
-    MAX_TOKENS,
-    NEXT_ITEM,
-    RATING,
-    TASKS,
-    PairBuilder,
-    fit_lines,
-    line_costs,
-)
+from recgpt_data.instruct.templates import MAX_TOKENS, NEXT_ITEM, RATING, TASKS, PairBuilder
+from recgpt_data.instruct.windows import WindowCutter
 from recgpt_data.serialize import field_exprs, item_line_expr
 from recgpt_data.split import drop_held_out
 from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, count, stage
@@ -63,7 +55,7 @@ class TaskCounts(Params):
 class InstructPairsParams(Params):
     counts: dict[str, TaskCounts] = Field(default_factory=dict)  # by source format, e.g. "amazon2018"
     default: TaskCounts = TaskCounts()  # for sources not in ``counts``
-    max_pairs_per_user: int | None = Field(None, ge=1)  # windows per user, dataset and task
+    max_pairs_per_user: int | None = Field(None, ge=1)  # the newest windows kept per user, dataset and task
     min_history: int = Field(1, ge=1)  # items before the target
     max_tokens: int = Field(MAX_TOKENS, ge=16)
     pool: str = "instruct"  # the ``split`` value of the users to draw from; "all": every user
@@ -71,15 +63,6 @@ class InstructPairsParams(Params):
 
     def count_for(self, source: str, task: str) -> int | None:
         return self.counts.get(source, self.default).of(task)
-
-
-@dataclass(frozen=True)
-class Window:
-    """One candidate pair: where its target sits in the user's history and how many items it shows."""
-
-    task: str
-    target: int
-    kept: int
 
 
 @dataclass
@@ -149,7 +132,7 @@ class PairMaker:
         self.tokenizer = load_tokenizer(params.tokenizer)
 
     def pairs(self, history: UserHistory) -> Iterator[dict]:
-        """Every pair of both tasks this history yields, most recent window first per task."""
+        """Every pair of both tasks this history yields, oldest window first per task."""
         yield from self.task_pairs(history, NEXT_ITEM, history.short)
         if history.rating_pairs:
             yield from self.task_pairs(history, RATING, history.full)
@@ -159,30 +142,25 @@ class PairMaker:
         usable = [i for i, line in enumerate(all_lines) if line]
         if len(usable) < len(all_lines):
             self.stats.change(f"{task}:events_without_fields_skipped", len(all_lines) - len(usable))
+        builders = [self.builder(history, task, i) for i in usable]
+        if None in builders:
+            self.stats.drop(f"{task}:null_target_rating", builders.count(None))
         lines = [all_lines[i] for i in usable]
-        item_ids = [history.item_ids[i] for i in usable]
-        costs = line_costs(self.tokenizer, lines)
-        target = len(lines) - 1
-        made = 0
+        cut = WindowCutter(lines, builders, self.tokenizer, self.params.max_tokens, self.params.min_history).cut()
+        if cut.too_long:
+            self.stats.drop(f"{task}:too_long", cut.too_long)
+        if len(cut.windows) > 1:
+            self.stats.change(f"{task}:history_cut_to_fit", 1)
+        windows = cut.windows
         limit = self.params.max_pairs_per_user
-        while target >= self.params.min_history and (limit is None or made < limit):
-            builder = self.builder(history, task, usable[target])
-            if builder is None:
-                self.stats.drop(f"{task}:null_target_rating", 1)
-                target -= 1
-                continue
-            fitted = fit_lines(builder, lines[:target], self.tokenizer, self.params.max_tokens, costs[:target])
-            if fitted is None or fitted[1] < self.params.min_history:
-                self.stats.drop(f"{task}:too_long", 1)
-                target -= 1
-                continue
-            pair, kept = fitted
-            if kept < target:
-                self.stats.change(f"{task}:history_cut_to_fit", 1)
-            shown = item_ids[target - kept : target + 1]
+        if limit is not None and len(windows) > limit:
+            self.stats.drop(f"{task}:over_max_pairs_per_user", len(windows) - limit)
+            windows = windows[-limit:]
+        for window in windows:
+            shown = [history.item_ids[i] for i in usable[window.start : window.target + 1]]
             yield {
-                "prompt": pair.prompt,
-                "response": pair.response,
+                "prompt": window.pair.prompt,
+                "response": window.pair.response,
                 "task": task,
                 "source": history.source,
                 "dataset": history.dataset,
@@ -190,12 +168,8 @@ class PairMaker:
                 "item_id": shown[-1],
                 "item_ids": shown,
                 "num_items": len(shown),
-                "__target": target,
+                "__target": window.target,
             }
-            made += 1
-            if kept == target:
-                break  # the whole earlier history is in this window
-            target -= max(kept - 1, 1)
 
     def builder(self, history: UserHistory, task: str, target: int) -> PairBuilder | None:
         """The pair builder for the event at ``target``; ``None`` for a rating target without a rating."""
@@ -211,9 +185,7 @@ def choose(candidates: pl.DataFrame, params: InstructPairsParams, seed: int, sta
     """The configured number of pairs per source and task, by a seeded stable hash of each window."""
     if candidates.height == 0:
         return candidates
-    key = pl.concat_str(
-        ["task", "dataset", "user_id", pl.col("__target").cast(pl.String)], separator="\x1f"
-    )
+    key = pl.concat_str(["task", "dataset", "user_id", pl.col("__target").cast(pl.String)], separator="\x1f")
     ranked = candidates.with_columns(
         unit_interval(candidates.select(key.alias("k"))["k"], seed).alias("__draw")
     ).with_columns(pl.col("__draw").rank("ordinal").over(["source", "task"]).alias("__rank"))
@@ -257,7 +229,7 @@ def build_pairs(
     reads=("interactions", "items"),
     optional_reads=("held_out",),
     writes=("instruct",),
-    version="1",
+    version="2",
 )
 def instruct_pairs_stage(tables: dict, params: InstructPairsParams, ctx: Context) -> StageOutput:
     """Build rating and next-item pairs from the instruction-pool users; never a held-out interaction."""

@@ -9,8 +9,9 @@ leading newline. Two tasks:
   line ending in an open ``Rating:``; the response is the rating, e.g. ``5.0/5.0``.
 
 :func:`parse_pair` reads a pair back into its task, noun, history and target, and
-:func:`render_parsed` writes it again byte-identical. :func:`fit_lines` keeps the most recent items
-that fit the token budget.
+:func:`render_parsed` writes it again byte-identical. :func:`token_count` is what a pair counts
+against the token budget; :func:`fit_lines` keeps the most recent items before a target that fit it
+(the benchmarks' prompts; instruction windows are cut in :mod:`recgpt_data.instruct.windows`).
 """
 
 from __future__ import annotations
@@ -103,15 +104,17 @@ def render_parsed(parsed: ParsedPair) -> Pair:
 
 
 RESPONSE_SEPARATOR = "\n"  # what a trainer puts between "### Response:" and the response
+FRAMING_TOKENS = 2  # budget tokens beyond prompt and response; the authors' rows fix 2 to 6 at 2048
 
 
 def token_count(tokenizer: Tokenizer, prompt: str, response: str) -> int:
-    """Tokens of a pair as a trainer feeds it: the prompt with the separator that ends it
-    (``RESPONSE_SEPARATOR``), the response, each encoded apart, and the EOS token after them."""
+    """Tokens a pair counts against the budget: prompt and response encoded apart (as a finetuning
+    loader tokenizes them) plus ``FRAMING_TOKENS``, room for an EOS and a separator token. Under 2048
+    this makes every one of the authors' windows the longest that fits (``docs/instruct.md``)."""
     return (
-        len(tokenizer.encode(prompt + RESPONSE_SEPARATOR, add_special_tokens=False).ids)
+        len(tokenizer.encode(prompt, add_special_tokens=False).ids)
         + len(tokenizer.encode(response, add_special_tokens=False).ids)
-        + 1
+        + FRAMING_TOKENS
     )
 
 
