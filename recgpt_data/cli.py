@@ -11,11 +11,20 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from recgpt_data.errors import UsageError
+from recgpt_data.errors import (
+    EXIT_FILESYSTEM,
+    EXIT_INTERRUPTED,
+    EXIT_NETWORK,
+    EXIT_USAGE,
+    UsageError,
+    filesystem_message,
+)
+from recgpt_data.names import shown
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # a traceback must never print a token or a record
     help="Build the RecGPT corpus: ingest raw dumps, run pipeline specs, publish to the Hub.",
 )
 console = Console(stderr=True)
@@ -33,7 +42,7 @@ def ingest(
     from recgpt_data.ingest import resolve_files
     from recgpt_data.sources import get_source
 
-    files, _ = resolve_files(get_source(format), paths)
+    files, _ = resolve_files(get_source(format), paths, out, dataset)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} files"),
         TimeElapsedColumn(), console=console, transient=True,
@@ -202,8 +211,15 @@ def publish(
     ] = False,
 ) -> None:
     """Upload a built dataset folder to the Hugging Face Hub (token from HF_TOKEN or `hf auth login`)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     from recgpt_data.publish import publish_folder
 
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise UsageError(f"--repo-id {shown(repo_id)} is not a Hub repository id: {str(exc).splitlines()[0]}") from None
     report = publish_folder(
         folder, repo_id, private=private, revision=revision, allow_restricted=allow_restricted,
         on_message=lambda m: console.print(m),
@@ -252,10 +268,38 @@ def plan_instruct(
     Console().print(f"total: {'unknown (some source keeps every window)' if grand is None else f'{grand:,}'} pairs")
 
 
+def network_errors() -> tuple[type[BaseException], ...]:
+    """The errors that mean the Hub (or any host) could not be reached."""
+    from recgpt_data.publish.hub import transport_errors
+
+    return transport_errors()
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type where it has none), cut to ``limit``."""
+    text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def fail(message: str, status: int) -> None:
+    """Print ``error: message`` as one plain line (no markup read from it) and exit with ``status``."""
+    console.print("[red]error:[/red] ", end="")
+    console.print(message, markup=False, highlight=False, soft_wrap=True)
+    sys.exit(status)
+
+
 def main() -> None:
-    """Entry point: runs the app, turning usage errors into one line and exit status 2."""
+    """Entry point: runs the app, turning usage, file-system and network errors into one line and an
+    exit status (see :mod:`recgpt_data.errors`)."""
     try:
         app()
     except UsageError as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        sys.exit(2)
+        fail(str(exc), EXIT_USAGE)
+    except KeyboardInterrupt:
+        fail("interrupted; finished work is kept and a rerun resumes", EXIT_INTERRUPTED)
+    except Exception as exc:  # sorted by kind below; anything else is a bug and keeps its traceback
+        if isinstance(exc, network_errors()):
+            fail(f"cannot reach the Hugging Face Hub: {first_line(exc)}", EXIT_NETWORK)
+        if isinstance(exc, OSError):
+            fail(filesystem_message(exc), EXIT_FILESYSTEM)
+        raise

@@ -3,12 +3,21 @@
 ``ingest(format, paths, out)`` writes ``out/interactions/<dataset>/<file>.parquet`` and
 ``out/items/<dataset>/<file>.parquet`` (one file per input file, row groups per batch, so memory
 stays flat), every rejected record to ``out/rejects.jsonl`` (file, line, reason, raw text), and
-``out/summary.json``, whose counts account for every input record: read = kept + rejected.
+``out/summary.json``, whose counts account for every input record: read = kept + rejected. A
+dataset with interactions and no items is warned about (console and ``summary.json``): RecGPT's
+text names every item by its title, so the ``clean`` stage would drop all of its interactions.
+
+A kept value is a valid one: ids non-blank and of the source's form, ratings on the source's scale,
+times within its range (see :class:`~recgpt_data.sources.base.Source`); anything else is a reject
+with its reason. Every output path is checked to stay under ``out``. An ingest holds the folder's
+lock (the one pipeline runs take) and writes ``summary.json`` last: an ingest that fails leaves no
+summary and no partial file, so its output never looks complete.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,7 +28,9 @@ from pydantic import field_validator
 
 from recgpt_data import schema as canonical
 from recgpt_data.errors import UsageError
+from recgpt_data.io.lock import folder_lock
 from recgpt_data.io.parquet import AtomicParquetWriter, write_text
+from recgpt_data.names import DatasetName, check_dataset, inside, shown
 from recgpt_data.pipeline.spec import resolve_path
 from recgpt_data.sources import get_source
 from recgpt_data.sources.base import LINE, FileInfo, RawBatch, ReadState, Reject, Role, Source
@@ -47,6 +58,7 @@ class IngestSummary:
     format: str
     files: list[FileSummary] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    dataset_warnings: list[str] = field(default_factory=list)
 
     @property
     def read(self) -> int:
@@ -65,7 +77,7 @@ class IngestSummary:
 
     @property
     def warnings(self) -> list[str]:
-        return [f.warning for f in self.files if f.warning]
+        return [f.warning for f in self.files if f.warning] + self.dataset_warnings
 
     def kept_by_table(self) -> dict[str, int]:
         total: Counter[str] = Counter()
@@ -86,35 +98,104 @@ class IngestSummary:
         }
 
 
-def resolve_files(source: Source, paths: Sequence[str | Path]) -> tuple[list[tuple[Path, Role]], list[str]]:
+@dataclass(frozen=True)
+class InputFile:
+    """One file to read in one role, the dataset its rows belong to and where they are written."""
+
+    path: Path
+    role: Role
+    dataset: str
+    output: Path
+
+
+def missing_items(summaries: Sequence[IngestSummary]) -> list[str]:
+    """A warning for every dataset the ``summaries`` kept interactions of and no items: without item
+    titles the ``clean`` stage drops every one of those interactions."""
+    kept: Counter[tuple[str, str]] = Counter()
+    for summary in summaries:
+        for f in summary.files:
+            kept[f.dataset, f.table] += f.kept
+    return [
+        f"{dataset}: {n:,} interactions and no items (no metadata file was read for it, or none of its "
+        "records was kept); `clean` drops the interactions of items without a title, so it will drop all of these"
+        for (dataset, table), n in sorted(kept.items())
+        if table == "interactions" and n and not kept[dataset, "items"]
+    ]
+
+
+def resolve_files(
+    source: Source, paths: Sequence[str | Path], out: str | Path | None = None, dataset: str | None = None
+) -> tuple[list[InputFile], list[str]]:
     """The files under ``paths`` that ``source`` reads, in a stable order, and those it skips.
 
-    A named file that does not exist, or that the source cannot read, is an error; inside a folder,
-    files the source does not read (READMEs, genre lists) are skipped and listed."""
-    chosen: list[tuple[Path, Role]] = []
+    A named file that does not exist, that the source cannot read, or that is of another format by
+    its first records, is an error, as is a dataset name that is not safe as a path and two files
+    that would write the same output; inside a folder, files the source does not read (READMEs,
+    genre lists), hidden files and anything under ``out`` (the tool's own outputs) are skipped and
+    listed. Nothing is written."""
+    out = Path(out or ".")
+    if dataset is not None:
+        check_dataset(dataset)
+    chosen: list[InputFile] = []
     skipped: list[str] = []
     for given in paths:
         path = Path(given)
         if not path.exists():
-            raise UsageError(f"no such file or folder: {path}")
+            raise UsageError(f"no such file or folder: {shown(str(path), 200)}")
         if path.is_file():
             roles = source.roles_for(path)
             if not roles:
-                raise UsageError(f"{path.name} is not a {source.name} file this reader knows")
-            chosen.extend((path, role) for role in roles)
+                raise UsageError(f"{shown(path.name)} is not a {source.name} file this reader knows")
+            chosen.extend(_input(source, path, role, out, dataset) for role in roles)
             continue
         for child in sorted(p for p in path.rglob("*") if p.is_file()):
             roles = source.roles_for(child)
-            if not roles:
+            if not roles or _hidden(child.relative_to(path)) or _within(child, out):
                 skipped.append(str(child))
-            chosen.extend((child, role) for role in roles)
+                continue
+            chosen.extend(_input(source, child, role, out, dataset) for role in roles)
     if not chosen:
-        raise UsageError(f"no {source.name} files found in: {', '.join(map(str, paths))}")
+        raise UsageError(f"no {source.name} files found in: {shown(', '.join(map(str, paths)), 200)}")
+    _refuse_collisions(chosen)
     return chosen, skipped
 
 
+def _hidden(relative: Path) -> bool:
+    """A hidden file or one in a hidden folder (``.stages``, macOS ``._name`` copies)."""
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _input(source: Source, path: Path, role: Role, out: Path, dataset: str | None) -> InputFile:
+    """``path`` in ``role``, checked: of this format by its first records, with a safe dataset name."""
+    if role.sniff is not None and (problem := role.sniff(path)) is not None:
+        raise UsageError(f"{shown(path.name)}: {problem}; it is not a {source.name} {role.table} file")
+    name = dataset if dataset is not None else source.dataset(Path(os.path.abspath(path)))
+    try:
+        check_dataset(name)
+    except UsageError as exc:
+        raise UsageError(f"{shown(str(path), 200)}: {exc}; name the dataset with --dataset") from None
+    return InputFile(path, role, name, inside(out, output_path(out, role.table, name, path)))
+
+
+def _refuse_collisions(files: list[InputFile]) -> None:
+    """Refuse two input files that would write the same output file (the same name in one dataset)."""
+    seen: dict[Path, Path] = {}
+    for file in files:
+        if file.output in seen and seen[file.output] != file.path:
+            raise UsageError(
+                f"{shown(str(seen[file.output]), 200)} and {shown(str(file.path), 200)} would both write "
+                f"{file.output.name} of dataset {file.dataset}; ingest them into separate --out folders"
+            )
+        seen[file.output] = file.path
+
+
 def canonical_batch(batch: RawBatch, role: Role, info: FileInfo, source: Source) -> tuple[pl.DataFrame, list[Reject]]:
-    """Map a raw batch to canonical rows; rows missing a required field become rejects."""
+    """Map a raw batch to canonical rows; rows missing a required field or holding a value the
+    source cannot hold (:func:`invalid_reason`) become rejects."""
     rejects = list(batch.rejects)
     if not batch.frame.height:
         return canonical.empty(role.table), rejects
@@ -126,15 +207,46 @@ def canonical_batch(batch: RawBatch, role: Role, info: FileInfo, source: Source)
     )
     if role.table == "interactions" and "rating_max" not in mapped.columns:
         mapped = mapped.with_columns(pl.lit(source.rating_max, pl.Float64).alias("rating_max"))
-    missing = pl.lit(None, pl.String)
-    for column in reversed(role.required):
-        missing = pl.when(pl.col(column).is_null()).then(pl.lit(f"missing_{column}")).otherwise(missing)
-    mapped = mapped.with_columns(missing.alias("__reject"))
+    mapped = mapped.with_columns(invalid_reason(mapped.collect_schema().names(), role, source).alias("__reject"))
     bad = mapped.filter(pl.col("__reject").is_not_null())
     for line, reason in bad.select(LINE, "__reject").iter_rows():
         rejects.append(Reject(line, reason, batch.raw_text(line)))
     kept = mapped.filter(pl.col("__reject").is_null())
     return canonical.conform(kept, role.table), rejects
+
+
+MAX_ID_CHARS = 512
+# Characters no id may hold: control characters (NUL, newlines, escapes) and line/paragraph separators.
+_ID_CONTROL = r"[\p{Cc}\p{Zl}\p{Zp}]"
+ID_COLUMNS = ("user_id", "item_id")
+
+
+def invalid_reason(columns: Sequence[str], role: Role, source: Source) -> pl.Expr:
+    """Per mapped row, why it cannot be kept (null where it can): a required column missing
+    (``missing_<col>``), a blank id (``empty_<col>``), an id with control characters, too long or
+    not of the source's form (``bad_<col>``), a rating off the source's scale (NaN and infinities
+    included) and a time outside its range (``..._out_of_range``). The first that applies is given."""
+    checks: list[tuple[pl.Expr, str]] = [(pl.col(c).is_null(), f"missing_{c}") for c in role.required]
+    patterns = dict(source.id_patterns)
+    for column in (c for c in ID_COLUMNS if c in columns):
+        value = pl.col(column)
+        bad = value.str.contains(_ID_CONTROL) | (value.str.len_chars() > MAX_ID_CHARS)
+        if column in patterns:
+            bad = bad | ~value.str.contains(f"^(?:{patterns[column]})$")
+        checks += [(value.str.strip_chars() == "", f"empty_{column}"), (bad, f"bad_{column}")]
+    if "rating" in columns and role.table == "interactions":
+        rating = pl.col("rating")
+        low = source.rating_min if source.rating_min is not None else float("-inf")
+        high = source.rating_max if source.rating_max is not None else float("inf")
+        checks.append((rating.is_not_null() & ~(rating.is_finite() & rating.is_between(low, high)), "rating_out_of_range"))
+    if "timestamp" in columns:
+        start, end = source.time_range
+        late_or_early = ~pl.col("timestamp").is_between(start, end, closed="left")
+        checks.append((pl.col("timestamp").is_not_null() & late_or_early, "timestamp_out_of_range"))
+    reason = pl.lit(None, pl.String)
+    for condition, why in reversed(checks):
+        reason = pl.when(condition.fill_null(False)).then(pl.lit(why)).otherwise(reason)
+    return reason
 
 
 def ingest(
@@ -144,19 +256,43 @@ def ingest(
     dataset: str | None = None,
     on_file: Callable[[Path], None] | None = None,
 ) -> IngestSummary:
-    """Read ``paths`` (files or folders) as source ``format`` into canonical parquet under ``out``."""
+    """Read ``paths`` (files or folders) as source ``format`` into canonical parquet under ``out``,
+    holding ``out``'s lock."""
     source = get_source(format)
-    files, skipped = resolve_files(source, paths)
+    files, skipped = resolve_files(source, paths, out, dataset)
     out = Path(out)
-    summary = IngestSummary(format=source.name, skipped=skipped)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"the output folder {shown(str(out), 200)} is a file")
     out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):
+        return write_ingest(source, files, skipped, out, on_file)
+
+
+def write_ingest(
+    source: Source,
+    files: Sequence[InputFile],
+    skipped: list[str],
+    out: Path,
+    on_file: Callable[[Path], None] | None = None,
+) -> IngestSummary:
+    """Read resolved ``files`` into ``out``: the old summary goes first and the new one is written
+    last, and on any error the rejects written so far are removed, so a failed ingest leaves no
+    summary, no rejects file and no partial parquet."""
+    summary = IngestSummary(format=source.name, skipped=skipped)
+    for stale in ("summary.json", "rejects.jsonl"):
+        (out / stale).unlink(missing_ok=True)
     rejects_tmp = out / "rejects.jsonl.tmp"
-    with open(rejects_tmp, "w", encoding="utf-8") as rejects_file:
-        for path, role in files:
-            summary.files.append(_ingest_file(source, path, role, out, dataset, rejects_file))
-            if on_file is not None:
-                on_file(path)
-    rejects_tmp.replace(out / "rejects.jsonl")
+    try:
+        with open(rejects_tmp, "w", encoding="utf-8") as rejects_file:
+            for file in files:
+                summary.files.append(_ingest_file(source, file, rejects_file))
+                if on_file is not None:
+                    on_file(file.path)
+        rejects_tmp.replace(out / "rejects.jsonl")
+    except BaseException:
+        rejects_tmp.unlink(missing_ok=True)
+        raise
+    summary.dataset_warnings = missing_items([summary])
     write_text(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n", out / "summary.json")
     return summary
 
@@ -166,14 +302,13 @@ def output_path(out: Path, table: str, dataset: str, path: Path) -> Path:
     return out / table / dataset / f"{path.name}.parquet"
 
 
-def _ingest_file(source: Source, path: Path, role: Role, out: Path, dataset: str | None, rejects_file) -> FileSummary:
-    name = dataset or source.dataset(path)
+def _ingest_file(source: Source, file: InputFile, rejects_file) -> FileSummary:
+    path, role, name = file.path, file.role, file.dataset
     info = FileInfo(source=source.name, dataset=name, file=path.name, path=path)
     summary = FileSummary(file=str(path), table=role.table, dataset=name)
     state = ReadState()
     reasons: Counter[str] = Counter()
-    writer = AtomicParquetWriter(output_path(out, role.table, name, path), canonical.TABLES[role.table])
-    try:
+    with AtomicParquetWriter(file.output, canonical.TABLES[role.table]) as writer:
         for batch in role.reader(path, state):
             rows, rejects = canonical_batch(batch, role, info, source)
             writer.write(rows)
@@ -186,8 +321,6 @@ def _ingest_file(source: Source, path: Path, role: Role, out: Path, dataset: str
                     )
                     + "\n"
                 )
-    finally:
-        writer.close()
     summary.read = state.records
     summary.kept = writer.rows
     summary.rejected = dict(sorted(reasons.items()))
@@ -203,7 +336,7 @@ class SourceSpec(Params):
 
     format: str
     paths: list[str]
-    dataset: str | None = None
+    dataset: DatasetName | None = None
     enabled: bool = True  # false (or a var that says so) leaves an optional source out
 
 
@@ -222,17 +355,23 @@ def ingest_stage(tables: dict, params: IngestParams, ctx: Context) -> StageOutpu
     """Read every declared source into the canonical tables; rejects are counted as drops."""
     stats = StageStats()
     summaries = []
+    read: list[IngestSummary] = []
     rejects = []
     for index, spec in enumerate(params.sources):
         paths = [resolve_path(p, ctx.spec_dir) for p in spec.paths]
         out = ctx.scratch / f"{index:02d}-{spec.format}"
-        summary = ingest(spec.format, paths, out, spec.dataset)
+        source = get_source(spec.format)
+        files, skipped = resolve_files(source, paths, out, spec.dataset)
+        out.mkdir(parents=True, exist_ok=True)
+        summary = write_ingest(source, files, skipped, out)
         summaries.append(summary.to_dict())
+        read.append(summary)
         stats.rows_in[spec.format] = stats.rows_in.get(spec.format, 0) + summary.read
         for reason, n in summary.rejected.items():
             stats.drop(f"{spec.format}:{reason}", n)
         rejects.append(read_rejects(out / "rejects.jsonl", spec.format))
     stats.info["sources"] = summaries
+    stats.info["warnings"] = [f.warning for s in read for f in s.files if f.warning] + missing_items(read)
     frames = {}
     for table in ("interactions", "items"):
         files = sorted(ctx.scratch.glob(f"*/{table}/**/*.parquet"))

@@ -367,17 +367,32 @@ def test_an_unpaired_quote_does_not_swallow_the_rest_of_the_file(tmp_path):
     assert frame["review"][3] == 'a stray " inside'
 
 
-def test_lines_joined_by_two_unpaired_quotes_are_one_rejected_record(tmp_path):
+def test_lines_joined_by_two_unpaired_quotes_are_taken_apart_again(tmp_path):
+    """Two stray quotes pair up across lines; the joined lines do not parse as one record, so each
+    line is read on its own (a quote inside an unquoted field is text, as the csv module reads it)."""
     path = tmp_path / "RAW_interactions.csv"
     rows = [f"1,{i},2010-01-01,5,fine" for i in range(8)]
     rows[3], rows[5] = '1,3,2010-01-01,5,a " here', '1,5,2010-01-01,5,and " there'
     path.write_text("user_id,recipe_id,date,rating,review\n" + "\n".join(rows) + "\n")
     summary, inter, _ = run("foodcom", [path], tmp_path / "out")
-    assert inter["item_id"].to_list() == ["0", "1", "2", "6", "7"]
+    assert inter["item_id"].to_list() == [str(i) for i in range(8)]
+    assert inter["review_text"].to_list()[3:6] == ['a " here', "fine", 'and " there']
+    assert inter["src_line"].to_list() == list(range(1, 9))
+    assert rejects(tmp_path / "out") == []
+    assert summary.read == 8
+
+
+def test_a_quote_open_at_the_end_of_the_file_loses_only_its_own_line(tmp_path):
+    path = tmp_path / "RAW_interactions.csv"
+    rows = [f"1,{i},2010-01-01,5,fine" for i in range(100)]
+    rows[0] = '1,0,2010-01-01,5,"never closed'
+    path.write_text("user_id,recipe_id,date,rating,review\n" + "\n".join(rows) + "\n")
+    summary, inter, _ = run("foodcom", [path], tmp_path / "out")
+    assert inter["item_id"].to_list() == [str(i) for i in range(1, 100)]
     assert [(r["line"], r["reason"], r["raw"]) for r in rejects(tmp_path / "out")] == [
-        (4, "malformed_csv", "\n".join(rows[3:6]))
+        (1, "unterminated_quote", rows[0])
     ]
-    assert summary.read == 6
+    assert summary.read == 100
 
 
 def test_quoted_newlines_next_to_control_bytes(tmp_path):
@@ -419,7 +434,7 @@ def test_foodcom_recipes_fixture(fixtures, shared, tmp_path):
 def test_malformed_csv_rows_are_rejected_with_reasons(tmp_path):
     folder = tmp_path / "ml-latest"
     folder.mkdir()
-    (folder / "ratings.csv").write_text('userId,movieId,rating,timestamp\n1,10,4.0,1000\n1,11,4.0\n\n1,"12,3.5,1001\n')
+    (folder / "ratings.csv").write_text('userId,movieId,rating,timestamp\n1,10,4.0,1000000000\n1,11,4.0\n\n1,"12,3.5,1000000001\n')
     (folder / "movies.csv").write_text(
         'movieId,title,genres\n10,"A ""quoted"" title",Drama\n11,"Bad"x,Drama\n12,Fine,\n'
     )

@@ -32,6 +32,7 @@ from recgpt_data.benchmarks.p5 import (
 from recgpt_data.benchmarks.prompts import benchmark_prompts, catalogue, rendered_events
 from recgpt_data.instruct.templates import MAX_TOKENS, TASKS
 from recgpt_data.io.parquet import write_parquet, write_text
+from recgpt_data.names import SafeName
 from recgpt_data.pipeline.spec import resolve_path
 from recgpt_data.split import HELD_OUT
 from recgpt_data.stage import Context, Params, StageOutput, StageStats, stage
@@ -63,6 +64,7 @@ def write_benchmark(
                 write_text(lines, folder / "prompts" / f"{task}_{split_name}.jsonl")
             counts[f"{task}_{split_name}"] = chosen.height
     summary = {
+        **{c: events[c][0] for c in ("source", "dataset") if c in events.columns},  # for the licence check
         "users": len(split.users),
         "items": len(split.items),
         "interactions": split.interactions,
@@ -79,7 +81,7 @@ def write_benchmark(
 class BenchmarkSpec(Params):
     """One benchmark built from a dataset of the canonical tables."""
 
-    name: str  # folder under eval/, e.g. "beauty"
+    name: SafeName  # folder under eval/, e.g. "beauty"
     dataset: str  # canonical dataset, e.g. "amazon2014/Beauty"
     k: int = Field(5, ge=1)
     start: datetime | None = None  # keep interactions at or after (Yelp 2019: 2019-01-01)
@@ -144,7 +146,7 @@ def p5_benchmark_stage(tables: dict, params: P5BenchmarkParams, ctx: Context) ->
 class P5Files(Params):
     """One of P5's own splits: its folder and the canonical dataset its raw ids belong to."""
 
-    name: str
+    name: SafeName  # folder under eval/
     dataset: str  # e.g. "amazon2014/Beauty": where item text for prompts is looked up
     path: str
 

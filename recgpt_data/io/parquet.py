@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -22,7 +23,9 @@ def to_arrow(frame: pl.DataFrame) -> pa.Table:
 
 
 class AtomicParquetWriter:
-    """Append frames as row groups to ``path``; nothing is visible at ``path`` until :meth:`close`."""
+    """Append frames as row groups to ``path``; nothing is visible at ``path`` until :meth:`close`.
+    As a context manager it closes on success and :meth:`abort` s on an error, so a failed write
+    never puts a partial file in place."""
 
     def __init__(self, path: Path, schema: dict[str, pl.DataType]):
         self.path = Path(path)
@@ -40,6 +43,21 @@ class AtomicParquetWriter:
     def close(self) -> None:
         self.writer.close()
         os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop what was written: the temporary file goes, ``path`` is left as it was."""
+        with contextlib.suppress(OSError):  # a full disk can fail the close too; the file goes anyway
+            self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicParquetWriter:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write_parquet(frame: pl.DataFrame, path: Path, row_group_size: int = 65536) -> None:

@@ -1,10 +1,12 @@
-"""Open raw dumps as they are published: plain, ``.gz`` or ``.bz2``, read in large binary chunks.
+"""Open raw dumps as they are published: plain, ``.gz``, ``.bz2`` or ``.zst``, read in large binary chunks.
 
 A truncated compressed file (an upload cut off) yields every byte that decompresses, then sets
 ``truncated`` instead of raising, so readers keep every complete record and report the cut.
 Decompression is driven by hand (``zlib`` / ``bz2`` decompressor objects) so that nothing already
-decompressed is lost when the stream ends early, and multi-member files are read whole.
-:class:`LineBlocks` cuts plain files straight from an ``mmap``, so each block is copied once.
+decompressed is lost when the stream ends early, and multi-member files are read whole; zstd goes through pyarrow's streaming decoder, which reports a
+cut stream after handing over what it decoded. A UTF-8 byte order mark at the start of a file is
+not data and is dropped. :class:`LineBlocks` cuts plain files straight from an ``mmap``, so each
+block is copied once.
 """
 
 from __future__ import annotations
@@ -15,17 +17,31 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
+
 CHUNK_BYTES = 8 << 20
+BOM = b"\xef\xbb\xbf"
+COMPRESSION_SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 
 
 def compression_of(path: str | Path) -> str | None:
-    """``"gzip"``, ``"bz2"`` or ``None`` by the file's suffix."""
-    name = str(path)
-    if name.endswith(".gz"):
-        return "gzip"
-    if name.endswith(".bz2"):
-        return "bz2"
-    return None
+    """``"gzip"``, ``"bz2"``, ``"zstd"`` or ``None`` by the file's suffix."""
+    return COMPRESSION_SUFFIXES.get(Path(path).suffix)
+
+
+def without_bom(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """``chunks`` with a UTF-8 byte order mark at the very start dropped (however the chunks cut it)."""
+    head = b""
+    for chunk in chunks:
+        if head is not None:
+            head += chunk
+            if len(head) < len(BOM) and BOM.startswith(head):
+                continue
+            chunk, head = head.removeprefix(BOM), None
+        if chunk:
+            yield chunk
+    if head:
+        yield head
 
 
 def _decompressor(kind: str):
@@ -49,7 +65,22 @@ class ChunkStream:
                 while chunk := handle.read(self.chunk_bytes):
                     yield chunk
                 return
+            if kind == "zstd":
+                yield from self._zstd(handle)
+                return
             yield from self._decompress(handle, kind)
+
+    def _zstd(self, handle) -> Iterator[bytes]:
+        stream = pa.CompressedInputStream(pa.PythonFile(handle, mode="r"), "zstd")
+        while True:
+            try:
+                out = stream.read(self.chunk_bytes)
+            except OSError as exc:
+                self.truncated, self.error = True, f"corrupt zstd stream: {exc}"
+                return
+            if not out:
+                return
+            yield out
 
     def _decompress(self, handle, kind: str) -> Iterator[bytes]:
         decoder = _decompressor(kind)
@@ -105,28 +136,29 @@ class LineBlocks:
         if compression_of(self.stream.path) is None:
             yield from self._mapped()
             return
-        carry = b""
-        for chunk in self.stream:
+        carry: list[bytes] = []  # the pieces of a line not yet ended (a long line spans many chunks)
+        for chunk in without_bom(iter(self.stream)):
             if b"\r" in chunk:
                 chunk = chunk.replace(b"\r\n", b"\n")
-            if carry.endswith(b"\r") and chunk.startswith(b"\n"):
-                carry = carry[:-1]
+            if carry and carry[-1].endswith(b"\r") and chunk.startswith(b"\n"):
+                carry[-1] = carry[-1][:-1]
             cut = chunk.rfind(b"\n")
             if cut < 0:
-                carry += chunk
+                carry.append(chunk)
                 continue
             # one copy per block: the carried partial line and the chunk up to its last line break
-            block = b"".join((carry, memoryview(chunk)[:cut])) if carry else chunk[:cut]
-            carry = chunk[cut + 1 :]
+            block = b"".join((*carry, memoryview(chunk)[:cut])) if carry else chunk[:cut]
+            carry = [chunk[cut + 1 :]]
             yield self._numbered(block)
-        if carry.endswith(b"\r"):
-            carry = carry[:-1]
-        if not carry:
+        rest = b"".join(carry)
+        if rest.endswith(b"\r"):
+            rest = rest[:-1]
+        if not rest:
             return
         if self.stream.truncated:
-            self.partial = carry
+            self.partial = rest
         else:
-            yield self._numbered(carry)
+            yield self._numbered(rest)
 
     def _mapped(self) -> Iterator[tuple[int, bytes, int]]:
         """A plain file through ``mmap``: each block is cut at a line break inside the next
@@ -136,7 +168,7 @@ class LineBlocks:
             return
         with open(self.stream.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
             last = data.rfind(b"\n")
-            start = released = 0
+            start, released = (len(BOM) if data[: len(BOM)] == BOM else 0), 0
             while start <= last:
                 cut = data.rfind(b"\n", start, min(start + self.stream.chunk_bytes, last + 1))
                 if cut < start:  # a line longer than a chunk

@@ -20,14 +20,13 @@ a rerun finishes with the same bytes as a run that was never interrupted.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import signal
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +36,7 @@ import polars as pl
 from recgpt_data import stage as registry
 from recgpt_data.engines import Engine, get_engine
 from recgpt_data.errors import UsageError
+from recgpt_data.io.lock import folder_lock
 from recgpt_data.io.parquet import write_parquet, write_text
 from recgpt_data.pipeline.fingerprint import FileRecord, HashCache, digest, file_sha256, raw_inputs, source_sha256
 from recgpt_data.pipeline.partition import PartitionResult, PartitionTask, run_partition
@@ -254,18 +254,9 @@ class Runner:
         with self.lock():
             return self.run_stages(selected, only, force)
 
-    @contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the output folder for this run; a second run on it at the same time is refused.
-        The lock goes with the process, so a killed run never leaves it behind."""
-        path = self.out / STAGES / "lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UsageError(f"another run is writing {self.out}; wait for it to finish") from None
-            yield
+    def lock(self) -> AbstractContextManager[None]:
+        """Hold the output folder for this run (the lock ``recgpt-data ingest`` takes too)."""
+        return folder_lock(self.out)
 
     def run_stages(self, selected: list[Planned], only: str | None, force: bool) -> RunResult:
         """Run ``selected`` in order (see :meth:`run`)."""

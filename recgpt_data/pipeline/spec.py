@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recgpt_data.errors import UsageError
+from recgpt_data.names import SafeName
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 
@@ -35,7 +36,7 @@ class StageSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stage: str
-    id: str | None = None  # defaults to the stage name; lets one stage appear twice
+    id: SafeName | None = None  # defaults to the stage name; lets one stage appear twice; a folder name
     params: dict[str, Any] = Field(default_factory=dict)
     partitions: int | None = Field(default=None, ge=1)  # overrides the spec's for this stage
     enabled: bool = True  # false (or a var that says so) leaves the stage out of the run
@@ -48,7 +49,7 @@ class StageSpec(BaseModel):
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: SafeName  # names the default output folder out/<name>
     seed: int = 0
     partitions: int = Field(default=1, ge=1)
     vars: dict[str, str] = Field(default_factory=dict)

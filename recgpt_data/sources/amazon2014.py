@@ -9,13 +9,16 @@ import polars as pl
 
 from recgpt_data.sources.amazon_common import (
     AMAZON_TEMPLATES,
+    AMAZON_USER,
+    ASIN,
     BOOKS_TEMPLATE,
     amazon_dataset,
     extras_json,
 )
-from recgpt_data.sources.base import LINE, FileInfo, Role, Source
+from recgpt_data.sources.base import LINE, FileInfo, Role, Source, from_epoch
 from recgpt_data.sources.pyliteral import pyliteral
 from recgpt_data.sources.readers import ndjson, with_raw_json
+from recgpt_data.sources.sniff import fields_sniff
 
 REVIEW_FIELDS = {
     "reviewerID": pl.String(),
@@ -42,7 +45,7 @@ def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     return raw.select(
         pl.col("reviewerID").alias("user_id"),
         pl.col("asin").alias("item_id"),
-        pl.from_epoch("unixReviewTime", time_unit="s").dt.replace_time_zone("UTC").alias("timestamp"),
+        from_epoch("unixReviewTime", "s").alias("timestamp"),
         pl.col("overall").alias("rating"),
         pl.col("summary").alias("review_title"),
         pl.col("reviewText").alias("review_text"),
@@ -67,17 +70,29 @@ def meta(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
 SOURCE = Source(
     name="amazon2014",
     roles=(
-        Role("items", ("meta_*.json*",), pyliteral(META_FIELDS), meta, required=("item_id",)),
+        Role(
+            "items",
+            ("meta_*.json",),
+            pyliteral(META_FIELDS),
+            meta,
+            required=("item_id",),
+            sniff=fields_sniff(("asin",), {"main_cat": "amazon2018", "parent_asin": "amazon2023"}),
+        ),
         Role(
             "interactions",
-            ("reviews_*.json*", "*_5.json", "*_5.json.gz", "*_5.json.bz2"),
+            ("reviews_*.json", "*_5.json"),
             ndjson(REVIEW_FIELDS),
             reviews,
             required=("user_id", "item_id"),
+            sniff=fields_sniff(
+                ("reviewerID", "asin"), {"verified": "amazon2018", "vote": "amazon2018", "parent_asin": "amazon2023"}
+            ),
         ),
     ),
     dataset=lambda path: amazon_dataset("amazon2014", path),
     rating_max=5.0,
+    rating_min=1.0,
+    id_patterns=(("user_id", AMAZON_USER), ("item_id", ASIN)),
     template=AMAZON_TEMPLATES,
     template_overrides=(("/(Books|Kindle_Store)$", BOOKS_TEMPLATE),),
     terms="Amazon product data (2014), Ruining He and Julian McAuley (WWW 2016); Julian McAuley et al. "

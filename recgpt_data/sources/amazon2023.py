@@ -9,12 +9,15 @@ import polars as pl
 
 from recgpt_data.sources.amazon_common import (
     AMAZON_TEMPLATES,
+    AMAZON_USER,
+    ASIN,
     BOOKS_TEMPLATE,
     amazon_dataset,
     extras_json,
 )
-from recgpt_data.sources.base import LINE, FileInfo, Role, Source
+from recgpt_data.sources.base import LINE, FileInfo, Role, Source, from_epoch
 from recgpt_data.sources.readers import ndjson
+from recgpt_data.sources.sniff import fields_sniff
 
 REVIEW_FIELDS = {
     "user_id": pl.String(),
@@ -46,7 +49,7 @@ def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     return raw.select(
         pl.col("user_id"),
         pl.col("parent_asin").alias("item_id"),
-        pl.from_epoch("timestamp", time_unit="ms").dt.replace_time_zone("UTC").alias("timestamp"),
+        from_epoch("timestamp", "ms").alias("timestamp"),
         pl.col("rating"),
         pl.col("title").alias("review_title"),
         pl.col("text").alias("review_text"),
@@ -77,18 +80,28 @@ def meta(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
 SOURCE = Source(
     name="amazon2023",
     roles=(
-        Role("items", ("meta_*.jsonl*",), ndjson(META_FIELDS), meta, required=("item_id",)),
+        Role(
+            "items",
+            ("meta_*.jsonl",),
+            ndjson(META_FIELDS),
+            meta,
+            required=("item_id",),
+            sniff=fields_sniff(("parent_asin",), {"salesRank": "amazon2014", "main_cat": "amazon2018"}),
+        ),
         Role(
             "interactions",
-            ("*.jsonl", "*.jsonl.gz", "*.jsonl.bz2"),
+            ("*.jsonl",),
             ndjson(REVIEW_FIELDS),
             reviews,
             required=("user_id", "item_id"),
             exclude=("meta_*",),
+            sniff=fields_sniff(("user_id", "parent_asin"), {"reviewerID": "amazon2014 or amazon2018"}),
         ),
     ),
     dataset=lambda path: amazon_dataset("amazon2023", path),
     rating_max=5.0,
+    rating_min=1.0,
+    id_patterns=(("user_id", AMAZON_USER), ("item_id", ASIN)),
     template=AMAZON_TEMPLATES,
     template_overrides=(("/(Books|Kindle_Store)$", BOOKS_TEMPLATE),),
     terms="Amazon Reviews'23, Yupeng Hou, Jiacheng Li, Zhankui He, An Yan, Xiusi Chen, Julian McAuley "

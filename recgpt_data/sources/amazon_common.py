@@ -8,6 +8,9 @@ import polars as pl
 
 from recgpt_data.sources.base import Template, strip_name
 
+ASIN = r"[0-9A-Z]{10}"  # Amazon's item ids (an ISBN-10 for books)
+AMAZON_USER = r"[0-9A-Z]+"  # reviewer ids: upper-case letters and digits
+
 AMAZON_TEMPLATES = Template(
     noun="products",
     fields=("Title", "Brand", "Review", "Rating"),

@@ -40,11 +40,13 @@ def anime(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
 SOURCE = Source(
     name="anime",
     roles=(
-        Role("items", ("anime.csv*",), delimited(ANIME), anime, required=("item_id",)),
-        Role("interactions", ("rating.csv*",), delimited(RATINGS), ratings, required=("user_id", "item_id")),
+        Role("items", ("anime.csv",), delimited(ANIME), anime, required=("item_id",)),
+        Role("interactions", ("rating.csv",), delimited(RATINGS), ratings, required=("user_id", "item_id")),
     ),
     dataset=lambda path: "anime",
     rating_max=10.0,
+    rating_min=1.0,
+    id_patterns=(("user_id", r"\d+"), ("item_id", r"\d+")),
     template=Template(noun="movies/shows", fields=("Title", "Genres", "Rating"), response_fields=("Title", "Genres")),
     terms="Anime Recommendations Database (Kaggle, CooperUnion), data from myanimelist.net; CC0 on Kaggle.",
 )

@@ -11,12 +11,21 @@ import fnmatch
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 import polars as pl
 
+from recgpt_data.io.streams import COMPRESSION_SUFFIXES
+
 LINE = "__line"  # column every reader adds: 1-based line / record number in the file
+# Times no source can hold: before the web's first ratings, or decades ahead. A source may narrow them.
+TIME_RANGE = (datetime(1990, 1, 1, tzinfo=UTC), datetime(2040, 1, 1, tzinfo=UTC))
+# Epoch values are clipped to this many seconds either side of 1970 before conversion, so a huge
+# value (int64 max) lands outside TIME_RANGE and is rejected instead of wrapping round to 1969.
+_EPOCH_LIMIT_S = 10**11
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000}
 
 
 @dataclass(frozen=True)
@@ -68,8 +77,11 @@ Mapping = Callable[[pl.DataFrame, FileInfo], pl.DataFrame]
 
 @dataclass(frozen=True)
 class Role:
-    """One kind of file of a source: which files (glob on the file name), the canonical table they
-    fill, how to read them, how their columns map, and which canonical columns must be non-null."""
+    """One kind of file of a source: which files (globs on the file name without its compression
+    suffix, so ``meta_*.json`` takes ``meta_x.json.gz`` but never ``meta_x.json.parquet``), the
+    canonical table they fill, how to read them, how their columns map, which canonical columns must
+    be non-null, and ``sniff``: a look at the first records that says why a file is of another
+    format (``None`` where it fits)."""
 
     table: str
     patterns: tuple[str, ...]
@@ -77,11 +89,28 @@ class Role:
     mapping: Mapping
     required: tuple[str, ...]
     exclude: tuple[str, ...] = ()
+    sniff: Callable[[Path], str | None] | None = None
 
     def matches(self, name: str) -> bool:
-        return any(fnmatch.fnmatch(name, p) for p in self.patterns) and not any(
-            fnmatch.fnmatch(name, p) for p in self.exclude
+        base = uncompressed_name(name)
+        return any(fnmatch.fnmatchcase(base, p) for p in self.patterns) and not any(
+            fnmatch.fnmatchcase(base, p) for p in self.exclude
         )
+
+
+def uncompressed_name(name: str) -> str:
+    """A file name without its compression suffix (``.gz``, ``.bz2``, ``.zst``)."""
+    for suffix in COMPRESSION_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def from_epoch(column: str, unit: str) -> pl.Expr:
+    """Epoch ``column`` (``s``, ``ms`` or ``us``) as a UTC time; values far outside any plausible
+    time are clipped first, so that they fail the time range check rather than overflow."""
+    limit = _EPOCH_LIMIT_S * _PER_SECOND[unit]
+    return pl.from_epoch(pl.col(column).clip(-limit, limit), time_unit=unit).dt.replace_time_zone("UTC")
 
 
 @dataclass(frozen=True)
@@ -98,13 +127,21 @@ class Template:
 @dataclass(frozen=True)
 class Source:
     """A source format: its file roles, how a file names its dataset, its rating scale and the
-    RecGPT template (with per-dataset overrides keyed by a regex on the dataset name)."""
+    RecGPT template (with per-dataset overrides keyed by a regex on the dataset name).
+
+    What a kept value must be: a rating within ``[rating_min, rating_max]`` (finite), a time within
+    ``time_range``, and ids that match ``id_patterns`` (canonical column -> regex) where the source
+    fixes their form (numeric ids); every id is also non-blank, without control characters and at
+    most ``MAX_ID_CHARS`` long."""
 
     name: str
     roles: tuple[Role, ...]
     dataset: Callable[[Path], str]
     rating_max: float | None
     template: Template
+    rating_min: float | None = None
+    time_range: tuple[datetime, datetime] = TIME_RANGE
+    id_patterns: tuple[tuple[str, str], ...] = ()
     template_overrides: tuple[tuple[str, Template], ...] = ()
     redistributable: bool = True
     terms: str = ""
@@ -133,10 +170,7 @@ class Source:
 def strip_name(path: Path, prefixes: tuple[str, ...] = (), suffixes: tuple[str, ...] = ()) -> str:
     """A file's name without compression and format extensions, and without the given
     prefixes and suffixes: ``reviews_Digital_Music_5.json.gz`` -> ``Digital_Music``."""
-    name = path.name
-    for ext in (".gz", ".bz2"):
-        if name.endswith(ext):
-            name = name[: -len(ext)]
+    name = uncompressed_name(path.name)
     name = re.sub(r"\.(jsonl?|csv|txt|dat|tsv)$", "", name)
     for prefix in prefixes:
         if name.startswith(prefix):

@@ -18,12 +18,13 @@ BX = {"separator": ";", "quoting": False, "all_quoted": True, "encoding": LATIN1
 RATINGS = Dialect(**BX, required=("User-ID", "ISBN", "Book-Rating"), types={"Book-Rating": pl.Float64()})
 BOOKS = Dialect(**BX, required=("ISBN", "Book-Title", "Book-Author"))
 IMPLICIT = 0.0
+MISSING = "NULL"  # a bare NULL field: no value
 
 
 def ratings(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     return raw.select(
-        pl.col("User-ID").alias("user_id"),
-        pl.col("ISBN").alias("item_id"),
+        pl.when(pl.col("User-ID") != MISSING).then(pl.col("User-ID")).alias("user_id"),
+        pl.when(pl.col("ISBN") != MISSING).then(pl.col("ISBN")).alias("item_id"),
         pl.when(pl.col("Book-Rating") != IMPLICIT).then(pl.col("Book-Rating")).alias("rating"),
         LINE,
     )
@@ -48,11 +49,13 @@ def books(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
 SOURCE = Source(
     name="bookcrossing",
     roles=(
-        Role("interactions", ("BX-Book-Ratings.csv*",), delimited(RATINGS), ratings, required=("user_id", "item_id")),
-        Role("items", ("BX-Books.csv*",), delimited(BOOKS), books, required=("item_id",)),
+        Role("interactions", ("BX-Book-Ratings.csv",), delimited(RATINGS), ratings, required=("user_id", "item_id")),
+        Role("items", ("BX-Books.csv",), delimited(BOOKS), books, required=("item_id",)),
     ),
     dataset=lambda path: "bookcrossing",
     rating_max=10.0,
+    rating_min=1.0,
+    id_patterns=(("user_id", r"\d+"),),
     template=Template(noun="books", fields=("Title", "Author", "Rating"), response_fields=("Title", "Author")),
     terms="Book-Crossing dataset, Cai-Nicolas Ziegler et al. (WWW 2005); research use with citation.",
 )

@@ -8,6 +8,10 @@ after the file's header (or the dialect's column list), plus :data:`LINE`: the 1
 the data record in its file (a header is not a record; a quoted record spanning several lines is
 one record). Blank lines, rows with the wrong number of fields, malformed quoting, bytes that are
 not in the file's encoding and values that do not fit a typed column become rejects with a reason.
+
+A stray double quote (``1,ab"c,3``) must not swallow the records after it: where lines joined by
+quotes do not parse as one record, or a quote is still open at the end of the file, the first of
+those lines is read as a record of its own and the lines after it are grouped again.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import polars as pl
 
 from recgpt_data.errors import UsageError
 from recgpt_data.io.streams import CHUNK_BYTES, LineBlocks
+from recgpt_data.names import shown
 from recgpt_data.sources.base import LINE, RawBatch, Reader, ReadState, Reject
 from recgpt_data.sources.readers import decode
 
@@ -35,6 +40,9 @@ _SENTINEL = "\x1e"  # an extra last field on every record: a short or long row m
 _UNIT = "\x1f"  # the separator that multi-character and BookCrossing separators are rewritten to
 _IN_FIELD = b"\x1d"  # stands for a newline inside a quoted field while records are split on LF
 MAX_OPEN_BYTES = 16 << 20  # a quoted record longer than this is taken for a stray quote
+# The csv module (the record-by-record path) refuses fields over 128 KiB by default; records are
+# bounded by MAX_OPEN_BYTES and the line length instead, so the module's own limit is lifted.
+csv.field_size_limit(max(csv.field_size_limit(), (1 << 31) - 1))
 
 
 @dataclass(frozen=True)
@@ -171,6 +179,18 @@ class _Records:
             if not data:
                 return blocks
 
+    def finish(self) -> list[_Block]:
+        """The records of a quote still open at the end of the input: its first line (which holds
+        the unpaired quote) becomes a record of its own, and the lines after it are grouped again."""
+        blocks: list[_Block] = []
+        while self.open is not None:
+            head, newline, rest = self.open.partition(b"\n")
+            self.open = None
+            blocks.append(_Block(head))
+            if newline:
+                blocks += self.feed(rest)
+        return blocks
+
     def _split(self, data: bytes) -> tuple[_Block | None, bytes | None]:
         """The whole records at the start of ``data``, and the open record after them."""
         if not self.quoting or b'"' not in data:
@@ -221,17 +241,25 @@ class _DelimitedFile:
                     self.names = self._header(header)
                 if block is not None:
                     yield self._batch(block)
-        unfinished = [part for part in (grouper.open, blocks.partial) if part is not None]
-        if unfinished:
+        if blocks.partial is not None:
+            unfinished = [part for part in (grouper.open, blocks.partial) if part is not None]
             self.count += 1
-            reason = "truncated_record" if blocks.partial is not None else "unterminated_quote"
-            yield RawBatch(pl.DataFrame(), [Reject(self.count, reason, decode(b"\n".join(unfinished)))], lambda _: "")
-        if self.names is None:
-            raise UsageError(f"{self.path.name}: empty file, no header")
+            yield RawBatch(
+                pl.DataFrame(), [Reject(self.count, "truncated_record", decode(b"\n".join(unfinished)))], lambda _: ""
+            )
+        else:
+            for block in grouper.finish():
+                if self.names is None:
+                    header, block = block.without_first()
+                    self.names = self._header(header)
+                if block is not None:
+                    yield self._batch(block)
         state.records = self.count
         if blocks.truncated:
             state.truncated = True
             state.warning = f"{self.path.name}: {blocks.error}; kept the records before the cut"
+        elif self.names is None:
+            state.warning = f"{self.path.name}: empty file, no header"
 
     def _header(self, record: bytes) -> list[str]:
         text = self.decoder.records([record])[0] or decode(record)
@@ -244,29 +272,53 @@ class _DelimitedFile:
         names = [name.strip().lstrip("\ufeff") for name in names]
         missing = [c for c in self.dialect.required if c not in names]
         if missing:
-            raise UsageError(f"{self.path.name}: header lacks column(s) {', '.join(missing)}; found {', '.join(names)}")
+            raise UsageError(
+                f"{self.path.name}: header lacks column(s) {', '.join(missing)}; found {shown(', '.join(names), 200)}"
+            )
         return names
 
     def _batch(self, block: _Block) -> RawBatch:
         first = self.count + 1
         count = block.count()
-        self.count += count
-        raw_text = _raw_lookup(first, block.records)
         whole = self.decoder.utf8(block.data)
         frame = None
         if block.grouped is None or whole is block.data:
             frame = _read_block(whole, block.grouped, count, self.names, self.dialect)
         if frame is not None:
+            self.count += count
+            raw_text = _raw_lookup(first, block.records)
             if block.embedded:
                 frame = frame.with_columns(
                     pl.col(n).str.replace_all(_IN_FIELD.decode(), "\n", literal=True) for n in self.names
                 )
             frame, rejects = frame.with_columns(pl.int_range(first, first + count, dtype=pl.Int64).alias(LINE)), []
         else:
-            frame, rejects = self._records(block.records(), first, raw_text)
+            records = block.records()
+            if self.dialect.quoting and not self.dialect.all_quoted:
+                records = self._regrouped(records)
+            self.count += len(records)
+            raw_text = _raw_lookup(first, lambda: records)
+            frame, rejects = self._records(records, first, raw_text)
         frame, failed = _cast(frame, self.dialect.types)
         rejects += [Reject(n, reason, raw_text(n)) for n, reason in failed]
         return RawBatch(frame, sorted(rejects, key=lambda r: r.line), raw_text)
+
+    def _regrouped(self, records: list[bytes]) -> list[bytes]:
+        """``records`` with each one that spans lines but does not parse as one record (lines joined
+        by stray quotes) taken apart: its first line alone, then the lines after it grouped again."""
+        out: list[bytes] = []
+        pending = records[::-1]
+        while pending:
+            record = pending.pop()
+            if b"\n" not in record or _one_record(decode(record), self.dialect.separator):
+                out.append(record)
+                continue
+            head, _, rest = record.partition(b"\n")
+            grouper = _Records(quoting=True, max_open=self.max_open)
+            again = [r for b in grouper.feed(rest) + grouper.finish() for r in b.records()]
+            out.append(head)
+            pending.extend(again[::-1])
+        return out
 
     def _records(self, records: list[bytes], first: int, raw_text) -> tuple[pl.DataFrame, list[Reject]]:
         """Parse record by record, rejecting each record that does not decode, split or parse."""
@@ -425,7 +477,7 @@ def _parse_quoted_slow(
         except csv.Error:
             parsed = []
         if len(parsed) != 1:  # lines joined by unpaired quotes are no one record
-            rejects.append(Reject(number, "malformed_csv", text))
+            rejects.append(Reject(number, "unterminated_quote" if text.count('"') % 2 else "malformed_csv", text))
             continue
         fields = parsed[0]
         if len(fields) != width:
@@ -438,6 +490,14 @@ def _parse_quoted_slow(
         pl.Series(LINE, numbers, pl.Int64)
     )
     return _nulls_for_empty(frame, names), rejects
+
+
+def _one_record(text: str, separator: str) -> bool:
+    """Whether ``text`` parses as exactly one RFC 4180 record."""
+    try:
+        return len(list(csv.reader(io.StringIO(text, newline=""), delimiter=separator, strict=True))) == 1
+    except csv.Error:
+        return False
 
 
 def _nulls_for_empty(frame: pl.DataFrame, names: Sequence[str]) -> pl.DataFrame:

@@ -62,15 +62,17 @@ SOURCE = Source(
     roles=(
         Role(
             "interactions",
-            ("RAW_interactions.csv*", "interactions_*.csv*"),
+            ("RAW_interactions.csv", "interactions_*.csv"),
             delimited(INTERACTIONS),
             interactions,
             required=("user_id", "item_id", "timestamp"),
         ),
-        Role("items", ("RAW_recipes.csv*",), delimited(RECIPES), recipes, required=("item_id",)),
+        Role("items", ("RAW_recipes.csv",), delimited(RECIPES), recipes, required=("item_id",)),
     ),
     dataset=lambda path: "foodcom",
     rating_max=5.0,
+    rating_min=1.0,
+    id_patterns=(("user_id", r"\d+"), ("item_id", r"\d+")),
     template=Template(noun="food recipes", fields=("Title", "Review", "Rating"), response_fields=("Title",)),
     terms="Food.com Recipes and Interactions, Bodhisattwa Majumder et al. (EMNLP 2019); research use with citation.",
 )

@@ -19,7 +19,17 @@ from pathlib import Path
 import polars as pl
 
 from recgpt_data.sources.amazon_common import extras_json
-from recgpt_data.sources.base import LINE, FileInfo, RawBatch, Reader, ReadState, Role, Source, Template
+from recgpt_data.sources.base import (
+    LINE,
+    FileInfo,
+    RawBatch,
+    Reader,
+    ReadState,
+    Role,
+    Source,
+    Template,
+    uncompressed_name,
+)
 from recgpt_data.sources.delimited import Dialect, delimited
 from recgpt_data.sources.readers import ndjson
 
@@ -65,8 +75,8 @@ BOOK_FIELDS = {
 }
 AUTHOR_FIELDS = {"author_id": pl.String(), "name": pl.String()}
 GENRE_FIELDS = {"book_id": pl.String(), "genres": pl.Struct({g: pl.Int64() for g in GENRES})}
-AUTHORS_FILE = "goodreads_book_authors.json*"
-GENRES_FILE = "goodreads_book_genres_initial.json*"
+AUTHORS_FILE = "goodreads_book_authors.json"
+GENRES_FILE = "goodreads_book_genres_initial.json"
 
 GOODBOOKS_BOOKS = Dialect(required=("book_id", "goodreads_book_id", "authors", "title"))
 GOODBOOKS_RATINGS = Dialect(required=("user_id", "book_id", "rating"), types={"rating": pl.Float64()})
@@ -128,10 +138,10 @@ def books(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     )
 
 
-def _side_table(path: Path, pattern: str, fields: dict[str, pl.DataType]) -> tuple[pl.DataFrame | None, str | None]:
-    """The whole side file matching ``pattern`` beside ``path`` (``None`` if there is none), and a
-    note on the lines of it that could not be read."""
-    found = sorted(path.parent.glob(pattern))
+def _side_table(path: Path, name: str, fields: dict[str, pl.DataType]) -> tuple[pl.DataFrame | None, str | None]:
+    """The whole side file ``name`` (plain or compressed) beside ``path`` (``None`` if there is
+    none), and a note on the lines of it that could not be read."""
+    found = sorted(p for p in path.parent.iterdir() if p.is_file() and uncompressed_name(p.name) == name)
     if not found:
         return None, None
     side = ReadState()
@@ -236,7 +246,7 @@ SOURCE = Source(
     roles=(
         Role(
             "interactions",
-            ("goodreads_reviews_*.json*",),
+            ("goodreads_reviews_*.json",),
             ndjson(REVIEW_FIELDS),
             reviews,
             required=USER_ITEM,
@@ -244,18 +254,20 @@ SOURCE = Source(
         ),
         Role(
             "interactions",
-            ("goodreads_interactions_*.json*",),
+            ("goodreads_interactions_*.json",),
             ndjson(INTERACTION_FIELDS),
             interactions,
             required=USER_ITEM,
         ),
-        Role("items", ("goodreads_books*.json*",), books_reader(), books, required=("item_id",)),
-        Role("items", ("books.csv*",), delimited(GOODBOOKS_BOOKS), goodbooks_books, required=("item_id",)),
-        Role("interactions", ("ratings.csv*",), delimited(GOODBOOKS_RATINGS), goodbooks_ratings, required=USER_ITEM),
-        Role("interactions", ("to_read.csv*",), delimited(GOODBOOKS_TO_READ), goodbooks_to_read, required=USER_ITEM),
+        Role("items", ("goodreads_books*.json",), books_reader(), books, required=("item_id",)),
+        Role("items", ("books.csv",), delimited(GOODBOOKS_BOOKS), goodbooks_books, required=("item_id",)),
+        Role("interactions", ("ratings.csv",), delimited(GOODBOOKS_RATINGS), goodbooks_ratings, required=USER_ITEM),
+        Role("interactions", ("to_read.csv",), delimited(GOODBOOKS_TO_READ), goodbooks_to_read, required=USER_ITEM),
     ),
     dataset=dataset,
     rating_max=5.0,
+    rating_min=1.0,
+    id_patterns=(("user_id", r"[0-9a-f]+"), ("item_id", r"\d+")),
     template=Template(
         noun="books", fields=("Title", "Author", "Genres", "Review", "Rating"), response_fields=("Title", "Author")
     ),

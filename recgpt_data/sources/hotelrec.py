@@ -28,7 +28,8 @@ REVIEW_FIELDS = {
 HOTEL_FIELDS = {"hotel_url": pl.String()}
 
 _URL = r"-Reviews-([^-]+)-([^/]+?)\.html$"
-PATTERNS = ("HotelRec*.txt*", "HotelRec*.json*", "hotelrec*.json*")
+HOTEL_URL = r"Hotel_Review-g\d+-d\d+-Reviews-[^/]+\.html"  # the item id: TripAdvisor's page of the hotel
+PATTERNS = ("HotelRec*.txt", "HotelRec*.json", "HotelRec*.jsonl", "hotelrec*.json", "hotelrec*.jsonl")
 
 
 def _slug(group: int) -> pl.Expr:
@@ -73,6 +74,8 @@ SOURCE = Source(
     ),
     dataset=lambda path: "hotelrec",
     rating_max=5.0,
+    rating_min=1.0,
+    id_patterns=(("item_id", HOTEL_URL),),
     template=Template(
         noun="hotels",
         fields=("Title", "City", "Review", "Rating"),

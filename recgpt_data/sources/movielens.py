@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from recgpt_data.sources.base import LINE, FileInfo, Role, Source, Template
+from recgpt_data.sources.base import LINE, FileInfo, Role, Source, Template, from_epoch
 from recgpt_data.sources.delimited import LATIN1, UTF8_OR_LATIN1, Dialect, delimited
 
 # u.genre: the order of the 19 flags at the end of each u.item line ("unknown" means no genre).
@@ -48,7 +48,7 @@ def ratings(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     return raw.select(
         "user_id",
         "item_id",
-        pl.from_epoch("timestamp", time_unit="s").dt.replace_time_zone("UTC").alias("timestamp"),
+        from_epoch("timestamp", "s").alias("timestamp"),
         "rating",
         LINE,
     )
@@ -86,15 +86,17 @@ INTERACTION_KEYS = ("user_id", "item_id", "timestamp")
 SOURCE = Source(
     name="movielens",
     roles=(
-        Role("interactions", ("u.data*",), delimited(U_DATA), ratings, required=INTERACTION_KEYS),
-        Role("items", ("u.item*",), delimited(U_ITEM), u_item, required=("item_id",)),
-        Role("interactions", ("ratings.dat*",), delimited(RATINGS_DAT), ratings, required=INTERACTION_KEYS),
-        Role("items", ("movies.dat*",), delimited(MOVIES_DAT), movies, required=("item_id",)),
-        Role("interactions", ("ratings.csv*",), delimited(RATINGS_CSV), ratings, required=INTERACTION_KEYS),
-        Role("items", ("movies.csv*",), delimited(MOVIES_CSV), movies, required=("item_id",)),
+        Role("interactions", ("u.data",), delimited(U_DATA), ratings, required=INTERACTION_KEYS),
+        Role("items", ("u.item",), delimited(U_ITEM), u_item, required=("item_id",)),
+        Role("interactions", ("ratings.dat",), delimited(RATINGS_DAT), ratings, required=INTERACTION_KEYS),
+        Role("items", ("movies.dat",), delimited(MOVIES_DAT), movies, required=("item_id",)),
+        Role("interactions", ("ratings.csv",), delimited(RATINGS_CSV), ratings, required=INTERACTION_KEYS),
+        Role("items", ("movies.csv",), delimited(MOVIES_CSV), movies, required=("item_id",)),
     ),
     dataset=dataset,
     rating_max=5.0,
+    rating_min=0.5,
+    id_patterns=(("user_id", r"\d+"), ("item_id", r"\d+")),
     template=Template(noun="movies/shows", fields=("Title", "Genres", "Rating"), response_fields=("Title", "Genres")),
     redistributable=False,
     redistributable_dataset=redistributable,

@@ -40,14 +40,14 @@ SOURCE = Source(
     roles=(
         Role(
             "items",
-            ("movie_titles.txt*", "movie_titles.csv*"),
+            ("movie_titles.txt", "movie_titles.csv"),
             delimited(TITLES),
             titles,
             required=("item_id", "title"),
         ),
         Role(
             "interactions",
-            ("combined_data_*.txt*", "mv_*.txt*"),
+            ("combined_data_*.txt", "mv_*.txt"),
             movie_blocks(RATINGS, "movie_id"),
             ratings,
             required=("user_id", "item_id", "timestamp", "rating"),
@@ -55,6 +55,8 @@ SOURCE = Source(
     ),
     dataset=lambda path: "netflix",
     rating_max=5.0,
+    rating_min=1.0,
+    id_patterns=(("user_id", r"\d+"), ("item_id", r"\d+")),
     template=Template(noun="movies/shows", fields=("Title", "Rating"), response_fields=("Title",)),
     redistributable=False,
     terms="Netflix Prize data (Netflix, 2006): for the Prize and research; redistribution forbidden.",

@@ -107,19 +107,21 @@ def literal_to_json(line: str) -> str:
     if fast is not None:
         try:
             value = json.loads(fast)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = None
         if isinstance(value, dict):
             return fast.decode("utf-8")
     try:
         value = ast.literal_eval(line)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+    except (RecursionError, MemoryError):
+        raise UnusableLiteral("nested_too_deep") from None
+    except (ValueError, SyntaxError, TypeError):
         raise UnusableLiteral("malformed_literal") from None
     if not isinstance(value, dict):
         raise UnusableLiteral("not_an_object")
     try:
         return json.dumps(value, ensure_ascii=True)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise UnusableLiteral("unsupported_value") from None
 
 

@@ -124,8 +124,9 @@ def _ndjson_block(first: int, block: bytes, count: int, schema: dict[str, pl.Dat
 def json_lines_batch(
     numbers: list[int], lines: list[bytes], schema: dict[str, pl.DataType], raw_text: Callable[[int], str]
 ) -> RawBatch:
-    """JSON lines numbered ``numbers`` parsed one by one, rejecting blank, non-UTF-8, malformed and
-    non-object lines, and lines whose field types do not fit the schema (raw text from ``raw_text``)."""
+    """JSON lines numbered ``numbers`` parsed one by one, rejecting blank, non-UTF-8, malformed,
+    too deeply nested and non-object lines, and lines whose field types do not fit the schema (raw
+    text from ``raw_text``)."""
     rejects: list[Reject] = []
     good: list[bytes] = []
     kept: list[int] = []
@@ -159,6 +160,8 @@ def _json_problem(line: bytes) -> str | None:
         return "invalid_utf8"
     except ValueError:
         return "malformed_json"
+    except RecursionError:
+        return "nested_too_deep"
     return None if isinstance(value, dict) else "not_an_object"
 
 

@@ -124,17 +124,17 @@ def user_reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
 SOURCE = Source(
     name="steam",
     roles=(
-        Role("items", ("steam_games.json*",), pyliteral(GAME_FIELDS), games, required=("item_id",)),
+        Role("items", ("steam_games.json",), pyliteral(GAME_FIELDS), games, required=("item_id",)),
         Role(
             "interactions",
-            ("steam_reviews.json*",),
+            ("steam_reviews.json",),
             pyliteral(REVIEW_FIELDS),
             reviews,
             required=("user_id", "item_id", "timestamp"),
         ),
         Role(
             "interactions",
-            ("australian_user_reviews.json*",),
+            ("australian_user_reviews.json",),
             exploded(pyliteral(USER_REVIEW_FIELDS), "reviews", "no_reviews"),
             user_reviews,
             required=("user_id", "item_id"),
@@ -142,6 +142,7 @@ SOURCE = Source(
     ),
     dataset=lambda path: "steam",
     rating_max=None,
+    id_patterns=(("item_id", r"\d+"),),
     template=Template(noun="video games", fields=("Title",), response_fields=("Title",), rating_pairs=False),
     terms="Steam data, Wang-Cheng Kang and Julian McAuley (ICDM 2018); Apurva Pathak, Kshitiz Gupta and "
     "Julian McAuley (RecSys 2017); research use.",

@@ -37,10 +37,10 @@ def articles(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
 SOURCE = Source(
     name="wikirec",
     roles=(
-        Role("items", ("*articles*.json*",), ndjson(ARTICLE_FIELDS), articles, required=("item_id",)),
+        Role("items", ("*articles*.json", "*articles*.jsonl"), ndjson(ARTICLE_FIELDS), articles, required=("item_id",)),
         Role(
             "interactions",
-            ("*edits*.json*",),
+            ("*edits*.json", "*edits*.jsonl"),
             ndjson(EDIT_FIELDS),
             edits,
             required=("user_id", "item_id", "timestamp"),
@@ -48,6 +48,7 @@ SOURCE = Source(
     ),
     dataset=lambda path: "wikirec",
     rating_max=None,
+    id_patterns=(("item_id", r"\d+"),),
     template=Template(
         noun="Wikipedia articles",
         fields=("Title", "Description"),

@@ -11,6 +11,8 @@ from recgpt_data.sources.amazon_common import extras_json
 from recgpt_data.sources.base import LINE, FileInfo, Role, Source, Template
 from recgpt_data.sources.readers import ndjson
 
+YELP_ID = r"[A-Za-z0-9_-]{22}"  # Yelp's ids: 22 URL-safe base64 characters
+
 REVIEW_FIELDS = {
     "review_id": pl.String(),
     "user_id": pl.String(),
@@ -64,10 +66,10 @@ def businesses(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
 SOURCE = Source(
     name="yelp",
     roles=(
-        Role("items", ("*business*.json*",), ndjson(BUSINESS_FIELDS), businesses, required=("item_id",)),
+        Role("items", ("*business*.json", "*business*.jsonl"), ndjson(BUSINESS_FIELDS), businesses, required=("item_id",)),
         Role(
             "interactions",
-            ("*review*.json*",),
+            ("*review*.json", "*review*.jsonl"),
             ndjson(REVIEW_FIELDS),
             reviews,
             required=("user_id", "item_id", "timestamp"),
@@ -75,6 +77,8 @@ SOURCE = Source(
     ),
     dataset=lambda path: "yelp",
     rating_max=5.0,
+    rating_min=1.0,
+    id_patterns=(("user_id", YELP_ID), ("item_id", YELP_ID)),
     template=Template(
         noun="businesses",
         fields=("Title", "City", "Review", "Rating"),
