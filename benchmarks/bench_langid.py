@@ -1,6 +1,7 @@
-"""Language filter: naive per-review ``langdetect.detect`` against ``BatchDetector``, side by side.
+"""Language filter: naive per-review ``langdetect.detect`` against ``BatchDetector``, side by side,
+and the filter's rule before and after the second opinion (CLD2), side by side.
 
-Both run on one thread over the same texts with the same seed (``DetectorFactory.seed = 0``):
+Detectors: both run on one thread over the same texts with the same seed (``DetectorFactory.seed = 0``):
 
 - English: every review text of the real Amazon samples in ../shared/data (2014 Musical
   Instruments and Digital Music 5-cores, 2018 Magazine Subscriptions and All Beauty 5-cores), less
@@ -12,7 +13,13 @@ Agreement is the share of texts given exactly the label naive langdetect gives (
 judge counts as the label None); the all-English baseline labels every text "en". Rates are texts
 per CPU second, the two detectors taking turns over chunks of 5,000 texts.
 
-    /work/venv/bin/python benchmarks/bench_langid.py [--limit N]
+Rules: the previous rule (langdetect alone on texts of 20 letters or more) and the current one
+(``identify`` with its defaults) over the hand-checked English set
+(benchmarks/data/langid_english_eval.jsonl), the non-English texts above and all English reviews:
+English blanked, non-English caught, and CPU time, taking turns three times (best time kept). A sweep
+of ``min_letters`` shows where the cut-off comes from.
+
+    python benchmarks/bench_langid.py [--limit N]
 """
 
 from __future__ import annotations
@@ -33,10 +40,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import langdetect
+import polars as pl
 from langdetect import DetectorFactory
 from langdetect.lang_detect_exception import LangDetectException
 
-from recgpt_data.clean.langid import BatchDetector
+from recgpt_data.clean.langid import BatchDetector, detector, identify
 
 T = TypeVar("T")
 HERE = Path(__file__).resolve().parent
@@ -44,6 +52,10 @@ SHARED = Path(
     os.environ.get("RECGPT_SHARED_DATA", HERE.parent.parent / "shared" / "data")
 )
 CORPUS = HERE / "data" / "langid_non_english.jsonl"
+EVAL = HERE / "data" / "langid_english_eval.jsonl"
+KEEP_LABELS = ("en", "und")  # English, or no words at all: a text the filter must not blank
+PREVIOUS_MIN_LETTERS = 20
+SWEEP = (0, 3, 5, 8, 10, 15, 20)
 REVIEW_FILES = {
     "amazon2014/reviews_Musical_Instruments_5.json.gz": "reviewText",
     "amazon2014/reviews_Digital_Music_5.json.gz": "reviewText",
@@ -131,16 +143,85 @@ def agreement(a: Sequence[str | None], b: Sequence[str | None]) -> float:
     return sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
 
 
+def previous_rule(texts: Sequence[str]) -> list[str | None]:
+    """The filter before the second opinion: langdetect alone on texts of 20 letters or more."""
+    frame = pl.DataFrame({"text": texts})
+    letters = pl.col("text").str.count_matches(r"\p{L}")
+    distinct = frame.filter(letters >= PREVIOUS_MIN_LETTERS).unique("text", maintain_order=True)
+    found = distinct.with_columns(
+        pl.Series("lang", [d.lang for d in detector(0).detect(distinct["text"].to_list())], dtype=pl.String)
+    )
+    return frame.join(found, on="text", how="left", maintain_order="left")["lang"].to_list()
+
+
+def current_rule(texts: Sequence[str], **params: int) -> list[str | None]:
+    """The filter as it is: ``identify`` (defaults unless given)."""
+    frame, _ = identify(pl.DataFrame({"text": texts}), "text", **params)
+    return frame["lang"].to_list()
+
+
+def blanked(labels: Sequence[str | None]) -> int:
+    """Texts a filter allowing only English blanks."""
+    return sum(label is not None and label != "en" for label in labels)
+
+
+def compare_rules(english: list[str], foreign: list[str]) -> None:
+    """Previous and current rule side by side: English blanked, non-English caught, CPU time."""
+    with EVAL.open(encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    checked = [r["text"] for r in rows if r["label"] in KEEP_LABELS]
+    short = [r["text"] for r in rows if r["label"] in KEEP_LABELS and r["letters"] < 60]
+    sets = {
+        f"hand-checked English ({len(checked):,}, {len(short)} under 60 letters)": checked,
+        f"all English reviews ({len(english):,})": english,
+        f"non-English texts ({len(foreign):,})": foreign,
+    }
+    for rule in (previous_rule, current_rule):  # warm both (profiles, word cache)
+        rule(checked)
+    times = {previous_rule: float("inf"), current_rule: float("inf")}
+    for _ in range(3):
+        for rule in times:
+            _, seconds = timed(lambda r=rule: [r(texts) for texts in sets.values()])
+            times[rule] = min(times[rule], seconds)
+    print("\n| texts | previous rule blanks | current rule blanks |")
+    print("|---|---:|---:|")
+    for name, texts in sets.items():
+        before, after = blanked(previous_rule(texts)), blanked(current_rule(texts))
+        print(f"| {name} | {before} ({100 * before / len(texts):.2f}%) | {after} ({100 * after / len(texts):.2f}%) |")
+    ratio = times[current_rule] / times[previous_rule]
+    print(
+        f"CPU time over all three sets, best of 3: previous {times[previous_rule]:.2f} s, "
+        f"current {times[current_rule]:.2f} s, current/previous {ratio:.2f}"
+    )
+    print("\nmin_letters sweep (current rule otherwise):")
+    print("| min_letters | hand-checked English blanked | all English blanked | non-English caught |")
+    print("|---:|---:|---:|---:|")
+    for value in SWEEP:
+        e, a, f = (blanked(current_rule(t, min_letters=value)) for t in sets.values())
+        print(
+            f"| {value} | {e} ({100 * e / len(checked):.3f}%) | {a} ({100 * a / len(english):.3f}%) | "
+            f"{f} ({100 * f / len(foreign):.1f}%) |"
+        )
+    for name, texts in sets.items():
+        if not name.startswith("non-English"):
+            wrong = sorted({t for t, lang in zip(texts, current_rule(texts)) if lang not in (None, "en")})
+            print(f"{name}: the current rule blanks {wrong}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--limit", type=int, default=0, help="use only the first N English reviews"
     )
+    parser.add_argument("--rules-only", action="store_true", help="skip the naive langdetect comparison")
     args = parser.parse_args()
     english, foreign = load_texts()
     if args.limit:
         english = english[: args.limit]
     foreign_texts = [t for t, _ in foreign]
+    if args.rules_only:
+        compare_rules(english, foreign_texts)
+        return
     DetectorFactory.seed = 0
 
     _, naive_init = timed(langdetect.detect, "warm up the profiles")
@@ -198,6 +279,7 @@ def main() -> None:
         )
     print(f"non-English texts naive langdetect itself calls 'en': {labels_en}")
     print(f"disagreements on non-English texts: {misses[:10]}")
+    compare_rules(english, foreign_texts)
 
 
 if __name__ == "__main__":

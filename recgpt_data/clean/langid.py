@@ -32,6 +32,7 @@ from typing import Literal
 import langdetect
 import numpy as np
 import polars as pl
+import pycld2
 from langdetect.utils.ngram import NGram
 from pydantic import Field
 
@@ -450,13 +451,73 @@ def detector(seed: int = 0) -> BatchDetector:
     return BatchDetector(seed=seed)
 
 
+# CLD2 codes that differ from langdetect's for the same language.
+CLD2_TO_LANGDETECT = {"iw": "he", "zh": "zh-cn", "zh-Hant": "zh-tw", "nb": "no"}
+CLD2_UNKNOWN = "un"
+C0_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class SecondOpinion:
+    """CLD2's view of one text: its top language and whether CLD2 calls that reliable, and the
+    language it names when asked for a best guess even on a short text ("un" where none)."""
+
+    lang: str
+    reliable: bool
+    best_guess: str
+
+
+def second_opinion(text: str) -> SecondOpinion:
+    """CLD2 (a different model, trained on different data) on ``text``, codes in langdetect's spelling."""
+    clean = C0_CONTROLS.sub(" ", text).encode("utf-8", "replace").decode("utf-8")
+    try:
+        reliable, _, top = pycld2.detect(clean)
+        _, _, guess = pycld2.detect(clean, bestEffort=True)
+    except pycld2.error:  # CLD2 refuses some byte sequences; it then has no opinion
+        return SecondOpinion(CLD2_UNKNOWN, False, CLD2_UNKNOWN)
+    lang, best = (CLD2_TO_LANGDETECT.get(c, c) for c in (top[0][1], guess[0][1]))
+    return SecondOpinion(lang, bool(reliable), best)
+
+
+def verdict(
+    letters: int,
+    lang: str | None,
+    text: str,
+    allowed: frozenset[str],
+    known: frozenset[str],
+    confirm_below: int,
+) -> tuple[str | None, str]:
+    """The language a judged text keeps and why: langdetect's ``lang`` where it is allowed; else
+    checked against CLD2 (see docs/cleaning.md for the rule and the measurements behind it)."""
+    if lang in allowed:
+        return lang, "judged"
+    second = second_opinion(text)
+    if lang is None:  # no n-gram langdetect knows: a script it has no profile for
+        if second.best_guess not in allowed and second.best_guess != CLD2_UNKNOWN:
+            return second.best_guess, "judged"
+        return None, "undetectable"
+    if second.reliable and second.lang in allowed:
+        return None, "contradicted"
+    if letters >= confirm_below:
+        return lang, "judged"
+    confirmed = (second.reliable and second.lang not in allowed and second.lang != CLD2_UNKNOWN) or (
+        second.best_guess in known and second.best_guess not in allowed
+    )
+    return (lang, "judged") if confirmed else (None, "unconfirmed")
+
+
 class LangidParams(Params):
-    """Which column to judge, which languages may stay, and what happens to the others."""
+    """Which column to judge, which languages may stay, and what happens to the others.
+
+    ``min_letters`` and ``confirm_below`` were measured on the real samples
+    (benchmarks/bench_langid.py, docs/benchmarks/langid.md).
+    """
 
     column: str = "review_text"
     allowed: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
     action: Literal["blank", "drop"] = "blank"
-    min_letters: int = Field(default=20, ge=0)
+    min_letters: int = Field(default=3, ge=0)
+    confirm_below: int = Field(default=60, ge=0)
     seed: int = 0
 
 
@@ -465,7 +526,7 @@ class LangidParams(Params):
     params=LangidParams,
     reads=("interactions",),
     writes=("interactions",),
-    version="1",
+    version="2",
     partition=PARTITION_USER,
     heuristic=True,
 )
@@ -479,7 +540,12 @@ def langid_stage(
         raise UsageError(f"langid: interactions have no column {params.column!r}")
     stats = StageStats(rows_in={"interactions": frame.height})
     frame, counts = identify(
-        frame, params.column, min_letters=params.min_letters, seed=params.seed
+        frame,
+        params.column,
+        allowed=params.allowed,
+        min_letters=params.min_letters,
+        confirm_below=params.confirm_below,
+        seed=params.seed,
     )
     stats.info.update(counts)
     foreign = pl.col("lang").is_not_null() & ~pl.col("lang").is_in(params.allowed)
@@ -508,12 +574,21 @@ def langid_stage(
 
 
 def identify(
-    frame: pl.DataFrame, column: str, *, min_letters: int = 20, seed: int = 0
+    frame: pl.DataFrame,
+    column: str,
+    *,
+    allowed: Iterable[str] = ("en",),
+    min_letters: int = 3,
+    confirm_below: int = 60,
+    seed: int = 0,
 ) -> tuple[pl.DataFrame, dict[str, int]]:
-    """``frame`` with a ``lang`` column for ``column`` and counts of texts judged and not judged.
+    """``frame`` with a ``lang`` column for ``column`` and counts of rows by how they were judged.
 
-    Texts with fewer than ``min_letters`` letters are too short to judge (``lang`` null, kept);
-    each distinct text is detected once.
+    Texts with fewer than ``min_letters`` letters are too short to judge (``lang`` null, kept). A
+    verdict outside ``allowed`` stands only where CLD2 does not reliably call the text allowed, and,
+    on a text under ``confirm_below`` letters, only where CLD2 names a language outside ``allowed``
+    too; otherwise ``lang`` is null and the row is counted as contradicted or unconfirmed. Each
+    distinct text is detected once.
     """
     text = pl.col(column)
     letters = text.str.count_matches(r"\p{L}").fill_null(0)
@@ -527,25 +602,26 @@ def identify(
     marked = frame.drop("lang", strict=False).with_columns(reason.alias("__langid"))
     distinct = (
         marked.filter(pl.col("__langid") == "judged")
-        .select(column)
-        .unique(maintain_order=True)
+        .select(column, letters.alias("__letters"))
+        .unique(column, maintain_order=True)
     )
-    results = detector(seed).detect(distinct[column].to_list())
-    found = distinct.with_columns(
-        pl.Series("lang", [r.lang for r in results], dtype=pl.String)
+    found = detector(seed)
+    results = found.detect(distinct[column].to_list())
+    allowed, known = frozenset(allowed), frozenset(found.langs)
+    verdicts = [
+        verdict(n, r.lang, t, allowed, known, confirm_below)
+        for n, r, t in zip(distinct["__letters"], results, distinct[column])
+    ]
+    found_langs = distinct.select(column).with_columns(
+        pl.Series("lang", [v[0] for v in verdicts], dtype=pl.String),
+        pl.Series("__verdict", [v[1] for v in verdicts], dtype=pl.String),
     )
-    marked = marked.join(found, on=column, how="left", maintain_order="left")
-    counts = dict(marked.group_by("__langid").len().iter_rows())
-    undetectable = int(
-        marked.select(
-            ((pl.col("__langid") == "judged") & pl.col("lang").is_null()).sum()
-        ).item()
-    )
+    marked = marked.join(found_langs, on=column, how="left", maintain_order="left")
+    how = pl.coalesce(pl.col("__verdict"), pl.col("__langid"))
+    counts = dict(marked.group_by(how.alias("how")).len().iter_rows())
     out = {
-        "judged": counts.get("judged", 0) - undetectable,
-        "undetectable": undetectable,
-        "too_short": counts.get("too_short", 0),
-        "no_text": counts.get("no_text", 0),
-        "distinct_texts_detected": distinct.height,
+        name: counts.get(name, 0)
+        for name in ("judged", "undetectable", "unconfirmed", "contradicted", "too_short", "no_text")
     }
-    return marked.drop("__langid"), out
+    out["distinct_texts_detected"] = distinct.height
+    return marked.drop("__langid", "__verdict"), out
