@@ -1,7 +1,7 @@
 """The cross-release rule: a review that two releases of one catalogue both carry is counted once.
 
-Amazon's 2014 and 2018 releases share reviewer ids and ASINs, and 2018 carries almost every 2014
-review again, often under a category of another name (2014 ``Beauty`` is split into 2018
+Amazon's 2014 and 2018 releases share reviewer ids and ASINs, and 2018, crawled from the same site
+four years later, carries 2014's reviews again, often under a category of another name (2014 ``Beauty`` is split into 2018
 ``All_Beauty``, ``Luxury_Beauty``, ...). A row of the older release is a copy when a row of a newer
 release has the same user and either the same item and time, or the same review text (compared
 lower-cased with white space collapsed, and only when it is long enough to say something of its
