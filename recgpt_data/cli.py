@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -83,6 +84,8 @@ class RichReporter:
         note = stats.get("info", {}).get("note")
         if state == "ran" and isinstance(note, str):
             self.progress.console.print(f"       {note}", markup=False)
+        for warning in stats.get("warnings", []):
+            self.progress.console.print(f"       [yellow]warning:[/yellow] {escape(warning['message'])}")
 
 
 def parse_vars(values: list[str]) -> dict[str, str]:
@@ -109,6 +112,7 @@ def run(
 ) -> None:
     """Run the stages of a pipeline spec; stages whose outputs are current are skipped."""
     from recgpt_data.engines import get_engine
+    from recgpt_data.pipeline.run_warnings import run_warnings
     from recgpt_data.pipeline.runner import run_spec
     from recgpt_data.pipeline.spec import load_spec
 
@@ -139,6 +143,8 @@ def run(
             f"{stats.get('bytes_written', 0):,}",
         )
     console.print(table)
+    for warning in run_warnings(result.stats):
+        console.print(f"[yellow]warning:[/yellow] {escape(warning['message'])}")
 
 
 @app.command()
@@ -169,21 +175,24 @@ def dropped(
     reason: Annotated[str | None, typer.Option(help="only rows dropped for this reason")] = None,
     show: Annotated[int, typer.Option(help="sample rows to print per stage and table")] = 0,
     export: Annotated[Path | None, typer.Option(help="write the selected rows to this parquet file")] = None,
+    blanked: Annotated[
+        bool, typer.Option("--blanked", help="rows whose value was blanked (with the original value), not dropped rows")
+    ] = False,
 ) -> None:
-    """Rows the stages of a run dropped: counts by stage, table and reason, a sample, or all of them."""
+    """Rows the stages of a run dropped (or, with --blanked, blanked): counts by stage, table and
+    reason, a sample, or all of them."""
     import polars as pl
 
     from recgpt_data.io.parquet import write_parquet
     from recgpt_data.pipeline.dropped import dropped_rows
-    from recgpt_data.stage import DROP_REASON
 
-    chosen = [d for d in dropped_rows(out) if stage is None or d.stage == stage]
-    table = Table(title=f"rows dropped in {out}")
+    chosen = [d for d in dropped_rows(out, blanked=blanked) if stage is None or d.stage == stage]
+    table = Table(title=f"rows {'blanked' if blanked else 'dropped'} in {out}")
     for column in ("stage", "table", "reason", "rows"):
         table.add_column(column, justify="right" if column == "rows" else "left")
     frames = []
     for item in chosen:
-        rows = item.rows if reason is None else item.rows.filter(pl.col(DROP_REASON) == reason)
+        rows = item.rows if reason is None else item.rows.filter(pl.col(item.reason) == reason)
         for why, n in item.by_reason().items():
             if reason is None or why == reason:
                 table.add_row(item.stage, item.table, why, f"{n:,}")

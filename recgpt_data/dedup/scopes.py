@@ -322,7 +322,7 @@ def dedup_dataset(
     ``drops`` (and its stats)."""
     stats = drops.stats
     rows_in, changed_before = frame.height, dict(stats.changed)
-    name = frame["dataset"][0] if rows_in else None
+    dataset = frame["dataset"][0] if rows_in else None
     frame = frame.drop([c for c in ("cluster_id", "cluster_size") if c in frame.columns])
     frame = frame.sort(list(CHRONOLOGICAL), maintain_order=True).with_columns(
         normalize_expr("review_text").alias("_norm")
@@ -362,7 +362,7 @@ def dedup_dataset(
         else:
             drops.blank("interactions", frame.filter(copy), "review_text", "review_text_duplicate")
             frame = frame.with_columns(pl.when(copy).then(None).otherwise(pl.col("review_text")).alias("review_text"))
-    if name is not None:
+    if dataset is not None:
         changed = {reason: n - changed_before.get(reason, 0) for reason, n in stats.changed.items()}
-        stats.info["by_dataset"][name] = {"rows": rows_in, "changed": changed}
+        stats.info["by_dataset"][dataset] = {"rows": rows_in, "changed": changed}
     return frame.drop(*WORK), items

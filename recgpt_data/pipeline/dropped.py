@@ -1,8 +1,10 @@
-"""The rows a run's stages dropped, read back from the output folder.
+"""The rows a run's stages dropped or blanked, read back from the output folder.
 
 Every stage that drops rows from a table ``T`` returns them, each with its ``drop_reason``, and the
-runner keeps them beside the stage's outputs as table ``dropped_T``. This module finds them in the
-finished stages' success records, in the order the run reported them (``stats.json``).
+runner keeps them beside the stage's outputs as table ``dropped_T``; a stage that blanks values
+(a review text in a language not allowed, a duplicate text) keeps each such row the same way as
+``blanked_T``: its keys, the column, the original value and its ``blank_reason``. This module finds
+them in the finished stages' success records, in the order the run reported them (``stats.json``).
 """
 
 from __future__ import annotations
@@ -15,25 +17,29 @@ import polars as pl
 
 from recgpt_data.errors import UsageError
 from recgpt_data.pipeline.runner import STAGES, read_marker, table_refs
-from recgpt_data.stage import DROP_REASON, DROPPED
+from recgpt_data.stage import BLANK_REASON, BLANKED, DROP_REASON, DROPPED
 
 
 @dataclass(frozen=True)
 class Dropped:
-    """The rows one stage dropped from one table, as a lazy scan."""
+    """The rows one stage dropped from (or blanked in) one table, as a lazy scan, and the column
+    that holds each row's reason."""
 
     stage: str
     table: str
     rows: pl.LazyFrame
+    reason: str = DROP_REASON
 
     def by_reason(self) -> dict[str, int]:
-        """Rows per drop reason, sorted by reason."""
-        counts = self.rows.group_by(DROP_REASON).agg(pl.len()).sort(DROP_REASON).collect()
+        """Rows per reason, sorted by reason."""
+        counts = self.rows.group_by(self.reason).agg(pl.len()).sort(self.reason).collect()
         return dict(counts.iter_rows())
 
 
-def dropped_rows(out: str | Path) -> list[Dropped]:
-    """Every table of dropped rows the finished stages of the run in ``out`` kept, in stage order."""
+def dropped_rows(out: str | Path, blanked: bool = False) -> list[Dropped]:
+    """Every table of dropped rows (with ``blanked``, of blanked rows) the finished stages of the
+    run in ``out`` kept, in stage order."""
+    prefix, reason = (BLANKED, BLANK_REASON) if blanked else (DROPPED, DROP_REASON)
     out = Path(out)
     stages = out / STAGES
     if not stages.is_dir():
@@ -45,7 +51,7 @@ def dropped_rows(out: str | Path) -> list[Dropped]:
     found = []
     for marker in markers:
         for name, ref in sorted(table_refs(marker).items()):
-            if name.startswith(DROPPED):
+            if name.startswith(prefix):
                 files = [out / f.path for f in ref.files]
-                found.append(Dropped(marker["key"], name[len(DROPPED):], pl.scan_parquet(files)))
+                found.append(Dropped(marker["key"], name[len(prefix):], pl.scan_parquet(files), reason))
     return found

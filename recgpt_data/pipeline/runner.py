@@ -11,7 +11,8 @@ Layout under the output folder ``out``:
   resumes with the buckets it had not finished.
 - files a stage writes to ``ctx.out_dir`` are staged in ``.stages/<key>/out/`` and moved into
   ``out`` when the stage succeeds, so the final folder never holds a file of an unfinished stage.
-- ``stats.json``: per-stage stats (rows in and out, drops and changes by reason, seconds, bytes).
+- ``stats.json``: per-stage stats (rows in and out, drops and changes by reason, seconds, bytes),
+  and the run's warnings (see :mod:`recgpt_data.pipeline.run_warnings`).
 
 Every file is written under a temporary name and renamed, so a run killed at any point (tests do it
 with ``RECGPT_KILL_AT=stage:<key>:before|mid|publish|after``) leaves no partial file visible, and
@@ -40,6 +41,7 @@ from recgpt_data.io.lock import folder_lock
 from recgpt_data.io.parquet import write_parquet, write_text
 from recgpt_data.pipeline.fingerprint import FileRecord, HashCache, digest, file_sha256, raw_inputs, source_sha256
 from recgpt_data.pipeline.partition import PartitionResult, PartitionTask, run_partition
+from recgpt_data.pipeline.run_warnings import run_warnings, stage_warnings
 from recgpt_data.pipeline.shuffle import has_column, split_by
 from recgpt_data.pipeline.spec import PipelineSpec, StageSpec
 from recgpt_data.stage import PARTITION_COLUMNS, Context, Params, StageDef, StageStats
@@ -322,6 +324,13 @@ class Runner:
         published = self.publish(key, stage_dir / "out")
         kill_point(key, "publish")
         record = stats.to_dict()
+        record["warnings"] = stage_warnings(
+            key,
+            planned.definition.heuristic,
+            {name: [self.out / f.path for f in ref.files] for name, ref in inputs.items()},
+            {name: [stage_dir / f.path for f in t["files"]] for name, t in written.items()},
+            record["info"],
+        )
         record["seconds"] = round(time.perf_counter() - started, 3)
         record["bytes_written"] = sum(f.size for t in written.values() for f in t["files"]) + sum(
             f.size for f in published
@@ -505,8 +514,9 @@ class Runner:
         return published
 
     def write_stats(self, stats: Mapping[str, dict]) -> None:
-        """Write ``stats.json``: the pipeline, its seed, each stage's stats and the corpus summary."""
-        document: dict[str, Any] = {"pipeline": self.spec.name, "seed": self.spec.seed}
+        """Write ``stats.json``: the pipeline, its seed, its warnings, each stage's stats and the corpus
+        summary."""
+        document: dict[str, Any] = {"pipeline": self.spec.name, "seed": self.spec.seed, "warnings": run_warnings(stats)}
         for record in stats.values():
             if "corpus" in record.get("info", {}):
                 document["corpus"] = record["info"]["corpus"]
