@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from recgpt_data.errors import (
     filesystem_message,
 )
 from recgpt_data.names import shown
+
+if TYPE_CHECKING:
+    from recgpt_data.pipeline.spec import PipelineSpec
 
 app = typer.Typer(
     add_completion=False,
@@ -70,22 +73,42 @@ class RichReporter:
         self.progress = progress
         self.tasks: dict[str, int] = {}
 
-    def stage_started(self, key: str, parts: int) -> None:
-        self.tasks[key] = self.progress.add_task(key, total=parts)
+    def stage_started(self, key: str, parts: int, rows: int) -> None:
+        self.tasks[key] = self.progress.add_task(key, total=rows or None, parts=parts, parts_done=0)
 
-    def part_done(self, key: str) -> None:
-        self.progress.advance(self.tasks[key])
+    def part_done(self, key: str, rows: int) -> None:
+        task = self.tasks[key]
+        done = self.progress.tasks[self.progress.task_ids.index(task)].fields["parts_done"] + 1
+        self.progress.update(task, advance=rows, parts_done=done)
 
     def stage_finished(self, key: str, state: str, stats: dict) -> None:
         if key in self.tasks:
             self.progress.remove_task(self.tasks.pop(key))
         rows = ", ".join(f"{t}={n:,}" for t, n in stats["rows_out"].items())
-        self.progress.console.print(f"{'[green]ran[/green]   ' if state == 'ran' else '[dim]cached[/dim]'} {key}  {rows}")
+        seconds = stats.get("seconds") or 0
+        done = sum(stats["rows_in"].values()) or sum(stats["rows_out"].values())
+        rate = f"  ({done / seconds:,.0f} rows/s)" if state == "ran" and seconds and done else ""
+        self.progress.console.print(
+            f"{'[green]ran[/green]   ' if state == 'ran' else '[dim]cached[/dim]'} {key}  {rows}{rate}"
+        )
         note = stats.get("info", {}).get("note")
         if state == "ran" and isinstance(note, str):
             self.progress.console.print(f"       {note}", markup=False)
         for warning in stats.get("warnings", []):
             self.progress.console.print(f"       [yellow]warning:[/yellow] {escape(warning['message'])}")
+
+
+def default_out(spec: PipelineSpec) -> Path:
+    """Where a spec's run goes without ``--out``: ``out/<name>`` below the current directory, or,
+    where that holds no run, the first of ``out/<name>`` beside the spec or in the folder above it
+    that does (a spec in ``pipelines/`` of a project run from the project's root)."""
+    from recgpt_data.pipeline.runner import STAGES
+
+    here = Path("out") / spec.name
+    for candidate in (here, spec.folder / "out" / spec.name, spec.folder.parent / "out" / spec.name):
+        if (candidate / STAGES).is_dir():
+            return candidate
+    return here
 
 
 def parse_vars(values: list[str]) -> dict[str, str]:
@@ -111,38 +134,23 @@ def run(
     var: Annotated[list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")] = [],  # noqa: B006
 ) -> None:
     """Run the stages of a pipeline spec; stages whose outputs are current are skipped."""
+    from recgpt_data.display import run_progress, summary_table
     from recgpt_data.engines import get_engine
     from recgpt_data.pipeline.run_warnings import run_warnings
     from recgpt_data.pipeline.runner import run_spec
     from recgpt_data.pipeline.spec import load_spec
 
     loaded = load_spec(spec, parse_vars(var))
-    target = out or Path("out") / loaded.name
+    target = out or default_out(loaded)
     chosen = get_engine(engine, address)
     try:
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(), console=console, transient=True,
-        ) as progress:
+        with run_progress(console) as progress:
             result = run_spec(
                 loaded, target, until=until, only=only, force=force, engine=chosen, reporter=RichReporter(progress)
             )
     finally:
         chosen.close()
-    table = Table(title=f"{loaded.name} -> {target}")
-    for column in ("stage", "state", "rows in", "rows out", "dropped", "seconds", "bytes"):
-        table.add_column(column)
-    for key, stats in result.stats.items():
-        table.add_row(
-            key,
-            result.states[key],
-            f"{sum(stats['rows_in'].values()):,}",
-            ", ".join(f"{t}={n:,}" for t, n in stats["rows_out"].items()),
-            f"{sum(stats['dropped'].values()):,}",
-            str(stats.get("seconds", "")),
-            f"{stats.get('bytes_written', 0):,}",
-        )
-    console.print(table)
+    console.print(summary_table(f"{loaded.name} -> {target}", result.stats, result.states))
     for warning in run_warnings(result.stats):
         console.print(f"[yellow]warning:[/yellow] {escape(warning['message'])}")
 
@@ -158,8 +166,9 @@ def status(
     from recgpt_data.pipeline.spec import load_spec
 
     loaded = load_spec(spec, parse_vars(var))
-    target = out or Path("out") / loaded.name
-    table = Table(title=f"{loaded.name} in {target}")
+    target = out or default_out(loaded)
+    Console().print(f"{loaded.name} in {target}", markup=False, highlight=False, soft_wrap=True)
+    table = Table()
     for column in ("stage", "state", "why"):
         table.add_column(column)
     colours = {"done": "green", "stale": "yellow", "missing": "red"}
@@ -183,6 +192,7 @@ def dropped(
     reason, a sample, or all of them."""
     import polars as pl
 
+    from recgpt_data.display import show_rows
     from recgpt_data.io.parquet import write_parquet
     from recgpt_data.pipeline.dropped import dropped_rows
 
@@ -197,7 +207,7 @@ def dropped(
             if reason is None or why == reason:
                 table.add_row(item.stage, item.table, why, f"{n:,}")
         if show:
-            Console().print(f"{item.stage} / {item.table}:", rows.head(show).collect())
+            show_rows(Console(), f"{item.stage} / {item.table}", rows.head(show).collect(), item.reason)
         if export is not None:
             frames.append(rows.with_columns(pl.lit(item.stage).alias("stage"), pl.lit(item.table).alias("table")))
     Console().print(table)

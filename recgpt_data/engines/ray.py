@@ -3,17 +3,75 @@
 Workers need the same ``recgpt-data`` version installed and the output folder on a file system that
 every node mounts at the same path (NFS, Lustre, a FUSE-mounted bucket): a task reads its inputs and
 writes its bucket's files there, and returns only the small record of what it wrote.
+
+An address that names a host (``ray://host:10001`` for Ray Client, ``host:6379`` for the head's
+GCS) is probed with a plain TCP connection first: Ray's own client waits 30 s and more, retrying,
+before it gives up on a cluster that is not there, while the probe says so in seconds. Where
+something accepts the connection but no Ray Client answers, Ray Client's connection timeouts are
+shortened (unless set in the environment) so that it gives up in about ten seconds.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from recgpt_data.errors import UsageError
 
 T = TypeVar("T")
 R = TypeVar("R")
+PROBE_SECONDS = 3.0
+CLIENT_PORT = 10001  # Ray Client's default port
+GCS_PORT = 6379  # the head node's default port
+CLIENT_TIMEOUTS = {"RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S": "2", "RAY_CLIENT_MAX_CONNECTION_TIMEOUT_S": "4"}
+
+
+def endpoint(address: str) -> tuple[str, int] | None:
+    """The host and port an address names (``None`` for ``auto`` and ``local``)."""
+    if address in ("auto", "local"):
+        return None
+    client = address.startswith("ray://")
+    rest = address.removeprefix("ray://").split("/", 1)[0]
+    host, sep, port = rest.rpartition(":")
+    if not sep:
+        return rest, CLIENT_PORT if client else GCS_PORT
+    if not port.isdigit():
+        raise UsageError(f"--address {address!r}: the port {port!r} is not a number")
+    return host.strip("[]"), int(port)
+
+
+def probe(address: str) -> None:
+    """Refuse at once an address where nothing accepts connections."""
+    found = endpoint(address)
+    if found is None:
+        return
+    host, port = found
+    try:
+        socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise UsageError(
+            f"no Ray cluster at {address}: {host}:{port} {reason}; start one (`ray start --head`) or "
+            "leave out --address to run Ray on this machine"
+        ) from None
+
+
+def connect(ray: Any, address: str | None) -> None:
+    """``ray.init``, with a cluster that does not answer reported as one line: Ray's connection
+    messages (its info log, its warnings) are held back while it tries."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if address is not None and address.startswith("ray://"):
+                ray.init(address=address, logging_level=logging.WARNING)  # the cluster's own settings apply
+            else:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    except ConnectionError as exc:
+        raise UsageError(f"no Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
 
 
 class RayEngine:
@@ -22,6 +80,9 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, address: str | None = None):
+        if address is not None and address.startswith("ray://"):
+            for name, seconds in CLIENT_TIMEOUTS.items():
+                os.environ.setdefault(name, seconds)  # read when Ray is imported
         try:
             import ray
         except ImportError:
@@ -29,7 +90,9 @@ class RayEngine:
         self.ray = ray
         self.started = False
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            if address is not None:
+                probe(address)
+            connect(ray, address)
             self.started = True
 
     def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:

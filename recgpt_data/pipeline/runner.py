@@ -56,9 +56,9 @@ RESERVED = ("stats.json", STAGES, ".scratch")
 class Reporter(Protocol):
     """Receives progress while a run goes (the CLI draws it with rich)."""
 
-    def stage_started(self, key: str, parts: int) -> None: ...
+    def stage_started(self, key: str, parts: int, rows: int) -> None: ...
 
-    def part_done(self, key: str) -> None: ...
+    def part_done(self, key: str, rows: int) -> None: ...
 
     def stage_finished(self, key: str, state: str, stats: Mapping[str, Any]) -> None: ...
 
@@ -66,10 +66,10 @@ class Reporter(Protocol):
 class SilentReporter:
     """A reporter that shows nothing (library use, tests)."""
 
-    def stage_started(self, key: str, parts: int) -> None:
+    def stage_started(self, key: str, parts: int, rows: int) -> None:
         return None
 
-    def part_done(self, key: str) -> None:
+    def part_done(self, key: str, rows: int) -> None:
         return None
 
     def stage_finished(self, key: str, state: str, stats: Mapping[str, Any]) -> None:
@@ -399,12 +399,13 @@ class Runner:
         self, planned: Planned, inputs: Mapping[str, TableRef], context: Context, stage_dir: Path
     ) -> tuple[dict[str, dict], StageStats]:
         """Run a stage on whole tables in this process and write each output table."""
-        self.reporter.stage_started(planned.key, 1)
         frames = {name: pl.scan_parquet([self.out / f.path for f in ref.files]) for name, ref in inputs.items()}
+        counts = {name: registry.count(frame) for name, frame in frames.items()}
+        self.reporter.stage_started(planned.key, 1, sum(counts.values()))
         output = planned.definition.fn(frames, planned.params, context)
         stats = output.stats
-        for name, frame in frames.items():
-            stats.rows_in.setdefault(name, registry.count(frame))
+        for name, count in counts.items():
+            stats.rows_in.setdefault(name, count)
         written: dict[str, dict] = {}
         for name, frame in output.to_write().items():
             data = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
@@ -418,7 +419,7 @@ class Runner:
                 "partition_column": None,
             }
             kill_point(planned.key, "mid")
-        self.reporter.part_done(planned.key)
+        self.reporter.part_done(planned.key, sum(counts.values()))
         return written, stats
 
     def run_partitioned(
@@ -448,9 +449,13 @@ class Runner:
             for index in range(count)
             if index not in results
         ]
-        self.reporter.stage_started(planned.key, count)
-        for _ in results:
-            self.reporter.part_done(planned.key)
+        bucket_rows = [  # rows of the bucketed tables in each bucket, from the parquet footers, for progress
+            sum(registry.count(pl.scan_parquet(list(parts[index]))) for parts, _ in buckets.values() if parts)
+            for index in range(count)
+        ]
+        self.reporter.stage_started(planned.key, count, sum(bucket_rows))
+        for index in results:
+            self.reporter.part_done(planned.key, bucket_rows[index])
         engine = self.engine or get_engine("local")
         for part in engine.map(run_partition, tasks):
             record = {
@@ -463,7 +468,7 @@ class Runner:
             }
             write_text(json.dumps(record, indent=2) + "\n", stage_dir / "_parts" / f"{part.index:05d}.json")
             results[part.index] = part
-            self.reporter.part_done(planned.key)
+            self.reporter.part_done(planned.key, bucket_rows[part.index])
             kill_point(planned.key, "mid")
         ordered = [results[i] for i in range(count)]
         names = sorted({name for part in ordered for name in part.tables})

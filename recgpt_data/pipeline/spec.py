@@ -104,6 +104,10 @@ def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None) -> P
         raise UsageError(f"no such pipeline spec: {path}")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        unknown = sorted(set(overrides or {}) - set(raw.get("vars", {})))
+        if unknown:
+            declared = ", ".join(sorted(raw.get("vars", {}))) or "none"
+            raise UsageError(f"--var {', '.join(unknown)}: not in the [vars] of {path} (declared: {declared})")
         variables = expand_vars({**raw.get("vars", {}), **(overrides or {})})
         raw["stages"] = substitute(raw.get("stages", []), variables)
         spec = PipelineSpec(**{**raw, "vars": variables}, path=path.resolve())
