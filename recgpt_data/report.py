@@ -217,7 +217,7 @@ def source_colours(sources: list[str]) -> dict[str, Any]:
     return {source: palette(i % 10) for i, source in enumerate(sorted(sources))}
 
 
-def history_plot(lengths: pl.DataFrame, min_interactions: int, path: Path) -> None:
+def history_plot(lengths: pl.DataFrame, min_interactions: int) -> Any:
     """Histogram of history length, one outline per source, on a log axis that starts at the user
     filter's minimum (or the shortest history, if a later stage left one shorter), which is marked."""
     import numpy as np
@@ -242,10 +242,10 @@ def history_plot(lengths: pl.DataFrame, min_interactions: int, path: Path) -> No
     axes.set_xlabel("interactions per user and dataset (log scale)")
     axes.set_ylabel("users")
     axes.legend(fontsize=8)
-    save(fig, path)
+    return fig
 
 
-def tokens_plot(tokens: pl.DataFrame, max_tokens: int, path: Path) -> None:
+def tokens_plot(tokens: pl.DataFrame, max_tokens: int) -> Any:
     """Histogram of tokens per document, stacked by source on a linear axis up to the chunking cap,
     which is marked, with the documents in the last bin before it counted."""
     import numpy as np
@@ -268,16 +268,16 @@ def tokens_plot(tokens: pl.DataFrame, max_tokens: int, path: Path) -> None:
     axes.set_xlabel(f"tokens (GPT-NeoX-20B), bins of {width}")
     axes.set_ylabel("documents")
     axes.legend(fontsize=8, loc="upper left")
-    save(fig, path)
+    return fig
 
 
-def drops_plot(rates: list[dict[str, Any]], path: Path) -> bool:
+def drops_plot(rates: list[dict[str, Any]]) -> Any:
     """Horizontal bars: rows each stage dropped, one bar per reason that dropped any, labelled with
-    count and rate. False (no file) when no stage dropped anything."""
+    count and rate; ``None`` when no stage dropped anything."""
     bars = [(f"{row['stage']}: {item['reason']}", item["rows"], item["rate"])
             for row in rates for item in row["reasons"] if item["kind"] == "dropped" and item["rows"]]
     if not bars:
-        return False
+        return None
     fig, axes = figure(height=1.2 + 0.32 * len(bars))
     labels = [label for label, _, _ in bars][::-1]
     counts = [n for _, n, _ in bars][::-1]
@@ -290,11 +290,10 @@ def drops_plot(rates: list[dict[str, Any]], path: Path) -> bool:
     axes.set_title("Rows dropped by stage and reason")
     axes.set_xlabel("rows dropped")
     axes.tick_params(axis="y", labelsize=8)
-    save(fig, path)
-    return True
+    return fig
 
 
-def share_plot(table: pl.DataFrame, path: Path) -> None:
+def share_plot(table: pl.DataFrame) -> Any:
     """Horizontal bars: each source's share of the pre-training tokens, labelled with the tokens."""
     per_source = table.group_by("source").agg(pl.col("tokens").sum()).sort("source", descending=True)
     total = max(int(per_source["tokens"].sum()), 1)
@@ -308,7 +307,7 @@ def share_plot(table: pl.DataFrame, path: Path) -> None:
     axes.set_xlim(0, 130)
     axes.set_title(f"Share of pre-training tokens per source ({total:,} tokens)")
     axes.set_xlabel("share of tokens (%)")
-    save(fig, path)
+    return fig
 
 
 def render(summary: Mapping[str, Any], rates: list[dict[str, Any]], plots: list[tuple[str, str]]) -> str:
@@ -355,20 +354,20 @@ def render(summary: Mapping[str, Any], rates: list[dict[str, Any]], plots: list[
 def write_plots(
     tables: Mapping[str, Frame], rates: list[dict[str, Any]], params: ReportParams, folder: Path
 ) -> list[tuple[str, str]]:
-    """Draw the report's plots into ``folder/report/``; (file, caption) of each one drawn."""
-    drawn = []
+    """Draw the report's plots and save them into ``folder/report/``; (file, caption) of each one."""
+    figures = {}
     lengths = lengths_by_source(tables)
     if lengths.height:
-        history_plot(lengths, params.min_interactions, folder / "report" / PLOTS[0][0])
-        drawn.append(PLOTS[0])
+        figures[PLOTS[0]] = history_plot(lengths, params.min_interactions)
     if "documents" in tables:
         documents = tables["documents"].lazy().select("source", "num_tokens").collect()
         if documents.height:
-            tokens_plot(documents, params.max_tokens, folder / "report" / PLOTS[1][0])
-            share_plot(corpus_table({"documents": tables["documents"]}), folder / "report" / PLOTS[3][0])
-            drawn += [PLOTS[1], PLOTS[3]]
-    if drops_plot(rates, folder / "report" / PLOTS[2][0]):
-        drawn.append(PLOTS[2])
+            figures[PLOTS[1]] = tokens_plot(documents, params.max_tokens)
+            figures[PLOTS[3]] = share_plot(corpus_table({"documents": tables["documents"]}))
+    figures[PLOTS[2]] = drops_plot(rates)
+    drawn = [plot for plot, fig in figures.items() if fig is not None]
+    for plot in drawn:
+        save(figures[plot], folder / "report" / plot[0])
     return sorted(drawn, key=PLOTS.index)
 
 
