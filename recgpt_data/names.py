@@ -37,7 +37,7 @@ def unsafe_reason(value: object, what: str, segments: int = 1) -> str | None:
         return f"{what} name must be text, got {type(value).__name__}"
     parts = value.split("/")
     if len(parts) > segments:
-        return f"{what} name {shown(value)} has more than {segments} part(s) separated by '/'"
+        return f"{what} name {shown(value)} is not safe as a path: it has more than {segments} part(s) joined by '/'"
     for part in parts:
         if not _SEGMENT.fullmatch(part):
             return (

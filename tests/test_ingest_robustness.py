@@ -252,3 +252,172 @@ def test_prefetched_batches_stop_their_thread_when_closed():
     assert [next(batches) for _ in range(3)] == [1, 2, 3]
     batches.close()
     assert not any(t.name == "recgpt-read" for t in threading.enumerate())
+
+
+# Names, the file system, the network and the lock: one line each, never a traceback.
+
+
+def ingest_cli(source: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_cli("ingest", "amazon2018", str(source), "--out", str(out), *args)
+
+
+def assert_failed_cleanly(result: subprocess.CompletedProcess, status: int, words: str) -> None:
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert words in line
+
+
+def test_cli_dataset_names_never_leave_out(shared, tmp_path):
+    """One CLI run; the corpus in tests/hostile/ tries many more names through the same check."""
+    result = ingest_cli(shared / "amazon2018" / "All_Beauty_5.json", tmp_path / "out", "--dataset", "../x")
+    assert_failed_cleanly(result, 2, "is not safe as a path")
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_names_module_refuses_tricks_and_keeps_paths_inside(tmp_path):
+    from recgpt_data.errors import UsageError
+    from recgpt_data.names import check_dataset, check_name, inside
+
+    for good in ("beauty", "ml-latest-small", "All_Beauty", "v1.2"):
+        assert check_name(good) == good
+    assert check_dataset("amazon2018/All_Beauty") == "amazon2018/All_Beauty"
+    for bad in ("..", ".", "", "a/b", "/x", ".hidden", "-x", "caf\u00e9", "\u2215x", "x" * 101, "a\x00"):
+        with pytest.raises(UsageError, match="is not safe as a path"):
+            check_name(bad)
+    assert inside(tmp_path, tmp_path / "a" / "b") == (tmp_path / "a" / "b").resolve()
+    (tmp_path / "link").symlink_to("/tmp")
+    for outside in (tmp_path / ".." / "x", Path("/etc/passwd"), tmp_path / "link" / "x"):
+        with pytest.raises(UsageError, match="outside"):
+            inside(tmp_path, outside)
+
+
+def test_spec_and_benchmark_names_are_checked(tmp_path):
+    from pydantic import ValidationError
+
+    from recgpt_data.benchmarks.build import LoadP5Params, P5BenchmarkParams
+    from recgpt_data.errors import UsageError
+    from recgpt_data.pipeline.spec import load_spec
+
+    for line in ('name = "../escape"', 'name = "ok"\n[[stages]]\nstage = "ingest"\nid = "/abs"'):
+        spec = tmp_path / "spec.toml"
+        spec.write_text(line + ("\n[[stages]]\nstage = \"ingest\"\n" if "stages" not in line else "\n"))
+        with pytest.raises(UsageError, match="not safe as a path"):
+            load_spec(spec)
+    with pytest.raises(ValidationError, match="not safe as a path"):
+        P5BenchmarkParams(benchmarks=[{"name": "../../x", "dataset": "yelp"}])
+    with pytest.raises(ValidationError, match="not safe as a path"):
+        LoadP5Params(benchmarks=[{"name": "/tmp/x", "dataset": "yelp", "path": "p5"}])
+
+
+def test_cli_out_that_is_a_file(shared, tmp_path):
+    target = tmp_path / "out"
+    target.write_text("not a folder")
+    assert_failed_cleanly(ingest_cli(shared / "amazon2018" / "All_Beauty_5.json", target), 2, "is a file")
+
+
+def mounted_tmpfs(target: Path, options: str) -> bool:
+    """Mount a tmpfs at ``target`` (as root); False where this machine does not let us."""
+    target.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on a 64 KiB tmpfs where root may mount one, else a folder whose rejects file is
+    /dev/full: either way the ingest's writes fail with ENOSPC."""
+    folder = tmp_path / "disk"
+    mounted = mounted_tmpfs(folder, "size=64k")
+    if not mounted:
+        (folder / "out").mkdir(parents=True)
+        (folder / "out" / "rejects.jsonl.tmp").symlink_to("/dev/full")
+    yield folder / "out"
+    if mounted:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_cli_disk_full_is_one_line_and_leaves_nothing_that_looks_complete(shared, small_disk):
+    source = shared / "amazon2018" / "All_Beauty_5.json"  # 5,269 reviews: more than 64 KiB of parquet
+    result = ingest_cli(source, small_disk)
+    assert_failed_cleanly(result, 3, "No space left on device")
+    assert "free some space" in result.stderr
+    left = sorted(p.relative_to(small_disk).as_posix() for p in small_disk.rglob("*") if p.is_file() or p.is_symlink())
+    assert [p for p in left if not p.startswith(".stages/")] == []
+
+
+def test_cli_read_only_out(shared, tmp_path):
+    folder = tmp_path / "ro"
+    mounted = mounted_tmpfs(folder, "ro,size=64k")
+    if not mounted:
+        folder.chmod(0o555)
+    try:
+        result = ingest_cli(shared / "amazon2018" / "All_Beauty_5.json", folder / "out")
+        assert_failed_cleanly(result, 3, "Read-only file system" if mounted else "Permission denied")
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_second_ingest_into_a_held_folder_is_refused(shared, tmp_path):
+    from recgpt_data.io.lock import folder_lock
+
+    out = tmp_path / "out"
+    with folder_lock(out):
+        result = ingest_cli(shared / "amazon2018" / "All_Beauty_5.json", out)
+    assert_failed_cleanly(result, 2, "another run is writing")
+    assert not (out / "summary.json").exists()
+    assert ingest("amazon2018", [shared / "amazon2018" / "All_Beauty_5.json"], out).read == 5_269
+
+
+def test_an_out_inside_the_input_folder_is_not_read_back(shared, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "All_Beauty_5.json").write_bytes((shared / "amazon2018" / "All_Beauty_5.json").read_bytes())
+    first = ingest("amazon2018", [folder], folder / "out")
+    second = ingest("amazon2018", [folder], folder / "out")
+    assert first.read == second.read == 5_269
+    assert all(s.startswith(str(folder / "out")) for s in second.skipped)
+
+
+def publish_cli(folder: Path, repo_id: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(
+        [str(CLI), "publish", str(folder), "--repo-id", repo_id], capture_output=True, text=True, timeout=120,
+        env={**os.environ, **env}, check=False,
+    )
+
+
+def test_cli_invalid_repo_id_is_a_usage_error(tmp_path):
+    (tmp_path / "README.md").write_text("card")
+    result = publish_cli(tmp_path, "../not a repo!", {"HF_TOKEN": "hf_secret_token_never_printed"})
+    assert_failed_cleanly(result, 2, "is not a Hub repository id")
+    assert "hf_secret_token_never_printed" not in result.stderr + result.stdout
+
+
+def test_cli_unreachable_hub_is_one_line_without_the_token(tmp_path):
+    (tmp_path / "README.md").write_text("card")
+    env = {"HF_TOKEN": "hf_secret_token_never_printed", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0"}
+    result = publish_cli(tmp_path, "acme/corpus", env)
+    assert_failed_cleanly(result, 4, "cannot reach the Hugging Face Hub")
+    assert "hf_secret_token_never_printed" not in result.stderr + result.stdout
+
+
+def test_licence_check_reads_eval_and_unattributed_files(tmp_path):
+    from recgpt_data.publish.terms import UNKNOWN, restricted
+
+    (tmp_path / "eval" / "ml1m" / "prompts").mkdir(parents=True)
+    (tmp_path / "eval" / "ml1m" / "prompts" / "x.jsonl").write_text("{}\n")
+    (tmp_path / "eval" / "ml1m" / "summary.json").write_text('{"source": "movielens", "dataset": "movielens/ml-1m"}')
+    (tmp_path / "eval" / "unknown").mkdir()
+    (tmp_path / "eval" / "unknown" / "sequential_data.txt").write_text("1 2 3\n")
+    (tmp_path / "eval" / "fine").mkdir()
+    (tmp_path / "eval" / "fine" / "summary.json").write_text('{"source": "amazon2018", "dataset": "amazon2018/All_Beauty"}')
+    pl.DataFrame({"x": [1]}).write_parquet(tmp_path / "stray.parquet")
+    found = sorted((t.source, t.dataset) for t in restricted(tmp_path))
+    assert found == [
+        (UNKNOWN, "eval/unknown (no source recorded in its summary.json)"),
+        (UNKNOWN, "stray.parquet (no source and dataset columns)"),
+        ("movielens", "movielens/ml-1m"),
+    ]

@@ -60,27 +60,36 @@ class ChunkStream:
 
     def __iter__(self) -> Iterator[bytes]:
         kind = compression_of(self.path)
+        if kind == "zstd":
+            yield from self._zstd()
+            return
         with open(self.path, "rb") as handle:
             if kind is None:
                 while chunk := handle.read(self.chunk_bytes):
                     yield chunk
                 return
-            if kind == "zstd":
-                yield from self._zstd(handle)
-                return
             yield from self._decompress(handle, kind)
 
-    def _zstd(self, handle) -> Iterator[bytes]:
-        stream = pa.CompressedInputStream(pa.PythonFile(handle, mode="r"), "zstd")
-        while True:
+    def _zstd(self) -> Iterator[bytes]:
+        """pyarrow's zstd decoder drops what a read decoded when the stream breaks inside that read,
+        so after a break the file is decoded again up to what was handed over, and read on in
+        smaller pieces, down to single bytes: every byte before the cut is handed over."""
+        delivered = 0
+        for piece in (self.chunk_bytes, 1 << 16, 1 << 10, 1 << 4, 1):
+            stream = pa.CompressedInputStream(pa.OSFile(str(self.path)), "zstd")
+            skip = delivered
             try:
-                out = stream.read(self.chunk_bytes)
+                while skip:
+                    skip -= len(stream.read(min(skip, self.chunk_bytes)))
+                while out := stream.read(piece):
+                    delivered += len(out)
+                    yield out
+                return
             except OSError as exc:
-                self.truncated, self.error = True, f"corrupt zstd stream: {exc}"
-                return
-            if not out:
-                return
-            yield out
+                self.error = f"corrupt zstd stream: {exc}"
+            finally:
+                stream.close()
+        self.truncated = True
 
     def _decompress(self, handle, kind: str) -> Iterator[bytes]:
         decoder = _decompressor(kind)
