@@ -3,6 +3,7 @@
 from recgpt_data import (  # noqa: F401
     corpus,
     ingest,
+    pretrain_tokens,
     report,
     split,
 )

@@ -1,13 +1,16 @@
-"""Attention for packed rows: a block-diagonal causal mask per example, exact under ALiBi.
+"""Attention for packed rows: each example attends only to its own earlier tokens, exact under ALiBi.
 
 ``MptForCausalLM`` ignores ``position_ids``, but its ALiBi bias is relative (softmax is invariant to the
 per-query shift in HF's key-only bias), so masking every key outside the query's own example makes each
-example in a packed row see exactly what it would see alone. Two paths share that mask:
+example in a packed row see exactly what it would see alone. Three paths, chosen by name:
 
-- ``eager``: Hugging Face's own attention, handed a prepared 4D mask (returned as-is by its mask builder);
+- ``eager``: Hugging Face's own attention, handed the boolean block mask and its own ALiBi tensor;
 - ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` with the relative ALiBi bias
-  ``slope_h * (j - i)`` and the block mask folded into one additive bias, built once per forward and
-  shared by all layers.
+  ``slope_h * (j - i)`` and the block mask folded into one dense additive bias;
+- ``flex``: ``torch.nn.attention.flex_attention`` with ALiBi as a ``score_mod`` and the per-example
+  causal mask as a block-sparse ``BlockMask`` (fully masked tiles are skipped); fused when compiled.
+
+:func:`attention_input` builds what every layer receives, once per forward pass.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-Impl = Literal["eager", "sdpa"]
+Impl = Literal["eager", "sdpa", "flex"]
+IMPLS: tuple[str, ...] = ("eager", "sdpa", "flex")
 
 
 def allowed_mask(seq_ids: torch.Tensor) -> torch.Tensor:
@@ -29,12 +33,6 @@ def allowed_mask(seq_ids: torch.Tensor) -> torch.Tensor:
     causal = torch.ones(length, length, dtype=torch.bool, device=seq_ids.device).tril()
     same = seq_ids[:, :, None] == seq_ids[:, None, :]
     return (same & causal)[:, None]
-
-
-def packed_attention_mask(seq_ids: torch.Tensor) -> torch.Tensor:
-    """The 4D additive mask handed to the model: 0 where attention is allowed, dtype-min elsewhere."""
-    blocked = ~allowed_mask(seq_ids)
-    return torch.zeros(blocked.shape, device=seq_ids.device).masked_fill(blocked, torch.finfo(torch.float32).min)
 
 
 def alibi_slopes(n_heads: int, alibi_bias_max: int = 8, device: torch.device | None = None) -> torch.Tensor:
@@ -47,64 +45,85 @@ def alibi_slopes(n_heads: int, alibi_bias_max: int = 8, device: torch.device | N
     return slopes
 
 
-class _BiasCache:
-    """One additive bias per forward pass, keyed by the mask tensor every layer receives."""
-
-    def __init__(self, slopes: torch.Tensor) -> None:
-        self.slopes = slopes
-        self.key: torch.Tensor | None = None
-        self.bias: torch.Tensor | None = None
-
-    def get(self, blocked: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        if self.key is not blocked or self.bias is None or self.bias.dtype != dtype:
-            length = blocked.shape[-1]
-            pos = torch.arange(length, device=blocked.device)
-            rel = (pos[None, :] - pos[:, None]).to(torch.float32)
-            slopes = self.slopes.to(blocked.device)
-            bias = (slopes[:, None, None] * rel)[None].masked_fill(blocked, float("-inf"))
-            self.key, self.bias = blocked, bias.to(dtype)
-        return self.bias
+def dense_bias(seq_ids: torch.Tensor, slopes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, H, L, L) additive bias: ``slope_h * (j - i)`` where allowed, -inf elsewhere."""
+    pos = torch.arange(seq_ids.shape[1], device=seq_ids.device)
+    rel = (pos[None, :] - pos[:, None]).to(torch.float32)
+    bias = (slopes.to(seq_ids.device)[:, None, None] * rel)[None]
+    return bias.masked_fill(~allowed_mask(seq_ids), float("-inf")).to(dtype)
 
 
-def _sdpa_forward(
-    self: nn.Module,
-    bias_cache: _BiasCache,
-    hidden_states: torch.Tensor,
-    position_bias: torch.Tensor | None = None,
-    attention_mask: torch.Tensor | None = None,
-    **kwargs: object,
-) -> tuple[torch.Tensor, None]:
-    """MptAttention's computation through SDPA; ``attention_mask`` is HF's bool mask (True = blocked)."""
-    if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
-        raise ValueError("the sdpa packed-attention path is for training; it takes no KV cache")
+def block_mask(seq_ids: torch.Tensor) -> object:
+    """The per-example causal mask of ``seq_ids`` as a flex-attention ``BlockMask``."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def same_example_causal(b, h, q_idx, kv_idx):
+        return (seq_ids[b, q_idx] == seq_ids[b, kv_idx]) & (kv_idx <= q_idx)
+
+    batch, length = seq_ids.shape
+    return create_block_mask(same_example_causal, batch, None, length, length, device=seq_ids.device)
+
+
+def attention_input(impl: str, seq_ids: torch.Tensor, config: object, dtype: torch.dtype) -> tuple[object, object]:
+    """(position_bias, attention_mask) that every MPT block of ``impl`` receives for rows ``seq_ids``."""
+    if impl == "flex":
+        return None, block_mask(seq_ids)
+    if impl == "sdpa":
+        return None, dense_bias(seq_ids, alibi_slopes(config.n_heads, config.attn_config.alibi_bias_max), dtype)
+    from transformers.models.mpt.modeling_mpt import build_mpt_alibi_tensor
+
+    alibi = build_mpt_alibi_tensor(config.n_heads, config.max_seq_len, config.attn_config.alibi_bias_max, seq_ids.device)
+    return alibi, ~allowed_mask(seq_ids)
+
+
+def _qkv(self: nn.Module, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     batch, length = hidden_states.shape[:2]
     qkv = self.Wqkv(hidden_states)
     if self.clip_qkv:
         qkv = qkv.clamp(min=-self.clip_qkv, max=self.clip_qkv)
-    q, k, v = (t.reshape(batch, length, self.n_heads, self.head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=2))
-    if attention_mask is None:
-        attention_mask = ~torch.ones(length, length, dtype=torch.bool, device=q.device).tril()[None, None]
-    bias = bias_cache.get(attention_mask, q.dtype)
-    dropout = self.attn_dropout_p if self.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=self.softmax_scale)
+    return tuple(t.reshape(batch, length, self.n_heads, self.head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=2))
+
+
+def _packed_forward(
+    self: nn.Module,
+    impl: str,
+    hidden_states: torch.Tensor,
+    position_bias: torch.Tensor | None = None,
+    attention_mask: object = None,
+    **kwargs: object,
+) -> tuple[torch.Tensor, None]:
+    """MptAttention's computation through SDPA (a dense bias) or flex attention (a ``BlockMask``)."""
+    if kwargs.get("cache") is not None or attention_mask is None:
+        raise ValueError(f"the {impl} packed-attention path is for training: it needs attention_input, no KV cache")
+    batch, length = hidden_states.shape[:2]
+    q, k, v = _qkv(self, hidden_states)
+    if impl == "flex":
+        from torch.nn.attention.flex_attention import flex_attention
+
+        slopes = self.alibi_slopes
+
+        def alibi(score, b, h, q_idx, kv_idx):
+            return score + slopes[h] * (kv_idx - q_idx)
+
+        out = flex_attention(q, k, v, score_mod=alibi, block_mask=attention_mask, scale=self.softmax_scale)
+    else:
+        dropout = self.attn_dropout_p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout, scale=self.softmax_scale)
     return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1)), None
 
 
-def set_attention(model: nn.Module, impl: Impl) -> None:
-    """Route every MPT attention layer of ``model`` through ``impl`` (weights are untouched)."""
-    if impl not in ("eager", "sdpa"):
-        raise ValueError(f"unknown attention path {impl!r} (eager | sdpa)")
+def set_attention(model: nn.Module, impl: str) -> None:
+    """Route every MPT attention layer of ``model`` through ``impl`` (weights and state-dict keys untouched)."""
+    if impl not in IMPLS:
+        raise ValueError(f"unknown attention path {impl!r} ({' | '.join(IMPLS)})")
     config = model.config
-    cache = _BiasCache(alibi_slopes(config.n_heads, config.attn_config.alibi_bias_max))
+    slopes = alibi_slopes(config.n_heads, config.attn_config.alibi_bias_max)
     for module in model.modules():
         if type(module).__name__ != "MptAttention":
             continue
         if impl == "eager":
             module.__dict__.pop("forward", None)
-        else:
-            module.forward = functools.partial(_sdpa_forward, module, cache)
-
-
-def packed_logits(model: nn.Module, input_ids: torch.Tensor, seq_ids: torch.Tensor) -> torch.Tensor:
-    """Logits of a batch of packed rows, each example attending only to its own earlier tokens."""
-    return model(input_ids=input_ids, attention_mask=packed_attention_mask(seq_ids), use_cache=False).logits
+            continue
+        if impl == "flex" and "alibi_slopes" not in module._buffers:
+            module.register_buffer("alibi_slopes", slopes.to(next(module.parameters()).device), persistent=False)
+        module.forward = functools.partial(_packed_forward, module, impl)

@@ -9,7 +9,6 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from recgpt_data.instruct.templates import RESPONSE_SEPARATOR
 from recgpt_data.tokenizer import DEFAULT_TOKENIZER
 
 PEAK_LR = {"pretrain": 2.5e-5, "instruct": 1e-5}
@@ -35,13 +34,13 @@ class ModelConfig(Strict):
 
 
 class DataConfig(Strict):
-    """Which dataset, config and split to read, and how to tokenize and pack it."""
+    """Which dataset, config and splits to read, and how to tokenize and pack it."""
 
     source: str = Field(description="built folder, Hub repo id, or saved datasets folder")
     config: Literal["pretrain", "instruct"] = "pretrain"
     split: str = "train"
+    validation_split: str | None = "validation"  # skipped where the source has no such split
     tokenizer: str = str(DEFAULT_TOKENIZER)
-    response_separator: str = RESPONSE_SEPARATOR  # the builders budget 2048 tokens with it and EOS
     doc_masking: bool = False
     max_examples: int | None = None
 
@@ -53,7 +52,7 @@ class OptimConfig(Strict):
     betas: tuple[float, float] = (0.9, 0.98)
     weight_decay: float = 1e-7
     grad_clip: float = 1.0
-    warmup_steps: int = 100
+    warmup_steps: int = 200  # RecGPT's fine-tuning.yaml: t_warmup 200ba
     final_lr_ratio: float = 0.1
 
 
@@ -64,24 +63,30 @@ class TrainConfig(Strict):
     model: ModelConfig = ModelConfig()
     data: DataConfig
     optim: OptimConfig = OptimConfig()
-    global_batch_size: int = 128
-    micro_batch_size: int = 1
+    global_batch_size: int = Field(128, description="examples per optimizer step (blocks for pretrain, pairs for instruct)")
+    micro_batch_size: int = Field(1, description="rows per forward pass on each rank")
     epochs: int = 2
     max_steps: int | None = None
     precision: Literal["bf16", "fp32"] = "bf16"
-    attention: Literal["eager", "sdpa"] = "sdpa"
+    attention: Literal["auto", "eager", "sdpa", "flex"] = "auto"  # auto: flex on a GPU, sdpa on the CPU
+    compile: bool | None = None  # torch.compile each block; default: on a GPU
     activation_checkpointing: bool = False
+    loss_chunk: int = Field(4096, ge=1, description="tokens of logits the loss computes at a time")
     seed: int = 17
     out_dir: str = "runs/recgpt"
     save_every: int = 500
+    keep_checkpoints: int = Field(2, ge=1)
+    eval_every: int = Field(0, ge=0, description="validation loss every N steps (0: never)")
+    eval_examples: int = Field(256, ge=1, description="validation examples, the first ones of the split")
     log_every: int = 10
+    tensorboard: bool = True
     fsdp: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         if self.data.config != self.task:
             raise ValueError(f"task {self.task!r} reads data config {self.task!r}, not {self.data.config!r}")
-        if self.global_batch_size % self.micro_batch_size:
+        if self.task == "pretrain" and self.global_batch_size % self.micro_batch_size:
             raise ValueError("global_batch_size must be a multiple of micro_batch_size")
         return self
 

@@ -1,8 +1,7 @@
-"""Read the pre-training or instruction config of a built corpus and tokenize it with the model's tokenizer."""
+"""Read the pre-training or instruction config of a built corpus; tokenize instruction pairs with the model's tokenizer."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
@@ -41,26 +40,23 @@ def load_split(source: str | Path | datasets.Dataset, config: str, split: str = 
     return ds
 
 
-def _batches(ds: datasets.Dataset, columns: tuple[str, ...]) -> Iterator[dict[str, list]]:
-    for start in range(0, len(ds), BATCH):
-        yield ds.select_columns(list(columns))[start : start + BATCH]
+def has_split(source: str | Path | datasets.Dataset, config: str, split: str) -> bool:
+    """Whether ``source`` has ``split`` of ``config`` (a ``Dataset`` has only the one it is)."""
+    if isinstance(source, datasets.Dataset):
+        return False
+    if (Path(source) / "dataset_info.json").is_file() or (Path(source) / "state.json").is_file():
+        return False
+    return split in datasets.get_dataset_split_names(str(source), config)
 
 
-def tokenize_documents(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerFast) -> list[list[int]]:
-    """Token ids of every ``text`` (no special tokens; packing adds EOS)."""
-    docs: list[list[int]] = []
-    for batch in _batches(ds, ("text",)):
-        docs.extend(tokenizer(batch["text"], add_special_tokens=False)["input_ids"])
-    return docs
-
-
-def tokenize_pairs(
-    ds: datasets.Dataset, tokenizer: PreTrainedTokenizerFast, separator: str = "\n"
-) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, response ids) per row; the prompt is tokenized with ``separator`` appended."""
+def tokenize_pairs(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerFast) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, response ids) per row, each encoded apart and joined by nothing, as llm-foundry's
+    ``finetuning`` loader feeds them (the prompt ends in ``### Response:``, the response follows)."""
     pairs: list[tuple[list[int], list[int]]] = []
-    for batch in _batches(ds, ("prompt", "response")):
-        prompts = tokenizer([p + separator for p in batch["prompt"]], add_special_tokens=False)["input_ids"]
+    columns = ds.select_columns(["prompt", "response"])
+    for start in range(0, len(ds), BATCH):
+        batch = columns[start : start + BATCH]
+        prompts = tokenizer(batch["prompt"], add_special_tokens=False)["input_ids"]
         responses = tokenizer(batch["response"], add_special_tokens=False)["input_ids"]
         pairs.extend(zip(prompts, responses, strict=True))
     return pairs

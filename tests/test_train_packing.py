@@ -1,4 +1,7 @@
-"""Packing: instruction rows near the lower bound, loss only on responses, concatenation wastes one block."""
+"""Packing: instruction rows near the lower bound, loss only on responses, concatenation wastes one block.
+
+Pairs are tokenised as the trainer does and as llm-foundry's finetuning loader does: prompt and response
+encoded apart and joined with nothing between them."""
 
 from __future__ import annotations
 
@@ -10,20 +13,29 @@ import numpy as np
 import pytest
 
 from recgpt_data.tokenizer import load_tokenizer
-from recgpt_train.packing import (
-    IGNORE,
-    best_fit_decreasing,
-    pack_documents,
-    pack_instructions,
-)
+from recgpt_train.examples import InstructionExamples, StreamBlocks
+from recgpt_train.packing import IGNORE, best_fit_decreasing
+from recgpt_train.tokens import TokenStream
 
 EOS = 0
+
+
+def pack_all(pairs, seq_len):
+    """Every pair that fits, packed in one go: (input_ids, labels, seq_ids, stats)."""
+    examples = InstructionExamples(pairs, seq_len, EOS)
+    return (*examples.rows(examples.bins(np.arange(len(examples)))), examples.stats())
+
+
+def blocks(docs, seq_len, doc_masking=False) -> StreamBlocks:
+    """Documents (each followed by EOS) as one in-memory stream cut into blocks."""
+    flat = np.array([t for d in docs for t in (*d, EOS)], dtype=np.int32)
+    return StreamBlocks(TokenStream([flat], [np.cumsum([len(d) + 1 for d in docs])]), seq_len, doc_masking)
 
 
 def _authors_pairs(shared) -> list[tuple[list[int], list[int]]]:
     tok = load_tokenizer()
     rows = [json.loads(line) for line in (shared / "recgpt_sample" / "sample_prompt_response_pairs.jsonl").open()]
-    return [(tok.encode(r["prompt"] + "\n").ids, tok.encode(r["response"]).ids) for r in rows]
+    return [(tok.encode(r["prompt"]).ids, tok.encode(r["response"]).ids) for r in rows]
 
 
 def _beauty_rating_pairs(shared) -> list[tuple[list[int], list[int]]]:
@@ -40,7 +52,7 @@ def _beauty_rating_pairs(shared) -> list[tuple[list[int], list[int]]]:
         lines[-1] = lines[-1].rsplit("; Rating:", 1)[0]
         prompt = (
             "### Instruction:\nPredict rating for the last item.\nGiven the interaction history of a user with "
-            "beauty products as follows:\n\n" + "\n".join(lines) + "\n\n### Response:\n"
+            "beauty products as follows:\n\n" + "\n".join(lines) + "\n\n### Response:"
         )
         pairs.append((tok.encode(prompt).ids, tok.encode(f"{reviews[-1]['overall']}/5.0").ids))
     return pairs
@@ -50,26 +62,26 @@ def _beauty_rating_pairs(shared) -> list[tuple[list[int], list[int]]]:
 def test_instruction_rows_within_two_percent_of_the_lower_bound(shared, build):
     pairs = build(shared)
     sizes = [len(p) + len(r) + 1 for p, r in pairs if len(p) + len(r) + 1 <= 2048]
-    packed = pack_instructions(pairs, 2048, EOS)
+    *_, stats = pack_all(pairs, 2048)
     lower = math.ceil(sum(sizes) / 2048)
-    assert packed.stats.packed == len(sizes)
-    assert packed.stats.tokens == sum(sizes)
-    assert lower <= packed.stats.rows <= 1.02 * lower + 1
-    assert packed.stats.efficiency == sum(sizes) / (packed.stats.rows * 2048)
+    assert stats.packed == len(sizes)
+    assert stats.tokens == sum(sizes)
+    assert lower <= stats.rows <= 1.02 * lower + 1
+    assert stats.efficiency == sum(sizes) / (stats.rows * 2048)
 
 
 def test_authors_pairs_at_512_drop_the_fourteen_that_cannot_fit(shared):
     pairs = _authors_pairs(shared)
-    packed = pack_instructions(pairs, 512, EOS)
-    assert packed.stats.dropped == {"too_long": 14}
-    assert packed.stats.packed == 6
+    *_, stats = pack_all(pairs, 512)
+    assert stats.dropped == {"too_long": 14}
+    assert stats.packed == 6
 
 
 def test_loss_only_on_response_and_eos_never_across_examples(shared):
     pairs = _authors_pairs(shared)
-    packed = pack_instructions(pairs, 2048, EOS)
-    assert packed.stats.loss_tokens == sum(len(r) + 1 for _, r in pairs)
-    for ids, labels, seq in zip(packed.input_ids, packed.labels, packed.seq_ids, strict=True):
+    input_ids, all_labels, seq_ids, stats = pack_all(pairs, 2048)
+    assert stats.loss_tokens == sum(len(r) + 1 for _, r in pairs)
+    for ids, labels, seq in zip(input_ids, all_labels, seq_ids, strict=True):
         starts = np.flatnonzero(np.diff(seq) != 0) + 1
         assert (labels[starts - 1] == IGNORE).all()  # the next example's first token is never a target
         for sid in np.unique(seq[seq >= 0]):
@@ -87,18 +99,23 @@ def test_best_fit_decreasing_puts_each_item_in_the_fullest_bin_it_fits():
 
 def test_concatenation_drops_only_the_final_partial_block():
     docs = [[5] * 10, [6] * 7, [7] * 20]  # with EOS: 11 + 8 + 21 = 40 tokens
-    packed = pack_documents(docs, 16, EOS)
-    assert packed.stats.rows == 2 and packed.stats.dropped_tokens == 8
-    assert list(packed.input_ids[0, 9:13]) == [5, EOS, 6, 6]
-    assert list(packed.labels[0, :3]) == [5, 5, 5] and packed.labels[0, -1] == IGNORE
-    assert packed.stats.efficiency == 1.0
+    cut = blocks(docs, 16)
+    ids, labels, _ = cut.rows(cut.bins(np.arange(len(cut))))
+    stats = cut.stats()
+    assert stats.rows == 2 and stats.dropped_tokens == 8 and stats.packed == 2
+    assert list(ids[0, 9:13]) == [5, EOS, 6, 6]
+    assert list(labels[0, :3]) == [5, 5, 5] and labels[0, -1] == IGNORE
+    assert stats.efficiency == 1.0 and stats.loss_tokens == 2 * 15
 
 
 def test_document_masking_stops_prediction_at_document_ends():
-    packed = pack_documents([[5] * 10, [6] * 7, [7] * 20], 16, EOS, doc_masking=True)
-    assert list(packed.seq_ids[0, 9:13]) == [0, 0, 1, 1]
-    assert packed.labels[0, 10] == IGNORE  # EOS of doc 0 does not predict doc 1's first token
-    assert packed.labels[0, 9] == EOS and packed.labels[0, 11] == 6
+    cut = blocks([[5] * 10, [6] * 7, [7] * 20], 16, doc_masking=True)
+    ids, labels, seq = cut.rows(cut.bins(np.arange(len(cut))))
+    assert list(seq[0, 9:13]) == [0, 0, 1, 1]
+    assert labels[0, 10] == IGNORE  # EOS of doc 0 does not predict doc 1's first token
+    assert labels[0, 9] == EOS and labels[0, 11] == 6
+    assert list(seq[1, :4]) == [0, 0, 0, 1]  # row 1 starts inside doc 1 (ids restart per row), doc 2 at 19
+    assert cut.stats().loss_tokens == 2 * 15 - 2  # doc ends at 11 and 19 cut one prediction each
 
 
 def test_instruction_set_built_from_the_real_samples_packs_near_the_lower_bound(samples_corpus):
@@ -107,10 +124,10 @@ def test_instruction_set_built_from_the_real_samples_packs_near_the_lower_bound(
 
     tok = load_tokenizer()
     rows = pq.read_table(samples_corpus / "data" / "instruct" / "train-00000-of-00001.parquet").to_pylist()
-    pairs = [(tok.encode(r["prompt"] + "\n").ids, tok.encode(r["response"]).ids) for r in rows]
+    pairs = [(tok.encode(r["prompt"]).ids, tok.encode(r["response"]).ids) for r in rows]
     sizes = [len(p) + len(r) + 1 for p, r in pairs]
     assert len(sizes) > 500 and max(sizes) <= 2048  # the builder fits every pair in 2048 tokens
-    packed = pack_instructions(pairs, 2048, EOS)
+    *_, stats = pack_all(pairs, 2048)
     lower = math.ceil(sum(sizes) / 2048)
-    assert packed.stats.packed == len(pairs)
-    assert lower <= packed.stats.rows <= 1.02 * lower + 1
+    assert stats.packed == len(pairs)
+    assert lower <= stats.rows <= 1.02 * lower + 1
