@@ -163,3 +163,23 @@ def test_dropped_show_prints_every_field(demo_corpus: Path) -> None:
         for name, value in row.items():
             if value is not None and name != "drop_reason":
                 assert f"     {name}: {str(value).replace(chr(10), chr(92) + 'n')[:60]}" in done.stdout, name
+
+
+def test_blanked_rows_show_their_original_text(shared: Path) -> None:
+    """A review blanked for its language, kept by ``stage.blanked`` with its original text, is shown
+    with that text (cut at its length past 300 characters, which are said)."""
+    from recgpt_data.display import show_rows
+    from recgpt_data.stage import BLANK_REASON, blanked
+
+    review = next(json.loads(line) for line in (shared / "amazon2018/Magazine_Subscriptions_5.json").open()
+                  if len(json.loads(line).get("reviewText", "")) > 300)
+    frame = pl.DataFrame({"source": ["amazon2018"], "dataset": ["amazon2018/Magazine_Subscriptions"],
+                          "user_id": [review["reviewerID"]], "item_id": [review["asin"]],
+                          "review_text": [review["reviewText"]]})
+    kept = blanked(frame, "review_text", "language_not_allowed")
+    console = Console(file=io.StringIO(), width=80, record=True)
+    show_rows(console, "langid / interactions", kept, BLANK_REASON)
+    text = console.export_text()
+    assert "  1. language_not_allowed" in text and f"user_id: {review['reviewerID']}" in text
+    original = review["reviewText"].replace("\n", "\\n")
+    assert f"{original[:300]}… ({len(original):,} chars)" in text.replace("\n", "")
