@@ -457,26 +457,18 @@ CLD2_UNKNOWN = "un"
 C0_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-@dataclass(frozen=True)
-class SecondOpinion:
-    """CLD2's view of one text: its top language and whether CLD2 calls that reliable, and the
-    language it names when asked for a best guess even on a short text ("un" where none)."""
+def cld2(text: str, best_effort: bool = False) -> tuple[str, bool]:
+    """CLD2's top language for ``text`` (langdetect's spelling; "un" where it has none) and whether
+    it calls that reliable; ``best_effort`` asks for a guess even on a short text.
 
-    lang: str
-    reliable: bool
-    best_guess: str
-
-
-def second_opinion(text: str) -> SecondOpinion:
-    """CLD2 (a different model, trained on different data) on ``text``, codes in langdetect's spelling."""
+    CLD2 is a different model from langdetect, trained on different data: an independent opinion.
+    """
     clean = C0_CONTROLS.sub(" ", text).encode("utf-8", "replace").decode("utf-8")
     try:
-        reliable, _, top = pycld2.detect(clean)
-        _, _, guess = pycld2.detect(clean, bestEffort=True)
+        reliable, _, top = pycld2.detect(clean, bestEffort=best_effort)
     except pycld2.error:  # CLD2 refuses some byte sequences; it then has no opinion
-        return SecondOpinion(CLD2_UNKNOWN, False, CLD2_UNKNOWN)
-    lang, best = (CLD2_TO_LANGDETECT.get(c, c) for c in (top[0][1], guess[0][1]))
-    return SecondOpinion(lang, bool(reliable), best)
+        return CLD2_UNKNOWN, False
+    return CLD2_TO_LANGDETECT.get(top[0][1], top[0][1]), bool(reliable)
 
 
 def verdict(
@@ -491,19 +483,18 @@ def verdict(
     checked against CLD2 (see docs/cleaning.md for the rule and the measurements behind it)."""
     if lang in allowed:
         return lang, "judged"
-    second = second_opinion(text)
     if lang is None:  # no n-gram langdetect knows: a script it has no profile for
-        if second.best_guess not in allowed and second.best_guess != CLD2_UNKNOWN:
-            return second.best_guess, "judged"
+        guess, _ = cld2(text, best_effort=True)
+        if guess not in allowed and guess != CLD2_UNKNOWN:
+            return guess, "judged"
         return None, "undetectable"
-    if second.reliable and second.lang in allowed:
+    second, reliable = cld2(text)
+    if reliable and second in allowed:
         return None, "contradicted"
-    if letters >= confirm_below:
+    if letters >= confirm_below or (reliable and second != CLD2_UNKNOWN):
         return lang, "judged"
-    confirmed = (second.reliable and second.lang not in allowed and second.lang != CLD2_UNKNOWN) or (
-        second.best_guess in known and second.best_guess not in allowed
-    )
-    return (lang, "judged") if confirmed else (None, "unconfirmed")
+    guess, _ = cld2(text, best_effort=True)
+    return (lang, "judged") if guess in known and guess not in allowed else (None, "unconfirmed")
 
 
 class LangidParams(Params):
