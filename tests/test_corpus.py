@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from tokenizers import Tokenizer
 
+from recgpt_data.benchmarks.p5 import held_out_rows, load_p5, p5_events
 from recgpt_data.corpus import (
     DocumentsParams,
     WritePretrainParams,
@@ -26,7 +27,7 @@ from recgpt_data.ingest import ingest
 from recgpt_data.pipeline.runner import run_spec
 from recgpt_data.pipeline.spec import load_spec
 from recgpt_data.serialize import parse_history
-from recgpt_data.split import SplitParams, read_p5_held_out, split_stage
+from recgpt_data.split import HoldOutParams, SplitParams, hold_out_stage, split_stage
 from recgpt_data.stage import Context
 
 SEED = 11
@@ -40,16 +41,17 @@ def inputs(shared, tmp_path_factory) -> dict[str, pl.DataFrame]:
     return {
         "interactions": pl.read_parquet(out / "interactions" / "**" / "*.parquet"),
         "items": pl.read_parquet(out / "items" / "**" / "*.parquet"),
-        "held_out": read_p5_held_out(shared / "p5" / "beauty", "p5_beauty", "amazon2014/Beauty"),
+        "held_out": held_out_rows(p5_events(load_p5(shared / "p5" / "beauty")), "p5_beauty", "amazon2014/Beauty"),
     }
 
 
 def build(inputs: dict[str, pl.DataFrame], out: Path, **write) -> dict:
-    """split -> pretrain_documents -> write_pretrain, wired as in a pipeline; each stage's stats."""
+    """hold_out -> split -> pretrain_documents -> write_pretrain, wired as in a pipeline; each stage's stats."""
     ctx = Context(seed=SEED, out_dir=out, scratch=out / ".scratch")
     held_out = inputs["held_out"].lazy()
+    kept = hold_out_stage({"interactions": inputs["interactions"].lazy(), "held_out": held_out}, HoldOutParams(), ctx)
     split = split_stage(
-        {"interactions": inputs["interactions"].lazy(), "held_out": held_out}, SplitParams(), ctx
+        {"interactions": kept.tables["interactions"].lazy(), "held_out": held_out}, SplitParams(), ctx
     )
     documents = pretrain_documents_stage(
         {"interactions": split.tables["interactions"].lazy(), "items": inputs["items"].lazy()},
@@ -61,7 +63,7 @@ def build(inputs: dict[str, pl.DataFrame], out: Path, **write) -> dict:
         WritePretrainParams(shard_rows=500, **write),
         ctx,
     )
-    return {"split": split.stats, "documents": documents.stats, "write": written.stats}
+    return {"hold_out": kept.stats, "split": split.stats, "documents": documents.stats, "write": written.stats}
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +98,7 @@ def test_every_event_of_a_pretraining_user_is_in_the_corpus_once(corpus, inputs)
     out, stats = corpus
     shards = pl.read_parquet(shard_files(out, "train") + shard_files(out, "validation"))
     events = inputs["interactions"].height
-    assert stats["split"].dropped == {"held_out": 3}
+    assert stats["hold_out"].dropped == {"held_out": 3}
     instruct = stats["documents"].dropped["instruct_pool"]
     assert shards["num_items"].sum() == events - 3 - instruct
     assert shards.select("dataset", "user_id", "chunk_index").is_unique().all()
@@ -243,10 +245,13 @@ stage = "ingest"
 params.sources = [{{ format = "amazon2018", paths = ["{shared / "amazon2018"}"] }}]
 
 [[stages]]
-stage = "p5_held_out"
+stage = "load_p5"
 params.benchmarks = [
-  {{ benchmark = "p5_beauty", dataset = "amazon2014/Beauty", path = "{shared / "p5" / "beauty"}" }},
+  {{ name = "p5_beauty", dataset = "amazon2014/Beauty", path = "{shared / "p5" / "beauty"}" }},
 ]
+
+[[stages]]
+stage = "hold_out"
 
 [[stages]]
 stage = "split"

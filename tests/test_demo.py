@@ -1,7 +1,8 @@
 """The README's main job: ``recgpt-data run pipelines/demo.toml`` on the bundled demo data.
 
 Expected counts come from reading the bundled files with the standard library (``json``, ``csv``,
-``ast.literal_eval`` for the Amazon 2014 metadata), never from the library.
+``ast.literal_eval`` for the Amazon 2014 metadata), never from the library; the held-out pairs are
+read from the benchmarks' published ``eval/<name>/interactions.parquet``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def has_text(title: str | None) -> bool:
 
 @pytest.fixture(scope="module")
 def raw() -> dict:
-    """What the bundled files hold, and which users RecGPT's rules keep (5+ interactions with titled items)."""
+    """What the bundled files hold: counts, and every interaction with a titled item."""
     m18 = [json.loads(x) for x in lines(DEMO / "amazon2018" / "Magazine_Subscriptions_5.json.gz")]
     meta18 = [json.loads(x) for x in lines(DEMO / "amazon2018" / "meta_Magazine_Subscriptions.json.gz")]
     m14 = [json.loads(x) for x in lines(DEMO / "amazon2014" / "reviews_Digital_Music_5.json.gz")]
@@ -57,20 +58,33 @@ def raw() -> dict:
         ("amazon2014/Digital_Music", m14, "reviewerID", "asin", titled14),
         ("movielens/ml-latest-small", ratings, "userId", "movieId", titled_ml),
     )
-    per_user: Counter = Counter()  # interactions with a titled item, per (dataset, user)
+    with_title: list[tuple[str, str, str]] = []  # (dataset, user, item) of each titled interaction
     untitled: Counter = Counter()  # interactions whose item has no title, per (dataset, user, item)
     for dataset, rows, user, item, titled in sources:
         for r in rows:
             if r[item] in titled:
-                per_user[(dataset, r[user])] += 1
+                with_title.append((dataset, r[user], r[item]))
             else:
                 untitled[(dataset, r[user], r[item])] += 1
     return {
         "interactions": len(m18) + len(m14) + len(ratings),
         "items": len(meta18) + len(meta14) + len(movies),
-        "kept_users": {key for key, n in per_user.items() if n >= 5},
+        "with_title": with_title,
         "untitled_interactions": untitled,
     }
+
+
+@pytest.fixture(scope="module")
+def kept(built: Path, raw: dict) -> dict[tuple[str, str], int]:
+    """RecGPT's rules in their order: titled interactions, less every held-out (user, item) pair of
+    any benchmark, then users with 5+ of what is left; interactions per kept (dataset, user)."""
+    held = set()
+    for path in sorted((built / "eval").glob("*/interactions.parquet")):
+        for row in pq.read_table(path, columns=["user_id", "item_id", "sequential_split", "rating_split"]).to_pylist():
+            if {row["sequential_split"], row["rating_split"]} & {"validation", "test"}:
+                held.add((row["user_id"], row["item_id"]))
+    per_user = Counter((dataset, user) for dataset, user, item in raw["with_title"] if (user, item) not in held)
+    return {key: n for key, n in per_user.items() if n >= 5}
 
 
 @pytest.fixture(scope="module")
@@ -82,22 +96,27 @@ def test_every_input_row_is_accounted_for(built: Path, raw: dict) -> None:
     stages = json.loads((built / "stats.json").read_text())["stages"]
     assert stages["ingest"]["rows_out"] == {"interactions": raw["interactions"], "items": raw["items"]}
     interactions = raw["interactions"]
-    for name in ("clean", "langid", "dedup", "filter_users", "split"):
+    for name in ("clean", "langid", "dedup", "hold_out", "filter_users", "split"):
         stats = stages[name]
         assert stats["rows_in"]["interactions"] == interactions
         assert stats["rows_out"]["interactions"] == interactions - sum(stats["dropped"].values())
         interactions = stats["rows_out"]["interactions"]
 
 
-def test_documents_and_pool_hold_exactly_the_users_recgpt_keeps(built: Path, raw: dict) -> None:
+def test_documents_and_pool_hold_exactly_the_users_recgpt_keeps(built: Path, kept: dict) -> None:
+    """Every pre-training and instruction-pool user has exactly the interactions RecGPT's rules
+    leave, 5 or more, after every filter and the held-out removal."""
     documents = pq.read_table(built / "data" / "pretrain").to_pylist()
-    documented = {(d["dataset"], d["user_id"]) for d in documents}
-    stages = json.loads((built / "stats.json").read_text())["stages"]
-    pool_users = stages["split"]["info"]["users"]["instruct"]
-    assert len(documented) + pool_users == len(raw["kept_users"])
-    assert documented <= raw["kept_users"]
+    documented: Counter = Counter()
+    for doc in documents:
+        documented[(doc["dataset"], doc["user_id"])] += doc["num_items"]
+    pool = pq.read_table(built / ".stages" / "split" / "interactions").to_pylist()
+    pooled = Counter((row["dataset"], row["user_id"]) for row in pool if row["split"] == "instruct")
+    assert pooled and not set(pooled) & set(documented)
+    assert {**documented, **pooled} == kept
+    assert min(kept.values()) >= 5
     # Every Magazine 2018 title in the release is bare markup: RecGPT's title rule drops them all.
-    assert not any(dataset.startswith("amazon2018") for dataset, _ in raw["kept_users"])
+    assert not any(dataset.startswith("amazon2018") for dataset, _ in kept)
     for doc in documents:
         assert HEADER.match(doc["text"]), doc["text"][:120]
         assert doc["num_tokens"] < 2048
@@ -132,12 +151,12 @@ def test_rerun_skips_and_force_reproduces_the_same_bytes(built: Path, tmp_path: 
     assert folder_digests(fresh) == before
 
 
-def test_every_dropped_row_can_be_inspected(built: Path, raw: dict, tmp_path: Path) -> None:
+def test_every_dropped_row_can_be_inspected(built: Path, raw: dict, kept: dict, tmp_path: Path) -> None:
     """The rows each stage dropped are kept with their reason, as many as its stats count; the
     interactions of untitled items are exactly those the plain reading finds."""
     stages = json.loads((built / "stats.json").read_text())["stages"]
     kept = {(d.stage, d.table): d for d in dropped_rows(built)}
-    for stage in ("clean_items", "clean", "langid", "dedup", "filter_users", "split"):
+    for stage in ("clean_items", "clean", "langid", "dedup", "hold_out", "filter_users", "split"):
         counted = {reason: n for reason, n in stages[stage]["dropped"].items() if n}
         found: dict[str, int] = {}
         for (name, _), item in kept.items():
@@ -147,9 +166,9 @@ def test_every_dropped_row_can_be_inspected(built: Path, raw: dict, tmp_path: Pa
     untitled = kept[("clean", "interactions")].rows.collect()
     assert Counter(untitled.select("dataset", "user_id", "item_id").iter_rows()) == raw["untitled_interactions"]
     short = kept[("filter_users", "interactions")].rows.collect()
-    assert not {(d, u) for d, u in short.select("dataset", "user_id").iter_rows()} & raw["kept_users"]
+    assert not {(d, u) for d, u in short.select("dataset", "user_id").iter_rows()} & set(kept)
     export = tmp_path / "dropped.parquet"
     command = [str(CLI), "dropped", str(built), "--reason", "held_out",
                "--export", str(export)]
     assert subprocess.run(command, capture_output=True, text=True).returncode == 0
-    assert pl.read_parquet(export).height == stages["split"]["dropped"]["held_out"]
+    assert pl.read_parquet(export).height == stages["hold_out"]["dropped"]["held_out"]

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import pickle
+import random
 import zlib
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -26,6 +30,8 @@ from recgpt_data.benchmarks.p5 import (
     load_p5,
     sequential_text,
 )
+from recgpt_data.benchmarks.p5_ratings import read_rating_splits
+from recgpt_data.benchmarks.plain_pickle import load_plain_pickle
 from recgpt_data.errors import UsageError
 from recgpt_data.ingest import ingest
 from recgpt_data.schema import empty
@@ -127,6 +133,9 @@ def test_p5_split_written_back_equals_p5s_files(shared):
 def test_load_p5_rejects_a_folder_without_p5_files(tmp_path):
     with pytest.raises(UsageError, match="no sequential_data.txt"):
         load_p5(tmp_path)
+    (tmp_path / "sequential_data.txt").write_text("1 1 2 3\n")
+    with pytest.raises(UsageError, match="no datamaps.json"):
+        load_p5(tmp_path)
 
 
 def test_instruments_benchmark_matches_plain_python_p5_preprocessing(shared, instruments):
@@ -209,9 +218,12 @@ def meta_titles(path: Path) -> dict[str, str]:
 
 def test_benchmark_stage_writes_p5_files_and_prompts(shared, canonical, tmp_path):
     ctx = Context(seed=5, out_dir=tmp_path / "a")
-    params = P5BenchmarkParams(benchmarks=[{"name": "music", "dataset": MUSIC}])
+    absent = tmp_path / "rating_splits_augmented.pkl"
+    params = P5BenchmarkParams(benchmarks=[{"name": "music", "dataset": MUSIC, "rating_splits": str(absent)}])
     output = p5_benchmark_stage({"interactions": canonical[0], "items": canonical[1]}, params, ctx)
     folder = tmp_path / "a" / "eval" / "music"
+    assert output.stats.info["warnings"] == [f"music: no {absent}; rating split redrawn"]
+    assert json.loads((folder / "summary.json").read_text())["rating_split_from"].startswith("redrawn here")
     _, items, sequences = plain_p5(shared / "amazon2014" / "reviews_Digital_Music_5.json.gz")
     expected = "".join(f"{u} {' '.join(map(str, s))}\n" for u, s in enumerate(sequences, 1))
     assert (folder / "sequential_data.txt").read_text() == expected
@@ -258,3 +270,132 @@ def test_load_p5_stage_writes_the_split_and_holds_out_each_users_last_two_items(
     written = (tmp_path / "eval" / "beauty" / "sequential_data.txt").read_text()
     assert written == (shared / "p5" / "beauty" / "sequential_data.txt").read_text().replace("\r\n", "\n")
     assert output.stats.info["warnings"] == ["beauty: no items of amazon2014/Beauty; no prompts"]
+
+
+def p5_rating_pickle(path: Path, reviews: list[dict], seed: int = 2022) -> dict:
+    """A ``rating_splits_augmented.pkl`` in P5's structure, written the way P5's notebook writes it:
+    a seeded 80/10/10 of the reviews, P5's ``explanation``/``feature`` keys on some, augmentation
+    copies of training reviews (another ``overall``) after the originals, index lists of
+    ``numpy.int64`` for validation and test, and the highest pickle protocol."""
+    rng = random.Random(seed)
+    order = list(range(len(reviews)))
+    rng.shuffle(order)
+    n_train, n_valid = round(len(order) * 0.8), round(len(order) * 0.1)
+    indices = {"train": order[:n_train], "val": order[n_train:n_train + n_valid], "test": order[n_train + n_valid:]}
+    data: dict = {}
+    for key, chosen in indices.items():
+        data[key] = [dict(reviews[i]) for i in chosen]
+        data[f"{key}_indices"] = chosen if key == "train" else [np.int64(i) for i in chosen]
+    for review in data["train"][::7]:
+        review["explanation"], review["feature"] = review.get("summary", ""), "sound"
+    data["train"] += [dict(r, overall=float(rng.randint(1, 5))) for r in data["train"][:50]]
+    path.write_bytes(pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+    return data
+
+
+def music_reviews(shared: Path) -> list[dict]:
+    return [json.loads(line) for line in gz_lines(shared / "amazon2014" / "reviews_Digital_Music_5.json.gz")
+            if line.endswith("\n")]
+
+
+def prompt_rows(folder: Path, name: str) -> list[dict]:
+    return [json.loads(line) for line in (folder / "prompts" / f"{name}.jsonl").read_text().splitlines()]
+
+
+def test_benchmark_takes_p5s_official_rating_split_and_holds_out_all_of_it(shared, canonical, tmp_path):
+    reviews = music_reviews(shared)
+    official = p5_rating_pickle(tmp_path / "rating_splits_augmented.pkl", reviews)
+    users, items, sequences = plain_p5(shared / "amazon2014" / "reviews_Digital_Music_5.json.gz")
+    in_core = Counter((users[u], items[i - 1]) for u, seq in enumerate(sequences) for i in seq)
+    spec = {"name": "music", "dataset": MUSIC, "rating_splits": str(tmp_path / "rating_splits_augmented.pkl")}
+    output = p5_benchmark_stage(
+        {"interactions": canonical[0], "items": canonical[1]},
+        P5BenchmarkParams(benchmarks=[spec]), Context(seed=5, out_dir=tmp_path / "out"),
+    )
+    folder = tmp_path / "out" / "eval" / "music"
+    evaluated = {key: {(r["reviewerID"], r["asin"]): r["overall"] for r in official[key]} for key in ("val", "test")}
+    missing = 0  # evaluated reviews whose prompt cannot fit the token budget
+    for key, name in (("val", "rating_validation"), ("test", "rating_test")):
+        expected = {pair: rating for pair, rating in evaluated[key].items() if pair in in_core}
+        rows = {(r["user_id"], r["item_id"]): r["target_rating"] for r in prompt_rows(folder, name)}
+        assert rows.items() <= expected.items() and rows
+        missing += len(expected) - len(rows)
+    assert missing == output.stats.info["left_out_of_benchmarks"]["rating:too_long"]
+    held = output.tables["held_out"]
+    last_two = {(users[u], items[i - 1]) for u, seq in enumerate(sequences) for i in seq[-2:]}
+    assert set(held.select("user_id", "item_id").iter_rows()) == last_two | set(evaluated["val"]) | set(evaluated["test"])
+    reviewed = Counter((r["reviewerID"], r["asin"]) for key in ("train", "val", "test")
+                       for r in official[key][: len(official[f"{key}_indices"])])
+    matched = sum(min(n, in_core[pair]) for pair, n in reviewed.items())
+    info = output.stats.info["music"]
+    assert info["official_reviews"] == {
+        "train": len(official["train_indices"]), "validation": len(official["val"]), "test": len(official["test"]),
+        "augmented_train_copies": 50,
+        "events_without_review": sum(in_core.values()) - matched,
+        "reviews_without_event": len(reviews) - matched,
+    }
+    assert json.loads((folder / "summary.json").read_text())["rating_split_from"].startswith("P5's official")
+
+
+def test_load_p5_reads_the_official_rating_split_beside_p5s_files(shared, canonical, tmp_path):
+    reviews = music_reviews(shared)
+    users, items, sequences = plain_p5(shared / "amazon2014" / "reviews_Digital_Music_5.json.gz")
+    split_dir = tmp_path / "p5" / "music"
+    split_dir.mkdir(parents=True)
+    (split_dir / "sequential_data.txt").write_text(
+        "".join(f"{u} {' '.join(map(str, s))}\n" for u, s in enumerate(sequences, 1))
+    )
+    (split_dir / "datamaps.json").write_text(json.dumps({
+        "id2user": {str(n): u for n, u in enumerate(users, 1)}, "id2item": {str(n): i for n, i in enumerate(items, 1)},
+    }))
+    official = p5_rating_pickle(split_dir / "rating_splits_augmented.pkl", reviews)
+    spec = {"name": "music", "dataset": MUSIC, "path": str(split_dir)}
+    output = load_p5_stage({"items": canonical[1]}, LoadP5Params(benchmarks=[spec]), Context(out_dir=tmp_path / "out"))
+    in_core = {(users[u], items[i - 1]) for u, seq in enumerate(sequences) for i in seq}
+    test = {(r["reviewerID"], r["asin"]): r for r in official["test"]}
+    rows = prompt_rows(tmp_path / "out" / "eval" / "music", "rating_test")
+    validation = prompt_rows(tmp_path / "out" / "eval" / "music", "rating_validation")
+    prompted = {(r["user_id"], r["item_id"]) for r in rows}
+    assert prompted <= set(test) & in_core
+    missing = len(set(test) & in_core) - len(rows) + len({(r["reviewerID"], r["asin"]) for r in official["val"]}
+                                                             & in_core) - len(validation)
+    assert missing == output.stats.info["left_out_of_benchmarks"]["rating:too_long"]
+    for row in rows:
+        assert row["response"] == f"{test[row['user_id'], row['item_id']]['overall']}/5.0"
+    held = set(output.tables["held_out"].select("user_id", "item_id").iter_rows())
+    assert held >= set(test) | {(r["reviewerID"], r["asin"]) for r in official["val"]}
+
+
+class RunsACommand:
+    """What a hostile pickle holds: unpickling it would run a shell command."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_a_hostile_pickle_fails_in_one_line_and_runs_nothing(tmp_path):
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "rating_splits_augmented.pkl"
+    hostile.write_bytes(pickle.dumps({"train": [RunsACommand(f"touch {marker}")], "val": [], "test": []}))
+    with pytest.raises(UsageError, match=r"refused to unpickle (posix|os)\.system") as error:
+        read_rating_splits(hostile)
+    assert "\n" not in str(error.value)
+    assert not marker.exists()
+    hostile.write_bytes(pickle.dumps(Path("/etc/passwd")))
+    with pytest.raises(UsageError, match="refused to unpickle pathlib"):
+        read_rating_splits(hostile)
+    hostile.write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(UsageError, match="expected P5's dict"):
+        read_rating_splits(hostile)
+
+
+def test_plain_unpickler_decodes_numpy_scalars_without_numpy_code(tmp_path):
+    path = tmp_path / "x.pkl"
+    values = [np.int64(-3), np.int32(7), np.uint8(200), np.float64(2.5), np.float32(0.25), np.bool_(True)]
+    path.write_bytes(pickle.dumps({"v": values, "s": {1, 2}}, protocol=pickle.HIGHEST_PROTOCOL))
+    loaded = load_plain_pickle(path)
+    assert loaded == {"v": [-3, 7, 200, 2.5, 0.25, True], "s": {1, 2}}
+    assert [type(v) for v in loaded["v"]] == [int, int, int, float, float, bool]

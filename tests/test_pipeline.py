@@ -236,6 +236,7 @@ PRODUCTION_STAGES = [
     "clean",
     "langid",
     "dedup",
+    "hold_out",
     "filter_users",
     "split",
     "pretrain_documents",

@@ -5,8 +5,11 @@ Expected values come from reading the raw files with the standard library.
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
+import re
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -57,6 +60,63 @@ def test_samples_without_metadata_yield_no_users(built: Path, shared: Path) -> N
     yelp_users = Counter(r["user_id"] for r in map(json.loads, reviews) if r["business_id"] in yelp_business)
     assert max(yelp_users.values()) < 5
     assert set(per_source(built)) == {"amazon2014/Digital_Music", "movielens/ml-latest-small", "movielens/ml-100k"}
+
+
+def complete_lines(path: Path) -> list[str]:
+    """The complete lines of a gzip file, even one cut off mid-stream (two samples are)."""
+    text = zlib.decompressobj(wbits=31).decompress(path.read_bytes()).decode("utf-8", errors="replace")
+    return [line for line in text.splitlines(keepends=True) if line.endswith("\n")]
+
+
+def held_out_pairs(out: Path) -> set[tuple[str, str]]:
+    """Every benchmark's validation and test (user, item) pairs: from ``interactions.parquet`` where
+    a benchmark wrote one, else each user's last two items of P5's ``sequential_data.txt``."""
+    held = set()
+    for folder in sorted((out / "eval").iterdir()):
+        if (folder / "interactions.parquet").is_file():
+            columns = ["user_id", "item_id", "sequential_split", "rating_split"]
+            for row in pq.read_table(folder / "interactions.parquet", columns=columns).to_pylist():
+                if {row["sequential_split"], row["rating_split"]} & {"validation", "test"}:
+                    held.add((row["user_id"], row["item_id"]))
+            continue
+        maps = json.loads((folder / "datamaps.json").read_text())
+        for line in (folder / "sequential_data.txt").read_text().splitlines():
+            user, *items = line.split()
+            held.update((maps["id2user"][user], maps["id2item"][i]) for i in items[-2:])
+    return held
+
+
+def test_every_corpus_user_has_five_interactions_left_after_the_held_out_removal(built: Path, shared: Path) -> None:
+    """RecGPT's rules in their order on the three datasets that yield users: interactions with a
+    titled item, one per purchase (a review repeated under product variants at one time counts
+    once), less every held-out pair, then users with 5+; pre-training and the pool hold exactly them."""
+    raw = shared / "amazon2014"
+    titles = {}
+    for line in complete_lines(raw / "meta_Digital_Music.json.gz"):
+        meta = ast.literal_eval(line)
+        titles[meta["asin"]] = re.sub(r"<[^>]*>?", "", meta.get("title") or "").strip()
+    purchases = {}
+    for line in complete_lines(raw / "reviews_Digital_Music_5.json.gz"):
+        review = json.loads(line)
+        if titles.get(review["asin"]):
+            purchases.setdefault((review["reviewerID"], review["unixReviewTime"], review["reviewText"]), review["asin"])
+    events = [("amazon2014/Digital_Music", user, item) for (user, _, _), item in purchases.items()]
+    with open(shared / "movielens" / "ml-latest-small" / "ratings.csv", newline="") as f:
+        events += [("movielens/ml-latest-small", r["userId"], r["movieId"]) for r in csv.DictReader(f)]
+    with open(shared / "movielens" / "ml-100k" / "u.data") as f:
+        events += [("movielens/ml-100k", *line.split("\t")[:2]) for line in f if line.strip()]
+    held = held_out_pairs(built)
+    left = Counter((dataset, user) for dataset, user, item in events if (user, item) not in held)
+    expected = {key: n for key, n in left.items() if n >= 5}
+
+    documented: Counter = Counter()
+    for row in pq.read_table(built / "data" / "pretrain", columns=["dataset", "user_id", "num_items"]).to_pylist():
+        documented[(row["dataset"], row["user_id"])] += row["num_items"]
+    pool = pq.read_table(built / ".stages" / "split" / "interactions", columns=["dataset", "user_id", "split"])
+    pooled = Counter((r["dataset"], r["user_id"]) for r in pool.to_pylist() if r["split"] == "instruct")
+    assert pooled and not set(pooled) & set(documented)
+    assert {**documented, **pooled} == expected
+    assert min(expected.values()) >= 5
 
 
 def test_p5_beauty_is_held_out_and_the_folder_loads(built: Path, shared: Path) -> None:

@@ -1,22 +1,26 @@
-"""The user split and the benchmark leakage guard, on the real P5 Beauty split and Amazon 2018."""
+"""The benchmark leakage guard and the user split, on the real P5 Beauty split and Amazon 2018."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from recgpt_data.benchmarks.p5 import held_out_rows, load_p5, p5_events
+from recgpt_data.clean.filters import FilterUsersParams, filter_users_stage
 from recgpt_data.errors import UsageError
 from recgpt_data.ingest import ingest
 from recgpt_data.split import (
     INSTRUCT,
     PRETRAIN,
+    HoldOutParams,
     SplitParams,
     assign_split,
+    hold_out_stage,
     leaked,
-    read_p5_held_out,
     split_stage,
 )
 from recgpt_data.stage import Context
@@ -41,7 +45,7 @@ def p5_pairs_by_hand(shared: Path) -> set[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def beauty_held_out(shared) -> pl.DataFrame:
-    return read_p5_held_out(shared / "p5" / "beauty", "p5_beauty", "amazon2014/Beauty")
+    return held_out_rows(p5_events(load_p5(shared / "p5" / "beauty")), "p5_beauty", "amazon2014/Beauty")
 
 
 def test_p5_held_out_is_last_two_items_of_each_user(shared, beauty_held_out):
@@ -57,23 +61,8 @@ def test_p5_held_out_is_last_two_items_of_each_user(shared, beauty_held_out):
     assert rows == [(maps["id2item"][first[-2]], "validation"), (maps["id2item"][first[-1]], "test")]
 
 
-def test_datamaps_and_raw_id_sequences_give_the_same_pairs(shared, beauty_held_out):
-    raw = read_p5_held_out(
-        shared / "openp5" / "Beauty" / "user_sequence.txt", "p5_beauty", "amazon2014/Beauty"
-    )
-    expected = p5_pairs_by_hand(shared)
-    assert set(beauty_held_out.select("user_id", "item_id").iter_rows()) == expected
-    assert set(raw.select("user_id", "item_id").iter_rows()) == expected
-
-
-def test_p5_folder_without_datamaps_is_a_clear_error(tmp_path):
-    (tmp_path / "sequential_data.txt").write_text("1 1 2 3\n")
-    with pytest.raises(UsageError, match="datamaps.json"):
-        read_p5_held_out(tmp_path, "b", "d")
-    (tmp_path / "sequential_data.txt").unlink()
-    (tmp_path / "user_sequence.txt").write_text("A x\n")
-    with pytest.raises(UsageError, match="at least two items"):
-        read_p5_held_out(tmp_path, "b", "d")
+def test_datamaps_pairs_are_the_raw_id_sequences_last_two(shared, beauty_held_out):
+    assert set(beauty_held_out.select("user_id", "item_id").iter_rows()) == p5_pairs_by_hand(shared)
 
 
 @pytest.fixture(scope="module")
@@ -83,23 +72,47 @@ def beauty_2018(shared, tmp_path_factory) -> pl.DataFrame:
     return pl.read_parquet(out / "interactions" / "**" / "*.parquet")
 
 
-def test_split_drops_2014_benchmark_pairs_from_the_2018_release(
+def test_hold_out_drops_2014_benchmark_pairs_from_the_2018_release(
     shared, beauty_held_out, beauty_2018, tmp_path
 ):
     held = p5_pairs_by_hand(shared)
     raw = [json.loads(line) for line in (shared / "amazon2018" / "All_Beauty_5.json").open()]
     expected_dropped = sum((r["reviewerID"], r["asin"]) in held for r in raw)
     assert expected_dropped == 3
-    output = split_stage(
+    output = hold_out_stage(
         {"interactions": beauty_2018.lazy(), "held_out": beauty_held_out.lazy()},
-        SplitParams(),
+        HoldOutParams(),
         Context(seed=1, out_dir=tmp_path),
     )
     kept = output.tables["interactions"]
     assert output.stats.dropped == {"held_out": 3}
+    assert output.dropped["interactions"].height == 3
     assert kept.height == len(raw) - 3
     assert leaked(kept, beauty_held_out).is_empty()
     assert not any((u, i) in held for u, i in kept.select("user_id", "item_id").iter_rows())
+
+
+def test_users_left_short_by_the_held_out_removal_are_dropped_after_it(shared, beauty_held_out, beauty_2018):
+    """hold_out, then filter_users: every user left has 5+ of the interactions the benchmark left."""
+    held = p5_pairs_by_hand(shared)
+    raw = [json.loads(line) for line in (shared / "amazon2018" / "All_Beauty_5.json").open()]
+    left = Counter(r["reviewerID"] for r in raw if (r["reviewerID"], r["asin"]) not in held)
+    short = {user for user, n in left.items() if n < 5}
+    assert short  # the 5-core file's users whose held-out reviews leave them below 5
+    tables = {"interactions": beauty_2018.lazy(), "held_out": beauty_held_out.lazy()}
+    kept = hold_out_stage(tables, HoldOutParams(), Context()).tables["interactions"]
+    filtered = filter_users_stage({"interactions": kept}, FilterUsersParams(), Context()).tables["interactions"]
+    assert Counter(filtered["user_id"].to_list()) == {u: n for u, n in left.items() if u not in short}
+
+
+def test_split_refuses_input_that_still_holds_a_held_out_pair(shared, beauty_held_out, beauty_2018):
+    held = p5_pairs_by_hand(shared)
+    raw = [json.loads(line) for line in (shared / "amazon2018" / "All_Beauty_5.json").open()]
+    pairs = {(r["reviewerID"], r["asin"]) for r in raw} & held
+    assert len(pairs) == 2  # the 3 held-out reviews name 2 pairs
+    tables = {"interactions": beauty_2018.lazy(), "held_out": beauty_held_out.lazy()}
+    with pytest.raises(UsageError, match="2 held-out .* run `hold_out` before"):
+        split_stage(tables, SplitParams(), Context())
 
 
 def test_leak_check_finds_a_planted_pair(beauty_held_out):

@@ -7,7 +7,8 @@ are put in CHRONOLOGICAL order; users are numbered ``1..`` in order of their fir
 and items ``1..`` in order of first appearance while walking the users' sequences in that order.
 
 Two splits are drawn: sequential (leave-one-out: last item test, second-to-last validation) and
-rating (a seeded random 80/10/10 over interactions). RecGPT's leak fix then drops from the training
+rating: P5's own, from its ``rating_splits_augmented.pkl`` where given (:mod:`.p5_ratings`), else
+redrawn here (a seeded random 80/10/10 over interactions). RecGPT's leak fix then drops from the training
 split of both tasks every interaction whose (user, item) is in validation or test of either task, and
 those held-out (user, item) pairs form the ``held_out`` table that keeps them out of pre-training
 and instruction pairs.
@@ -16,22 +17,21 @@ and instruction pairs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 
+from recgpt_data.benchmarks import HELD_OUT, PAIR, TEST, TRAIN, VALIDATION
+from recgpt_data.benchmarks.p5_ratings import official_rating_split
 from recgpt_data.errors import UsageError
 from recgpt_data.hashing import unit_interval
 from recgpt_data.schema import CHRONOLOGICAL
-from recgpt_data.split import HELD_OUT
 from recgpt_data.stage import StageStats
 
-TRAIN, VALIDATION, TEST = "train", "validation", "test"
 LEAK_DROPPED = "leak_dropped"  # a training interaction whose (user, item) another split evaluates
 ORDINAL = ("src_file", "src_line")
-PAIR = ("user_id", "item_id")
 SEQUENTIAL_FILE = "sequential_data.txt"
 DATAMAPS_FILE = "datamaps.json"
 
@@ -182,11 +182,12 @@ def fix_leaks(events: pl.DataFrame, stats: StageStats) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class BenchmarkBuild:
-    """A built benchmark: its events (one row per interaction, with ids, positions and both splits)
-    and its P5 numbering."""
+    """A built benchmark: its events (one row per interaction, with ids, positions and both splits),
+    its P5 numbering, and how P5's official rating reviews matched its events (empty if redrawn)."""
 
     events: pl.DataFrame
     split: P5Split
+    rating_matches: dict[str, int] = field(default_factory=dict)
 
 
 def build_benchmark(
@@ -198,8 +199,11 @@ def build_benchmark(
     end: datetime | None = None,
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    official: pl.DataFrame | None = None,
 ) -> BenchmarkBuild:
-    """A P5-protocol benchmark of ``dataset``'s interactions (``start`` <= time < ``end`` where given)."""
+    """A P5-protocol benchmark of ``dataset``'s interactions (``start`` <= time < ``end`` where given),
+    its rating split P5's ``official`` reviews (:func:`.p5_ratings.read_rating_splits`) where given,
+    else drawn with ``seed`` by ``fractions``."""
     if abs(sum(fractions) - 1.0) > 1e-9:
         raise UsageError(f"rating split fractions must sum to 1, got {fractions}")
     frame = interactions.lazy().filter(pl.col("dataset") == dataset)
@@ -223,12 +227,15 @@ def build_benchmark(
     if events.height == 0:
         raise UsageError(f"benchmark: nothing of {dataset!r} survives the {k}-core")
     events, split = sequences_of(events)
-    events = events.with_columns(
-        sequential_split(events).alias("sequential_split"), rating_split(events, seed, fractions)
-    )
+    events = events.with_columns(sequential_split(events).alias("sequential_split"))
+    matches: dict[str, int] = {}
+    if official is None:
+        events = events.with_columns(rating_split(events, seed, fractions))
+    else:
+        events, matches = official_rating_split(events, official)
     events = fix_leaks(events, stats)
     stats.rows_out[dataset] = events.height
-    return BenchmarkBuild(events, split)
+    return BenchmarkBuild(events, split, matches)
 
 
 def held_out_rows(events: pl.DataFrame, benchmark: str, dataset: str) -> pl.DataFrame:
