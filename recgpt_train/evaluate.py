@@ -20,9 +20,10 @@ import argparse
 import json
 import math
 import re
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -30,7 +31,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from recgpt_data.instruct.templates import NEXT_ITEM, RATING
+from recgpt_data.instruct.templates import NEXT_ITEM, RATING, parse_pair, render_parsed
 from recgpt_data.metrics import hit_rate_at_k, mae, ndcg_at_k, rmse
 from recgpt_data.tokenizer import DEFAULT_TOKENIZER
 
@@ -112,8 +113,33 @@ class FileGenerator:
         return [self.by_key[p.key] for p in prompts]
 
 
+def fit_prompt(prompt: Prompt, budget: int, count: Callable[[str], int]) -> tuple[str, int, bool]:
+    """``prompt``'s text within ``budget`` tokens: its oldest history items removed one by one (a rating
+    prompt keeps its rated item, a next-item prompt one item); where that is not enough, or the prompt is
+    not in RecGPT's format, ``cut`` is set and the caller keeps the last ``budget`` tokens. Returns the
+    text, the items removed and ``cut``."""
+    if count(prompt.prompt) <= budget:
+        return prompt.prompt, 0, False
+    try:
+        parsed = parse_pair(prompt.prompt, prompt.response)
+    except (ValueError, KeyError, IndexError):
+        return prompt.prompt, 0, True
+    removed = 0
+    while len(parsed.history) > 1:
+        parsed = replace(parsed, history=parsed.history[1:])
+        removed += 1
+        text = render_parsed(parsed).prompt
+        if count(text) <= budget:
+            return text, removed, False
+    return render_parsed(parsed).prompt, removed, True
+
+
 class ModelGenerator:
-    """Generations from a causal LM: sampling for ratings, beam search for next items, in batches."""
+    """Generations from a causal LM: sampling for ratings, beam search for next items, in batches.
+
+    A prompt longer than the model's context less the tokens to generate loses its oldest history items
+    first (see :func:`fit_prompt`); ``truncation`` counts, per task, the prompts shortened, the items
+    removed and the prompts that still had to be cut to their last tokens."""
 
     def __init__(self, model, tokenizer, batch_size: int = 4, max_new_tokens: dict[str, int] | None = None,
                  seed: int = 0, progress: bool = True):
@@ -126,6 +152,25 @@ class ModelGenerator:
         self.max_new_tokens = {RATING: 8, NEXT_ITEM: 48, **(max_new_tokens or {})}
         self.seed = seed
         self.progress = progress
+        config = model.config
+        self.context = getattr(config, "max_seq_len", None) or getattr(config, "max_position_embeddings", None)
+        self.truncation: dict[str, Counter[str]] = defaultdict(Counter)
+
+    def fitted(self, prompts: Sequence[Prompt], task: str) -> list[str]:
+        """Each prompt's text within the context (oldest history items removed first), counted by task."""
+        if not self.context:
+            return [p.prompt for p in prompts]
+        budget = self.context - self.max_new_tokens[task]
+        counts = self.truncation[task]
+        texts = []
+        for prompt in prompts:
+            text, removed, cut = fit_prompt(prompt, budget, lambda t: len(self.tokenizer(t)["input_ids"]))
+            if removed or cut:
+                counts["prompts_shortened"] += 1
+                counts["history_items_removed"] += removed
+                counts["prompts_cut_to_last_tokens"] += cut
+            texts.append(text)
+        return texts
 
     @classmethod
     def from_path(cls, path: str | Path, tokenizer_path: str | Path | None = None, device: str = "cpu",
@@ -151,7 +196,11 @@ class ModelGenerator:
         batches = range(0, len(prompts), self.batch_size)
         for start in tqdm(batches, desc=f"generate {task}", disable=not self.progress):
             batch = prompts[start : start + self.batch_size]
-            encoded = self.tokenizer([p.prompt for p in batch], return_tensors="pt", padding=True).to(self.model.device)
+            self.tokenizer.truncation_side = "left"
+            budget = {"truncation": True, "max_length": self.context - self.max_new_tokens[task]} if self.context else {}
+            encoded = self.tokenizer(self.fitted(batch, task), return_tensors="pt", padding=True, **budget).to(
+                self.model.device
+            )
             options = (
                 {**RATING_SAMPLING, "num_return_sequences": 1}
                 if task == RATING
@@ -331,6 +380,7 @@ class Results:
     embedder: str | None = None
     rating: dict[str, float | int] = field(default_factory=dict)
     next_item: dict[str, float | int] = field(default_factory=dict)
+    truncation: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def table(self) -> str:
         """A markdown results table: HR@5/10, NDCG@5/10, RMSE, MAE."""
@@ -413,6 +463,9 @@ def evaluate(
         if not prompts:
             continue
         generations = generator.generate(prompts, task)
+        shortened = getattr(generator, "truncation", {}).get(task)
+        if shortened:
+            results.truncation[task] = dict(sorted(shortened.items()))
         written += [{"task": p.task, "user_id": p.user_id, "item_id": p.item_id, "generations": g}
                     for p, g in zip(prompts, generations, strict=True)]
         if task == RATING:
@@ -463,10 +516,16 @@ def main(argv: list[str] | None = None) -> int:
         name = args.model
     else:
         generator, name = FileGenerator(args.generations), args.generations
-    results = evaluate(args.benchmark, generator, name, args.split, tasks, load_embedder(args.embedder),
-                       args.limit, args.rating_min, args.out, on_failure=args.parse_failures)
+    try:
+        results = evaluate(args.benchmark, generator, name, args.split, tasks, load_embedder(args.embedder),
+                           args.limit, args.rating_min, args.out, on_failure=args.parse_failures)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(results.table(), end="")
     for task, scores in ((RATING, results.rating), (NEXT_ITEM, results.next_item)):
         if scores:
             print(f"{task}: " + ", ".join(f"{k}={v}" for k, v in scores.items()))
+    for task, counts in results.truncation.items():
+        print(f"{task} prompts over the context: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
