@@ -37,7 +37,7 @@ from recgpt_data.pipeline.dropped import dropped_rows
 from recgpt_data.pipeline.fingerprint import digest, source_sha256
 from recgpt_data.pipeline.runner import Planned, Runner, RunResult, read_marker, table_refs
 from recgpt_data.pipeline.spec import PipelineSpec, load_spec
-from recgpt_data.stage import DROPPED
+from recgpt_data.stage import BLANKED, DROPPED
 
 GROUP = "recgpt"
 CHECKS = (
@@ -87,11 +87,12 @@ def materialise(runner: Runner, index: int) -> RunResult:
 
 
 def rows_per_dataset(out: Path, marker: Mapping[str, Any]) -> dict[str, dict[str, int]]:
-    """Rows per dataset of each output table (not the dropped rows) that has a ``dataset`` column."""
+    """Rows per dataset of each output table (not the dropped or blanked rows) that has a ``dataset``
+    column."""
     found = {}
     for name, ref in sorted(table_refs(marker).items()):
         files = [out / f.path for f in ref.files]
-        if name.startswith(DROPPED) or not files or "dataset" not in pl.scan_parquet(files).collect_schema():
+        if name.startswith((DROPPED, BLANKED)) or not files or "dataset" not in pl.scan_parquet(files).collect_schema():
             continue
         counts = pl.scan_parquet(files).group_by("dataset").agg(pl.len()).sort("dataset").collect()
         found[name] = dict(counts.iter_rows())
