@@ -19,6 +19,7 @@ from huggingface_hub import DatasetCard
 
 from recgpt_data.errors import UsageError
 from recgpt_data.io.parquet import write_text
+from recgpt_data.pipeline.run_warnings import run_warnings
 from recgpt_data.publish.terms import SourceTerms, terms_of
 from recgpt_data.report import PLOTS, corpus_summary, markdown_table, per_source_markdown, rates_markdown, stage_rates
 from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, stage
@@ -243,6 +244,7 @@ def render_card(
     ]
     parts += ["## Per source", "", per_source_markdown(summary), ""]
     parts += ["## Filters and deduplication", "", rates_markdown(stage_rates(stages)), ""]
+    parts += warnings_markdown(stages)
     parts += plots_markdown(folder)
     parts += ["See `report/index.md` for distributions and `stats.json` for every number.", ""]
     parts += personal_information(stages) + CITATION
@@ -321,6 +323,15 @@ CITATION = [
 ]
 
 
+def warnings_markdown(stages: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The run's warnings (heuristic rules that removed much of a dataset, stages that removed nearly
+    all of one, datasets without metadata), one bullet each; nothing where there are none."""
+    found = run_warnings(stages)
+    if not found:
+        return []
+    return ["## Warnings", "", *(f"- {w['message']}" for w in found), ""]
+
+
 def render_licence(pairs: list[tuple[str, str]]) -> str:
     """The LICENSE file the card's ``license_link`` points at: each source's licence and terms."""
     lines = [
@@ -353,6 +364,9 @@ def card_stage(tables: Mapping[str, Frame], params: CardParams, ctx: Context) ->
     """Write the dataset card README.md, and LICENSE with each source's terms, for the folder built so far."""
     folder = ctx.folder or ctx.out_dir
     if not data_configs(folder):
+        causes = [w["message"] for w in run_warnings(ctx.stages) if w["kind"] in ("stage", "mass_drop")]
+        if causes:
+            raise UsageError(f"card: the run left no rows to write in {folder}: " + "; ".join(causes))
         raise UsageError(f"card: no data/<config>/*.parquet files in {folder}; put the card after the writers")
     write_text(render_card(folder, tables, ctx.stages, params), ctx.out_dir / "README.md")
     write_text(render_licence(source_pairs(tables)), ctx.out_dir / "LICENSE")
