@@ -46,7 +46,7 @@ from recgpt_data.sources import get_source
 from recgpt_data.stage import Context, Params, StageOutput, StageStats, stage
 
 OFFICIAL = "P5's official rating_splits_augmented.pkl"
-REDRAWN = "redrawn here, seeded 80/10/10 (P5's rating_splits_augmented.pkl not given), so not P5's"
+REDRAWN = "redrawn here (seeded 80/10/10), not P5's: its rating_splits_augmented.pkl was not given"
 NO_RATINGS = "none: P5's sequential files carry no ratings (no rating_splits_augmented.pkl beside them)"
 EVENT_COLUMNS = (
     "user_id", "item_id", "user_index", "item_index", "position", "timestamp", "rating", "rating_max",
