@@ -80,7 +80,8 @@ class DocumentParams(Params):
 
 @stage("t_documents", params=DocumentParams, reads=("histories",), writes=("documents",), partition="user")
 def documents(tables: Mapping[str, Frame], params: DocumentParams, ctx: Context) -> StageOutput:
-    """One text per user (its titles, one a line), token-counted, split by a seeded user hash."""
+    """One text per user (its titles, one a line), token-counted, with its item ids (the output
+    contract's columns), split by a seeded user hash."""
     frame = tables["histories"].collect()
     text = pl.lit("Given the interaction history of a user with products as follows:\n\n") + pl.col("titles").list.eval(
         pl.lit("Title: ") + pl.element()
@@ -97,6 +98,7 @@ def documents(tables: Mapping[str, Frame], params: DocumentParams, ctx: Context)
         "user_id",
         pl.lit(0, pl.Int64).alias("chunk_index"),
         pl.col("num_items").cast(pl.Int64),
+        pl.col("item_id").alias("item_ids"),
     ).with_columns(split.then(pl.lit("validation")).otherwise(pl.lit("train")).alias("split"))
     return StageOutput({"documents": out}, StageStats())
 
