@@ -221,7 +221,7 @@ def history_plot(lengths: pl.DataFrame, min_interactions: int) -> Any:
     """Histogram of history length, one outline per source, on a log axis that starts at the user
     filter's minimum (or the shortest history, if a later stage left one shorter), which is marked."""
     import numpy as np
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import MaxNLocator, NullLocator, ScalarFormatter
 
     fig, axes = figure()
     low = min(min_interactions, int(lengths["n"].min()))
@@ -236,7 +236,11 @@ def history_plot(lengths: pl.DataFrame, min_interactions: int) -> Any:
     axes.annotate(f"min_interactions = {min_interactions}", (min_interactions, 1), xycoords=("data", "axes fraction"),
                   xytext=(4, -12), textcoords="offset points", fontsize=8)
     axes.set_xscale("log")
+    steps = [m * 10**e for e in range(8) for m in (1, 2, 5)]
+    axes.set_xticks(sorted({low, *(t for t in steps if low < t <= bins[-1])}))
     axes.xaxis.set_major_formatter(ScalarFormatter())
+    axes.xaxis.set_minor_locator(NullLocator())
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlim(low, bins[-1])
     axes.set_title("History length per source")
     axes.set_xlabel("interactions per user and dataset (log scale)")
@@ -249,6 +253,7 @@ def tokens_plot(tokens: pl.DataFrame, max_tokens: int) -> Any:
     """Histogram of tokens per document, stacked by source on a linear axis up to the chunking cap,
     which is marked, with the documents in the last bin before it counted."""
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = figure()
     width = max(max_tokens // 32, 1)
@@ -264,6 +269,7 @@ def tokens_plot(tokens: pl.DataFrame, max_tokens: int) -> Any:
                   (max_tokens, 1), xycoords=("data", "axes fraction"), xytext=(-4, -12),
                   textcoords="offset points", ha="right", fontsize=8)
     axes.set_xlim(0, max(int(bins[-1]), max_tokens) + 2 * width)
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_title("Tokens per document per source")
     axes.set_xlabel(f"tokens (GPT-NeoX-20B), bins of {width}")
     axes.set_ylabel("documents")
