@@ -32,7 +32,7 @@ from recgpt_train.logs import RunLog
 from recgpt_train.model import PackedMpt, build_model, count_params, mpt_config
 from recgpt_train.packing import IGNORE
 from recgpt_train.schedule import build_scheduler
-from recgpt_train.tokens import open_token_stream, token_splits, tokenize_stream
+from recgpt_train.tokens import TokenStream, open_token_stream, token_splits, tokenize_stream
 
 Examples = StreamBlocks | InstructionExamples
 
@@ -73,12 +73,15 @@ def model_config(cfg: TrainConfig) -> MptConfig:
 
 
 def load_examples(cfg: TrainConfig, split: str, source: object = None) -> Examples:
-    """The examples of ``split``: memory-mapped token shards where the built folder has them, else tokenised here."""
+    """The examples of ``split``: memory-mapped token shards where the built folder has them, a given
+    :class:`TokenStream` as it is, else text tokenised here."""
     source = source if source is not None else cfg.data.source
     seq_len = model_config(cfg).max_seq_len
     tokenizer = load_tokenizer(cfg.data.tokenizer)
     if cfg.task == "pretrain":
-        stream = open_token_stream(source, split) if isinstance(source, (str, Path)) else None
+        stream = source if isinstance(source, TokenStream) else None
+        if isinstance(source, (str, Path)):
+            stream = open_token_stream(source, split)
         if stream is None:
             stream = tokenize_stream(load_split(source, cfg.data.config, split), tokenizer)
         blocks = StreamBlocks(stream, seq_len, cfg.data.doc_masking)

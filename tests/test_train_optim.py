@@ -63,6 +63,8 @@ def test_defaults_are_the_recgpt_recipe():
     assert cfg.optim.weight_decay == 1e-7
     assert cfg.optim.grad_clip == 1.0
     assert cfg.optim.final_lr_ratio == 0.1
+    assert cfg.optim.warmup_steps == 200  # fine-tuning.yaml: t_warmup: 200ba
+    assert cfg.keep_checkpoints == 2  # fine-tuning.yaml: save_num_checkpoints_to_keep: 2
     assert (cfg.global_batch_size, cfg.epochs, cfg.precision) == (128, 2, "bf16")
     assert cfg.peak_lr == 2.5e-5
     assert TrainConfig(task="instruct", data={"source": "x", "config": "instruct"}).peak_lr == 1e-5
@@ -79,6 +81,14 @@ def test_recipes_load_with_paper_values(name, task, lr):
     cfg = load_config(RECIPES / name)
     assert (cfg.task, cfg.peak_lr, cfg.model.preset) == (task, lr, "mpt-7b")
     assert cfg.global_batch_size == 128 and cfg.optim.betas == (0.9, 0.98)
+    assert cfg.optim.warmup_steps == 200
+
+
+def test_instruct_recipe_takes_the_authors_yaml():
+    """The values of RecGPT's fine-tuning.yaml (github.com/VinAIResearch/RecGPT), read off by hand."""
+    cfg = load_config(RECIPES / "instruct.yaml")
+    assert (cfg.seed, cfg.epochs, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.final_lr_ratio) == (1337, 2, 1e-5, 1e-7, 0.1)
+    assert (cfg.global_batch_size, cfg.optim.warmup_steps, cfg.optim.grad_clip, cfg.keep_checkpoints) == (128, 200, 1.0, 2)
 
 
 def test_unknown_recipe_keys_are_rejected(tmp_path):
