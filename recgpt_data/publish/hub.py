@@ -10,6 +10,11 @@ preupload and LFS transfers on connection errors, 429 and 5xx; the calls it send
 the repository and the branch, and the commit, whose retry re-sends only what the Hub lacks) are
 retried here with the same backoff.
 
+Not ``upload_folder``: with ``hf_xet`` installed it commits a large folder in batches (256 files
+to start), the deletions with the first, so a reader can meet a repository whose old shards are gone
+and whose new ones are not all there; and it uploads files as they are on disk, so the card could
+not name the repository without rewriting the built folder.
+
 The card's loading snippet is rewritten for the repository it goes to, and ``--revision`` creates
 the branch from ``main`` when it does not exist yet. The token comes from ``HF_TOKEN`` or the stored
 login (``huggingface_hub.get_token``); it is handed to the client and never printed, logged or
