@@ -10,14 +10,30 @@ the table has ``scale`` x 100,004 rows and ``scale`` x 671 users.
   must give the same rows.
 - Cached rerun: the demo-like pipeline of ``tests/pipeline_stages.py`` on the same ratings, run once,
   then rerun; the rerun's wall time is the runner's overhead (fingerprints, markers), with no work.
+- Local workers (``--chain DIR``): the whole demo chain (``pipelines/demo.toml``'s stages, ingest to
+  card) over an Amazon 2014 reviews file and its meta scaled together by ``scale_pair.py`` (in
+  ``DIR``, its ``<id>~<copy>`` ids rewritten in Amazon's forms), run by the CLI with ``--workers 1`` and ``--workers 2`` into fresh folders, alternately
+  ``--repeat`` times. Per run: wall and CPU seconds, the load average before and after, and each
+  stage's seconds; parallel efficiency = T(1 worker) / (2 x T(2 workers)), for the whole chain and
+  for its partitioned stages alone. The final folders of the two must be byte-identical.
 
     /work/venv/bin/python benchmarks/bench_pipeline.py [--scale 10] [--buckets 16]
+    python ../shared/tools/scale_pair.py reviews_Digital_Music_5.json.gz meta_Digital_Music.json.gz \
+        --copies 16 --out bench-data/dm-x16
+    /work/venv/bin/python benchmarks/bench_pipeline.py --chain bench-data/dm-x16 [--partitions 8] [--repeat 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
+import json
+import os
+import re
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -70,7 +86,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=int, default=10)
     parser.add_argument("--buckets", type=int, default=16)
+    parser.add_argument("--chain", type=Path, help="folder of a scaled reviews + meta pair: run the worker benchmark")
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
+    if args.chain is not None:
+        workers_benchmark(args.chain.resolve(), args.partitions, args.repeat)
+        return
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     try:
         path = scaled_table(work, args.scale)
@@ -105,6 +127,135 @@ def rerun(work: Path) -> None:
     timed("pipeline, cold run", lambda: run_spec(loaded, work / "out"))
     result, _ = timed("pipeline, cached rerun (no work)", lambda: run_spec(loaded, work / "out"))
     assert set(result.states.values()) == {"cached"}
+
+
+CLI = Path(sys.executable).parent / "recgpt-data"
+
+
+def chain_spec(scaled: Path, partitions: int, target: Path) -> Path:
+    """``pipelines/demo.toml`` with its ingest reading the scaled pair and one benchmark on it."""
+    text = (REPO / "pipelines" / "demo.toml").read_text(encoding="utf-8")
+    text = re.sub(r"^partitions = \d+", f"partitions = {partitions}", text, flags=re.M)
+    text = re.sub(
+        r"params\.sources = \[.*?\n\]",
+        f'params.sources = [{{ format = "amazon2014", paths = ["{scaled}"] }}]',
+        text,
+        flags=re.S,
+    )
+    text = re.sub(
+        r"params\.benchmarks = \[.*?\n\]",
+        'params.benchmarks = [{ name = "scaled", dataset = "amazon2014/Scaled", k = 2 }]',
+        text,
+        flags=re.S,
+    )
+    target.write_text(text, encoding="utf-8")
+    return target
+
+
+def cli_run(spec: Path, out: Path, workers: int) -> dict:
+    """One cold CLI run: wall and CPU seconds (the CLI and its workers), load averages, stage seconds."""
+    load_before = os.getloadavg()[0]
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(
+        [str(CLI), "run", str(spec), "--out", str(out), "--workers", str(workers)], capture_output=True, text=True
+    )
+    wall = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"run failed ({done.returncode}): {done.stderr[-2000:]}")
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))["stages"]
+    return {
+        "workers": workers,
+        "wall": wall,
+        "cpu": (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime),
+        "load": (load_before, os.getloadavg()[0]),
+        "stages": {key: record["seconds"] for key, record in stats.items()},
+        "rows": stats["ingest"]["rows_out"],
+        "disk": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
+    }
+
+
+SCALED_ID = re.compile(r"([0-9A-Z]+)~(\d+)")
+
+
+def amazon_id(match: re.Match[str]) -> str:
+    """A scaled id ``<id>~<copy>`` in Amazon's forms, which ingest checks: copy 0 keeps its id, other
+    copies of a 10-character ASIN get another 10 characters (a hash of the pair), reviewer ids a suffix."""
+    original, copy = match.group(1), int(match.group(2))
+    if copy == 0:
+        return original
+    if len(original) == 10:
+        digest = int.from_bytes(hashlib.blake2b(match.group(0).encode(), digest_size=8).digest(), "big")
+        return "".join("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[(digest // 36**i) % 36] for i in range(10))
+    return f"{original}Z{copy}"
+
+
+def with_amazon_ids(scaled: Path, target: Path) -> Path:
+    """``scaled``'s reviews and meta, every ``<id>~<copy>`` rewritten by :func:`amazon_id`."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(scaled.glob("*.json.gz")):
+        with (
+            gzip.open(path, "rt", encoding="utf-8") as src,
+            gzip.open(target / path.name, "wt", compresslevel=1) as dst,
+        ):
+            for line in src:
+                dst.write(SCALED_ID.sub(amazon_id, line))
+    return target
+
+
+def workers_benchmark(scaled: Path, partitions: int, repeat: int) -> None:
+    """The demo chain over ``scaled`` with one and with two local workers, alternately."""
+    from conftest import folder_digests
+
+    from recgpt_data import stage as registry
+    from recgpt_data.pipeline.spec import load_spec
+
+    work = Path(tempfile.mkdtemp(prefix="bench-workers-"))
+    try:
+        raw = with_amazon_ids(scaled, work / "raw")
+        inputs = sum(p.stat().st_size for p in raw.iterdir())
+        spec = chain_spec(raw, partitions, work / "chain.toml")
+        partitioned = {s.key for s in load_spec(spec).stages if registry.get(s.stage).partition is not None}
+        runs = []
+        for attempt in range(repeat):
+            for workers in (1, 2):
+                out = work / f"out-{workers}-{attempt}"
+                run = cli_run(spec, out, workers)
+                runs.append(run)
+                print(
+                    f"workers {workers}: wall {run['wall']:7.1f} s, cpu {run['cpu']:7.1f} s, "
+                    f"load {run['load'][0]:.1f} -> {run['load'][1]:.1f}, rows {run['rows']}, "
+                    f"disk {run['disk'] / inputs:.2f} x the {inputs:,} input bytes"
+                )
+            same = folder_digests(work / f"out-1-{attempt}") == folder_digests(work / f"out-2-{attempt}")
+            assert same, "the two builds differ"
+            for workers in (1, 2):
+                shutil.rmtree(work / f"out-{workers}-{attempt}")
+        report(runs, partitioned)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(runs: list[dict], partitioned: set[str]) -> None:
+    """Per-stage seconds (best of the runs of each worker count) and the parallel efficiencies."""
+    best = {w: min((r for r in runs if r["workers"] == w), key=lambda r: r["wall"]) for w in (1, 2)}
+    print(f"\n{'stage':<20} {'1 worker':>10} {'2 workers':>10} {'ratio':>7}")
+    for key, one in best[1]["stages"].items():
+        two = best[2]["stages"][key]
+        mark = " (partitioned)" if key in partitioned else ""
+        print(f"{key:<20} {one:>10.2f} {two:>10.2f} {one / two if two else float('nan'):>7.2f}{mark}")
+    part = {w: sum(s for k, s in best[w]["stages"].items() if k in partitioned) for w in (1, 2)}
+    print(
+        f"\nwhole chain: T1 {best[1]['wall']:.1f} s, T2 {best[2]['wall']:.1f} s, "
+        f"efficiency T1 / (2 x T2) = {best[1]['wall'] / (2 * best[2]['wall']):.2f}"
+    )
+    print(f"partitioned stages: T1 {part[1]:.1f} s, T2 {part[2]:.1f} s, efficiency {part[1] / (2 * part[2]):.2f}")
+    print(
+        f"cores busy (cpu / wall): 1 worker {best[1]['cpu'] / best[1]['wall']:.2f}, "
+        f"2 workers {best[2]['cpu'] / best[2]['wall']:.2f}"
+    )
+    print(json.dumps(runs))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from recgpt_data.engines import WorkerCrash
 from recgpt_data.errors import (
     EXIT_FILESYSTEM,
     EXIT_INTERRUPTED,
@@ -132,6 +133,13 @@ def run(
     engine: Annotated[str, typer.Option(help="where partitioned stages run: local or ray")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, ray://host:10001)")] = None,
     var: Annotated[list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")] = [],  # noqa: B006
+    workers: Annotated[
+        int, typer.Option(min=1, help="local worker processes for partitioned stages, sharing the cores")
+    ] = 1,
+    sample: Annotated[
+        float | None,
+        typer.Option(help="a dry run on this fraction of the users, kept by a seeded hash of the user id"),
+    ] = None,
 ) -> None:
     """Run the stages of a pipeline spec; stages whose outputs are current are skipped."""
     from recgpt_data.display import run_progress, summary_table
@@ -142,7 +150,12 @@ def run(
 
     loaded = load_spec(spec, parse_vars(var))
     target = out or default_out(loaded)
-    chosen = get_engine(engine, address)
+    if sample is not None:
+        from recgpt_data.sampling import sample_folder, with_sample
+
+        loaded = with_sample(loaded, sample)
+        target = out or Path("out") / sample_folder(loaded.name, sample)
+    chosen = get_engine(engine, address, workers)
     try:
         with run_progress(console) as progress:
             result = run_spec(
@@ -175,6 +188,49 @@ def status(
     for item in spec_status(loaded, target):
         table.add_row(item.key, f"[{colours[item.state]}]{item.state}[/{colours[item.state]}]", item.reason)
     Console().print(table)
+
+
+@app.command()
+def check(
+    spec: Annotated[Path, typer.Argument(help="pipeline spec (TOML)")],
+    out: Annotated[Path | None, typer.Option("--out", help="output folder (default: out/<name>)")] = None,
+    var: Annotated[list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")] = [],  # noqa: B006
+) -> None:
+    """Check a spec before running it: the plan, every input (of its format, by its first records)
+    and the output folder's free space; one line per problem."""
+    from recgpt_data.pipeline.preflight import preflight
+    from recgpt_data.pipeline.spec import load_spec
+
+    loaded = load_spec(spec, parse_vars(var))
+    report = preflight(loaded, out or default_out(loaded))
+    for note in report.notes:
+        console.print(note, markup=False, highlight=False, soft_wrap=True)
+    for problem in report.problems:
+        console.print("[red]problem:[/red] ", end="")
+        console.print(problem, markup=False, highlight=False, soft_wrap=True)
+    if report.problems:
+        raise typer.Exit(EXIT_USAGE)
+    console.print(f"{loaded.name}: ready to run")
+
+
+@app.command()
+def gc(
+    out: Annotated[Path, typer.Argument(help="a run's output folder")],
+    spec: Annotated[Path, typer.Option("--spec", help="the pipeline spec whose current stages are kept")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be deleted, delete nothing")] = False,
+    var: Annotated[list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")] = [],  # noqa: B006
+) -> None:
+    """Delete the cached intermediates under OUT/.stages that no current stage of the spec needs (old
+    bucket cuts, stale stages, leftover scratch); the final folder's files are never touched."""
+    from recgpt_data.pipeline.gc import collect
+    from recgpt_data.pipeline.spec import load_spec
+
+    usages = collect(load_spec(spec, parse_vars(var)), out, dry_run=dry_run)
+    print(f"{'stage':<24} {'state':<16} {'bytes':>14} {'unneeded bytes':>15} {'files':>7}")
+    for usage in usages:
+        print(f"{usage.key:<24} {usage.state:<16} {usage.bytes:>14,} {usage.unneeded_bytes:>15,} {len(usage.unneeded):>7,}")
+    freed = sum(u.unneeded_bytes for u in usages)
+    print(f"{'would free' if dry_run else 'freed'} {freed:,} bytes in {sum(len(u.unneeded) for u in usages):,} files")
 
 
 @app.command()
@@ -314,6 +370,8 @@ def main() -> None:
         app()
     except UsageError as exc:
         fail(str(exc), EXIT_USAGE)
+    except WorkerCrash as exc:
+        fail(str(exc), 1)
     except KeyboardInterrupt:
         fail("interrupted; finished work is kept and a rerun resumes", EXIT_INTERRUPTED)
     except Exception as exc:  # sorted by kind below; anything else is a bug and keeps its traceback

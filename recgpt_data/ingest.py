@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from recgpt_data import schema as canonical
 from recgpt_data.errors import UsageError
@@ -32,6 +32,7 @@ from recgpt_data.io.lock import folder_lock
 from recgpt_data.io.parquet import AtomicParquetWriter, write_text
 from recgpt_data.names import DatasetName, check_dataset, inside, shown
 from recgpt_data.pipeline.spec import resolve_path
+from recgpt_data.sampling import split_sample
 from recgpt_data.sources import get_source
 from recgpt_data.sources.base import LINE, FileInfo, RawBatch, ReadState, Reject, Role, Source
 from recgpt_data.stage import DROP_REASON, Context, Params, StageOutput, StageStats, stage
@@ -342,6 +343,7 @@ class SourceSpec(Params):
 
 class IngestParams(Params):
     sources: list[SourceSpec]
+    sample: float | None = Field(default=None, gt=0, le=1)  # keep this fraction of users (recgpt_data.sampling)
 
     @field_validator("sources")
     @classmethod
@@ -376,7 +378,12 @@ def ingest_stage(tables: dict, params: IngestParams, ctx: Context) -> StageOutpu
     for table in ("interactions", "items"):
         files = sorted(ctx.scratch.glob(f"*/{table}/**/*.parquet"))
         frames[table] = pl.concat([pl.scan_parquet(f) for f in files]) if files else canonical.empty(table).lazy()
-    return StageOutput(frames, stats, dropped={"raw": pl.concat(rejects)})
+    dropped = {"raw": pl.concat(rejects)}
+    if params.sample is not None:
+        frames["interactions"], dropped["interactions"] = split_sample(
+            frames["interactions"], params.sample, ctx.seed, stats
+        )
+    return StageOutput(frames, stats, dropped=dropped)
 
 
 REJECT_SCHEMA = {"file": pl.String(), "line": pl.Int64(), "reason": pl.String(), "raw": pl.String()}

@@ -129,3 +129,14 @@ def test_a_kill_point_that_names_nothing_is_refused(spec: Path, tmp_path: Path) 
     done = cli("run", str(spec), "--out", str(tmp_path / "out"), kill_at="stage:t_histories:middle")
     assert done.returncode == 2
     assert "RECGPT_KILL_AT='stage:t_histories:middle'" in done.stderr
+
+
+def test_killed_run_with_workers_resumes_to_identical_output(spec: Path, reference: dict, tmp_path: Path) -> None:
+    """A run in two worker processes killed after its first bucket; resumed, the same bytes."""
+    out = tmp_path / "out"
+    killed = cli("run", str(spec), "--out", str(out), "--workers", "2", kill_at="stage:t_histories:mid")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert_nothing_partial(out)
+    resumed = cli("run", str(spec), "--out", str(out), "--workers", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert contents(out) == reference

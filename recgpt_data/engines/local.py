@@ -1,22 +1,136 @@
-"""The default engine: every bucket runs in this process, one after another, in bucket order."""
+"""The default engine: the buckets of a partitioned stage run on this machine, one after another in
+this process (one worker, the default), or side by side in a pool of worker processes.
+
+Worker processes are started with ``spawn`` (polars is not safe to fork) and share the cores: each
+gets ``threads`` of them and, before polars, numba or tokenizers is imported in it, bounds those
+libraries to that many threads (``POLARS_MAX_THREADS``, ``NUMBA_NUM_THREADS``, ``RAYON_NUM_THREADS``
+for tokenizers, whose parallelism is switched off with one thread), so that N workers together use
+about the cores one process would. A worker that finds polars imported before it could bound it
+(a program whose main module imports polars) refuses to run rather than oversubscribe the machine.
+Workers exit when the driver dies, so a killed run leaves none behind.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.connection
+import os
+import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
+
+from recgpt_data.engines import WorkerCrash
+from recgpt_data.errors import UsageError
 
 T = TypeVar("T")
 R = TypeVar("R")
 
+START_METHOD = "spawn"
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    """The variables that bound polars, numba and tokenizers (rayon) to ``threads`` threads each."""
+    return {
+        "POLARS_MAX_THREADS": str(threads),
+        "NUMBA_NUM_THREADS": str(threads),
+        "RAYON_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "true" if threads > 1 else "false",
+    }
+
+
+def start_worker(threads: int) -> None:
+    """A worker's first act: set the thread bounds before any task imports the libraries they bound,
+    and watch the driver so that the worker exits when the driver dies."""
+    os.environ.update(thread_environment(threads))
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=exit_with, args=(parent.sentinel,), name="recgpt-watch-driver", daemon=True).start()
+
+
+def exit_with(sentinel: int) -> None:
+    """Exit this worker as soon as the driver process behind ``sentinel`` is gone."""
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
+
+
+def thread_bounds() -> dict[str, int]:
+    """The threads polars (and numba, where imported) will use in this process."""
+    import polars as pl
+
+    bounds = {"polars": pl.thread_pool_size()}
+    if "numba" in sys.modules:
+        import numba
+
+        bounds["numba"] = numba.get_num_threads()
+    return bounds
+
+
+def bounded_call(fn: Callable[[T], R], task: T, threads: int) -> R:
+    """Run ``task`` in a worker, refusing where a library uses more threads than the worker was given."""
+    over = {name: n for name, n in thread_bounds().items() if n > threads}
+    if over:
+        raise UsageError(
+            f"a worker given {threads} thread(s) found {', '.join(f'{k} using {n}' for k, n in over.items())}: "
+            "the program's main module imports it before the worker can bound it; import it inside main()"
+        )
+    return fn(task)
+
 
 class LocalEngine:
-    """Runs tasks in-process, in order; needs nothing beyond the package."""
+    """Runs tasks in this process, in order (``workers=1``), or in ``workers`` spawned processes of
+    ``threads`` threads each (default: the available cores shared out), yielding results as tasks
+    finish."""
 
     name = "local"
 
+    def __init__(self, workers: int = 1, threads: int | None = None):
+        if workers < 1:
+            raise UsageError(f"--workers must be at least 1, got {workers}")
+        self.workers = workers
+        self.threads = threads or max(1, available_cores() // workers)
+        self.pool: ProcessPoolExecutor | None = None
+
     def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
-        for task in tasks:
-            yield fn(task)
+        if self.workers == 1:
+            for task in tasks:
+                yield fn(task)
+            return
+        yield from self.map_in_pool(fn, tasks)
+
+    def map_in_pool(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
+        """Submit every task to the worker pool (started on first use) and yield results as they come."""
+        if self.pool is None:
+            context = multiprocessing.get_context(START_METHOD)
+            self.pool = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=start_worker, initargs=(self.threads,)
+            )
+        futures: list[Future[R]] = [self.pool.submit(bounded_call, fn, task, self.threads) for task in tasks]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except BrokenProcessPool:
+            self.close()
+            raise WorkerCrash(
+                f"a worker process died while running {len(tasks)} task(s) in {self.workers} workers (killed, "
+                "out of memory, or a crash in native code); finished buckets are kept: run again to resume, "
+                "with fewer --workers if memory is short"
+            ) from None
+        finally:
+            for future in futures:
+                future.cancel()
 
     def close(self) -> None:
-        return None
+        """Stop the worker processes (after the tasks they are running)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None

@@ -1,0 +1,197 @@
+"""Preflight: what a run needs, checked before any work, every problem found as one line.
+
+- The plan: every stage is registered, its parameters are valid, and every table it reads is
+  written by an earlier stage.
+- The inputs: every path a stage names (an ingest source's ``paths``, a ``path``, a ``tokenizer``)
+  exists and is readable; an ingest source's files are of its format: the first lines of each
+  (about 64 KiB) go through the source's own reader and canonical mapping, and at least one record
+  must be kept.
+- The output folder: a folder (or creatable), writable, with free space for about
+  :data:`DISK_FACTOR` times the raw input bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recgpt_data.errors import UsageError
+from recgpt_data.ingest import InputFile, canonical_batch, resolve_files
+from recgpt_data.io.streams import LineBlocks
+from recgpt_data.pipeline.runner import STAGES, plan
+from recgpt_data.pipeline.spec import PipelineSpec, StageSpec, resolve_path
+from recgpt_data.sources import get_source
+from recgpt_data.sources.base import FileInfo, ReadState, Source, uncompressed_name
+
+# Disk a whole build takes (every stage's tables under .stages/, the dropped rows, the final
+# folder) per byte of raw input, measured with pipelines/demo.toml's stages: 6.1x on the bundled
+# demo (0.5 MB in, mostly the fixed-size report and card), less on large inputs.
+DISK_FACTOR = 4.0
+PATH_FIELDS = ("paths", "path", "tokenizer")  # parameters that name files or folders
+SNIFF_BYTES = 1 << 16
+
+
+@dataclass
+class Preflight:
+    """What a preflight found: problems (each one line; none means the run may start) and notes on
+    what was checked."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    input_bytes: int = 0
+
+
+def preflight(spec: PipelineSpec, out: Path) -> Preflight:
+    """Check ``spec`` and its inputs, and the output folder ``out``, without running anything."""
+    report = Preflight()
+    planned_stages = check_plan(spec, report)
+    for stage_spec, params in planned_stages:
+        inputs = check_paths(stage_spec.key, params, spec.folder, report)
+        if stage_spec.stage == "ingest":
+            for source in params["sources"]:
+                check_source(stage_spec.key, source, spec.folder, out, report)
+        report.input_bytes += inputs
+    check_disk(out, report.input_bytes, DISK_FACTOR, report)
+    return report
+
+
+def check_plan(spec: PipelineSpec, report: Preflight) -> list[tuple[StageSpec, dict[str, Any]]]:
+    """Each stage looked up and its parameters validated (a problem per stage that fails), and every
+    table it reads written by an earlier stage; the stages that passed, with their parameters."""
+    written: set[str] = set()
+    passed = []
+    for stage_spec in spec.stages:
+        try:
+            (planned,) = plan(spec.model_copy(update={"stages": [stage_spec]}))
+        except UsageError as exc:
+            report.problems.append(str(exc))
+            continue
+        missing = [t for t in planned.definition.reads if t not in written]
+        if missing:
+            report.problems.append(f"stage {planned.key} reads {', '.join(missing)}, which no earlier stage writes")
+        written.update(planned.definition.writes)
+        passed.append((stage_spec, planned.params.model_dump(mode="json")))
+    report.notes.append(f"plan: {len(passed)} of {len(spec.stages)} stages valid")
+    return passed
+
+
+def named_paths(value: Any) -> Iterator[str]:
+    """Every string held by a parameter named in :data:`PATH_FIELDS`, at any depth."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in PATH_FIELDS:
+                yield from (item,) if isinstance(item, str) else (v for v in item or () if isinstance(v, str))
+            else:
+                yield from named_paths(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from named_paths(item)
+
+
+def check_paths(key: str, params: dict[str, Any], folder: Path, report: Preflight) -> int:
+    """Every path the stage's parameters name exists and each file under it can be read; the bytes
+    of those files."""
+    total = 0
+    for value in named_paths(params):
+        path = resolve_path(value, folder)
+        if not path.exists():
+            report.problems.append(f"stage {key}: no such file or folder: {value}")
+            continue
+        for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+            try:
+                with open(file, "rb") as handle:
+                    handle.read(1)
+            except OSError as exc:
+                report.problems.append(f"stage {key}: cannot read {file}: {exc.strerror or exc}")
+                continue
+            total += file.stat().st_size
+    return total
+
+
+def check_source(key: str, source_params: dict[str, Any], folder: Path, out: Path, report: Preflight) -> None:
+    """The files of one ingest source resolve (of its format, safe dataset names) and the first
+    records of each are read by its own reader, at least one kept."""
+    label = f"stage {key}, source {source_params['format']}"
+    paths = [resolve_path(p, folder) for p in source_params["paths"]]
+    if not all(p.exists() for p in paths):
+        return  # already a problem of check_paths
+    try:
+        source = get_source(source_params["format"])
+        files, _ = resolve_files(source, paths, out, source_params.get("dataset"))
+    except UsageError as exc:
+        report.problems.append(f"{label}: {exc}")
+        return
+    for file in files:
+        problem, note = first_records(source, file)
+        if problem is not None:
+            report.problems.append(f"{label}: {file.path}: {problem}")
+        else:
+            report.notes.append(f"{label}: {file.path.name} ({file.role.table}): {note}")
+
+
+def first_records(source: Source, file: InputFile) -> tuple[str | None, str]:
+    """Read the first lines of an ingest input with its role's reader; a problem where none of
+    them is kept, else a note of how many were read and kept."""
+    blocks = LineBlocks(file.path, SNIFF_BYTES)
+    head = next(iter(blocks), None)
+    if head is None:
+        return f"no records in its first bytes{f' ({blocks.error})' if blocks.error else ''}", ""
+    info = FileInfo(source=source.name, dataset=file.dataset, file=file.path.name, path=file.path)
+    kept, reasons, state = 0, Counter[str](), ReadState()
+    with tempfile.TemporaryDirectory(prefix="recgpt-check-") as work:
+        sample = Path(work) / uncompressed_name(file.path.name)
+        sample.write_bytes(head[1] + b"\n")
+        try:
+            for batch in file.role.reader(sample, state):
+                rows, rejects = canonical_batch(batch, file.role, info, source)
+                kept += rows.height
+                reasons.update(r.reason for r in rejects)
+        except Exception as exc:  # noqa: BLE001 - any reader failure is this file's problem, reported in one line
+            return f"its reader fails on its first records: {type(exc).__name__}: {str(exc).splitlines()[0]}", ""
+    read = state.records
+    why = ", ".join(f"{reason} {n}" for reason, n in reasons.most_common(3))
+    if kept == 0:
+        return f"none of its first {read} records is usable ({why or 'no records parsed'})", ""
+    return None, f"first {read} records read, {kept} kept"
+
+
+def nearest_folder(path: Path) -> Path:
+    """``path`` or its nearest existing ancestor."""
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_disk(out: Path, input_bytes: int, factor: float, report: Preflight) -> None:
+    """``out`` is (or can be made) a writable folder with room for ``factor`` x the input bytes,
+    less what a previous run already wrote there."""
+    if out.exists() and not out.is_dir():
+        report.problems.append(f"output folder {out} is a file")
+        return
+    base = nearest_folder(out)
+    if not os.access(base, os.W_OK | os.X_OK):
+        report.problems.append(f"output folder {out}: {base} is not writable")
+        return
+    built = sum(p.stat().st_size for p in (out / STAGES).rglob("*") if p.is_file()) if out.is_dir() else 0
+    needed = max(0, int(input_bytes * factor) - built)
+    free = shutil.disk_usage(base).free
+    line = (
+        f"disk: {gib(free)} free at {base}, the build needs about {gib(needed)} "
+        f"({factor:g} x {gib(input_bytes)} of inputs{f', less {gib(built)} already built' if built else ''})"
+    )
+    if free < needed:
+        report.problems.append(line)
+    else:
+        report.notes.append(line)
+
+
+def gib(n: int) -> str:
+    """A byte count for people."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"

@@ -1,0 +1,57 @@
+"""What the local worker tests run inside worker processes: a probe of the threads each library
+uses there, and a partitioned stage whose second bucket kills its own worker; importing this module
+registers the stage."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+
+from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, stage
+
+RAYON_MEASURED = False  # whether this process already started tokenizers' thread pool
+
+
+def os_threads() -> int:
+    """Threads of this process right now."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def probe(_: int) -> dict:
+    """The threads polars and numba will use here, and how many threads tokenizers starts for one
+    batch (only in the process's first probe, before its pool exists)."""
+    global RAYON_MEASURED
+    import numba
+    import polars as pl
+
+    from recgpt_data.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    found = {"pid": os.getpid(), "polars": pl.thread_pool_size(), "numba": numba.get_num_threads(), "rayon": None}
+    before = os_threads()
+    tokenizer.encode_batch(["a history of items, one a line"] * 512)
+    if not RAYON_MEASURED:
+        found["rayon"] = os_threads() - before
+        RAYON_MEASURED = True
+    return found
+
+
+@stage("t_crash", params=Params, reads=("interactions",), writes=("checked",), partition="user")
+def crash(tables: Mapping[str, Frame], params: Params, ctx: Context) -> StageOutput:
+    """Bucket 1 kills its own process (as the out-of-memory killer would); others pass rows on."""
+    if ctx.partition is not None and ctx.partition[0] == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return StageOutput({"checked": tables["interactions"].collect()}, StageStats())
+
+
+def crash_spec(path: Path) -> Path:
+    """A spec: the demo's Amazon 2014 slice ingested, then ``t_crash`` in two buckets."""
+    path.write_text(
+        'name = "crash"\npartitions = 2\n\n[[stages]]\nstage = "ingest"\n'
+        'params.sources = [{ format = "amazon2014", paths = ["demo:amazon2014"] }]\n\n'
+        '[[stages]]\nstage = "t_crash"\n',
+        encoding="utf-8",
+    )
+    return path
