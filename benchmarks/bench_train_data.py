@@ -5,7 +5,8 @@ Each run is a fresh process that trains the tiny MPT (CPU, fp32, SDPA, 4 blocks 
 ``--steps`` steps through :func:`recgpt_train.train.train` on synthetic token shards written in the
 ``pretrain_tokens`` layout (random ids in documents of 64..4,096 tokens). ``mapped`` opens the shards
 with ``np.memmap``; ``memory`` reads them whole into RAM first (what the in-memory path holds after
-tokenising). Reported: peak RSS, seconds to the end of the first step, and tokens/s over the steps after it.
+tokenising). Reported: peak RSS (VmHWM), seconds from ``train``'s start to its first step (data
+opened, model built), seconds to the end of the first step, and tokens/s over the steps after it.
 
     python benchmarks/bench_train_data.py --tokens 100000000 --scales 1,4
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,6 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_train_gpu import write_token_shards
+
+
+def peak_rss_mib() -> float:
+    """This program's peak resident set (VmHWM: unlike ru_maxrss it does not carry the parent's over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def child(folder: str, mode: str, steps: int) -> None:
@@ -49,7 +57,7 @@ def child(folder: str, mode: str, steps: int) -> None:
     steady = records[1:]
     print(json.dumps({
         "mode": mode, "first_step_s": round(time.perf_counter() - began - sum(r["step_s"] for r in steady), 2),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": peak_rss_mib(),
         "tokens_per_s": round(sum(r["tokens_per_s"] * r["step_s"] for r in steady) / sum(r["step_s"] for r in steady), 1),
     }))
 
@@ -74,8 +82,10 @@ def main() -> None:
                     [sys.executable, __file__, "--child", str(folder), mode, "--steps", str(args.steps)],
                     check=True, capture_output=True, text=True,
                 )
-                record = json.loads(out.stdout.strip().splitlines()[-1])
-                print(json.dumps({"scale": scale, "tokens": int(args.tokens * scale), **record}), flush=True)
+                lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+                startup = next(line["startup_s"] for line in lines if "startup_s" in line)
+                print(json.dumps({"scale": scale, "tokens": int(args.tokens * scale), "startup_s": startup, **lines[-1]}),
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,12 @@ def step_examples(n_examples: int, batch: int, seed: int, step: int) -> np.ndarr
     return epoch_order(n_examples, seed, epoch)[index * batch : (index + 1) * batch]
 
 
+def epoch_steps(n_examples: int, batch: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The example indices of every step of one epoch (views of one permutation)."""
+    order = epoch_order(n_examples, seed, epoch)
+    return [order[i * batch : (i + 1) * batch] for i in range(n_examples // batch)]
+
+
 def micro_steps(n_rows: int, world: int, micro: int) -> int:
     """Micro-steps every rank runs for a step of ``n_rows`` rows."""
     return max(1, math.ceil(math.ceil(n_rows / world) / micro))

@@ -22,7 +22,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from transformers import MptConfig, PreTrainedTokenizerFast
 
-from recgpt_train.batches import micro_batches, micro_steps, rank_bins, step_examples
+from recgpt_train.batches import epoch_steps, micro_batches, micro_steps, rank_bins, step_examples
 from recgpt_train.checkpoint import CHECKPOINTS, load_checkpoint, save_checkpoint
 from recgpt_train.config import TrainConfig
 from recgpt_train.data import has_split, load_split, load_tokenizer, tokenize_pairs
@@ -179,8 +179,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None, so
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)
-        epoch_steps = [step_examples(len(examples), batch, cfg.seed, s) for s in range(steps_per_epoch)]
-        stats = examples.stats(epoch_steps) if isinstance(examples, InstructionExamples) else examples.stats()
+        if isinstance(examples, InstructionExamples):  # packing depends on which examples share a step
+            stats = examples.stats(epoch_steps(len(examples), batch, cfg.seed, 0))
+        else:
+            stats = examples.stats()
         packing = {**stats.as_dict(), "global_batch_examples": batch, "steps_per_epoch": steps_per_epoch,
                    "total_steps": total_steps, "examples_unused_per_epoch": len(examples) - steps_per_epoch * batch,
                    "validation_examples": min(len(validation), cfg.eval_examples) if validation else 0}
