@@ -103,14 +103,14 @@ def render_parsed(parsed: ParsedPair) -> Pair:
     return Pair(prompt, render_fields(parsed.target), parsed.task)
 
 
-RESPONSE_SEPARATOR = "\n"  # what a trainer puts between "### Response:" and the response
 FRAMING_TOKENS = 2  # budget tokens beyond prompt and response; the authors' rows fix 2 to 6 at 2048
 
 
 def token_count(tokenizer: Tokenizer, prompt: str, response: str) -> int:
-    """Tokens a pair counts against the budget: prompt and response encoded apart (as a finetuning
-    loader tokenizes them) plus ``FRAMING_TOKENS``, room for an EOS and a separator token. Under 2048
-    this makes every one of the authors' windows the longest that fits (``docs/instruct.md``)."""
+    """Tokens a pair counts against the budget: prompt and response encoded apart and joined with
+    nothing between them (as llm-foundry's finetuning loader and ``recgpt_train`` do) plus
+    ``FRAMING_TOKENS``: the EOS the trainer appends and one token the authors' rows also leave free.
+    Under 2048 this makes every one of the authors' windows the longest that fits (``docs/instruct.md``)."""
     return (
         len(tokenizer.encode(prompt, add_special_tokens=False).ids)
         + len(tokenizer.encode(response, add_special_tokens=False).ids)
