@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict
+
+from recgpt_data.tokenizer import DEFAULT_NAME, DEFAULT_TOKENIZER
 
 Frame = pl.DataFrame | pl.LazyFrame
 
@@ -22,6 +24,25 @@ class Params(BaseModel):
     """Base of every stage's parameters: unknown keys in a spec are an error, not ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def datasets_needed(self) -> tuple[str, ...]:
+        """The canonical datasets these parameters name that an ingest source must produce (a
+        benchmark's dataset); the planner refuses a spec where no source can."""
+        return ()
+
+    def datasets_made(self) -> tuple[str, ...]:
+        """The datasets a stage with these parameters reads in from raw files: full names, or a
+        source's name standing for every dataset of that source."""
+        return ()
+
+
+@dataclass(frozen=True)
+class RawPathField:
+    """Marks a parameter that names raw files or folders (relative to the spec file, or ``demo:``):
+    the fingerprint hashes the content of every file it names, and no other parameter's."""
+
+
+RawPath = Annotated[str, RawPathField()]  # a parameter type: ``paths: list[RawPath]``
 
 
 @dataclass
@@ -157,7 +178,11 @@ class Context:
     ``out_dir`` is where a stage writes files of the final folder (the runner stages them and moves
     them into place once the stage succeeds); ``folder`` is the final folder as earlier stages left
     it, and ``stages`` their stats, for the stages that summarise a run (report, card).
-    ``partition`` is ``(index, count)`` when the stage runs on one user bucket of ``count``."""
+    ``partition`` is ``(index, count)`` when the stage runs on one user bucket of ``count``.
+    ``tokenizer`` is the spec-wide tokenizer file, resolved relative to the spec file (default: the
+    bundled GPT-NeoX-20B), and ``tokenizer_name`` how manifests name it (see
+    :class:`recgpt_data.pipeline.planner.Settings`); a stage that uses them declares
+    ``settings=("tokenizer",)`` so that its fingerprint covers the file's content."""
 
     seed: int = 0
     spec_dir: Path = Path(".")
@@ -166,6 +191,8 @@ class Context:
     folder: Path | None = None
     stages: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     partition: tuple[int, int] | None = None
+    tokenizer: Path = DEFAULT_TOKENIZER
+    tokenizer_name: str = DEFAULT_NAME
 
 
 StageFn = Callable[[Mapping[str, Frame], Any, Context], StageOutput]
@@ -190,7 +217,10 @@ class StageDef:
     ``summarises`` says it reads the folder built so far and every earlier stage's stats, so it
     depends on all earlier stages. ``heuristic`` says every row it drops and every value it changes
     is a judgement call (duplicate detection, language identification), not a rule of the corpus:
-    the runner warns where such a stage removes more than a few percent of a dataset."""
+    the runner warns where such a stage removes more than a few percent of a dataset.
+    ``settings`` names the spec-wide settings (:data:`SETTINGS`) it uses from its :class:`Context`;
+    its fingerprint covers them. ``stats_keys`` names keys of its stats' ``info`` that ``stats.json``
+    carries at its top level too (the report's ``corpus``)."""
 
     name: str
     fn: StageFn
@@ -202,8 +232,11 @@ class StageDef:
     partition: str | None = None
     summarises: bool = False
     heuristic: bool = False
+    settings: tuple[str, ...] = ()
+    stats_keys: tuple[str, ...] = ()
 
 
+SETTINGS = ("tokenizer",)  # the spec-wide settings a stage may declare it uses
 REGISTRY: dict[str, StageDef] = {}
 
 
@@ -218,16 +251,22 @@ def stage(
     partition: str | None = None,
     summarises: bool = False,
     heuristic: bool = False,
+    settings: tuple[str, ...] = (),
+    stats_keys: tuple[str, ...] = (),
 ) -> Callable[[StageFn], StageFn]:
     """Register ``fn`` as the stage ``name`` (see :class:`StageDef` for the options)."""
     if partition is not None and partition not in PARTITION_COLUMNS:
         raise ValueError(f"stage {name!r}: partition must be None or one of {sorted(PARTITION_COLUMNS)}")
+    unknown = [s for s in settings if s not in SETTINGS]
+    if unknown:
+        raise ValueError(f"stage {name!r}: unknown settings {unknown}; known: {', '.join(SETTINGS)}")
 
     def register(fn: StageFn) -> StageFn:
         if name in REGISTRY:
             raise ValueError(f"stage {name!r} is registered twice")
         REGISTRY[name] = StageDef(
-            name, fn, params, reads, writes, version, optional_reads, partition, summarises, heuristic
+            name, fn, params, reads, writes, version, optional_reads, partition, summarises, heuristic, settings,
+            stats_keys,
         )
         return fn
 

@@ -35,8 +35,10 @@ import polars as pl
 
 from recgpt_data.pipeline.dropped import dropped_rows
 from recgpt_data.pipeline.fingerprint import digest, source_sha256
-from recgpt_data.pipeline.runner import Planned, Runner, RunResult, read_marker, table_refs
+from recgpt_data.pipeline.planner import Planned
+from recgpt_data.pipeline.runner import Runner, RunResult
 from recgpt_data.pipeline.spec import PipelineSpec, load_spec
+from recgpt_data.pipeline.store import Marker
 from recgpt_data.stage import BLANKED, DROPPED
 
 GROUP = "recgpt"
@@ -76,7 +78,7 @@ def upstream_of(runner: Runner, index: int) -> list[str]:
 def needed(runner: Runner, index: int) -> list[Planned]:
     """The ``index``-th stage and every stage it needs, directly or through others, in spec order."""
     planned = runner.planned[index]
-    keys = {p.key for p in runner.planned[:index]} if planned.definition.summarises else runner.producers(planned)
+    keys = runner.plan.upstream(planned)
     return [p for p in runner.planned[:index] if p.key in keys] + [planned]
 
 
@@ -86,11 +88,11 @@ def materialise(runner: Runner, index: int) -> RunResult:
         return runner.run_stages(needed(runner, index), None, False)
 
 
-def rows_per_dataset(out: Path, marker: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+def rows_per_dataset(out: Path, marker: Marker) -> dict[str, dict[str, int]]:
     """Rows per dataset of each output table (not the dropped or blanked rows) that has a ``dataset``
     column."""
     found = {}
-    for name, ref in sorted(table_refs(marker).items()):
+    for name, ref in sorted(marker.refs().items()):
         files = [out / f.path for f in ref.files]
         if name.startswith((DROPPED, BLANKED)) or not files or "dataset" not in pl.scan_parquet(files).collect_schema():
             continue
@@ -144,7 +146,7 @@ def stage_asset(spec: PipelineSpec, runner: Runner, index: int) -> dg.AssetsDefi
         result = materialise(runner, index)
         ran = [k for k, state in result.states.items() if state == "ran"]
         stats = result.stats[key]
-        marker = read_marker(runner.stage_dir(key))
+        marker = runner.store.marker(key)
         if marker is None:
             raise RuntimeError(f"stage {key} finished without its success record")
         context.log.info(f"{key}: ran {', '.join(ran) or 'nothing (all current)'}; rows out {stats['rows_out']}")
@@ -159,7 +161,7 @@ def stage_asset(spec: PipelineSpec, runner: Runner, index: int) -> dg.AssetsDefi
                 "seconds": dg.MetadataValue.float(float(stats["seconds"])),
                 "bytes_written": dg.MetadataValue.int(int(stats["bytes_written"])),
             },
-            data_version=dg.DataVersion(marker["fingerprint"]),
+            data_version=dg.DataVersion(marker.fingerprint),
             check_results=[drops_check(runner.out, key, stats), output_check(stats)],
         )
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from recgpt_data.errors import UsageError
-from recgpt_data.pipeline.runner import STAGES, read_marker, table_refs
+from recgpt_data.pipeline.store import STAGES, STATS, Store
 from recgpt_data.stage import BLANK_REASON, BLANKED, DROP_REASON, DROPPED
 
 
@@ -44,14 +44,13 @@ def dropped_rows(out: str | Path, blanked: bool = False) -> list[Dropped]:
     stages = out / STAGES
     if not stages.is_dir():
         raise UsageError(f"{out} holds no pipeline run (no {STAGES}/ folder)")
-    stats = out / "stats.json"
+    stats = out / STATS
     order = list(json.loads(stats.read_text(encoding="utf-8"))["stages"]) if stats.is_file() else []
-    markers = [m for d in stages.iterdir() if d.is_dir() and (m := read_marker(d)) is not None]
-    markers.sort(key=lambda m: (order.index(m["key"]) if m["key"] in order else len(order), m["key"]))
+    store = Store(out)
+    markers = sorted(store.markers(), key=lambda m: (order.index(m.key) if m.key in order else len(order), m.key))
     found = []
     for marker in markers:
-        for name, ref in sorted(table_refs(marker).items()):
+        for name, ref in sorted(marker.refs().items()):
             if name.startswith(prefix):
-                files = [out / f.path for f in ref.files]
-                found.append(Dropped(marker["key"], name[len(prefix):], pl.scan_parquet(files), reason))
+                found.append(Dropped(marker.key, name[len(prefix):], store.scan(ref), reason))
     return found

@@ -4,8 +4,9 @@ A fingerprint covers the stage's name, its declared code version and the sha256 
 that defines it and of the package modules that file imports, its parameters as canonical JSON, the seed,
 its partition count, the fingerprints of the stages it reads from, and a manifest of its input
 files: the upstream parquet files (path, size, sha256) and, for edge stages such as ``ingest``,
-every raw file a path parameter names (size and sha256 of the content; modification times never
-enter, so a copied or touched input does not invalidate anything).
+every raw file a parameter declared a raw path (:data:`recgpt_data.stage.RawPath`) names, and the
+spec-wide settings the stage declares it uses (the tokenizer file): size and sha256 of the content;
+modification times never enter, so a copied or touched input does not invalidate anything.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ import hashlib
 import importlib.util
 import inspect
 import json
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from recgpt_data.io.parquet import write_text
 from recgpt_data.pipeline.spec import DEMO_DIR, resolve_path
+from recgpt_data.stage import RawPathField
 
 CHUNK = 1 << 20
 
@@ -140,29 +145,57 @@ class HashCache:
             self.dirty = False
 
 
-def path_strings(value: Any) -> Iterable[str]:
-    """Every string inside a parameter value (nested lists and objects included)."""
+def declares_raw_path(annotation: Any) -> bool:
+    """Whether a parameter's type holds :data:`recgpt_data.stage.RawPath` (``RawPath``,
+    ``list[RawPath]``, ``RawPath | None``)."""
+    return any(isinstance(arg, RawPathField) or declares_raw_path(arg) for arg in typing.get_args(annotation))
+
+
+def strings(value: Any) -> Iterable[str]:
+    """Every string inside a parameter value (nested lists included)."""
     if isinstance(value, str):
         yield value
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from path_strings(v)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            yield from path_strings(v)
+            yield from strings(v)
 
 
-def raw_inputs(params: Mapping[str, Any], spec_dir: Path, cache: HashCache) -> list[dict[str, Any]]:
-    """The manifest of raw files named by path parameters: each string that names an existing file
-    or folder (relative to the spec, or ``demo:``) contributes its files, sorted, with size and sha256."""
+def models(value: Any) -> Iterable[BaseModel]:
+    """The parameter models inside a parameter value (a model, or a list or mapping of them)."""
+    if isinstance(value, BaseModel):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from models(v)
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from models(v)
+
+
+def declared_paths(params: BaseModel) -> list[str]:
+    """Every value of the parameters declared raw paths, nested parameter models included."""
+    found: list[str] = []
+    for name, info in type(params).model_fields.items():
+        value = getattr(params, name)
+        if any(isinstance(m, RawPathField) for m in info.metadata) or declares_raw_path(info.annotation):
+            found.extend(strings(value))
+        else:
+            for model in models(value):
+                found.extend(declared_paths(model))
+    return found
+
+
+def raw_inputs(params: BaseModel, spec_dir: Path, cache: HashCache) -> list[dict[str, Any]]:
+    """The manifest of the raw files the parameters declared raw paths name (relative to the spec,
+    or ``demo:``): each file, or every file under each folder, sorted, with size and sha256."""
     files: dict[Path, None] = {}
-    for value in path_strings(params):
-        if not value or "\n" in value:
+    for value in declared_paths(params):
+        if not value:
             continue
         path = resolve_path(value, spec_dir)
         if path.is_file():
             files[path.resolve()] = None
-        elif path.is_dir() and path.resolve() != spec_dir.resolve():
+        elif path.is_dir():
             for child in sorted(p for p in path.rglob("*") if p.is_file()):
                 files[child.resolve()] = None
     return [{"path": display_path(f), "size": f.stat().st_size, "sha256": cache.sha256(f)} for f in sorted(files)]

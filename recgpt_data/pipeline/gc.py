@@ -25,13 +25,15 @@ from pathlib import Path
 
 from recgpt_data.errors import UsageError
 from recgpt_data.io.lock import LOCK_FILE, folder_lock
-from recgpt_data.pipeline.runner import MARKER, STAGES, Planned, Runner, TableRef, read_marker, table_refs
+from recgpt_data.pipeline.planner import Planned
+from recgpt_data.pipeline.runner import Runner
 from recgpt_data.pipeline.shuffle import has_column
 from recgpt_data.pipeline.spec import PipelineSpec
+from recgpt_data.pipeline.status import stage_fingerprint
+from recgpt_data.pipeline.store import HASH_CACHE, MARKER, PARTS, SCRATCH, STAGES, Store, TableRef
 from recgpt_data.stage import PARTITION_COLUMNS
 
-SCRATCH = ".scratch"
-RUNNER_FILES = ("hash-cache.json", LOCK_FILE.name)  # the runner's own files directly under .stages/
+RUNNER_FILES = (HASH_CACHE, LOCK_FILE.name)  # the runner's own files directly under .stages/
 
 
 @dataclass
@@ -54,51 +56,48 @@ def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
 
 
-def needed_cuts(runner: Runner, planned: Planned, tables: dict[str, TableRef]) -> set[Path]:
+def needed_cuts(store: Store, planned: Planned, tables: dict[str, TableRef]) -> set[Path]:
     """The bucket cuts partitioned stage ``planned`` reads: its input tables written in other
-    buckets than its own, which the runner cuts into ``<writer>/_buckets/<table>-<column>-<count>``."""
+    buckets than its own, which the executor cuts into ``<writer>/_buckets/<table>-<column>-<count>``."""
     if planned.partitions is None:
         return set()
     column = PARTITION_COLUMNS[planned.definition.partition]
-    names = planned.definition.reads + planned.definition.optional_reads
     cuts = set()
-    for name in (n for n in names if n in tables):
+    for name in (n for n in planned.table_reads if n in tables):
         ref = tables[name]
-        files = [runner.out / f.path for f in ref.files]
-        if (ref.partitions, ref.partition_column) != (planned.partitions, column) and has_column(files, column):
-            cuts.add(runner.stage_dir(ref.stage) / "_buckets" / f"{name}-{column}-{planned.partitions}")
+        if (ref.partitions, ref.partition_column) != (planned.partitions, column) and has_column(
+            store.paths(ref), column
+        ):
+            cuts.add(store.bucket_cut(ref, name, column, planned.partitions))
     return cuts
 
 
 def needed_files(runner: Runner, states: dict[str, str]) -> set[Path]:
     """Every file under ``.stages/`` that a stage of the spec needs, by the rules of the module."""
+    store = runner.store
     keep: set[Path] = set()
     tables: dict[str, TableRef] = {}
     earlier: dict[str, str] = {}
     for planned in runner.planned:
-        stage_dir = runner.stage_dir(planned.key)
-        marker = read_marker(stage_dir)
+        stage_dir = store.stage_dir(planned.key)
+        marker = store.marker(planned.key)
         state = states[planned.key]
         if marker is not None:
             keep.add(stage_dir / MARKER)
-        if state == "done":
-            keep.update(stage_dir / f["path"] for t in marker["tables"].values() for f in t["files"])
-            keep.update(files_under(stage_dir / "_parts"))
+        if state == "done" and marker is not None:
+            keep.update(stage_dir / f.path for t in marker.tables.values() for f in t.files)
+            keep.update(files_under(stage_dir / PARTS))
         if state in ("done", "missing"):
-            for cut in needed_cuts(runner, planned, tables):
+            for cut in needed_cuts(store, planned, tables):
                 keep.update(files_under(cut))
-        if state == "missing":
-            try:
-                fingerprint = runner.fingerprint(planned, tables, earlier)
-            except UsageError:
-                fingerprint = None
-            if fingerprint is not None:
-                for part in runner.finished_parts(stage_dir, fingerprint).values():
-                    keep.add(stage_dir / "_parts" / f"{part.index:05d}.json")
-                    keep.update(stage_dir / f.path for f in part.tables.values())
+        if state == "missing" and all(name in tables for name in planned.definition.reads):
+            fingerprint = stage_fingerprint(runner.plan, planned, tables, earlier, runner.cache)
+            for part in store.finished_parts(planned.key, fingerprint).values():
+                keep.add(store.part_path(planned.key, part.index))
+                keep.update(stage_dir / f.path for f in part.tables.values())
         if marker is not None:
-            tables.update(table_refs(marker))
-            earlier[planned.key] = marker["fingerprint"]
+            tables.update(marker.refs())
+            earlier[planned.key] = marker.fingerprint
     return keep
 
 

@@ -1,10 +1,10 @@
-"""One user bucket of a partitioned stage: the unit of work an engine schedules.
+"""One bucket of a partitioned stage: the unit of work an engine schedules.
 
 A :class:`PartitionTask` is plain data (the stage, its parameters, and the input files of each table:
-the bucket's own part file for tables keyed by user, all files for the others); :func:`run_partition`
+the bucket's own part file for tables cut into buckets, all files for the others); :func:`run_partition`
 runs it anywhere the package and the output folder are reachable, writes the bucket's tables
-atomically and returns what it wrote. The local and Ray engines call the same function, so their
-outputs are the same bytes.
+atomically and returns the :class:`~recgpt_data.pipeline.store.PartRecord` of what it wrote. The
+local and Ray engines call the same function, so their outputs are the same bytes.
 """
 
 from __future__ import annotations
@@ -12,21 +12,20 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
 from recgpt_data.errors import UsageError
-from recgpt_data.io.parquet import write_parquet
-from recgpt_data.pipeline.fingerprint import FileRecord, file_sha256
+from recgpt_data.pipeline.store import PartRecord, write_tables
 from recgpt_data.stage import PARTITION_COLUMNS, Context, Params, StageDef
 
 
 @dataclass(frozen=True)
 class PartitionTask:
-    """Bucket ``index`` of ``count`` of stage ``definition``, writing under ``target``."""
+    """Bucket ``index`` of ``count`` of stage ``definition`` run with ``fingerprint``, writing
+    under ``target``."""
 
     definition: StageDef
     params: Params
@@ -35,18 +34,7 @@ class PartitionTask:
     index: int
     count: int
     target: Path
-
-
-@dataclass
-class PartitionResult:
-    """What one bucket wrote (paths relative to the stage folder), its stats, and which process
-    on which host ran it."""
-
-    index: int
-    tables: dict[str, FileRecord] = field(default_factory=dict)
-    stats: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-    worker: str = ""
+    fingerprint: str
 
 
 def part_name(table: str, index: int) -> str:
@@ -54,27 +42,21 @@ def part_name(table: str, index: int) -> str:
     return f"{table}/part-{index:05d}.parquet"
 
 
-def run_partition(task: PartitionTask) -> PartitionResult:
+def run_partition(task: PartitionTask) -> PartRecord:
     """Run one bucket of a stage and write its tables; the function every engine calls."""
     started = time.perf_counter()
     tables = {name: pl.scan_parquet(list(files)) for name, files in task.inputs.items()}
     output = task.definition.fn(tables, task.params, task.context)
-    stats = output.stats
-    result = PartitionResult(index=task.index, worker=f"{socket.gethostname()}:{os.getpid()}")
     column = PARTITION_COLUMNS[task.definition.partition]
-    for name, frame in output.to_write().items():
-        data = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
-        if column not in data.columns:
-            raise UsageError(
-                f"stage {task.definition.name} is partitioned by {task.definition.partition} but its table "
-                f"{name!r} has no {column} column"
-            )
-        relative = part_name(name, task.index)
-        path = task.target / relative
-        write_parquet(data, path)
-        if name in output.tables:
-            stats.rows_out.setdefault(name, data.height)
-        result.tables[name] = FileRecord(relative, path.stat().st_size, file_sha256(path))
-    result.stats = stats.to_dict()
-    result.seconds = time.perf_counter() - started
-    return result
+    try:
+        written = write_tables(output, task.target, lambda name: part_name(name, task.index), column)
+    except UsageError as exc:
+        raise UsageError(f"stage {task.definition.name} is partitioned by {task.definition.partition}: {exc}") from None
+    return PartRecord(
+        task.fingerprint,
+        task.index,
+        written,
+        output.stats.to_dict(),
+        time.perf_counter() - started,
+        f"{socket.gethostname()}:{os.getpid()}",
+    )

@@ -1,9 +1,9 @@
 """Preflight: what a run needs, checked before any work, every problem found as one line.
 
-- The plan: every stage is registered, its parameters are valid, and every table it reads is
-  written by an earlier stage.
-- The inputs: every path a stage names (an ingest source's ``paths``, a ``path``, a ``tokenizer``)
-  exists and is readable; an ingest source's files are of its format: the first lines of each
+- The plan: every stage is registered, its parameters are valid, every table it reads is written
+  by an earlier stage, every dataset it names comes from an ingest source, the tokenizer is there.
+- The inputs: every path a stage's parameters declare raw paths (an ingest source's ``paths``, a
+  P5 split's ``path``) exists and is readable; an ingest source's files are of its format: the first lines of each
   (about 64 KiB) go through the source's own reader and canonical mapping, and at least one record
   must be kept.
 - The output folder: a folder (or creatable), writable, with free space for about
@@ -16,7 +16,6 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,10 @@ from typing import Any
 from recgpt_data.errors import UsageError
 from recgpt_data.ingest import InputFile, canonical_batch, resolve_files
 from recgpt_data.io.streams import LineBlocks
-from recgpt_data.pipeline.runner import STAGES, plan
-from recgpt_data.pipeline.spec import PipelineSpec, StageSpec, resolve_path
+from recgpt_data.pipeline.fingerprint import declared_paths
+from recgpt_data.pipeline.planner import Planned, plan_stage, resolve_settings, unmade_datasets, unread_tables
+from recgpt_data.pipeline.spec import PipelineSpec, resolve_path
+from recgpt_data.pipeline.store import STAGES
 from recgpt_data.sources import get_source
 from recgpt_data.sources.base import FileInfo, ReadState, Source, uncompressed_name
 
@@ -33,7 +34,6 @@ from recgpt_data.sources.base import FileInfo, ReadState, Source, uncompressed_n
 # folder) per byte of raw input, measured with pipelines/demo.toml's stages: 6.1x on the bundled
 # demo (0.5 MB in, mostly the fixed-size report and card), less on large inputs.
 DISK_FACTOR = 4.0
-PATH_FIELDS = ("paths", "path", "tokenizer")  # parameters that name files or folders
 SNIFF_BYTES = 1 << 16
 
 
@@ -50,55 +50,37 @@ class Preflight:
 def preflight(spec: PipelineSpec, out: Path) -> Preflight:
     """Check ``spec`` and its inputs, and the output folder ``out``, without running anything."""
     report = Preflight()
-    planned_stages = check_plan(spec, report)
-    for stage_spec, params in planned_stages:
-        inputs = check_paths(stage_spec.key, params, spec.folder, report)
-        if stage_spec.stage == "ingest":
-            for source in params["sources"]:
-                check_source(stage_spec.key, source, spec.folder, out, report)
+    for planned in check_plan(spec, report):
+        inputs = check_paths(planned.key, declared_paths(planned.params), spec.folder, report)
+        if planned.definition.name == "ingest":
+            for source in planned.params.model_dump(mode="json")["sources"]:
+                check_source(planned.key, source, spec.folder, out, report)
         report.input_bytes += inputs
     check_disk(out, report.input_bytes, DISK_FACTOR, report)
     return report
 
 
-def check_plan(spec: PipelineSpec, report: Preflight) -> list[tuple[StageSpec, dict[str, Any]]]:
-    """Each stage looked up and its parameters validated (a problem per stage that fails), and every
-    table it reads written by an earlier stage; the stages that passed, with their parameters."""
-    written: set[str] = set()
+def check_plan(spec: PipelineSpec, report: Preflight) -> list[Planned]:
+    """Each stage looked up and its parameters validated (a problem per stage that fails), every
+    table it reads written by an earlier stage and every dataset it names produced by an ingest
+    source (the planner's checks), the tokenizer there; the stages that passed."""
     passed = []
     for stage_spec in spec.stages:
         try:
-            (planned,) = plan(spec.model_copy(update={"stages": [stage_spec]}))
+            passed.append(plan_stage(spec, stage_spec))
         except UsageError as exc:
             report.problems.append(str(exc))
-            continue
-        missing = [t for t in planned.definition.reads if t not in written]
-        if missing:
-            report.problems.append(f"stage {planned.key} reads {', '.join(missing)}, which no earlier stage writes")
-        written.update(planned.definition.writes)
-        passed.append((stage_spec, planned.params.model_dump(mode="json")))
+    report.problems += unread_tables(passed) + unmade_datasets(passed)
+    report.problems += resolve_settings(spec).problems()
     report.notes.append(f"plan: {len(passed)} of {len(spec.stages)} stages valid")
     return passed
 
 
-def named_paths(value: Any) -> Iterator[str]:
-    """Every string held by a parameter named in :data:`PATH_FIELDS`, at any depth."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in PATH_FIELDS:
-                yield from (item,) if isinstance(item, str) else (v for v in item or () if isinstance(v, str))
-            else:
-                yield from named_paths(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from named_paths(item)
-
-
-def check_paths(key: str, params: dict[str, Any], folder: Path, report: Preflight) -> int:
-    """Every path the stage's parameters name exists and each file under it can be read; the bytes
-    of those files."""
+def check_paths(key: str, paths: list[str], folder: Path, report: Preflight) -> int:
+    """Every path a stage's parameters declare (relative to the spec folder) exists and each file
+    under it can be read; the bytes of those files."""
     total = 0
-    for value in named_paths(params):
+    for value in paths:
         path = resolve_path(value, folder)
         if not path.exists():
             report.problems.append(f"stage {key}: no such file or folder: {value}")

@@ -3,6 +3,7 @@
 ```toml
 name = "demo"
 seed = 1234
+tokenizer = "tokenizers/gpt-neox-20b/tokenizer.json"  # optional; default: the bundled GPT-NeoX-20B
 
 [[stages]]
 stage = "ingest"
@@ -14,6 +15,8 @@ the package. ``${name}`` inside a string parameter is replaced by the spec's ``[
 ``name``, which ``recgpt-data run --var name=value`` overrides (for paths that differ per site).
 ``partitions`` (spec-wide, or per stage) is the number of user buckets a partitioned stage runs in.
 ``enabled = "${var}"`` on a stage switches an optional stage on or off by a var (``true``/``false``).
+Spec-wide settings (``tokenizer``) are declared once at the top; the planner resolves them relative
+to the spec file and lends them to the stages that use them (:mod:`recgpt_data.pipeline.planner`).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class PipelineSpec(BaseModel):
     name: SafeName  # names the default output folder out/<name>
     seed: int = 0
     partitions: int = Field(default=1, ge=1)
+    tokenizer: str | None = None  # a tokenizer.json (or its folder), relative to the spec file
     vars: dict[str, str] = Field(default_factory=dict)
     stages: list[StageSpec]
     path: Path = Path(".")
@@ -110,6 +114,8 @@ def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None) -> P
             raise UsageError(f"--var {', '.join(unknown)}: not in the [vars] of {path} (declared: {declared})")
         variables = expand_vars({**raw.get("vars", {}), **(overrides or {})})
         raw["stages"] = substitute(raw.get("stages", []), variables)
+        if "tokenizer" in raw:
+            raw["tokenizer"] = substitute(raw["tokenizer"], variables)
         spec = PipelineSpec(**{**raw, "vars": variables}, path=path.resolve())
         spec.stages = [s for s in spec.stages if s.enabled]
     except (tomllib.TOMLDecodeError, ValidationError, TypeError) as exc:

@@ -1,0 +1,173 @@
+"""The executor: runs one stage on its input tables, whole in this process or bucket by bucket on an
+engine, and writes its tables into the store (:func:`recgpt_data.pipeline.store.write_tables`,
+the one table writer, for both).
+
+A partitioned stage's input tables that have its bucket column are cut into buckets (an earlier
+stage's own parts where it wrote the same buckets, else cut once and kept beside that stage's
+tables); every finished bucket is recorded at once, so a killed stage resumes with the buckets it
+had not finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any, Protocol
+
+import polars as pl
+
+from recgpt_data.engines import Engine, get_engine
+from recgpt_data.pipeline.crash import kill_point
+from recgpt_data.pipeline.partition import PartitionTask, run_partition
+from recgpt_data.pipeline.planner import Planned
+from recgpt_data.pipeline.shuffle import has_column, split_by
+from recgpt_data.pipeline.store import PartRecord, Store, TableRecord, TableRef, write_tables
+from recgpt_data.stage import PARTITION_COLUMNS, Context, StageStats, count
+
+Buckets = tuple[list[tuple[str, ...]] | None, tuple[str, ...]]
+
+
+class Reporter(Protocol):
+    """Receives progress while a run goes (the CLI draws it with rich)."""
+
+    def stage_started(self, key: str, parts: int, rows: int) -> None: ...
+
+    def part_done(self, key: str, rows: int) -> None: ...
+
+    def stage_finished(self, key: str, state: str, stats: Mapping[str, Any]) -> None: ...
+
+
+class SilentReporter:
+    """A reporter that shows nothing (library use, tests)."""
+
+    def stage_started(self, key: str, parts: int, rows: int) -> None:
+        return None
+
+    def part_done(self, key: str, rows: int) -> None:
+        return None
+
+    def stage_finished(self, key: str, state: str, stats: Mapping[str, Any]) -> None:
+        return None
+
+
+def merge_stats(parts: Iterable[Mapping[str, Any]]) -> StageStats:
+    """One stats record from the buckets' records: counts summed, info merged key by key."""
+    merged = StageStats()
+    for part in parts:
+        for attr in ("rows_in", "rows_out", "dropped", "changed"):
+            target = getattr(merged, attr)
+            for name, n in part[attr].items():
+                target[name] = target.get(name, 0) + n
+        merged.info = merge_info(merged.info, part["info"])
+    merged.dropped = dict(sorted(merged.dropped.items()))
+    merged.changed = dict(sorted(merged.changed.items()))
+    return merged
+
+
+def merge_info(a: Any, b: Any) -> Any:
+    """Merge two buckets' ``info``: numbers add up, objects merge by key, lists concatenate."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: merge_info(a[k], b[k]) if k in a and k in b else a.get(k, b.get(k)) for k in {**a, **b}}
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a if a == b else [a, b]
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a + b
+    if isinstance(a, list) and isinstance(b, list):
+        return a + b
+    return a if a == b else [a, b]
+
+
+class Executor:
+    """Runs stages against one store, their buckets on ``engine`` (default: local, in process)."""
+
+    def __init__(self, store: Store, engine: Engine | None, reporter: Reporter):
+        self.store = store
+        self.engine = engine
+        self.reporter = reporter
+
+    def run(
+        self, planned: Planned, fingerprint: str, inputs: Mapping[str, TableRef], context: Context
+    ) -> tuple[dict[str, TableRecord], StageStats]:
+        """Run ``planned`` on ``inputs`` and write its tables; what it wrote and its stats."""
+        if planned.partitions is not None:
+            return self.run_partitioned(planned, fingerprint, inputs, context)
+        return self.run_whole(planned, inputs, context)
+
+    def run_whole(
+        self, planned: Planned, inputs: Mapping[str, TableRef], context: Context
+    ) -> tuple[dict[str, TableRecord], StageStats]:
+        """Run a stage on whole tables in this process and write each output table."""
+        frames = {name: self.store.scan(ref) for name, ref in inputs.items()}
+        counts = {name: count(frame) for name, frame in frames.items()}
+        self.reporter.stage_started(planned.key, 1, sum(counts.values()))
+        output = planned.definition.fn(frames, planned.params, context)
+        for name, n in counts.items():
+            output.stats.rows_in.setdefault(name, n)
+        written = write_tables(
+            output,
+            self.store.stage_dir(planned.key),
+            lambda name: f"{name}.parquet",
+            after_each=lambda: kill_point(planned.key, "mid"),
+        )
+        self.reporter.part_done(planned.key, sum(counts.values()))
+        return {name: TableRecord((f,)) for name, f in written.items()}, output.stats
+
+    def run_partitioned(
+        self, planned: Planned, fingerprint: str, inputs: Mapping[str, TableRef], context: Context
+    ) -> tuple[dict[str, TableRecord], StageStats]:
+        """Run a stage bucket by bucket on the engine, recording each finished bucket."""
+        key = planned.key
+        bucket_count = planned.partitions or 1
+        column = PARTITION_COLUMNS[planned.definition.partition]
+        buckets = {name: self.buckets(name, ref, column, bucket_count) for name, ref in inputs.items()}
+        results = self.store.finished_parts(key, fingerprint)
+        tasks = [
+            PartitionTask(
+                definition=planned.definition,
+                params=planned.params,
+                context=replace(context, partition=(index, bucket_count)),
+                inputs={name: parts[index] if parts is not None else whole for name, (parts, whole) in buckets.items()},
+                index=index,
+                count=bucket_count,
+                target=self.store.stage_dir(key),
+                fingerprint=fingerprint,
+            )
+            for index in range(bucket_count)
+            if index not in results
+        ]
+        bucket_rows = [  # rows of the bucketed tables in each bucket, from the parquet footers, for progress
+            sum(count(pl.scan_parquet(list(parts[index]))) for parts, _ in buckets.values() if parts)
+            for index in range(bucket_count)
+        ]
+        self.reporter.stage_started(key, bucket_count, sum(bucket_rows))
+        for index in results:
+            self.reporter.part_done(key, bucket_rows[index])
+        engine = self.engine or get_engine("local")
+        for part in engine.map(run_partition, tasks):
+            self.store.write_part(key, part)
+            results[part.index] = part
+            self.reporter.part_done(key, bucket_rows[part.index])
+            kill_point(key, "mid")
+        ordered: list[PartRecord] = [results[i] for i in range(bucket_count)]
+        names = sorted({name for part in ordered for name in part.tables})
+        written = {
+            name: TableRecord(tuple(p.tables[name] for p in ordered if name in p.tables), bucket_count, column)
+            for name in names
+        }
+        stats = merge_stats(p.stats for p in ordered)
+        for name, ref in inputs.items():
+            stats.rows_in[name] = count(self.store.scan(ref))
+        return written, stats
+
+    def buckets(self, name: str, ref: TableRef, column: str, bucket_count: int) -> Buckets:
+        """A table as buckets see it: for a table with the bucket ``column``, one part file per
+        bucket (its own parts if an earlier stage wrote it in the same buckets, else cut once and
+        kept beside it); for any other table, ``None`` and all its files, which every bucket reads
+        whole."""
+        files = self.store.paths(ref)
+        whole = tuple(str(f) for f in files)
+        if not has_column(files, column):
+            return None, whole
+        if (ref.partitions, ref.partition_column) != (bucket_count, column):
+            files = split_by(files, column, bucket_count, self.store.bucket_cut(ref, name, column, bucket_count))
+        return [(str(f),) for f in files], whole
