@@ -35,10 +35,11 @@ from scipy import sparse
 
 from recgpt_data.dedup.lsh import NearDuplicateConfig, cluster_texts, collision_probability
 from recgpt_data.dedup.normalize import normalize, shingle_spans
-from recgpt_data.dedup.scopes import DedupParams, dedup
+from recgpt_data.dedup.scopes import DedupParams
 from recgpt_data.ingest import ingest
 from recgpt_data.schema import empty
 from recgpt_data.stage import Context
+from recgpt_data.stages.dedup import dedup_stage
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_FILES = (
@@ -175,7 +176,7 @@ def cpu_seconds() -> float:
 def run_stage(interactions: pl.DataFrame, params: DedupParams) -> tuple[dict, float, float]:
     """The dedup stage on ``interactions``: its stats, wall seconds and CPU seconds."""
     start, cpu = time.perf_counter(), time.process_time()
-    out = dedup({"interactions": interactions.lazy(), "items": empty("items").lazy()}, params, Context())
+    out = dedup_stage({"interactions": interactions.lazy(), "items": empty("items").lazy()}, params, Context())
     out.tables["interactions"].lazy().collect()
     return out.stats.to_dict(), time.perf_counter() - start, time.process_time() - cpu
 

@@ -208,7 +208,7 @@ def workers_benchmark(scaled: Path, partitions: int, repeat: int) -> None:
     """The demo chain over ``scaled`` with one and with two local workers, alternately."""
     from conftest import folder_digests
 
-    from recgpt_data import stage as registry
+    from recgpt_data import stages as registry
     from recgpt_data.pipeline.spec import load_spec
 
     work = Path(tempfile.mkdtemp(prefix="bench-workers-"))

@@ -149,14 +149,10 @@ def throughput(canonical: Path, rounds: int) -> dict:
 
 def memory(canonical: Path, bucket_rows: int) -> dict:
     """Peak RSS above baseline of the bucketed document build and the shard writer (one process)."""
-    from recgpt_data.corpus import (
-        DocumentsParams,
-        WritePretrainParams,
-        pretrain_documents_stage,
-        write_pretrain_stage,
-    )
     from recgpt_data.io.parquet import write_parquet
     from recgpt_data.stage import Context
+    from recgpt_data.stages.pretrain_documents import DocumentsParams, pretrain_documents_stage
+    from recgpt_data.stages.write_pretrain import WritePretrainParams, write_pretrain_stage
     from recgpt_data.tokenizer import load_tokenizer
 
     load_tokenizer()

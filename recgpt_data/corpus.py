@@ -1,10 +1,11 @@
 """The pre-training corpus: documents from pre-training users' histories, a token budget met by
-seeded sampling of users, a seeded global shuffle across sources, and the sharded output.
+seeded sampling of users, a seeded global shuffle across sources, and the sharded output (the
+library of the ``pretrain_documents`` and ``write_pretrain`` stages).
 
-Stage ``pretrain_documents`` (partitioned by user) turns each pre-training user's history into
-chunked, token-counted documents. Stage ``write_pretrain`` writes the final folder's
-``data/pretrain/train-*.parquet`` and ``validation-*.parquet``, ``manifest.json`` and
-``exports/pretrain.jsonl.gz`` (and an MDS copy when mosaicml-streaming is installed).
+:func:`build_documents` turns each pre-training user's history into chunked, token-counted
+documents. :func:`write_corpus` writes the final folder's ``data/pretrain/train-*.parquet`` and
+``validation-*.parquet`` and ``exports/pretrain.jsonl.gz`` (and an MDS copy when mosaicml-streaming
+is installed); :func:`manifest` is what ``manifest.json`` says of them.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ import importlib.util
 import json
 import shutil
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-from pydantic import Field
 
 from recgpt_data.chunking import (
     DOCUMENT_SCHEMA,
@@ -31,20 +31,11 @@ from recgpt_data.chunking import (
 from recgpt_data.errors import UsageError
 from recgpt_data.hashing import fnv1a64, unit_interval
 from recgpt_data.histories import history_lines, iter_bucket_events
-from recgpt_data.io.parquet import AtomicParquetWriter, write_parquet, write_text
+from recgpt_data.io.parquet import AtomicParquetWriter, write_parquet
 from recgpt_data.pipeline.fingerprint import file_sha256
 from recgpt_data.pipeline.spec import resolve_path
 from recgpt_data.split import PRETRAIN, leaked
-from recgpt_data.stage import (
-    Context,
-    Frame,
-    Params,
-    StageOutput,
-    StageStats,
-    count,
-    stage,
-)
-from recgpt_data.tokenizer import DEFAULT_NAME, load_tokenizer, tokenizer_sha256
+from recgpt_data.stage import Context, Drops, count
 
 TRAIN = "train"
 VALIDATION = "validation"
@@ -72,15 +63,18 @@ def assign_validation(documents: pl.DataFrame, fraction: float, seed: int) -> pl
 
 @dataclass
 class Built:
-    """One call's documents and what happened on the way."""
+    """One call's documents and what happened on the way: the interactions read, what was dropped
+    or cut (by reason), and facts such as documents and chunked users."""
 
     documents: pl.DataFrame
-    stats: StageStats
+    rows_in: int
+    drops: Drops
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def build_documents(
-    interactions: Frame,
-    items: Frame,
+    interactions: pl.LazyFrame,
+    items: pl.LazyFrame,
     counter: TokenCounter,
     *,
     max_tokens: int = MAX_TOKENS,
@@ -90,28 +84,26 @@ def build_documents(
 ) -> Built:
     """Chunked, token-counted documents of the pre-training users in ``interactions`` (all users
     where there is no ``split`` column), ``buckets`` user buckets at a time."""
-    stats = StageStats()
-    interactions = interactions.lazy()
-    stats.rows_in["interactions"] = count(interactions)
+    rows_in = count(interactions)
+    drops: Drops = Drops()
+    info: dict[str, Any] = {}
     if "split" in interactions.collect_schema().names():
         pretrain = interactions.filter(pl.col("split") == PRETRAIN)
-        stats.drop("instruct_pool", stats.rows_in["interactions"] - count(pretrain))
+        drops.count("instruct_pool", rows_in - count(pretrain))
         interactions = pretrain
     parts = []
     for events in iter_bucket_events(interactions, items, buckets):
-        stats.info["events_without_item_row"] = (
-            stats.info.get("events_without_item_row", 0) + events.without_item
-        )
+        info["events_without_item_row"] = info.get("events_without_item_row", 0) + events.without_item
         chunked = chunk_histories(history_lines(events.frame), counter, max_tokens)
-        stats.drop("empty_item_line", chunked.empty_lines)
+        drops.count("empty_item_line", chunked.empty_lines)
         for name, n in chunked.cut.items():
-            stats.change(f"cut_{name.lower()}", n)
+            drops.change(f"cut_{name.lower()}", n)
         parts.append(chunked.documents)
     merged = pl.concat(parts) if parts else pl.DataFrame(schema=DOCUMENT_SCHEMA)
     documents = assign_validation(merged, validation_fraction, seed)
-    stats.info["documents"] = documents.height
-    stats.info["chunked_users"] = documents.filter(pl.col("chunk_index") > 0)["user_id"].n_unique()
-    return Built(documents, stats)
+    info["documents"] = documents.height
+    info["chunked_users"] = documents.filter(pl.col("chunk_index") > 0)["user_id"].n_unique()
+    return Built(documents, rows_in, drops, info)
 
 
 def verify_token_counts(documents: pl.DataFrame, counter: TokenCounter, fraction: float, seed: int) -> int:
@@ -131,49 +123,6 @@ def verify_token_counts(documents: pl.DataFrame, counter: TokenCounter, fraction
 def tokenizer_path(value: str | None, ctx: Context) -> Path | None:
     """A tokenizer parameter resolved like every spec path (``None``: the bundled GPT-NeoX-20B)."""
     return resolve_path(value, ctx.spec_dir) if value else None
-
-
-class DocumentsParams(Params):
-    tokenizer: str | None = None  # a tokenizer.json (or its folder); default: bundled GPT-NeoX-20B
-    max_tokens: int = Field(MAX_TOKENS, ge=64)
-    buckets: int = Field(1, ge=1)  # user buckets inside one call, to bound memory further
-    validation_fraction: float = Field(0.001, ge=0.0, le=1.0)
-    exact_tokens: bool = False  # re-tokenize every document instead of summing line counts
-    verify_fraction: float = Field(0.01, ge=0.0, le=1.0)
-
-
-@stage(
-    "pretrain_documents",
-    params=DocumentsParams,
-    reads=("interactions", "items"),
-    writes=("documents",),
-    partition="user",
-    version="1",
-)
-def pretrain_documents_stage(
-    tables: Mapping[str, Frame], params: DocumentsParams, ctx: Context
-) -> StageOutput:
-    """Each pre-training user's history as RecGPT documents, chunked under ``max_tokens``."""
-    counter = TokenCounter(load_tokenizer(tokenizer_path(params.tokenizer, ctx)))
-    built = build_documents(
-        tables["interactions"],
-        tables["items"],
-        counter,
-        max_tokens=params.max_tokens,
-        buckets=params.buckets,
-        validation_fraction=params.validation_fraction,
-        seed=ctx.seed,
-    )
-    documents = built.documents
-    if params.exact_tokens:
-        exact = counter.count(documents["text"].to_list())
-        built.stats.change("num_tokens_recounted", int((exact != documents["num_tokens"].to_numpy()).sum()))
-        documents = documents.with_columns(pl.Series("num_tokens", exact, dtype=pl.Int64))
-    else:
-        built.stats.info["verified_documents"] = verify_token_counts(
-            documents, counter, params.verify_fraction, ctx.seed
-        )
-    return StageOutput({"documents": documents}, built.stats)
 
 
 def sample_to_budget(
@@ -344,72 +293,66 @@ def require_streaming() -> None:
         raise UsageError("mds = true needs mosaicml-streaming: pip install 'recgpt-data[mds]'")
 
 
-class WritePretrainParams(Params):
-    tokenizer: str | None = None  # the one pretrain_documents counted with, for the manifest
-    tokenizer_name: str = DEFAULT_NAME
-    target_tokens: int | None = Field(None, ge=1)
-    weights: dict[str, float] = Field(default_factory=dict)  # per source; default: by its tokens
-    shard_rows: int = Field(100_000, ge=1)
-    shard_bytes: int = Field(256 * 1024 * 1024, ge=1024)
-    batch_rows: int = Field(20_000, ge=1)  # documents read at a time while scattering to shards
-    jsonl: bool = True
-    mds: bool = False
+@dataclass
+class Written:
+    """What :func:`write_corpus` wrote: the shards of each split, the budget report, the leak check,
+    the exports, and the documents left out by the budget."""
+
+    shards: dict[str, list[ShardRecord]]
+    budget: dict[str, Any]
+    leak_check: dict[str, int]
+    exports: dict[str, Any]
+    drops: Drops
 
 
-@stage(
-    "write_pretrain",
-    params=WritePretrainParams,
-    reads=("documents",),
-    optional_reads=("held_out",),
-    version="1",
-)
-def write_pretrain_stage(
-    tables: Mapping[str, Frame], params: WritePretrainParams, ctx: Context
-) -> StageOutput:
-    """Sample to the token budget, shuffle across sources, write shards, manifest and exports,
-    and prove no held-out interaction is in the written shards."""
-    if params.mds:
-        require_streaming()
-    stats = StageStats()
-    documents = tables["documents"].lazy()
-    stats.rows_in["documents"] = count(documents)
+def write_corpus(
+    documents: pl.LazyFrame,
+    held_out: pl.LazyFrame | None,
+    ctx: Context,
+    *,
+    target_tokens: int | None = None,
+    weights: Mapping[str, float] | None = None,
+    shard_rows: int = 100_000,
+    shard_bytes: int = 256 * 1024 * 1024,
+    batch_rows: int = 20_000,
+    jsonl: bool = True,
+    mds: bool = False,
+) -> Written:
+    """Sample ``documents`` to the token budget, shuffle across sources, write the shards and exports
+    into ``ctx.out_dir``, and prove no ``held_out`` pair is in the written shards."""
+    rows_in = count(documents)
     totals = (
         documents.group_by(["source", "dataset", "user_id"])
         .agg(pl.col("num_tokens").sum().alias("tokens"))
         .sort(["source", "dataset", "user_id"])
         .collect(engine="streaming")
     )
-    kept_users, budget = sample_to_budget(totals, params.target_tokens, params.weights, ctx.seed)
+    kept_users, budget = sample_to_budget(totals, target_tokens, weights or {}, ctx.seed)
     kept = kept_users.select("dataset", "user_id")
     keys = (
         documents.select(*DOCUMENT_KEY, "split", pl.col("text").str.len_bytes().alias("bytes"))
         .collect(engine="streaming")
         .join(kept, on=["dataset", "user_id"], how="semi")
     )
-    stats.drop("budget_sampled_out", stats.rows_in["documents"] - keys.height)
+    drops = Drops()
+    drops.count("budget_sampled_out", rows_in - keys.height)
     keys = keys.select(shuffle_key(keys, ctx.seed), "split", "bytes")
-    starts = {split: shard_starts(keys, split, params.shard_rows, params.shard_bytes) for split in SPLITS}
+    starts = {split: shard_starts(keys, split, shard_rows, shard_bytes) for split in SPLITS}
     del keys
-    scratch = scatter(documents, kept, starts, ctx, params.batch_rows)
+    scratch = scatter(documents, kept, starts, ctx, batch_rows)
     shards = {split: write_shards(scratch[split], split, ctx) for split in SPLITS}
     written = [ctx.out_dir / r.path for split in SPLITS for r in shards[split]]
     leak = {"held_out_pairs": 0, "leaked": 0}
-    if "held_out" in tables:
-        found = leaked(pl.scan_parquet(written).select("user_id", "item_ids"), tables["held_out"])
-        leak = {
-            "held_out_pairs": count(tables["held_out"].lazy().select("user_id", "item_id").unique()),
-            "leaked": found.height,
-        }
+    if held_out is not None:
+        found = leaked(pl.scan_parquet(written).select("user_id", "item_ids"), held_out)
+        leak = {"held_out_pairs": count(held_out.select("user_id", "item_id").unique()), "leaked": found.height}
         if found.height:
             raise AssertionError(f"{found.height} held-out (user, item) pairs are in the pre-training shards")
     exports: dict[str, Any] = {}
     train_paths = [ctx.out_dir / r.path for r in shards[TRAIN]]
-    if params.jsonl:
-        exports["jsonl"] = {
-            "path": EXPORT.as_posix(),
-            "rows": export_jsonl(train_paths, ctx.out_dir / EXPORT),
-        }
-    if params.mds:
+    if jsonl:
+        exports["jsonl"] = {"path": EXPORT.as_posix(), "rows": export_jsonl(train_paths, ctx.out_dir / EXPORT)}
+    if mds:
         exports["mds"] = {
             split: {**info, "path": Path(info["path"]).relative_to(ctx.out_dir).as_posix()}
             for split, info in export_mds(
@@ -417,12 +360,15 @@ def write_pretrain_stage(
                 ctx.out_dir / MDS_DIR,
             ).items()
         }
-    manifest = {
-        "tokenizer": {
-            "name": params.tokenizer_name,
-            "sha256": tokenizer_sha256(tokenizer_path(params.tokenizer, ctx)),
-        },
-        "seed": ctx.seed,
+    return Written(shards, budget, leak, exports, drops)
+
+
+def manifest(written: Written, tokenizer: dict[str, str], seed: int) -> dict[str, Any]:
+    """``manifest.json``: the tokenizer the documents were counted with, the seed, and each split's
+    rows, tokens and shards, with the budget, the leak check and the exports."""
+    return {
+        "tokenizer": tokenizer,
+        "seed": seed,
         "pretrain": {
             "splits": {
                 split: {
@@ -430,20 +376,10 @@ def write_pretrain_stage(
                     "tokens": sum(r.tokens for r in records),
                     "shards": [asdict(r) for r in records],
                 }
-                for split, records in shards.items()
+                for split, records in written.shards.items()
             },
-            "budget": budget,
-            "leak_check": leak,
-            "exports": exports,
+            "budget": written.budget,
+            "leak_check": written.leak_check,
+            "exports": written.exports,
         },
     }
-    write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", ctx.out_dir / "manifest.json")
-    stats.info.update(
-        {
-            "shards": {s: len(r) for s, r in shards.items()},
-            "budget": budget,
-            "leak_check": leak,
-            "exports": exports,
-        }
-    )
-    return StageOutput({}, stats)

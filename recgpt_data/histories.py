@@ -17,7 +17,6 @@ from recgpt_data.schema import CHRONOLOGICAL
 from recgpt_data.serialize import item_line_expr
 from recgpt_data.sources import get_source
 from recgpt_data.sources.base import Template
-from recgpt_data.stage import Frame
 
 USER = ("dataset", "user_id")
 EVENT_COLUMNS = (
@@ -41,13 +40,13 @@ def template_for(source: str, dataset: str) -> Template:
     return get_source(source).template_for(dataset)
 
 
-def user_buckets(interactions: Frame, buckets: int) -> pl.DataFrame:
+def user_buckets(interactions: pl.LazyFrame, buckets: int) -> pl.DataFrame:
     """Each (dataset, user_id) of ``interactions`` with its bucket in ``[0, buckets)``, by user id."""
     users = interactions.lazy().select(*USER).unique().sort(list(USER)).collect(engine="streaming")
     return users.with_columns(bucket(users["user_id"], buckets).alias("bucket"))
 
 
-def unique_items(items: Frame, keys: pl.DataFrame | None = None) -> pl.LazyFrame:
+def unique_items(items: pl.LazyFrame, keys: pl.DataFrame | None = None) -> pl.LazyFrame:
     """The item columns histories render, one row per (dataset, item_id): the first one read;
     only the items of ``keys`` (a (dataset, item_id) frame) when given."""
     present = set(items.lazy().collect_schema().names())
@@ -66,7 +65,7 @@ class Events:
     without_item: int
 
 
-def bucket_events(interactions: Frame, items: Frame, users: pl.DataFrame) -> Events:
+def bucket_events(interactions: pl.LazyFrame, items: pl.LazyFrame, users: pl.DataFrame) -> Events:
     """The events of ``users`` (a (dataset, user_id) frame), joined with ``items``, in history
     order. Only the items these events name are read into memory."""
     present = set(interactions.lazy().collect_schema().names())
@@ -85,7 +84,7 @@ def bucket_events(interactions: Frame, items: Frame, users: pl.DataFrame) -> Eve
     return Events(events.drop("__item"), events["__item"].null_count())
 
 
-def iter_bucket_events(interactions: Frame, items: Frame, buckets: int) -> Iterator[Events]:
+def iter_bucket_events(interactions: pl.LazyFrame, items: pl.LazyFrame, buckets: int) -> Iterator[Events]:
     """:func:`bucket_events` of each non-empty user bucket in turn, so one bucket is in memory at a time."""
     users = user_buckets(interactions, buckets)
     for index in range(buckets):

@@ -24,18 +24,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
-from pydantic import Field, field_validator
 
 from recgpt_data import schema as canonical
 from recgpt_data.errors import UsageError
 from recgpt_data.io.lock import folder_lock
 from recgpt_data.io.parquet import AtomicParquetWriter, write_text
-from recgpt_data.names import DatasetName, check_dataset, inside, shown
-from recgpt_data.pipeline.spec import resolve_path
-from recgpt_data.sampling import split_sample
+from recgpt_data.names import check_dataset, inside, shown
 from recgpt_data.sources import get_source
 from recgpt_data.sources.base import LINE, FileInfo, RawBatch, ReadState, Reject, Role, Source
-from recgpt_data.stage import DROP_REASON, Context, Params, StageOutput, StageStats, stage
+from recgpt_data.stage import DROP_REASON
 
 
 @dataclass
@@ -330,60 +327,6 @@ def _ingest_file(source: Source, file: InputFile, rejects_file) -> FileSummary:
     if summary.read != summary.kept + sum(reasons.values()):
         raise AssertionError(f"{path}: read {summary.read} != kept {summary.kept} + rejected {sum(reasons.values())}")
     return summary
-
-
-class SourceSpec(Params):
-    """One source of an ingest stage: a format and its files or folders."""
-
-    format: str
-    paths: list[str]
-    dataset: DatasetName | None = None
-    enabled: bool = True  # false (or a var that says so) leaves an optional source out
-
-
-class IngestParams(Params):
-    sources: list[SourceSpec]
-    sample: float | None = Field(default=None, gt=0, le=1)  # keep this fraction of users (recgpt_data.sampling)
-
-    @field_validator("sources")
-    @classmethod
-    def enabled_only(cls, sources: list[SourceSpec]) -> list[SourceSpec]:
-        """The sources switched on: a disabled one is neither read nor part of the fingerprint."""
-        return [s for s in sources if s.enabled]
-
-
-@stage("ingest", params=IngestParams, writes=("interactions", "items"), version="1")
-def ingest_stage(tables: dict, params: IngestParams, ctx: Context) -> StageOutput:
-    """Read every declared source into the canonical tables; rejects are counted as drops."""
-    stats = StageStats()
-    summaries = []
-    read: list[IngestSummary] = []
-    rejects = []
-    for index, spec in enumerate(params.sources):
-        paths = [resolve_path(p, ctx.spec_dir) for p in spec.paths]
-        out = ctx.scratch / f"{index:02d}-{spec.format}"
-        source = get_source(spec.format)
-        files, skipped = resolve_files(source, paths, out, spec.dataset)
-        out.mkdir(parents=True, exist_ok=True)
-        summary = write_ingest(source, files, skipped, out)
-        summaries.append(summary.to_dict())
-        read.append(summary)
-        stats.rows_in[spec.format] = stats.rows_in.get(spec.format, 0) + summary.read
-        for reason, n in summary.rejected.items():
-            stats.drop(f"{spec.format}:{reason}", n)
-        rejects.append(read_rejects(out / "rejects.jsonl", spec.format))
-    stats.info["sources"] = summaries
-    stats.info["warnings"] = [f.warning for s in read for f in s.files if f.warning] + missing_items(read)
-    frames = {}
-    for table in ("interactions", "items"):
-        files = sorted(ctx.scratch.glob(f"*/{table}/**/*.parquet"))
-        frames[table] = pl.concat([pl.scan_parquet(f) for f in files]) if files else canonical.empty(table).lazy()
-    dropped = {"raw": pl.concat(rejects)}
-    if params.sample is not None:
-        frames["interactions"], dropped["interactions"] = split_sample(
-            frames["interactions"], params.sample, ctx.seed, stats
-        )
-    return StageOutput(frames, stats, dropped=dropped)
 
 
 REJECT_SCHEMA = {"file": pl.String(), "line": pl.Int64(), "reason": pl.String(), "raw": pl.String()}

@@ -1,5 +1,6 @@
-"""Stage ``pretrain_tokens``: the written pre-training shards as flat token arrays that a trainer
-memory-maps, as Megatron's ``.bin``/``.idx`` and nanoGPT's ``train.bin`` lay them out.
+"""The written pre-training shards as flat token arrays that a trainer memory-maps, as Megatron's
+``.bin``/``.idx`` and nanoGPT's ``train.bin`` lay them out (the library of the ``pretrain_tokens``
+stage).
 
 For each ``data/pretrain/<split>-*.parquet`` shard that ``write_pretrain`` listed in ``manifest.json``
 (in its order, which is the corpus' shuffled order), ``exports/tokens/<same name>.bin`` holds the token
@@ -14,22 +15,16 @@ batch encoder spreads each batch over the machine's cores.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from pydantic import Field
 from tokenizers import Tokenizer
 
-from recgpt_data.corpus import SPLITS, tokenizer_path
-from recgpt_data.errors import UsageError
-from recgpt_data.io.parquet import write_text
+from recgpt_data.corpus import SPLITS
 from recgpt_data.pipeline.fingerprint import file_sha256
-from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, stage
-from recgpt_data.tokenizer import load_tokenizer, tokenizer_sha256
 
 TOKENS_DIR = Path("exports") / "tokens"
 EOS_TOKEN = "<|endoftext|>"
@@ -78,61 +73,44 @@ def tokenize_shard(
     return documents, written, mismatched
 
 
-class TokensParams(Params):
-    tokenizer: str | None = None  # the one write_pretrain's manifest names; default: bundled GPT-NeoX-20B
-    batch_rows: int = Field(8192, ge=1)  # documents encoded at a time
-
-
-@stage("pretrain_tokens", params=TokensParams, summarises=True, version="1")
-def pretrain_tokens_stage(tables: Mapping[str, Frame], params: TokensParams, ctx: Context) -> StageOutput:
-    """Token ids of every pre-training shard, in the corpus' order, for memory-mapped training."""
-    folder = ctx.folder or ctx.out_dir
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise UsageError(f"pretrain_tokens: no manifest.json in {folder}; put it after write_pretrain")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    path = tokenizer_path(params.tokenizer, ctx)
-    sha = tokenizer_sha256(path)
-    if sha != manifest["tokenizer"]["sha256"]:
-        raise UsageError("pretrain_tokens: its tokenizer is not the one write_pretrain recorded in manifest.json")
-    tokenizer = load_tokenizer(path)
-    eos_id = tokenizer.token_to_id(EOS_TOKEN)
-    if eos_id is None:
-        raise UsageError(f"pretrain_tokens: the tokenizer has no {EOS_TOKEN} token")
-    stats = StageStats()
-    splits: dict[str, list[dict]] = {}
+def tokenize_splits(
+    manifest: dict[str, Any], folder: Path, out_dir: Path, tokenizer: Tokenizer, eos_id: int, batch_rows: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Each split's shards that ``manifest`` (``write_pretrain``'s, of ``folder``) lists, in its order,
+    tokenized into ``out_dir/exports/tokens/`` (each file written under a temporary name, then renamed);
+    returns each split's :class:`TokenShard` records."""
+    splits: dict[str, list[dict[str, Any]]] = {}
     for split in SPLITS:
         shards = []
         for record in manifest["pretrain"]["splits"][split]["shards"]:
             stem = Path(record["path"]).stem
             tokens_rel, index_rel = TOKENS_DIR / f"{stem}.bin", TOKENS_DIR / f"{stem}.idx"
-            (ctx.out_dir / TOKENS_DIR).mkdir(parents=True, exist_ok=True)
-            tmp_tokens, tmp_index = (ctx.out_dir / f"{p}.tmp" for p in (tokens_rel, index_rel))
-            counts = tokenize_shard(folder / record["path"], tmp_tokens, tmp_index, tokenizer, eos_id, params.batch_rows)
-            tmp_tokens.replace(ctx.out_dir / tokens_rel)
-            tmp_index.replace(ctx.out_dir / index_rel)
+            (out_dir / TOKENS_DIR).mkdir(parents=True, exist_ok=True)
+            tmp_tokens, tmp_index = (out_dir / f"{p}.tmp" for p in (tokens_rel, index_rel))
+            counts = tokenize_shard(folder / record["path"], tmp_tokens, tmp_index, tokenizer, eos_id, batch_rows)
+            tmp_tokens.replace(out_dir / tokens_rel)
+            tmp_index.replace(out_dir / index_rel)
             shards.append(
                 asdict(
                     TokenShard(
                         tokens_rel.as_posix(), index_rel.as_posix(), record["path"], record["sha256"], *counts,
-                        file_sha256(ctx.out_dir / tokens_rel), file_sha256(ctx.out_dir / index_rel),
+                        file_sha256(out_dir / tokens_rel), file_sha256(out_dir / index_rel),
                     )
                 )
             )
         splits[split] = shards
-        stats.rows_out[f"{split}_documents"] = sum(s["documents"] for s in shards)
-        stats.info[f"{split}_tokens"] = sum(s["token_count"] for s in shards)
-        mismatched = sum(s["num_tokens_mismatch"] for s in shards)
-        if mismatched:
-            stats.info[f"{split}_num_tokens_mismatch"] = mismatched
-    out = {
+    return splits
+
+
+def tokens_manifest(
+    splits: dict[str, list[dict[str, Any]]], tokenizer: Tokenizer, eos_id: int, name: str, sha256: str
+) -> dict[str, Any]:
+    """``exports/tokens/manifest.json``: the arrays' dtypes, EOS, the tokenizer and every shard."""
+    return {
         "dtype": token_dtype(tokenizer).str,
         "index_dtype": "<i8",
         "eos_id": eos_id,
         "eos_appended": True,
-        "tokenizer": {"name": manifest["tokenizer"]["name"], "sha256": sha},
+        "tokenizer": {"name": name, "sha256": sha256},
         "splits": splits,
     }
-    write_text(json.dumps(out, indent=2) + "\n", ctx.out_dir / TOKENS_DIR / "manifest.json")
-    stats.info["note"] = f"{stats.info.get('train_tokens', 0):,} train tokens memory-mappable in {TOKENS_DIR}"
-    return StageOutput({}, stats)

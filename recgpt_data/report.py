@@ -16,16 +16,16 @@ import polars as pl
 from pydantic import Field
 
 from recgpt_data.chunking import MAX_TOKENS
-from recgpt_data.clean.filters import FilterUsersParams
+from recgpt_data.clean.filters import MIN_INTERACTIONS
 from recgpt_data.io.parquet import write_text
 from recgpt_data.paper_stats import against_paper, against_paper_markdown
-from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, stage
+from recgpt_data.stage import Params
 
 KEYS = ["source", "dataset"]
 TABLES = ("interactions", "documents", "instruct")
 
 
-def corpus_table(tables: Mapping[str, Frame]) -> pl.DataFrame:
+def corpus_table(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
     """Per (source, dataset): users, items, interactions, documents, tokens, instruction pairs."""
     parts: list[pl.DataFrame] = []
     if "interactions" in tables:
@@ -59,7 +59,7 @@ def corpus_table(tables: Mapping[str, Frame]) -> pl.DataFrame:
     return table.with_columns(pl.col(counts).fill_null(0).cast(pl.Int64)).sort(KEYS).select(KEYS + counts)
 
 
-def lengths_by_source(tables: Mapping[str, Frame]) -> pl.DataFrame:
+def lengths_by_source(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
     """Interactions per user per dataset, with the source (from ``interactions``, else the documents'
     item counts), in a fixed order."""
     keys = ["source", "dataset", "user_id"]
@@ -72,7 +72,7 @@ def lengths_by_source(tables: Mapping[str, Frame]) -> pl.DataFrame:
     return frame.sort(keys).collect()
 
 
-def history_lengths(tables: Mapping[str, Frame]) -> pl.Series:
+def history_lengths(tables: Mapping[str, pl.LazyFrame]) -> pl.Series:
     """Interactions per user per dataset, sorted."""
     return lengths_by_source(tables)["n"].sort()
 
@@ -92,7 +92,7 @@ def describe(values: pl.Series) -> dict[str, float | int]:
     }
 
 
-def corpus_summary(tables: Mapping[str, Frame]) -> dict[str, Any]:
+def corpus_summary(tables: Mapping[str, pl.LazyFrame]) -> dict[str, Any]:
     """The report's numbers: the per-source table with totals, distributions, split and task counts."""
     table = corpus_table(tables)
     counts = [c for c in table.columns if c not in KEYS]
@@ -185,7 +185,7 @@ class ReportParams(Params):
     """Where the plots mark the corpus's rules: the user filter's minimum history length and the
     chunking cap (the defaults are those of ``filter_users`` and ``pretrain_documents``)."""
 
-    min_interactions: int = Field(default=FilterUsersParams().min_interactions, ge=1)
+    min_interactions: int = Field(default=MIN_INTERACTIONS, ge=1)
     max_tokens: int = Field(default=MAX_TOKENS, ge=1)
 
 
@@ -358,7 +358,7 @@ def render(summary: Mapping[str, Any], rates: list[dict[str, Any]], plots: list[
 
 
 def write_plots(
-    tables: Mapping[str, Frame], rates: list[dict[str, Any]], params: ReportParams, folder: Path
+    tables: Mapping[str, pl.LazyFrame], rates: list[dict[str, Any]], params: ReportParams, folder: Path
 ) -> list[tuple[str, str]]:
     """Draw the report's plots and save them into ``folder/report/``; (file, caption) of each one."""
     figures = {}
@@ -378,7 +378,7 @@ def write_plots(
 
 
 def write_report(
-    tables: Mapping[str, Frame],
+    tables: Mapping[str, pl.LazyFrame],
     stages: Mapping[str, Mapping[str, Any]],
     folder: Path,
     params: ReportParams,
@@ -394,11 +394,3 @@ def write_report(
     plots = write_plots(tables, rates, params, folder)
     write_text(render(summary, rates, plots), folder / "report" / "index.md")
     return summary
-
-
-@stage("report", params=ReportParams, optional_reads=TABLES, summarises=True)
-def report_stage(tables: Mapping[str, Frame], params: ReportParams, ctx: Context) -> StageOutput:
-    """Write the corpus report into the output folder; its numbers go to ``stats.json``."""
-    stats = StageStats()
-    stats.info["corpus"] = write_report(tables, ctx.stages, ctx.out_dir, params, ctx.folder)
-    return StageOutput({}, stats)

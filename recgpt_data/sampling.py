@@ -15,7 +15,7 @@ import polars as pl
 from recgpt_data.errors import UsageError
 from recgpt_data.hashing import unit_interval
 from recgpt_data.pipeline.spec import PipelineSpec
-from recgpt_data.stage import StageStats, count, removed
+from recgpt_data.stage import Drops
 
 SALT = "sample"
 REASON = "user_not_sampled"
@@ -34,16 +34,12 @@ def in_sample(fraction: float, seed: int) -> pl.Expr:
     )
 
 
-def split_sample(
-    interactions: pl.LazyFrame, fraction: float, seed: int, stats: StageStats
-) -> tuple[pl.LazyFrame, pl.LazyFrame]:
-    """The interactions of sampled users, and the others with their ``drop_reason`` (counted in
-    ``stats``, kept as the stage's dropped rows like any other drop)."""
+def split_sample(interactions: pl.LazyFrame, fraction: float, seed: int) -> tuple[pl.LazyFrame, Drops]:
+    """The interactions of sampled users, and the others as dropped rows like any other drop."""
     keep = in_sample(fraction, seed)
-    left_out = removed(interactions.filter(~keep), REASON)
-    stats.drop(REASON, count(left_out))
-    stats.info["sample"] = fraction
-    return interactions.filter(keep), left_out
+    drops = Drops()
+    drops.add("interactions", interactions.filter(~keep), REASON)
+    return interactions.filter(keep), drops
 
 
 def with_sample(spec: PipelineSpec, fraction: float) -> PipelineSpec:

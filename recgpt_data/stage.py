@@ -1,12 +1,15 @@
-"""The stage contract: a stage is a function of named polars tables plus typed parameters.
+"""The stage contract: a stage is a function of named lazy polars tables plus typed parameters.
 
-A stage returns new tables and a :class:`StageStats` record that accounts for every row it dropped or
-changed, by reason. Stages are registered by name with :func:`stage`; the runner looks them up by
-the names a pipeline spec gives, validates their parameters, and owns all I/O around them.
+A stage returns new tables, a :class:`StageStats` record and the :class:`Drops` that account for
+every row it dropped and every value it changed, by reason. Stages are registered by name with
+:func:`stage` (the modules of :mod:`recgpt_data.stages` and plugins find their way here through
+:func:`recgpt_data.stages.get`); the runner looks them up by the names a pipeline spec gives,
+validates their parameters, and owns all I/O around them.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +19,6 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from recgpt_data.tokenizer import DEFAULT_NAME, DEFAULT_TOKENIZER
-
-Frame = pl.DataFrame | pl.LazyFrame
 
 
 class Params(BaseModel):
@@ -47,8 +48,9 @@ RawPath = Annotated[str, RawPathField()]  # a parameter type: ``paths: list[RawP
 
 @dataclass
 class StageStats:
-    """What a stage did: rows in and out per table, rows dropped and values changed, by reason, and
-    ``info`` with anything else worth keeping; ``info["note"]`` is a line the run shows the user."""
+    """What a stage did: rows in and out per table, rows dropped and values changed, by reason (read
+    off its :class:`Drops`), and ``info`` with anything else worth keeping; ``info["note"]`` is a line
+    the run shows the user."""
 
     rows_in: dict[str, int] = field(default_factory=dict)
     rows_out: dict[str, int] = field(default_factory=dict)
@@ -56,13 +58,12 @@ class StageStats:
     changed: dict[str, int] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
-    def drop(self, reason: str, count: int) -> None:
-        """Count ``count`` rows dropped for ``reason``."""
-        self.dropped[reason] = self.dropped.get(reason, 0) + int(count)
-
-    def change(self, reason: str, count: int) -> None:
-        """Count ``count`` values changed (blanked, rewritten, cut) for ``reason``."""
-        self.changed[reason] = self.changed.get(reason, 0) + int(count)
+    def record(self, drops: Drops) -> None:
+        """Add the drop and change counts of ``drops``."""
+        for reason, n in drops.dropped.items():
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
+        for reason, n in drops.changed.items():
+            self.changed[reason] = self.changed.get(reason, 0) + n
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,35 +82,9 @@ BLANKED = "blanked_"  # ... and the rows whose value a stage blanked in table T 
 BLANK_KEYS = ("source", "dataset", "user_id", "item_id", "timestamp", "src_file", "src_line")  # kept with them
 
 
-@dataclass
-class StageOutput:
-    """The tables a stage produced (replacing same-named inputs downstream), its stats, and the rows
-    it dropped from its input tables, by table, each row with its ``drop_reason`` (see
-    :func:`removed`), so that every drop the stats count can be inspected."""
-
-    tables: dict[str, Frame]
-    stats: StageStats
-    dropped: dict[str, Frame] = field(default_factory=dict)
-    blanked: dict[str, Frame] = field(default_factory=dict)
-
-    def to_write(self) -> dict[str, Frame]:
-        """Every table the runner writes: the outputs, then each table's dropped rows as ``dropped_T``
-        and its blanked rows (see :func:`blanked`) as ``blanked_T``."""
-        return {
-            **self.tables,
-            **{f"{DROPPED}{name}": frame for name, frame in self.dropped.items()},
-            **{f"{BLANKED}{name}": frame for name, frame in self.blanked.items()},
-        }
-
-
-def removed(frame: pl.DataFrame, reason: str) -> pl.DataFrame:
-    """``frame``'s rows tagged with the reason they were dropped, for :attr:`StageOutput.dropped`."""
-    return frame.with_columns(pl.lit(reason, dtype=pl.String).alias(DROP_REASON))
-
-
 def blanked(frame: pl.DataFrame, column: str, reason: str) -> pl.DataFrame:
-    """``frame``'s rows whose ``column`` a stage is about to blank, as :attr:`StageOutput.blanked`
-    keeps them: their keys (:data:`BLANK_KEYS`), which column, its original value and the reason."""
+    """``frame``'s rows whose ``column`` a stage is about to blank, as :meth:`Drops.blank` and the
+    runner's ``blanked_T`` tables keep them: their keys (:data:`BLANK_KEYS`), which column, its original value and the reason."""
     keys = [c for c in BLANK_KEYS if c in frame.columns]
     return frame.select(
         *keys,
@@ -136,38 +111,97 @@ def changes_by_dataset(frame: pl.DataFrame, changed: Mapping[str, pl.Expr]) -> d
     }
 
 
-def dropped_tables(parts: Mapping[str, list[pl.DataFrame]]) -> dict[str, pl.DataFrame]:
-    """Each table's dropped rows, concatenated in the order they were dropped."""
+def _by_table(parts: Mapping[str, list[pl.DataFrame | pl.LazyFrame]]) -> dict[str, pl.DataFrame | pl.LazyFrame]:
+    """Each table's kept rows, concatenated in the order they were recorded."""
     return {name: pl.concat(frames, how="diagonal_relaxed") for name, frames in parts.items() if frames}
 
 
 class Drops:
-    """The rows a stage drops as it goes: each batch counted in its stats under its reason and kept,
-    by table, with its ``drop_reason`` for :attr:`StageOutput.dropped`; likewise the rows whose
-    value it blanks, for :attr:`StageOutput.blanked`."""
+    """What library code dropped, blanked or changed, by reason: the one way a drop is recorded.
 
-    def __init__(self, stats: StageStats):
-        self.stats = stats
-        self.rows: dict[str, list[pl.DataFrame]] = {}
-        self.blanks: dict[str, list[pl.DataFrame]] = {}
+    Rows of a table (:meth:`add`, :meth:`keep`, :meth:`blank`) are counted and kept, each with its
+    reason, for the runner's ``dropped_T`` and ``blanked_T`` tables; what is not a row of a table
+    (a candidate window, a prompt) is counted alone (:meth:`count`), and so are values rewritten in
+    place (:meth:`change`). A stage's :class:`StageOutput` reads its counts off its ``Drops``."""
 
-    def add(self, table: str, rows: pl.DataFrame, reason: str) -> None:
+    def __init__(self) -> None:
+        self.dropped: Counter[str] = Counter()
+        self.changed: Counter[str] = Counter()
+        self._rows: dict[str, list[pl.DataFrame | pl.LazyFrame]] = {}
+        self._blanks: dict[str, list[pl.DataFrame]] = {}
+
+    def add(self, table: str, rows: pl.DataFrame | pl.LazyFrame, reason: str) -> None:
         """Count ``rows`` of ``table`` as dropped for ``reason`` and keep them."""
-        self.stats.drop(reason, rows.height)
-        self.rows.setdefault(table, []).append(removed(rows, reason))
+        self.dropped[reason] += count(rows)
+        self._rows.setdefault(table, []).append(rows.with_columns(pl.lit(reason, dtype=pl.String).alias(DROP_REASON)))
 
-    def tables(self) -> dict[str, pl.DataFrame]:
-        """The kept rows, one frame per table."""
-        return dropped_tables(self.rows)
+    def add_tagged(self, table: str, rows: pl.DataFrame) -> None:
+        """Count and keep rows of ``table`` that already carry their ``drop_reason``."""
+        self.dropped.update(dict(rows.group_by(DROP_REASON).len().iter_rows()))
+        self._rows.setdefault(table, []).append(rows)
 
-    def blank(self, table: str, rows: pl.DataFrame, column: str, reason: str) -> None:
-        """Count ``rows`` of ``table`` as having ``column`` blanked for ``reason`` and keep them."""
-        self.stats.change(reason, rows.height)
-        self.blanks.setdefault(table, []).append(blanked(rows, column, reason))
+    def keep(self, table: str, frame: pl.DataFrame, keep: pl.Series, reason: str) -> pl.DataFrame:
+        """``frame``'s rows where ``keep`` holds; the others are dropped from ``table`` for ``reason``
+        (a filter that drops nothing keeps its empty batch but counts no reason)."""
+        gone = frame.filter(~keep)
+        self._rows.setdefault(table, []).append(gone.with_columns(pl.lit(reason, dtype=pl.String).alias(DROP_REASON)))
+        if gone.height:
+            self.dropped[reason] += gone.height
+        return frame.filter(keep)
 
-    def blanked_tables(self) -> dict[str, pl.DataFrame]:
-        """The kept blanked rows, one frame per table."""
-        return dropped_tables(self.blanks)
+    def count(self, reason: str, n: int) -> None:
+        """Count ``n`` dropped things that are not rows of a table (windows, prompts) for ``reason``."""
+        self.dropped[reason] += int(n)
+
+    def change(self, reason: str, n: int) -> None:
+        """Count ``n`` values changed in place (rewritten, cut) for ``reason``."""
+        self.changed[reason] += int(n)
+
+    def blank(self, table: str, rows: pl.DataFrame, column: str, reason: str, *, count_none: bool = True) -> None:
+        """Count ``rows`` of ``table`` as having ``column`` blanked for ``reason`` and keep them;
+        ``count_none=False`` leaves a reason that blanked nothing out of the counts (the empty batch
+        is kept all the same)."""
+        if rows.height or count_none:
+            self.changed[reason] += rows.height
+        self._blanks.setdefault(table, []).append(blanked(rows, column, reason))
+
+    def update(self, other: Drops) -> None:
+        """Add everything ``other`` recorded, after what this one holds."""
+        self.dropped.update(other.dropped)
+        self.changed.update(other.changed)
+        for mine, theirs in ((self._rows, other._rows), (self._blanks, other._blanks)):
+            for table, frames in theirs.items():
+                mine.setdefault(table, []).extend(frames)
+
+    def tables(self) -> dict[str, pl.DataFrame | pl.LazyFrame]:
+        """The dropped rows, one frame per table, each row with its ``drop_reason``."""
+        return _by_table(self._rows)
+
+    def blanked_tables(self) -> dict[str, pl.DataFrame | pl.LazyFrame]:
+        """The blanked rows, one frame per table (see :func:`blanked`)."""
+        return _by_table(self._blanks)
+
+
+@dataclass
+class StageOutput:
+    """The tables a stage produced (replacing same-named inputs downstream), its stats, and its
+    :class:`Drops`, whose counts it adds to the stats so that every drop they count can be inspected."""
+
+    tables: dict[str, pl.DataFrame | pl.LazyFrame]
+    stats: StageStats
+    drops: Drops = field(default_factory=Drops)
+
+    def __post_init__(self) -> None:
+        self.stats.record(self.drops)
+
+    def to_write(self) -> dict[str, pl.DataFrame | pl.LazyFrame]:
+        """Every table the runner writes: the outputs, then each table's dropped rows as ``dropped_T``
+        and its blanked rows (see :func:`blanked`) as ``blanked_T``."""
+        return {
+            **self.tables,
+            **{f"{DROPPED}{name}": frame for name, frame in self.drops.tables().items()},
+            **{f"{BLANKED}{name}": frame for name, frame in self.drops.blanked_tables().items()},
+        }
 
 
 @dataclass(frozen=True)
@@ -195,7 +229,7 @@ class Context:
     tokenizer_name: str = DEFAULT_NAME
 
 
-StageFn = Callable[[Mapping[str, Frame], Any, Context], StageOutput]
+StageFn = Callable[[Mapping[str, pl.LazyFrame], Any, Context], StageOutput]
 
 
 PARTITION_USER = "user"
@@ -273,17 +307,7 @@ def stage(
     return register
 
 
-def get(name: str) -> StageDef:
-    """The registered stage ``name``, with a clear error listing the known ones."""
-    from recgpt_data import stages  # noqa: F401  (registers every stage)
-
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown stage {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
-
-
-def count(frame: Frame) -> int:
+def count(frame: pl.DataFrame | pl.LazyFrame) -> int:
     """Row count of an eager or lazy frame."""
     if isinstance(frame, pl.LazyFrame):
         return int(frame.select(pl.len()).collect().item())

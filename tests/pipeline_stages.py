@@ -14,7 +14,7 @@ import polars as pl
 
 from recgpt_data.hashing import unit_interval
 from recgpt_data.schema import CHRONOLOGICAL
-from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, stage
+from recgpt_data.stage import Context, Drops, Params, StageOutput, StageStats, stage
 from recgpt_data.tokenizer import load_tokenizer
 
 
@@ -51,7 +51,7 @@ class HistoryParams(Params):
 
 
 @stage("t_histories", params=HistoryParams, reads=("interactions", "items"), writes=("histories",), partition="user")
-def histories(tables: Mapping[str, Frame], params: HistoryParams, ctx: Context) -> StageOutput:
+def histories(tables: Mapping[str, pl.LazyFrame], params: HistoryParams, ctx: Context) -> StageOutput:
     """Each user's items in chronological order, titled; users with fewer than ``min_items`` dropped."""
     stats = StageStats()
     events = tables["interactions"].collect()
@@ -69,9 +69,10 @@ def histories(tables: Mapping[str, Frame], params: HistoryParams, ctx: Context) 
         pl.col("title").fill_null("?").alias("titles"),
     )
     short = grouped.filter(pl.col("num_items") < params.min_items)
-    stats.drop("short_history", int(short["num_items"].sum() or 0))
+    drops = Drops()
+    drops.count("short_history", int(short["num_items"].sum() or 0))
     kept = grouped.filter(pl.col("num_items") >= params.min_items).sort("dataset", "user_id")
-    return StageOutput({"histories": kept}, stats)
+    return StageOutput({"histories": kept}, stats, drops)
 
 
 class DocumentParams(Params):
@@ -79,7 +80,7 @@ class DocumentParams(Params):
 
 
 @stage("t_documents", params=DocumentParams, reads=("histories",), writes=("documents",), partition="user")
-def documents(tables: Mapping[str, Frame], params: DocumentParams, ctx: Context) -> StageOutput:
+def documents(tables: Mapping[str, pl.LazyFrame], params: DocumentParams, ctx: Context) -> StageOutput:
     """One text per user (its titles, one a line), token-counted, with its item ids (the output
     contract's columns), split by a seeded user hash."""
     frame = tables["histories"].collect()
@@ -104,7 +105,7 @@ def documents(tables: Mapping[str, Frame], params: DocumentParams, ctx: Context)
 
 
 @stage("t_instruct", params=Params, reads=("histories",), writes=("instruct",), partition="user")
-def instruct(tables: Mapping[str, Frame], params: Params, ctx: Context) -> StageOutput:
+def instruct(tables: Mapping[str, pl.LazyFrame], params: Params, ctx: Context) -> StageOutput:
     """A next-item pair per user: the history but the last item in, the last item's title out."""
     frame = tables["histories"].collect()
     out = frame.select(
@@ -121,7 +122,7 @@ def instruct(tables: Mapping[str, Frame], params: Params, ctx: Context) -> Stage
 
 
 @stage("t_write", params=Params, reads=("documents",), optional_reads=("instruct",), writes=())
-def write(tables: Mapping[str, Frame], params: Params, ctx: Context) -> StageOutput:
+def write(tables: Mapping[str, pl.LazyFrame], params: Params, ctx: Context) -> StageOutput:
     """Write the final folder's data files: pretrain train/validation and instruct train."""
     from recgpt_data.io.parquet import write_parquet
 

@@ -11,16 +11,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recgpt_data.clean.langid import LangidParams, langid_stage
-from recgpt_data.clean.text import (
-    CleanItemsParams,
-    CleanParams,
-    clean_items_stage,
-    clean_series,
-    clean_stage,
-)
+from recgpt_data.clean.text import clean_series
 from recgpt_data.ingest import ingest
 from recgpt_data.stage import Context
+from recgpt_data.stages.clean import CleanParams, clean_stage
+from recgpt_data.stages.clean_items import CleanItemsParams, clean_items_stage
+from recgpt_data.stages.langid import LangidParams, langid_stage
 
 META = "amazon2018/meta_Magazine_Subscriptions.json.gz"
 REVIEWS = "amazon2018/Magazine_Subscriptions_5.json"
@@ -60,7 +56,7 @@ def cleaned_items(magazine):
 def cleaned(magazine, cleaned_items):
     tables = {
         "interactions": magazine["interactions"].lazy(),
-        "items": cleaned_items.tables["items"],
+        "items": cleaned_items.tables["items"].lazy(),
     }
     return clean_stage(tables, CleanParams(), Context())
 
@@ -106,7 +102,7 @@ def test_real_review_text_is_unescaped_and_whitespace_normalised(shared, magazin
         u for u in (html.unescape(t) for t in texts if t) if u != " ".join(u.split())
     ]
     stats = clean_stage(
-        dict(magazine), CleanParams(drop_untitled=False), Context()
+        {name: frame.lazy() for name, frame in magazine.items()}, CleanParams(drop_untitled=False), Context()
     ).stats
     assert stats.changed["interactions.review_text:html_entities"] == sum(
         1 for t in texts if t and entity.search(t)
@@ -183,12 +179,13 @@ def test_stages_keep_unknown_columns_and_are_deterministic(magazine):
         ),
         "items": magazine["items"].with_columns(pl.lit(1).alias("cluster_id")),
     }
-    first = clean_stage(tables, CleanParams(scrub=["url"]), Context())
-    second = clean_stage(tables, CleanParams(scrub=["url"]), Context())
+    lazy = {name: frame.lazy() for name, frame in tables.items()}
+    first = clean_stage(lazy, CleanParams(scrub=["url"]), Context())
+    second = clean_stage(lazy, CleanParams(scrub=["url"]), Context())
     assert first.tables["interactions"].columns == tables["interactions"].columns
     assert first.tables["interactions"].equals(second.tables["interactions"])
     assert first.stats.to_dict() == second.stats.to_dict()
-    items = [clean_items_stage(tables, CleanItemsParams(), Context()) for _ in range(2)]
+    items = [clean_items_stage(lazy, CleanItemsParams(), Context()) for _ in range(2)]
     assert items[0].tables["items"].columns == tables["items"].columns
     assert items[0].tables["items"].equals(items[1].tables["items"])
 
@@ -226,7 +223,7 @@ def test_bad_input_end_to_end(tmp_path):
     frame = pl.read_parquet(tmp_path / "out" / "interactions" / "**" / "*.parquet")
 
     cleaned = clean_stage(
-        {"interactions": frame}, CleanParams(drop_untitled=False), Context()
+        {"interactions": frame.lazy()}, CleanParams(drop_untitled=False), Context()
     )
     assert (
         cleaned.stats.changed
@@ -243,7 +240,7 @@ def test_bad_input_end_to_end(tmp_path):
     assert len(result[3]) == 100_000
     assert result[4:] == ["ok text for the test here", "lone surrogate"]
 
-    identified = langid_stage(cleaned.tables, LangidParams(), Context())
+    identified = langid_stage({"interactions": cleaned.tables["interactions"].lazy()}, LangidParams(), Context())
     info = identified.stats.info
     assert (info["no_text"], info["too_short"], info["judged"]) == (2, 2, 2)
     assert identified.tables["interactions"].height == 6

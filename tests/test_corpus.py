@@ -13,22 +13,18 @@ import polars as pl
 import pytest
 from tokenizers import Tokenizer
 
-from recgpt_data.benchmarks.p5 import held_out_rows, load_p5, p5_events
-from recgpt_data.corpus import (
-    DocumentsParams,
-    WritePretrainParams,
-    pretrain_documents_stage,
-    sample_to_budget,
-    shard_ranges,
-    write_pretrain_stage,
-)
+from recgpt_data.corpus import sample_to_budget, shard_ranges
 from recgpt_data.errors import UsageError
 from recgpt_data.ingest import ingest
+from recgpt_data.p5.splits import held_out_rows, load_p5, p5_events
 from recgpt_data.pipeline.runner import run_spec
 from recgpt_data.pipeline.spec import load_spec
 from recgpt_data.serialize import parse_history
-from recgpt_data.split import HoldOutParams, SplitParams, hold_out_stage, split_stage
 from recgpt_data.stage import Context
+from recgpt_data.stages.hold_out import HoldOutParams, hold_out_stage
+from recgpt_data.stages.pretrain_documents import DocumentsParams, pretrain_documents_stage
+from recgpt_data.stages.split import SplitParams, split_stage
+from recgpt_data.stages.write_pretrain import WritePretrainParams, write_pretrain_stage
 
 SEED = 11
 

@@ -12,12 +12,13 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from recgpt_data import stage as registry
-from recgpt_data.clean.text import CleanItemsParams, clean_items_stage
-from recgpt_data.dedup.scopes import DedupParams, dedup
+from recgpt_data import stages as registry
+from recgpt_data.dedup.scopes import DedupParams
 from recgpt_data.ingest import ingest
 from recgpt_data.schema import conform, empty
 from recgpt_data.stage import Context
+from recgpt_data.stages.clean_items import CleanItemsParams, clean_items_stage
+from recgpt_data.stages.dedup import dedup_stage
 
 
 def plain_normalize(text: str) -> str:
@@ -32,7 +33,7 @@ def nonzero(counts: dict[str, int]) -> dict[str, int]:
 
 def run(interactions: pl.DataFrame, item_table: pl.DataFrame | None = None, **params):
     item_table = empty("items") if item_table is None else item_table
-    return dedup({"interactions": interactions.lazy(), "items": item_table.lazy()}, DedupParams(**params), Context())
+    return dedup_stage({"interactions": interactions.lazy(), "items": item_table.lazy()}, DedupParams(**params), Context())
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_variant_copies_in_a_real_file_match_a_plain_count(beauty) -> None:
     assert nonzero(out.stats.dropped) == {"variant_duplicate": expected} and expected == 1053
     result = out.tables["interactions"]
     assert result.height == len(raw) - expected
-    dropped = out.dropped["interactions"]
+    dropped = out.drops.tables()["interactions"]
     assert set(dropped["drop_reason"]) == {"variant_duplicate"}
     def key(row: dict) -> tuple:
         return row["user_id"], plain_normalize(row["review_text"]), row["rating"], row["timestamp"], row["item_id"]
@@ -126,7 +127,7 @@ def test_variant_drops_on_real_magazines_are_copies_on_one_product(shared, tmp_p
     folder = shared / "amazon2018"
     ingest("amazon2018", [folder / "Magazine_Subscriptions_5.json", folder / "meta_Magazine_Subscriptions.json.gz"], tmp_path)
     items = pl.read_parquet(tmp_path / "items" / "**" / "*.parquet")
-    items = clean_items_stage({"items": items}, CleanItemsParams(), Context()).tables["items"]
+    items = clean_items_stage({"items": items.lazy()}, CleanItemsParams(), Context()).tables["items"]
     interactions = pl.read_parquet(tmp_path / "interactions" / "**" / "*.parquet")
     out = run(interactions, items, users=False, items="off", text_action="keep")
     titles: dict[str, str] = {}
@@ -147,7 +148,7 @@ def test_variant_drops_on_real_magazines_are_copies_on_one_product(shared, tmp_p
         for r in out.tables["interactions"].iter_rows(named=True)
         if r["review_text"]
     }
-    for r in out.dropped["interactions"].iter_rows(named=True):
+    for r in out.drops.tables()["interactions"].iter_rows(named=True):
         assert (r["user_id"], plain_normalize(r["review_text"]), r["rating"], r["timestamp"],
                 titles.get(r["item_id"], r["item_id"])) in kept
 
@@ -243,7 +244,7 @@ def gift_cards(fixtures, tmp_path_factory) -> tuple[pl.DataFrame, pl.DataFrame]:
     out = tmp_path_factory.mktemp("gift_cards")
     ingest("amazon2018", [fixtures / "amazon2018"], out)
     items = pl.read_parquet(out / "items" / "**" / "*.parquet")
-    items = clean_items_stage({"items": items}, CleanItemsParams(), Context()).tables["items"]
+    items = clean_items_stage({"items": items.lazy()}, CleanItemsParams(), Context()).tables["items"]
     return pl.read_parquet(out / "interactions" / "**" / "*.parquet"), items
 
 
@@ -254,7 +255,7 @@ def test_only_variants_of_one_product_are_merged(gift_cards) -> None:
     interactions, items = gift_cards
     out = run(interactions, items, users=False, items="off", text_action="keep")
     assert nonzero(out.stats.dropped) == {"variant_duplicate": 2}
-    assert sorted(out.dropped["interactions"]["item_id"]) == ["B07SHIRTLL", "B07SHIRTMM"]
+    assert sorted(out.drops.tables()["interactions"]["item_id"]) == ["B07SHIRTLL", "B07SHIRTMM"]
     kept = out.tables["interactions"]
     assert kept.height == 8
     assert sorted(kept.filter(pl.col("user_id") == "A1GIFTGIVER0001")["item_id"]) == [
@@ -269,9 +270,9 @@ def test_near_equal_titles_are_variants_only_when_asked(gift_cards) -> None:
     the three brands' cards share at most 2 of their words and stay apart."""
     interactions, items = gift_cards
     loose = run(interactions, items, users=False, items="off", variant_title_similarity=0.8)
-    assert sorted(loose.dropped["interactions"]["item_id"]) == ["B00TINDEER", "B07SHIRTLL", "B07SHIRTMM"]
+    assert sorted(loose.drops.tables()["interactions"]["item_id"]) == ["B00TINDEER", "B07SHIRTLL", "B07SHIRTMM"]
     strict = run(interactions, items, users=False, items="off", variant_title_similarity=0.9)
-    assert sorted(strict.dropped["interactions"]["item_id"]) == ["B07SHIRTLL", "B07SHIRTMM"]
+    assert sorted(strict.drops.tables()["interactions"]["item_id"]) == ["B07SHIRTLL", "B07SHIRTMM"]
 
 
 def test_copies_on_one_item_id_are_variants_without_metadata(long_reviews) -> None:

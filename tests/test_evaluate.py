@@ -11,9 +11,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recgpt_data.benchmarks.build import P5BenchmarkParams, p5_benchmark_stage
 from recgpt_data.ingest import ingest
 from recgpt_data.stage import Context
+from recgpt_data.stages.p5_benchmark import P5BenchmarkParams, p5_benchmark_stage
 from recgpt_train.evaluate import (
     Catalogue,
     FileGenerator,
@@ -36,8 +36,8 @@ def benchmark(shared, tmp_path_factory) -> Path:
     ingest("amazon2014", [raw / "reviews_Digital_Music_5.json.gz", raw / "meta_Digital_Music.json.gz"], tables)
     out = tmp_path_factory.mktemp("corpus")
     p5_benchmark_stage(
-        {"interactions": pl.read_parquet(tables / "interactions" / "**" / "*.parquet"),
-         "items": pl.read_parquet(tables / "items" / "**" / "*.parquet")},
+        {"interactions": pl.scan_parquet(tables / "interactions" / "**" / "*.parquet"),
+         "items": pl.scan_parquet(tables / "items" / "**" / "*.parquet")},
         # short prompts keep CPU generation fast
         P5BenchmarkParams(benchmarks=[{"name": "music", "dataset": MUSIC}], max_tokens=512),
         Context(seed=1, out_dir=out),

@@ -10,17 +10,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recgpt_data.clean.filters import (
-    FilterUsersParams,
-    KcoreParams,
-    drop_interactions_of_untitled,
-    drop_untitled_items,
-    filter_users_stage,
-    kcore,
-    kcore_stage,
-)
+from recgpt_data.clean.filters import drop_interactions_of_untitled, drop_untitled_items, kcore
 from recgpt_data.ingest import ingest
 from recgpt_data.stage import Context
+from recgpt_data.stages.filter_users import FilterUsersParams, filter_users_stage
+from recgpt_data.stages.kcore import KcoreParams, kcore_stage
 
 INSTRUMENTS = "amazon2014/reviews_Musical_Instruments_5.json.gz"
 
@@ -60,7 +54,7 @@ def test_a_published_5_core_loses_nothing(instruments, instrument_pairs):
     )
     assert output.tables["interactions"].height == 10261
     assert output.stats.dropped == {}
-    core = kcore_stage({"interactions": instruments}, KcoreParams(), Context())
+    core = kcore_stage({"interactions": instruments.lazy()}, KcoreParams(), Context())
     assert (
         core.tables["interactions"].height
         == len(plain_kcore(instrument_pairs, 5, 5))
@@ -71,7 +65,7 @@ def test_a_published_5_core_loses_nothing(instruments, instrument_pairs):
 def test_users_below_the_minimum_are_dropped(instruments, instrument_pairs):
     counts = Counter(u for u, _ in instrument_pairs)
     output = filter_users_stage(
-        {"interactions": instruments}, FilterUsersParams(min_interactions=10), Context()
+        {"interactions": instruments.lazy()}, FilterUsersParams(min_interactions=10), Context()
     )
     dropped = sum(n for n in counts.values() if n < 10)
     assert output.stats.dropped == {"user_below_min_interactions": dropped}
@@ -85,9 +79,9 @@ def test_kcore_iterates_to_a_fixed_point(instruments, instrument_pairs):
     expected = plain_kcore(instrument_pairs, 5, 6)
     result = kcore(instruments, min_user=5, min_item=6)
     assert (
-        list(result.interactions.select("user_id", "item_id").iter_rows()) == expected
+        list(result.frame.select("user_id", "item_id").iter_rows()) == expected
     )
-    assert sum(result.dropped.values()) == 10261 - len(expected)
+    assert sum(result.drops.dropped.values()) == 10261 - len(expected)
     assert result.info["rounds"] >= 2
     users = Counter(u for u, _ in expected)
     items = Counter(i for _, i in expected)
@@ -106,7 +100,7 @@ def test_counts_are_per_dataset():
         }
     )
     output = filter_users_stage(
-        {"interactions": frame}, FilterUsersParams(min_interactions=3), Context()
+        {"interactions": frame.lazy()}, FilterUsersParams(min_interactions=3), Context()
     )
     kept = output.tables["interactions"]
     assert kept.columns == frame.columns
@@ -130,18 +124,18 @@ def test_untitled_items_and_their_interactions_are_dropped():
         }
     )
     kept = drop_untitled_items(items)
-    assert kept.items["item_id"].to_list() == ["titled", "twice", "absent"]
-    assert dict(kept.dropped) == {"item_without_title": 2}
-    result = drop_interactions_of_untitled(interactions, kept.items)
-    assert result.interactions["item_id"].to_list() == ["titled", "twice", "titled"]
-    assert dict(result.dropped) == {"interaction_item_without_title": 2}
-    assert drop_interactions_of_untitled(interactions, items).interactions.equals(
-        result.interactions
+    assert kept.frame["item_id"].to_list() == ["titled", "twice", "absent"]
+    assert dict(kept.drops.dropped) == {"item_without_title": 2}
+    result = drop_interactions_of_untitled(interactions, kept.frame)
+    assert result.frame["item_id"].to_list() == ["titled", "twice", "titled"]
+    assert dict(result.drops.dropped) == {"interaction_item_without_title": 2}
+    assert drop_interactions_of_untitled(interactions, items).frame.equals(
+        result.frame
     )
 
 
 def test_filters_are_deterministic(instruments):
     first = kcore(instruments, min_user=6, min_item=5)
     second = kcore(instruments, min_user=6, min_item=5)
-    assert first.interactions.equals(second.interactions)
-    assert first.dropped == second.dropped
+    assert first.frame.equals(second.frame)
+    assert first.drops.dropped == second.drops.dropped

@@ -295,9 +295,10 @@ def test_names_module_refuses_tricks_and_keeps_paths_inside(tmp_path):
 def test_spec_and_benchmark_names_are_checked(tmp_path):
     from pydantic import ValidationError
 
-    from recgpt_data.benchmarks.build import LoadP5Params, P5BenchmarkParams
     from recgpt_data.errors import UsageError
     from recgpt_data.pipeline.spec import load_spec
+    from recgpt_data.stages.load_p5 import LoadP5Params
+    from recgpt_data.stages.p5_benchmark import P5BenchmarkParams
 
     for line in ('name = "../escape"', 'name = "ok"\n[[stages]]\nstage = "ingest"\nid = "/abs"'):
         spec = tmp_path / "spec.toml"

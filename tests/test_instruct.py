@@ -13,15 +13,8 @@ import polars as pl
 import pytest
 from conftest import REPO
 
-from recgpt_data.benchmarks.p5 import build_benchmark, held_out_rows
 from recgpt_data.ingest import ingest
-from recgpt_data.instruct.pairs import (
-    InstructPairsParams,
-    PairMaker,
-    UserHistory,
-    build_pairs,
-    instruct_pairs_stage,
-)
+from recgpt_data.instruct.pairs import InstructPairsParams, PairMaker, UserHistory, build_pairs
 from recgpt_data.instruct.planner import PAPER_COUNTS, plan, total
 from recgpt_data.instruct.templates import (
     FRAMING_TOKENS,
@@ -35,12 +28,14 @@ from recgpt_data.instruct.templates import (
     render_parsed,
     token_count,
 )
-from recgpt_data.instruct.write import JSONL, PARQUET, write_instruct_stage
+from recgpt_data.p5.splits import build_benchmark, held_out_rows
 from recgpt_data.pipeline.spec import load_spec
 from recgpt_data.schema import conform, empty
 from recgpt_data.serialize import item_line, render_fields
 from recgpt_data.split import leaked
-from recgpt_data.stage import Context, StageStats
+from recgpt_data.stage import Context
+from recgpt_data.stages.instruct_pairs import instruct_pairs_stage
+from recgpt_data.stages.write_instruct import JSONL, PARQUET, write_instruct_stage
 from recgpt_data.tokenizer import load_tokenizer
 
 MAGAZINES = "amazon2018/Magazine_Subscriptions"
@@ -54,12 +49,12 @@ def sample_rows(shared: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def magazines(shared, tmp_path_factory) -> tuple[pl.DataFrame, pl.DataFrame]:
+def magazines(shared, tmp_path_factory) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     out = tmp_path_factory.mktemp("magazines")
     raw = shared / "amazon2018"
     ingest("amazon2018", [raw / "Magazine_Subscriptions_5.json", raw / "meta_Magazine_Subscriptions.json.gz"], out)
     interactions = pl.read_parquet(out / "interactions" / "**" / "*.parquet")
-    return interactions, pl.read_parquet(out / "items" / "**" / "*.parquet")
+    return interactions.lazy(), pl.read_parquet(out / "items" / "**" / "*.parquet").lazy()
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +200,7 @@ def test_the_stage_cuts_the_authors_histories_back_into_their_windows(shared):
     tables = [canonical("foodcom", "foodcom", food), canonical("amazon2018", "amazon2018/Books", books)]
     interactions = pl.concat([t[0] for t in tables])
     items = pl.concat([t[1] for t in tables])
-    out = instruct_pairs_stage({"interactions": interactions, "items": items}, params, Context(seed=spec.seed))
+    out = instruct_pairs_stage({"interactions": interactions.lazy(), "items": items.lazy()}, params, Context(seed=spec.seed))
     pairs = out.tables["instruct"]
 
     def made(dataset: str, task: str) -> list[dict]:
@@ -224,7 +219,7 @@ def test_max_pairs_per_user_keeps_the_newest_of_the_authors_windows(shared):
     rows = sample_rows(shared)
     interactions, items = canonical("foodcom", "foodcom", chained([window_items(r) for r in rows[FOOD_WINDOWS]]))
     params = InstructPairsParams(max_pairs_per_user=2, tokenizer=str(shared.parent / "tokenizers" / "gpt-neox-20b"))
-    out = instruct_pairs_stage({"interactions": interactions, "items": items}, params, Context())
+    out = instruct_pairs_stage({"interactions": interactions.lazy(), "items": items.lazy()}, params, Context())
     made = out.tables["instruct"].filter(pl.col("task") == NEXT_ITEM).reverse()
     assert made["prompt"].to_list() == [row["prompt"] for row in rows[8:10]]
     assert out.stats.dropped["next_item:over_max_pairs_per_user"] == 3
@@ -249,11 +244,11 @@ def steam_history(item_ids: list[str], lines: list[str]) -> UserHistory:
 def test_an_item_too_long_for_any_window_is_skipped_and_counted():
     huge = "Title: " + "word " * 3000
     history = steam_history(["a", "huge", "c", "d", "e"], ["Title: A", huge, "Title: C", "Title: D", "Title: E"])
-    stats = StageStats()
-    pairs = list(PairMaker(InstructPairsParams(), stats).pairs(history))
+    maker = PairMaker(InstructPairsParams())
+    pairs = list(maker.pairs(history))
     assert [pair["item_ids"] for pair in pairs] == [["c", "d", "e"]]
     assert pairs[0]["prompt"] == next_item_pair("video games", ["Title: C", "Title: D"], "Title: E").prompt
-    assert stats.dropped["next_item:too_long"] == 2  # windows from a (target huge) and from huge
+    assert maker.drops.dropped["next_item:too_long"] == 2  # windows from a (target huge) and from huge
 
 
 def test_parse_rejects_other_prompts():
@@ -283,8 +278,7 @@ def test_one_pair_per_user_and_task_on_real_magazines(shared, magazines):
     interactions, items = magazines
     raw = shared / "amazon2018" / "Magazine_Subscriptions_5.json"
     users = {json.loads(line)["reviewerID"] for line in raw.open()}
-    stats = StageStats()
-    pairs = build_pairs(interactions, items, InstructPairsParams(pool="all", max_pairs_per_user=1), 3, stats)
+    pairs = build_pairs(interactions, items, InstructPairsParams(pool="all", max_pairs_per_user=1), 3).instruct
     assert (pairs["task"] == RATING).sum() == len(users) == 348
     assert set(pairs["user_id"]) <= users
     tokenizer = load_tokenizer()
@@ -302,11 +296,12 @@ def test_one_pair_per_user_and_task_on_real_magazines(shared, magazines):
 
 def test_rating_target_is_the_users_last_rated_event(magazines):
     interactions, items = magazines
-    pairs = build_pairs(interactions, items, InstructPairsParams(pool="all", max_pairs_per_user=1), 3, StageStats())
+    pairs = build_pairs(interactions, items, InstructPairsParams(pool="all", max_pairs_per_user=1), 3).instruct
     row = pairs.filter(pl.col("task") == RATING).row(0, named=True)
     last = (
         interactions.filter(pl.col("user_id") == row["user_id"])
         .sort(["timestamp", "src_file", "src_line"])
+        .collect()
         .row(-1, named=True)
     )
     assert row["item_id"] == last["item_id"]
@@ -316,50 +311,48 @@ def test_rating_target_is_the_users_last_rated_event(magazines):
 def test_counts_per_source_and_task_are_honoured_and_seeded(magazines):
     interactions, items = magazines
     params = InstructPairsParams(pool="all", counts={"amazon2018": {"rating": 40, "next_item": 25}})
-    stats = StageStats()
-    first = build_pairs(interactions, items, params, 1, stats)
+    built = build_pairs(interactions, items, params, 1)
+    first = built.instruct
     assert (first["task"] == RATING).sum() == 40 and (first["task"] == NEXT_ITEM).sum() == 25
-    info = stats.info["pairs"]["amazon2018"]
-    assert stats.dropped["rating:over_count"] == info["rating"]["candidates"] - 40
-    assert first.equals(build_pairs(interactions, items, params, 1, StageStats()))
-    assert not first.equals(build_pairs(interactions, items, params, 2, StageStats()))
+    info = built.info["pairs"]["amazon2018"]
+    assert built.drops.dropped["rating:over_count"] == info["rating"]["candidates"] - 40
+    assert first.equals(build_pairs(interactions, items, params, 1).instruct)
+    assert not first.equals(build_pairs(interactions, items, params, 2).instruct)
 
 
 def test_held_out_interactions_never_reach_a_pair(instruments):
-    stats = StageStats()
-    built = build_benchmark(instruments, "amazon2014/Musical_Instruments", stats, seed=4)
+    built = build_benchmark(instruments.lazy(), "amazon2014/Musical_Instruments", seed=4)
     held = held_out_rows(built.events, "instruments", "amazon2014/Musical_Instruments")
     some_users = instruments.select(pl.col("user_id").unique().sort().head(300))
     instruments = instruments.join(some_users, on="user_id", how="semi")
     params = InstructPairsParams(pool="all", max_pairs_per_user=2)
     guarded = instruct_pairs_stage(
-        {"interactions": instruments, "items": empty("items"), "held_out": held}, params, Context()
+        {"interactions": instruments.lazy(), "items": empty("items").lazy(), "held_out": held.lazy()}, params, Context()
     )
     assert (
         guarded.stats.dropped["held_out"]
         == instruments.join(held.select("user_id", "item_id").unique(), on=["user_id", "item_id"], how="semi").height
     )
-    assert leaked(guarded.tables["instruct"], held).height == 0
-    unguarded = build_pairs(instruments, empty("items"), params, 0, StageStats())
-    assert leaked(unguarded, held).height > 0
+    assert leaked(guarded.tables["instruct"].lazy(), held.lazy()).height == 0
+    unguarded = build_pairs(instruments.lazy(), empty("items").lazy(), params, 0).instruct
+    assert leaked(unguarded.lazy(), held.lazy()).height > 0
 
 
 def test_no_rating_pairs_where_the_template_says_so_or_the_rating_is_null():
     history = steam_history(["a", "b", "c"], ["Title: A", "Title: B", "Title: C"])
-    stats = StageStats()
-    maker = PairMaker(InstructPairsParams(), stats)
+    maker = PairMaker(InstructPairsParams())
     assert {pair["task"] for pair in maker.pairs(history)} == {NEXT_ITEM}
     rated = UserHistory(**{**history.__dict__, "rating_pairs": True, "ratings": ["4.0/5.0", "5.0/5.0", None]})
     ratings = [pair for pair in maker.pairs(rated) if pair["task"] == RATING]
     assert [pair["item_id"] for pair in ratings] == ["b"]
     assert ratings[0]["response"] == "5.0/5.0"
-    assert stats.dropped["rating:null_target_rating"] == 1
+    assert maker.drops.dropped["rating:null_target_rating"] == 1
 
 
 def test_write_instruct_writes_parquet_and_llm_foundry_jsonl(magazines, tmp_path):
     interactions, items = magazines
-    pairs = build_pairs(interactions, items, InstructPairsParams(pool="all", max_pairs_per_user=1), 3, StageStats())
-    write_instruct_stage({"instruct": pairs}, None, Context(out_dir=tmp_path))
+    pairs = build_pairs(interactions, items, InstructPairsParams(pool="all", max_pairs_per_user=1), 3).instruct
+    write_instruct_stage({"instruct": pairs.lazy()}, None, Context(out_dir=tmp_path))
     table = pl.read_parquet(tmp_path / PARQUET)
     assert table.columns == ["prompt", "response", "task", "source", "dataset"]
     assert table.height == pairs.height

@@ -16,13 +16,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from recgpt_data.benchmarks.build import (
-    LoadP5Params,
-    P5BenchmarkParams,
-    load_p5_stage,
-    p5_benchmark_stage,
-)
-from recgpt_data.benchmarks.p5 import (
+from recgpt_data.errors import UsageError
+from recgpt_data.ingest import ingest
+from recgpt_data.p5.plain_pickle import load_plain_pickle
+from recgpt_data.p5.ratings import read_rating_splits
+from recgpt_data.p5.splits import (
     LEAK_DROPPED,
     build_benchmark,
     datamaps,
@@ -30,13 +28,11 @@ from recgpt_data.benchmarks.p5 import (
     load_p5,
     sequential_text,
 )
-from recgpt_data.benchmarks.p5_ratings import read_rating_splits
-from recgpt_data.benchmarks.plain_pickle import load_plain_pickle
-from recgpt_data.errors import UsageError
-from recgpt_data.ingest import ingest
 from recgpt_data.schema import empty
 from recgpt_data.split import drop_held_out
-from recgpt_data.stage import Context, StageStats
+from recgpt_data.stage import Context
+from recgpt_data.stages.load_p5 import LoadP5Params, load_p5_stage
+from recgpt_data.stages.p5_benchmark import P5BenchmarkParams, p5_benchmark_stage
 
 INSTRUMENTS = "amazon2014/Musical_Instruments"
 MUSIC = "amazon2014/Digital_Music"
@@ -97,8 +93,8 @@ def canonical(shared, tmp_path_factory) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 @pytest.fixture(scope="module")
 def instruments(canonical):
-    stats = StageStats()
-    return build_benchmark(canonical[0], INSTRUMENTS, stats, seed=11), stats
+    built = build_benchmark(canonical[0].lazy(), INSTRUMENTS, seed=11)
+    return built, built.left_out
 
 
 def test_p5_beauty_split_loads_with_its_published_counts(shared):
@@ -149,12 +145,11 @@ def test_instruments_benchmark_matches_plain_python_p5_preprocessing(shared, ins
 
 def test_kcore_is_iterative_on_a_truncated_file(shared, canonical):
     users, items, sequences = plain_p5(shared / "amazon2014" / "reviews_Digital_Music_5.json.gz")
-    stats = StageStats()
-    built = build_benchmark(canonical[0], MUSIC, stats)
+    built = build_benchmark(canonical[0].lazy(), MUSIC)
     assert (len(built.split.users), len(built.split.items)) == (len(users), len(items)) == (268, 206)
     assert built.split.sequences == sequences
-    assert stats.dropped["kcore"] == 6908 - sum(map(len, sequences))
-    assert stats.info["kcore_rounds"] > 1
+    assert built.left_out.dropped["kcore"] == 6908 - sum(map(len, sequences))
+    assert built.kcore_rounds > 1
 
 
 def test_sequential_split_is_leave_one_out(instruments):
@@ -175,9 +170,9 @@ def test_rating_split_is_80_10_10_and_seeded(canonical, instruments):
     # 10,261 interactions: round(8208.8) = 8209 train, round(1026.1) = 1026 validation, 1026 test
     assert counts["validation"] == counts["test"] == 1026
     assert counts["train"] + counts[LEAK_DROPPED] == 8209
-    again = build_benchmark(canonical[0], INSTRUMENTS, StageStats(), seed=11)
+    again = build_benchmark(canonical[0].lazy(), INSTRUMENTS, seed=11)
     assert again.events.equals(built.events)
-    other = build_benchmark(canonical[0], INSTRUMENTS, StageStats(), seed=12)
+    other = build_benchmark(canonical[0].lazy(), INSTRUMENTS, seed=12)
     assert not other.events["rating_split"].equals(built.events["rating_split"])
 
 
@@ -199,7 +194,7 @@ def test_held_out_table_covers_every_evaluated_pair_and_the_guard_drops_them(can
     evaluated = {(u, i) for u, i, s, r in rows if s in ("validation", "test") or r in ("validation", "test")}
     assert set(held.select("user_id", "item_id").rows()) == evaluated
     assert set(held["split"]) == {"validation", "test"}
-    kept = drop_held_out(canonical[0], held).collect()
+    kept = drop_held_out(canonical[0].lazy(), held.lazy()).collect()
     assert not set(kept.select("user_id", "item_id").rows()) & evaluated
     assert kept.height == canonical[0].height - sum(1 for u, i in canonical[0].select("user_id", "item_id").rows()
                                                     if (u, i) in evaluated)
@@ -220,7 +215,7 @@ def test_benchmark_stage_writes_p5_files_and_prompts(shared, canonical, tmp_path
     ctx = Context(seed=5, out_dir=tmp_path / "a")
     absent = tmp_path / "rating_splits_augmented.pkl"
     params = P5BenchmarkParams(benchmarks=[{"name": "music", "dataset": MUSIC, "rating_splits": str(absent)}])
-    output = p5_benchmark_stage({"interactions": canonical[0], "items": canonical[1]}, params, ctx)
+    output = p5_benchmark_stage({"interactions": canonical[0].lazy(), "items": canonical[1].lazy()}, params, ctx)
     folder = tmp_path / "a" / "eval" / "music"
     assert output.stats.info["warnings"] == [f"music: no {absent}; rating split redrawn"]
     assert json.loads((folder / "summary.json").read_text())["rating_split_from"].startswith("redrawn here")
@@ -244,7 +239,7 @@ def test_benchmark_stage_writes_p5_files_and_prompts(shared, canonical, tmp_path
     assert ratings and all(r["prompt"].endswith("; Rating:\n\n### Response:") for r in ratings)
     assert all(r["response"] == f"{r['target_rating']}/5.0" for r in ratings)
 
-    p5_benchmark_stage({"interactions": canonical[0], "items": canonical[1]}, params,
+    p5_benchmark_stage({"interactions": canonical[0].lazy(), "items": canonical[1].lazy()}, params,
                        Context(seed=5, out_dir=tmp_path / "b"))
     for path in sorted(folder.rglob("*")):
         if path.is_file():
@@ -255,7 +250,7 @@ def test_benchmark_stage_writes_p5_files_and_prompts(shared, canonical, tmp_path
 def test_load_p5_stage_writes_the_split_and_holds_out_each_users_last_two_items(shared, tmp_path):
     beauty = {"name": "beauty", "dataset": "amazon2014/Beauty", "path": str(shared / "p5" / "beauty")}
     params = LoadP5Params(benchmarks=[beauty])
-    output = load_p5_stage({"items": empty("items")}, params, Context(out_dir=tmp_path))
+    output = load_p5_stage({"items": empty("items").lazy()}, params, Context(out_dir=tmp_path))
     held = output.tables["held_out"]
     assert held.height == 2 * 22363
     last_two = {}
@@ -309,7 +304,7 @@ def test_benchmark_takes_p5s_official_rating_split_and_holds_out_all_of_it(share
     in_core = Counter((users[u], items[i - 1]) for u, seq in enumerate(sequences) for i in seq)
     spec = {"name": "music", "dataset": MUSIC, "rating_splits": str(tmp_path / "rating_splits_augmented.pkl")}
     output = p5_benchmark_stage(
-        {"interactions": canonical[0], "items": canonical[1]},
+        {"interactions": canonical[0].lazy(), "items": canonical[1].lazy()},
         P5BenchmarkParams(benchmarks=[spec]), Context(seed=5, out_dir=tmp_path / "out"),
     )
     folder = tmp_path / "out" / "eval" / "music"
@@ -350,7 +345,7 @@ def test_load_p5_reads_the_official_rating_split_beside_p5s_files(shared, canoni
     }))
     official = p5_rating_pickle(split_dir / "rating_splits_augmented.pkl", reviews)
     spec = {"name": "music", "dataset": MUSIC, "path": str(split_dir)}
-    output = load_p5_stage({"items": canonical[1]}, LoadP5Params(benchmarks=[spec]), Context(out_dir=tmp_path / "out"))
+    output = load_p5_stage({"items": canonical[1].lazy()}, LoadP5Params(benchmarks=[spec]), Context(out_dir=tmp_path / "out"))
     in_core = {(users[u], items[i - 1]) for u, seq in enumerate(sequences) for i in seq}
     test = {(r["reviewerID"], r["asin"]): r for r in official["test"]}
     rows = prompt_rows(tmp_path / "out" / "eval" / "music", "rating_test")

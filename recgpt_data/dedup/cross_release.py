@@ -10,19 +10,17 @@ older rows no newer row copies: ``unmatched`` keeps them (reviews the newer rele
 drops them too (the older release then serves only what ran before this stage, such as the P5
 benchmarks built from its 5-core files).
 
-The stage is partitioned by user: every row of one user id, in every dataset and release, lands in
+The ``cross_release`` stage is partitioned by user: every row of one user id, in every dataset and release, lands in
 the same bucket, so the rule needs nothing outside its bucket and scales with the runner's buckets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal
+from typing import Any
 
 import polars as pl
-from pydantic import Field
 
-from recgpt_data.stage import PARTITION_USER, Context, Drops, Frame, Params, StageOutput, StageStats, stage
+from recgpt_data.stage import Drops
 
 SAME_ITEM_TIME = "cross_release_same_item_time"
 SAME_TEXT = "cross_release_same_text"
@@ -66,41 +64,21 @@ def copy_reasons(
     return marked.select(reason.alias(REASON)).to_series()
 
 
-class CrossReleaseParams(Params):
-    """Which source is the older release, which sources are newer releases of the same catalogue,
-    the shortest text the text rule compares, and which older rows are kept."""
-
-    older: str = "amazon2014"
-    newer: list[str] = Field(default_factory=lambda: ["amazon2018"], min_length=1)
-    min_text_chars: int = Field(default=20, ge=1)
-    keep_older: Literal["unmatched", "none"] = "unmatched"
-
-
-@stage(
-    "cross_release",
-    params=CrossReleaseParams,
-    reads=("interactions",),
-    writes=("interactions",),
-    version="1",
-    partition=PARTITION_USER,
-)
-def cross_release_stage(tables: Mapping[str, Frame], params: CrossReleaseParams, ctx: Context) -> StageOutput:
-    """Drop the older release's copies of newer releases' reviews (and, with ``keep_older="none"``,
-    every other row of the older release), each with its reason."""
-    frame = tables["interactions"].lazy().collect()
-    stats = StageStats(rows_in={"interactions": frame.height})
-    reasons = copy_reasons(frame, params.older, params.newer, params.min_text_chars, params.keep_older)
-    marked = frame.with_columns(reasons)
-    drops = Drops(stats)
+def drop_copies(
+    interactions: pl.DataFrame, older: str, newer: list[str], min_text_chars: int, keep_older: str
+) -> tuple[pl.DataFrame, Drops, dict[str, dict[str, Any]]]:
+    """``interactions`` without the rows :func:`copy_reasons` sends away; those rows by reason; and
+    how many went from each dataset, by reason."""
+    marked = interactions.with_columns(copy_reasons(interactions, older, newer, min_text_chars, keep_older))
+    drops = Drops()
     for reason in (SAME_ITEM_TIME, SAME_TEXT, OLDER_NOT_KEPT):
         rows = marked.filter(pl.col(REASON) == reason).drop(REASON)
         if rows.height:
             drops.add("interactions", rows, reason)
     gone = marked.filter(pl.col(REASON).is_not_null())
     by_dataset = gone.group_by("dataset", REASON).agg(pl.len()).sort("dataset", REASON)
-    stats.info["dropped_by_dataset"] = {
+    dropped_by_dataset = {
         dataset: {row[REASON]: row["len"] for row in by_dataset.filter(pl.col("dataset") == dataset).to_dicts()}
         for dataset in by_dataset["dataset"].unique(maintain_order=True)
     }
-    kept = marked.filter(pl.col(REASON).is_null()).drop(REASON)
-    return StageOutput({"interactions": kept}, stats, dropped=drops.tables())
+    return marked.filter(pl.col(REASON).is_null()).drop(REASON), drops, dropped_by_dataset

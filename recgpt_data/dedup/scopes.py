@@ -1,4 +1,5 @@
-"""The ``dedup`` stage: exact and near-duplicate removal in four scopes, each with its own action.
+"""Exact and near-duplicate removal in four scopes, each with its own action (the library of the
+``dedup`` stage).
 
 Review texts are clustered once (exact duplicates by equal normalised text, near duplicates by
 MinHash LSH, see :mod:`recgpt_data.dedup.lsh`) and every interaction gets ``cluster_id`` (the
@@ -26,29 +27,20 @@ then CHRONOLOGICAL) or ``longest`` (review length, then CHRONOLOGICAL).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 from pydantic import Field
 
-from recgpt_data.dedup.lsh import NearDuplicateConfig, cluster_texts, optimal_banding
+from recgpt_data.dedup.lsh import NearDuplicateConfig, cluster_texts
 from recgpt_data.dedup.normalize import SEPARATORS, normalize_expr
 from recgpt_data.dedup.unionfind import connected_components
 from recgpt_data.hashing import fnv1a64
 from recgpt_data.schema import CHRONOLOGICAL
-from recgpt_data.stage import (
-    PARTITION_DATASET,
-    Context,
-    Drops,
-    Frame,
-    Params,
-    StageOutput,
-    StageStats,
-    count,
-    stage,
-)
+from recgpt_data.stage import Drops, Params
 
 KeepRule = Literal["earliest", "most_helpful", "longest"]
 WORK = ("_norm", "_label", "_rank")  # working columns of the interactions, never in the output
@@ -56,7 +48,7 @@ VARIANT_KEYS = ["dataset", "user_id", "_norm", "rating", "timestamp"]  # one rev
 
 
 class DedupParams(Params):
-    """Parameters of the ``dedup`` stage."""
+    """What deduplication does, scope by scope (the ``dedup`` stage's parameters)."""
 
     threshold: float = Field(0.8, gt=0.0, lt=1.0, description="Jaccard threshold for near-duplicate review texts")
     num_perm: int = Field(128, ge=2)
@@ -178,8 +170,9 @@ def _token(dataset: pl.Expr, kind: str, value: pl.Expr) -> pl.Expr:
     return pl.concat_str([dataset, pl.lit(f"\x1f{kind}\x1f"), value.cast(pl.String).fill_null("")])
 
 
-def _duplicate_users(frame: pl.DataFrame, params: DedupParams, drops: Drops) -> pl.DataFrame:
-    """Scope (c): drop every user whose history near-duplicates a better-ranked user's."""
+def _duplicate_users(frame: pl.DataFrame, params: DedupParams, drops: Drops) -> tuple[pl.DataFrame, int]:
+    """Scope (c): drop every user whose history near-duplicates a better-ranked user's; returns the
+    rows kept and how many users went."""
     item = _token(
         pl.col("dataset"),
         "i",
@@ -194,7 +187,7 @@ def _duplicate_users(frame: pl.DataFrame, params: DedupParams, drops: Drops) -> 
         .with_row_index("_user")
     )
     if histories.height < 2:
-        return frame
+        return frame, 0
     rows = frame.join(histories.select(*keys, "_user"), on=keys, how="inner", maintain_order="left")
     tokens = pl.concat(
         [
@@ -212,18 +205,18 @@ def _duplicate_users(frame: pl.DataFrame, params: DedupParams, drops: Drops) -> 
     histories = histories.with_columns(pl.Series("_ucluster", clusters.label))
     best = histories.with_columns(pl.col("_rank").min().over("_ucluster").alias("_best"))
     dropped_users = best.filter((pl.col("_ucluster") >= 0) & (pl.col("_rank") != pl.col("_best"))).select(keys)
-    drops.stats.info["duplicate_users"] += dropped_users.height
     if not dropped_users.height:
-        return frame
+        return frame, 0
     gone = frame.join(dropped_users, on=keys, how="semi", maintain_order="left")
     drops.add("interactions", gone.drop(*WORK), "duplicate_user")
-    return frame.join(dropped_users, on=keys, how="anti", maintain_order="left")
+    return frame.join(dropped_users, on=keys, how="anti", maintain_order="left"), dropped_users.height
 
 
 def _duplicate_items(
     items: pl.DataFrame, frame: pl.DataFrame, params: DedupParams, drops: Drops
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Scope (d): cluster near-identical items per dataset; remap, or only mark them."""
+) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Scope (d): cluster near-identical items per dataset; remap, or only mark them. Returns the
+    items, the interactions and how many items are in a cluster of two or more."""
     text = pl.concat_str(
         [pl.col("title").fill_null(""), pl.col("brand").fill_null(""), pl.col("description").fill_null("")],
         separator=" ",
@@ -239,9 +232,9 @@ def _duplicate_items(
         pl.when(pl.col("_ilabel") >= 0).then(pl.col("_ilabel")).alias("cluster_id"),
         pl.when(pl.col("_ilabel") >= 0).then(pl.len().over("_ilabel")).cast(pl.Int64).alias("cluster_size"),
     )
-    drops.stats.info["items_in_duplicate_clusters"] += int(items["cluster_size"].fill_null(1).gt(1).sum())
+    clustered = int(items["cluster_size"].fill_null(1).gt(1).sum())
     if params.items == "mark":
-        return items.drop("_irow", "_inorm", "_ilabel"), frame
+        return items.drop("_irow", "_inorm", "_ilabel"), frame, clustered
     counts = frame.group_by("dataset", "item_id").agg(pl.len().alias("_uses"))
     items = items.join(counts, on=["dataset", "item_id"], how="left", maintain_order="left").with_columns(
         pl.col("_uses").fill_null(0)
@@ -263,9 +256,9 @@ def _duplicate_items(
     kept_items = items.filter(~loser)
     drops.add("items", items.filter(loser).drop("_irow", "_inorm", "_ilabel", "_uses", "_iorder"), "duplicate_item")
     frame = frame.join(mapping, on=["dataset", "item_id"], how="left", maintain_order="left")
-    drops.stats.change("item_id_remapped", int(frame["_kept"].is_not_null().sum()))
+    drops.change("item_id_remapped", int(frame["_kept"].is_not_null().sum()))
     frame = frame.with_columns(pl.coalesce("_kept", "item_id").alias("item_id")).drop("_kept")
-    return kept_items.drop("_irow", "_inorm", "_ilabel", "_uses", "_iorder"), frame
+    return kept_items.drop("_irow", "_inorm", "_ilabel", "_uses", "_iorder"), frame, clustered
 
 
 COUNTERS = (
@@ -274,55 +267,48 @@ COUNTERS = (
 )  # the numbers of ``info``, summed over datasets (and over the runner's buckets)
 
 
-@stage(
-    "dedup",
-    params=DedupParams,
-    reads=("interactions", "items"),
-    writes=("interactions", "items"),
-    partition=PARTITION_DATASET,
-    version="3",
-    heuristic=True,
-)
-def dedup(tables: Mapping[str, Frame], params: DedupParams, ctx: Context) -> StageOutput:
+@dataclass
+class Deduped:
+    """Deduplicated interactions and items, what was dropped, blanked and changed (by reason, with
+    the rows), the :data:`COUNTERS` summed over datasets, and each dataset's rows and changes."""
+
+    interactions: pl.DataFrame
+    items: pl.DataFrame
+    drops: Drops
+    counters: dict[str, int]
+    by_dataset: dict[str, dict[str, Any]]
+
+
+def dedup(interactions: pl.LazyFrame, items: pl.LazyFrame, params: DedupParams) -> Deduped:
     """Exact and near-duplicate removal over interactions and items, in the four scopes, one dataset
     at a time (so a bucket of datasets gives the same rows as each dataset alone)."""
-    stats = StageStats()
-    interactions, items = tables["interactions"].lazy(), tables["items"].lazy()
-    stats.rows_in = {"interactions": count(interactions), "items": count(items)}
-    banding = optimal_banding(
-        params.threshold, params.num_perm, params.false_positive_weight, params.false_negative_weight
-    )
-    stats.info.update({"note": banding.describe(), **dict.fromkeys(COUNTERS, 0), "by_dataset": {}})
     names = sorted(
         set(interactions.select("dataset").unique().collect()["dataset"].to_list())
         | set(items.select("dataset").unique().collect()["dataset"].to_list())
     )
-    drops = Drops(stats)
-    done = [
-        dedup_dataset(
-            interactions.filter(pl.col("dataset") == name).collect(),
-            items.filter(pl.col("dataset") == name).collect(),
-            params,
-            drops,
-        )
-        for name in names
-    ] or [dedup_dataset(interactions.head(0).collect(), items.head(0).collect(), params, drops)]
-    return StageOutput(
-        {"interactions": pl.concat([f for f, _ in done]), "items": pl.concat([i for _, i in done])},
-        stats,
-        dropped=drops.tables(),
-        blanked=drops.blanked_tables(),
+    drops, counters, by_dataset = Drops(), Counter(dict.fromkeys(COUNTERS, 0)), {}
+    done = []
+    for name in names or [None]:
+        chosen = (pl.col("dataset") == name) if name is not None else pl.lit(False)
+        frame = interactions.filter(chosen).collect()
+        one = dedup_dataset(frame, items.filter(chosen).collect(), params)
+        drops.update(one.drops)
+        counters.update(one.counters)
+        if frame.height:
+            by_dataset[name] = {"rows": frame.height, "changed": dict(one.drops.changed)}
+        done.append(one)
+    return Deduped(
+        pl.concat([d.interactions for d in done]),
+        pl.concat([d.items for d in done]),
+        drops,
+        dict(counters),
+        by_dataset,
     )
 
 
-def dedup_dataset(
-    frame: pl.DataFrame, items: pl.DataFrame, params: DedupParams, drops: Drops
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The four scopes over one dataset's interactions and items; counts and dropped rows go to
-    ``drops`` (and its stats)."""
-    stats = drops.stats
-    rows_in, changed_before = frame.height, dict(stats.changed)
-    dataset = frame["dataset"][0] if rows_in else None
+def dedup_dataset(frame: pl.DataFrame, items: pl.DataFrame, params: DedupParams) -> Deduped:
+    """The four scopes over one dataset's interactions and items."""
+    drops = Drops()
     frame = frame.drop([c for c in ("cluster_id", "cluster_size") if c in frame.columns])
     frame = frame.sort(list(CHRONOLOGICAL), maintain_order=True).with_columns(
         normalize_expr("review_text").alias("_norm")
@@ -342,8 +328,6 @@ def dedup_dataset(
         "exact_duplicate_texts": exact_copies,
         "texts_in_duplicate_clusters": int(frame["cluster_size"].fill_null(1).gt(1).sum()),
     }
-    for name, n in counts.items():
-        stats.info[name] += n
     if params.variants:
         frame = _with_products(frame, items, params.variant_title_similarity)
         posted = pl.col("cluster_id").is_not_null() & pl.col("timestamp").is_not_null()
@@ -351,9 +335,9 @@ def dedup_dataset(
         drops.add("interactions", frame.filter(variant).drop(*WORK, "_product"), "variant_duplicate")
         frame = frame.filter(~variant).drop("_product")
     if params.users:
-        frame = _duplicate_users(frame, params, drops)
+        frame, counts["duplicate_users"] = _duplicate_users(frame, params, drops)
     if params.items != "off":
-        items, frame = _duplicate_items(items, frame, params, drops)
+        items, frame, counts["items_in_duplicate_clusters"] = _duplicate_items(items, frame, params, drops)
     if params.text_action != "keep":
         copy = pl.col("cluster_id").is_not_null() & _loser(["cluster_id"])
         if params.text_action == "drop":
@@ -362,7 +346,4 @@ def dedup_dataset(
         else:
             drops.blank("interactions", frame.filter(copy), "review_text", "review_text_duplicate")
             frame = frame.with_columns(pl.when(copy).then(None).otherwise(pl.col("review_text")).alias("review_text"))
-    if dataset is not None:
-        changed = {reason: n - changed_before.get(reason, 0) for reason, n in stats.changed.items()}
-        stats.info["by_dataset"][dataset] = {"rows": rows_in, "changed": changed}
-    return frame.drop(*WORK), items
+    return Deduped(frame.drop(*WORK), items, drops, counts, {})

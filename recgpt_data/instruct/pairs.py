@@ -1,4 +1,5 @@
-"""Instruction pairs from the instruction-pool users' histories.
+"""Instruction pairs from the instruction-pool users' histories (the library of the
+``instruct_pairs`` stage, whose parameters are :class:`InstructPairsParams`).
 
 Each user's history (one dataset, CHRONOLOGICAL) is cut into windows forward from its oldest item
 (:mod:`recgpt_data.instruct.windows`): each window takes as many items as fit the token budget, its last
@@ -11,19 +12,18 @@ seeded stable hash, so the same input and seed give the same pairs.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 from pydantic import Field
 
-from recgpt_data.errors import UsageError
 from recgpt_data.hashing import unit_interval
 from recgpt_data.histories import USER, bucket_events, template_for
-from recgpt_data.instruct.templates import MAX_TOKENS, NEXT_ITEM, RATING, TASKS, PairBuilder
+from recgpt_data.instruct.templates import MAX_TOKENS, NEXT_ITEM, RATING, PairBuilder
 from recgpt_data.instruct.windows import WindowCutter
 from recgpt_data.serialize import field_exprs, item_line_expr
-from recgpt_data.split import drop_held_out
-from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, count, stage
+from recgpt_data.stage import Drops, Params, RawPath
 from recgpt_data.tokenizer import load_tokenizer
 
 INSTRUCT: dict[str, pl.DataType] = {
@@ -59,7 +59,7 @@ class InstructPairsParams(Params):
     min_history: int = Field(1, ge=1)  # items before the target
     max_tokens: int = Field(MAX_TOKENS, ge=16)
     pool: str = "instruct"  # the ``split`` value of the users to draw from; "all": every user
-    tokenizer: str | None = None
+    tokenizer: RawPath | None = None
 
     def count_for(self, source: str, task: str) -> int | None:
         return self.counts.get(source, self.default).of(task)
@@ -126,9 +126,9 @@ def iter_histories(rendered: pl.DataFrame) -> Iterator[UserHistory]:
 class PairMaker:
     """Cuts histories into windows and renders them as pairs, counting what it cannot use."""
 
-    def __init__(self, params: InstructPairsParams, stats: StageStats):
+    def __init__(self, params: InstructPairsParams):
         self.params = params
-        self.stats = stats
+        self.drops = Drops()
         self.tokenizer = load_tokenizer(params.tokenizer)
 
     def pairs(self, history: UserHistory) -> Iterator[dict]:
@@ -141,20 +141,20 @@ class PairMaker:
         """The windows of one task over ``all_lines`` (events without the task's fields skipped)."""
         usable = [i for i, line in enumerate(all_lines) if line]
         if len(usable) < len(all_lines):
-            self.stats.change(f"{task}:events_without_fields_skipped", len(all_lines) - len(usable))
+            self.drops.change(f"{task}:events_without_fields_skipped", len(all_lines) - len(usable))
         builders = [self.builder(history, task, i) for i in usable]
         if None in builders:
-            self.stats.drop(f"{task}:null_target_rating", builders.count(None))
+            self.drops.count(f"{task}:null_target_rating", builders.count(None))
         lines = [all_lines[i] for i in usable]
         cut = WindowCutter(lines, builders, self.tokenizer, self.params.max_tokens, self.params.min_history).cut()
         if cut.too_long:
-            self.stats.drop(f"{task}:too_long", cut.too_long)
+            self.drops.count(f"{task}:too_long", cut.too_long)
         if len(cut.windows) > 1:
-            self.stats.change(f"{task}:history_cut_to_fit", 1)
+            self.drops.change(f"{task}:history_cut_to_fit", 1)
         windows = cut.windows
         limit = self.params.max_pairs_per_user
         if limit is not None and len(windows) > limit:
-            self.stats.drop(f"{task}:over_max_pairs_per_user", len(windows) - limit)
+            self.drops.count(f"{task}:over_max_pairs_per_user", len(windows) - limit)
             windows = windows[-limit:]
         for window in windows:
             shown = [history.item_ids[i] for i in usable[window.start : window.target + 1]]
@@ -181,10 +181,15 @@ class PairMaker:
         return PairBuilder(RATING, history.noun, history.unrated[target], rating)
 
 
-def choose(candidates: pl.DataFrame, params: InstructPairsParams, seed: int, stats: StageStats) -> pl.DataFrame:
-    """The configured number of pairs per source and task, by a seeded stable hash of each window."""
+def choose(
+    candidates: pl.DataFrame, params: InstructPairsParams, seed: int
+) -> tuple[pl.DataFrame, Drops, dict[str, dict[str, dict[str, Any]]]]:
+    """The configured number of pairs per source and task, by a seeded stable hash of each window;
+    the windows left over, by reason; and per source and task the candidates, requested and kept."""
+    drops: Drops = Drops()
+    counts: dict[str, dict[str, dict[str, Any]]] = {}
     if candidates.height == 0:
-        return candidates
+        return candidates, drops, counts
     key = pl.concat_str(["task", "dataset", "user_id", pl.col("__target").cast(pl.String)], separator="\x1f")
     ranked = candidates.with_columns(
         unit_interval(candidates.select(key.alias("k"))["k"], seed).alias("__draw")
@@ -193,61 +198,38 @@ def choose(candidates: pl.DataFrame, params: InstructPairsParams, seed: int, sta
     for (source, task), group in ranked.group_by(["source", "task"], maintain_order=True):
         wanted = params.count_for(source, task)
         chosen = group if wanted is None else group.filter(pl.col("__rank") <= wanted)
-        stats.info.setdefault("pairs", {}).setdefault(source, {})[task] = {
-            "candidates": group.height,
-            "requested": wanted,
-            "kept": chosen.height,
-        }
+        counts.setdefault(source, {})[task] = {"candidates": group.height, "requested": wanted, "kept": chosen.height}
         if chosen.height < group.height:
-            stats.drop(f"{task}:over_count", group.height - chosen.height)
+            drops.count(f"{task}:over_count", group.height - chosen.height)
         kept.append(chosen)
-    return pl.concat(kept).drop("__draw", "__rank")
+    return pl.concat(kept).drop("__draw", "__rank"), drops, counts
 
 
-def build_pairs(
-    interactions: Frame, items: Frame, params: InstructPairsParams, seed: int, stats: StageStats
-) -> pl.DataFrame:
+@dataclass
+class Pairs:
+    """The ``instruct`` table, the windows left out (by reason) and values changed, and facts such
+    as the pairs per source and task."""
+
+    instruct: pl.DataFrame
+    drops: Drops = field(default_factory=Drops)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def build_pairs(interactions: pl.LazyFrame, items: pl.LazyFrame, params: InstructPairsParams, seed: int) -> Pairs:
     """The instruction pairs of ``interactions`` (already cut to the pool), as the ``instruct`` table."""
-    users = interactions.lazy().select(*USER).unique().sort(list(USER)).collect()
+    users = interactions.select(*USER).unique().sort(list(USER)).collect()
     if users.height == 0:
-        return pl.DataFrame(schema=INSTRUCT)
+        return Pairs(pl.DataFrame(schema=INSTRUCT))
     events = bucket_events(interactions, items, users)
-    if events.without_item:
-        stats.info["events_without_item_row"] = events.without_item
-    maker = PairMaker(params, stats)
+    info: dict[str, Any] = {"events_without_item_row": events.without_item} if events.without_item else {}
+    maker = PairMaker(params)
     rows = [pair for history in iter_histories(render_events(events.frame)) for pair in maker.pairs(history)]
     schema = {**INSTRUCT, "__target": pl.Int64()}
     candidates = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
-    chosen = choose(candidates, params, seed, stats)
+    chosen, left_over, counts = choose(candidates, params, seed)
+    maker.drops.update(left_over)
+    if counts:
+        info["pairs"] = counts
     order = ["source", "dataset", "user_id", "task", "__target"]
-    return chosen.sort(order, descending=[False, False, False, False, True], maintain_order=True).drop("__target")
-
-
-@stage(
-    "instruct_pairs",
-    params=InstructPairsParams,
-    reads=("interactions", "items"),
-    optional_reads=("held_out",),
-    writes=("instruct",),
-    version="2",
-)
-def instruct_pairs_stage(tables: dict, params: InstructPairsParams, ctx: Context) -> StageOutput:
-    """Build rating and next-item pairs from the instruction-pool users; never a held-out interaction."""
-    stats = StageStats()
-    interactions = tables["interactions"].lazy()
-    stats.rows_in["interactions"] = count(interactions)
-    if params.pool != ALL_USERS:
-        if "split" not in interactions.collect_schema().names():
-            raise UsageError(
-                'instruct_pairs needs the `split` column: run the `split` stage first (or set pool = "all")'
-            )
-        interactions = interactions.filter(pl.col("split") == params.pool)
-        stats.info["pool_interactions"] = count(interactions)
-    if "held_out" in tables:
-        before = count(interactions)
-        interactions = drop_held_out(interactions, tables["held_out"])
-        stats.drop("held_out", before - count(interactions))
-    instruct = build_pairs(interactions, tables["items"], params, ctx.seed, stats)
-    stats.rows_out["instruct"] = instruct.height
-    stats.info["by_task"] = {task: int((instruct["task"] == task).sum()) for task in TASKS}
-    return StageOutput({"instruct": instruct}, stats)
+    instruct = chosen.sort(order, descending=[False, False, False, False, True], maintain_order=True)
+    return Pairs(instruct.drop("__target"), maker.drops, info)

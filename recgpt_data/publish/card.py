@@ -14,15 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard
 
-from recgpt_data.errors import UsageError
-from recgpt_data.io.parquet import write_text
 from recgpt_data.pipeline.run_warnings import run_warnings
 from recgpt_data.publish.terms import SourceTerms, terms_of
 from recgpt_data.report import PLOTS, corpus_summary, markdown_table, per_source_markdown, rates_markdown, stage_rates
-from recgpt_data.stage import Context, Frame, Params, StageOutput, StageStats, stage
+from recgpt_data.stage import Params
 
 SIZE_CATEGORIES = (
     (1_000, "n<1K"),
@@ -191,7 +190,7 @@ def benchmark_entry(folder: Path, name: str) -> str:
 
 def render_card(
     folder: Path,
-    tables: Mapping[str, Frame],
+    tables: Mapping[str, pl.LazyFrame],
     stages: Mapping[str, Mapping[str, Any]],
     params: CardParams,
 ) -> str:
@@ -350,26 +349,10 @@ def render_licence(pairs: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def source_pairs(tables: Mapping[str, Frame]) -> list[tuple[str, str]]:
+def source_pairs(tables: Mapping[str, pl.LazyFrame]) -> list[tuple[str, str]]:
     """Every (source, dataset) the run's tables hold, sorted."""
     seen: set[tuple[str, str]] = set()
     for name in ("documents", "instruct", "interactions"):
         if name in tables and {"source", "dataset"} <= set(tables[name].lazy().collect_schema().names()):
             seen.update(tables[name].lazy().select("source", "dataset").unique().collect().iter_rows())
     return sorted(seen)
-
-
-@stage("card", params=CardParams, optional_reads=("interactions", "documents", "instruct"), summarises=True)
-def card_stage(tables: Mapping[str, Frame], params: CardParams, ctx: Context) -> StageOutput:
-    """Write the dataset card README.md, and LICENSE with each source's terms, for the folder built so far."""
-    folder = ctx.folder or ctx.out_dir
-    if not data_configs(folder):
-        causes = [w["message"] for w in run_warnings(ctx.stages) if w["kind"] in ("stage", "mass_drop")]
-        if causes:
-            raise UsageError(f"card: the run left no rows to write in {folder}: " + "; ".join(causes))
-        raise UsageError(f"card: no data/<config>/*.parquet files in {folder}; put the card after the writers")
-    write_text(render_card(folder, tables, ctx.stages, params), ctx.out_dir / "README.md")
-    write_text(render_licence(source_pairs(tables)), ctx.out_dir / "LICENSE")
-    stats = StageStats()
-    stats.info["configs"] = sorted(data_configs(folder))
-    return StageOutput({}, stats)

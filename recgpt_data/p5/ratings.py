@@ -7,7 +7,7 @@ lists of review dicts (P5's notebooks give Yelp reviews the Amazon keys ``review
 ``test_indices``. ``train`` ends with P5's rating augmentation: copies of training reviews with
 another ``overall``; the first ``len(train_indices)`` records are the originals.
 
-The file is read by :func:`~recgpt_data.benchmarks.plain_pickle.load_plain_pickle`, never by
+The file is read by :func:`~recgpt_data.p5.plain_pickle.load_plain_pickle`, never by
 ``pickle.load``: it builds plain containers and scalars only, and refuses anything else.
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import polars as pl
 
-from recgpt_data.benchmarks import HELD_OUT, PAIR, TEST, TRAIN, VALIDATION
-from recgpt_data.benchmarks.plain_pickle import load_plain_pickle
 from recgpt_data.errors import UsageError
+from recgpt_data.p5 import HELD_OUT, PAIR, TEST, TRAIN, VALIDATION
+from recgpt_data.p5.plain_pickle import load_plain_pickle
 
 RATING_SPLITS_FILE = "rating_splits_augmented.pkl"
 NO_RECORD = "no_record"  # an event of the benchmark for which P5's rating split holds no review

@@ -7,7 +7,7 @@ are put in CHRONOLOGICAL order; users are numbered ``1..`` in order of their fir
 and items ``1..`` in order of first appearance while walking the users' sequences in that order.
 
 Two splits are drawn: sequential (leave-one-out: last item test, second-to-last validation) and
-rating: P5's own, from its ``rating_splits_augmented.pkl`` where given (:mod:`.p5_ratings`), else
+rating: P5's own, from its ``rating_splits_augmented.pkl`` where given (:mod:`.ratings`), else
 redrawn here (a seeded random 80/10/10 over interactions). RecGPT's leak fix then drops from the training
 split of both tasks every interaction whose (user, item) is in validation or test of either task, and
 those held-out (user, item) pairs form the ``held_out`` table that keeps them out of pre-training
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import polars as pl
 
-from recgpt_data.benchmarks import HELD_OUT, PAIR, TEST, TRAIN, VALIDATION
-from recgpt_data.benchmarks.p5_ratings import official_rating_split
 from recgpt_data.errors import UsageError
 from recgpt_data.hashing import unit_interval
+from recgpt_data.p5 import HELD_OUT, PAIR, TEST, TRAIN, VALIDATION
+from recgpt_data.p5.ratings import official_rating_split
 from recgpt_data.schema import CHRONOLOGICAL
-from recgpt_data.stage import StageStats
+from recgpt_data.stage import Drops
 
 LEAK_DROPPED = "leak_dropped"  # a training interaction whose (user, item) another split evaluates
 ORDINAL = ("src_file", "src_line")
@@ -100,18 +100,18 @@ def load_p5(folder: str | Path) -> P5Split:
     return P5Split(users, items, sequences)
 
 
-def kcore(frame: pl.DataFrame, k: int, stats: StageStats) -> pl.DataFrame:
+def kcore(frame: pl.DataFrame, k: int) -> tuple[pl.DataFrame, Drops, int]:
     """The iterative ``k``-core: drop users and items with fewer than ``k`` interactions until none
-    are left (rows, as P5 counts them), counting the rows dropped."""
+    are left (rows, as P5 counts them); the rows dropped are counted, and the rounds run returned."""
+    drops = Drops()
     rounds = 0
     while True:
         kept = frame.filter((pl.len().over("user_id") >= k) & (pl.len().over("item_id") >= k))
         if kept.height == frame.height:
             break
-        stats.drop("kcore", frame.height - kept.height)
+        drops.count("kcore", frame.height - kept.height)
         frame, rounds = kept, rounds + 1
-    stats.info["kcore_rounds"] = rounds
-    return frame
+    return frame, drops, rounds
 
 
 def sequences_of(events: pl.DataFrame) -> tuple[pl.DataFrame, P5Split]:
@@ -162,9 +162,10 @@ def rating_split(events: pl.DataFrame, seed: int, fractions: tuple[float, float,
     return pl.Series("rating_split", by_row, dtype=pl.String)
 
 
-def fix_leaks(events: pl.DataFrame, stats: StageStats) -> pl.DataFrame:
+def fix_leaks(events: pl.DataFrame) -> tuple[pl.DataFrame, Drops]:
     """RecGPT's leak fix: a training event of either task whose (user, item) is in validation or
-    test of either task becomes ``leak_dropped``."""
+    test of either task becomes ``leak_dropped`` (counted by task)."""
+    drops = Drops()
     evaluated = pl.concat(
         [
             events.filter(pl.col(column) != TRAIN).select(*PAIR)
@@ -175,25 +176,27 @@ def fix_leaks(events: pl.DataFrame, stats: StageStats) -> pl.DataFrame:
     flagged = flagged.with_columns(pl.col("__held").fill_null(False))
     for column in ("sequential_split", "rating_split"):
         leak = (pl.col(column) == TRAIN) & pl.col("__held")
-        stats.drop(f"{column.removesuffix('_split')}_train:leak", int(flagged.select(leak.sum()).item()))
+        drops.count(f"{column.removesuffix('_split')}_train:leak", int(flagged.select(leak.sum()).item()))
         flagged = flagged.with_columns(pl.when(leak).then(pl.lit(LEAK_DROPPED)).otherwise(pl.col(column)).alias(column))
-    return flagged.drop("__held")
+    return flagged.drop("__held"), drops
 
 
 @dataclass(frozen=True)
 class BenchmarkBuild:
     """A built benchmark: its events (one row per interaction, with ids, positions and both splits),
-    its P5 numbering, and how P5's official rating reviews matched its events (empty if redrawn)."""
+    its P5 numbering, what it left out of its copy of the data (k-core, leak fix) and the k-core's
+    rounds, and how P5's official rating reviews matched its events (empty if redrawn)."""
 
     events: pl.DataFrame
     split: P5Split
+    left_out: Drops
+    kcore_rounds: int
     rating_matches: dict[str, int] = field(default_factory=dict)
 
 
 def build_benchmark(
-    interactions: pl.DataFrame | pl.LazyFrame,
+    interactions: pl.LazyFrame,
     dataset: str,
-    stats: StageStats,
     k: int = 5,
     start: datetime | None = None,
     end: datetime | None = None,
@@ -202,11 +205,11 @@ def build_benchmark(
     official: pl.DataFrame | None = None,
 ) -> BenchmarkBuild:
     """A P5-protocol benchmark of ``dataset``'s interactions (``start`` <= time < ``end`` where given),
-    its rating split P5's ``official`` reviews (:func:`.p5_ratings.read_rating_splits`) where given,
+    its rating split P5's ``official`` reviews (:func:`.ratings.read_rating_splits`) where given,
     else drawn with ``seed`` by ``fractions``."""
     if abs(sum(fractions) - 1.0) > 1e-9:
         raise UsageError(f"rating split fractions must sum to 1, got {fractions}")
-    frame = interactions.lazy().filter(pl.col("dataset") == dataset)
+    frame = interactions.filter(pl.col("dataset") == dataset)
     if start is not None:
         frame = frame.filter(pl.col("timestamp") >= start)
     if end is not None:
@@ -214,7 +217,6 @@ def build_benchmark(
     events = frame.collect()
     if events.height == 0:
         raise UsageError(f"benchmark: no interactions of dataset {dataset!r} (in the time window)")
-    stats.rows_in[dataset] = events.height
     firsts = (
         events.with_row_index("__row")
         .sort([*ORDINAL, "__row"])
@@ -223,7 +225,7 @@ def build_benchmark(
         .with_row_index("__first")
     )
     events = events.join(firsts, on="user_id", how="left", maintain_order="left")
-    events = kcore(events, k, stats)
+    events, left_out, rounds = kcore(events, k)
     if events.height == 0:
         raise UsageError(f"benchmark: nothing of {dataset!r} survives the {k}-core")
     events, split = sequences_of(events)
@@ -233,9 +235,9 @@ def build_benchmark(
         events = events.with_columns(rating_split(events, seed, fractions))
     else:
         events, matches = official_rating_split(events, official)
-    events = fix_leaks(events, stats)
-    stats.rows_out[dataset] = events.height
-    return BenchmarkBuild(events, split, matches)
+    events, leaks = fix_leaks(events)
+    left_out.update(leaks)
+    return BenchmarkBuild(events, split, left_out, rounds, matches)
 
 
 def held_out_rows(events: pl.DataFrame, benchmark: str, dataset: str) -> pl.DataFrame:

@@ -1,9 +1,11 @@
-"""Write the instruction pairs into the output folder: parquet for ``load_dataset(folder, "instruct")``
-and ``{prompt, response}`` JSON lines, the format llm-foundry's finetuning loader reads."""
+"""Stage ``write_instruct``: the instruction pairs written into the output folder, parquet for
+``load_dataset(folder, "instruct")`` and ``{prompt, response}`` JSON lines, the format llm-foundry's
+finetuning loader reads."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
@@ -25,15 +27,16 @@ def instruct_jsonl(instruct: pl.DataFrame) -> str:
 
 
 class WriteInstructParams(Params):
-    pass
+    """No parameters: the folder layout is the output contract."""
 
 
 @stage("write_instruct", params=WriteInstructParams, reads=("instruct",), version="1")
-def write_instruct_stage(tables: dict, params: WriteInstructParams, ctx: Context) -> StageOutput:
+def write_instruct_stage(
+    tables: Mapping[str, pl.LazyFrame], params: WriteInstructParams, ctx: Context
+) -> StageOutput:
     """Write ``data/instruct/`` (parquet with task and source columns, plus prompt/response JSONL)."""
-    stats = StageStats()
-    instruct = tables["instruct"].lazy().collect()
-    stats.rows_in["instruct"] = instruct.height
+    instruct = tables["instruct"].collect()
+    stats = StageStats(rows_in={"instruct": instruct.height})
     write_parquet(instruct.select(COLUMNS), ctx.out_dir / PARQUET)
     write_text(instruct_jsonl(instruct), ctx.out_dir / JSONL)
     stats.info["files"] = [PARQUET.as_posix(), JSONL.as_posix()]

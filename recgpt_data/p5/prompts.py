@@ -12,10 +12,11 @@ with its response-fields line) is what generations are matched against.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 from tokenizers import Tokenizer
 
-from recgpt_data.benchmarks.p5 import TEST, VALIDATION
 from recgpt_data.histories import unique_items
 from recgpt_data.instruct.pairs import render_events
 from recgpt_data.instruct.templates import (
@@ -28,7 +29,8 @@ from recgpt_data.instruct.templates import (
     line_costs,
     token_count,
 )
-from recgpt_data.stage import StageStats
+from recgpt_data.p5.splits import TEST, VALIDATION
+from recgpt_data.stage import Drops
 from recgpt_data.tokenizer import load_tokenizer
 
 PROMPTS: dict[str, pl.DataType] = {
@@ -75,13 +77,14 @@ def catalogue(rendered: pl.DataFrame) -> pl.DataFrame:
 def benchmark_prompts(
     rendered: pl.DataFrame,
     benchmark: str,
-    stats: StageStats,
     max_tokens: int = MAX_TOKENS,
-    tokenizer: str | None = None,
-) -> pl.DataFrame:
+    tokenizer: str | Path | None = None,
+) -> tuple[pl.DataFrame, Drops]:
     """Next-item prompts (sequential validation and test) and rating prompts (rating validation and
-    test) of a rendered benchmark, in user then position order."""
+    test) of a rendered benchmark, in user then position order; and the prompts it could not write,
+    by reason."""
     encoder = load_tokenizer(tokenizer)
+    left_out = Drops()
     rows: list[dict] = []
     has_ratings = "rating_split" in rendered.columns
     columns = ["user_id", "user_index", "item_id", "item_index", "sequential_split", "__short", "__full",
@@ -89,23 +92,25 @@ def benchmark_prompts(
     columns += ["rating_split"] if has_ratings else []
     for _, user in rendered.select(columns).group_by("user_index", maintain_order=True):
         events = user.to_dicts()
-        rows.extend(next_item_prompts(events, benchmark, encoder, max_tokens, stats))
+        rows.extend(next_item_prompts(events, benchmark, encoder, max_tokens, left_out))
         if has_ratings and events[0]["__rating_pairs"]:
-            rows.extend(rating_prompts(events, benchmark, encoder, max_tokens, stats))
-    return pl.DataFrame(rows, schema=PROMPTS, orient="row") if rows else pl.DataFrame(schema=PROMPTS)
+            rows.extend(rating_prompts(events, benchmark, encoder, max_tokens, left_out))
+    prompts = pl.DataFrame(rows, schema=PROMPTS, orient="row") if rows else pl.DataFrame(schema=PROMPTS)
+    return prompts, left_out
 
 
 def next_item_prompts(
-    events: list[dict], benchmark: str, encoder: Tokenizer, max_tokens: int, stats: StageStats
+    events: list[dict], benchmark: str, encoder: Tokenizer, max_tokens: int, left_out: Drops
 ) -> list[dict]:
-    """The sequential validation and test prompts of one user's events."""
+    """The sequential validation and test prompts of one user's events; those it cannot write are
+    counted in ``left_out``."""
     rows = []
     costs = line_costs(encoder, [e["__short"] or "" for e in events])
     for position, event in enumerate(events):
         if event["sequential_split"] not in (VALIDATION, TEST):
             continue
         if not event["__short"]:
-            stats.drop(f"{NEXT_ITEM}:target_without_fields", 1)
+            left_out.count(f"{NEXT_ITEM}:target_without_fields", 1)
             continue
         before = events[:position]
         shown = [i for i, e in enumerate(before) if e["__short"]]
@@ -113,7 +118,7 @@ def next_item_prompts(
         lines = [before[i]["__short"] for i in shown]
         fitted = fit_lines(builder, lines, encoder, max_tokens, [costs[i] for i in shown])
         if fitted is None:
-            stats.drop(f"{NEXT_ITEM}:no_history", 1)
+            left_out.count(f"{NEXT_ITEM}:no_history", 1)
             continue
         pair, kept = fitted
         rows.append(prompt_row(benchmark, NEXT_ITEM, event["sequential_split"], event, pair, kept, before))
@@ -121,9 +126,10 @@ def next_item_prompts(
 
 
 def rating_prompts(
-    events: list[dict], benchmark: str, encoder: Tokenizer, max_tokens: int, stats: StageStats
+    events: list[dict], benchmark: str, encoder: Tokenizer, max_tokens: int, left_out: Drops
 ) -> list[dict]:
-    """The rating validation and test prompts of one user's events."""
+    """The rating validation and test prompts of one user's events; those it cannot write are
+    counted in ``left_out``."""
     rows = []
     costs = line_costs(encoder, [e["__full"] or "" for e in events])
     for position, event in enumerate(events):
@@ -131,7 +137,7 @@ def rating_prompts(
         if split not in (VALIDATION, TEST):
             continue
         if event["__rating"] is None:
-            stats.drop(f"{RATING}:target_without_rating", 1)
+            left_out.count(f"{RATING}:target_without_rating", 1)
             continue
         before = events[:position]
         shown = [i for i, e in enumerate(before) if e["__full"] and e["rating_split"] not in (VALIDATION, TEST)]
@@ -143,7 +149,7 @@ def rating_prompts(
             else alone(builder, encoder, max_tokens)
         )
         if fitted is None:
-            stats.drop(f"{RATING}:too_long", 1)
+            left_out.count(f"{RATING}:too_long", 1)
             continue
         pair, kept = fitted
         rows.append(prompt_row(benchmark, RATING, split, event, pair, kept, before))

@@ -1,0 +1,74 @@
+"""Stage ``ingest``: every declared source read into the canonical tables (:mod:`recgpt_data.ingest`),
+optionally a sample of its users (:mod:`recgpt_data.sampling`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import polars as pl
+from pydantic import Field, field_validator
+
+from recgpt_data import schema as canonical
+from recgpt_data.ingest import IngestSummary, missing_items, read_rejects, resolve_files, write_ingest
+from recgpt_data.names import DatasetName
+from recgpt_data.pipeline.spec import resolve_path
+from recgpt_data.sampling import split_sample
+from recgpt_data.sources import get_source
+from recgpt_data.stage import Context, Drops, Params, RawPath, StageOutput, StageStats, stage
+
+
+class SourceSpec(Params):
+    """One source of an ingest stage: a format and its files or folders."""
+
+    format: str
+    paths: list[RawPath]
+    dataset: DatasetName | None = None
+    enabled: bool = True  # false (or a var that says so) leaves an optional source out
+
+
+class IngestParams(Params):
+    """The sources to read, and the share of users to keep (all by default)."""
+
+    sources: list[SourceSpec]
+    sample: float | None = Field(default=None, gt=0, le=1)  # keep this fraction of users (recgpt_data.sampling)
+
+    @field_validator("sources")
+    @classmethod
+    def enabled_only(cls, sources: list[SourceSpec]) -> list[SourceSpec]:
+        """The sources switched on: a disabled one is neither read nor part of the fingerprint."""
+        return [s for s in sources if s.enabled]
+
+    def datasets_made(self) -> tuple[str, ...]:
+        """Each source's dataset where it names one, else its format (all of that source's datasets)."""
+        return tuple(s.dataset or s.format for s in self.sources)
+
+
+@stage("ingest", params=IngestParams, writes=("interactions", "items"), version="1")
+def ingest_stage(tables: Mapping[str, pl.LazyFrame], params: IngestParams, ctx: Context) -> StageOutput:
+    """Read every declared source into the canonical tables; rejects are counted as drops."""
+    stats = StageStats()
+    summaries = []
+    read: list[IngestSummary] = []
+    drops = Drops()
+    for index, spec in enumerate(params.sources):
+        paths = [resolve_path(p, ctx.spec_dir) for p in spec.paths]
+        out = ctx.scratch / f"{index:02d}-{spec.format}"
+        source = get_source(spec.format)
+        files, skipped = resolve_files(source, paths, out, spec.dataset)
+        out.mkdir(parents=True, exist_ok=True)
+        summary = write_ingest(source, files, skipped, out)
+        summaries.append(summary.to_dict())
+        read.append(summary)
+        stats.rows_in[spec.format] = stats.rows_in.get(spec.format, 0) + summary.read
+        drops.add_tagged("raw", read_rejects(out / "rejects.jsonl", spec.format))
+    stats.info["sources"] = summaries
+    stats.info["warnings"] = [f.warning for s in read for f in s.files if f.warning] + missing_items(read)
+    frames = {}
+    for table in ("interactions", "items"):
+        files = sorted(ctx.scratch.glob(f"*/{table}/**/*.parquet"))
+        frames[table] = pl.concat([pl.scan_parquet(f) for f in files]) if files else canonical.empty(table).lazy()
+    if params.sample is not None:
+        frames["interactions"], sampled_out = split_sample(frames["interactions"], params.sample, ctx.seed)
+        drops.update(sampled_out)
+        stats.info["sample"] = params.sample
+    return StageOutput(frames, stats, drops)

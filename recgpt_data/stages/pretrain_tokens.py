@@ -1,0 +1,54 @@
+"""Stage ``pretrain_tokens``: the written pre-training shards as memory-mappable token arrays
+(:mod:`recgpt_data.pretrain_tokens`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import polars as pl
+from pydantic import Field
+
+from recgpt_data.corpus import tokenizer_path
+from recgpt_data.errors import UsageError
+from recgpt_data.io.parquet import write_text
+from recgpt_data.pretrain_tokens import EOS_TOKEN, TOKENS_DIR, tokenize_splits, tokens_manifest
+from recgpt_data.stage import Context, Params, RawPath, StageOutput, StageStats, stage
+from recgpt_data.tokenizer import load_tokenizer, tokenizer_sha256
+
+
+class TokensParams(Params):
+    """The tokenizer and how many documents are encoded at a time."""
+
+    tokenizer: RawPath | None = None  # the one write_pretrain's manifest names; default: bundled GPT-NeoX-20B
+    batch_rows: int = Field(8192, ge=1)  # documents encoded at a time
+
+
+@stage("pretrain_tokens", params=TokensParams, summarises=True, version="1")
+def pretrain_tokens_stage(tables: Mapping[str, pl.LazyFrame], params: TokensParams, ctx: Context) -> StageOutput:
+    """Token ids of every pre-training shard, in the corpus' order, for memory-mapped training."""
+    folder = ctx.folder or ctx.out_dir
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise UsageError(f"pretrain_tokens: no manifest.json in {folder}; put it after write_pretrain")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    path = tokenizer_path(params.tokenizer, ctx)
+    sha = tokenizer_sha256(path)
+    if sha != manifest["tokenizer"]["sha256"]:
+        raise UsageError("pretrain_tokens: its tokenizer is not the one write_pretrain recorded in manifest.json")
+    tokenizer = load_tokenizer(path)
+    eos_id = tokenizer.token_to_id(EOS_TOKEN)
+    if eos_id is None:
+        raise UsageError(f"pretrain_tokens: the tokenizer has no {EOS_TOKEN} token")
+    splits = tokenize_splits(manifest, folder, ctx.out_dir, tokenizer, eos_id, params.batch_rows)
+    stats = StageStats()
+    for split, shards in splits.items():
+        stats.rows_out[f"{split}_documents"] = sum(s["documents"] for s in shards)
+        stats.info[f"{split}_tokens"] = sum(s["token_count"] for s in shards)
+        mismatched = sum(s["num_tokens_mismatch"] for s in shards)
+        if mismatched:
+            stats.info[f"{split}_num_tokens_mismatch"] = mismatched
+    out = tokens_manifest(splits, tokenizer, eos_id, manifest["tokenizer"]["name"], sha)
+    write_text(json.dumps(out, indent=2) + "\n", ctx.out_dir / TOKENS_DIR / "manifest.json")
+    stats.info["note"] = f"{stats.info.get('train_tokens', 0):,} train tokens memory-mappable in {TOKENS_DIR}"
+    return StageOutput({}, stats)
