@@ -52,7 +52,7 @@ class Settings:
     def problems(self) -> list[str]:
         """What is wrong with the settings on this machine (a file that is not there)."""
         if not self.tokenizer.is_file():
-            return [f"tokenizer {self.declared}: no tokenizer.json at {self.tokenizer}"]
+            return [f"tokenizer {self.declared or 'default'}: no tokenizer.json at {self.tokenizer}"]
         return []
 
 
@@ -94,9 +94,6 @@ class Plan:
 
     def __iter__(self) -> Iterator[Planned]:
         return iter(self.stages)
-
-    def __len__(self) -> int:
-        return len(self.stages)
 
     @property
     def keys(self) -> list[str]:
