@@ -103,7 +103,7 @@ def default_out(spec: PipelineSpec) -> Path:
     """Where a spec's run goes without ``--out``: ``out/<name>`` below the current directory, or,
     where that holds no run, the first of ``out/<name>`` beside the spec or in the folder above it
     that does (a spec in ``pipelines/`` of a project run from the project's root)."""
-    from recgpt_data.pipeline.runner import STAGES
+    from recgpt_data.pipeline.store import STAGES
 
     here = Path("out") / spec.name
     for candidate in (here, spec.folder / "out" / spec.name, spec.folder.parent / "out" / spec.name):

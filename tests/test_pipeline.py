@@ -165,6 +165,28 @@ def test_status_shows_done_stale_and_missing(tmp_path: Path, shared: Path) -> No
     assert states["t_histories"] == "done" and states["t_documents"] == "stale"
 
 
+def test_status_and_run_agree_on_what_is_current(tmp_path: Path, shared: Path) -> None:
+    """What status calls done is exactly what the next run keeps cached, after a partial run, a
+    parameter change, and a lost output file of an upstream stage (rebuilt with the same bytes, so
+    the stages after it stay current)."""
+    path = write_spec(tmp_path, shared)
+    out = tmp_path / "out"
+
+    def status_then_run() -> dict[str, str]:
+        done = {s.key for s in spec_status(load_spec(path), out) if s.state == "done"}
+        states = run_spec(load_spec(path), out).states
+        assert done == {key for key, state in states.items() if state == "cached"}
+        return states
+
+    run_spec(load_spec(path), out, until="t_documents")
+    assert status_then_run() == dict(zip(ALL, ["cached"] * 3 + ["ran"] * 2, strict=True))
+    path.write_text(path.read_text().replace('stage = "t_documents"', 'stage = "t_documents"\nparams.validation_fraction = 0.5'))
+    assert status_then_run() == dict(zip(ALL, ["cached", "cached", "ran", "cached", "ran"], strict=True))
+    (out / ".stages/t_histories/histories/part-00001.parquet").unlink()
+    assert [s.state for s in spec_status(load_spec(path), out)] == ["done", "stale", "done", "done", "done"]
+    assert status_then_run() == dict(zip(ALL, ["cached", "ran", "cached", "cached", "cached"], strict=True))
+
+
 def test_raw_input_content_not_mtime_decides(tmp_path: Path, shared: Path) -> None:
     raw = tmp_path / "raw" / "amazon2018"
     shutil.copytree(shared / "amazon2018", raw)

@@ -57,7 +57,7 @@ def test_each_worker_bounds_its_libraries_threads() -> None:
 
 def test_a_dead_worker_is_one_error_line(tmp_path: Path) -> None:
     spec = worker_stages.crash_spec(tmp_path / "crash.toml")
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(
         [sys.executable, "-c", DRIVER, "run", str(spec), "--out", str(tmp_path / "out"), "--workers", "2"],
         env=env,

@@ -3,7 +3,7 @@
 ```toml
 name = "demo"
 seed = 1234
-tokenizer = "tokenizers/gpt-neox-20b/tokenizer.json"  # optional; default: the bundled GPT-NeoX-20B
+tokenizer = "assets:gpt-neox-20b"  # a tokenizer.json or its folder; this one is the default
 
 [[stages]]
 stage = "ingest"
@@ -11,7 +11,7 @@ params.sources = [{ format = "amazon2018", paths = ["demo:amazon2018"] }]
 ```
 
 Paths in parameters are relative to the spec's folder; ``demo:`` names the demo data bundled with
-the package. ``${name}`` inside a string parameter is replaced by the spec's ``[vars]`` entry
+the package, ``assets:`` its bundled assets (``assets:gpt-neox-20b``, the default tokenizer). ``${name}`` inside a string parameter is replaced by the spec's ``[vars]`` entry
 ``name``, which ``recgpt-data run --var name=value`` overrides (for paths that differ per site).
 ``partitions`` (spec-wide, or per stage) is the number of user buckets a partitioned stage runs in.
 ``enabled = "${var}"`` on a stage switches an optional stage on or off by a var (``true``/``false``).
@@ -33,6 +33,8 @@ from recgpt_data.errors import UsageError
 from recgpt_data.names import SafeName
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+PREFIXES = {"demo:": DEMO_DIR, "assets:": ASSETS_DIR}  # bundled data and assets, wherever the package is
 
 
 class StageSpec(BaseModel):
@@ -127,8 +129,10 @@ def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None) -> P
 
 
 def resolve_path(value: str, base: Path) -> Path:
-    """A spec path: ``demo:<rel>`` inside the bundled demo data, else relative to ``base``."""
-    if value.startswith("demo:"):
-        return DEMO_DIR / value[len("demo:") :]
+    """A spec path: ``demo:<rel>`` inside the bundled demo data, ``assets:<rel>`` inside the bundled
+    assets (the tokenizer), else relative to ``base``."""
+    for prefix, folder in PREFIXES.items():
+        if value.startswith(prefix):
+            return folder / value[len(prefix) :]
     path = Path(value).expanduser()
     return path if path.is_absolute() else base / path
