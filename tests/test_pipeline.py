@@ -256,8 +256,7 @@ PRODUCTION_STAGES = [
     "p5_benchmark",
     "clean_items",
     "clean",
-    "langid",
-    "dedup",
+    "cross_release",
     "hold_out",
     "filter_users",
     "split",
@@ -282,6 +281,7 @@ def test_production_spec_loads() -> None:
     assert formats == {
         "amazon2014",
         "amazon2018",
+        "amazon2023",
         "yelp",
         "movielens",
         "goodreads",
