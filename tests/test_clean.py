@@ -202,20 +202,20 @@ def test_bad_input_end_to_end(tmp_path):
     lines = [
         json.dumps(
             {
-                "reviewerID": "u",
-                "asin": "a",
+                "reviewerID": "A1USER0001",
+                "asin": "B000000001",
                 "overall": 5.0,
-                "unixReviewTime": i,
+                "unixReviewTime": 1_500_000_000 + i,
                 "reviewText": t,
             }
         ).encode()
         for i, t in enumerate(texts, start=1)
     ]
     lines.append(
-        b'{"reviewerID": "u", "asin": "a", "unixReviewTime": 6, "reviewText": "bad \xff\xfe bytes"}'
+        b'{"reviewerID": "A1USER0001", "asin": "B000000001", "unixReviewTime": 1500000006, "reviewText": "bad \xff\xfe bytes"}'
     )
     lines.append(
-        b'{"reviewerID": "u", "asin": "a", "unixReviewTime": 7, "reviewText": "lone \\ud83d surrogate"}'
+        b'{"reviewerID": "A1USER0001", "asin": "B000000001", "unixReviewTime": 1500000007, "reviewText": "lone \\ud83d surrogate"}'
     )
     (tmp_path / "Bad_Input_5.json").write_bytes(b"\n".join(lines) + b"\n")
     summary = ingest("amazon2018", [tmp_path / "Bad_Input_5.json"], tmp_path / "out")
@@ -242,5 +242,6 @@ def test_bad_input_end_to_end(tmp_path):
 
     identified = langid_stage({"interactions": cleaned.tables["interactions"].lazy()}, LangidParams(), Context())
     info = identified.stats.info
-    assert (info["no_text"], info["too_short"], info["judged"]) == (2, 2, 2)
+    # no text: None and the emptied text; too short (< 3 letters): the emoji; judged: the other three
+    assert (info["no_text"], info["too_short"], info["judged"]) == (2, 1, 3)
     assert identified.tables["interactions"].height == 6
