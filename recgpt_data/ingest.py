@@ -197,7 +197,7 @@ def canonical_batch(batch: RawBatch, role: Role, info: FileInfo, source: Source)
     rejects = list(batch.rejects)
     if not batch.frame.height:
         return canonical.empty(role.table), rejects
-    mapped = role.mapping(batch.frame, info).with_columns(
+    mapped = role.mapping(batch.frame).with_columns(
         pl.lit(info.source).alias("source"),
         pl.lit(info.dataset).alias("dataset"),
         pl.lit(info.file).alias("src_file"),
@@ -302,7 +302,7 @@ def output_path(out: Path, table: str, dataset: str, path: Path) -> Path:
 
 def _ingest_file(source: Source, file: InputFile, rejects_file) -> FileSummary:
     path, role, name = file.path, file.role, file.dataset
-    info = FileInfo(source=source.name, dataset=name, file=path.name, path=path)
+    info = FileInfo(source=source.name, dataset=name, file=path.name)
     summary = FileSummary(file=str(path), table=role.table, dataset=name)
     state = ReadState()
     reasons: Counter[str] = Counter()

@@ -319,7 +319,7 @@ def test_hotelrec_hotel_name_and_city_come_from_the_url(fixtures):
     source = get_source("hotelrec")
     path = fixtures / "hotelrec" / "HotelRec.txt"
     role = next(r for r in source.roles if r.table == "items")
-    info = FileInfo(source="hotelrec", dataset="hotelrec", file=path.name, path=path)
+    info = FileInfo(source="hotelrec", dataset="hotelrec", file=path.name)
     (batch, *_) = list(role.reader(path, ReadState()))
     rows, rejects = canonical_batch(batch, role, info, source)
     first = json.loads(all_lines(path)[0])["hotel_url"]

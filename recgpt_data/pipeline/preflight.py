@@ -125,7 +125,7 @@ def first_records(source: Source, file: InputFile) -> tuple[str | None, str]:
     head = next(iter(blocks), None)
     if head is None:
         return f"no records in its first bytes{f' ({blocks.error})' if blocks.error else ''}", ""
-    info = FileInfo(source=source.name, dataset=file.dataset, file=file.path.name, path=file.path)
+    info = FileInfo(source=source.name, dataset=file.dataset, file=file.path.name)
     kept, reasons, state = 0, Counter[str](), ReadState()
     with tempfile.TemporaryDirectory(prefix="recgpt-check-") as work:
         sample = Path(work) / uncompressed_name(file.path.name)

@@ -15,7 +15,7 @@ from recgpt_data.sources.amazon_common import (
     amazon_dataset,
     extras_json,
 )
-from recgpt_data.sources.base import LINE, FileInfo, Role, Source, from_epoch
+from recgpt_data.sources.base import LINE, Role, Source, from_epoch
 from recgpt_data.sources.readers import ndjson, with_raw_json
 from recgpt_data.sources.sniff import fields_sniff
 
@@ -42,7 +42,7 @@ META_FIELDS = {
 }
 
 
-def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def reviews(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("reviewerID").alias("user_id"),
         pl.col("asin").alias("item_id"),
@@ -56,7 +56,7 @@ def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     )
 
 
-def meta(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def meta(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("asin").alias("item_id"),
         pl.col("title"),

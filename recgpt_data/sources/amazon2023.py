@@ -15,7 +15,7 @@ from recgpt_data.sources.amazon_common import (
     amazon_dataset,
     extras_json,
 )
-from recgpt_data.sources.base import LINE, FileInfo, Role, Source, from_epoch
+from recgpt_data.sources.base import LINE, Role, Source, from_epoch
 from recgpt_data.sources.readers import ndjson
 from recgpt_data.sources.sniff import fields_sniff
 
@@ -45,7 +45,7 @@ META_FIELDS = {
 }
 
 
-def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def reviews(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("user_id"),
         pl.col("parent_asin").alias("item_id"),
@@ -59,7 +59,7 @@ def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     )
 
 
-def meta(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def meta(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("parent_asin").alias("item_id"),
         pl.col("title"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import polars as pl
 
 from recgpt_data.sources.amazon_common import extras_json
-from recgpt_data.sources.base import LINE, FileInfo, Role, Source, Template
+from recgpt_data.sources.base import LINE, Role, Source, Template
 from recgpt_data.sources.delimited import Dialect, delimited
 
 ANIME = Dialect(required=("anime_id", "name", "genre"), types={"rating": pl.Float64(), "members": pl.Int64()})
@@ -16,7 +16,7 @@ RATINGS = Dialect(required=("user_id", "anime_id", "rating"), types={"rating": p
 NOT_RATED = -1.0
 
 
-def ratings(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def ratings(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         "user_id",
         pl.col("anime_id").alias("item_id"),
@@ -25,7 +25,7 @@ def ratings(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     )
 
 
-def anime(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def anime(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("anime_id").alias("item_id"),
         pl.col("name").alias("title"),

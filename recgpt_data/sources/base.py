@@ -64,15 +64,15 @@ class Reader(Protocol):
 
 @dataclass(frozen=True)
 class FileInfo:
-    """Where a batch came from, for the mapping to stamp onto canonical rows."""
+    """Where a batch came from, for ingest to stamp onto its canonical rows."""
 
     source: str
     dataset: str
     file: str
-    path: Path
 
 
-Mapping = Callable[[pl.DataFrame, FileInfo], pl.DataFrame]
+FieldMapping = Callable[[pl.DataFrame], pl.DataFrame]
+"""A role's column mapping: one raw batch to the role's canonical columns."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class Role:
     table: str
     patterns: tuple[str, ...]
     reader: Reader
-    mapping: Mapping
+    mapping: FieldMapping
     required: tuple[str, ...]
     exclude: tuple[str, ...] = ()
     sniff: Callable[[Path], str | None] | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from recgpt_data.sources.amazon_common import extras_json
-from recgpt_data.sources.base import LINE, FileInfo, Role, Source, Template
+from recgpt_data.sources.base import LINE, Role, Source, Template
 from recgpt_data.sources.delimited import LATIN1, Dialect, delimited
 
 BX = {"separator": ";", "quoting": False, "all_quoted": True, "encoding": LATIN1}
@@ -21,7 +21,7 @@ IMPLICIT = 0.0
 MISSING = "NULL"  # a bare NULL field: no value
 
 
-def ratings(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def ratings(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.when(pl.col("User-ID") != MISSING).then(pl.col("User-ID")).alias("user_id"),
         pl.when(pl.col("ISBN") != MISSING).then(pl.col("ISBN")).alias("item_id"),
@@ -30,7 +30,7 @@ def ratings(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     )
 
 
-def books(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def books(raw: pl.DataFrame) -> pl.DataFrame:
     optional = {
         c: pl.col(c) if c in raw.columns else pl.lit(None, pl.String)
         for c in ("Year-Of-Publication", "Publisher", "Image-URL-L")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from recgpt_data.sources.amazon_common import extras_json
-from recgpt_data.sources.base import LINE, FileInfo, Role, Source, Template
+from recgpt_data.sources.base import LINE, Role, Source, Template
 from recgpt_data.sources.delimited import Dialect, delimited
 
 INTERACTIONS = Dialect(required=("user_id", "recipe_id", "date", "rating", "review"), types={"rating": pl.Float64()})
@@ -27,7 +27,7 @@ def parse_date(column: str) -> pl.Expr:
     )
 
 
-def interactions(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def interactions(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         "user_id",
         pl.col("recipe_id").alias("item_id"),
@@ -38,7 +38,7 @@ def interactions(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     )
 
 
-def recipes(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def recipes(raw: pl.DataFrame) -> pl.DataFrame:
     optional = [
         c
         for c in ("minutes", "contributor_id", "submitted", "nutrition", "n_steps", "ingredients", "n_ingredients")

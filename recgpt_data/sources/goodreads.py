@@ -21,7 +21,6 @@ import polars as pl
 from recgpt_data.sources.amazon_common import extras_json
 from recgpt_data.sources.base import (
     LINE,
-    FileInfo,
     RawBatch,
     Reader,
     ReadState,
@@ -96,7 +95,7 @@ def _date_added() -> pl.Expr:
     return pl.col("date_added").str.strptime(pl.Datetime("us", "UTC"), DATE_FORMAT, strict=False).alias("timestamp")
 
 
-def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def reviews(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         "user_id",
         pl.col("book_id").alias("item_id"),
@@ -109,7 +108,7 @@ def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     )
 
 
-def interactions(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def interactions(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         "user_id",
         pl.col("book_id").alias("item_id"),
@@ -120,7 +119,7 @@ def interactions(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     )
 
 
-def books(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def books(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("book_id").alias("item_id"),
         _text("title"),
@@ -211,7 +210,7 @@ def books_reader() -> Reader:
     return read
 
 
-def goodbooks_books(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def goodbooks_books(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("book_id").alias("item_id"),
         "title",
@@ -224,11 +223,11 @@ def goodbooks_books(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     )
 
 
-def goodbooks_ratings(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def goodbooks_ratings(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select("user_id", pl.col("book_id").alias("item_id"), "rating", LINE)
 
 
-def goodbooks_to_read(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def goodbooks_to_read(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         "user_id", pl.col("book_id").alias("item_id"), pl.lit('{"shelf":"to-read"}').alias("extras"), LINE
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import polars as pl
 
 from recgpt_data.sources.amazon_common import extras_json
-from recgpt_data.sources.base import LINE, FileInfo, Role, Source, Template
+from recgpt_data.sources.base import LINE, Role, Source, Template
 from recgpt_data.sources.readers import ndjson, with_raw_json
 
 REVIEW_FIELDS = {
@@ -36,7 +36,7 @@ def _slug(group: int) -> pl.Expr:
     return pl.col("hotel_url").str.extract(_URL, group).str.replace_all("_", " ")
 
 
-def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def reviews(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("author").alias("user_id"),
         pl.col("hotel_url").alias("item_id"),
@@ -50,7 +50,7 @@ def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     )
 
 
-def hotels(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def hotels(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("hotel_url").alias("item_id"),
         _slug(1).alias("title"),

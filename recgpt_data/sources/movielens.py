@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from recgpt_data.sources.base import LINE, FileInfo, Role, Source, Template, from_epoch
+from recgpt_data.sources.base import LINE, Role, Source, Template, from_epoch
 from recgpt_data.sources.delimited import LATIN1, UTF8_OR_LATIN1, Dialect, delimited
 
 # u.genre: the order of the 19 flags at the end of each u.item line ("unknown" means no genre).
@@ -43,7 +43,7 @@ RATINGS_CSV = Dialect(
 MOVIES_CSV = Dialect(required=("movieId", "title", "genres"))
 
 
-def ratings(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def ratings(raw: pl.DataFrame) -> pl.DataFrame:
     raw = raw.rename({"userId": "user_id", "movieId": "item_id"}, strict=False)
     return raw.select(
         "user_id",
@@ -54,13 +54,13 @@ def ratings(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     )
 
 
-def movies(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def movies(raw: pl.DataFrame) -> pl.DataFrame:
     raw = raw.rename({"movieId": "item_id"}, strict=False)
     genres = pl.col("genres").str.split("|").list.eval(pl.element().filter(pl.element() != NO_GENRES))
     return raw.select("item_id", "title", genres.alias("categories"), LINE)
 
 
-def u_item(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def u_item(raw: pl.DataFrame) -> pl.DataFrame:
     flagged = [pl.when(pl.col(g) == 1).then(pl.lit(g)) for g in ML100K_GENRES[1:]]
     return raw.select(
         "item_id",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from recgpt_data.sources.amazon_common import extras_json
-from recgpt_data.sources.base import LINE, FileInfo, Role, Source, Template
+from recgpt_data.sources.base import LINE, Role, Source, Template
 from recgpt_data.sources.delimited import LATIN1, Dialect, delimited, movie_blocks
 
 RATINGS = Dialect(
@@ -20,7 +20,7 @@ TITLES = Dialect(
 )
 
 
-def ratings(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def ratings(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("customer_id").alias("user_id"),
         pl.col("movie_id").alias("item_id"),
@@ -30,7 +30,7 @@ def ratings(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     )
 
 
-def titles(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def titles(raw: pl.DataFrame) -> pl.DataFrame:
     year = pl.when(pl.col("year") != "NULL").then(pl.col("year"))
     return raw.select(pl.col("movie_id").alias("item_id"), "title", extras_json(year=year).alias("extras"), LINE)
 

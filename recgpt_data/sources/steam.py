@@ -19,7 +19,7 @@ from __future__ import annotations
 import polars as pl
 
 from recgpt_data.sources.amazon_common import extras_json
-from recgpt_data.sources.base import LINE, FileInfo, Role, Source, Template
+from recgpt_data.sources.base import LINE, Role, Source, Template
 from recgpt_data.sources.pyliteral import pyliteral
 from recgpt_data.sources.readers import exploded
 
@@ -66,7 +66,7 @@ USER_REVIEW_FIELDS = {
 }
 
 
-def games(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def games(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("id").alias("item_id"),
         pl.coalesce("title", "app_name").alias("title"),
@@ -86,7 +86,7 @@ def games(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     )
 
 
-def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def reviews(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("username").alias("user_id"),
         pl.col("product_id").alias("item_id"),
@@ -104,7 +104,7 @@ def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     )
 
 
-def user_reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def user_reviews(raw: pl.DataFrame) -> pl.DataFrame:
     date = pl.col("posted").str.strip_prefix("Posted ").str.strip_suffix(".")
     timestamp = date.str.to_datetime("%B %d, %Y", time_unit="us", time_zone="UTC", strict=False)
     return raw.select(

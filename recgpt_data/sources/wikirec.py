@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import polars as pl
 
-from recgpt_data.sources.base import LINE, FileInfo, Role, Source, Template
+from recgpt_data.sources.base import LINE, Role, Source, Template
 from recgpt_data.sources.readers import ndjson
 
 EDIT_FIELDS = {"user": pl.String(), "page_id": pl.String(), "timestamp": pl.String()}
 ARTICLE_FIELDS = {"page_id": pl.String(), "title": pl.String(), "description": pl.String()}
 
 
-def edits(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def edits(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("user").alias("user_id"),
         pl.col("page_id").alias("item_id"),
@@ -30,7 +30,7 @@ def edits(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     )
 
 
-def articles(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def articles(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(pl.col("page_id").alias("item_id"), pl.col("title"), pl.col("description"), pl.col(LINE))
 
 

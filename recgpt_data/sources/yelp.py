@@ -8,7 +8,7 @@ from __future__ import annotations
 import polars as pl
 
 from recgpt_data.sources.amazon_common import extras_json
-from recgpt_data.sources.base import LINE, FileInfo, Role, Source, Template
+from recgpt_data.sources.base import LINE, Role, Source, Template
 from recgpt_data.sources.readers import ndjson
 
 YELP_ID = r"[A-Za-z0-9_-]{22}"  # Yelp's ids: 22 URL-safe base64 characters
@@ -36,7 +36,7 @@ BUSINESS_FIELDS = {
 }
 
 
-def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def reviews(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("user_id"),
         pl.col("business_id").alias("item_id"),
@@ -50,7 +50,7 @@ def reviews(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
     )
 
 
-def businesses(raw: pl.DataFrame, info: FileInfo) -> pl.DataFrame:
+def businesses(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("business_id").alias("item_id"),
         pl.col("name").alias("title"),
