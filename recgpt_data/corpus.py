@@ -33,7 +33,6 @@ from recgpt_data.hashing import fnv1a64, unit_interval
 from recgpt_data.histories import history_lines, iter_bucket_events
 from recgpt_data.io.parquet import AtomicParquetWriter, write_parquet
 from recgpt_data.pipeline.fingerprint import file_sha256
-from recgpt_data.pipeline.spec import resolve_path
 from recgpt_data.split import PRETRAIN, leaked
 from recgpt_data.stage import Context, Drops, count
 
@@ -118,11 +117,6 @@ def verify_token_counts(documents: pl.DataFrame, counter: TokenCounter, fraction
             "text; this tokenizer merges across line breaks: set exact_tokens = true"
         )
     return sample.height
-
-
-def tokenizer_path(value: str | None, ctx: Context) -> Path | None:
-    """A tokenizer parameter resolved like every spec path (``None``: the bundled GPT-NeoX-20B)."""
-    return resolve_path(value, ctx.spec_dir) if value else None
 
 
 def sample_to_budget(

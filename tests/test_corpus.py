@@ -274,14 +274,15 @@ def test_one_command_builds_the_same_bytes_whatever_the_user_buckets(corpus, sha
         assert (tmp_path / "out" / relative).read_bytes() == (out / relative).read_bytes(), relative
 
 
-def test_tokenizer_is_chosen_by_a_path_relative_to_the_spec(inputs, shared, tmp_path):
+def test_documents_are_counted_with_the_spec_wide_tokenizer(inputs, shared, tmp_path):
+    """The stage loads the tokenizer its context names: the shared copy counts as the bundled one;
+    a missing file is refused."""
     tables = {"interactions": inputs["interactions"].lazy(), "items": inputs["items"].lazy()}
+    shared_copy = shared.parent / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
     chosen = pretrain_documents_stage(
-        tables,
-        DocumentsParams(tokenizer="tokenizers/gpt-neox-20b"),
-        Context(seed=SEED, spec_dir=shared.parent, out_dir=tmp_path),
+        tables, DocumentsParams(), Context(seed=SEED, out_dir=tmp_path, tokenizer=shared_copy)
     ).tables["documents"]
     bundled = pretrain_documents_stage(tables, DocumentsParams(), Context(seed=SEED, out_dir=tmp_path))
     assert chosen.equals(bundled.tables["documents"])
     with pytest.raises(UsageError, match="no tokenizer.json"):
-        pretrain_documents_stage(tables, DocumentsParams(tokenizer="nowhere"), Context(spec_dir=tmp_path))
+        pretrain_documents_stage(tables, DocumentsParams(), Context(tokenizer=tmp_path / "nowhere" / "tokenizer.json"))

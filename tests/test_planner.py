@@ -9,6 +9,7 @@ Magazine Subscriptions titles, read with the standard library.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
 import tomllib
@@ -212,3 +213,49 @@ def test_the_manifest_name_of_a_tokenizer(tmp_path: Path, shared: Path) -> None:
     with pytest.raises(PlanError, match="no tokenizer.json at"):
         run_spec(load_spec(spec), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def spec_after_ingest(folder: Path, tokenizer: str, shared: Path, stages: str) -> Path:
+    """``folder/spec.toml``: the Magazine Subscriptions ingest under ``tokenizer``, then ``stages``."""
+    spec = folder / "spec.toml"
+    spec.write_text(f'name = "x"\ntokenizer = "{tokenizer}"\n' + ingest_text(shared) + stages)
+    return spec
+
+
+def test_the_manifest_names_the_spec_tokenizer_and_its_bytes(tmp_path: Path, shared: Path) -> None:
+    """A spec whose tokenizer is a file of other bytes, under another name: write_pretrain's manifest
+    and pretrain_tokens' manifest name it as the spec declares it, with the sha256 of its bytes."""
+    tokenizer = reformatted_tokenizer(tmp_path / "mine" / "neox-reformatted.json")
+    stages = ("pretrain_documents", "write_pretrain", "pretrain_tokens")
+    spec = spec_after_ingest(tmp_path, "mine/neox-reformatted.json", shared, "".join(f'[[stages]]\nstage = "{s}"\n' for s in stages))
+    out = tmp_path / "out"
+    run_spec(load_spec(spec), out)
+    expected = {"name": "mine/neox-reformatted.json", "sha256": hashlib.sha256(tokenizer.read_bytes()).hexdigest()}
+    assert expected["sha256"] != hashlib.sha256(DEFAULT_TOKENIZER.read_bytes()).hexdigest()
+    assert json.loads((out / "manifest.json").read_text())["tokenizer"] == expected
+    assert json.loads((out / "exports" / "tokens" / "manifest.json").read_text())["tokenizer"] == expected
+
+
+def test_instruction_pairs_and_benchmark_prompts_load_the_spec_tokenizer_not_the_working_directory_one(
+    tmp_path: Path, shared: Path, monkeypatch
+) -> None:
+    """instruct_pairs and p5_benchmark, run from a working directory holding a broken decoy at the
+    spec's relative tokenizer path, load the file beside the spec; a new file there makes them stale."""
+    project = tmp_path / "project"
+    tokenizer = reformatted_tokenizer(project / "tok" / "tokenizer.json")
+    spec = spec_after_ingest(
+        project, "tok", shared,
+        '[[stages]]\nstage = "instruct_pairs"\nparams.pool = "all"\n[[stages]]\nstage = "p5_benchmark"\n'
+        'params.benchmarks = [{ name = "magazines", dataset = "amazon2018/Magazine_Subscriptions", k = 1 }]\n',
+    )
+    decoy = tmp_path / "elsewhere"
+    (decoy / "tok").mkdir(parents=True)
+    (decoy / "tok" / "tokenizer.json").write_text("{}")
+    monkeypatch.chdir(decoy)
+    out = tmp_path / "out"
+    result = run_spec(load_spec(spec), out)
+    assert result.stats["instruct_pairs"]["rows_out"]["instruct"] > 0
+    assert (out / "eval" / "magazines").is_dir()
+    tokenizer.write_text(json.dumps(json.loads(tokenizer.read_text()), indent=2))
+    states = {s.key: s.state for s in spec_status(load_spec(spec), out)}
+    assert states == {"ingest": "done", "instruct_pairs": "stale", "p5_benchmark": "stale"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -23,8 +24,8 @@ from recgpt_data.histories import USER, bucket_events, template_for
 from recgpt_data.instruct.templates import MAX_TOKENS, NEXT_ITEM, RATING, PairBuilder
 from recgpt_data.instruct.windows import WindowCutter
 from recgpt_data.serialize import field_exprs, item_line_expr
-from recgpt_data.stage import Drops, Params, RawPath
-from recgpt_data.tokenizer import load_tokenizer
+from recgpt_data.stage import Drops, Params
+from recgpt_data.tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
 INSTRUCT: dict[str, pl.DataType] = {
     "prompt": pl.String(),
@@ -59,7 +60,6 @@ class InstructPairsParams(Params):
     min_history: int = Field(1, ge=1)  # items before the target
     max_tokens: int = Field(MAX_TOKENS, ge=16)
     pool: str = "instruct"  # the ``split`` value of the users to draw from; "all": every user
-    tokenizer: RawPath | None = None
 
     def count_for(self, source: str, task: str) -> int | None:
         return self.counts.get(source, self.default).of(task)
@@ -126,10 +126,10 @@ def iter_histories(rendered: pl.DataFrame) -> Iterator[UserHistory]:
 class PairMaker:
     """Cuts histories into windows and renders them as pairs, counting what it cannot use."""
 
-    def __init__(self, params: InstructPairsParams):
+    def __init__(self, params: InstructPairsParams, tokenizer: Path = DEFAULT_TOKENIZER):
         self.params = params
         self.drops = Drops()
-        self.tokenizer = load_tokenizer(params.tokenizer)
+        self.tokenizer = load_tokenizer(tokenizer)
 
     def pairs(self, history: UserHistory) -> Iterator[dict]:
         """Every pair of both tasks this history yields, oldest window first per task."""
@@ -215,14 +215,18 @@ class Pairs:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def build_pairs(interactions: pl.LazyFrame, items: pl.LazyFrame, params: InstructPairsParams, seed: int) -> Pairs:
-    """The instruction pairs of ``interactions`` (already cut to the pool), as the ``instruct`` table."""
+def build_pairs(
+    interactions: pl.LazyFrame, items: pl.LazyFrame, params: InstructPairsParams, seed: int,
+    tokenizer: Path = DEFAULT_TOKENIZER,
+) -> Pairs:
+    """The instruction pairs of ``interactions`` (already cut to the pool), as the ``instruct`` table,
+    fitted to ``params.max_tokens`` tokens of ``tokenizer`` (a ``tokenizer.json``)."""
     users = interactions.select(*USER).unique().sort(list(USER)).collect()
     if users.height == 0:
         return Pairs(pl.DataFrame(schema=INSTRUCT))
     events = bucket_events(interactions, items, users)
     info: dict[str, Any] = {"events_without_item_row": events.without_item} if events.without_item else {}
-    maker = PairMaker(params)
+    maker = PairMaker(params, tokenizer)
     rows = [pair for history in iter_histories(render_events(events.frame)) for pair in maker.pairs(history)]
     schema = {**INSTRUCT, "__target": pl.Int64()}
     candidates = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)

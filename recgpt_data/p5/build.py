@@ -41,7 +41,7 @@ EVENT_COLUMNS = (
 
 def write_benchmark(
     folder: Path, split: P5Split, events: pl.DataFrame, items: pl.LazyFrame, name: str,
-    max_tokens: int, tokenizer: str | Path | None, rating_split_from: str,
+    max_tokens: int, tokenizer: Path, rating_split_from: str,
 ) -> tuple[dict, Drops]:
     """Write one benchmark's files under ``folder``; returns its summary, which says where its
     rating split came from (``rating_split_from``), and the prompts it could not write, by reason."""

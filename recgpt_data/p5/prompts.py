@@ -31,7 +31,7 @@ from recgpt_data.instruct.templates import (
 )
 from recgpt_data.p5.splits import TEST, VALIDATION
 from recgpt_data.stage import Drops
-from recgpt_data.tokenizer import load_tokenizer
+from recgpt_data.tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
 PROMPTS: dict[str, pl.DataType] = {
     "benchmark": pl.String(),
@@ -78,7 +78,7 @@ def benchmark_prompts(
     rendered: pl.DataFrame,
     benchmark: str,
     max_tokens: int = MAX_TOKENS,
-    tokenizer: str | Path | None = None,
+    tokenizer: Path = DEFAULT_TOKENIZER,
 ) -> tuple[pl.DataFrame, Drops]:
     """Next-item prompts (sequential validation and test) and rating prompts (rating validation and
     test) of a rendered benchmark, in user then position order; and the prompts it could not write,

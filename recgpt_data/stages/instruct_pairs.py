@@ -21,12 +21,14 @@ from recgpt_data.stage import Context, Drops, StageOutput, StageStats, count, st
     reads=("interactions", "items"),
     optional_reads=("held_out",),
     writes=("instruct",),
+    settings=("tokenizer",),
     version="2",
 )
 def instruct_pairs_stage(
     tables: Mapping[str, pl.LazyFrame], params: InstructPairsParams, ctx: Context
 ) -> StageOutput:
-    """Build rating and next-item pairs from the instruction-pool users; never a held-out interaction."""
+    """Build rating and next-item pairs from the instruction-pool users, fitted to ``max_tokens``
+    tokens of the spec's tokenizer; never a held-out interaction."""
     interactions = tables["interactions"]
     stats = StageStats(rows_in={"interactions": count(interactions)})
     if params.pool != ALL_USERS:
@@ -41,7 +43,7 @@ def instruct_pairs_stage(
         before = count(interactions)
         interactions = drop_held_out(interactions, tables["held_out"])
         drops.count("held_out", before - count(interactions))
-    pairs = build_pairs(interactions, tables["items"], params, ctx.seed)
+    pairs = build_pairs(interactions, tables["items"], params, ctx.seed, ctx.tokenizer)
     drops.update(pairs.drops)
     instruct = pairs.instruct
     stats.info.update(pairs.info)

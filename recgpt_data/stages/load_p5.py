@@ -43,15 +43,15 @@ class P5Files(Params):
 
 
 class LoadP5Params(Params):
-    """P5's splits to load, and the prompt budget and tokenizer."""
+    """P5's splits to load, and the prompt budget (in tokens of the spec's tokenizer)."""
 
     benchmarks: list[P5Files]
     max_tokens: int = Field(MAX_TOKENS, ge=16)
-    tokenizer: RawPath | None = None
 
 
 @stage(
-    "load_p5", params=LoadP5Params, reads=("items",), optional_reads=("held_out",), writes=("held_out",), version="3"
+    "load_p5", params=LoadP5Params, reads=("items",), optional_reads=("held_out",), writes=("held_out",),
+    settings=("tokenizer",), version="3",
 )
 def load_p5_stage(tables: Mapping[str, pl.LazyFrame], params: LoadP5Params, ctx: Context) -> StageOutput:
     """Load P5's own split files, write ``eval/<name>/`` with next-item prompts, and rating prompts
@@ -77,7 +77,7 @@ def load_p5_stage(tables: Mapping[str, pl.LazyFrame], params: LoadP5Params, ctx:
         if source:
             events = events.with_columns(pl.lit(source[0]).alias("source"), pl.lit(spec.dataset).alias("dataset"))
             stats.info[spec.name], unwritten = write_benchmark(
-                folder, split, events, items, spec.name, params.max_tokens, params.tokenizer,
+                folder, split, events, items, spec.name, params.max_tokens, ctx.tokenizer,
                 OFFICIAL if official else NO_RATINGS,
             )
             left_out.update(unwritten)

@@ -31,11 +31,10 @@ class BenchmarkSpec(Params):
 
 
 class P5BenchmarkParams(Params):
-    """The benchmarks to build, and the prompt budget and tokenizer."""
+    """The benchmarks to build, and the prompt budget (in tokens of the spec's tokenizer)."""
 
     benchmarks: list[BenchmarkSpec]
     max_tokens: int = Field(MAX_TOKENS, ge=16)
-    tokenizer: RawPath | None = None
 
     @model_validator(mode="after")
     def distinct_names(self) -> P5BenchmarkParams:
@@ -54,6 +53,7 @@ class P5BenchmarkParams(Params):
     reads=("interactions", "items"),
     optional_reads=("held_out",),
     writes=("held_out",),
+    settings=("tokenizer",),
     version="3",
 )
 def p5_benchmark_stage(tables: Mapping[str, pl.LazyFrame], params: P5BenchmarkParams, ctx: Context) -> StageOutput:
@@ -78,7 +78,7 @@ def p5_benchmark_stage(tables: Mapping[str, pl.LazyFrame], params: P5BenchmarkPa
         items = tables["items"].filter(pl.col("dataset") == spec.dataset)
         stats.info[spec.name], unwritten = write_benchmark(
             ctx.out_dir / "eval" / spec.name, built.split, built.events, items, spec.name,
-            params.max_tokens, params.tokenizer, OFFICIAL if official else REDRAWN,
+            params.max_tokens, ctx.tokenizer, OFFICIAL if official else REDRAWN,
         )
         left_out.update(unwritten)
         held = held_out_rows(built.events, spec.name, spec.dataset)

@@ -9,15 +9,14 @@ import polars as pl
 from pydantic import Field
 
 from recgpt_data.chunking import MAX_TOKENS, TokenCounter
-from recgpt_data.corpus import build_documents, tokenizer_path, verify_token_counts
-from recgpt_data.stage import PARTITION_USER, Context, Params, RawPath, StageOutput, StageStats, stage
+from recgpt_data.corpus import build_documents, verify_token_counts
+from recgpt_data.stage import PARTITION_USER, Context, Params, StageOutput, StageStats, stage
 from recgpt_data.tokenizer import load_tokenizer
 
 
 class DocumentsParams(Params):
-    """The tokenizer, the chunk cap, memory bounds, the validation share and how counts are checked."""
+    """The chunk cap, memory bounds, the validation share and how counts are checked."""
 
-    tokenizer: RawPath | None = None  # a tokenizer.json (or its folder); default: bundled GPT-NeoX-20B
     max_tokens: int = Field(MAX_TOKENS, ge=64)
     buckets: int = Field(1, ge=1)  # user buckets inside one call, to bound memory further
     validation_fraction: float = Field(0.001, ge=0.0, le=1.0)
@@ -31,13 +30,15 @@ class DocumentsParams(Params):
     reads=("interactions", "items"),
     writes=("documents",),
     partition=PARTITION_USER,
+    settings=("tokenizer",),
     version="1",
 )
 def pretrain_documents_stage(
     tables: Mapping[str, pl.LazyFrame], params: DocumentsParams, ctx: Context
 ) -> StageOutput:
-    """Each pre-training user's history as RecGPT documents, chunked under ``max_tokens``."""
-    counter = TokenCounter(load_tokenizer(tokenizer_path(params.tokenizer, ctx)))
+    """Each pre-training user's history as RecGPT documents, chunked under ``max_tokens`` tokens of
+    the spec's tokenizer."""
+    counter = TokenCounter(load_tokenizer(ctx.tokenizer))
     built = build_documents(
         tables["interactions"],
         tables["items"],

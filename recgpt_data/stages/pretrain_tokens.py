@@ -9,34 +9,32 @@ from collections.abc import Mapping
 import polars as pl
 from pydantic import Field
 
-from recgpt_data.corpus import tokenizer_path
 from recgpt_data.errors import UsageError
 from recgpt_data.io.parquet import write_text
 from recgpt_data.pretrain_tokens import EOS_TOKEN, TOKENS_DIR, tokenize_splits, tokens_manifest
-from recgpt_data.stage import Context, Params, RawPath, StageOutput, StageStats, stage
+from recgpt_data.stage import Context, Params, StageOutput, StageStats, stage
 from recgpt_data.tokenizer import load_tokenizer, tokenizer_sha256
 
 
 class TokensParams(Params):
-    """The tokenizer and how many documents are encoded at a time."""
+    """How many documents are encoded at a time."""
 
-    tokenizer: RawPath | None = None  # the one write_pretrain's manifest names; default: bundled GPT-NeoX-20B
     batch_rows: int = Field(8192, ge=1)  # documents encoded at a time
 
 
-@stage("pretrain_tokens", params=TokensParams, summarises=True, version="1")
+@stage("pretrain_tokens", params=TokensParams, summarises=True, settings=("tokenizer",), version="1")
 def pretrain_tokens_stage(tables: Mapping[str, pl.LazyFrame], params: TokensParams, ctx: Context) -> StageOutput:
-    """Token ids of every pre-training shard, in the corpus' order, for memory-mapped training."""
+    """Token ids of every pre-training shard, in the corpus' order, for memory-mapped training, under
+    the spec's tokenizer, which must be the one ``manifest.json`` records."""
     folder = ctx.folder or ctx.out_dir
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         raise UsageError(f"pretrain_tokens: no manifest.json in {folder}; put it after write_pretrain")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    path = tokenizer_path(params.tokenizer, ctx)
-    sha = tokenizer_sha256(path)
+    sha = tokenizer_sha256(ctx.tokenizer)
     if sha != manifest["tokenizer"]["sha256"]:
         raise UsageError("pretrain_tokens: its tokenizer is not the one write_pretrain recorded in manifest.json")
-    tokenizer = load_tokenizer(path)
+    tokenizer = load_tokenizer(ctx.tokenizer)
     eos_id = tokenizer.token_to_id(EOS_TOKEN)
     if eos_id is None:
         raise UsageError(f"pretrain_tokens: the tokenizer has no {EOS_TOKEN} token")

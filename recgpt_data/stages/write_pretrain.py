@@ -9,17 +9,15 @@ from collections.abc import Mapping
 import polars as pl
 from pydantic import Field
 
-from recgpt_data.corpus import manifest, require_streaming, tokenizer_path, write_corpus
+from recgpt_data.corpus import manifest, require_streaming, write_corpus
 from recgpt_data.io.parquet import write_text
-from recgpt_data.stage import Context, Params, RawPath, StageOutput, StageStats, count, stage
-from recgpt_data.tokenizer import DEFAULT_NAME, tokenizer_sha256
+from recgpt_data.stage import Context, Params, StageOutput, StageStats, count, stage
+from recgpt_data.tokenizer import tokenizer_sha256
 
 
 class WritePretrainParams(Params):
-    """The tokenizer the manifest names, the token budget, shard sizes and exports."""
+    """The token budget, shard sizes and exports."""
 
-    tokenizer: RawPath | None = None  # the one pretrain_documents counted with, for the manifest
-    tokenizer_name: str = DEFAULT_NAME
     target_tokens: int | None = Field(None, ge=1)
     weights: dict[str, float] = Field(default_factory=dict)  # per source; default: by its tokens
     shard_rows: int = Field(100_000, ge=1)
@@ -34,13 +32,15 @@ class WritePretrainParams(Params):
     params=WritePretrainParams,
     reads=("documents",),
     optional_reads=("held_out",),
+    settings=("tokenizer",),
     version="1",
 )
 def write_pretrain_stage(
     tables: Mapping[str, pl.LazyFrame], params: WritePretrainParams, ctx: Context
 ) -> StageOutput:
     """Sample to the token budget, shuffle across sources, write shards, manifest and exports,
-    and prove no held-out interaction is in the written shards."""
+    and prove no held-out interaction is in the written shards. The manifest names the spec's
+    tokenizer, the one ``pretrain_documents`` counted with, and its sha256."""
     if params.mds:
         require_streaming()
     documents = tables["documents"]
@@ -57,7 +57,7 @@ def write_pretrain_stage(
         jsonl=params.jsonl,
         mds=params.mds,
     )
-    tokenizer = {"name": params.tokenizer_name, "sha256": tokenizer_sha256(tokenizer_path(params.tokenizer, ctx))}
+    tokenizer = {"name": ctx.tokenizer_name, "sha256": tokenizer_sha256(ctx.tokenizer)}
     text = json.dumps(manifest(written, tokenizer, ctx.seed), indent=2, ensure_ascii=False) + "\n"
     write_text(text, ctx.out_dir / "manifest.json")
     stats.info.update(
