@@ -314,21 +314,24 @@ def plan_instruct(
     """Report how many instruction pairs each source and task yields (default: the paper's counts)."""
     from recgpt_data.instruct.pairs import InstructPairsParams
     from recgpt_data.instruct.planner import PAPER_COUNTS, available_windows, plan, pool_interactions, total
+    from recgpt_data.pipeline.planner import Settings, resolve_settings
     from recgpt_data.pipeline.spec import load_spec
 
-    params = PAPER_COUNTS
+    params, settings = PAPER_COUNTS, Settings()
     if spec is not None:
-        found = [s.params for s in load_spec(spec).stages if s.stage == "instruct_pairs"]
+        loaded = load_spec(spec)
+        found = [s.params for s in loaded.stages if s.stage == "instruct_pairs"]
         if not found:
             raise UsageError(f"{spec}: no instruct_pairs stage")
-        params = InstructPairsParams(**found[0])
+        params, settings = InstructPairsParams(**found[0]), resolve_settings(loaded)
     available = None
     sources = None
     if tables is not None:
         import polars as pl
 
         interactions = pool_interactions(pl.scan_parquet(tables / "interactions" / "**" / "*.parquet"), params.pool)
-        available = available_windows(interactions, pl.scan_parquet(tables / "items" / "**" / "*.parquet"), params)
+        items = pl.scan_parquet(tables / "items" / "**" / "*.parquet")
+        available = available_windows(interactions, items, params, settings.tokenizer)
         sources = sorted({source for source, _ in available} | set(params.counts))
     rows = plan(params, sources, available)
     table = Table(title="instruction pairs per source and task")

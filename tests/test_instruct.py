@@ -6,6 +6,7 @@ held-out interaction."""
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from recgpt_data.split import leaked
 from recgpt_data.stage import Context
 from recgpt_data.stages.instruct_pairs import instruct_pairs_stage
 from recgpt_data.stages.write_instruct import JSONL, PARQUET, write_instruct_stage
-from recgpt_data.tokenizer import load_tokenizer
+from recgpt_data.tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
 MAGAZINES = "amazon2018/Magazine_Subscriptions"
 FOOD_WINDOWS = slice(5, 10)  # rows 6-10 of the authors' file: five windows of one Food.com user
@@ -388,3 +389,30 @@ def test_plan_instruct_command_reports_the_papers_scale():
     result = CliRunner().invoke(app, ["plan-instruct"], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "total: 120,000 pairs" in result.output
+
+
+def test_plan_instruct_measures_windows_with_the_tokenizer_beside_the_spec(shared, tmp_path, monkeypatch):
+    """``plan-instruct SPEC --tables`` cuts windows with the spec's tokenizer, resolved beside the
+    spec: a missing one is named by its path there, and a broken decoy at the same relative path in
+    the working directory is never read."""
+    from typer.testing import CliRunner
+
+    from recgpt_data.cli import app
+
+    tables = tmp_path / "tables"
+    raw = shared / "amazon2018"
+    ingest("amazon2018", [raw / "Magazine_Subscriptions_5.json", raw / "meta_Magazine_Subscriptions.json.gz"], tables)
+    spec = tmp_path / "project" / "spec.toml"
+    spec.parent.mkdir()
+    spec.write_text('name = "x"\ntokenizer = "tok"\n[[stages]]\nstage = "instruct_pairs"\nparams.pool = "all"\n')
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "tokenizer.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    command = ["plan-instruct", str(spec), "--tables", str(tables)]
+    missing = CliRunner().invoke(app, command, terminal_width=200)
+    assert missing.exit_code != 0
+    assert f"no tokenizer.json at {spec.parent / 'tok'}" in str(missing.exception) + missing.output
+    shutil.copytree(DEFAULT_TOKENIZER.parent, spec.parent / "tok")
+    result = CliRunner().invoke(app, command, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "amazon2018" in result.output

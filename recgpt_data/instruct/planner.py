@@ -10,12 +10,14 @@ users' histories hold (unknown before a run; measured from canonical tables with
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
 from recgpt_data.instruct.pairs import ALL_USERS, InstructPairsParams, TaskCounts, build_pairs
 from recgpt_data.instruct.templates import RATING, TASKS
 from recgpt_data.sources import FORMATS, get_source
+from recgpt_data.tokenizer import DEFAULT_TOKENIZER
 
 PAPER_PAIRS_PER_TASK = 5_000
 PAPER_COUNTS = InstructPairsParams(
@@ -69,11 +71,13 @@ def plan(
     return rows
 
 
-def available_windows(interactions: pl.LazyFrame, items: pl.LazyFrame, params: InstructPairsParams) -> dict[tuple[str, str], int]:
+def available_windows(
+    interactions: pl.LazyFrame, items: pl.LazyFrame, params: InstructPairsParams, tokenizer: Path = DEFAULT_TOKENIZER
+) -> dict[tuple[str, str], int]:
     """The windows each source and task holds in ``interactions`` (already cut to the pool), by
     building every candidate pair once."""
     every = params.model_copy(update={"counts": {}, "default": TaskCounts()})
-    pairs = build_pairs(interactions, items, every, 0).instruct
+    pairs = build_pairs(interactions, items, every, 0, tokenizer).instruct
     counted = pairs.group_by(["source", "task"]).len().rows()
     return {(source, task): n for source, task, n in counted}
 
