@@ -262,6 +262,7 @@ PRODUCTION_STAGES = [
     "split",
     "pretrain_documents",
     "write_pretrain",
+    "pretrain_tokens",
     "instruct_pairs",
     "write_instruct",
     "report",

@@ -15,6 +15,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO
@@ -175,3 +176,19 @@ def test_the_report_table_matches_the_shards(built: tuple[Path, Path]) -> None:
     page = (out / "report" / "index.md").read_text()
     assert f"| **total** | {totals['users']:,} | {totals['items']:,} | {totals['interactions']:,} | {totals['tokens']:,} |" in page
     assert "| paper | 10,160,000 | 10,310,000 | 258,100,000 | 20,500,000,000 |" in page
+
+
+def test_token_shards_hold_every_document_then_eos(built: tuple[Path, Path]) -> None:
+    """exports/tokens/<shard>.bin is each document of the parquet shard, in order, as the tokenizer
+    encodes it, then EOS (id 0); <shard>.idx holds where each document ends."""
+    _, out = built
+    tokenizer = Tokenizer.from_file(str(TOKENIZER))
+    shards = sorted((out / "data" / "pretrain").glob("*.parquet"))
+    assert shards
+    for shard in shards:
+        texts = pq.read_table(shard, columns=["text"]).column("text").to_pylist()
+        expected = [i for text in texts for i in [*tokenizer.encode(text, add_special_tokens=False).ids, 0]]
+        tokens = np.fromfile(out / "exports" / "tokens" / f"{shard.stem}.bin", dtype=np.uint16)
+        ends = np.fromfile(out / "exports" / "tokens" / f"{shard.stem}.idx", dtype=np.int64)
+        assert tokens.tolist() == expected
+        assert len(ends) == len(texts) and int(ends[-1]) == len(expected)
