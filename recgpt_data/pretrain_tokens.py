@@ -15,6 +15,7 @@ batch encoder spreads each batch over the machine's cores.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,6 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from recgpt_data.corpus import SPLITS
-from recgpt_data.pipeline.fingerprint import file_sha256
 
 TOKENS_DIR = Path("exports") / "tokens"
 EOS_TOKEN = "<|endoftext|>"
@@ -52,12 +52,14 @@ def token_dtype(tokenizer: Tokenizer) -> np.dtype:
 
 def tokenize_shard(
     parquet: Path, tokens_path: Path, index_path: Path, tokenizer: Tokenizer, eos_id: int, batch_rows: int
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, str, str]:
     """Append each document's ids and EOS to ``tokens_path`` and its end offset to ``index_path``,
     ``batch_rows`` documents at a time; returns (documents, tokens, documents whose ``num_tokens``
-    differs from the ids written, EOS not counted)."""
+    differs from the ids written, EOS not counted, and the sha256 of the two files, hashed as they
+    are written)."""
     dtype = token_dtype(tokenizer)
     documents = written = mismatched = 0
+    tokens_hash, index_hash = hashlib.sha256(), hashlib.sha256()
     with open(tokens_path, "wb") as tokens_out, open(index_path, "wb") as index_out:
         for batch in pq.ParquetFile(parquet).iter_batches(batch_size=batch_rows, columns=["text", "num_tokens"]):
             encoded = tokenizer.encode_batch(batch.column("text").to_pylist(), add_special_tokens=False)
@@ -65,12 +67,16 @@ def tokenize_shard(
             ids = np.fromiter(
                 (t for e in encoded for t in (*e.ids, eos_id)), dtype=dtype, count=int(lengths.sum()) + len(encoded)
             )
-            ids.tofile(tokens_out)
-            (written + np.cumsum(lengths + 1)).astype("<i8").tofile(index_out)
+            for data, out, digest in (
+                (ids.tobytes(), tokens_out, tokens_hash),
+                ((written + np.cumsum(lengths + 1)).astype("<i8").tobytes(), index_out, index_hash),
+            ):
+                out.write(data)
+                digest.update(data)
             mismatched += int((lengths != batch.column("num_tokens").to_numpy()).sum())
             documents += len(encoded)
             written += len(ids)
-    return documents, written, mismatched
+    return documents, written, mismatched, tokens_hash.hexdigest(), index_hash.hexdigest()
 
 
 def tokenize_splits(
@@ -94,7 +100,6 @@ def tokenize_splits(
                 asdict(
                     TokenShard(
                         tokens_rel.as_posix(), index_rel.as_posix(), record["path"], record["sha256"], *counts,
-                        file_sha256(out_dir / tokens_rel), file_sha256(out_dir / index_rel),
                     )
                 )
             )

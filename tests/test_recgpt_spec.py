@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import csv
 import gzip
+import hashlib
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -192,3 +193,8 @@ def test_token_shards_hold_every_document_then_eos(built: tuple[Path, Path]) -> 
         ends = np.fromfile(out / "exports" / "tokens" / f"{shard.stem}.idx", dtype=np.int64)
         assert tokens.tolist() == expected
         assert len(ends) == len(texts) and int(ends[-1]) == len(expected)
+    manifest = json.loads((out / "exports" / "tokens" / "manifest.json").read_text())
+    for shards in manifest["splits"].values():
+        for shard in shards:
+            for kind in ("tokens", "index"):
+                assert shard[f"{kind}_sha256"] == hashlib.sha256((out / shard[kind]).read_bytes()).hexdigest()

@@ -77,8 +77,7 @@ def drop_copies(
             drops.add("interactions", rows, reason)
     gone = marked.filter(pl.col(REASON).is_not_null())
     by_dataset = gone.group_by("dataset", REASON).agg(pl.len()).sort("dataset", REASON)
-    dropped_by_dataset = {
-        dataset: {row[REASON]: row["len"] for row in by_dataset.filter(pl.col("dataset") == dataset).to_dicts()}
-        for dataset in by_dataset["dataset"].unique(maintain_order=True)
-    }
+    dropped_by_dataset: dict[str, dict[str, int]] = {}
+    for dataset, reason, n in by_dataset.iter_rows():
+        dropped_by_dataset.setdefault(dataset, {})[reason] = n
     return marked.filter(pl.col(REASON).is_null()).drop(REASON), drops, dropped_by_dataset

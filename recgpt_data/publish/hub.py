@@ -34,7 +34,7 @@ from typing import TypeVar
 from recgpt_data.errors import UsageError
 from recgpt_data.pipeline.fingerprint import file_sha256
 from recgpt_data.publish.card import card_for_repo
-from recgpt_data.publish.terms import refusal, restricted
+from recgpt_data.publish.terms import published_files, refusal, restricted
 
 T = TypeVar("T")
 ATTEMPTS = 5
@@ -55,13 +55,6 @@ class PublishReport:
 def git_blob_sha1(data: bytes) -> str:
     """The git blob id of some bytes (what the Hub reports for files not stored in LFS)."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def local_files(folder: Path) -> list[Path]:
-    """The files of a built folder to publish, sorted; the runner's hidden folders stay home."""
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and not any(x.startswith(".") for x in p.relative_to(folder).parts)
-    )
 
 
 def transport_errors() -> tuple[type[BaseException], ...]:
@@ -178,7 +171,7 @@ def upload(
     }
     card = card_for_repo((folder / CARD).read_text(encoding="utf-8"), repo_id).encode("utf-8")
     operations: list[CommitOperationAdd | CommitOperationDelete] = []
-    local = local_files(folder)
+    local = published_files(folder)
     names = {path.relative_to(folder).as_posix(): path for path in local}
     for name, path in names.items():
         data = card if name == CARD else None
