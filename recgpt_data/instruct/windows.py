@@ -86,11 +86,11 @@ class WindowCutter:
         while at + 1 < len(targets) and self.estimate(start, targets[at + 1]) <= self.max_tokens:
             at += 1
         pair = self.pair(start, targets[at])
-        while pair is None and at > first:
-            at -= 1
-            pair = self.pair(start, targets[at])
-        if pair is None:
-            return None
+        if pair is None:  # the estimate's end is too long: walk down (every end above is known not to fit)
+            while pair is None and at > first:
+                at -= 1
+                pair = self.pair(start, targets[at])
+            return None if pair is None else Window(start, targets[at], pair)
         while at + 1 < len(targets) and (longer := self.pair(start, targets[at + 1])) is not None:
             at, pair = at + 1, longer
         return Window(start, targets[at], pair)

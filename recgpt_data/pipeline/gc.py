@@ -92,9 +92,7 @@ def needed_files(runner: Runner, states: dict[str, str]) -> set[Path]:
                 keep.update(files_under(cut))
         if state == "missing" and all(name in tables for name in planned.definition.reads):
             fingerprint = stage_fingerprint(runner.plan, planned, tables, earlier, runner.cache)
-            for part in store.finished_parts(planned.key, fingerprint).values():
-                keep.add(store.part_path(planned.key, part.index))
-                keep.update(stage_dir / f.path for f in part.tables.values())
+            keep.update(store.resumable_files(planned.key, fingerprint))
         if marker is not None:
             tables.update(marker.refs())
             earlier[planned.key] = marker.fingerprint

@@ -82,7 +82,8 @@ def plan_status(plan: Plan, store: Store, cache: HashCache) -> list[StageStatus]
     unfinished: list[str] = []
     for planned in plan:
         marker = store.marker(planned.key)
-        blocked = [key for key in unfinished if key in plan.upstream(planned)]
+        upstream = plan.upstream(planned)
+        blocked = [key for key in unfinished if key in upstream]
         if blocked and marker is not None:
             status = StageStatus(planned.key, STALE, f"reruns after {blocked[0]}, upstream, which never finished")
         elif blocked:

@@ -254,6 +254,16 @@ class Store:
     def write_part(self, key: str, part: PartRecord) -> None:
         write_text(json.dumps(part.to_json(), indent=2) + "\n", self.part_path(key, part.index))
 
+    def resumable_files(self, key: str, fingerprint: str) -> set[Path]:
+        """The files of the buckets an unfinished attempt with ``fingerprint`` finished: what a
+        resumed run keeps (and gc must not delete)."""
+        stage_dir = self.stage_dir(key)
+        keep: set[Path] = set()
+        for part in self.finished_parts(key, fingerprint).values():
+            keep.add(self.part_path(key, part.index))
+            keep.update(stage_dir / f.path for f in part.tables.values())
+        return keep
+
     def finished_parts(self, key: str, fingerprint: str) -> dict[int, PartRecord]:
         """Buckets an attempt with ``fingerprint`` finished, whose files are intact."""
         stage_dir = self.stage_dir(key)
@@ -280,9 +290,7 @@ class Store:
                 (self.out / f.path).unlink(missing_ok=True)
             (stage_dir / MARKER).unlink(missing_ok=True)
         else:
-            for part in self.finished_parts(key, fingerprint).values():
-                keep.add(self.part_path(key, part.index))
-                keep.update(stage_dir / f.path for f in part.tables.values())
+            keep = self.resumable_files(key, fingerprint)
         if stage_dir.is_dir():
             for path in sorted(stage_dir.rglob("*"), reverse=True):
                 if path.is_file() and path not in keep:
