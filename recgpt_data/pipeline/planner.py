@@ -159,8 +159,8 @@ def unmade_datasets(planned: list[Planned]) -> list[str]:
     return problems
 
 
-def plan(spec: PipelineSpec) -> Plan:
-    """``spec`` as a plan, or a :class:`PlanError` listing every problem found."""
+def plan_stages(spec: PipelineSpec) -> tuple[list[Planned], list[str]]:
+    """Every stage of ``spec`` that looks up and validates, and a problem for each one that does not."""
     problems: list[str] = []
     planned: list[Planned] = []
     for stage_spec in spec.stages:
@@ -168,6 +168,12 @@ def plan(spec: PipelineSpec) -> Plan:
             planned.append(plan_stage(spec, stage_spec))
         except UsageError as exc:
             problems.append(str(exc))
+    return planned, problems
+
+
+def plan(spec: PipelineSpec) -> Plan:
+    """``spec`` as a plan, or a :class:`PlanError` listing every problem found."""
+    planned, problems = plan_stages(spec)
     if not problems:
         problems += unread_tables(planned) + unmade_datasets(planned)
     kill = kill_point_problem([s.key for s in spec.stages])

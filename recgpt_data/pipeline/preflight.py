@@ -24,7 +24,7 @@ from recgpt_data.errors import UsageError
 from recgpt_data.ingest import InputFile, canonical_batch, resolve_files
 from recgpt_data.io.streams import LineBlocks
 from recgpt_data.pipeline.fingerprint import declared_paths
-from recgpt_data.pipeline.planner import Planned, plan_stage, resolve_settings, unmade_datasets, unread_tables
+from recgpt_data.pipeline.planner import Planned, plan_stages, resolve_settings, unmade_datasets, unread_tables
 from recgpt_data.pipeline.spec import PipelineSpec, resolve_path
 from recgpt_data.pipeline.store import STAGES
 from recgpt_data.sources import get_source
@@ -65,12 +65,8 @@ def check_plan(spec: PipelineSpec, report: Preflight) -> list[Planned]:
     """Each stage looked up and its parameters validated (a problem per stage that fails), every
     table it reads written by an earlier stage and every dataset it names produced by an ingest
     source (the planner's checks), the tokenizer there; the stages that passed."""
-    passed = []
-    for stage_spec in spec.stages:
-        try:
-            passed.append(plan_stage(spec, stage_spec))
-        except UsageError as exc:
-            report.problems.append(str(exc))
+    passed, problems = plan_stages(spec)
+    report.problems += problems
     report.problems += unread_tables(passed) + unmade_datasets(passed)
     report.problems += resolve_settings(spec).problems()
     report.notes.append(f"plan: {len(passed)} of {len(spec.stages)} stages valid")
