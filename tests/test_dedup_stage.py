@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
+from plain_dedup import copies_on_one_item, plain_normalize
 
 from recgpt_data import stages as registry
 from recgpt_data.dedup.scopes import DedupParams
@@ -19,12 +20,6 @@ from recgpt_data.schema import conform, empty
 from recgpt_data.stage import Context
 from recgpt_data.stages.clean_items import CleanItemsParams, clean_items_stage
 from recgpt_data.stages.dedup import dedup_stage
-
-
-def plain_normalize(text: str) -> str:
-    """The normalisation rules, re-stated with Python's re for an independent count."""
-    text = re.sub(r"\d+(?:[.,]\d+)?", "0", text.lower())
-    return " ".join(re.sub(r"[^\w\s]|_", " ", text).split())
 
 
 def nonzero(counts: dict[str, int]) -> dict[str, int]:
@@ -100,12 +95,7 @@ def test_variant_copies_in_a_real_file_match_a_plain_count(beauty) -> None:
     """Without item metadata only copies on one item id are variants: All Beauty's 5-core file
     repeats some reviews verbatim under the same ASIN."""
     frame, raw = beauty
-    groups = collections.Counter(
-        (r["reviewerID"], t, r["overall"], r["unixReviewTime"], r["asin"])
-        for r in raw
-        if (t := plain_normalize(r.get("reviewText") or ""))
-    )
-    expected = sum(c - 1 for c in groups.values())
+    expected = copies_on_one_item(raw)
     out = run(frame, users=False, items="off", text_action="keep")
     assert nonzero(out.stats.dropped) == {"variant_duplicate": expected} and expected == 1053
     result = out.tables["interactions"]

@@ -4,23 +4,16 @@ inspection. Expected numbers come from plain readings of the raw files."""
 
 from __future__ import annotations
 
-import collections
 import json
-import re
 import subprocess
 from pathlib import Path
 
 import polars as pl
 import pytest
 from conftest import CLI
+from plain_dedup import copies_on_one_item
 
 from recgpt_data.pipeline.dropped import dropped_rows
-
-
-def plain_normalize(text: str) -> str:
-    """dedup's text normalisation, re-stated with Python's re."""
-    text = re.sub(r"\d+(?:[.,]\d+)?", "0", text.lower())
-    return " ".join(re.sub(r"[^\w\s]|_", " ", text).split())
 
 
 def reviews(path: Path) -> list[dict]:
@@ -91,12 +84,7 @@ def test_a_heuristic_rule_over_five_percent_is_warned(warned, shared: Path) -> N
     count, over 5%; Digital Music has none, so no warning names it for that rule."""
     out, result = warned
     raw = reviews(shared / "amazon2018" / "All_Beauty_5.json")
-    groups = collections.Counter(
-        (r["reviewerID"], t, r["overall"], r["unixReviewTime"], r["asin"])
-        for r in raw
-        if (t := plain_normalize(r.get("reviewText") or ""))
-    )
-    copies = sum(n - 1 for n in groups.values())
+    copies = copies_on_one_item(raw)
     assert copies == 1053
     heuristic = by_kind(out, "heuristic")
     warning = heuristic["dedup", "amazon2018/All_Beauty", "variant_duplicate"]
