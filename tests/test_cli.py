@@ -64,7 +64,10 @@ def test_status_finds_the_default_out(demo_corpus: Path, tmp_path: Path) -> None
     cells = [line.split() for line in done.stdout.splitlines()]
     states = {c[1]: c[3] for c in cells if len(c) > 3 and c[1] in keys}  # "│ ingest │ done │ 0.4 s │"
     assert states == dict.fromkeys(keys, "done")
-    empty = cli("status", str(DEMO), cwd=elsewhere)
+    bare = tmp_path / "bare" / "pipelines"  # a project with no run anywhere (the checkout may hold out/demo)
+    bare.mkdir(parents=True)
+    shutil.copy(DEMO, bare / "demo.toml")
+    empty = cli("status", str(bare / "demo.toml"), cwd=elsewhere)
     assert empty.stdout.splitlines()[0] == "demo in out/demo" and "done" not in empty.stdout
 
 
