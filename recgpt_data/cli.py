@@ -49,8 +49,12 @@ def ingest(
 
     files, _ = resolve_files(get_source(format), paths, out, dataset)
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} files"),
-        TimeElapsedColumn(), console=console, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} files"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as progress:
         task = progress.add_task(f"ingest {format}", total=len(files))
         summary = run_ingest(format, paths, out, dataset, on_file=lambda p: progress.advance(task))
@@ -132,7 +136,9 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="rerun stages even when their outputs are current")] = False,
     engine: Annotated[str, typer.Option(help="where partitioned stages run: local or ray")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, ray://host:10001)")] = None,
-    var: Annotated[list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")] = [],  # noqa: B006
+    var: Annotated[
+        list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")
+    ] = [],  # noqa: B006
     workers: Annotated[
         int, typer.Option(min=1, help="local worker processes for partitioned stages, sharing the cores")
     ] = 1,
@@ -172,7 +178,9 @@ def run(
 def status(
     spec: Annotated[Path, typer.Argument(help="pipeline spec (TOML)")],
     out: Annotated[Path | None, typer.Option("--out", help="output folder (default: out/<name>)")] = None,
-    var: Annotated[list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")] = [],  # noqa: B006
+    var: Annotated[
+        list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")
+    ] = [],  # noqa: B006
 ) -> None:
     """Show each stage of a spec as done, stale or missing in an output folder."""
     from recgpt_data.pipeline.runner import spec_status
@@ -194,7 +202,9 @@ def status(
 def check(
     spec: Annotated[Path, typer.Argument(help="pipeline spec (TOML)")],
     out: Annotated[Path | None, typer.Option("--out", help="output folder (default: out/<name>)")] = None,
-    var: Annotated[list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")] = [],  # noqa: B006
+    var: Annotated[
+        list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")
+    ] = [],  # noqa: B006
 ) -> None:
     """Check a spec before running it: the plan, every input (of its format, by its first records)
     and the output folder's free space; one line per problem."""
@@ -218,7 +228,9 @@ def gc(
     out: Annotated[Path, typer.Argument(help="a run's output folder")],
     spec: Annotated[Path, typer.Option("--spec", help="the pipeline spec whose current stages are kept")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be deleted, delete nothing")] = False,
-    var: Annotated[list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")] = [],  # noqa: B006
+    var: Annotated[
+        list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")
+    ] = [],  # noqa: B006
 ) -> None:
     """Delete the cached intermediates under OUT/.stages that no current stage of the spec needs (old
     bucket cuts, stale stages, leftover scratch); the final folder's files are never touched."""
@@ -228,7 +240,9 @@ def gc(
     usages = collect(load_spec(spec, parse_vars(var)), out, dry_run=dry_run)
     print(f"{'stage':<24} {'state':<16} {'bytes':>14} {'unneeded bytes':>15} {'files':>7}")
     for usage in usages:
-        print(f"{usage.key:<24} {usage.state:<16} {usage.bytes:>14,} {usage.unneeded_bytes:>15,} {len(usage.unneeded):>7,}")
+        print(
+            f"{usage.key:<24} {usage.state:<16} {usage.bytes:>14,} {usage.unneeded_bytes:>15,} {len(usage.unneeded):>7,}"
+        )
     freed = sum(u.unneeded_bytes for u in usages)
     print(f"{'would free' if dry_run else 'freed'} {freed:,} bytes in {sum(len(u.unneeded) for u in usages):,} files")
 
@@ -296,7 +310,11 @@ def publish(
     except HFValidationError as exc:
         raise UsageError(f"--repo-id {shown(repo_id)} is not a Hub repository id: {str(exc).splitlines()[0]}") from None
     report = publish_folder(
-        folder, repo_id, private=private, revision=revision, allow_restricted=allow_restricted,
+        folder,
+        repo_id,
+        private=private,
+        revision=revision,
+        allow_restricted=allow_restricted,
         on_message=lambda m: console.print(m),
     )
     console.print(
@@ -339,8 +357,13 @@ def plan_instruct(
         table.add_column(column, justify="left" if column in ("source", "task") else "right")
     shown = lambda n: "all" if n is None else f"{n:,}"  # noqa: E731
     for row in rows:
-        table.add_row(row.source, row.task, shown(row.requested), "?" if row.available is None else f"{row.available:,}",
-                      "?" if row.yields is None else f"{row.yields:,}")
+        table.add_row(
+            row.source,
+            row.task,
+            shown(row.requested),
+            "?" if row.available is None else f"{row.available:,}",
+            "?" if row.yields is None else f"{row.yields:,}",
+        )
     Console().print(table)
     grand = total(rows)
     Console().print(f"total: {'unknown (some source keeps every window)' if grand is None else f'{grand:,}'} pairs")

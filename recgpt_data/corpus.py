@@ -202,10 +202,7 @@ def scatter(
     row groups are read): each kept user's document goes to the scratch file of the shard of its
     split whose key range holds its shuffle key. Returns each split's scratch files in shard order."""
     schema = {**{c: DOCUMENT_SCHEMA[c] for c in SHARD_COLUMNS}, KEY: pl.UInt64()}
-    files = {
-        split: [ctx.scratch / split / f"{i:05d}.parquet" for i in range(len(s))]
-        for split, s in starts.items()
-    }
+    files = {split: [ctx.scratch / split / f"{i:05d}.parquet" for i in range(len(s))] for split, s in starts.items()}
     writers = {split: [AtomicParquetWriter(path, schema) for path in paths] for split, paths in files.items()}
     try:
         total = count(documents)
@@ -215,9 +212,7 @@ def scatter(
             batch = batch.with_columns(shuffle_key(batch, ctx.seed))
             for split, bounds in starts.items():
                 part = batch.filter(pl.col("split") == split).select(*SHARD_COLUMNS, KEY)
-                shard = np.searchsorted(
-                    np.array(bounds[1:], dtype=np.uint64), part[KEY].to_numpy(), side="right"
-                )
+                shard = np.searchsorted(np.array(bounds[1:], dtype=np.uint64), part[KEY].to_numpy(), side="right")
                 for index in np.unique(shard):
                     writers[split][index].write(part.filter(pl.Series(shard == index)))
     finally:
@@ -237,9 +232,7 @@ def write_shards(scratch: list[Path], split: str, ctx: Context) -> list[ShardRec
         relative = PRETRAIN_DIR / f"{split}-{index:05d}-of-{len(scratch):05d}.parquet"
         write_parquet(frame, ctx.out_dir / relative)
         tokens = int(frame["num_tokens"].sum())
-        records.append(
-            ShardRecord(relative.as_posix(), frame.height, tokens, file_sha256(ctx.out_dir / relative))
-        )
+        records.append(ShardRecord(relative.as_posix(), frame.height, tokens, file_sha256(ctx.out_dir / relative)))
     return records
 
 

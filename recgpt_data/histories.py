@@ -78,9 +78,7 @@ def bucket_events(interactions: pl.LazyFrame, items: pl.LazyFrame, users: pl.Dat
     )
     named = events.select("dataset", "item_id").unique()
     wanted = unique_items(items, named).with_columns(pl.lit(True).alias("__item")).collect(engine="streaming")
-    events = events.join(wanted, on=["dataset", "item_id"], how="left").sort(
-        list(HISTORY_ORDER), maintain_order=True
-    )
+    events = events.join(wanted, on=["dataset", "item_id"], how="left").sort(list(HISTORY_ORDER), maintain_order=True)
     return Events(events.drop("__item"), events["__item"].null_count())
 
 

@@ -236,7 +236,9 @@ def invalid_reason(columns: Sequence[str], role: Role, source: Source) -> pl.Exp
         rating = pl.col("rating")
         low = source.rating_min if source.rating_min is not None else float("-inf")
         high = source.rating_max if source.rating_max is not None else float("inf")
-        checks.append((rating.is_not_null() & ~(rating.is_finite() & rating.is_between(low, high)), "rating_out_of_range"))
+        checks.append(
+            (rating.is_not_null() & ~(rating.is_finite() & rating.is_between(low, high)), "rating_out_of_range")
+        )
     if "timestamp" in columns:
         start, end = source.time_range
         late_or_early = ~pl.col("timestamp").is_between(start, end, closed="left")
@@ -337,6 +339,4 @@ def read_rejects(path: Path, format: str) -> pl.DataFrame:
     counts it (``format:reason``)."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     frame = pl.DataFrame(rows, schema=REJECT_SCHEMA)
-    return frame.select(
-        "file", "line", "raw", (pl.lit(f"{format}:") + pl.col("reason")).alias(DROP_REASON)
-    )
+    return frame.select("file", "line", "raw", (pl.lit(f"{format}:") + pl.col("reason")).alias(DROP_REASON))

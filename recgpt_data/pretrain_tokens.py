@@ -99,7 +99,11 @@ def tokenize_splits(
             shards.append(
                 asdict(
                     TokenShard(
-                        tokens_rel.as_posix(), index_rel.as_posix(), record["path"], record["sha256"], *counts,
+                        tokens_rel.as_posix(),
+                        index_rel.as_posix(),
+                        record["path"],
+                        record["sha256"],
+                        *counts,
                     )
                 )
             )

@@ -230,11 +230,18 @@ def history_plot(lengths: pl.DataFrame, min_interactions: int) -> Any:
     colours = source_colours(lengths["source"].unique().to_list())
     for source, colour in colours.items():
         values = lengths.filter(pl.col("source") == source)["n"].to_numpy()
-        axes.hist(values, bins=bins, histtype="step", linewidth=1.8, color=colour,
-                  label=f"{source} ({len(values):,} users)")
+        axes.hist(
+            values, bins=bins, histtype="step", linewidth=1.8, color=colour, label=f"{source} ({len(values):,} users)"
+        )
     axes.axvline(min_interactions, color="black", linestyle="--", linewidth=1)
-    axes.annotate(f"min_interactions = {min_interactions}", (min_interactions, 1), xycoords=("data", "axes fraction"),
-                  xytext=(4, -12), textcoords="offset points", fontsize=8)
+    axes.annotate(
+        f"min_interactions = {min_interactions}",
+        (min_interactions, 1),
+        xycoords=("data", "axes fraction"),
+        xytext=(4, -12),
+        textcoords="offset points",
+        fontsize=8,
+    )
     axes.set_xscale("log")
     steps = [m * 10**e for e in range(8) for m in (1, 2, 5)]
     axes.set_xticks(sorted({low, *(t for t in steps if low < t <= bins[-1])}))
@@ -261,13 +268,24 @@ def tokens_plot(tokens: pl.DataFrame, max_tokens: int) -> Any:
     bins = np.arange(0, top + width, width)
     colours = source_colours(tokens["source"].unique().to_list())
     values = [tokens.filter(pl.col("source") == s)["num_tokens"].to_numpy() for s in colours]
-    axes.hist(values, bins=bins, stacked=True, color=list(colours.values()),
-              label=[f"{s} ({len(v):,} documents)" for s, v in zip(colours, values)])
+    axes.hist(
+        values,
+        bins=bins,
+        stacked=True,
+        color=list(colours.values()),
+        label=[f"{s} ({len(v):,} documents)" for s, v in zip(colours, values)],
+    )
     near = int((tokens["num_tokens"] > max_tokens - width).sum())
     axes.axvline(max_tokens, color="black", linestyle="--", linewidth=1)
-    axes.annotate(f"{max_tokens:,}-token cap: {near:,} documents within {width} tokens of it",
-                  (max_tokens, 1), xycoords=("data", "axes fraction"), xytext=(-4, -12),
-                  textcoords="offset points", ha="right", fontsize=8)
+    axes.annotate(
+        f"{max_tokens:,}-token cap: {near:,} documents within {width} tokens of it",
+        (max_tokens, 1),
+        xycoords=("data", "axes fraction"),
+        xytext=(-4, -12),
+        textcoords="offset points",
+        ha="right",
+        fontsize=8,
+    )
     axes.set_xlim(0, max(int(bins[-1]), max_tokens) + 2 * width)
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_title("Tokens per document per source")
@@ -280,8 +298,12 @@ def tokens_plot(tokens: pl.DataFrame, max_tokens: int) -> Any:
 def drops_plot(rates: list[dict[str, Any]]) -> Any:
     """Horizontal bars: rows each stage dropped, one bar per reason that dropped any, labelled with
     count and rate; ``None`` when no stage dropped anything."""
-    bars = [(f"{row['stage']}: {item['reason']}", item["rows"], item["rate"])
-            for row in rates for item in row["reasons"] if item["kind"] == "dropped" and item["rows"]]
+    bars = [
+        (f"{row['stage']}: {item['reason']}", item["rows"], item["rate"])
+        for row in rates
+        for item in row["reasons"]
+        if item["kind"] == "dropped" and item["rows"]
+    ]
     if not bars:
         return None
     fig, axes = figure(height=1.2 + 0.32 * len(bars))
@@ -308,8 +330,14 @@ def share_plot(table: pl.DataFrame) -> Any:
     shares = [100 * n / total for n in per_source["tokens"]]
     axes.barh(per_source["source"].to_list(), shares, color=[colours[s] for s in per_source["source"]])
     for y, (share, n) in enumerate(zip(shares, per_source["tokens"])):
-        axes.annotate(f"{share:.1f}% ({n:,} tokens)", (share, y), xytext=(3, 0), textcoords="offset points",
-                      va="center", fontsize=8)
+        axes.annotate(
+            f"{share:.1f}% ({n:,} tokens)",
+            (share, y),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+        )
     axes.set_xlim(0, 130)
     axes.set_title(f"Share of pre-training tokens per source ({total:,} tokens)")
     axes.set_xlabel("share of tokens (%)")

@@ -57,10 +57,7 @@ def conform(frame: pl.DataFrame | pl.LazyFrame, table: str) -> pl.DataFrame | pl
     schema = TABLES[table]
     present = set(frame.collect_schema().names())
     return frame.select(
-        [
-            (pl.col(name) if name in present else pl.lit(None)).cast(dtype).alias(name)
-            for name, dtype in schema.items()
-        ]
+        [(pl.col(name) if name in present else pl.lit(None)).cast(dtype).alias(name) for name, dtype in schema.items()]
     )
 
 

@@ -10,10 +10,10 @@ validates their parameters, and owns all I/O around them.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict
@@ -231,6 +231,36 @@ class Context:
 
 StageFn = Callable[[Mapping[str, pl.LazyFrame], Any, Context], StageOutput]
 
+T = TypeVar("T")
+R = TypeVar("R")
+Mapper = Callable[[Callable[[T], R], Sequence[T]], Iterable[R]]
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """What a partitioned stage's ``prepare`` step works on: each input table's files, bucket by
+    bucket (``buckets[name][i]`` are bucket ``i``'s files; a table without the bucket column is one
+    entry read whole), the stage's scratch folder for the files it writes, and ``map``, which runs
+    a picklable function over tasks on the run's engine (in worker processes or on Ray) and yields
+    the results in any order. The driver only plans: every table is read inside ``map``'s tasks."""
+
+    buckets: Mapping[str, tuple[tuple[str, ...], ...]]
+    bucketed: Mapping[str, bool]
+    scratch: Path
+    map: Mapper
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a ``prepare`` step made: tables (name -> files) that every bucket then reads whole
+    beside its own inputs, and counters merged into the stage's stats ``info``."""
+
+    tables: Mapping[str, tuple[str, ...]]
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+PrepareFn = Callable[[Preparation, Any, Context], Prepared]
+
 
 PARTITION_USER = "user"
 PARTITION_DATASET = "dataset"
@@ -254,7 +284,9 @@ class StageDef:
     the runner warns where such a stage removes more than a few percent of a dataset.
     ``settings`` names the spec-wide settings (:data:`SETTINGS`) it uses from its :class:`Context`;
     its fingerprint covers them. ``stats_keys`` names keys of its stats' ``info`` that ``stats.json``
-    carries at its top level too (the report's ``corpus``)."""
+    carries at its top level too (the report's ``corpus``). ``prepare`` (partitioned stages only)
+    runs once before the buckets, over all of them, for work that spans buckets (deduplication's
+    clustering): see :class:`Preparation`; the tables it returns are read whole by every bucket."""
 
     name: str
     fn: StageFn
@@ -268,6 +300,7 @@ class StageDef:
     heuristic: bool = False
     settings: tuple[str, ...] = ()
     stats_keys: tuple[str, ...] = ()
+    prepare: PrepareFn | None = None
 
 
 SETTINGS = ("tokenizer",)  # the spec-wide settings a stage may declare it uses
@@ -287,10 +320,13 @@ def stage(
     heuristic: bool = False,
     settings: tuple[str, ...] = (),
     stats_keys: tuple[str, ...] = (),
+    prepare: PrepareFn | None = None,
 ) -> Callable[[StageFn], StageFn]:
     """Register ``fn`` as the stage ``name`` (see :class:`StageDef` for the options)."""
     if partition is not None and partition not in PARTITION_COLUMNS:
         raise ValueError(f"stage {name!r}: partition must be None or one of {sorted(PARTITION_COLUMNS)}")
+    if prepare is not None and partition is None:
+        raise ValueError(f"stage {name!r}: a prepare step is for partitioned stages")
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         raise ValueError(f"stage {name!r}: unknown settings {unknown}; known: {', '.join(SETTINGS)}")
@@ -299,8 +335,19 @@ def stage(
         if name in REGISTRY:
             raise ValueError(f"stage {name!r} is registered twice")
         REGISTRY[name] = StageDef(
-            name, fn, params, reads, writes, version, optional_reads, partition, summarises, heuristic, settings,
+            name,
+            fn,
+            params,
+            reads,
+            writes,
+            version,
+            optional_reads,
+            partition,
+            summarises,
+            heuristic,
+            settings,
             stats_keys,
+            prepare,
         )
         return fn
 

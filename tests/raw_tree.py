@@ -82,19 +82,27 @@ def amazon(shared: Path, raw: Path) -> None:
     gzip_lines(magazine, raw / "amazon2018" / "Magazine_Subscriptions.json.gz")
     asins = {json.loads(line)["asin"] for line in magazine}
     meta = complete_lines(shared / "amazon2018" / "meta_Magazine_Subscriptions.json.gz")
-    gzip_lines([m for m in meta if json.loads(m)["asin"] in asins], raw / "amazon2018" / "meta_Magazine_Subscriptions.json.gz")
+    gzip_lines(
+        [m for m in meta if json.loads(m)["asin"] in asins], raw / "amazon2018" / "meta_Magazine_Subscriptions.json.gz"
+    )
 
     old = raw / "amazon2014"
-    as_2014 = [json.dumps({k: json.loads(line)[k] for k in FIELDS_2014 if k in json.loads(line)}) + "\n" for line in beauty]
+    as_2014 = [
+        json.dumps({k: json.loads(line)[k] for k in FIELDS_2014 if k in json.loads(line)}) + "\n" for line in beauty
+    ]
     gzip_lines(as_2014, old / "reviews_Beauty_5.json.gz")
     gzip_lines([], old / "meta_Beauty.json.gz")
-    sports = most_reviewed(complete_lines(shared / "amazon2014" / "reviews_Musical_Instruments_5.json.gz"), SPORTS_ITEMS)
+    sports = most_reviewed(
+        complete_lines(shared / "amazon2014" / "reviews_Musical_Instruments_5.json.gz"), SPORTS_ITEMS
+    )
     gzip_lines(sports, old / "reviews_Sports_and_Outdoors_5.json.gz")
     gzip_lines([], old / "meta_Sports_and_Outdoors.json.gz")
     toys = most_reviewed(complete_lines(shared / "amazon2014" / "reviews_Digital_Music_5.json.gz"), TOYS_ITEMS)
     gzip_lines(toys, old / "reviews_Toys_and_Games_5.json.gz")
     toy_asins = {json.loads(line)["asin"] for line in toys}
-    toy_meta = [m for m in complete_lines(shared / "amazon2014" / "meta_Digital_Music.json.gz") if meta_asin(m) in toy_asins]
+    toy_meta = [
+        m for m in complete_lines(shared / "amazon2014" / "meta_Digital_Music.json.gz") if meta_asin(m) in toy_asins
+    ]
     gzip_lines(toy_meta, old / "meta_Toys_and_Games.json.gz")
 
 
@@ -123,12 +131,23 @@ def yelp(shared: Path, raw: Path) -> None:
         movie, title, *_ = line.split("|")
         titles[movie] = title
     for movie in sorted(movies, key=int):
-        businesses.append(json.dumps({"business_id": yelp_id("movie", movie), "name": titles[movie], "city": "Minneapolis"}))
+        businesses.append(
+            json.dumps({"business_id": yelp_id("movie", movie), "name": titles[movie], "city": "Minneapolis"})
+        )
     for user, movie, stars, stamp in ratings:
         if user in users and movie in movies:
             date = datetime.fromtimestamp(int(stamp), UTC).strftime("%Y-%m-%d %H:%M:%S")
-            reviews.append(json.dumps({"user_id": yelp_id("user", user), "business_id": yelp_id("movie", movie),
-                                       "stars": float(stars), "date": date, "text": ""}))
+            reviews.append(
+                json.dumps(
+                    {
+                        "user_id": yelp_id("user", user),
+                        "business_id": yelp_id("movie", movie),
+                        "stars": float(stars),
+                        "date": date,
+                        "text": "",
+                    }
+                )
+            )
     (folder / "yelp_academic_dataset_business.json").write_text("\n".join(businesses) + "\n")
     (folder / "yelp_academic_dataset_review.json").write_text("\n".join(reviews) + "\n")
 
@@ -169,19 +188,35 @@ def fixtures_and_side_files(shared: Path, fixtures: Path, raw: Path) -> None:
         gzip_file(fixtures / "steam" / name, raw / "steam")
     steam_ids = steam_products(fixtures / "steam")
     games = complete_lines(shared / "steam" / "steam_games.json.gz")
-    gzip_lines([g for g in games if any(f"'id': u'{i}'" in g or f"'id': '{i}'" in g for i in steam_ids)],
-               raw / "steam" / "steam_games.json.gz")
+    gzip_lines(
+        [g for g in games if any(f"'id': u'{i}'" in g or f"'id': '{i}'" in g for i in steam_ids)],
+        raw / "steam" / "steam_games.json.gz",
+    )
     for name in ("BX-Book-Ratings.csv", "BX-Books.csv"):
         copy(fixtures / "bookcrossing" / name, raw / "bookcrossing" / name)
     copy_head(shared / "bookcrossing" / "BX-Users.csv", raw / "bookcrossing" / "BX-Users.csv", 50)
     copy(fixtures / "anime" / "rating.csv", raw / "anime" / "rating.csv")
     anime_ids = {line.split(",")[1] for line in (fixtures / "anime" / "rating.csv").read_text().splitlines()[1:]}
-    cut_lines(shared / "anime" / "anime.csv", raw / "anime" / "anime.csv", lambda line: line.split(b",")[0].decode() in anime_ids)
+    cut_lines(
+        shared / "anime" / "anime.csv",
+        raw / "anime" / "anime.csv",
+        lambda line: line.split(b",")[0].decode() in anime_ids,
+    )
     copy(fixtures / "netflix" / "combined_data_1.txt", raw / "netflix" / "combined_data_1.txt")
-    movies = {line[:-1] for line in (fixtures / "netflix" / "combined_data_1.txt").read_text().splitlines() if line.endswith(":")}
-    cut_lines(shared / "netflix" / "movie_titles.txt", raw / "netflix" / "movie_titles.txt",
-              lambda line: line.split(b",")[0].decode() in movies, header=False)
-    foodcom_users(shared / "foodcom" / "RAW_interactions.csv", fixtures / "foodcom" / "RAW_recipes.csv", raw / "foodcom")
+    movies = {
+        line[:-1]
+        for line in (fixtures / "netflix" / "combined_data_1.txt").read_text().splitlines()
+        if line.endswith(":")
+    }
+    cut_lines(
+        shared / "netflix" / "movie_titles.txt",
+        raw / "netflix" / "movie_titles.txt",
+        lambda line: line.split(b",")[0].decode() in movies,
+        header=False,
+    )
+    foodcom_users(
+        shared / "foodcom" / "RAW_interactions.csv", fixtures / "foodcom" / "RAW_recipes.csv", raw / "foodcom"
+    )
     copy(fixtures / "foodcom" / "RAW_recipes.csv", raw / "foodcom" / "RAW_recipes.csv")
     copy(fixtures / "hotelrec" / "HotelRec.txt", raw / "hotelrec" / "HotelRec.txt")
     for name in ("wikirec_edits.jsonl", "wikirec_articles.jsonl"):

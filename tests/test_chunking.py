@@ -34,9 +34,7 @@ def fewest_by_brute_force(costs: list[int], header: int, separator: int, limit: 
     for k in range(1, n + 1):
         for cuts in itertools.combinations(range(1, n), k - 1):
             bounds = [0, *cuts, n]
-            if all(
-                chunk_tokens(costs[a:b], header, separator) <= limit for a, b in itertools.pairwise(bounds)
-            ):
+            if all(chunk_tokens(costs[a:b], header, separator) <= limit for a, b in itertools.pairwise(bounds)):
                 return k
     raise AssertionError("no partition fits")
 
@@ -109,9 +107,7 @@ def chunked_256(magazine_lines, counter) -> Chunked:
 
 
 @pytest.mark.parametrize("max_tokens", [2048, 256])
-def test_num_tokens_is_exact_and_every_document_fits(
-    magazine_lines, counter, chunked_256, independent, max_tokens
-):
+def test_num_tokens_is_exact_and_every_document_fits(magazine_lines, counter, chunked_256, independent, max_tokens):
     chunked = chunked_256 if max_tokens == 256 else chunk_histories(magazine_lines, counter, max_tokens)
     documents = chunked.documents
     texts = documents["text"].to_list()
@@ -128,11 +124,7 @@ def test_chunks_keep_every_line_in_order(magazine_lines, chunked_256):
     rebuilt = []
     for text in documents["text"].to_list():
         rebuilt.extend(text.split("\n\n", 1)[1].split("\n"))
-    uncut = [
-        line
-        for line, doc_line in zip(magazine_lines["line"].to_list(), rebuilt, strict=True)
-        if line == doc_line
-    ]
+    uncut = [line for line, doc_line in zip(magazine_lines["line"].to_list(), rebuilt, strict=True) if line == doc_line]
     assert len(rebuilt) == magazine_lines.height
     cut = len(rebuilt) - len(uncut)
     assert cut == sum(chunked_256.cut.values()) > 0

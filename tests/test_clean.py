@@ -22,9 +22,7 @@ META = "amazon2018/meta_Magazine_Subscriptions.json.gz"
 REVIEWS = "amazon2018/Magazine_Subscriptions_5.json"
 
 
-def clean(
-    values: list[str | None], **options
-) -> tuple[list[str | None], dict[str, int]]:
+def clean(values: list[str | None], **options) -> tuple[list[str | None], dict[str, int]]:
     out, counts = clean_series(
         pl.Series("text", values, dtype=pl.String),
         max_chars=options.pop("max_chars", 100_000),
@@ -34,22 +32,15 @@ def clean(
 
 
 @pytest.fixture(scope="module")
-def magazine(
-    shared: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, pl.DataFrame]:
+def magazine(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, pl.DataFrame]:
     out = tmp_path_factory.mktemp("magazine")
     ingest("amazon2018", [shared / META, shared / REVIEWS], out)
-    return {
-        t: pl.read_parquet(out / t / "**" / "*.parquet")
-        for t in ("interactions", "items")
-    }
+    return {t: pl.read_parquet(out / t / "**" / "*.parquet") for t in ("interactions", "items")}
 
 
 @pytest.fixture(scope="module")
 def cleaned_items(magazine):
-    return clean_items_stage(
-        {"items": magazine["items"].lazy()}, CleanItemsParams(), Context()
-    )
+    return clean_items_stage({"items": magazine["items"].lazy()}, CleanItemsParams(), Context())
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +52,9 @@ def cleaned(magazine, cleaned_items):
     return clean_stage(tables, CleanParams(), Context())
 
 
-def test_markup_only_titles_become_null_and_their_items_are_dropped(
-    shared, cleaned_items, cleaned
-):
+def test_markup_only_titles_become_null_and_their_items_are_dropped(shared, cleaned_items, cleaned):
     def markup_only(title: str | None) -> bool:
-        return (
-            title is not None
-            and "<" in title
-            and re.sub(r"<[^>]*(>|$)", "", title).strip() == ""
-        )
+        return title is not None and "<" in title and re.sub(r"<[^>]*(>|$)", "", title).strip() == ""
 
     with gzip.open(shared / META, "rt", encoding="utf-8") as handle:
         meta = [json.loads(line) for line in handle]
@@ -79,34 +64,22 @@ def test_markup_only_titles_become_null_and_their_items_are_dropped(
     assert cleaned_items.stats.changed["items.title:markup_only"] == 3153
     assert sum(markup_only(m.get("title")) for m in meta) == 3153
     assert cleaned_items.stats.dropped == {
-        "item_without_title": sum(
-            1 for m in meta if not m.get("title") or markup_only(m["title"])
-        )
+        "item_without_title": sum(1 for m in meta if not m.get("title") or markup_only(m["title"]))
     }
     assert cleaned_items.tables["items"]["title"].null_count() == 0
-    assert cleaned.stats.dropped == {
-        "interaction_item_without_title": sum(1 for a in asins if a not in titled)
-    }
-    assert (
-        cleaned.tables["interactions"].height
-        == sum(1 for a in asins if a in titled)
-        == 19
-    )
+    assert cleaned.stats.dropped == {"interaction_item_without_title": sum(1 for a in asins if a not in titled)}
+    assert cleaned.tables["interactions"].height == sum(1 for a in asins if a in titled) == 19
 
 
 def test_real_review_text_is_unescaped_and_whitespace_normalised(shared, magazine):
     with open(shared / REVIEWS, encoding="utf-8") as handle:
         texts = [json.loads(line).get("reviewText") for line in handle]
     entity = re.compile(r"&(#[0-9]+|#x[0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]+);")
-    spaced = [
-        u for u in (html.unescape(t) for t in texts if t) if u != " ".join(u.split())
-    ]
+    spaced = [u for u in (html.unescape(t) for t in texts if t) if u != " ".join(u.split())]
     stats = clean_stage(
         {name: frame.lazy() for name, frame in magazine.items()}, CleanParams(drop_untitled=False), Context()
     ).stats
-    assert stats.changed["interactions.review_text:html_entities"] == sum(
-        1 for t in texts if t and entity.search(t)
-    )
+    assert stats.changed["interactions.review_text:html_entities"] == sum(1 for t in texts if t and entity.search(t))
     assert stats.changed["interactions.review_text:whitespace"] == len(spaced)
     assert stats.dropped == {}
 
@@ -144,9 +117,7 @@ def test_empty_and_whitespace_only_become_null():
 def test_scrubbing_is_optional_and_counted():
     text = "Call 555-123-4567 or (555) 123-4567, mail jo.b@mail.com, see https://x.com/a?b=1 or www.y.org now"
     assert clean([text])[0] == [text]
-    out, counts = clean(
-        [text, "Model 1234567890 works"], scrub=("email", "phone", "url")
-    )
+    out, counts = clean([text, "Model 1234567890 works"], scrub=("email", "phone", "url"))
     assert out == ["Call or , mail , see or now", "Model 1234567890 works"]
     assert counts == {
         "scrub_email": 1,
@@ -158,9 +129,7 @@ def test_scrubbing_is_optional_and_counted():
 
 def test_bad_input_is_counted_not_fatal():
     huge = "word " * 250_000
-    out, counts = clean(
-        ["😀😀😀", "\ufffd\ufffd", "ok\ufffd", "a\x00b\x1fc", huge], max_chars=1000
-    )
+    out, counts = clean(["😀😀😀", "\ufffd\ufffd", "ok\ufffd", "a\x00b\x1fc", huge], max_chars=1000)
     assert out[:4] == ["😀😀😀", None, "ok", "a b c"]
     assert len(out[4]) <= 1000
     assert counts == {
@@ -174,9 +143,7 @@ def test_bad_input_is_counted_not_fatal():
 
 def test_stages_keep_unknown_columns_and_are_deterministic(magazine):
     tables = {
-        "interactions": magazine["interactions"].with_columns(
-            pl.lit("x").alias("lang")
-        ),
+        "interactions": magazine["interactions"].with_columns(pl.lit("x").alias("lang")),
         "items": magazine["items"].with_columns(pl.lit(1).alias("cluster_id")),
     }
     lazy = {name: frame.lazy() for name, frame in tables.items()}
@@ -222,19 +189,14 @@ def test_bad_input_end_to_end(tmp_path):
     assert (summary.read, summary.kept, summary.rejected) == (7, 6, {"invalid_utf8": 1})
     frame = pl.read_parquet(tmp_path / "out" / "interactions" / "**" / "*.parquet")
 
-    cleaned = clean_stage(
-        {"interactions": frame.lazy()}, CleanParams(drop_untitled=False), Context()
-    )
-    assert (
-        cleaned.stats.changed
-        == {
-            "interactions.review_text:truncated": 1,
-            "interactions.review_text:replacement_chars": 1,
-            "interactions.review_text:control_chars": 1,  # polars reads the lone surrogate as NUL
-            "interactions.review_text:whitespace": 2,
-            "interactions.review_text:empty_to_null": 1,
-        }
-    )
+    cleaned = clean_stage({"interactions": frame.lazy()}, CleanParams(drop_untitled=False), Context())
+    assert cleaned.stats.changed == {
+        "interactions.review_text:truncated": 1,
+        "interactions.review_text:replacement_chars": 1,
+        "interactions.review_text:control_chars": 1,  # polars reads the lone surrogate as NUL
+        "interactions.review_text:whitespace": 2,
+        "interactions.review_text:empty_to_null": 1,
+    }
     result = cleaned.tables["interactions"]["review_text"].to_list()
     assert result[0] is None and result[1] is None and result[2] == "😀😀😀"
     assert len(result[3]) == 100_000

@@ -39,9 +39,7 @@ def magazine_reviews(shared: Path) -> list[dict]:
 def test_an_unknown_var_is_an_error() -> None:
     done = cli("status", str(DEMO), "--var", "nosuchvar=1")
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        f"error: --var nosuchvar: not in the [vars] of {DEMO} (declared: none)"
-    ]
+    assert done.stderr.strip().splitlines() == [f"error: --var nosuchvar: not in the [vars] of {DEMO} (declared: none)"]
     samples = REPO / "pipelines" / "samples.toml"
     declared = ", ".join(sorted(tomllib.loads(samples.read_text())["vars"]))
     done = cli("status", str(samples), "--var", "shraed=/data")
@@ -175,11 +173,20 @@ def test_blanked_rows_show_their_original_text(shared: Path) -> None:
     from recgpt_data.display import show_rows
     from recgpt_data.stage import BLANK_REASON, blanked
 
-    review = next(json.loads(line) for line in (shared / "amazon2018/Magazine_Subscriptions_5.json").open()
-                  if len(json.loads(line).get("reviewText", "")) > 300)
-    frame = pl.DataFrame({"source": ["amazon2018"], "dataset": ["amazon2018/Magazine_Subscriptions"],
-                          "user_id": [review["reviewerID"]], "item_id": [review["asin"]],
-                          "review_text": [review["reviewText"]]})
+    review = next(
+        json.loads(line)
+        for line in (shared / "amazon2018/Magazine_Subscriptions_5.json").open()
+        if len(json.loads(line).get("reviewText", "")) > 300
+    )
+    frame = pl.DataFrame(
+        {
+            "source": ["amazon2018"],
+            "dataset": ["amazon2018/Magazine_Subscriptions"],
+            "user_id": [review["reviewerID"]],
+            "item_id": [review["asin"]],
+            "review_text": [review["reviewText"]],
+        }
+    )
     kept = blanked(frame, "review_text", "language_not_allowed")
     console = Console(file=io.StringIO(), width=80, record=True)
     show_rows(console, "langid / interactions", kept, BLANK_REASON)

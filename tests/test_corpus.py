@@ -46,9 +46,7 @@ def build(inputs: dict[str, pl.DataFrame], out: Path, **write) -> dict:
     ctx = Context(seed=SEED, out_dir=out, scratch=out / ".scratch")
     held_out = inputs["held_out"].lazy()
     kept = hold_out_stage({"interactions": inputs["interactions"].lazy(), "held_out": held_out}, HoldOutParams(), ctx)
-    split = split_stage(
-        {"interactions": kept.tables["interactions"].lazy(), "held_out": held_out}, SplitParams(), ctx
-    )
+    split = split_stage({"interactions": kept.tables["interactions"].lazy(), "held_out": held_out}, SplitParams(), ctx)
     documents = pretrain_documents_stage(
         {"interactions": split.tables["interactions"].lazy(), "items": inputs["items"].lazy()},
         DocumentsParams(validation_fraction=0.02),
@@ -74,9 +72,7 @@ def shard_files(out: Path, split: str) -> list[str]:
 
 def test_folder_layout_and_datasets_loads_the_shards(corpus):
     out, _ = corpus
-    assert [Path(p).name for p in shard_files(out, "train")] == [
-        f"train-0000{i}-of-00003.parquet" for i in range(3)
-    ]
+    assert [Path(p).name for p in shard_files(out, "train")] == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
     assert [Path(p).name for p in shard_files(out, "validation")] == ["validation-00000-of-00001.parquet"]
     loaded = datasets.load_dataset(
         "parquet",
@@ -169,9 +165,7 @@ def test_two_runs_give_byte_identical_files(corpus, inputs, tmp_path):
     out, _ = corpus
     build(inputs, tmp_path)
     first = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and ".scratch" not in p.parts)
-    second = sorted(
-        p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file() and ".scratch" not in p.parts
-    )
+    second = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file() and ".scratch" not in p.parts)
     assert first == second and len(first) == 6
     for relative in first:
         assert (out / relative).read_bytes() == (tmp_path / relative).read_bytes(), relative

@@ -132,7 +132,9 @@ def test_buckets_do_not_change_the_result(runs: dict) -> None:
     """All of one user's rows, in every dataset and release, land in one bucket: one bucket or four
     give the same rows and the same drops."""
     frames = {
-        n: pl.read_parquet(out / ".stages" / "cross_release" / "interactions" / "*.parquet").sort("src_file", "src_line")
+        n: pl.read_parquet(out / ".stages" / "cross_release" / "interactions" / "*.parquet").sort(
+            "src_file", "src_line"
+        )
         for n, out in runs.items()
     }
     assert frames[1].equals(frames[4])

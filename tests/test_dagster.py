@@ -44,7 +44,9 @@ def test_assets_follow_the_spec_and_materialise_it(tmp_path: Path, shared: Path)
         assert (tmp_path / "dagster" / relative).read_bytes() == (tmp_path / "runner" / relative).read_bytes()
     metadata = materialised["t_histories"].event_specific_data.materialization.metadata
     assert metadata["rows_out"].value == reference.stats["t_histories"]["rows_out"]
-    reviews = [json.loads(line) for line in (shared / "amazon2018/Magazine_Subscriptions_5.json").read_text().splitlines()]
+    reviews = [
+        json.loads(line) for line in (shared / "amazon2018/Magazine_Subscriptions_5.json").read_text().splitlines()
+    ]
     users: dict[str, int] = {}
     for review in reviews:
         users[review["reviewerID"]] = users.get(review["reviewerID"], 0) + 1
@@ -78,8 +80,10 @@ def test_drops_check_fails_when_counts_and_kept_rows_differ(demo_corpus: Path) -
     from recgpt_data.integrations.dagster import drops_check
 
     stats = json.loads((demo_corpus / "stats.json").read_text())["stages"]["clean"]
-    kept = pl.scan_parquet(sorted((demo_corpus / ".stages/clean").glob("dropped_interactions*/**/*.parquet"))
-                           or sorted((demo_corpus / ".stages/clean").glob("dropped_interactions*.parquet")))
+    kept = pl.scan_parquet(
+        sorted((demo_corpus / ".stages/clean").glob("dropped_interactions*/**/*.parquet"))
+        or sorted((demo_corpus / ".stages/clean").glob("dropped_interactions*.parquet"))
+    )
     reasons = dict(kept.group_by("drop_reason").agg(pl.len()).collect().iter_rows())
     assert drops_check(demo_corpus, "clean", {"dropped": reasons}).passed
     off = {reason: n + 1 for reason, n in reasons.items()}

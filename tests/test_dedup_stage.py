@@ -28,7 +28,9 @@ def nonzero(counts: dict[str, int]) -> dict[str, int]:
 
 def run(interactions: pl.DataFrame, item_table: pl.DataFrame | None = None, **params):
     item_table = empty("items") if item_table is None else item_table
-    return dedup_stage({"interactions": interactions.lazy(), "items": item_table.lazy()}, DedupParams(**params), Context())
+    return dedup_stage(
+        {"interactions": interactions.lazy(), "items": item_table.lazy()}, DedupParams(**params), Context()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +104,7 @@ def test_variant_copies_in_a_real_file_match_a_plain_count(beauty) -> None:
     assert result.height == len(raw) - expected
     dropped = out.drops.tables()["interactions"]
     assert set(dropped["drop_reason"]) == {"variant_duplicate"}
+
     def key(row: dict) -> tuple:
         return row["user_id"], plain_normalize(row["review_text"]), row["rating"], row["timestamp"], row["item_id"]
 
@@ -115,7 +118,11 @@ def test_variant_drops_on_real_magazines_are_copies_on_one_product(shared, tmp_p
     or on an ASIN whose metadata title normalises equally; titles that are only HTML markup count
     as no title."""
     folder = shared / "amazon2018"
-    ingest("amazon2018", [folder / "Magazine_Subscriptions_5.json", folder / "meta_Magazine_Subscriptions.json.gz"], tmp_path)
+    ingest(
+        "amazon2018",
+        [folder / "Magazine_Subscriptions_5.json", folder / "meta_Magazine_Subscriptions.json.gz"],
+        tmp_path,
+    )
     items = pl.read_parquet(tmp_path / "items" / "**" / "*.parquet")
     items = clean_items_stage({"items": items.lazy()}, CleanItemsParams(), Context()).tables["items"]
     interactions = pl.read_parquet(tmp_path / "interactions" / "**" / "*.parquet")
@@ -126,7 +133,9 @@ def test_variant_drops_on_real_magazines_are_copies_on_one_product(shared, tmp_p
             title = " ".join(re.sub(r"[^\w\s]|_", " ", html.unescape(record.get("title") or "").lower()).split())
             if title and "<" not in (record.get("title") or ""):
                 titles.setdefault(record["asin"], title)
-    raw = [json.loads(line) for line in (folder / "Magazine_Subscriptions_5.json").read_text(encoding="utf-8").splitlines()]
+    raw = [
+        json.loads(line) for line in (folder / "Magazine_Subscriptions_5.json").read_text(encoding="utf-8").splitlines()
+    ]
     groups = collections.Counter(
         (r["reviewerID"], t, r["overall"], r["unixReviewTime"], titles.get(r["asin"], r["asin"]))
         for r in raw
@@ -134,13 +143,24 @@ def test_variant_drops_on_real_magazines_are_copies_on_one_product(shared, tmp_p
     )
     assert out.stats.dropped["variant_duplicate"] == sum(n - 1 for n in groups.values()) == 44
     kept = {
-        (r["user_id"], plain_normalize(r["review_text"]), r["rating"], r["timestamp"], titles.get(r["item_id"], r["item_id"]))
+        (
+            r["user_id"],
+            plain_normalize(r["review_text"]),
+            r["rating"],
+            r["timestamp"],
+            titles.get(r["item_id"], r["item_id"]),
+        )
         for r in out.tables["interactions"].iter_rows(named=True)
         if r["review_text"]
     }
     for r in out.drops.tables()["interactions"].iter_rows(named=True):
-        assert (r["user_id"], plain_normalize(r["review_text"]), r["rating"], r["timestamp"],
-                titles.get(r["item_id"], r["item_id"])) in kept
+        assert (
+            r["user_id"],
+            plain_normalize(r["review_text"]),
+            r["rating"],
+            r["timestamp"],
+            titles.get(r["item_id"], r["item_id"]),
+        ) in kept
 
 
 def test_duplicate_texts_are_blanked_and_the_interactions_kept(beauty, beauty_clusters) -> None:
@@ -249,7 +269,9 @@ def test_only_variants_of_one_product_are_merged(gift_cards) -> None:
     kept = out.tables["interactions"]
     assert kept.height == 8
     assert sorted(kept.filter(pl.col("user_id") == "A1GIFTGIVER0001")["item_id"]) == [
-        "B00GIFTAMZ", "B00GIFTAPL", "B00GIFTSBX"
+        "B00GIFTAMZ",
+        "B00GIFTAPL",
+        "B00GIFTSBX",
     ]
     assert kept.filter(pl.col("user_id") == "A2TINBUYER00002").height == 2
     assert kept.filter(pl.col("user_id") == "A4TWORATINGS004").height == 2
@@ -381,7 +403,9 @@ def test_datasets_are_deduplicated_apart(beauty) -> None:
     assert together.tables["interactions"].equals(pl.concat([p.tables["interactions"] for p in parts]))
     for reason in ("variant_duplicate",):
         assert together.stats.dropped[reason] == sum(p.stats.dropped[reason] for p in parts)
-    assert together.stats.changed["review_text_duplicate"] == sum(p.stats.changed["review_text_duplicate"] for p in parts)
+    assert together.stats.changed["review_text_duplicate"] == sum(
+        p.stats.changed["review_text_duplicate"] for p in parts
+    )
     assert together.stats.info["exact_duplicate_texts"] == 2 * parts[0].stats.info["exact_duplicate_texts"]
 
 

@@ -168,7 +168,6 @@ def test_every_dropped_row_can_be_inspected(built: Path, raw: dict, kept: dict, 
     short = kept[("filter_users", "interactions")].rows.collect()
     assert not {(d, u) for d, u in short.select("dataset", "user_id").iter_rows()} & set(kept)
     export = tmp_path / "dropped.parquet"
-    command = [str(CLI), "dropped", str(built), "--reason", "held_out",
-               "--export", str(export)]
+    command = [str(CLI), "dropped", str(built), "--reason", "held_out", "--export", str(export)]
     assert subprocess.run(command, capture_output=True, text=True).returncode == 0
     assert pl.read_parquet(export).height == stages["hold_out"]["dropped"]["held_out"]

@@ -36,8 +36,10 @@ def benchmark(shared, tmp_path_factory) -> Path:
     ingest("amazon2014", [raw / "reviews_Digital_Music_5.json.gz", raw / "meta_Digital_Music.json.gz"], tables)
     out = tmp_path_factory.mktemp("corpus")
     p5_benchmark_stage(
-        {"interactions": pl.scan_parquet(tables / "interactions" / "**" / "*.parquet"),
-         "items": pl.scan_parquet(tables / "items" / "**" / "*.parquet")},
+        {
+            "interactions": pl.scan_parquet(tables / "interactions" / "**" / "*.parquet"),
+            "items": pl.scan_parquet(tables / "items" / "**" / "*.parquet"),
+        },
         # short prompts keep CPU generation fast
         P5BenchmarkParams(benchmarks=[{"name": "music", "dataset": MUSIC}], max_tokens=512),
         Context(seed=1, out_dir=out),
@@ -65,10 +67,13 @@ def test_parse_rating_takes_the_first_number_and_clamps():
 def test_generations_file_scores_ratings_by_hand(benchmark, tmp_path):
     prompts = rows(benchmark / "prompts" / "rating_test.jsonl")[:4]
     texts = ["4.0/5.0", "9", "no idea", "2"]
-    path = write_jsonl(tmp_path / "gen.jsonl", [
-        {"task": "rating", "user_id": p["user_id"], "item_id": p["item_id"], "generation": t}
-        for p, t in zip(prompts, texts, strict=True)
-    ])
+    path = write_jsonl(
+        tmp_path / "gen.jsonl",
+        [
+            {"task": "rating", "user_id": p["user_id"], "item_id": p["item_id"], "generation": t}
+            for p, t in zip(prompts, texts, strict=True)
+        ],
+    )
     results = evaluate(benchmark, FileGenerator(path), "file", tasks=["rating"], limit=4, progress=False)
     predictions = [4.0, 5.0, 3.0, 2.0]  # "9" clamped to 5; "no idea" fails -> midpoint 3
     targets = [p["target_rating"] for p in prompts]
@@ -76,8 +81,9 @@ def test_generations_file_scores_ratings_by_hand(benchmark, tmp_path):
     assert results.rating["parse_failures"] == 1 and results.rating["count"] == 4
     assert results.rating["rmse"] == pytest.approx(math.sqrt(sum(e * e for e in errors) / 4))
     assert results.rating["mae"] == pytest.approx(sum(abs(e) for e in errors) / 4)
-    skipped = evaluate(benchmark, FileGenerator(path), "file", tasks=["rating"], limit=4, progress=False,
-                       on_failure="skip")
+    skipped = evaluate(
+        benchmark, FileGenerator(path), "file", tasks=["rating"], limit=4, progress=False, on_failure="skip"
+    )
     kept = [0, 1, 3]  # "no idea" left out
     assert skipped.rating["parse_failures"] == 1 and skipped.rating["count"] == 4
     assert skipped.rating["mae"] == pytest.approx(sum(abs(errors[i]) for i in kept) / 3)
@@ -91,19 +97,31 @@ def test_generations_file_scores_next_items_by_hand(benchmark, tmp_path):
     usable = set(unique["item_id"])
     prompts = [p for p in rows(benchmark / "prompts" / "next_item_test.jsonl") if p["item_id"] in usable]
     a, b, c, d = prompts[:4]
-    other = next(i for i in unique["item_id"] if i not in {a["item_id"], b["item_id"], c["item_id"], d["item_id"]}
-                 and i not in b["seen_item_ids"] and i not in d["seen_item_ids"])
+    other = next(
+        i
+        for i in unique["item_id"]
+        if i not in {a["item_id"], b["item_id"], c["item_id"], d["item_id"]}
+        and i not in b["seen_item_ids"]
+        and i not in d["seen_item_ids"]
+    )
     generations = {
         a["item_id"]: [line[a["item_id"]]],  # rank 1
         b["item_id"]: [line[other], line[other], line[b["item_id"]]],  # repeat dropped: rank 2
         c["item_id"]: [line[c["seen_item_ids"][-1]], line[c["item_id"]]],  # seen item never ranked: rank 1 or 2
         d["item_id"]: [line[other]],  # miss
     }
-    path = write_jsonl(tmp_path / "gen.jsonl", [
-        {"task": "next_item", "user_id": p["user_id"], "item_id": p["item_id"],
-         "generations": generations[p["item_id"]]}
-        for p in (a, b, c, d)
-    ])
+    path = write_jsonl(
+        tmp_path / "gen.jsonl",
+        [
+            {
+                "task": "next_item",
+                "user_id": p["user_id"],
+                "item_id": p["item_id"],
+                "generations": generations[p["item_id"]],
+            }
+            for p in (a, b, c, d)
+        ],
+    )
     generator = FileGenerator(path)
     chosen = [x for x in load_prompts(benchmark, "next_item", "test") if x.item_id in generations][:4]
     catalogue = Catalogue.from_folder(benchmark, TfidfEmbedder())
@@ -136,8 +154,13 @@ def test_tiny_random_mpt_end_to_end(benchmark, tmp_path):
     torch.manual_seed(0)
     config = MptConfig(d_model=64, n_heads=4, n_layers=2, vocab_size=50432, max_seq_len=2048, expansion_ratio=2)
     MptForCausalLM(config).save_pretrained(tmp_path / "model")
-    generator = ModelGenerator.from_path(tmp_path / "model", DEFAULT_TOKENIZER, batch_size=2,
-                                         max_new_tokens={"rating": 4, "next_item": 8}, progress=False)
+    generator = ModelGenerator.from_path(
+        tmp_path / "model",
+        DEFAULT_TOKENIZER,
+        batch_size=2,
+        max_new_tokens={"rating": 4, "next_item": 8},
+        progress=False,
+    )
     out = tmp_path / "results"
     results = evaluate(benchmark, generator, "tiny-mpt", limit=2, embedder=TfidfEmbedder(), out=out, progress=False)
     assert results.rating["count"] == 2 and 0 <= results.rating["parse_failures"] <= 2
@@ -150,8 +173,9 @@ def test_tiny_random_mpt_end_to_end(benchmark, tmp_path):
     generations = rows(out / "generations.jsonl")
     assert len(generations) == 4
     assert all(len(g["generations"]) == 10 for g in generations if g["task"] == "next_item")
-    replay = evaluate(benchmark, FileGenerator(out / "generations.jsonl"), "replay", limit=2,
-                      embedder=TfidfEmbedder(), progress=False)
+    replay = evaluate(
+        benchmark, FileGenerator(out / "generations.jsonl"), "replay", limit=2, embedder=TfidfEmbedder(), progress=False
+    )
     assert replay.rating == results.rating and replay.next_item == results.next_item
 
 

@@ -19,16 +19,12 @@ from recgpt_data.stages.kcore import KcoreParams, kcore_stage
 INSTRUMENTS = "amazon2014/reviews_Musical_Instruments_5.json.gz"
 
 
-def plain_kcore(
-    pairs: list[tuple[str, str]], min_user: int, min_item: int
-) -> list[tuple[str, str]]:
+def plain_kcore(pairs: list[tuple[str, str]], min_user: int, min_item: int) -> list[tuple[str, str]]:
     """The k-core by repeated counting, in plain Python."""
     while True:
         users = Counter(u for u, _ in pairs)
         items = Counter(i for _, i in pairs)
-        kept = [
-            (u, i) for u, i in pairs if users[u] >= min_user and items[i] >= min_item
-        ]
+        kept = [(u, i) for u, i in pairs if users[u] >= min_user and items[i] >= min_item]
         if len(kept) == len(pairs):
             return kept
         pairs = kept
@@ -49,45 +45,31 @@ def instruments(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> pl.Da
 
 def test_a_published_5_core_loses_nothing(instruments, instrument_pairs):
     assert len(instrument_pairs) == instruments.height == 10261
-    output = filter_users_stage(
-        {"interactions": instruments.lazy()}, FilterUsersParams(), Context()
-    )
+    output = filter_users_stage({"interactions": instruments.lazy()}, FilterUsersParams(), Context())
     assert output.tables["interactions"].height == 10261
     assert output.stats.dropped == {}
     core = kcore_stage({"interactions": instruments.lazy()}, KcoreParams(), Context())
-    assert (
-        core.tables["interactions"].height
-        == len(plain_kcore(instrument_pairs, 5, 5))
-        == 10261
-    )
+    assert core.tables["interactions"].height == len(plain_kcore(instrument_pairs, 5, 5)) == 10261
 
 
 def test_users_below_the_minimum_are_dropped(instruments, instrument_pairs):
     counts = Counter(u for u, _ in instrument_pairs)
-    output = filter_users_stage(
-        {"interactions": instruments.lazy()}, FilterUsersParams(min_interactions=10), Context()
-    )
+    output = filter_users_stage({"interactions": instruments.lazy()}, FilterUsersParams(min_interactions=10), Context())
     dropped = sum(n for n in counts.values() if n < 10)
     assert output.stats.dropped == {"user_below_min_interactions": dropped}
-    assert output.stats.info == {
-        "users_dropped": sum(1 for n in counts.values() if n < 10)
-    }
+    assert output.stats.info == {"users_dropped": sum(1 for n in counts.values() if n < 10)}
     assert output.tables["interactions"].height == 10261 - dropped
 
 
 def test_kcore_iterates_to_a_fixed_point(instruments, instrument_pairs):
     expected = plain_kcore(instrument_pairs, 5, 6)
     result = kcore(instruments, min_user=5, min_item=6)
-    assert (
-        list(result.frame.select("user_id", "item_id").iter_rows()) == expected
-    )
+    assert list(result.frame.select("user_id", "item_id").iter_rows()) == expected
     assert sum(result.drops.dropped.values()) == 10261 - len(expected)
     assert result.info["rounds"] >= 2
     users = Counter(u for u, _ in expected)
     items = Counter(i for _, i in expected)
-    assert (
-        len(expected) == 5908 and min(users.values()) >= 5 and min(items.values()) >= 6
-    )
+    assert len(expected) == 5908 and min(users.values()) >= 5 and min(items.values()) >= 6
 
 
 def test_counts_are_per_dataset():
@@ -99,9 +81,7 @@ def test_counts_are_per_dataset():
             "cluster_id": [1, 2, 3, 4, 5],
         }
     )
-    output = filter_users_stage(
-        {"interactions": frame.lazy()}, FilterUsersParams(min_interactions=3), Context()
-    )
+    output = filter_users_stage({"interactions": frame.lazy()}, FilterUsersParams(min_interactions=3), Context())
     kept = output.tables["interactions"]
     assert kept.columns == frame.columns
     assert kept["cluster_id"].to_list() == [1, 2, 3]
@@ -129,9 +109,7 @@ def test_untitled_items_and_their_interactions_are_dropped():
     result = drop_interactions_of_untitled(interactions, kept.frame)
     assert result.frame["item_id"].to_list() == ["titled", "twice", "titled"]
     assert dict(result.drops.dropped) == {"interaction_item_without_title": 2}
-    assert drop_interactions_of_untitled(interactions, items).frame.equals(
-        result.frame
-    )
+    assert drop_interactions_of_untitled(interactions, items).frame.equals(result.frame)
 
 
 def test_filters_are_deterministic(instruments):

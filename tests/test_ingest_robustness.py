@@ -51,11 +51,16 @@ def test_truncated_gzip_keeps_complete_records_and_warns(shared, tmp_path, name,
     summary = ingest("amazon2014", [path], tmp_path).to_dict()
     (file,) = summary["files"]
     assert (file["read"], file["kept"], file["rejected"], file["truncated"]) == (
-        complete + 1, complete, {"truncated_record": 1}, True,
+        complete + 1,
+        complete,
+        {"truncated_record": 1},
+        True,
     )
     warning = file["warning"]
     assert name in warning and str(complete) in warning
-    assert rejects(tmp_path) == [{"file": str(path), "line": complete + 1, "reason": "truncated_record", "raw": partial}]
+    assert rejects(tmp_path) == [
+        {"file": str(path), "line": complete + 1, "reason": "truncated_record", "raw": partial}
+    ]
     assert warning in json.loads((tmp_path / "summary.json").read_text())["warnings"]
 
 
@@ -69,8 +74,10 @@ def test_bz2_input_reads_like_gzip(shared, tmp_path):
     from_gz = ingest("amazon2014", [gz], tmp_path / "gz")
     assert from_bz2.kept == from_gz.kept == data.count(b"\n") == 10_261
     assert [f.warning for f in from_bz2.files] == [None]
-    assert rows(tmp_path / "bz2", "interactions").drop("src_file").equals(
-        rows(tmp_path / "gz", "interactions").drop("src_file")
+    assert (
+        rows(tmp_path / "bz2", "interactions")
+        .drop("src_file")
+        .equals(rows(tmp_path / "gz", "interactions").drop("src_file"))
     )
 
 
@@ -207,7 +214,8 @@ def test_cli_ingest_reports_counts_and_truncation(shared, tmp_path):
     assert summary["kept_by_table"] == {"interactions": 6_908 + 10_261, "items": 7_419}
     assert "rejected truncated_record: 2" in result.stderr
     assert [Path(f["file"]).name for f in summary["files"] if f["truncated"]] == [
-        "meta_Digital_Music.json.gz", "reviews_Digital_Music_5.json.gz",
+        "meta_Digital_Music.json.gz",
+        "reviews_Digital_Music_5.json.gz",
     ]
     assert result.stderr.count("warning:") == len(summary["warnings"]) >= 2
 
@@ -302,7 +310,7 @@ def test_spec_and_benchmark_names_are_checked(tmp_path):
 
     for line in ('name = "../escape"', 'name = "ok"\n[[stages]]\nstage = "ingest"\nid = "/abs"'):
         spec = tmp_path / "spec.toml"
-        spec.write_text(line + ("\n[[stages]]\nstage = \"ingest\"\n" if "stages" not in line else "\n"))
+        spec.write_text(line + ('\n[[stages]]\nstage = "ingest"\n' if "stages" not in line else "\n"))
         with pytest.raises(UsageError, match="not safe as a path"):
             load_spec(spec)
     with pytest.raises(ValidationError, match="not safe as a path"):
@@ -320,7 +328,9 @@ def test_cli_out_that_is_a_file(shared, tmp_path):
 def mounted_tmpfs(target: Path, options: str) -> bool:
     """Mount a tmpfs at ``target`` (as root); False where this machine does not let us."""
     target.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, check=False
+    )
     return done.returncode == 0
 
 
@@ -385,8 +395,12 @@ def publish_cli(folder: Path, repo_id: str, env: dict[str, str]) -> subprocess.C
     import os
 
     return subprocess.run(
-        [str(CLI), "publish", str(folder), "--repo-id", repo_id], capture_output=True, text=True, timeout=120,
-        env={**os.environ, **env}, check=False,
+        [str(CLI), "publish", str(folder), "--repo-id", repo_id],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+        check=False,
     )
 
 
@@ -414,7 +428,9 @@ def test_licence_check_reads_eval_and_unattributed_files(tmp_path):
     (tmp_path / "eval" / "unknown").mkdir()
     (tmp_path / "eval" / "unknown" / "sequential_data.txt").write_text("1 2 3\n")
     (tmp_path / "eval" / "fine").mkdir()
-    (tmp_path / "eval" / "fine" / "summary.json").write_text('{"source": "amazon2018", "dataset": "amazon2018/All_Beauty"}')
+    (tmp_path / "eval" / "fine" / "summary.json").write_text(
+        '{"source": "amazon2018", "dataset": "amazon2018/All_Beauty"}'
+    )
     pl.DataFrame({"x": [1]}).write_parquet(tmp_path / "stray.parquet")
     found = sorted((t.source, t.dataset) for t in restricted(tmp_path))
     assert found == [

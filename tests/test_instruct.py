@@ -202,7 +202,9 @@ def test_the_stage_cuts_the_authors_histories_back_into_their_windows(shared):
     interactions = pl.concat([t[0] for t in tables])
     items = pl.concat([t[1] for t in tables])
     out = instruct_pairs_stage(
-        {"interactions": interactions.lazy(), "items": items.lazy()}, params, Context(seed=spec.seed, tokenizer=tokenizer)
+        {"interactions": interactions.lazy(), "items": items.lazy()},
+        params,
+        Context(seed=spec.seed, tokenizer=tokenizer),
     )
     pairs = out.tables["instruct"]
 
@@ -223,7 +225,9 @@ def test_max_pairs_per_user_keeps_the_newest_of_the_authors_windows(shared):
     interactions, items = canonical("foodcom", "foodcom", chained([window_items(r) for r in rows[FOOD_WINDOWS]]))
     params = InstructPairsParams(max_pairs_per_user=2)
     tokenizer = shared.parent / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
-    out = instruct_pairs_stage({"interactions": interactions.lazy(), "items": items.lazy()}, params, Context(tokenizer=tokenizer))
+    out = instruct_pairs_stage(
+        {"interactions": interactions.lazy(), "items": items.lazy()}, params, Context(tokenizer=tokenizer)
+    )
     made = out.tables["instruct"].filter(pl.col("task") == NEXT_ITEM).reverse()
     assert made["prompt"].to_list() == [row["prompt"] for row in rows[8:10]]
     assert out.stats.dropped["next_item:over_max_pairs_per_user"] == 3

@@ -34,9 +34,7 @@ MAGAZINE_MISTAKEN = "Punctual"
 def reference() -> DetectorFactory:
     """langdetect's own detector, profiles loaded in name order, seed 0."""
     factory = DetectorFactory()
-    factory.load_json_profile(
-        [p.read_text(encoding="utf-8") for p in sorted(PROFILES.iterdir())]
-    )
+    factory.load_json_profile([p.read_text(encoding="utf-8") for p in sorted(PROFILES.iterdir())])
     factory.set_seed(0)
     return factory
 
@@ -83,9 +81,7 @@ def foreign_texts() -> list[str]:
 def test_same_labels_as_langdetect_on_real_reviews(magazine_texts, magazine_labels):
     assert sum(1 for t in magazine_texts if t) == 2374
     assert [d.lang for d in detector(0).detect(magazine_texts)] == magazine_labels
-    assert (
-        sum(label not in ("en", None) for label in magazine_labels) > 300
-    )  # short-review noise too
+    assert sum(label not in ("en", None) for label in magazine_labels) > 300  # short-review noise too
 
 
 def test_same_labels_as_langdetect_on_non_english_texts(reference):
@@ -132,15 +128,10 @@ def test_stage_blanks_non_english_text_and_keeps_the_interaction(blanked, magazi
     assert mistaken == 1
     assert blanked.stats.changed == {"review_text:language_not_allowed": mistaken}
     assert frame.filter(pl.col("lang") != "en")["lang"].to_list() == ["es"]
-    assert blanked.stats.info["too_short"] == sum(
-        1 for t in magazine_texts if t and sum(ch.isalpha() for ch in t) < 3
-    )
+    assert blanked.stats.info["too_short"] == sum(1 for t in magazine_texts if t and sum(ch.isalpha() for ch in t) < 3)
     assert blanked.stats.info["no_text"] == sum(1 for t in magazine_texts if not t)
     assert sum(v for k, v in blanked.stats.info.items() if k in HOW) == magazine.height
-    assert (
-        frame["review_text"].null_count()
-        == magazine["review_text"].null_count() + mistaken
-    )
+    assert frame["review_text"].null_count() == magazine["review_text"].null_count() + mistaken
 
 
 HOW = ("judged", "undetectable", "unconfirmed", "contradicted", "too_short", "no_text")
@@ -255,9 +246,7 @@ def test_identify_is_deterministic_and_order_free():
 
 
 def test_stage_drop_action_drops_the_interactions(blanked, magazine):
-    drop = langid_stage(
-        {"interactions": magazine.lazy()}, LangidParams(action="drop"), Context()
-    )
+    drop = langid_stage({"interactions": magazine.lazy()}, LangidParams(action="drop"), Context())
     count = blanked.stats.changed["review_text:language_not_allowed"]
     assert drop.stats.dropped == {"language_not_allowed": count}
     assert drop.tables["interactions"].height == magazine.height - count
@@ -276,11 +265,7 @@ def test_allowed_languages_are_configurable(blanked, magazine):
 def test_stage_is_deterministic_and_keeps_unknown_columns(blanked, magazine):
     frame = magazine.with_columns(pl.lit(1).alias("cluster_id"))
     again = langid_stage({"interactions": frame.lazy()}, LangidParams(), Context())
-    assert (
-        again.tables["interactions"]
-        .drop("cluster_id")
-        .equals(blanked.tables["interactions"])
-    )
+    assert again.tables["interactions"].drop("cluster_id").equals(blanked.tables["interactions"])
     assert again.stats.to_dict() == blanked.stats.to_dict()
     assert again.tables["interactions"].columns == [*frame.columns, "lang"]
 
@@ -316,7 +301,5 @@ def test_bad_input_is_counted_not_fatal(magazine_texts):
 
 
 def test_python_api_takes_surrogates_and_non_text():
-    results = detector(0).detect(
-        ["\ud800 lone surrogate in otherwise English text", None, "", "1234 !!! ..."]
-    )
+    results = detector(0).detect(["\ud800 lone surrogate in otherwise English text", None, "", "1234 !!! ..."])
     assert [r.lang for r in results] == ["en", None, None, None]

@@ -57,9 +57,7 @@ def plain_p5(path: Path, k: int = 5) -> tuple[list[str], list[str], list[list[in
             user_events.setdefault(review["reviewerID"], []).append((review["unixReviewTime"], number, review["asin"]))
     while True:
         item_counts = Counter(asin for events in user_events.values() for _, _, asin in events)
-        kept = {
-            user: [e for e in events if item_counts[e[2]] >= k] for user, events in user_events.items()
-        }
+        kept = {user: [e for e in events if item_counts[e[2]] >= k] for user, events in user_events.items()}
         kept = {user: events for user, events in kept.items() if len(events) >= k}
         if sum(map(len, kept.values())) == sum(map(len, user_events.values())):
             break
@@ -83,8 +81,11 @@ def canonical(shared, tmp_path_factory) -> tuple[pl.DataFrame, pl.DataFrame]:
     raw = shared / "amazon2014"
     ingest(
         "amazon2014",
-        [raw / "reviews_Musical_Instruments_5.json.gz", raw / "reviews_Digital_Music_5.json.gz",
-         raw / "meta_Digital_Music.json.gz"],
+        [
+            raw / "reviews_Musical_Instruments_5.json.gz",
+            raw / "reviews_Digital_Music_5.json.gz",
+            raw / "meta_Digital_Music.json.gz",
+        ],
         out,
     )
     interactions = pl.read_parquet(out / "interactions" / "**" / "*.parquet")
@@ -196,8 +197,9 @@ def test_held_out_table_covers_every_evaluated_pair_and_the_guard_drops_them(can
     assert set(held["split"]) == {"validation", "test"}
     kept = drop_held_out(canonical[0].lazy(), held.lazy()).collect()
     assert not set(kept.select("user_id", "item_id").rows()) & evaluated
-    assert kept.height == canonical[0].height - sum(1 for u, i in canonical[0].select("user_id", "item_id").rows()
-                                                    if (u, i) in evaluated)
+    assert kept.height == canonical[0].height - sum(
+        1 for u, i in canonical[0].select("user_id", "item_id").rows() if (u, i) in evaluated
+    )
 
 
 def meta_titles(path: Path) -> dict[str, str]:
@@ -239,8 +241,11 @@ def test_benchmark_stage_writes_p5_files_and_prompts(shared, canonical, tmp_path
     assert ratings and all(r["prompt"].endswith("; Rating:\n\n### Response:") for r in ratings)
     assert all(r["response"] == f"{r['target_rating']}/5.0" for r in ratings)
 
-    p5_benchmark_stage({"interactions": canonical[0].lazy(), "items": canonical[1].lazy()}, params,
-                       Context(seed=5, out_dir=tmp_path / "b"))
+    p5_benchmark_stage(
+        {"interactions": canonical[0].lazy(), "items": canonical[1].lazy()},
+        params,
+        Context(seed=5, out_dir=tmp_path / "b"),
+    )
     for path in sorted(folder.rglob("*")):
         if path.is_file():
             twin = tmp_path / "b" / path.relative_to(tmp_path / "a")
@@ -276,7 +281,7 @@ def p5_rating_pickle(path: Path, reviews: list[dict], seed: int = 2022) -> dict:
     order = list(range(len(reviews)))
     rng.shuffle(order)
     n_train, n_valid = round(len(order) * 0.8), round(len(order) * 0.1)
-    indices = {"train": order[:n_train], "val": order[n_train:n_train + n_valid], "test": order[n_train + n_valid:]}
+    indices = {"train": order[:n_train], "val": order[n_train : n_train + n_valid], "test": order[n_train + n_valid :]}
     data: dict = {}
     for key, chosen in indices.items():
         data[key] = [dict(reviews[i]) for i in chosen]
@@ -289,8 +294,11 @@ def p5_rating_pickle(path: Path, reviews: list[dict], seed: int = 2022) -> dict:
 
 
 def music_reviews(shared: Path) -> list[dict]:
-    return [json.loads(line) for line in gz_lines(shared / "amazon2014" / "reviews_Digital_Music_5.json.gz")
-            if line.endswith("\n")]
+    return [
+        json.loads(line)
+        for line in gz_lines(shared / "amazon2014" / "reviews_Digital_Music_5.json.gz")
+        if line.endswith("\n")
+    ]
 
 
 def prompt_rows(folder: Path, name: str) -> list[dict]:
@@ -305,7 +313,8 @@ def test_benchmark_takes_p5s_official_rating_split_and_holds_out_all_of_it(share
     spec = {"name": "music", "dataset": MUSIC, "rating_splits": str(tmp_path / "rating_splits_augmented.pkl")}
     output = p5_benchmark_stage(
         {"interactions": canonical[0].lazy(), "items": canonical[1].lazy()},
-        P5BenchmarkParams(benchmarks=[spec]), Context(seed=5, out_dir=tmp_path / "out"),
+        P5BenchmarkParams(benchmarks=[spec]),
+        Context(seed=5, out_dir=tmp_path / "out"),
     )
     folder = tmp_path / "out" / "eval" / "music"
     evaluated = {key: {(r["reviewerID"], r["asin"]): r["overall"] for r in official[key]} for key in ("val", "test")}
@@ -318,13 +327,20 @@ def test_benchmark_takes_p5s_official_rating_split_and_holds_out_all_of_it(share
     assert missing == output.stats.info["left_out_of_benchmarks"]["rating:too_long"]
     held = output.tables["held_out"]
     last_two = {(users[u], items[i - 1]) for u, seq in enumerate(sequences) for i in seq[-2:]}
-    assert set(held.select("user_id", "item_id").iter_rows()) == last_two | set(evaluated["val"]) | set(evaluated["test"])
-    reviewed = Counter((r["reviewerID"], r["asin"]) for key in ("train", "val", "test")
-                       for r in official[key][: len(official[f"{key}_indices"])])
+    assert set(held.select("user_id", "item_id").iter_rows()) == last_two | set(evaluated["val"]) | set(
+        evaluated["test"]
+    )
+    reviewed = Counter(
+        (r["reviewerID"], r["asin"])
+        for key in ("train", "val", "test")
+        for r in official[key][: len(official[f"{key}_indices"])]
+    )
     matched = sum(min(n, in_core[pair]) for pair, n in reviewed.items())
     info = output.stats.info["music"]
     assert info["official_reviews"] == {
-        "train": len(official["train_indices"]), "validation": len(official["val"]), "test": len(official["test"]),
+        "train": len(official["train_indices"]),
+        "validation": len(official["val"]),
+        "test": len(official["test"]),
         "augmented_train_copies": 50,
         "events_without_review": sum(in_core.values()) - matched,
         "reviews_without_event": len(reviews) - matched,
@@ -340,20 +356,31 @@ def test_load_p5_reads_the_official_rating_split_beside_p5s_files(shared, canoni
     (split_dir / "sequential_data.txt").write_text(
         "".join(f"{u} {' '.join(map(str, s))}\n" for u, s in enumerate(sequences, 1))
     )
-    (split_dir / "datamaps.json").write_text(json.dumps({
-        "id2user": {str(n): u for n, u in enumerate(users, 1)}, "id2item": {str(n): i for n, i in enumerate(items, 1)},
-    }))
+    (split_dir / "datamaps.json").write_text(
+        json.dumps(
+            {
+                "id2user": {str(n): u for n, u in enumerate(users, 1)},
+                "id2item": {str(n): i for n, i in enumerate(items, 1)},
+            }
+        )
+    )
     official = p5_rating_pickle(split_dir / "rating_splits_augmented.pkl", reviews)
     spec = {"name": "music", "dataset": MUSIC, "path": str(split_dir)}
-    output = load_p5_stage({"items": canonical[1].lazy()}, LoadP5Params(benchmarks=[spec]), Context(out_dir=tmp_path / "out"))
+    output = load_p5_stage(
+        {"items": canonical[1].lazy()}, LoadP5Params(benchmarks=[spec]), Context(out_dir=tmp_path / "out")
+    )
     in_core = {(users[u], items[i - 1]) for u, seq in enumerate(sequences) for i in seq}
     test = {(r["reviewerID"], r["asin"]): r for r in official["test"]}
     rows = prompt_rows(tmp_path / "out" / "eval" / "music", "rating_test")
     validation = prompt_rows(tmp_path / "out" / "eval" / "music", "rating_validation")
     prompted = {(r["user_id"], r["item_id"]) for r in rows}
     assert prompted <= set(test) & in_core
-    missing = len(set(test) & in_core) - len(rows) + len({(r["reviewerID"], r["asin"]) for r in official["val"]}
-                                                             & in_core) - len(validation)
+    missing = (
+        len(set(test) & in_core)
+        - len(rows)
+        + len({(r["reviewerID"], r["asin"]) for r in official["val"]} & in_core)
+        - len(validation)
+    )
     assert missing == output.stats.info["left_out_of_benchmarks"]["rating:too_long"]
     for row in rows:
         assert row["response"] == f"{test[row['user_id'], row['item_id']]['overall']}/5.0"

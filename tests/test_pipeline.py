@@ -31,7 +31,9 @@ ALL = ["ingest", "t_histories", "t_documents", "t_instruct", "t_write"]
 @pytest.fixture(scope="module")
 def raw(shared: Path) -> dict:
     """Independent counts from the raw files: reviews, items, users with >= 6 reviews."""
-    reviews = [json.loads(line) for line in (shared / "amazon2018" / "Magazine_Subscriptions_5.json").read_text().splitlines()]
+    reviews = [
+        json.loads(line) for line in (shared / "amazon2018" / "Magazine_Subscriptions_5.json").read_text().splitlines()
+    ]
     per_user = Counter(r["reviewerID"] for r in reviews)
     with gzip.open(shared / "amazon2018" / "meta_Magazine_Subscriptions.json.gz", "rt") as f:
         items = sum(1 for line in f if line.strip())
@@ -180,7 +182,9 @@ def test_status_and_run_agree_on_what_is_current(tmp_path: Path, shared: Path) -
 
     run_spec(load_spec(path), out, until="t_documents")
     assert status_then_run() == dict(zip(ALL, ["cached"] * 3 + ["ran"] * 2, strict=True))
-    path.write_text(path.read_text().replace('stage = "t_documents"', 'stage = "t_documents"\nparams.validation_fraction = 0.5'))
+    path.write_text(
+        path.read_text().replace('stage = "t_documents"', 'stage = "t_documents"\nparams.validation_fraction = 0.5')
+    )
     assert status_then_run() == dict(zip(ALL, ["cached", "cached", "ran", "cached", "ran"], strict=True))
     (out / ".stages/t_histories/histories/part-00001.parquet").unlink()
     assert [s.state for s in spec_status(load_spec(path), out)] == ["done", "stale", "done", "done", "done"]

@@ -121,7 +121,9 @@ def test_the_tokenizer_is_declared_once_per_spec(name: str) -> None:
     raw = tomllib.loads(text)
     assert "tokenizer" in raw
     assert all("tokenizer" not in stage_params(s.get("params", {})) for s in raw["stages"])
-    assert sum(line.split("=")[0].strip() == "tokenizer" for line in text.splitlines()) == 1 + ("tokenizer" in raw.get("vars", {}))
+    assert sum(line.split("=")[0].strip() == "tokenizer" for line in text.splitlines()) == 1 + (
+        "tokenizer" in raw.get("vars", {})
+    )
     if name != "recgpt":  # recgpt.toml's tokenizer lies under the site's raw folder
         assert plan(load_spec(path)).settings.tokenizer.read_bytes() == DEFAULT_TOKENIZER.read_bytes()
 
@@ -174,7 +176,8 @@ def test_fingerprints_hash_the_settings_a_stage_uses_and_its_declared_paths(tmp_
     (tmp_path / "label.txt").write_text("x\n")
     spec = tmp_path / "spec.toml"
     spec.write_text(
-        'name = "x"\ntokenizer = "tok/tokenizer.json"\n' + ingest_text(shared)
+        'name = "x"\ntokenizer = "tok/tokenizer.json"\n'
+        + ingest_text(shared)
         + '[[stages]]\nstage = "t_title_tokens"\n'
         + '[[stages]]\nstage = "t_file_lines"\nparams.lines_of = "lines.txt"\nparams.label = "label.txt"\n'
     )
@@ -208,7 +211,11 @@ def test_the_manifest_name_of_a_tokenizer(tmp_path: Path, shared: Path) -> None:
         spec = tmp_path / "spec.toml"
         spec.write_text(f'name = "x"\ntokenizer = "{declared}"\n' + ingest_text(shared))
         names[declared] = plan(load_spec(spec)).settings.tokenizer_name
-    assert names == {"neox": DEFAULT_NAME, "other/tokenizer.json": "other/tokenizer.json", "assets:gpt-neox-20b": DEFAULT_NAME}
+    assert names == {
+        "neox": DEFAULT_NAME,
+        "other/tokenizer.json": "other/tokenizer.json",
+        "assets:gpt-neox-20b": DEFAULT_NAME,
+    }
     spec.write_text('name = "x"\ntokenizer = "missing/tokenizer.json"\n' + ingest_text(shared))
     with pytest.raises(PlanError, match="no tokenizer.json at"):
         run_spec(load_spec(spec), tmp_path / "out")
@@ -227,7 +234,9 @@ def test_the_manifest_names_the_spec_tokenizer_and_its_bytes(tmp_path: Path, sha
     and pretrain_tokens' manifest name it as the spec declares it, with the sha256 of its bytes."""
     tokenizer = reformatted_tokenizer(tmp_path / "mine" / "neox-reformatted.json")
     stages = ("pretrain_documents", "write_pretrain", "pretrain_tokens")
-    spec = spec_after_ingest(tmp_path, "mine/neox-reformatted.json", shared, "".join(f'[[stages]]\nstage = "{s}"\n' for s in stages))
+    spec = spec_after_ingest(
+        tmp_path, "mine/neox-reformatted.json", shared, "".join(f'[[stages]]\nstage = "{s}"\n' for s in stages)
+    )
     out = tmp_path / "out"
     run_spec(load_spec(spec), out)
     expected = {"name": "mine/neox-reformatted.json", "sha256": hashlib.sha256(tokenizer.read_bytes()).hexdigest()}
@@ -244,7 +253,9 @@ def test_instruction_pairs_and_benchmark_prompts_load_the_spec_tokenizer_not_the
     project = tmp_path / "project"
     tokenizer = reformatted_tokenizer(project / "tok" / "tokenizer.json")
     spec = spec_after_ingest(
-        project, "tok", shared,
+        project,
+        "tok",
+        shared,
         '[[stages]]\nstage = "instruct_pairs"\nparams.pool = "all"\n[[stages]]\nstage = "p5_benchmark"\n'
         'params.benchmarks = [{ name = "magazines", dataset = "amazon2018/Magazine_Subscriptions", k = 1 }]\n',
     )

@@ -108,7 +108,9 @@ def test_card_metadata_and_configs(built: Path, shared: Path) -> None:
 
 def test_card_body_has_provenance_table_rates_and_loading(built: Path, shared: Path) -> None:
     card = (built / "README.md").read_text()
-    reviews = [json.loads(line) for line in (shared / "amazon2018" / "Magazine_Subscriptions_5.json").read_text().splitlines()]
+    reviews = [
+        json.loads(line) for line in (shared / "amazon2018" / "Magazine_Subscriptions_5.json").read_text().splitlines()
+    ]
     per_user = Counter(r["reviewerID"] for r in reviews)
     items = len({r["asin"] for r in reviews})
     short = sum(n for n in per_user.values() if n < 6)
@@ -117,7 +119,7 @@ def test_card_body_has_provenance_table_rates_and_loading(built: Path, shared: P
     assert f"| t_histories | 5,760 | 200 | dropped: short_history | {short} | {short / 5760:.2%} |" in card
     assert 'load_dataset("acme/magazines", "pretrain")' in card
     assert "## Personal information" in card and "`user_id`" in card
-    assert '@inproceedings{ngo-nguyen-2024-recgpt,' in card and 'eprint = "2405.12715"' in card
+    assert "@inproceedings{ngo-nguyen-2024-recgpt," in card and 'eprint = "2405.12715"' in card
     assert 'author = "Ngo, Hoang and Nguyen, Dat Quoc"' in card
     for name in ("history_length.png", "tokens_per_document.png", "drops_by_stage.png", "token_share.png"):
         assert f"](report/{name})" in card and (built / "report" / name).is_file()
@@ -127,7 +129,9 @@ def test_card_body_has_provenance_table_rates_and_loading(built: Path, shared: P
 
 def test_report_table_and_plots(built: Path, shared: Path) -> None:
     stats = json.loads((built / "stats.json").read_text())
-    reviews = [json.loads(line) for line in (shared / "amazon2018" / "Magazine_Subscriptions_5.json").read_text().splitlines()]
+    reviews = [
+        json.loads(line) for line in (shared / "amazon2018" / "Magazine_Subscriptions_5.json").read_text().splitlines()
+    ]
     per_user = Counter(r["reviewerID"] for r in reviews)
     (row,) = stats["corpus"]["per_source"]
     documents = pl.read_parquet(list((built / "data/pretrain").glob("*.parquet")))
@@ -277,14 +281,21 @@ def test_demo_corpus_round_trip(demo_corpus: Path, tmp_path: Path) -> None:
         done = publish(demo_corpus, env, repo_id="acme/recgpt-demo")
         assert done.returncode == 0, done.stderr
         stored = hub.state.repos["acme/recgpt-demo"].files
-        local = {p.relative_to(demo_corpus).as_posix() for p in demo_corpus.rglob("*")
-                 if p.is_file() and not p.relative_to(demo_corpus).parts[0].startswith(".")}
+        local = {
+            p.relative_to(demo_corpus).as_posix()
+            for p in demo_corpus.rglob("*")
+            if p.is_file() and not p.relative_to(demo_corpus).parts[0].startswith(".")
+        }
         assert set(stored) == local
         _, rows = load_back(env, "acme/recgpt-demo", "d[s].num_rows")
     expected = {
-        config: {split: sum(pl.scan_parquet(p).select(pl.len()).collect().item()
-                            for p in (demo_corpus / "data" / config).glob(f"{split}-*.parquet"))
-                 for split in splits}
+        config: {
+            split: sum(
+                pl.scan_parquet(p).select(pl.len()).collect().item()
+                for p in (demo_corpus / "data" / config).glob(f"{split}-*.parquet")
+            )
+            for split in splits
+        }
         for config, splits in (("pretrain", ("train", "validation")), ("instruct", ("train",)))
     }
     assert rows == expected
@@ -292,8 +303,11 @@ def test_demo_corpus_round_trip(demo_corpus: Path, tmp_path: Path) -> None:
 
 def folder_files(folder: Path) -> set[str]:
     """The files of a built folder outside the runner's hidden state, as repository paths."""
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
-            if p.is_file() and not p.relative_to(folder).parts[0].startswith(".")}
+    return {
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and not p.relative_to(folder).parts[0].startswith(".")
+    }
 
 
 def test_republish_replaces_the_old_build(demo_corpus: Path, tmp_path: Path) -> None:
@@ -304,7 +318,9 @@ def test_republish_replaces_the_old_build(demo_corpus: Path, tmp_path: Path) -> 
     spec = tmp_path / "demo.toml"
     text = (TESTS.parent / "pipelines/demo.toml").read_text(encoding="utf-8")
     spec.write_text(text.replace("params.shard_rows = 2000", "params.shard_rows = 10"), encoding="utf-8")
-    rebuilt = subprocess.run([str(CLI), "run", str(spec), "--out", str(many)], capture_output=True, text=True, timeout=300)
+    rebuilt = subprocess.run(
+        [str(CLI), "run", str(spec), "--out", str(many)], capture_output=True, text=True, timeout=300
+    )
     assert rebuilt.returncode == 0, rebuilt.stderr
     shards = sorted(p.name for p in (many / "data/pretrain").glob("train-*.parquet"))
     assert len(shards) > 1 and (demo_corpus / "data/pretrain/train-00000-of-00001.parquet").is_file()
@@ -327,8 +343,10 @@ def test_republish_replaces_the_old_build(demo_corpus: Path, tmp_path: Path) -> 
     assert 'pretrain = load_dataset("acme/demo", "pretrain")' in card and "ORG/" not in card
     assert card.replace("acme/demo", "ORG/recgpt-demo") == (demo_corpus / "README.md").read_text()
     expected = {
-        config: {split: sum(pq.read_metadata(p).num_rows for p in (demo_corpus / "data" / config).glob(f"{split}-*.parquet"))
-                 for split in splits}
+        config: {
+            split: sum(pq.read_metadata(p).num_rows for p in (demo_corpus / "data" / config).glob(f"{split}-*.parquet"))
+            for split in splits
+        }
         for config, splits in (("pretrain", ("train", "validation")), ("instruct", ("train",)))
     }
     assert rows == expected

@@ -30,12 +30,27 @@ from recgpt_data.pipeline.spec import load_spec
 SPEC = REPO / "pipelines" / "recgpt.toml"
 TOKENIZER = REPO / "recgpt_data" / "assets" / "gpt-neox-20b" / "tokenizer.json"
 FORMATS = {
-    "amazon2014", "amazon2018", "amazon2023", "yelp", "movielens", "goodreads", "steam",
-    "bookcrossing", "anime", "netflix", "foodcom", "hotelrec", "wikirec",
+    "amazon2014",
+    "amazon2018",
+    "amazon2023",
+    "yelp",
+    "movielens",
+    "goodreads",
+    "steam",
+    "bookcrossing",
+    "anime",
+    "netflix",
+    "foodcom",
+    "hotelrec",
+    "wikirec",
 }
 # The Yelp stand-in holds MovieLens 100K ratings (1997-1998): its benchmark window is moved to them.
-MINI = {"with_amazon2023": "true", "yelp_benchmark_start": "1997-01-01T00:00:00Z",
-        "yelp_benchmark_end": "1999-01-01T00:00:00Z", "tokenizer": str(TOKENIZER)}
+MINI = {
+    "with_amazon2023": "true",
+    "yelp_benchmark_start": "1997-01-01T00:00:00Z",
+    "yelp_benchmark_end": "1999-01-01T00:00:00Z",
+    "tokenizer": str(TOKENIZER),
+}
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +181,13 @@ def test_the_report_table_matches_the_shards(built: tuple[Path, Path]) -> None:
         interactions[source] += len(row["item_ids"])
         tokens[source] += row["num_tokens"]
     expected = [
-        {"source": s, "users": len(users[s]), "items": len(items[s]), "interactions": interactions[s], "tokens": tokens[s]}
+        {
+            "source": s,
+            "users": len(users[s]),
+            "items": len(items[s]),
+            "interactions": interactions[s],
+            "tokens": tokens[s],
+        }
         for s in sorted(users)
     ]
     paper = stats(out)["report"]["info"]["corpus"]["paper"]
@@ -175,7 +196,10 @@ def test_the_report_table_matches_the_shards(built: tuple[Path, Path]) -> None:
     assert paper["totals"] == totals
     assert paper["ratio_to_paper"] == {c: totals[c] / PAPER_TOTALS[c] for c in PAPER_TOTALS}
     page = (out / "report" / "index.md").read_text()
-    assert f"| **total** | {totals['users']:,} | {totals['items']:,} | {totals['interactions']:,} | {totals['tokens']:,} |" in page
+    assert (
+        f"| **total** | {totals['users']:,} | {totals['items']:,} | {totals['interactions']:,} | {totals['tokens']:,} |"
+        in page
+    )
     assert "| paper | 10,160,000 | 10,310,000 | 258,100,000 | 20,500,000,000 |" in page
 
 

@@ -136,7 +136,10 @@ def test_a_stage_dropping_nearly_all_of_a_dataset_is_warned(warned) -> None:
     out, result = warned
     (warning,) = by_kind(out, "mass_drop").values()
     assert (warning["stage"], warning["dataset"], warning["rows"], warning["of"]) == (
-        "clean", "amazon2018/All_Beauty", 4216, 4216,
+        "clean",
+        "amazon2018/All_Beauty",
+        4216,
+        4216,
     )
     assert warning["reasons"] == {"interaction_item_without_title": 4216}
     said = [w["message"] for w in json.loads((out / "stats.json").read_text())["warnings"] if w["kind"] == "stage"]
@@ -156,13 +159,19 @@ def test_the_card_names_the_real_cause_when_nothing_is_left(shared: Path, tmp_pa
     message = one_line(result.stderr)
     assert "card: the run left no rows to write" in message
     assert "amazon2018/All_Beauty: 5,269 interactions and no items" in message
-    assert "clean dropped 5,269 of 5,269 (100.0%) interactions of amazon2018/All_Beauty: interaction_item_without_title" in message
+    assert (
+        "clean dropped 5,269 of 5,269 (100.0%) interactions of amazon2018/All_Beauty: interaction_item_without_title"
+        in message
+    )
 
 
 def test_ingest_warns_of_a_dataset_without_items(shared: Path, tmp_path: Path) -> None:
     path = shared / "amazon2018" / "All_Beauty_5.json"
     result = subprocess.run(
-        [str(CLI), "ingest", "amazon2018", str(path), "--out", str(tmp_path)], capture_output=True, text=True, timeout=300
+        [str(CLI), "ingest", "amazon2018", str(path), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     n = len(path.read_text(encoding="utf-8").splitlines())

@@ -143,8 +143,13 @@ def test_rejected_records_of_a_pipeline_run_can_be_inspected(built: Path) -> Non
     stats = json.loads((built / "stats.json").read_text())["stages"]["ingest"]
     assert raw.by_reason() == stats["dropped"]
     truncated = rows.filter(pl.col("drop_reason") == "amazon2014:truncated_record")
-    assert sorted(zip(truncated["file"].map_elements(lambda f: Path(f).name, return_dtype=pl.String),
-                      truncated["line"], strict=True)) == [
+    assert sorted(
+        zip(
+            truncated["file"].map_elements(lambda f: Path(f).name, return_dtype=pl.String),
+            truncated["line"],
+            strict=True,
+        )
+    ) == [
         ("meta_Digital_Music.json.gz", 7_420),
         ("reviews_Digital_Music_5.json.gz", 6_909),
     ]

@@ -162,8 +162,5 @@ def test_vectorised_path_handles_unicode_space_and_missing_columns():
     )
     lines = frame.select(item_line_expr(("Title", "Genres", "Rating"), frame.columns)).to_series().to_list()
     assert lines == ["Title: a b; Genres: x, y", "", ""]
-    scalar = [
-        item_line(field_values(r, r), ("Title", "Genres", "Rating"), None)
-        for r in frame.iter_rows(named=True)
-    ]
+    scalar = [item_line(field_values(r, r), ("Title", "Genres", "Rating"), None) for r in frame.iter_rows(named=True)]
     assert scalar == lines

@@ -434,7 +434,9 @@ def test_foodcom_recipes_fixture(fixtures, shared, tmp_path):
 def test_malformed_csv_rows_are_rejected_with_reasons(tmp_path):
     folder = tmp_path / "ml-latest"
     folder.mkdir()
-    (folder / "ratings.csv").write_text('userId,movieId,rating,timestamp\n1,10,4.0,1000000000\n1,11,4.0\n\n1,"12,3.5,1000000001\n')
+    (folder / "ratings.csv").write_text(
+        'userId,movieId,rating,timestamp\n1,10,4.0,1000000000\n1,11,4.0\n\n1,"12,3.5,1000000001\n'
+    )
     (folder / "movies.csv").write_text(
         'movieId,title,genres\n10,"A ""quoted"" title",Drama\n11,"Bad"x,Drama\n12,Fine,\n'
     )

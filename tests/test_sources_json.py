@@ -226,7 +226,11 @@ def test_yelp_businesses_and_reviews(shared, tmp_path):
     assert interactions.get_column("helpful_votes").to_list() == [r["useful"] for r in reviews]
     assert interactions.get_column("rating").to_list() == [r["stars"] for r in reviews]
     known = {b["business_id"] for b in businesses}
-    assert interactions.filter(pl.col("item_id").is_in(list(known))).height == sum(r["business_id"] in known for r in reviews) == 77
+    assert (
+        interactions.filter(pl.col("item_id").is_in(list(known))).height
+        == sum(r["business_id"] in known for r in reviews)
+        == 77
+    )
     assert set(interactions.get_column("dataset")) == {"yelp"}
 
 
@@ -275,9 +279,11 @@ def test_steam_reviews_fixture_has_no_ratings(fixtures, tmp_path):
     australian = interactions.filter(pl.col("src_file") == "australian_user_reviews.json")
     assert australian.select("user_id", "item_id").rows() == [(u, r["item_id"]) for u, r in nested]
     no_year = australian.filter(pl.col("timestamp").is_null())
-    assert [json.loads(e)["posted"] for e in no_year.get_column("extras")] == [
-        r["posted"] for _, r in nested if not re.search(r", \d{4}\.$", r["posted"])
-    ] == ["Posted February 17."]
+    assert (
+        [json.loads(e)["posted"] for e in no_year.get_column("extras")]
+        == [r["posted"] for _, r in nested if not re.search(r", \d{4}\.$", r["posted"])]
+        == ["Posted February 17."]
+    )
 
 
 def test_steam_template_has_no_rating_pairs():
@@ -323,7 +329,10 @@ def test_hotelrec_hotel_name_and_city_come_from_the_url(fixtures):
     (batch, *_) = list(role.reader(path, ReadState()))
     rows, rejects = canonical_batch(batch, role, info, source)
     first = json.loads(all_lines(path)[0])["hotel_url"]
-    assert first == "Hotel_Review-g194823-d1517719-Reviews-Hotel_Sogni_D_Oro-Bologna_Province_of_Bologna_Emilia_Romagna.html"
+    assert (
+        first
+        == "Hotel_Review-g194823-d1517719-Reviews-Hotel_Sogni_D_Oro-Bologna_Province_of_Bologna_Emilia_Romagna.html"
+    )
     assert (rows["title"][0], rows["city"][0]) == ("Hotel Sogni D Oro", "Bologna Province of Bologna Emilia Romagna")
     assert rows.height == 10 and rejects == []
 
@@ -338,15 +347,17 @@ def test_wikirec_fixture(fixtures, tmp_path):
     edits = [json.loads(line) for line in all_lines(fixtures / "wikirec" / "wikirec_edits.jsonl")]
     articles = [json.loads(line) for line in all_lines(fixtures / "wikirec" / "wikirec_articles.jsonl")]
     assert interactions.select("user_id", "item_id").rows() == [(e["user"], str(e["page_id"])) for e in edits]
-    assert interactions.get_column("timestamp").to_list() == [
-        datetime.fromisoformat(e["timestamp"]) for e in edits
-    ]
+    assert interactions.get_column("timestamp").to_list() == [datetime.fromisoformat(e["timestamp"]) for e in edits]
     assert interactions.get_column("rating").null_count() == len(edits)
     assert items.select("item_id", "title", "description").rows() == [
         (str(a["page_id"]), a["title"], a["description"]) for a in articles
     ]
     template = get_source("wikirec").template
-    assert (template.noun, template.fields, template.rating_pairs) == ("Wikipedia articles", ("Title", "Description"), False)
+    assert (template.noun, template.fields, template.rating_pairs) == (
+        "Wikipedia articles",
+        ("Title", "Description"),
+        False,
+    )
 
 
 @pytest.mark.parametrize("name", ["amazon2023", "steam", "hotelrec", "wikirec"])

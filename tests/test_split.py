@@ -65,9 +65,7 @@ def beauty_2018(shared, tmp_path_factory) -> pl.DataFrame:
     return pl.read_parquet(out / "interactions" / "**" / "*.parquet")
 
 
-def test_hold_out_drops_2014_benchmark_pairs_from_the_2018_release(
-    shared, beauty_held_out, beauty_2018, tmp_path
-):
+def test_hold_out_drops_2014_benchmark_pairs_from_the_2018_release(shared, beauty_held_out, beauty_2018, tmp_path):
     held = p5_pairs_by_hand(shared)
     raw = [json.loads(line) for line in (shared / "amazon2018" / "All_Beauty_5.json").open()]
     expected_dropped = sum((r["reviewerID"], r["asin"]) in held for r in raw)

@@ -142,8 +142,12 @@ def test_activation_checkpointing_and_the_chunked_loss_keep_the_gradients(packed
     labels = torch.from_numpy(packed.labels[:2]).long()
     grads = []
     for checkpointing, chunk in ((False, None), (True, 100)):
-        net = PackedMpt(build_model(mpt_config("tiny", n_layers=2, max_seq_len=1024), seed=7), "sdpa",
-                        checkpointing=checkpointing, loss_chunk=chunk or 1).train()
+        net = PackedMpt(
+            build_model(mpt_config("tiny", n_layers=2, max_seq_len=1024), seed=7),
+            "sdpa",
+            checkpointing=checkpointing,
+            loss_chunk=chunk or 1,
+        ).train()
         if chunk is None:
             logits = net(ids, seq).float()
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum")

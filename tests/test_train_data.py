@@ -39,7 +39,9 @@ def token_corpus(demo_corpus: Path, tmp_path_factory: pytest.TempPathFactory) ->
     shutil.copytree(demo_corpus, out)
     spec = root / "demo_tokens.toml"
     spec.write_text((REPO / "pipelines" / "demo.toml").read_text() + '\n[[stages]]\nstage = "pretrain_tokens"\n')
-    result = subprocess.run([str(CLI), "run", str(spec), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(CLI), "run", str(spec), "--out", str(out)], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     return out
 
@@ -99,20 +101,32 @@ def test_training_on_token_shards_matches_training_in_memory_and_logs_validation
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     base = {
-        "task": "pretrain", "model": {"preset": "tiny"}, "data": {"source": str(token_corpus)},
-        "optim": {"lr": 2e-3, "warmup_steps": 1}, "global_batch_size": 2, "micro_batch_size": 1, "max_steps": 4,
-        "precision": "fp32", "save_every": 1000, "log_every": 1, "eval_every": 2, "eval_examples": 2,
+        "task": "pretrain",
+        "model": {"preset": "tiny"},
+        "data": {"source": str(token_corpus)},
+        "optim": {"lr": 2e-3, "warmup_steps": 1},
+        "global_batch_size": 2,
+        "micro_batch_size": 1,
+        "max_steps": 4,
+        "precision": "fp32",
+        "save_every": 1000,
+        "log_every": 1,
+        "eval_every": 2,
+        "eval_examples": 2,
     }
     mapped = train(TrainConfig.model_validate({**base, "out_dir": str(tmp_path / "mapped")}))
     text = load_split(token_corpus, "pretrain", "train")
-    in_memory = train(TrainConfig.model_validate({**base, "out_dir": str(tmp_path / "memory"), "eval_every": 0}),
-                      source=text)
+    in_memory = train(
+        TrainConfig.model_validate({**base, "out_dir": str(tmp_path / "memory"), "eval_every": 0}), source=text
+    )
     assert [r["loss"] for r in mapped] == [r["loss"] for r in in_memory]
     assert [("val_loss" in r) for r in mapped] == [False, True, False, True]
     events = EventAccumulator(str(tmp_path / "mapped" / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
-    assert [e.value for e in events.Scalars("train/val_loss")] == pytest.approx([mapped[1]["val_loss"], mapped[3]["val_loss"]])
+    assert [e.value for e in events.Scalars("train/val_loss")] == pytest.approx(
+        [mapped[1]["val_loss"], mapped[3]["val_loss"]]
+    )
 
 
 def test_ranks_read_disjoint_rows_and_run_the_same_micro_steps(shared):

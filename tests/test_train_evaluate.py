@@ -22,8 +22,10 @@ def prompts(shared) -> list[Prompt]:
     """The authors' longest next-item and longest rating pair (each well over 256 tokens)."""
     rows = [json.loads(line) for line in (shared / "recgpt_sample" / "sample_prompt_response_pairs.jsonl").open()]
     chosen = [max(rows[:10], key=lambda r: len(r["prompt"])), max(rows[10:], key=lambda r: len(r["prompt"]))]
-    return [Prompt("next_item" if i == 0 else "rating", str(i), "x", r["prompt"], r["response"], None, None, ())
-            for i, r in enumerate(chosen)]
+    return [
+        Prompt("next_item" if i == 0 else "rating", str(i), "x", r["prompt"], r["response"], None, None, ())
+        for i, r in enumerate(chosen)
+    ]
 
 
 def test_long_prompts_lose_their_oldest_items_first_and_are_counted(prompts, shared, tmp_path):
@@ -34,8 +36,9 @@ def test_long_prompts_lose_their_oldest_items_first_and_are_counted(prompts, sha
         tmp_path / "model"
     )
     tokenizer_file = shared.parent / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
-    generator = ModelGenerator.from_path(tmp_path / "model", tokenizer_file, max_new_tokens={"rating": NEW, "next_item": NEW},
-                                         progress=False)
+    generator = ModelGenerator.from_path(
+        tmp_path / "model", tokenizer_file, max_new_tokens={"rating": NEW, "next_item": NEW}, progress=False
+    )
     tok = Tokenizer.from_file(str(tokenizer_file))
     for prompt in prompts:
         (text,) = generator.fitted([prompt], prompt.task)
@@ -51,7 +54,8 @@ def test_long_prompts_lose_their_oldest_items_first_and_are_counted(prompts, sha
         assert len(generated[0]) == (1 if prompt.task == "rating" else 10)
     # each prompt fitted twice: once above, once by generate
     assert {task: counts["prompts_shortened"] for task, counts in generator.truncation.items()} == {
-        "next_item": 2, "rating": 2
+        "next_item": 2,
+        "rating": 2,
     }
 
 

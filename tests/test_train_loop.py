@@ -44,11 +44,13 @@ def authors_pairs(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     (root / "data" / "instruct").mkdir(parents=True)
     pairs = [json.loads(line) for line in (shared / "recgpt_sample" / "sample_prompt_response_pairs.jsonl").open()]
     pq.write_table(
-        pa.table({
-            "prompt": [p["prompt"] for p in pairs],
-            "response": [p["response"] for p in pairs],
-            "task": ["next_item"] * 10 + ["rating"] * 10,
-        }),
+        pa.table(
+            {
+                "prompt": [p["prompt"] for p in pairs],
+                "response": [p["response"] for p in pairs],
+                "task": ["next_item"] * 10 + ["rating"] * 10,
+            }
+        ),
         root / "data" / "instruct" / "train-00000-of-00001.parquet",
     )
     (root / "README.md").write_text(CARD)
@@ -57,9 +59,17 @@ def authors_pairs(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def _config(corpus: Path, out: Path, **extra) -> TrainConfig:
     base = {
-        "task": "pretrain", "model": {"preset": "tiny"}, "data": {"source": str(corpus), "config": "pretrain"},
-        "optim": {"lr": 2e-3, "warmup_steps": 3}, "global_batch_size": 1, "micro_batch_size": 1,
-        "max_steps": 24, "precision": "fp32", "out_dir": str(out), "save_every": 1000, "log_every": 1,
+        "task": "pretrain",
+        "model": {"preset": "tiny"},
+        "data": {"source": str(corpus), "config": "pretrain"},
+        "optim": {"lr": 2e-3, "warmup_steps": 3},
+        "global_batch_size": 1,
+        "micro_batch_size": 1,
+        "max_steps": 24,
+        "precision": "fp32",
+        "out_dir": str(out),
+        "save_every": 1000,
+        "log_every": 1,
     }
     base.update(extra)
     return TrainConfig.model_validate(base)
@@ -83,7 +93,8 @@ def test_resume_continues_the_same_loss_curve(corpus, full_run, tmp_path):
     saved = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert saved == ["step-00000010", "step-00000015"]  # every 5 steps, the newest 2 kept
     assert sorted(p.name for p in (tmp_path / "checkpoints" / "step-00000015").iterdir()) == [
-        "state.json", "tensors.safetensors"
+        "state.json",
+        "tensors.safetensors",
     ]
     rest = train(cfg, resume=True)
     assert [r["step"] for r in rest] == list(range(16, 25))
@@ -138,9 +149,23 @@ def test_fsdp_two_ranks_reproduce_single_process_losses(corpus, tmp_path):
     recipe.write_text(json.dumps(_config(corpus, tmp_path / "two", max_steps=3, global_batch_size=4).model_dump()))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "recgpt_train.cli",
-         "train", "--config", str(recipe)],
-        cwd=REPO, env=env, check=True, capture_output=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "recgpt_train.cli",
+            "train",
+            "--config",
+            str(recipe),
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     sharded = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").open()]
     assert [r["loss"] for r in sharded] == pytest.approx([r["loss"] for r in single], abs=1e-5)
@@ -149,7 +174,10 @@ def test_fsdp_two_ranks_reproduce_single_process_losses(corpus, tmp_path):
 def test_gpu_benchmark_smoke_run_on_cpu(tmp_path):
     out = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench_train_gpu.py"), "--smoke", "--work", str(tmp_path)],
-        check=True, capture_output=True, text=True, timeout=300,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     records = [json.loads(line) for line in out.stdout.strip().splitlines() if line.startswith("{")]
     agreement = next(r for r in records if r.get("measure") == "agreement")

@@ -76,7 +76,9 @@ def test_mpt_7b_preset():
     assert c.attn_config.alibi and c.no_bias and c.expansion_ratio == 4
 
 
-@pytest.mark.parametrize(("name", "task", "lr"), [("pretrain.yaml", "pretrain", 2.5e-5), ("instruct.yaml", "instruct", 1e-5)])
+@pytest.mark.parametrize(
+    ("name", "task", "lr"), [("pretrain.yaml", "pretrain", 2.5e-5), ("instruct.yaml", "instruct", 1e-5)]
+)
 def test_recipes_load_with_paper_values(name, task, lr):
     cfg = load_config(RECIPES / name)
     assert (cfg.task, cfg.peak_lr, cfg.model.preset) == (task, lr, "mpt-7b")
@@ -87,8 +89,19 @@ def test_recipes_load_with_paper_values(name, task, lr):
 def test_instruct_recipe_takes_the_authors_yaml():
     """The values of RecGPT's fine-tuning.yaml (github.com/VinAIResearch/RecGPT), read off by hand."""
     cfg = load_config(RECIPES / "instruct.yaml")
-    assert (cfg.seed, cfg.epochs, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.final_lr_ratio) == (1337, 2, 1e-5, 1e-7, 0.1)
-    assert (cfg.global_batch_size, cfg.optim.warmup_steps, cfg.optim.grad_clip, cfg.keep_checkpoints) == (128, 200, 1.0, 2)
+    assert (cfg.seed, cfg.epochs, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.final_lr_ratio) == (
+        1337,
+        2,
+        1e-5,
+        1e-7,
+        0.1,
+    )
+    assert (cfg.global_batch_size, cfg.optim.warmup_steps, cfg.optim.grad_clip, cfg.keep_checkpoints) == (
+        128,
+        200,
+        1.0,
+        2,
+    )
 
 
 def test_unknown_recipe_keys_are_rejected(tmp_path):

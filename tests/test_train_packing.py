@@ -86,8 +86,9 @@ def test_loss_only_on_response_and_eos_never_across_examples(shared):
         assert (labels[starts - 1] == IGNORE).all()  # the next example's first token is never a target
         for sid in np.unique(seq[seq >= 0]):
             where = np.flatnonzero(seq == sid)
-            prompt, response = next((p, r) for p, r in pairs if len(p) + len(r) + 1 == len(where)
-                                    and list(ids[where[: len(p)]]) == p)
+            prompt, response = next(
+                (p, r) for p, r in pairs if len(p) + len(r) + 1 == len(where) and list(ids[where[: len(p)]]) == p
+            )
             targets = labels[where]
             assert list(targets[len(prompt) - 1 : -1]) == [*response, EOS]
             assert (targets[: len(prompt) - 1] == IGNORE).all() and targets[-1] == IGNORE

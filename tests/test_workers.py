@@ -76,3 +76,31 @@ def test_workers_are_for_the_local_engine() -> None:
         get_engine("ray", workers=2)
     with pytest.raises(UsageError, match="at least 1"):
         LocalEngine(workers=0)
+
+
+def run_driver(spec: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    """``recgpt-data run SPEC --out OUT ARGS`` in a fresh interpreter that has the test stages."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-c", DRIVER, "run", str(spec), "--out", str(out), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_prepare_step_runs_its_tasks_on_the_engine_before_the_buckets(tmp_path: Path, workers: int) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    spec = worker_stages.prepared_spec(tmp_path / "prepared.toml")
+    out = tmp_path / "out"
+    done = run_driver(spec, out, "--workers", str(workers))
+    assert done.returncode == 0, done.stderr
+    stages = out / ".stages"
+    ingested = sum(pq.read_metadata(p).num_rows for p in (stages / "ingest").glob("interactions*.parquet"))
+    counted = pq.read_table(sorted((stages / "t_prepared" / "counted").glob("part-*.parquet"))).to_pydict()
+    assert ingested > 0 and set(counted["total"]) == {ingested}
+    assert len(counted["user_id"]) == len(set(counted["user_id"]))
+    info = json.loads((stages / "t_prepared" / "_SUCCESS.json").read_text())["stats"]["info"]
+    if workers > 1:  # the prepare step's tasks ran in the worker processes, not in the driver
+        assert info["prepare_pids"] and info["driver_pid"] not in info["prepare_pids"]
+    assert not (out / ".scratch" / "t_prepared").exists()

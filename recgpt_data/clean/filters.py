@@ -76,9 +76,7 @@ def kcore(interactions: pl.DataFrame, *, min_user: int = 5, min_item: int = 5) -
     return Filtered(frame, drops, info)
 
 
-def _count_at_least(
-    frame: pl.DataFrame, key: tuple[str, ...], minimum: int
-) -> pl.Series:
+def _count_at_least(frame: pl.DataFrame, key: tuple[str, ...], minimum: int) -> pl.Series:
     """Per row: does its ``key`` group hold at least ``minimum`` rows?"""
     return frame.select((pl.len().over(list(key)) >= minimum).alias("ok")).to_series()
 
@@ -86,7 +84,5 @@ def _count_at_least(
 def _member(frame: pl.DataFrame, keys: pl.DataFrame, on: tuple[str, ...]) -> pl.Series:
     """Per row of ``frame``: is its ``on`` key among ``keys``?"""
     marked = keys.with_columns(pl.lit(True).alias("__member"))
-    joined = frame.select(on).join(
-        marked, on=list(on), how="left", maintain_order="left"
-    )
+    joined = frame.select(on).join(marked, on=list(on), how="left", maintain_order="left")
     return joined["__member"].fill_null(False)

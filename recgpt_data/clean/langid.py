@@ -49,9 +49,7 @@ BASE_FREQ = 10000
 N_TRIAL = 7
 MAX_TEXT_LENGTH = 10000
 SCALAR_TAIL = 12  # fewer texts in flight than this finish one at a time in plain Python
-WORD_CACHE = (
-    500_000  # distinct words whose n-grams are kept; the cache restarts past this
-)
+WORD_CACHE = 500_000  # distinct words whose n-grams are kept; the cache restarts past this
 
 URL_RE = re.compile(r"https?://[-_.?&~;+=/#0-9A-Za-z]{1,2076}")
 MAIL_RE = re.compile(r"[-_.0-9A-Za-z]{1,64}@[-_0-9A-Za-z]{1,255}[-_.0-9A-Za-z]{1,255}")
@@ -124,17 +122,13 @@ class BatchDetector:
     """langdetect's detector over many texts at once; same results as ``langdetect.detect`` with
     ``DetectorFactory.seed = seed`` and the profiles loaded in name order."""
 
-    def __init__(
-        self, seed: int = 0, batch: int = 4096, profiles: Path = PROFILES
-    ) -> None:
+    def __init__(self, seed: int = 0, batch: int = 4096, profiles: Path = PROFILES) -> None:
         self.seed = seed
         self.batch = batch
         self.langs: list[str] = []
         ids: dict[str, int] = {}
         rows: list[list[float]] = []
-        files = sorted(
-            p for p in profiles.iterdir() if p.is_file() and not p.name.startswith(".")
-        )
+        files = sorted(p for p in profiles.iterdir() if p.is_file() and not p.name.startswith("."))
         size = len(files)
         for index, path in enumerate(files):
             profile = json.loads(path.read_text(encoding="utf-8"))
@@ -195,11 +189,7 @@ class BatchDetector:
         if word.lower() != word:
             upper = [ch.isupper() for ch in padded]
             # langdetect skips a position whose character and the one before are both capitals
-            positions = [
-                p
-                for i, p in enumerate(positions, start=1)
-                if not (upper[i] and upper[i - 1])
-            ]
+            positions = [p for i, p in enumerate(positions, start=1) if not (upper[i] and upper[i - 1])]
         out = [ids[g] for grams in positions for g in grams if g in ids]
         # the last position is the space after the word, which is never skipped
         trailing = sum(1 for g in positions[-1] if g in ids)
@@ -221,9 +211,7 @@ class BatchDetector:
             self._words = {"": (b"", 0)}
         if not index:
             return results
-        counts = np.fromiter(
-            (len(g) // 4 for g in grams), dtype=np.int64, count=len(grams)
-        )
+        counts = np.fromiter((len(g) // 4 for g in grams), dtype=np.int64, count=len(grams))
         flat = np.frombuffer(b"".join(grams), dtype=np.int32)
         for row, best, prob in _Trials(self, flat, counts).run():
             lang = self.langs[best] if prob > PROB_THRESHOLD else None
@@ -239,16 +227,12 @@ class _Trials:
     normalise and test convergence, exactly as ``Detector._detect_block`` does for one text.
     """
 
-    def __init__(
-        self, detector: BatchDetector, flat: np.ndarray, counts: np.ndarray
-    ) -> None:
+    def __init__(self, detector: BatchDetector, flat: np.ndarray, counts: np.ndarray) -> None:
         self.detector = detector
         self.flat = flat
         self.counts = counts
         self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        self.shifts = np.asarray(
-            [32 - int(n).bit_length() for n in counts.tolist()], dtype=np.uint64
-        )
+        self.shifts = np.asarray([32 - int(n).bit_length() for n in counts.tolist()], dtype=np.uint64)
         n_langs = len(detector.langs)
         self.uniform = 1.0 / n_langs
         self.text = np.zeros(0, dtype=np.int64)
@@ -351,9 +335,7 @@ class _Trials:
             step = 0
             if trial % 2 == 0:
                 stream.grow(pos + 8)
-                weight = (
-                    ALPHA_DEFAULT + float(stream.gauss_cos[pos]) * ALPHA_WIDTH
-                ) / BASE_FREQ
+                weight = (ALPHA_DEFAULT + float(stream.gauss_cos[pos]) * ALPHA_WIDTH) / BASE_FREQ
                 cached = float(stream.gauss_sin[pos])
                 pos += 4
             else:
@@ -386,9 +368,7 @@ class _Trials:
         sub = self.prob[check]
         sub = sub / np.cumsum(sub, axis=1)[:, -1:]
         self.prob[check] = sub
-        converged = (sub.max(axis=1) > CONV_THRESHOLD) | (
-            self.step[check] > ITERATION_LIMIT
-        )
+        converged = (sub.max(axis=1) > CONV_THRESHOLD) | (self.step[check] > ITERATION_LIMIT)
         ended = check[converged]
         if not len(ended):
             return
@@ -421,15 +401,11 @@ class _Trials:
         odd = rows[parity == 1]
         if len(even):
             at = self.pos[even]
-            self.weight[even] = (
-                ALPHA_DEFAULT + stream.gauss_cos[at] * ALPHA_WIDTH
-            ) / BASE_FREQ
+            self.weight[even] = (ALPHA_DEFAULT + stream.gauss_cos[at] * ALPHA_WIDTH) / BASE_FREQ
             self.cached[even] = stream.gauss_sin[at]
             self.pos[even] += 4
         if len(odd):
-            self.weight[odd] = (
-                ALPHA_DEFAULT + self.cached[odd] * ALPHA_WIDTH
-            ) / BASE_FREQ
+            self.weight[odd] = (ALPHA_DEFAULT + self.cached[odd] * ALPHA_WIDTH) / BASE_FREQ
 
 
 @functools.lru_cache(maxsize=2)

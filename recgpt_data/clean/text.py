@@ -51,9 +51,7 @@ URL = r"(?i)\b(?:https?://|www\.)[^\s<>\"']+"
 PHONE = r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b"
 SCRUB = {"email": EMAIL, "phone": PHONE, "url": URL}
 
-FTFY_CONFIG = ftfy.TextFixerConfig(
-    unescape_html=False, uncurl_quotes=False, fix_character_width=False
-)
+FTFY_CONFIG = ftfy.TextFixerConfig(unescape_html=False, uncurl_quotes=False, fix_character_width=False)
 
 
 def unescape_html(text: str) -> str:
@@ -67,9 +65,7 @@ def fix_mojibake(text: str) -> str:
     return ftfy.fix_text(text, config=FTFY_CONFIG)
 
 
-def _python_step(
-    values: pl.Series, flag: pl.Series, fn: Callable[[str], str]
-) -> tuple[pl.Series, int]:
+def _python_step(values: pl.Series, flag: pl.Series, fn: Callable[[str], str]) -> tuple[pl.Series, int]:
     """Apply ``fn`` to the flagged values only; return the column and how many values changed."""
     rows = flag.fill_null(False).arg_true()
     if rows.is_empty():
@@ -80,9 +76,7 @@ def _python_step(
     return values.scatter(rows, after), changed
 
 
-def _regex_step(
-    values: pl.Series, pattern: str, replacement: str
-) -> tuple[pl.Series, int]:
+def _regex_step(values: pl.Series, pattern: str, replacement: str) -> tuple[pl.Series, int]:
     """Replace every match of ``pattern``; return the column and how many values held a match."""
     hit = values.str.contains(pattern).fill_null(False)
     count = int(hit.sum())
@@ -91,26 +85,18 @@ def _regex_step(
     return values.str.replace_all(pattern, replacement), count
 
 
-def clean_series(
-    values: pl.Series, *, max_chars: int, scrub: Iterable[str] = ()
-) -> tuple[pl.Series, Counter[str]]:
+def clean_series(values: pl.Series, *, max_chars: int, scrub: Iterable[str] = ()) -> tuple[pl.Series, Counter[str]]:
     """Clean one text column; counts of changed values by reason (see the module docstring)."""
     counts: Counter[str] = Counter()
     values = values.cast(pl.String)
     too_long = values.str.len_chars().fill_null(0) > max_chars
     if too_long.any():
         counts["truncated"] = int(too_long.sum())
-        values = pl.select(
-            pl.when(too_long).then(values.str.slice(0, max_chars)).otherwise(values)
-        ).to_series()
-    values, counts["html_entities"] = _python_step(
-        values, values.str.contains(ENTITY), unescape_html
-    )
+        values = pl.select(pl.when(too_long).then(values.str.slice(0, max_chars)).otherwise(values)).to_series()
+    values, counts["html_entities"] = _python_step(values, values.str.contains(ENTITY), unescape_html)
     tagged = values.str.contains(TAG).fill_null(False)
     values, counts["html_tags"] = _regex_step(values, TAG, " ")
-    values, counts["mojibake"] = _python_step(
-        values, values.str.contains(NON_ASCII), fix_mojibake
-    )
+    values, counts["mojibake"] = _python_step(values, values.str.contains(NON_ASCII), fix_mojibake)
     values, counts["replacement_chars"] = _regex_step(values, REPLACEMENT, "")
     values, counts["control_chars"] = _regex_step(values, CONTROL, " ")
     for kind in scrub:
@@ -120,9 +106,7 @@ def clean_series(
     empty = normalized.str.len_chars() == 0
     counts["markup_only"] = int((empty & tagged).sum())
     counts["empty_to_null"] = int(empty.sum()) - counts["markup_only"]
-    values = pl.select(
-        pl.when(empty).then(None).otherwise(normalized).alias(values.name)
-    ).to_series()
+    values = pl.select(pl.when(empty).then(None).otherwise(normalized).alias(values.name)).to_series()
     return values, +counts
 
 
@@ -140,9 +124,7 @@ def clean_frame(
     for column in columns:
         if column not in present:
             continue
-        cleaned, column_counts = clean_series(
-            frame[column], max_chars=max_chars, scrub=scrub
-        )
+        cleaned, column_counts = clean_series(frame[column], max_chars=max_chars, scrub=scrub)
         frame = frame.with_columns(cleaned.alias(column))
         counts.update({f"{column}:{reason}": n for reason, n in column_counts.items()})
     return frame, counts

@@ -148,7 +148,7 @@ def _merge_near_titles(frame: pl.DataFrame, similarity: float) -> pl.DataFrame:
     groups = candidates.group_by(VARIANT_KEYS, maintain_order=True).agg("_row", "_product")
     for group_rows, group_products in groups.select("_row", "_product").iter_rows():
         products = sorted(set(group_products))
-        words = [set(p[len(TITLE):].split(" ")) if p.startswith(TITLE) else None for p in products]
+        words = [set(p[len(TITLE) :].split(" ")) if p.startswith(TITLE) else None for p in products]
         pairs = [
             (i, j)
             for i in range(len(products))
@@ -262,8 +262,13 @@ def _duplicate_items(
 
 
 COUNTERS = (
-    "candidate_edges", "verified_edges", "empty_texts", "exact_duplicate_texts", "texts_in_duplicate_clusters",
-    "duplicate_users", "items_in_duplicate_clusters",
+    "candidate_edges",
+    "verified_edges",
+    "empty_texts",
+    "exact_duplicate_texts",
+    "texts_in_duplicate_clusters",
+    "duplicate_users",
+    "items_in_duplicate_clusters",
 )  # the numbers of ``info``, summed over datasets (and over the runner's buckets)
 
 

@@ -216,7 +216,10 @@ class Pairs:
 
 
 def build_pairs(
-    interactions: pl.LazyFrame, items: pl.LazyFrame, params: InstructPairsParams, seed: int,
+    interactions: pl.LazyFrame,
+    items: pl.LazyFrame,
+    params: InstructPairsParams,
+    seed: int,
     tokenizer: Path = DEFAULT_TOKENIZER,
 ) -> Pairs:
     """The instruction pairs of ``interactions`` (already cut to the pool), as the ``instruct`` table,

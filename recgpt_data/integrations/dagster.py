@@ -113,8 +113,11 @@ def drops_check(out: Path, key: str, stats: Mapping[str, Any]) -> dg.AssetCheckR
     return dg.AssetCheckResult(
         check_name="dropped_rows_kept",
         passed=not wrong,
-        metadata={"counted": dg.MetadataValue.json(counted), "kept": dg.MetadataValue.json(kept),
-                  "mismatched": dg.MetadataValue.json(wrong)},
+        metadata={
+            "counted": dg.MetadataValue.json(counted),
+            "kept": dg.MetadataValue.json(kept),
+            "mismatched": dg.MetadataValue.json(wrong),
+        },
     )
 
 

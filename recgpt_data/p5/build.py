@@ -34,14 +34,28 @@ OFFICIAL = "P5's official rating_splits_augmented.pkl"
 REDRAWN = "redrawn here (seeded 80/10/10), not P5's: its rating_splits_augmented.pkl was not given"
 NO_RATINGS = "none: P5's sequential files carry no ratings (no rating_splits_augmented.pkl beside them)"
 EVENT_COLUMNS = (
-    "user_id", "item_id", "user_index", "item_index", "position", "timestamp", "rating", "rating_max",
-    "sequential_split", "rating_split",
+    "user_id",
+    "item_id",
+    "user_index",
+    "item_index",
+    "position",
+    "timestamp",
+    "rating",
+    "rating_max",
+    "sequential_split",
+    "rating_split",
 )
 
 
 def write_benchmark(
-    folder: Path, split: P5Split, events: pl.DataFrame, items: pl.LazyFrame, name: str,
-    max_tokens: int, tokenizer: Path, rating_split_from: str,
+    folder: Path,
+    split: P5Split,
+    events: pl.DataFrame,
+    items: pl.LazyFrame,
+    name: str,
+    max_tokens: int,
+    tokenizer: Path,
+    rating_split_from: str,
 ) -> tuple[dict, Drops]:
     """Write one benchmark's files under ``folder``; returns its summary, which says where its
     rating split came from (``rating_split_from``), and the prompts it could not write, by reason."""

@@ -87,8 +87,21 @@ def benchmark_prompts(
     left_out = Drops()
     rows: list[dict] = []
     has_ratings = "rating_split" in rendered.columns
-    columns = ["user_id", "user_index", "item_id", "item_index", "sequential_split", "__short", "__full",
-               "__unrated", "__rating", "__noun", "__rating_pairs", "rating", "rating_max"]
+    columns = [
+        "user_id",
+        "user_index",
+        "item_id",
+        "item_index",
+        "sequential_split",
+        "__short",
+        "__full",
+        "__unrated",
+        "__rating",
+        "__noun",
+        "__rating_pairs",
+        "rating",
+        "rating_max",
+    ]
     columns += ["rating_split"] if has_ratings else []
     for _, user in rendered.select(columns).group_by("user_index", maintain_order=True):
         events = user.to_dicts()

@@ -35,6 +35,8 @@ RECORDS: dict[str, pl.DataType] = {
     "split": pl.String(),
 }
 RECORD_COLUMNS = ("rating", "review_title", "review_text")  # what an event without them takes from its record
+
+
 @dataclass(frozen=True)
 class RatingSplits:
     """P5's rating split: every original review once (:data:`RECORDS`, in file order: train,
@@ -93,8 +95,10 @@ def official_rating_split(events: pl.DataFrame, records: pl.DataFrame) -> tuple[
     (then file order); an event without one is :data:`NO_RECORD`. Events that carry no ``rating``,
     ``review_title`` or ``review_text`` (P5's own sequential files) take them from their review.
     Also returns the counts of events without a review and reviews without an event."""
-    numbered = records.with_row_index("__order").sort(["time", "__order"]).with_columns(
-        pl.int_range(pl.len()).over(list(PAIR)).alias("__k")
+    numbered = (
+        records.with_row_index("__order")
+        .sort(["time", "__order"])
+        .with_columns(pl.int_range(pl.len()).over(list(PAIR)).alias("__k"))
     )
     taken = [c for c in RECORD_COLUMNS if c not in events.columns]
     matched = events.with_columns(pl.int_range(pl.len()).over(list(PAIR)).alias("__k")).join(

@@ -167,10 +167,7 @@ def fix_leaks(events: pl.DataFrame) -> tuple[pl.DataFrame, Drops]:
     test of either task becomes ``leak_dropped`` (counted by task)."""
     drops = Drops()
     evaluated = pl.concat(
-        [
-            events.filter(pl.col(column) != TRAIN).select(*PAIR)
-            for column in ("sequential_split", "rating_split")
-        ]
+        [events.filter(pl.col(column) != TRAIN).select(*PAIR) for column in ("sequential_split", "rating_split")]
     ).unique()
     flagged = events.join(evaluated.with_columns(pl.lit(True).alias("__held")), on=list(PAIR), how="left")
     flagged = flagged.with_columns(pl.col("__held").fill_null(False))
@@ -253,9 +250,9 @@ def held_out_rows(events: pl.DataFrame, benchmark: str, dataset: str) -> pl.Data
         ]
     ).sort(["user_index", "position", "split"], maintain_order=True)
     rows = rows.unique([*PAIR, "split"], keep="first", maintain_order=True)
-    return rows.select(
-        pl.lit(benchmark).alias("benchmark"), pl.lit(dataset).alias("dataset"), *PAIR, "split"
-    ).cast(HELD_OUT)
+    return rows.select(pl.lit(benchmark).alias("benchmark"), pl.lit(dataset).alias("dataset"), *PAIR, "split").cast(
+        HELD_OUT
+    )
 
 
 def p5_events(split: P5Split) -> pl.DataFrame:
@@ -267,8 +264,13 @@ def p5_events(split: P5Split) -> pl.DataFrame:
     ]
     frame = pl.DataFrame(
         rows,
-        schema={"user_id": pl.String, "item_id": pl.String, "user_index": pl.Int64, "item_index": pl.Int64,
-                "position": pl.Int64},
+        schema={
+            "user_id": pl.String,
+            "item_id": pl.String,
+            "user_index": pl.Int64,
+            "item_index": pl.Int64,
+            "position": pl.Int64,
+        },
         orient="row",
     )
     return frame.with_columns(sequential_split(frame).alias("sequential_split"))

@@ -29,4 +29,3 @@ def kill_point_problem(keys: Sequence[str]) -> str | None:
     if len(parts) != 3 or parts[0] != "stage" or parts[1] not in keys or parts[2] not in KILL_POINTS:
         return f"{KILL_ENV}={wanted!r}: want stage:<key>:<{'|'.join(KILL_POINTS)}> with a key of this spec"
     return None
-

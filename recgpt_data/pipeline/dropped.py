@@ -52,5 +52,5 @@ def dropped_rows(out: str | Path, blanked: bool = False) -> list[Dropped]:
     for marker in markers:
         for name, ref in sorted(marker.refs().items()):
             if name.startswith(prefix):
-                found.append(Dropped(marker.key, name[len(prefix):], store.scan(ref), reason))
+                found.append(Dropped(marker.key, name[len(prefix) :], store.scan(ref), reason))
     return found

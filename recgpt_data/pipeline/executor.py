@@ -17,12 +17,13 @@ from typing import Any, Protocol
 import polars as pl
 
 from recgpt_data.engines import Engine, get_engine
+from recgpt_data.errors import UsageError
 from recgpt_data.pipeline.crash import kill_point
 from recgpt_data.pipeline.partition import PartitionTask, run_partition
 from recgpt_data.pipeline.planner import Planned
 from recgpt_data.pipeline.shuffle import has_column, split_by
 from recgpt_data.pipeline.store import PartRecord, Store, TableRecord, TableRef, write_tables
-from recgpt_data.stage import PARTITION_COLUMNS, Context, StageStats, count
+from recgpt_data.stage import PARTITION_COLUMNS, Context, Preparation, Prepared, StageStats, count
 
 Buckets = tuple[list[tuple[str, ...]] | None, tuple[str, ...]]
 
@@ -121,12 +122,17 @@ class Executor:
         column = PARTITION_COLUMNS[planned.definition.partition]
         buckets = {name: self.buckets(name, ref, column, bucket_count) for name, ref in inputs.items()}
         results = self.store.finished_parts(key, fingerprint)
+        prepared = self.prepare(planned, buckets, context) if len(results) < bucket_count else None
+        shared = dict(prepared.tables) if prepared is not None else {}
         tasks = [
             PartitionTask(
                 definition=planned.definition,
                 params=planned.params,
                 context=replace(context, partition=(index, bucket_count)),
-                inputs={name: parts[index] if parts is not None else whole for name, (parts, whole) in buckets.items()},
+                inputs={
+                    **{name: parts[index] if parts is not None else whole for name, (parts, whole) in buckets.items()},
+                    **shared,
+                },
                 index=index,
                 count=bucket_count,
                 target=self.store.stage_dir(key),
@@ -155,9 +161,29 @@ class Executor:
             for name in names
         }
         stats = merge_stats(p.stats for p in ordered)
+        if prepared is not None:
+            stats.info = merge_info(stats.info, dict(prepared.info))
         for name, ref in inputs.items():
             stats.rows_in[name] = count(self.store.scan(ref))
         return written, stats
+
+    def prepare(self, planned: Planned, buckets: Mapping[str, Buckets], context: Context) -> Prepared | None:
+        """Run the stage's ``prepare`` step (if it has one) over all buckets, its tasks on the engine."""
+        prepare = planned.definition.prepare
+        if prepare is None:
+            return None
+        engine = self.engine or get_engine("local")
+        preparation = Preparation(
+            buckets={name: tuple(parts) if parts is not None else (whole,) for name, (parts, whole) in buckets.items()},
+            bucketed={name: parts is not None for name, (parts, _) in buckets.items()},
+            scratch=context.scratch / "prepare",
+            map=engine.map,
+        )
+        prepared = prepare(preparation, planned.params, context)
+        clash = sorted(set(prepared.tables) & set(buckets))
+        if clash:
+            raise UsageError(f"stage {planned.key}: its prepare step returned tables it also reads: {clash}")
+        return prepared
 
     def buckets(self, name: str, ref: TableRef, column: str, bucket_count: int) -> Buckets:
         """A table as buckets see it: for a table with the bucket ``column``, one part file per

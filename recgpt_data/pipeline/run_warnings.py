@@ -56,7 +56,9 @@ def stage_warnings(
 ) -> list[RunWarning]:
     """The warnings of one finished stage: ``inputs`` are the files of the tables it read,
     ``written`` those of every table it wrote (its ``dropped_<table>`` among them)."""
-    found: list[RunWarning] = [{"kind": "stage", "stage": key, "message": f"{key}: {m}"} for m in info.get("warnings", [])]
+    found: list[RunWarning] = [
+        {"kind": "stage", "stage": key, "message": f"{key}: {m}"} for m in info.get("warnings", [])
+    ]
     for name in sorted(written):
         table = name.removeprefix(DROPPED)
         if not name.startswith(DROPPED) or table not in inputs:
@@ -68,25 +70,44 @@ def stage_warnings(
             common = {"stage": key, "dataset": dataset, "table": table, "of": rows}
             if heuristic:
                 found += [
-                    {**common, "kind": "heuristic", "reason": reason, "rows": n, "message":
-                     f"{key}: the heuristic rule {reason} dropped {share(n, rows)} {table} of {dataset} "
-                     f"(`recgpt-data dropped --stage {key} --reason {reason}` lists them)"}
+                    {
+                        **common,
+                        "kind": "heuristic",
+                        "reason": reason,
+                        "rows": n,
+                        "message": f"{key}: the heuristic rule {reason} dropped {share(n, rows)} {table} of {dataset} "
+                        f"(`recgpt-data dropped --stage {key} --reason {reason}` lists them)",
+                    }
                     for reason, n in reasons.items()
                     if n > HEURISTIC_SHARE * rows
                 ]
             total = sum(reasons.values())
             if rows and total >= MASS_DROP_SHARE * rows:
                 why = ", ".join(f"{reason} {n:,}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
-                found.append({**common, "kind": "mass_drop", "reasons": reasons, "rows": total, "message":
-                              f"{key} dropped {share(total, rows)} {table} of {dataset}: {why}"})
+                found.append(
+                    {
+                        **common,
+                        "kind": "mass_drop",
+                        "reasons": reasons,
+                        "rows": total,
+                        "message": f"{key} dropped {share(total, rows)} {table} of {dataset}: {why}",
+                    }
+                )
     if heuristic:
         for dataset, counts in sorted(info.get("by_dataset", {}).items()):
             rows = counts["rows"]
             found += [
-                {"kind": "heuristic", "stage": key, "dataset": dataset, "table": None, "reason": reason,
-                 "rows": n, "of": rows, "message":
-                 f"{key}: the heuristic rule {reason} changed {share(n, rows)} rows of {dataset} "
-                 f"(`recgpt-data dropped --blanked --stage {key}` lists blanked values)"}
+                {
+                    "kind": "heuristic",
+                    "stage": key,
+                    "dataset": dataset,
+                    "table": None,
+                    "reason": reason,
+                    "rows": n,
+                    "of": rows,
+                    "message": f"{key}: the heuristic rule {reason} changed {share(n, rows)} rows of {dataset} "
+                    f"(`recgpt-data dropped --blanked --stage {key}` lists blanked values)",
+                }
                 for reason, n in sorted(counts["changed"].items())
                 if n > HEURISTIC_SHARE * rows
             ]

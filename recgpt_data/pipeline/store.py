@@ -239,7 +239,9 @@ class Store:
         return [m for m in found if m is not None]
 
     def write_marker(self, marker: Marker) -> None:
-        write_text(json.dumps(marker.to_json(), indent=2, ensure_ascii=False) + "\n", self.stage_dir(marker.key) / MARKER)
+        write_text(
+            json.dumps(marker.to_json(), indent=2, ensure_ascii=False) + "\n", self.stage_dir(marker.key) / MARKER
+        )
 
     def outputs_present(self, marker: Marker) -> bool:
         """Whether every file a success record lists is still there with its recorded size."""

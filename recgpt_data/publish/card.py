@@ -117,11 +117,13 @@ def add_dataset_info(card_data: Any, folder: Path, configs: Mapping[str, Mapping
         info.splits = SplitDict()
         for split, paths in files.items():
             metadata = [pq.read_metadata(path) for path in paths]
-            info.splits.add(SplitInfo(
-                name=split,
-                num_bytes=sum(m.row_group(i).total_byte_size for m in metadata for i in range(m.num_row_groups)),
-                num_examples=sum(m.num_rows for m in metadata),
-            ))
+            info.splits.add(
+                SplitInfo(
+                    name=split,
+                    num_bytes=sum(m.row_group(i).total_byte_size for m in metadata for i in range(m.num_row_groups)),
+                    num_examples=sum(m.num_rows for m in metadata),
+                )
+            )
         info.download_size = sum(path.stat().st_size for paths in files.values() for path in paths)
         info.dataset_size = sum(split.num_bytes for split in info.splits.values())
         infos[config] = info
@@ -211,9 +213,15 @@ def render_card(
     if rows:
         body = [[c, s, n] for c, splits in rows.items() for s, n in splits.items()]
         parts += [markdown_table(["config", "split", "rows"], body), ""]
-    parts += ["## Columns", "", markdown_table(["config", "column", "meaning"], [
-        [c, col, meaning] for c, columns in COLUMNS.items() if c in configs for col, meaning in columns
-    ]), ""]
+    parts += [
+        "## Columns",
+        "",
+        markdown_table(
+            ["config", "column", "meaning"],
+            [[c, col, meaning] for c, columns in COLUMNS.items() if c in configs for col, meaning in columns],
+        ),
+        "",
+    ]
     benchmarks = sorted(p.name for p in (folder / "eval").glob("*") if p.is_dir())
     if benchmarks:
         parts += [
@@ -271,7 +279,8 @@ def personal_information(stages: Mapping[str, Mapping[str, Any]]) -> list[str]:
                 kind = SCRUBBED.get(reason.rsplit(":scrub_", 1)[1], reason)
                 scrubbed[kind] = scrubbed.get(kind, 0) + n
     done = (
-        "The `clean` stage replaced " + ", ".join(f"{kind} in {n:,} texts" for kind, n in sorted(scrubbed.items()))
+        "The `clean` stage replaced "
+        + ", ".join(f"{kind} in {n:,} texts" for kind, n in sorted(scrubbed.items()))
         + " with a space; nothing else in the texts was changed for privacy."
         if scrubbed
         else "No e-mail address, phone number or URL was removed from the texts (the `clean` stage's "
@@ -308,14 +317,14 @@ CITATION = [
     "",
     "```bibtex",
     "@inproceedings{ngo-nguyen-2024-recgpt,",
-    "    title = \"{R}ec{GPT}: Generative Pre-training for Text-based Recommendation\",",
-    "    author = \"Ngo, Hoang and Nguyen, Dat Quoc\",",
-    "    booktitle = \"Proceedings of the 62nd Annual Meeting of the Association for Computational Linguistics\",",
-    "    year = \"2024\",",
-    "    publisher = \"Association for Computational Linguistics\",",
-    "    url = \"https://arxiv.org/abs/2405.12715\",",
-    "    eprint = \"2405.12715\",",
-    "    archivePrefix = \"arXiv\",",
+    '    title = "{R}ec{GPT}: Generative Pre-training for Text-based Recommendation",',
+    '    author = "Ngo, Hoang and Nguyen, Dat Quoc",',
+    '    booktitle = "Proceedings of the 62nd Annual Meeting of the Association for Computational Linguistics",',
+    '    year = "2024",',
+    '    publisher = "Association for Computational Linguistics",',
+    '    url = "https://arxiv.org/abs/2405.12715",',
+    '    eprint = "2405.12715",',
+    '    archivePrefix = "arXiv",',
     "}",
     "```",
     "",

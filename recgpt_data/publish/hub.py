@@ -147,7 +147,11 @@ def same_content(entry: object, path: Path, data: bytes | None) -> bool:
 
 
 def upload(
-    folder: Path, repo_id: str, private: bool, revision: str | None, allow_restricted: bool,
+    folder: Path,
+    repo_id: str,
+    private: bool,
+    revision: str | None,
+    allow_restricted: bool,
     on_message: Callable[[str], None],
 ) -> PublishReport:
     """Check, then make the repository (at ``revision``) hold exactly ``folder``, in one commit."""
@@ -190,4 +194,6 @@ def upload(
             on_message,
         )
         on_message(message)
-    return PublishReport(uploaded=uploaded, skipped=len(names) - uploaded, deleted=len(operations) - uploaded, url=str(url))
+    return PublishReport(
+        uploaded=uploaded, skipped=len(names) - uploaded, deleted=len(operations) - uploaded, url=str(url)
+    )

@@ -40,7 +40,8 @@ def reviews(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("author").alias("user_id"),
         pl.col("hotel_url").alias("item_id"),
-        pl.col("date").str.to_datetime("%Y-%m-%dT%H:%M:%S", time_unit="us", time_zone="UTC", strict=False)
+        pl.col("date")
+        .str.to_datetime("%Y-%m-%dT%H:%M:%S", time_unit="us", time_zone="UTC", strict=False)
         .alias("timestamp"),
         pl.col("rating"),
         pl.col("title").alias("review_title"),

@@ -40,7 +40,8 @@ def reviews(raw: pl.DataFrame) -> pl.DataFrame:
     return raw.select(
         pl.col("user_id"),
         pl.col("business_id").alias("item_id"),
-        pl.col("date").str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", time_zone="UTC", strict=False)
+        pl.col("date")
+        .str.to_datetime("%Y-%m-%d %H:%M:%S", time_unit="us", time_zone="UTC", strict=False)
         .alias("timestamp"),
         pl.col("stars").alias("rating"),
         pl.col("text").alias("review_text"),
@@ -56,9 +57,7 @@ def businesses(raw: pl.DataFrame) -> pl.DataFrame:
         pl.col("name").alias("title"),
         pl.col("city"),
         pl.col("categories").str.split(", ").alias("categories"),
-        extras_json(state=pl.col("state"), stars=pl.col("stars"), review_count=pl.col("review_count")).alias(
-            "extras"
-        ),
+        extras_json(state=pl.col("state"), stars=pl.col("stars"), review_count=pl.col("review_count")).alias("extras"),
         pl.col(LINE),
     )
 
@@ -66,7 +65,9 @@ def businesses(raw: pl.DataFrame) -> pl.DataFrame:
 SOURCE = Source(
     name="yelp",
     roles=(
-        Role("items", ("*business*.json", "*business*.jsonl"), ndjson(BUSINESS_FIELDS), businesses, required=("item_id",)),
+        Role(
+            "items", ("*business*.json", "*business*.jsonl"), ndjson(BUSINESS_FIELDS), businesses, required=("item_id",)
+        ),
         Role(
             "interactions",
             ("*review*.json", "*review*.jsonl"),

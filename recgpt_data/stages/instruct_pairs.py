@@ -24,9 +24,7 @@ from recgpt_data.stage import Context, Drops, StageOutput, StageStats, count, st
     settings=("tokenizer",),
     version="2",
 )
-def instruct_pairs_stage(
-    tables: Mapping[str, pl.LazyFrame], params: InstructPairsParams, ctx: Context
-) -> StageOutput:
+def instruct_pairs_stage(tables: Mapping[str, pl.LazyFrame], params: InstructPairsParams, ctx: Context) -> StageOutput:
     """Build rating and next-item pairs from the instruction-pool users, fitted to ``max_tokens``
     tokens of the spec's tokenizer; never a held-out interaction."""
     interactions = tables["interactions"]

@@ -50,8 +50,13 @@ class LoadP5Params(Params):
 
 
 @stage(
-    "load_p5", params=LoadP5Params, reads=("items",), optional_reads=("held_out",), writes=("held_out",),
-    settings=("tokenizer",), version="3",
+    "load_p5",
+    params=LoadP5Params,
+    reads=("items",),
+    optional_reads=("held_out",),
+    writes=("held_out",),
+    settings=("tokenizer",),
+    version="3",
 )
 def load_p5_stage(tables: Mapping[str, pl.LazyFrame], params: LoadP5Params, ctx: Context) -> StageOutput:
     """Load P5's own split files, write ``eval/<name>/`` with next-item prompts, and rating prompts
@@ -77,15 +82,24 @@ def load_p5_stage(tables: Mapping[str, pl.LazyFrame], params: LoadP5Params, ctx:
         if source:
             events = events.with_columns(pl.lit(source[0]).alias("source"), pl.lit(spec.dataset).alias("dataset"))
             stats.info[spec.name], unwritten = write_benchmark(
-                folder, split, events, items, spec.name, params.max_tokens, ctx.tokenizer,
+                folder,
+                split,
+                events,
+                items,
+                spec.name,
+                params.max_tokens,
+                ctx.tokenizer,
                 OFFICIAL if official else NO_RATINGS,
             )
             left_out.update(unwritten)
         else:
             write_text(sequential_text(split), folder / SEQUENTIAL_FILE)
             write_text(json.dumps(datamaps(split), ensure_ascii=False) + "\n", folder / DATAMAPS_FILE)
-            stats.info[spec.name] = {"users": len(split.users), "items": len(split.items),
-                                     "interactions": split.interactions}
+            stats.info[spec.name] = {
+                "users": len(split.users),
+                "items": len(split.items),
+                "interactions": split.interactions,
+            }
             stats.info.setdefault("warnings", []).append(f"{spec.name}: no items of {spec.dataset}; no prompts")
         held = held_out_rows(events, spec.name, spec.dataset)
         if official:

@@ -70,15 +70,27 @@ def p5_benchmark_stage(tables: Mapping[str, pl.LazyFrame], params: P5BenchmarkPa
         if path is not None and official is None:
             stats.info.setdefault("warnings", []).append(f"{spec.name}: no {path}; rating split redrawn")
         built = build_benchmark(
-            tables["interactions"], spec.dataset, spec.k, spec.start, spec.end, ctx.seed, spec.rating_fractions,
+            tables["interactions"],
+            spec.dataset,
+            spec.k,
+            spec.start,
+            spec.end,
+            ctx.seed,
+            spec.rating_fractions,
             official.records if official else None,
         )
         left_out.update(built.left_out)
         stats.info["kcore_rounds"] = built.kcore_rounds
         items = tables["items"].filter(pl.col("dataset") == spec.dataset)
         stats.info[spec.name], unwritten = write_benchmark(
-            ctx.out_dir / "eval" / spec.name, built.split, built.events, items, spec.name,
-            params.max_tokens, ctx.tokenizer, OFFICIAL if official else REDRAWN,
+            ctx.out_dir / "eval" / spec.name,
+            built.split,
+            built.events,
+            items,
+            spec.name,
+            params.max_tokens,
+            ctx.tokenizer,
+            OFFICIAL if official else REDRAWN,
         )
         left_out.update(unwritten)
         held = held_out_rows(built.events, spec.name, spec.dataset)

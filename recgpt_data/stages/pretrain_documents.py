@@ -33,9 +33,7 @@ class DocumentsParams(Params):
     settings=("tokenizer",),
     version="1",
 )
-def pretrain_documents_stage(
-    tables: Mapping[str, pl.LazyFrame], params: DocumentsParams, ctx: Context
-) -> StageOutput:
+def pretrain_documents_stage(tables: Mapping[str, pl.LazyFrame], params: DocumentsParams, ctx: Context) -> StageOutput:
     """Each pre-training user's history as RecGPT documents, chunked under ``max_tokens`` tokens of
     the spec's tokenizer."""
     counter = TokenCounter(load_tokenizer(ctx.tokenizer))

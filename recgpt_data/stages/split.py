@@ -39,9 +39,11 @@ def split_stage(tables: Mapping[str, pl.LazyFrame], params: SplitParams, ctx: Co
             "run `hold_out` before `filter_users` and `split`"
         )
     out = assign_split(interactions, params.instruct_fraction, ctx.seed)
-    users = out.group_by("split").agg(
-        pl.struct("dataset", "user_id").n_unique().alias("users"), pl.len().alias("rows")
-    ).sort("split")
+    users = (
+        out.group_by("split")
+        .agg(pl.struct("dataset", "user_id").n_unique().alias("users"), pl.len().alias("rows"))
+        .sort("split")
+    )
     stats.info["users"] = {row["split"]: row["users"] for row in users.iter_rows(named=True)}
     stats.info["interactions"] = {row["split"]: row["rows"] for row in users.iter_rows(named=True)}
     return StageOutput({"interactions": out}, stats)

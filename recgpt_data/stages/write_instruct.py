@@ -31,9 +31,7 @@ class WriteInstructParams(Params):
 
 
 @stage("write_instruct", params=WriteInstructParams, reads=("instruct",), version="1")
-def write_instruct_stage(
-    tables: Mapping[str, pl.LazyFrame], params: WriteInstructParams, ctx: Context
-) -> StageOutput:
+def write_instruct_stage(tables: Mapping[str, pl.LazyFrame], params: WriteInstructParams, ctx: Context) -> StageOutput:
     """Write ``data/instruct/`` (parquet with task and source columns, plus prompt/response JSONL)."""
     instruct = tables["instruct"].collect()
     stats = StageStats(rows_in={"instruct": instruct.height})

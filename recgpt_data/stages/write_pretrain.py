@@ -35,9 +35,7 @@ class WritePretrainParams(Params):
     settings=("tokenizer",),
     version="1",
 )
-def write_pretrain_stage(
-    tables: Mapping[str, pl.LazyFrame], params: WritePretrainParams, ctx: Context
-) -> StageOutput:
+def write_pretrain_stage(tables: Mapping[str, pl.LazyFrame], params: WritePretrainParams, ctx: Context) -> StageOutput:
     """Sample to the token budget, shuffle across sources, write shards, manifest and exports,
     and prove no held-out interaction is in the written shards. The manifest names the spec's
     tokenizer, the one ``pretrain_documents`` counted with, and its sha256."""

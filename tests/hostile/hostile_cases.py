@@ -83,7 +83,11 @@ def json_object(pairs: dict[str, Any]) -> bytes:
 
 
 def _py_value(value: Any) -> str:
-    return value.decode("latin-1") if isinstance(value, bytes) else ("u" + repr(value) if isinstance(value, str) else repr(value))
+    return (
+        value.decode("latin-1")
+        if isinstance(value, bytes)
+        else ("u" + repr(value) if isinstance(value, str) else repr(value))
+    )
 
 
 def py_literal(pairs: dict[str, Any]) -> bytes:
@@ -122,7 +126,9 @@ def _amazon2014(u, i, r, t, x) -> bytes:
 
 
 def _amazon2018(u, i, r, t, x) -> bytes:
-    return json_object({"reviewerID": u, "asin": i, "overall": r, "unixReviewTime": t, "reviewText": x, "verified": True})
+    return json_object(
+        {"reviewerID": u, "asin": i, "overall": r, "unixReviewTime": t, "reviewText": x, "verified": True}
+    )
 
 
 def _amazon2023(u, i, r, t, x) -> bytes:
@@ -178,46 +184,157 @@ HOTEL = "Hotel_Review-g187791-d205044-Reviews-Hotel_Artemide-Rome_Lazio.html"
 YELP_USER, YELP_ITEM = "OkN7YI--lQnQhJNdpNubFQ", "3yI-7C8JzbG-ZaSqAGHMAQ"
 
 FORMATS: tuple[Interactions, ...] = (
-    Interactions("amazon2014", "reviews_Books_5.json", b"", _amazon2014,
-                 {"user": "A1", "item": "B000000001", "rating": 4.0, "time": 1400000000, "text": "good"},
-                 UTC_2014, time_required=False),
-    Interactions("amazon2018", "All_Beauty_5.json", b"", _amazon2018,
-                 {"user": "A1", "item": "B000000001", "rating": 4.0, "time": 1400000000, "text": "good"},
-                 UTC_2014, time_required=False),
-    Interactions("amazon2023", "All_Beauty.jsonl", b"", _amazon2023,
-                 {"user": "AFKZENTNBQ7A7V7UXW5JJI6UGRYQ", "item": "B000000001", "rating": 4.0,
-                  "time": 1400000000000, "text": "good"}, UTC_2014, time_required=False),
-    Interactions("yelp", "yelp_academic_dataset_review.json", b"", _yelp,
-                 {"user": YELP_USER, "item": YELP_ITEM, "rating": 4.0, "time": "2014-05-13 16:53:20", "text": "good"},
-                 UTC_2014, time="text"),
-    Interactions("goodreads", "goodreads_reviews_poetry.json", b"", _goodreads,
-                 {"user": "a39e5b2c0fd4e6f51d3f3b8c2a1e9d07", "item": "258", "rating": 4.0,
-                  "time": "Tue May 13 09:53:20 -0700 2014", "text": "good"}, UTC_2014, time="text", time_required=False),
-    Interactions("hotelrec", "HotelRec.txt", b"", _hotelrec,
-                 {"user": "TravelBug_72", "item": HOTEL, "rating": 4.0, "time": "2014-05-13T00:00:00", "text": "good"},
-                 datetime(2014, 5, 13, tzinfo=UTC), time="text"),
-    Interactions("wikirec", "wikirec_edits.jsonl", b"", _wikirec,
-                 {"user": "Gnomish Coder", "item": "1164", "rating": MISSING, "time": "2014-05-13T16:53:20Z",
-                  "text": MISSING}, UTC_2014, rating=False, time="text", text=False),
-    Interactions("steam", "steam_reviews.json", b"", _steam,
-                 {"user": "js41637", "item": "391540", "rating": MISSING, "time": "2014-05-13", "text": "good"},
-                 datetime(2014, 5, 13, tzinfo=UTC), json=False, rating=False, time="text"),
-    Interactions("movielens", "ml-hostile/ratings.csv", b"userId,movieId,rating,timestamp", _movielens,
-                 {"user": "7001", "item": "2", "rating": 4.0, "time": 1400000000, "text": MISSING},
-                 UTC_2014, json=False, numeric_user=True, text=False),
-    Interactions("foodcom", "RAW_interactions.csv", b"user_id,recipe_id,date,rating,review", _foodcom,
-                 {"user": "41706", "item": "505361", "rating": 4.0, "time": "2014-05-13", "text": "good"},
-                 datetime(2014, 5, 13, tzinfo=UTC), json=False, numeric_user=True, time="text"),
-    Interactions("anime", "rating.csv", b"user_id,anime_id,rating", _anime,
-                 {"user": "90002", "item": "11771", "rating": 8.0, "time": MISSING, "text": MISSING},
-                 None, json=False, rating_max=10.0, numeric_user=True, time="none", text=False),
-    Interactions("netflix", "combined_data_1.txt", b"8:", _netflix,
-                 {"user": "1000004", "item": MISSING, "rating": 4.0, "time": "2005-05-13", "text": MISSING},
-                 datetime(2005, 5, 13, tzinfo=UTC), json=False, numeric_user=True, time="text", text=False),
-    Interactions("bookcrossing", "BX-Book-Ratings.csv", b'"User-ID";"ISBN";"Book-Rating"', _bookcrossing,
-                 {"user": "900001", "item": "0440234743", "rating": 8.0, "time": MISSING, "text": MISSING},
-                 None, json=False, rating_max=10.0, numeric_user=True, numeric_item=False, time="none", text=False,
-                 separator=b";"),
+    Interactions(
+        "amazon2014",
+        "reviews_Books_5.json",
+        b"",
+        _amazon2014,
+        {"user": "A1", "item": "B000000001", "rating": 4.0, "time": 1400000000, "text": "good"},
+        UTC_2014,
+        time_required=False,
+    ),
+    Interactions(
+        "amazon2018",
+        "All_Beauty_5.json",
+        b"",
+        _amazon2018,
+        {"user": "A1", "item": "B000000001", "rating": 4.0, "time": 1400000000, "text": "good"},
+        UTC_2014,
+        time_required=False,
+    ),
+    Interactions(
+        "amazon2023",
+        "All_Beauty.jsonl",
+        b"",
+        _amazon2023,
+        {
+            "user": "AFKZENTNBQ7A7V7UXW5JJI6UGRYQ",
+            "item": "B000000001",
+            "rating": 4.0,
+            "time": 1400000000000,
+            "text": "good",
+        },
+        UTC_2014,
+        time_required=False,
+    ),
+    Interactions(
+        "yelp",
+        "yelp_academic_dataset_review.json",
+        b"",
+        _yelp,
+        {"user": YELP_USER, "item": YELP_ITEM, "rating": 4.0, "time": "2014-05-13 16:53:20", "text": "good"},
+        UTC_2014,
+        time="text",
+    ),
+    Interactions(
+        "goodreads",
+        "goodreads_reviews_poetry.json",
+        b"",
+        _goodreads,
+        {
+            "user": "a39e5b2c0fd4e6f51d3f3b8c2a1e9d07",
+            "item": "258",
+            "rating": 4.0,
+            "time": "Tue May 13 09:53:20 -0700 2014",
+            "text": "good",
+        },
+        UTC_2014,
+        time="text",
+        time_required=False,
+    ),
+    Interactions(
+        "hotelrec",
+        "HotelRec.txt",
+        b"",
+        _hotelrec,
+        {"user": "TravelBug_72", "item": HOTEL, "rating": 4.0, "time": "2014-05-13T00:00:00", "text": "good"},
+        datetime(2014, 5, 13, tzinfo=UTC),
+        time="text",
+    ),
+    Interactions(
+        "wikirec",
+        "wikirec_edits.jsonl",
+        b"",
+        _wikirec,
+        {"user": "Gnomish Coder", "item": "1164", "rating": MISSING, "time": "2014-05-13T16:53:20Z", "text": MISSING},
+        UTC_2014,
+        rating=False,
+        time="text",
+        text=False,
+    ),
+    Interactions(
+        "steam",
+        "steam_reviews.json",
+        b"",
+        _steam,
+        {"user": "js41637", "item": "391540", "rating": MISSING, "time": "2014-05-13", "text": "good"},
+        datetime(2014, 5, 13, tzinfo=UTC),
+        json=False,
+        rating=False,
+        time="text",
+    ),
+    Interactions(
+        "movielens",
+        "ml-hostile/ratings.csv",
+        b"userId,movieId,rating,timestamp",
+        _movielens,
+        {"user": "7001", "item": "2", "rating": 4.0, "time": 1400000000, "text": MISSING},
+        UTC_2014,
+        json=False,
+        numeric_user=True,
+        text=False,
+    ),
+    Interactions(
+        "foodcom",
+        "RAW_interactions.csv",
+        b"user_id,recipe_id,date,rating,review",
+        _foodcom,
+        {"user": "41706", "item": "505361", "rating": 4.0, "time": "2014-05-13", "text": "good"},
+        datetime(2014, 5, 13, tzinfo=UTC),
+        json=False,
+        numeric_user=True,
+        time="text",
+    ),
+    Interactions(
+        "anime",
+        "rating.csv",
+        b"user_id,anime_id,rating",
+        _anime,
+        {"user": "90002", "item": "11771", "rating": 8.0, "time": MISSING, "text": MISSING},
+        None,
+        json=False,
+        rating_max=10.0,
+        numeric_user=True,
+        time="none",
+        text=False,
+    ),
+    Interactions(
+        "netflix",
+        "combined_data_1.txt",
+        b"8:",
+        _netflix,
+        {"user": "1000004", "item": MISSING, "rating": 4.0, "time": "2005-05-13", "text": MISSING},
+        datetime(2005, 5, 13, tzinfo=UTC),
+        json=False,
+        numeric_user=True,
+        time="text",
+        text=False,
+    ),
+    Interactions(
+        "bookcrossing",
+        "BX-Book-Ratings.csv",
+        b'"User-ID";"ISBN";"Book-Rating"',
+        _bookcrossing,
+        {"user": "900001", "item": "0440234743", "rating": 8.0, "time": MISSING, "text": MISSING},
+        None,
+        json=False,
+        rating_max=10.0,
+        numeric_user=True,
+        numeric_item=False,
+        time="none",
+        text=False,
+        separator=b";",
+    ),
 )
 
 
@@ -255,9 +372,13 @@ def _time_tokens(f: Interactions) -> list[tuple[str, Any, Outcome]]:
         ]
     if f.time == "text":
         year_2100 = {
-            "yelp": "2100-01-01 00:00:00", "goodreads": "Fri Jan 01 00:00:00 +0000 2100",
-            "hotelrec": "2100-01-01T00:00:00", "wikirec": "2100-01-01T00:00:00Z", "steam": "2100-01-01",
-            "foodcom": "2100-01-01", "netflix": "2100-01-01",
+            "yelp": "2100-01-01 00:00:00",
+            "goodreads": "Fri Jan 01 00:00:00 +0000 2100",
+            "hotelrec": "2100-01-01T00:00:00",
+            "wikirec": "2100-01-01T00:00:00Z",
+            "steam": "2100-01-01",
+            "foodcom": "2100-01-01",
+            "netflix": "2100-01-01",
         }[f.format]
         year_1900 = year_2100.replace("2100", "1900").replace("Fri Jan", "Mon Jan")
         unreadable = Rejected("missing_timestamp") if f.time_required else kept(f, timestamp=None)
@@ -284,10 +405,16 @@ def interaction_cases(f: Interactions) -> list[tuple[str, bytes, Outcome]]:
             ("rating-top", record(f, rating=top), kept(f, rating=top)),
             ("rating-99", record(f, rating=99.0), Rejected("rating_out_of_range")),
             ("rating-negative", record(f, rating=-3.0), Rejected("rating_out_of_range")),
-            ("rating-nan", record(f, rating=b"NaN" if f.json else "nan"),
-             Rejected("bad_field_type" if f.json else "rating_out_of_range")),
-            ("rating-inf", record(f, rating=b"1e999" if f.json else "inf"),
-             Rejected("bad_field_type" if f.json else "rating_out_of_range")),
+            (
+                "rating-nan",
+                record(f, rating=b"NaN" if f.json else "nan"),
+                Rejected("bad_field_type" if f.json else "rating_out_of_range"),
+            ),
+            (
+                "rating-inf",
+                record(f, rating=b"1e999" if f.json else "inf"),
+                Rejected("bad_field_type" if f.json else "rating_out_of_range"),
+            ),
             ("rating-text", record(f, rating="five"), Rejected("bad_field_type" if f.json else rating_column)),
         ]
     csv_like = not f.json and f.format != "steam"
@@ -295,8 +422,7 @@ def interaction_cases(f: Interactions) -> list[tuple[str, bytes, Outcome]]:
         ("user-empty", record(f, user=""), Rejected("missing_user_id" if csv_like else "empty_user_id")),
         ("user-blank", record(f, user="   "), Rejected("empty_user_id")),
         ("user-too-long", record(f, user=LONG_ID), Rejected("bad_user_id")),
-        ("user-missing", record(f, user=MISSING),
-         Rejected("wrong_field_count" if csv_like else "missing_user_id")),
+        ("user-missing", record(f, user=MISSING), Rejected("wrong_field_count" if csv_like else "missing_user_id")),
     ]
     if f.json or f.format == "steam":
         cases += [
@@ -305,16 +431,27 @@ def interaction_cases(f: Interactions) -> list[tuple[str, bytes, Outcome]]:
             ("line-nul", b"\x00", Rejected("malformed_literal" if f.format == "steam" else "malformed_json")),
             ("not-an-object", b"['A1', 'B1']" if f.format == "steam" else b'["A1", "B1"]', Rejected("not_an_object")),
             ("malformed", record(f)[:-5], Rejected("malformed_literal" if f.format == "steam" else "malformed_json")),
-            ("nested-2000", record(f)[:-1] + b", 'deep': " + b"[" * 2000 + b"]" * 2000 + b"}" if f.format == "steam"
-             else record(f)[:-1] + b', "deep": ' + b"[" * 2000 + b"]" * 2000 + b"}",
-             Rejected("malformed_literal" if f.format == "steam" else "nested_too_deep")),
-            ("invalid-utf8", record(f).replace(b"good" if f.text else b"Gnomish", b"\xff\xfe"), Rejected("invalid_utf8")),
+            (
+                "nested-2000",
+                record(f)[:-1] + b", 'deep': " + b"[" * 2000 + b"]" * 2000 + b"}"
+                if f.format == "steam"
+                else record(f)[:-1] + b', "deep": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+                Rejected("malformed_literal" if f.format == "steam" else "nested_too_deep"),
+            ),
+            (
+                "invalid-utf8",
+                record(f).replace(b"good" if f.text else b"Gnomish", b"\xff\xfe"),
+                Rejected("invalid_utf8"),
+            ),
         ]
     else:
         cases += [
             ("too-few-fields", b"1,2" if f.separator == b"," else b'"1";"2"', Rejected("wrong_field_count")),
-            ("invalid-utf8", record(f, user=b"\xff" + f.good["user"].encode()),
-             Rejected("bad_user_id" if f.format == "bookcrossing" else "invalid_utf8")),
+            (
+                "invalid-utf8",
+                record(f, user=b"\xff" + f.good["user"].encode()),
+                Rejected("bad_user_id" if f.format == "bookcrossing" else "invalid_utf8"),
+            ),
         ]
     cases.append(("blank-line", b"", Rejected("blank_line")))
     wrong_user = {"amazon2014": "a-1", "amazon2018": "a-1", "amazon2023": "a b", "yelp": "short", "goodreads": "xyz"}
@@ -322,8 +459,13 @@ def interaction_cases(f: Interactions) -> list[tuple[str, bytes, Outcome]]:
         cases.append(("user-wrong-form", record(f, user=wrong_user.get(f.format, "abc")), Rejected("bad_user_id")))
     if f.format == "wikirec":
         cases.append(("user-fullwidth-kept", record(f, user="\uff21\uff11"), kept(f, user_id="\uff21\uff11")))
-    wrong_item = {"amazon2014": "B00", "amazon2018": "b000000001", "amazon2023": "B00000000\uff11", "yelp": "x",
-                  "hotelrec": "../../etc/passwd"}
+    wrong_item = {
+        "amazon2014": "B00",
+        "amazon2018": "b000000001",
+        "amazon2023": "B00000000\uff11",
+        "yelp": "x",
+        "hotelrec": "../../etc/passwd",
+    }
     if f.format != "netflix" and (f.numeric_item or f.format in wrong_item):
         cases.append(("item-wrong-form", record(f, item=wrong_item.get(f.format, "12a")), Rejected("bad_item_id")))
     cases += [(name, record(f, time=token), outcome) for name, token, outcome in _time_tokens(f)]
@@ -404,13 +546,19 @@ def file_cases(f: Interactions) -> list[Case]:
         case(label, {name + suffix: cut}, expected, truncated=(name.split("/")[-1] + suffix,))
     cut, lines, partial = _cut_zstd([f.header] if f.header else [], [good] * 6)
     complete = lines - (1 if f.header else 0)
-    case("truncated-zstd", {name + ".zst": cut},
-         [kept(f)] * complete + ([Rejected("truncated_record")] if partial else []),
-         truncated=(name.split("/")[-1] + ".zst",))
+    case(
+        "truncated-zstd",
+        {name + ".zst": cut},
+        [kept(f)] * complete + ([Rejected("truncated_record")] if partial else []),
+        truncated=(name.split("/")[-1] + ".zst",),
+    )
     case("empty", {name: b""}, [])
     if f.json or f.format == "steam":
-        case("lone-cr", {name: good + b"\r" + good + b"\r"},
-             [Rejected("malformed_literal" if f.format == "steam" else "malformed_json")])
+        case(
+            "lone-cr",
+            {name: good + b"\r" + good + b"\r"},
+            [Rejected("malformed_literal" if f.format == "steam" else "malformed_json")],
+        )
     return out
 
 
@@ -424,74 +572,183 @@ def special_cases() -> list[Case]:
     out: list[Case] = []
     a14, a18, a23 = _by_format("amazon2014"), _by_format("amazon2018"), _by_format("amazon2023")
     out += [
-        Case("amazon2014/is-really-2018", "amazon2014", {"reviews_Books_5.json": record(a18) + b"\n"},
-             refused="'verified', a field of amazon2018 files"),
-        Case("amazon2018/is-really-2014", "amazon2018",
-             {"All_Beauty_5.json": record(a14)[:-1] + b', "helpful": [1, 2]}\n'},
-             refused="'helpful', a field of amazon2014 files"),
-        Case("amazon2018/is-really-2023", "amazon2018", {"All_Beauty.jsonl": record(a23) + b"\n"},
-             refused="'parent_asin', a field of amazon2023 files"),
-        Case("amazon2018/is-not-amazon-at-all", "amazon2018", {"All_Beauty.jsonl": b'{"user": "x", "page_id": 1}\n'},
-             refused="none of its first 1 records has any of the fields reviewerID, asin"),
-        Case("amazon2014/meta-is-really-2018", "amazon2014",
-             {"meta_Books.json": b'{"asin": "B000000001", "title": "T", "main_cat": "Books"}\n'},
-             refused="'main_cat', a field of amazon2018 files"),
+        Case(
+            "amazon2014/is-really-2018",
+            "amazon2014",
+            {"reviews_Books_5.json": record(a18) + b"\n"},
+            refused="'verified', a field of amazon2018 files",
+        ),
+        Case(
+            "amazon2018/is-really-2014",
+            "amazon2018",
+            {"All_Beauty_5.json": record(a14)[:-1] + b', "helpful": [1, 2]}\n'},
+            refused="'helpful', a field of amazon2014 files",
+        ),
+        Case(
+            "amazon2018/is-really-2023",
+            "amazon2018",
+            {"All_Beauty.jsonl": record(a23) + b"\n"},
+            refused="'parent_asin', a field of amazon2023 files",
+        ),
+        Case(
+            "amazon2018/is-not-amazon-at-all",
+            "amazon2018",
+            {"All_Beauty.jsonl": b'{"user": "x", "page_id": 1}\n'},
+            refused="none of its first 1 records has any of the fields reviewerID, asin",
+        ),
+        Case(
+            "amazon2014/meta-is-really-2018",
+            "amazon2014",
+            {"meta_Books.json": b'{"asin": "B000000001", "title": "T", "main_cat": "Books"}\n'},
+            refused="'main_cat', a field of amazon2018 files",
+        ),
     ]
-    for fmt, header in (("movielens", b"user,item,score,time"), ("foodcom", b"a,b,c"), ("anime", b"x"),
-                        ("bookcrossing", b'"User";"Book"')):
+    for fmt, header in (
+        ("movielens", b"user,item,score,time"),
+        ("foodcom", b"a,b,c"),
+        ("anime", b"x"),
+        ("bookcrossing", b'"User";"Book"'),
+    ):
         f = _by_format(fmt)
-        out.append(Case(f"{fmt}/wrong-header", fmt, {f.file: header + b"\n" + record(f) + b"\n"},
-                        refused="header lacks column(s)"))
-        out.append(Case(f"{fmt}/header-1mb", fmt, {f.file: header + b"x" * (1 << 20) + b"\n" + record(f) + b"\n"},
-                        refused="(1,0"))  # the found columns are cut, with their full length noted
+        out.append(
+            Case(
+                f"{fmt}/wrong-header",
+                fmt,
+                {f.file: header + b"\n" + record(f) + b"\n"},
+                refused="header lacks column(s)",
+            )
+        )
+        out.append(
+            Case(
+                f"{fmt}/header-1mb",
+                fmt,
+                {f.file: header + b"x" * (1 << 20) + b"\n" + record(f) + b"\n"},
+                refused="(1,0",
+            )
+        )  # the found columns are cut, with their full length noted
     for fmt in ("movielens", "foodcom", "anime"):
         f = _by_format(fmt)
         lines = [b'"' + record(f)] + [record(f)] * 99
-        out.append(Case(f"{fmt}/stray-quote-first-record", fmt, {f.file: _file(f, lines)},
-                        {(f.file.split("/")[-1], "interactions"): [Rejected("unterminated_quote")] + [kept(f)] * 99}))
+        out.append(
+            Case(
+                f"{fmt}/stray-quote-first-record",
+                fmt,
+                {f.file: _file(f, lines)},
+                {(f.file.split("/")[-1], "interactions"): [Rejected("unterminated_quote")] + [kept(f)] * 99},
+            )
+        )
     foodcom = _by_format("foodcom")
     for label, size in (("quoted-200kib-next-to-bad-row", 200 << 10), ("quoted-5mb-next-to-bad-row", 5 << 20)):
         text = 'big, "quoted"\n' + "z" * size
         quoted = '"' + text.replace('"', '""') + '"'
         lines = [b"1,2", record(foodcom, text=quoted), record(foodcom)]
-        out.append(Case(f"foodcom/{label}", "foodcom", {foodcom.file: _file(foodcom, lines)},
-                        {("RAW_interactions.csv", "interactions"):
-                         [Rejected("wrong_field_count"), kept(foodcom, review_text=text), kept(foodcom)]}))
+        out.append(
+            Case(
+                f"foodcom/{label}",
+                "foodcom",
+                {foodcom.file: _file(foodcom, lines)},
+                {
+                    ("RAW_interactions.csv", "interactions"): [
+                        Rejected("wrong_field_count"),
+                        kept(foodcom, review_text=text),
+                        kept(foodcom),
+                    ]
+                },
+            )
+        )
     big_title = "T, " + "w" * (5 << 20)
-    out.append(Case("movielens/movies-5mb-title", "movielens", {"ml-hostile/movies.csv": (
-        b"movieId,title,genres\n1,2\n" + f'2,"{big_title}",Drama\n'.encode())},
-        {("movies.csv", "items"): [Rejected("wrong_field_count"), Kept({"item_id": "2", "title": big_title})]}))
-    out.append(Case("anime/anime-5mb-name", "anime", {"anime.csv": (
-        b"anime_id,name,genre,type,episodes,rating,members\n1,2\n"
-        + f'7,"{big_title}","Drama, Action",TV,12,8.5,100\n'.encode())},
-        {("anime.csv", "items"): [Rejected("wrong_field_count"), Kept({"item_id": "7", "title": big_title})]}))
+    out.append(
+        Case(
+            "movielens/movies-5mb-title",
+            "movielens",
+            {"ml-hostile/movies.csv": (b"movieId,title,genres\n1,2\n" + f'2,"{big_title}",Drama\n'.encode())},
+            {("movies.csv", "items"): [Rejected("wrong_field_count"), Kept({"item_id": "2", "title": big_title})]},
+        )
+    )
+    out.append(
+        Case(
+            "anime/anime-5mb-name",
+            "anime",
+            {
+                "anime.csv": (
+                    b"anime_id,name,genre,type,episodes,rating,members\n1,2\n"
+                    + f'7,"{big_title}","Drama, Action",TV,12,8.5,100\n'.encode()
+                )
+            },
+            {("anime.csv", "items"): [Rejected("wrong_field_count"), Kept({"item_id": "7", "title": big_title})]},
+        )
+    )
     netflix = _by_format("netflix")
-    out.append(Case("netflix/bogus-block-header", "netflix",
-                    {netflix.file: b"abc:\n" + record(netflix) + b"\n8:\n" + record(netflix) + b"\n"},
-                    {(netflix.file, "interactions"): [Rejected("bad_item_id"), kept(netflix)]}))
-    out.append(Case("netflix/rows-before-any-header", "netflix",
-                    {netflix.file: record(netflix) + b"\n8:\n" + record(netflix) + b"\n"},
-                    {(netflix.file, "interactions"): [Rejected("no_block_header"), kept(netflix)]}))
-    out.append(Case("movielens/folder-name-unsafe", "movielens",
-                    {"ml hostile/ratings.csv": _file(_by_format("movielens"), [record(_by_format("movielens"))])},
-                    refused="name the dataset with --dataset"))
+    out.append(
+        Case(
+            "netflix/bogus-block-header",
+            "netflix",
+            {netflix.file: b"abc:\n" + record(netflix) + b"\n8:\n" + record(netflix) + b"\n"},
+            {(netflix.file, "interactions"): [Rejected("bad_item_id"), kept(netflix)]},
+        )
+    )
+    out.append(
+        Case(
+            "netflix/rows-before-any-header",
+            "netflix",
+            {netflix.file: record(netflix) + b"\n8:\n" + record(netflix) + b"\n"},
+            {(netflix.file, "interactions"): [Rejected("no_block_header"), kept(netflix)]},
+        )
+    )
+    out.append(
+        Case(
+            "movielens/folder-name-unsafe",
+            "movielens",
+            {"ml hostile/ratings.csv": _file(_by_format("movielens"), [record(_by_format("movielens"))])},
+            refused="name the dataset with --dataset",
+        )
+    )
     anime = _by_format("anime")
-    out.append(Case("anime/two-files-one-output", "anime",
-                    {"a/rating.csv": _file(anime, [record(anime)]), "b/rating.csv": _file(anime, [record(anime)])},
-                    refused="would both write rating.csv"))
-    out.append(Case("amazon2018/folder-skips-parquet-hidden-and-tmp", "amazon2018", {
-        "All_Beauty_5.json": record(a18) + b"\n",
-        "All_Beauty_5.json.parquet": b"PAR1 not json",
-        "._All_Beauty_5.json": b"\x00\x05\x16\x07 resource fork",
-        ".hidden/All_Beauty_5.json": b"not json\n",
-        "meta_All_Beauty.json.tmp": b"not json\n",
-    }, {("All_Beauty_5.json", "interactions"): [kept(a18)]}))
+    out.append(
+        Case(
+            "anime/two-files-one-output",
+            "anime",
+            {"a/rating.csv": _file(anime, [record(anime)]), "b/rating.csv": _file(anime, [record(anime)])},
+            refused="would both write rating.csv",
+        )
+    )
+    out.append(
+        Case(
+            "amazon2018/folder-skips-parquet-hidden-and-tmp",
+            "amazon2018",
+            {
+                "All_Beauty_5.json": record(a18) + b"\n",
+                "All_Beauty_5.json.parquet": b"PAR1 not json",
+                "._All_Beauty_5.json": b"\x00\x05\x16\x07 resource fork",
+                ".hidden/All_Beauty_5.json": b"not json\n",
+                "meta_All_Beauty.json.tmp": b"not json\n",
+            },
+            {("All_Beauty_5.json", "interactions"): [kept(a18)]},
+        )
+    )
     return out
 
 
 UNSAFE_DATASETS = (
-    "../x", "/abs", "a/../b", "..", ".", ".hidden", "a\\b", "", "a/b/c/d/e", "\uff41\uff42", "a\u0301",
-    "x\x00y", "a b", "-flag", "a//b", "a/", "x" * 101, "\u2215etc", "a\u2024\u2024",
+    "../x",
+    "/abs",
+    "a/../b",
+    "..",
+    ".",
+    ".hidden",
+    "a\\b",
+    "",
+    "a/b/c/d/e",
+    "\uff41\uff42",
+    "a\u0301",
+    "x\x00y",
+    "a b",
+    "-flag",
+    "a//b",
+    "a/",
+    "x" * 101,
+    "\u2215etc",
+    "a\u2024\u2024",
 )
 
 
@@ -499,8 +756,13 @@ def name_cases() -> list[Case]:
     """``--dataset`` names that would leave ``--out`` or trick a reader: all refused, nothing written."""
     f = _by_format("amazon2018")
     return [
-        Case(f"amazon2018/dataset-name-{n}", "amazon2018", {f.file: record(f) + b"\n"}, refused="is not safe as a path",
-             dataset=name)
+        Case(
+            f"amazon2018/dataset-name-{n}",
+            "amazon2018",
+            {f.file: record(f) + b"\n"},
+            refused="is not safe as a path",
+            dataset=name,
+        )
         for n, name in enumerate(UNSAFE_DATASETS)
     ]
 
@@ -511,8 +773,15 @@ def record_groups() -> list[Case]:
     for f in FORMATS:
         cases = interaction_cases(f)
         outcomes = [outcome for _, _, outcome in cases]
-        groups.append(Case(f"{f.format}/records", f.format, {f.file: _file(f, [line for _, line, _ in cases])},
-                           {(f.file.split("/")[-1], f.table): outcomes}, size=len(cases)))
+        groups.append(
+            Case(
+                f"{f.format}/records",
+                f.format,
+                {f.file: _file(f, [line for _, line, _ in cases])},
+                {(f.file.split("/")[-1], f.table): outcomes},
+                size=len(cases),
+            )
+        )
     return groups
 
 
