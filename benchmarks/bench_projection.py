@@ -1,0 +1,289 @@
+"""Benchmark: the paper's chain (``pipelines/recgpt.toml``'s stages, as it ships) on scaled real
+inputs, measured for the projection of the full build.
+
+Two kinds of input, because the sources differ in kind, not only in size:
+
+- **text reviews** (Amazon, Yelp, Goodreads reviews, Steam reviews, HotelRec, Food.com): the real
+  Amazon 2014 Digital Music reviews and their metadata scaled together by ``scale_pair.py`` (ids
+  renamed so titles survive, 30% of the words of each copy replaced) and rewritten into Amazon's id
+  forms, read as one Amazon 2014 category with its P5 benchmark;
+- **ratings only** (MovieLens, Netflix, BookCrossing, Anime): the real MovieLens ml-latest-small
+  ratings copied with new user ids (``userId + copy x 100,000``) beside its real ``movies.csv``.
+
+Each kind runs at ``n`` and ``4n`` copies with ``--workers 1`` (and ``--workers 2`` for the
+parallel efficiency), cold, into fresh folders. Per run: wall seconds, each stage's seconds and
+bytes written (``stats.json``), and peak resident memory sampled from ``/proc`` every 0.2 s: of
+the driver, of the largest worker, and of the whole process tree.
+
+The per-stage cost of one raw interaction is the *marginal* cost, (T(4n) - T(n)) / (3 x rows(n)),
+so that what every run pays once (interpreter start, tokenizer load, kernel compiles) is not
+multiplied by the dumps' sizes. The projection multiplies these costs by the published sizes of the
+raw dumps (:data:`PUBLISHED`, each with its source), divides by cores x the measured parallel
+efficiency, and sums the bytes every stage keeps for the disk footprint.
+
+    python benchmarks/bench_projection.py [--copies 16] [--movielens-copies 8] [--partitions 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "data"
+TOOLS = REPO.parent / "shared" / "tools"
+CLI = Path(sys.executable).parent / "recgpt-data"
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_pipeline import with_amazon_ids
+
+# The raw dumps RecGPT's sources publish, in interactions (reviews or ratings) as their owners give them.
+PUBLISHED = {
+    "text": {
+        "amazon2018": (233_100_000, "Ni, Li and McAuley, EMNLP 2019: Amazon Review Data (2018), 233.1M reviews"),
+        "amazon2014_benchmarks": (
+            662_436,
+            "McAuley et al., SIGIR 2015, 5-core Beauty 198,502 + Sports 296,337 + Toys 167,597 (P5's splits)",
+        ),
+        "goodreads": (15_739_967, "Wan and McAuley, RecSys 2018: Goodreads reviews (goodreads_reviews_dedup), 15.7M"),
+        "hotelrec": (50_264_531, "Antognini and Faltings, LREC 2020: HotelRec, 50.2M reviews"),
+        "steam": (7_793_069, "Kang and McAuley, ICDM 2018: Steam reviews, 7.79M"),
+        "yelp": (6_990_280, "Yelp Open Dataset (2022 release): 6,990,280 reviews"),
+        "foodcom": (1_132_367, "Majumder et al., EMNLP 2019: Food.com interactions, 1,132,367"),
+    },
+    "ratings": {
+        "netflix": (100_480_507, "Netflix Prize: 100,480,507 ratings"),
+        "movielens": (25_000_095, "GroupLens MovieLens 25M: 25,000,095 ratings"),
+        "anime": (7_813_737, "CooperUnion Anime Recommendations Database (Kaggle): 7,813,737 ratings"),
+        "bookcrossing": (1_149_780, "Ziegler et al., WWW 2005: Book-Crossing, 1,149,780 ratings"),
+    },
+}
+NOT_SIZED = "WikiRec (its published size could not be found from here; left out of the projection)"
+SKIPPED_STAGES = ("cross_release",)  # needs two Amazon releases; its cost is one pass per user bucket
+
+
+def projection_spec(kind: str, raw: Path, partitions: int, target: Path) -> Path:
+    """``pipelines/recgpt.toml`` as it ships, its ingest reading one scaled source of ``kind``."""
+    spec = tomllib.loads((REPO / "pipelines" / "recgpt.toml").read_text(encoding="utf-8"))
+    lines = [f'name = "projection-{kind}"', f"partitions = {partitions}", f'tokenizer = "{tokenizer()}"', ""]
+    for entry in spec["stages"]:
+        name = entry["stage"]
+        if name in SKIPPED_STAGES or str(entry.get("enabled", "true")).startswith("${"):
+            continue  # the additions switched off by default stay off
+        if kind == "ratings" and name in ("p5_benchmark", "hold_out"):
+            continue  # P5's benchmarks are Amazon's and Yelp's
+        lines += ["[[stages]]", f'stage = "{name}"']
+        params = dict(entry.get("params", {}))
+        if name == "ingest":
+            source = {"text": ("amazon2014", raw), "ratings": ("movielens", raw)}[kind]
+            params = {"sources": [{"format": source[0], "paths": [str(source[1])]}]}
+        if name == "p5_benchmark":
+            params = {"benchmarks": [{"name": "scaled", "dataset": "amazon2014/Scaled"}]}
+        lines += [f"params.{key} = {toml_value(value)}" for key, value in params.items()]
+        lines.append("")
+    target.write_text("\n".join(lines), encoding="utf-8")
+    return target
+
+
+def toml_value(value: object) -> str:
+    """``value`` as a TOML value (inline tables for mappings)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+def tokenizer() -> Path:
+    return REPO.parent / "shared" / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
+
+
+def text_input(copies: int, target: Path) -> Path:
+    """The real Digital Music reviews and metadata scaled ``copies`` times by ``scale_pair.py``, in
+    Amazon's id forms."""
+    source = SHARED / "amazon2014"
+    command = [
+        sys.executable,
+        str(TOOLS / "scale_pair.py"),
+        str(source / "reviews_Digital_Music_5.json.gz"),
+        str(source / "meta_Digital_Music.json.gz"),
+        "--copies",
+        str(copies),
+        "--mutate",
+        "0.3",
+        "--out",
+        str(target / "scaled"),
+    ]
+    subprocess.run(command, check=True, capture_output=True)
+    return with_amazon_ids(target / "scaled", target / "raw")
+
+
+def ratings_input(copies: int, target: Path) -> Path:
+    """ml-latest-small's ratings ``copies`` times with new user ids, beside its real movies."""
+    source = SHARED / "movielens" / "ml-latest-small"
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source / "movies.csv", target / "movies.csv")
+    with open(source / "ratings.csv", newline="", encoding="utf-8") as f:
+        header, *rows = list(csv.reader(f))
+    with open(target / "ratings.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        for k in range(copies):
+            writer.writerows([str(int(r[0]) + k * 100_000), *r[1:]] for r in rows)
+    return target
+
+
+def tree_rss(pid: int) -> dict[int, int]:
+    """Resident bytes of ``pid`` and of every descendant, by pid."""
+    found, todo = {}, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            found[current] = (
+                int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) * 1024
+            )
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration):
+            continue
+    return found
+
+
+def cli_run(spec: Path, out: Path, workers: int) -> dict:
+    """One cold CLI run with its memory sampled: wall, stage seconds and bytes, peak RSS."""
+    process = subprocess.Popen(
+        [str(CLI), "run", str(spec), "--out", str(out), "--workers", str(workers)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    peaks = {"driver": 0, "largest_worker": 0, "tree": 0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.2):
+            rss = tree_rss(process.pid)
+            if rss:
+                peaks["driver"] = max(peaks["driver"], rss.get(process.pid, 0))
+                workers_rss = [v for k, v in rss.items() if k != process.pid]
+                peaks["largest_worker"] = max(peaks["largest_worker"], max(workers_rss, default=0))
+                peaks["tree"] = max(peaks["tree"], sum(rss.values()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    started = time.perf_counter()
+    sampler.start()
+    _, stderr = process.communicate()
+    wall = time.perf_counter() - started
+    stop.set()
+    sampler.join()
+    if process.returncode != 0:
+        raise SystemExit(f"run failed ({process.returncode}): {stderr[-2000:]}")
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))["stages"]
+    return {
+        "workers": workers,
+        "wall": wall,
+        "load": os.getloadavg()[0],
+        "rows": stats["ingest"]["rows_out"]["interactions"],
+        "stages": {key: record["seconds"] for key, record in stats.items()},
+        "bytes": {key: record.get("bytes_written", 0) for key, record in stats.items()},
+        "peak_rss": peaks,
+    }
+
+
+def marginal(small: dict, large: dict) -> dict[str, float]:
+    """Seconds per raw interaction of each stage, from the difference of the two sizes."""
+    rows = large["rows"] - small["rows"]
+    return {key: max(0.0, (large["stages"][key] - small["stages"][key]) / rows) for key in small["stages"]}
+
+
+def project(costs: dict[str, dict[str, float]], disk: dict[str, float], efficiency: float) -> dict:
+    """Core-hours of the full build and hours on one and on four 16-core machines, and its disk."""
+    core_seconds, disk_bytes, lines = 0.0, 0.0, []
+    for kind, sources in PUBLISHED.items():
+        per_row = sum(costs[kind].values())
+        for name, (size, cited) in sources.items():
+            core_seconds += per_row * size
+            disk_bytes += disk[kind] * size
+            lines.append(
+                {
+                    "source": name,
+                    "kind": kind,
+                    "interactions": size,
+                    "core_hours": per_row * size / 3600,
+                    "published": cited,
+                }
+            )
+    return {
+        "sources": lines,
+        "core_hours": core_seconds / 3600,
+        "hours_16_cores": core_seconds / (16 * efficiency) / 3600,
+        "hours_4x16_cores": core_seconds / (64 * efficiency) / 3600,
+        "efficiency_assumed": efficiency,
+        "disk_tb": disk_bytes / 1e12,
+        "not_sized": NOT_SIZED,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--copies", type=int, default=16, help="copies of the Digital Music pair at 1x")
+    parser.add_argument("--movielens-copies", type=int, default=8)
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="workers of the efficiency run (4x input)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-projection-"))
+    runs: dict[str, dict] = {}
+    try:
+        for kind in ("text", "ratings"):
+            for scale in (1, 4):
+                copies = (args.copies if kind == "text" else args.movielens_copies) * scale
+                folder = work / f"{kind}-{scale}"
+                raw = text_input(copies, folder) if kind == "text" else ratings_input(copies, folder)
+                spec = projection_spec(kind, raw, args.partitions * scale, folder / "spec.toml")
+                workers = (1, args.workers) if scale == 4 else (1,)
+                for w in workers:
+                    run = cli_run(spec, folder / f"out-{w}", w)
+                    runs[f"{kind}-{scale}x-{w}w"] = run
+                    print(json.dumps({"run": f"{kind}-{scale}x-{w}w", **run}), flush=True)
+                    shutil.rmtree(folder / f"out-{w}")
+        costs = {kind: marginal(runs[f"{kind}-1x-1w"], runs[f"{kind}-4x-1w"]) for kind in ("text", "ratings")}
+        disk = {kind: sum(runs[f"{kind}-4x-1w"]["bytes"].values()) / runs[f"{kind}-4x-1w"]["rows"] for kind in costs}
+        efficiency = {
+            kind: runs[f"{kind}-4x-1w"]["wall"] / (args.workers * runs[f"{kind}-4x-{args.workers}w"]["wall"])
+            for kind in costs
+        }
+        memory = {
+            kind: {
+                k: runs[f"{kind}-4x-1w"]["peak_rss"][k] / max(1, runs[f"{kind}-1x-1w"]["peak_rss"][k])
+                for k in ("driver", "largest_worker", "tree")
+            }
+            for kind in costs
+        }
+        summary = {
+            "us_per_interaction": {k: {s: v * 1e6 for s, v in c.items()} for k, c in costs.items()},
+            "disk_bytes_per_interaction": disk,
+            "efficiency": efficiency,
+            "memory_4x_over_1x": memory,
+            "projection_measured_efficiency": project(costs, disk, min(efficiency.values())),
+            "projection_ideal": project(costs, disk, 1.0),
+        }
+        print(json.dumps({"summary": summary}, indent=1))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
