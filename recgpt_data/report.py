@@ -9,6 +9,7 @@ so it reports on any pipeline. Nothing time-dependent is written, so the report 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,16 @@ from recgpt_data.stage import Params
 
 KEYS = ["source", "dataset"]
 TABLES = ("interactions", "documents", "instruct")
+CORPUS = "corpus"  # the key of the summary in the report stage's stats ``info``, and atop ``stats.json``
+LENGTH_KEYS = ["source", "dataset", "user_id"]
 
 
-def corpus_table(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
-    """Per (source, dataset): users, items, interactions, documents, tokens, instruction pairs."""
-    parts: list[pl.DataFrame] = []
+def count_queries(tables: Mapping[str, pl.LazyFrame]) -> dict[str, pl.LazyFrame]:
+    """Per table the run produced, its counts per (source, dataset), as lazy queries: users, items and
+    interactions; documents and tokens; instruction pairs."""
+    queries = {}
     if "interactions" in tables:
-        parts.append(
+        queries["interactions"] = (
             tables["interactions"]
             .lazy()
             .group_by(KEYS)
@@ -38,18 +42,21 @@ def corpus_table(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
                 pl.col("item_id").n_unique().alias("items"),
                 pl.len().alias("interactions"),
             )
-            .collect()
         )
     if "documents" in tables:
-        parts.append(
+        queries["documents"] = (
             tables["documents"]
             .lazy()
             .group_by(KEYS)
             .agg(pl.len().alias("documents"), pl.col("num_tokens").sum().alias("tokens"))
-            .collect()
         )
     if "instruct" in tables:
-        parts.append(tables["instruct"].lazy().group_by(KEYS).agg(pl.len().alias("instruction_pairs")).collect())
+        queries["instruct"] = tables["instruct"].lazy().group_by(KEYS).agg(pl.len().alias("instruction_pairs"))
+    return queries
+
+
+def joined_counts(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """The per (source, dataset) counts of several tables as one table, zero where a table has none."""
     if not parts:
         return pl.DataFrame(schema={"source": pl.String, "dataset": pl.String})
     table = parts[0]
@@ -59,22 +66,62 @@ def corpus_table(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
     return table.with_columns(pl.col(counts).fill_null(0).cast(pl.Int64)).sort(KEYS).select(KEYS + counts)
 
 
-def lengths_by_source(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
+def corpus_table(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
+    """Per (source, dataset): users, items, interactions, documents, tokens, instruction pairs."""
+    return joined_counts(pl.collect_all(list(count_queries(tables).values())))
+
+
+def lengths_query(tables: Mapping[str, pl.LazyFrame]) -> pl.LazyFrame:
     """Interactions per user per dataset, with the source (from ``interactions``, else the documents'
     item counts), in a fixed order."""
-    keys = ["source", "dataset", "user_id"]
     if "interactions" in tables:
-        frame = tables["interactions"].lazy().group_by(keys).agg(pl.len().alias("n"))
+        frame = tables["interactions"].lazy().group_by(LENGTH_KEYS).agg(pl.len().alias("n"))
     elif "documents" in tables:
-        frame = tables["documents"].lazy().group_by(keys).agg(pl.col("num_items").sum().alias("n"))
+        frame = tables["documents"].lazy().group_by(LENGTH_KEYS).agg(pl.col("num_items").sum().alias("n"))
     else:
-        return pl.DataFrame(schema={"source": pl.String, "dataset": pl.String, "user_id": pl.String, "n": pl.Int64})
-    return frame.sort(keys).collect()
+        schema = {"source": pl.String, "dataset": pl.String, "user_id": pl.String, "n": pl.Int64}
+        return pl.LazyFrame(schema=schema)
+    return frame.sort(LENGTH_KEYS)
 
 
-def history_lengths(tables: Mapping[str, pl.LazyFrame]) -> pl.Series:
-    """Interactions per user per dataset, sorted."""
-    return lengths_by_source(tables)["n"].sort()
+def lengths_by_source(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
+    """Interactions per user per dataset, with the source (see :func:`lengths_query`)."""
+    return lengths_query(tables).collect()
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the report and its plots need from the run's tables: the per (source, dataset) counts of
+    each table (``counts``), interactions per user (``lengths``), each document's source and tokens
+    (``tokens``), and documents and tokens per split and pairs per task where the tables have them."""
+
+    counts: dict[str, pl.DataFrame]
+    lengths: pl.DataFrame
+    tokens: pl.DataFrame | None = None
+    splits: pl.DataFrame | None = None
+    tasks: pl.DataFrame | None = None
+
+    @property
+    def table(self) -> pl.DataFrame:
+        """Per (source, dataset): users, items, interactions, documents, tokens, instruction pairs."""
+        return joined_counts(list(self.counts.values()))
+
+
+def read_tables(tables: Mapping[str, pl.LazyFrame]) -> Reading:
+    """The :class:`Reading` of the run's tables, every query collected together so that each table
+    is scanned once, its columns shared by the queries that read it."""
+    queries = {f"counts:{name}": query for name, query in count_queries(tables).items()}
+    queries["lengths"] = lengths_query(tables)
+    if "documents" in tables:
+        documents = tables["documents"].lazy()
+        queries["tokens"] = documents.select("source", "num_tokens")
+        if "split" in documents.collect_schema().names():
+            queries["splits"] = documents.group_by("split").agg(pl.len(), pl.col("num_tokens").sum()).sort("split")
+    if "instruct" in tables and "task" in tables["instruct"].lazy().collect_schema().names():
+        queries["tasks"] = tables["instruct"].lazy().group_by("task").agg(pl.len()).sort("task")
+    frames = dict(zip(queries, pl.collect_all(list(queries.values()))))
+    counts = {name.split(":", 1)[1]: frame for name, frame in frames.items() if name.startswith("counts:")}
+    return Reading(counts, frames["lengths"], frames.get("tokens"), frames.get("splits"), frames.get("tasks"))
 
 
 def describe(values: pl.Series) -> dict[str, float | int]:
@@ -92,27 +139,29 @@ def describe(values: pl.Series) -> dict[str, float | int]:
     }
 
 
-def corpus_summary(tables: Mapping[str, pl.LazyFrame]) -> dict[str, Any]:
+def summarise(reading: Reading) -> dict[str, Any]:
     """The report's numbers: the per-source table with totals, distributions, split and task counts."""
-    table = corpus_table(tables)
+    table = reading.table
     counts = [c for c in table.columns if c not in KEYS]
     summary: dict[str, Any] = {
         "per_source": table.to_dicts(),
         "totals": {c: int(table[c].sum()) for c in counts},
-        "history_length": describe(history_lengths(tables)),
+        "history_length": describe(reading.lengths["n"].sort()),
     }
-    if "documents" in tables:
-        docs = tables["documents"].lazy()
-        summary["tokens_per_document"] = describe(docs.select("num_tokens").collect()["num_tokens"].sort())
-        if "split" in docs.collect_schema().names():
-            splits = docs.group_by("split").agg(pl.len(), pl.col("num_tokens").sum()).sort("split").collect()
-            summary["splits"] = {
-                r["split"]: {"documents": r["len"], "tokens": r["num_tokens"]} for r in splits.to_dicts()
-            }
-    if "instruct" in tables and "task" in tables["instruct"].lazy().collect_schema().names():
-        tasks = tables["instruct"].lazy().group_by("task").agg(pl.len()).sort("task").collect()
-        summary["instruct_tasks"] = dict(tasks.iter_rows())
+    if reading.tokens is not None:
+        summary["tokens_per_document"] = describe(reading.tokens["num_tokens"].sort())
+    if reading.splits is not None:
+        summary["splits"] = {
+            r["split"]: {"documents": r["len"], "tokens": r["num_tokens"]} for r in reading.splits.to_dicts()
+        }
+    if reading.tasks is not None:
+        summary["instruct_tasks"] = dict(reading.tasks.iter_rows())
     return summary
+
+
+def corpus_summary(tables: Mapping[str, pl.LazyFrame]) -> dict[str, Any]:
+    """The report's numbers for the run's tables (see :func:`summarise`)."""
+    return summarise(read_tables(tables))
 
 
 def stage_rates(stages: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -386,18 +435,15 @@ def render(summary: Mapping[str, Any], rates: list[dict[str, Any]], plots: list[
 
 
 def write_plots(
-    tables: Mapping[str, pl.LazyFrame], rates: list[dict[str, Any]], params: ReportParams, folder: Path
+    reading: Reading, rates: list[dict[str, Any]], params: ReportParams, folder: Path
 ) -> list[tuple[str, str]]:
     """Draw the report's plots and save them into ``folder/report/``; (file, caption) of each one."""
     figures = {}
-    lengths = lengths_by_source(tables)
-    if lengths.height:
-        figures[PLOTS[0]] = history_plot(lengths, params.min_interactions)
-    if "documents" in tables:
-        documents = tables["documents"].lazy().select("source", "num_tokens").collect()
-        if documents.height:
-            figures[PLOTS[1]] = tokens_plot(documents, params.max_tokens)
-            figures[PLOTS[3]] = share_plot(corpus_table({"documents": tables["documents"]}))
+    if reading.lengths.height:
+        figures[PLOTS[0]] = history_plot(reading.lengths, params.min_interactions)
+    if reading.tokens is not None and reading.tokens.height:
+        figures[PLOTS[1]] = tokens_plot(reading.tokens, params.max_tokens)
+        figures[PLOTS[3]] = share_plot(joined_counts([reading.counts["documents"]]))
     figures[PLOTS[2]] = drops_plot(rates)
     drawn = [plot for plot, fig in figures.items() if fig is not None]
     for plot in drawn:
@@ -414,11 +460,12 @@ def write_report(
 ) -> dict[str, Any]:
     """Write ``folder/report/`` (index.md and plots) and return the corpus summary; with ``built``
     (the output folder so far), the summary holds the written shards against the paper's figures."""
-    summary = corpus_summary(tables)
+    reading = read_tables(tables)
+    summary = summarise(reading)
     paper = against_paper(built) if built is not None else None
     if paper is not None:
         summary["paper"] = paper
     rates = stage_rates(stages)
-    plots = write_plots(tables, rates, params, folder)
+    plots = write_plots(reading, rates, params, folder)
     write_text(render(summary, rates, plots), folder / "report" / "index.md")
     return summary

@@ -127,6 +127,22 @@ def test_card_body_has_provenance_table_rates_and_loading(built: Path, shared: P
     assert "amazon2018 / amazon2018/Magazine_Subscriptions\n  licence: other\n  redistribution allowed: yes" in licence
 
 
+def test_card_takes_the_per_source_table_from_the_report(built: Path, shared: Path) -> None:
+    """With the report's stats the card counts nothing itself (here it is given no tables); without a
+    report it counts the tables it is given (here none)."""
+    from recgpt_data.publish.card import CardParams, render_card
+
+    stages = json.loads((built / "stats.json").read_text())["stages"]
+    reviews = [
+        json.loads(line) for line in (shared / "amazon2018" / "Magazine_Subscriptions_5.json").read_text().splitlines()
+    ]
+    users, items = len({r["reviewerID"] for r in reviews}), len({r["asin"] for r in reviews})
+    row = f"| amazon2018 | amazon2018/Magazine_Subscriptions | {users} | {items} | {len(reviews):,} | "
+    assert row in render_card(built, {}, stages, CardParams())
+    unreported = {key: stats for key, stats in stages.items() if key != "report"}
+    assert "## Per source\n\n_no tables to count_\n" in render_card(built, {}, unreported, CardParams())
+
+
 def test_report_table_and_plots(built: Path, shared: Path) -> None:
     stats = json.loads((built / "stats.json").read_text())
     reviews = [

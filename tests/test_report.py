@@ -16,7 +16,17 @@ from conftest import REPO
 
 from recgpt_data.pipeline.runner import run_spec
 from recgpt_data.pipeline.spec import load_spec
-from recgpt_data.report import drops_plot, history_plot, lengths_by_source, share_plot, stage_rates, tokens_plot
+from recgpt_data.report import (
+    TABLES,
+    ReportParams,
+    drops_plot,
+    history_plot,
+    lengths_by_source,
+    share_plot,
+    stage_rates,
+    tokens_plot,
+    write_report,
+)
 
 SOURCE = "amazon2018"
 
@@ -80,6 +90,26 @@ def test_drops_and_share_plots(magazines) -> None:
     assert [t.get_text() for t in axes.get_yticklabels()] == [SOURCE]
     assert [p.get_width() for p in axes.patches] == [100.0]
     assert axes.get_xlabel() == "share of tokens (%)"
+
+
+def test_the_report_reads_each_table_once(magazines, tmp_path: Path) -> None:
+    """Its numbers and its plots come from one scan of each table: every row passes once."""
+    result, _ = magazines
+    passed: Counter[str] = Counter()
+
+    def counted(name: str, frame: pl.LazyFrame) -> pl.LazyFrame:
+        def count(batch: pl.DataFrame) -> pl.DataFrame:
+            passed[name] += batch.height
+            return batch
+
+        return frame.map_batches(count)
+
+    tables = {name: counted(name, result.tables[name]) for name in TABLES if name in result.tables}
+    write_report(tables, result.stats, tmp_path, ReportParams())
+    heights = {name: result.tables[name].select(pl.len()).collect().item() for name in tables}
+    assert set(heights) == {"interactions", "documents", "instruct"} and all(heights.values())
+    assert passed == heights
+    assert (tmp_path / "report" / "tokens_per_document.png").is_file()
 
 
 def test_demo_plots_name_each_source(demo_corpus: Path, tmp_path: Path) -> None:

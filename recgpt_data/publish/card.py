@@ -20,7 +20,15 @@ from huggingface_hub import DatasetCard
 
 from recgpt_data.pipeline.run_warnings import run_warnings
 from recgpt_data.publish.terms import SourceTerms, terms_of
-from recgpt_data.report import PLOTS, corpus_summary, markdown_table, per_source_markdown, rates_markdown, stage_rates
+from recgpt_data.report import (
+    CORPUS,
+    PLOTS,
+    corpus_summary,
+    markdown_table,
+    per_source_markdown,
+    rates_markdown,
+    stage_rates,
+)
 from recgpt_data.stage import Params
 
 SIZE_CATEGORIES = (
@@ -202,7 +210,7 @@ def render_card(
     pairs = source_pairs(tables)
     terms = [terms_of(source, dataset) for source, dataset in pairs]
     size = size_category(max((sum(s.values()) for s in rows.values()), default=0))
-    summary = corpus_summary(tables)
+    summary = reported_summary(stages) or corpus_summary(tables)
     parts = [
         f"# {params.pretty_name}",
         "",
@@ -257,6 +265,15 @@ def render_card(
     parts += personal_information(stages) + CITATION
     data = card_data(params, licence_of(terms), size, folder, configs)
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(parts)).content
+
+
+def reported_summary(stages: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The corpus summary the run's last report recorded in its stats, so the card does not count the
+    tables again; ``None`` where no report ran before the card."""
+    for stats in reversed(list(stages.values())):
+        if CORPUS in stats.get("info", {}):
+            return stats["info"][CORPUS]
+    return None
 
 
 def plots_markdown(folder: Path) -> list[str]:
