@@ -78,6 +78,7 @@ def test_one_asset_builds_what_it_needs_and_all_build_the_demo(demo_corpus: Path
 
 def test_drops_check_fails_when_counts_and_kept_rows_differ(demo_corpus: Path) -> None:
     from recgpt_data.integrations.dagster import drops_check
+    from recgpt_data.pipeline.store import Store
 
     stats = json.loads((demo_corpus / "stats.json").read_text())["stages"]["clean"]
     kept = pl.scan_parquet(
@@ -85,9 +86,11 @@ def test_drops_check_fails_when_counts_and_kept_rows_differ(demo_corpus: Path) -
         or sorted((demo_corpus / ".stages/clean").glob("dropped_interactions*.parquet"))
     )
     reasons = dict(kept.group_by("drop_reason").agg(pl.len()).collect().iter_rows())
-    assert drops_check(demo_corpus, "clean", {"dropped": reasons}).passed
+    store = Store(demo_corpus)
+    marker = store.marker("clean")
+    assert drops_check(store, marker, {"dropped": reasons}).passed
     off = {reason: n + 1 for reason, n in reasons.items()}
-    failed = drops_check(demo_corpus, "clean", {"dropped": off})
+    failed = drops_check(store, marker, {"dropped": off})
     assert not failed.passed
     assert failed.metadata["mismatched"].value == {r: {"counted": n + 1, "kept": n} for r, n in reasons.items()}
     assert stats["dropped"]["interaction_item_without_title"] == reasons["interaction_item_without_title"]

@@ -33,12 +33,12 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from recgpt_data.pipeline.dropped import dropped_rows
+from recgpt_data.pipeline.dropped import stage_dropped
 from recgpt_data.pipeline.fingerprint import digest, source_sha256
 from recgpt_data.pipeline.planner import Planned
 from recgpt_data.pipeline.runner import Runner, RunResult
 from recgpt_data.pipeline.spec import PipelineSpec, load_spec
-from recgpt_data.pipeline.store import Marker
+from recgpt_data.pipeline.store import Marker, Store
 from recgpt_data.stage import BLANKED, DROPPED
 
 GROUP = "recgpt"
@@ -101,13 +101,13 @@ def rows_per_dataset(out: Path, marker: Marker) -> dict[str, dict[str, int]]:
     return found
 
 
-def drops_check(out: Path, key: str, stats: Mapping[str, Any]) -> dg.AssetCheckResult:
-    """``dropped_rows_kept``: the rows the stage kept per drop reason against the counts in its stats."""
+def drops_check(store: Store, marker: Marker, stats: Mapping[str, Any]) -> dg.AssetCheckResult:
+    """``dropped_rows_kept``: the rows the stage of ``marker`` (its success record) kept per drop
+    reason against the counts in its stats."""
     kept: dict[str, int] = {}
-    for item in dropped_rows(out):
-        if item.stage == key:
-            for reason, n in item.by_reason().items():
-                kept[reason] = kept.get(reason, 0) + n
+    for item in stage_dropped(store, marker):
+        for reason, n in item.by_reason().items():
+            kept[reason] = kept.get(reason, 0) + n
     counted = {reason: n for reason, n in stats["dropped"].items() if n}
     wrong = {r: {"counted": counted.get(r, 0), "kept": n} for r, n in kept.items() if counted.get(r, 0) != n}
     return dg.AssetCheckResult(
@@ -165,7 +165,7 @@ def stage_asset(spec: PipelineSpec, runner: Runner, index: int) -> dg.AssetsDefi
                 "bytes_written": dg.MetadataValue.int(int(stats["bytes_written"])),
             },
             data_version=dg.DataVersion(marker.fingerprint),
-            check_results=[drops_check(runner.out, key, stats), output_check(stats)],
+            check_results=[drops_check(runner.store, marker, stats), output_check(stats)],
         )
 
     return asset

@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from recgpt_data.errors import UsageError
-from recgpt_data.pipeline.store import STAGES, STATS, Store
+from recgpt_data.pipeline.store import STAGES, STATS, Marker, Store
 from recgpt_data.stage import BLANK_REASON, BLANKED, DROP_REASON, DROPPED
 
 
@@ -36,10 +36,20 @@ class Dropped:
         return dict(counts.iter_rows())
 
 
+def stage_dropped(store: Store, marker: Marker, blanked: bool = False) -> list[Dropped]:
+    """The tables of dropped rows (with ``blanked``, of blanked rows) one finished stage kept, by
+    table name."""
+    prefix, reason = (BLANKED, BLANK_REASON) if blanked else (DROPPED, DROP_REASON)
+    return [
+        Dropped(marker.key, name[len(prefix) :], store.scan(ref), reason)
+        for name, ref in sorted(marker.refs().items())
+        if name.startswith(prefix)
+    ]
+
+
 def dropped_rows(out: str | Path, blanked: bool = False) -> list[Dropped]:
     """Every table of dropped rows (with ``blanked``, of blanked rows) the finished stages of the
     run in ``out`` kept, in stage order."""
-    prefix, reason = (BLANKED, BLANK_REASON) if blanked else (DROPPED, DROP_REASON)
     out = Path(out)
     stages = out / STAGES
     if not stages.is_dir():
@@ -48,9 +58,4 @@ def dropped_rows(out: str | Path, blanked: bool = False) -> list[Dropped]:
     order = list(json.loads(stats.read_text(encoding="utf-8"))["stages"]) if stats.is_file() else []
     store = Store(out)
     markers = sorted(store.markers(), key=lambda m: (order.index(m.key) if m.key in order else len(order), m.key))
-    found = []
-    for marker in markers:
-        for name, ref in sorted(marker.refs().items()):
-            if name.startswith(prefix):
-                found.append(Dropped(marker.key, name[len(prefix) :], store.scan(ref), reason))
-    return found
+    return [item for marker in markers for item in stage_dropped(store, marker, blanked)]
