@@ -31,9 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from recgpt_data.pretrain_tokens import TOKENS_MANIFEST
 from recgpt_train.config import TrainConfig
 from recgpt_train.model import PackedMpt, build_model, count_params, mpt_config
-from recgpt_train.tokens import TOKENS_MANIFEST
 from recgpt_train.train import train
 
 PEAK_BF16 = 989e12

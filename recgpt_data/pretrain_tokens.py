@@ -7,6 +7,8 @@ For each ``data/pretrain/<split>-*.parquet`` shard that ``write_pretrain`` liste
 ids of every document followed by EOS (uint16 where the vocabulary fits, else uint32, little-endian)
 and ``.idx`` the end offset of each document in that array (int64). ``exports/tokens/manifest.json``
 names the files with their dtype, counts and sha256, and the parquet shard each one was read from.
+This module owns that layout: the trainer (:mod:`recgpt_train.tokens`) reads the files and lays out
+text it tokenises in memory with the names and functions here.
 
 It reads the published shards rather than a table, so it runs on the whole folder (it summarises
 the run so far; user buckets do not fit a shuffled order that spans every bucket); the tokenizer's
@@ -16,6 +18,8 @@ batch encoder spreads each batch over the machine's cores.
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,9 @@ from tokenizers import Tokenizer
 from recgpt_data.corpus import SPLITS
 
 TOKENS_DIR = Path("exports") / "tokens"
+TOKENS_MANIFEST = TOKENS_DIR / "manifest.json"
 EOS_TOKEN = "<|endoftext|>"
+INDEX_DTYPE = np.dtype("<i8")
 
 
 @dataclass
@@ -50,6 +56,28 @@ def token_dtype(tokenizer: Tokenizer) -> np.dtype:
     return np.dtype("<u2") if tokenizer.get_vocab_size(with_added_tokens=True) <= 2**16 else np.dtype("<u4")
 
 
+def shard_files(stem: str) -> tuple[Path, Path]:
+    """The token and index files, relative to the output folder, of the parquet shard named ``stem``."""
+    return TOKENS_DIR / f"{stem}.bin", TOKENS_DIR / f"{stem}.idx"
+
+
+def document_arrays(
+    encoded: Sequence[Sequence[int]], eos_id: int, dtype: np.dtype, start: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Documents' ids as a token file lays them out: one flat array of ``dtype``, each document's ids
+    followed by EOS; and as its index does, each document's end offset in that array (EOS included)
+    counted from ``start``, the tokens before this batch."""
+    sizes = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int64, count=len(encoded))
+    flat = np.fromiter((t for ids in encoded for t in (*ids, eos_id)), dtype=dtype, count=int(sizes.sum()))
+    return flat, (start + np.cumsum(sizes)).astype(INDEX_DTYPE)
+
+
+def read_tokens_manifest(folder: Path) -> dict[str, Any] | None:
+    """A built folder's ``exports/tokens/manifest.json``; ``None`` where it has none."""
+    path = folder / TOKENS_MANIFEST
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def tokenize_shard(
     parquet: Path, tokens_path: Path, index_path: Path, tokenizer: Tokenizer, eos_id: int, batch_rows: int
 ) -> tuple[int, int, int, str, str]:
@@ -63,16 +91,14 @@ def tokenize_shard(
     with open(tokens_path, "wb") as tokens_out, open(index_path, "wb") as index_out:
         for batch in pq.ParquetFile(parquet).iter_batches(batch_size=batch_rows, columns=["text", "num_tokens"]):
             encoded = tokenizer.encode_batch(batch.column("text").to_pylist(), add_special_tokens=False)
-            lengths = np.fromiter((len(e.ids) for e in encoded), dtype=np.int64, count=len(encoded))
-            ids = np.fromiter(
-                (t for e in encoded for t in (*e.ids, eos_id)), dtype=dtype, count=int(lengths.sum()) + len(encoded)
-            )
+            ids, ends = document_arrays([e.ids for e in encoded], eos_id, dtype, written)
             for data, out, digest in (
                 (ids.tobytes(), tokens_out, tokens_hash),
-                ((written + np.cumsum(lengths + 1)).astype("<i8").tobytes(), index_out, index_hash),
+                (ends.tobytes(), index_out, index_hash),
             ):
                 out.write(data)
                 digest.update(data)
+            lengths = np.diff(ends, prepend=written) - 1  # EOS not counted
             mismatched += int((lengths != batch.column("num_tokens").to_numpy()).sum())
             documents += len(encoded)
             written += len(ids)
@@ -89,8 +115,7 @@ def tokenize_splits(
     for split in SPLITS:
         shards = []
         for record in manifest["pretrain"]["splits"][split]["shards"]:
-            stem = Path(record["path"]).stem
-            tokens_rel, index_rel = TOKENS_DIR / f"{stem}.bin", TOKENS_DIR / f"{stem}.idx"
+            tokens_rel, index_rel = shard_files(Path(record["path"]).stem)
             (out_dir / TOKENS_DIR).mkdir(parents=True, exist_ok=True)
             tmp_tokens, tmp_index = (out_dir / f"{p}.tmp" for p in (tokens_rel, index_rel))
             counts = tokenize_shard(folder / record["path"], tmp_tokens, tmp_index, tokenizer, eos_id, batch_rows)
@@ -117,7 +142,7 @@ def tokens_manifest(
     """``exports/tokens/manifest.json``: the arrays' dtypes, EOS, the tokenizer and every shard."""
     return {
         "dtype": token_dtype(tokenizer).str,
-        "index_dtype": "<i8",
+        "index_dtype": INDEX_DTYPE.str,
         "eos_id": eos_id,
         "eos_appended": True,
         "tokenizer": {"name": name, "sha256": sha256},

@@ -1,22 +1,28 @@
 """The pre-training token stream: every document's ids followed by EOS, one split as one virtual array.
 
 A built folder carries it as token shards (``exports/tokens/``, written by the ``pretrain_tokens``
-stage): flat ``.bin`` arrays of ids and ``.idx`` arrays of document end offsets, memory-mapped here, so
-start-up costs the same at any corpus size and a process touches only the pages of the rows it reads.
-A source without shards (a Hub id, a ``datasets.Dataset``, an older folder) is tokenised into the same
-arrays in memory.
+stage, whose module :mod:`recgpt_data.pretrain_tokens` owns their layout): flat ``.bin`` arrays of ids
+and ``.idx`` arrays of document end offsets, memory-mapped here, so start-up costs the same at any
+corpus size and a process touches only the pages of the rows it reads. A source without shards (a Hub
+id, a ``datasets.Dataset``, an older folder) is tokenised into the same arrays in memory.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import datasets
 import numpy as np
 from transformers import PreTrainedTokenizerFast
 
-TOKENS_MANIFEST = Path("exports") / "tokens" / "manifest.json"
+from recgpt_data.pretrain_tokens import (
+    INDEX_DTYPE,
+    TOKENS_MANIFEST,
+    document_arrays,
+    read_tokens_manifest,
+    token_dtype,
+)
+
 BATCH = 4096
 
 
@@ -54,7 +60,9 @@ class TokenStream:
         shard = int(np.searchsorted(self.starts, position, side="right")) - 1
         if shard >= len(self.ends):
             return self.documents
-        return int(self.first_doc[shard] + np.searchsorted(self.ends[shard], position - self.starts[shard], side="right"))
+        return int(
+            self.first_doc[shard] + np.searchsorted(self.ends[shard], position - self.starts[shard], side="right")
+        )
 
     def boundaries_before(self, position: int, every: int) -> int:
         """Document ends before ``position`` that do not fall on a multiple of ``every``."""
@@ -76,19 +84,18 @@ def _mapped(path: Path, dtype: str, count: int) -> np.ndarray:
 
 def token_splits(folder: str | Path) -> set[str] | None:
     """The splits a built folder has token shards for; ``None`` where it has none."""
-    path = Path(folder) / TOKENS_MANIFEST
-    return set(json.loads(path.read_text(encoding="utf-8"))["splits"]) if path.is_file() else None
+    manifest = read_tokens_manifest(Path(folder))
+    return set(manifest["splits"]) if manifest is not None else None
 
 
 def open_token_stream(folder: str | Path, split: str) -> TokenStream | None:
     """The memory-mapped token shards of ``split`` in a built folder; ``None`` where it has none."""
     folder = Path(folder)
-    manifest_path = folder / TOKENS_MANIFEST
-    if not manifest_path.is_file():
+    manifest = read_tokens_manifest(folder)
+    if manifest is None:
         return None
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if split not in manifest["splits"]:
-        raise ValueError(f"{manifest_path}: no {split!r} split; found {sorted(manifest['splits'])}")
+        raise ValueError(f"{folder / TOKENS_MANIFEST}: no {split!r} split; found {sorted(manifest['splits'])}")
     shards = manifest["splits"][split]
     tokens = [_mapped(folder / s["tokens"], manifest["dtype"], s["token_count"]) for s in shards]
     ends = [_mapped(folder / s["index"], manifest["index_dtype"], s["documents"]) for s in shards]
@@ -96,15 +103,16 @@ def open_token_stream(folder: str | Path, split: str) -> TokenStream | None:
 
 
 def tokenize_stream(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerFast) -> TokenStream:
-    """Every ``text`` of ``ds`` tokenised (no special tokens) and followed by EOS, in memory."""
-    eos = tokenizer.eos_token_id
-    parts, lengths = [], []
+    """Every ``text`` of ``ds`` tokenised (no special tokens) and followed by EOS, in memory, laid out
+    as one token shard."""
+    dtype = token_dtype(tokenizer.backend_tokenizer)
+    ids, ends = [np.empty(0, dtype=dtype)], [np.empty(0, dtype=INDEX_DTYPE)]
     texts = ds.select_columns(["text"])
+    written = 0
     for start in range(0, len(ds), BATCH):
         encoded = tokenizer(texts[start : start + BATCH]["text"], add_special_tokens=False)["input_ids"]
-        sizes = np.fromiter((len(e) + 1 for e in encoded), dtype=np.int64, count=len(encoded))
-        parts.append(np.fromiter((t for e in encoded for t in (*e, eos)), dtype=np.int32, count=int(sizes.sum())))
-        lengths.append(sizes)
-    flat = np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)
-    sizes = np.concatenate(lengths) if lengths else np.empty(0, dtype=np.int64)
-    return TokenStream([flat], [np.cumsum(sizes)])
+        batch_ids, batch_ends = document_arrays(encoded, tokenizer.eos_token_id, dtype, written)
+        ids.append(batch_ids)
+        ends.append(batch_ends)
+        written += len(batch_ids)
+    return TokenStream([np.concatenate(ids)], [np.concatenate(ends)])

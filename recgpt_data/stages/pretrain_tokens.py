@@ -11,7 +11,7 @@ from pydantic import Field
 
 from recgpt_data.errors import UsageError
 from recgpt_data.io.parquet import write_text
-from recgpt_data.pretrain_tokens import EOS_TOKEN, TOKENS_DIR, tokenize_splits, tokens_manifest
+from recgpt_data.pretrain_tokens import EOS_TOKEN, TOKENS_DIR, TOKENS_MANIFEST, tokenize_splits, tokens_manifest
 from recgpt_data.stage import Context, Params, StageOutput, StageStats, stage
 from recgpt_data.tokenizer import load_tokenizer, tokenizer_sha256
 
@@ -47,6 +47,6 @@ def pretrain_tokens_stage(tables: Mapping[str, pl.LazyFrame], params: TokensPara
         if mismatched:
             stats.info[f"{split}_num_tokens_mismatch"] = mismatched
     out = tokens_manifest(splits, tokenizer, eos_id, manifest["tokenizer"]["name"], sha)
-    write_text(json.dumps(out, indent=2) + "\n", ctx.out_dir / TOKENS_DIR / "manifest.json")
+    write_text(json.dumps(out, indent=2) + "\n", ctx.out_dir / TOKENS_MANIFEST)
     stats.info["note"] = f"{stats.info.get('train_tokens', 0):,} train tokens memory-mappable in {TOKENS_DIR}"
     return StageOutput({}, stats)
