@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from plugin_dist import write_dist_info
 
 from recgpt_data import stage as contract
 from recgpt_data.pipeline.runner import run_spec
@@ -37,14 +38,7 @@ def install(files: dict[str, str], root: Path) -> None:
         (root / name).write_text(body, encoding="utf-8")
     (root / PACKAGE / "__init__.py").write_text("")
     project = tomllib.loads(files["pyproject.toml"])["project"]
-    info = root / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
-    groups = "".join(
-        f"[{group}]\n" + "".join(f"{key} = {value}\n" for key, value in entries.items())
-        for group, entries in project["entry-points"].items()
-    )
-    (info / "entry_points.txt").write_text(groups)
+    write_dist_info(root, project["name"], project["version"], project["entry-points"])
 
 
 def csv_ratings() -> list[dict[str, str]]:

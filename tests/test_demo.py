@@ -21,6 +21,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from conftest import CLI, build, folder_digests
+from held_out import held_out_pairs
 
 from recgpt_data.pipeline.dropped import dropped_rows
 
@@ -78,11 +79,7 @@ def raw() -> dict:
 def kept(built: Path, raw: dict) -> dict[tuple[str, str], int]:
     """RecGPT's rules in their order: titled interactions, less every held-out (user, item) pair of
     any benchmark, then users with 5+ of what is left; interactions per kept (dataset, user)."""
-    held = set()
-    for path in sorted((built / "eval").glob("*/interactions.parquet")):
-        for row in pq.read_table(path, columns=["user_id", "item_id", "sequential_split", "rating_split"]).to_pylist():
-            if {row["sequential_split"], row["rating_split"]} & {"validation", "test"}:
-                held.add((row["user_id"], row["item_id"]))
+    held = held_out_pairs(built)
     per_user = Counter((dataset, user) for dataset, user, item in raw["with_title"] if (user, item) not in held)
     return {key: n for key, n in per_user.items() if n >= 5}
 

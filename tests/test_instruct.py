@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import polars as pl
 import pytest
+from authors_pairs import authors_rows
 from conftest import REPO
 
 from recgpt_data.ingest import ingest
@@ -44,11 +44,6 @@ FOOD_WINDOWS = slice(5, 10)  # rows 6-10 of the authors' file: five windows of o
 BOOK_WINDOWS = slice(10, 14)  # rows 11-14: four rating windows of one Amazon books user
 
 
-def sample_rows(shared: Path) -> list[dict]:
-    path = shared / "recgpt_sample" / "sample_prompt_response_pairs.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
 @pytest.fixture(scope="module")
 def magazines(shared, tmp_path_factory) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     out = tmp_path_factory.mktemp("magazines")
@@ -66,7 +61,7 @@ def instruments(shared, tmp_path_factory) -> pl.DataFrame:
 
 
 def test_authors_rows_parse_and_render_back_byte_identical(shared):
-    rows = sample_rows(shared)
+    rows = authors_rows(shared)
     assert len(rows) == 20
     for row in rows:
         parsed = parse_pair(row["prompt"], row["response"])
@@ -76,7 +71,7 @@ def test_authors_rows_parse_and_render_back_byte_identical(shared):
 
 
 def test_authors_rows_tasks_nouns_and_targets(shared):
-    parsed = [parse_pair(row["prompt"], row["response"]) for row in sample_rows(shared)]
+    parsed = [parse_pair(row["prompt"], row["response"]) for row in authors_rows(shared)]
     assert [p.task for p in parsed] == [NEXT_ITEM] * 10 + [RATING] * 10
     assert [p.noun for p in parsed] == ["food recipes"] * 10 + ["books"] * 10
     assert parsed[0].target == {"Title": "spinach ricotta pie with a hint of feta"}
@@ -91,7 +86,7 @@ def test_authors_rows_tasks_nouns_and_targets(shared):
 
 
 def test_builders_write_the_authors_rows_from_field_values(shared):
-    rows = sample_rows(shared)
+    rows = authors_rows(shared)
     food = parse_pair(rows[0]["prompt"], rows[0]["response"])
     lines = [item_line(item, ("Title",), None) for item in food.history]
     built = next_item_pair("food recipes", lines, item_line(food.target, ("Title",), None))
@@ -137,7 +132,7 @@ def authors_pair(noun: str, items: list[dict[str, str]]) -> tuple[str, str]:
 
 
 def test_the_authors_windows_are_the_longest_that_fit_2048_tokens(shared):
-    rows = sample_rows(shared)
+    rows = authors_rows(shared)
     encoder = load_tokenizer(shared.parent / "tokenizers" / "gpt-neox-20b" / "tokenizer.json")
 
     def tokens(prompt: str, response: str) -> int:
@@ -191,7 +186,7 @@ def canonical(source: str, dataset: str, history: list[dict[str, str]]) -> tuple
 
 
 def test_the_stage_cuts_the_authors_histories_back_into_their_windows(shared):
-    rows = sample_rows(shared)
+    rows = authors_rows(shared)
     tokenizer = shared.parent / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
     spec = load_spec(REPO / "pipelines" / "recgpt.toml", {"tokenizer": str(tokenizer)})
     params = InstructPairsParams(**next(s for s in spec.stages if s.stage == "instruct_pairs").params)
@@ -221,7 +216,7 @@ def test_the_stage_cuts_the_authors_histories_back_into_their_windows(shared):
 
 
 def test_max_pairs_per_user_keeps_the_newest_of_the_authors_windows(shared):
-    rows = sample_rows(shared)
+    rows = authors_rows(shared)
     interactions, items = canonical("foodcom", "foodcom", chained([window_items(r) for r in rows[FOOD_WINDOWS]]))
     params = InstructPairsParams(max_pairs_per_user=2)
     tokenizer = shared.parent / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"

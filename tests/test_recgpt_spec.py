@@ -11,16 +11,15 @@ from __future__ import annotations
 import ast
 import csv
 import gzip
-import hashlib
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO
 from raw_tree import build_raw_tree
+from token_shards import assert_token_shards
 from tokenizers import Tokenizer
 
 from recgpt_data.paper_stats import PAPER_TOTALS
@@ -205,20 +204,6 @@ def test_the_report_table_matches_the_shards(built: tuple[Path, Path]) -> None:
 
 def test_token_shards_hold_every_document_then_eos(built: tuple[Path, Path]) -> None:
     """exports/tokens/<shard>.bin is each document of the parquet shard, in order, as the tokenizer
-    encodes it, then EOS (id 0); <shard>.idx holds where each document ends."""
+    encodes it, then EOS (id 0); <shard>.idx holds where each document ends (tests/token_shards.py)."""
     _, out = built
-    tokenizer = Tokenizer.from_file(str(TOKENIZER))
-    shards = sorted((out / "data" / "pretrain").glob("*.parquet"))
-    assert shards
-    for shard in shards:
-        texts = pq.read_table(shard, columns=["text"]).column("text").to_pylist()
-        expected = [i for text in texts for i in [*tokenizer.encode(text, add_special_tokens=False).ids, 0]]
-        tokens = np.fromfile(out / "exports" / "tokens" / f"{shard.stem}.bin", dtype=np.uint16)
-        ends = np.fromfile(out / "exports" / "tokens" / f"{shard.stem}.idx", dtype=np.int64)
-        assert tokens.tolist() == expected
-        assert len(ends) == len(texts) and int(ends[-1]) == len(expected)
-    manifest = json.loads((out / "exports" / "tokens" / "manifest.json").read_text())
-    for shards in manifest["splits"].values():
-        for shard in shards:
-            for kind in ("tokens", "index"):
-                assert shard[f"{kind}_sha256"] == hashlib.sha256((out / shard[kind]).read_bytes()).hexdigest()
+    assert_token_shards(out, TOKENIZER)

@@ -17,6 +17,7 @@ import datasets
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+from held_out import held_out_pairs
 
 
 @pytest.fixture(scope="module")
@@ -66,24 +67,6 @@ def complete_lines(path: Path) -> list[str]:
     """The complete lines of a gzip file, even one cut off mid-stream (two samples are)."""
     text = zlib.decompressobj(wbits=31).decompress(path.read_bytes()).decode("utf-8", errors="replace")
     return [line for line in text.splitlines(keepends=True) if line.endswith("\n")]
-
-
-def held_out_pairs(out: Path) -> set[tuple[str, str]]:
-    """Every benchmark's validation and test (user, item) pairs: from ``interactions.parquet`` where
-    a benchmark wrote one, else each user's last two items of P5's ``sequential_data.txt``."""
-    held = set()
-    for folder in sorted((out / "eval").iterdir()):
-        if (folder / "interactions.parquet").is_file():
-            columns = ["user_id", "item_id", "sequential_split", "rating_split"]
-            for row in pq.read_table(folder / "interactions.parquet", columns=columns).to_pylist():
-                if {row["sequential_split"], row["rating_split"]} & {"validation", "test"}:
-                    held.add((row["user_id"], row["item_id"]))
-            continue
-        maps = json.loads((folder / "datamaps.json").read_text())
-        for line in (folder / "sequential_data.txt").read_text().splitlines():
-            user, *items = line.split()
-            held.update((maps["id2user"][user], maps["id2item"][i]) for i in items[-2:])
-    return held
 
 
 def test_every_corpus_user_has_five_interactions_left_after_the_held_out_removal(built: Path, shared: Path) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import polars as pl
 import pytest
+from authors_pairs import authors_rows
 
 from recgpt_data.ingest import ingest
 from recgpt_data.serialize import (
@@ -26,11 +26,6 @@ from recgpt_data.sources import get_source
 PROMPT_TAIL = "\n\n### Response:"
 
 
-def sample_rows(shared: Path) -> list[dict]:
-    path = shared / "recgpt_sample" / "sample_prompt_response_pairs.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
 def history_of(prompt: str) -> str:
     """The history inside an authors' prompt: after the instruction line, before the response tag."""
     assert prompt.startswith("### Instruction:\n") and prompt.endswith(PROMPT_TAIL)
@@ -39,7 +34,7 @@ def history_of(prompt: str) -> str:
 
 
 def test_authors_sample_histories_parse_and_render_back_byte_identical(shared):
-    rows = sample_rows(shared)
+    rows = authors_rows(shared)
     assert len(rows) == 20
     for row in rows:
         history = history_of(row["prompt"])
@@ -49,7 +44,7 @@ def test_authors_sample_histories_parse_and_render_back_byte_identical(shared):
 
 
 def test_authors_sample_nouns_and_fields(shared):
-    parsed = [parse_history(history_of(row["prompt"])) for row in sample_rows(shared)]
+    parsed = [parse_history(history_of(row["prompt"])) for row in authors_rows(shared)]
     assert [noun for noun, _ in parsed] == ["food recipes"] * 10 + ["books"] * 10
     assert all(list(item) == ["Title"] for _, items in parsed[:10] for item in items)
     for _, items in parsed[10:]:
@@ -60,7 +55,7 @@ def test_authors_sample_nouns_and_fields(shared):
 
 
 def test_authors_sample_responses_are_item_lines(shared):
-    rows = sample_rows(shared)
+    rows = authors_rows(shared)
     assert parse_item_line(rows[0]["response"]) == {"Title": "spinach ricotta pie with a hint of feta"}
     assert all(row["response"].endswith("/5.0") for row in rows[10:])
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from plugin_dist import write_dist_info
 
 from recgpt_data import stage as contract
 from recgpt_data import stages
@@ -122,10 +123,9 @@ def test_a_plugin_stage_is_found_through_its_entry_point(tmp_path: Path, monkeyp
         "def count_stage(tables, params, ctx):\n"
         '    return StageOutput({}, StageStats(rows_in={"interactions": 0}))\n'
     )
-    info = tmp_path / "recgpt_plugin_demo-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: recgpt-plugin-demo\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(f"[{stages.ENTRY_POINTS}]\ncounting = recgpt_plugin_demo.counting\n")
+    write_dist_info(
+        tmp_path, "recgpt-plugin-demo", "0.1", {stages.ENTRY_POINTS: {"counting": "recgpt_plugin_demo.counting"}}
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "recgpt_plugin_demo.counting", raising=False)
     assert "t_plugin_count" not in contract.REGISTRY

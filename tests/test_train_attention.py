@@ -3,17 +3,15 @@ attention path (flex attention runs its forward uncompiled on the CPU; torch has
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import numpy as np
+from authors_pairs import authors_token_pairs
 from transformers.models.mpt.modeling_mpt import build_mpt_alibi_tensor
 
-from recgpt_data.tokenizer import load_tokenizer
 from recgpt_train.attention import alibi_slopes
 from recgpt_train.examples import InstructionExamples
 from recgpt_train.model import PackedMpt, build_model, mpt_config
@@ -22,9 +20,7 @@ from recgpt_train.model import PackedMpt, build_model, mpt_config
 @pytest.fixture(scope="module")
 def pairs(shared) -> list[tuple[list[int], list[int]]]:
     """The authors' 20 instruction pairs as real token ids."""
-    tok = load_tokenizer()
-    rows = [json.loads(line) for line in (shared / "recgpt_sample" / "sample_prompt_response_pairs.jsonl").open()]
-    return [(tok.encode(r["prompt"]).ids, tok.encode(r["response"]).ids) for r in rows]
+    return authors_token_pairs(shared)
 
 
 class Packed:

@@ -4,20 +4,17 @@ seeded order, ranks read disjoint rows and run the same number of micro-steps.""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-from array import array
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
+from authors_pairs import authors_token_pairs
+from token_shards import assert_token_shards
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-from tokenizers import Tokenizer
 
 from recgpt_train.batches import micro_batches, micro_steps, rank_bins, step_examples
 from recgpt_train.config import TrainConfig
@@ -47,25 +44,8 @@ def token_corpus(demo_corpus: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_token_shards_hold_each_written_document_then_eos(token_corpus, shared):
-    """A plain reading: every parquet shard write_pretrain listed, tokenised with the tokenizers library,
-    against the raw little-endian bytes of the .bin and .idx files."""
-    tok = Tokenizer.from_file(str(shared.parent / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"))
-    eos = tok.token_to_id("<|endoftext|>")
-    corpus = json.loads((token_corpus / "manifest.json").read_text())["pretrain"]["splits"]
-    tokens = json.loads((token_corpus / "exports" / "tokens" / "manifest.json").read_text())
-    assert tokens["dtype"] == "<u2" and eos == 0
-    for split in ("train", "validation"):
-        assert [s["source"] for s in tokens["splits"][split]] == [s["path"] for s in corpus[split]["shards"]]
-        for shard in tokens["splits"][split]:
-            texts = pq.read_table(token_corpus / shard["source"], columns=["text"])["text"].to_pylist()
-            expected = [t for text in texts for t in (*tok.encode(text, add_special_tokens=False).ids, eos)]
-            ids, ends = array("H"), array("q")
-            ids.frombytes((token_corpus / shard["tokens"]).read_bytes())
-            ends.frombytes((token_corpus / shard["index"]).read_bytes())
-            assert ids.tolist() == expected
-            lengths = [len(tok.encode(text, add_special_tokens=False).ids) + 1 for text in texts]
-            assert ends.tolist() == np.cumsum(lengths).tolist()
-            assert (shard["documents"], shard["token_count"]) == (len(texts), len(expected))
+    """A plain reading with a copy of the tokenizer outside the package (tests/token_shards.py)."""
+    assert_token_shards(token_corpus, shared.parent / "tokenizers" / "gpt-neox-20b" / "tokenizer.json")
 
 
 def test_memory_mapped_blocks_equal_blocks_tokenised_in_memory(token_corpus):
@@ -132,10 +112,7 @@ def test_training_on_token_shards_matches_training_in_memory_and_logs_validation
 def test_ranks_read_disjoint_rows_and_run_the_same_micro_steps(shared):
     """Seven of the authors' pairs a step over three ranks of micro-batch 2: every row to exactly one
     rank, every rank the same number of micro-steps, padding rows without targets."""
-    tok = load_tokenizer()
-    rows = [json.loads(line) for line in (shared / "recgpt_sample" / "sample_prompt_response_pairs.jsonl").open()]
-    pairs = [(tok(r["prompt"])["input_ids"], tok(r["response"])["input_ids"]) for r in rows]
-    examples = InstructionExamples(pairs, 2048, eos_id=0)
+    examples = InstructionExamples(authors_token_pairs(shared), 2048, eos_id=0)
     assert len(examples) == 20
     for step in range(20 // 7):
         bins = examples.bins(step_examples(len(examples), 7, seed=3, step=step))

@@ -3,13 +3,12 @@ shortened prompt is counted, and generation runs without an error."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from authors_pairs import authors_rows
 from tokenizers import Tokenizer
 
 from recgpt_train.evaluate import ModelGenerator, Prompt, main
@@ -20,7 +19,7 @@ CONTEXT, NEW = 256, 8
 @pytest.fixture(scope="module")
 def prompts(shared) -> list[Prompt]:
     """The authors' longest next-item and longest rating pair (each well over 256 tokens)."""
-    rows = [json.loads(line) for line in (shared / "recgpt_sample" / "sample_prompt_response_pairs.jsonl").open()]
+    rows = authors_rows(shared)
     chosen = [max(rows[:10], key=lambda r: len(r["prompt"])), max(rows[10:], key=lambda r: len(r["prompt"]))]
     return [
         Prompt("next_item" if i == 0 else "rating", str(i), "x", r["prompt"], r["response"], None, None, ())

@@ -16,6 +16,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from authors_pairs import authors_rows
+
 from recgpt_train.cli import main as cli_main
 from recgpt_train.config import TrainConfig
 from recgpt_train.train import train
@@ -42,7 +44,7 @@ def authors_pairs(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     """A folder in the output contract holding the RecGPT authors' own 20 instruction pairs."""
     root = tmp_path_factory.mktemp("authors")
     (root / "data" / "instruct").mkdir(parents=True)
-    pairs = [json.loads(line) for line in (shared / "recgpt_sample" / "sample_prompt_response_pairs.jsonl").open()]
+    pairs = authors_rows(shared)
     pq.write_table(
         pa.table(
             {

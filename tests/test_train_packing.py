@@ -11,6 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
+from authors_pairs import authors_token_pairs
 
 from recgpt_data.tokenizer import load_tokenizer
 from recgpt_train.examples import InstructionExamples, StreamBlocks
@@ -30,12 +31,6 @@ def blocks(docs, seq_len, doc_masking=False) -> StreamBlocks:
     """Documents (each followed by EOS) as one in-memory stream cut into blocks."""
     flat = np.array([t for d in docs for t in (*d, EOS)], dtype=np.int32)
     return StreamBlocks(TokenStream([flat], [np.cumsum([len(d) + 1 for d in docs])]), seq_len, doc_masking)
-
-
-def _authors_pairs(shared) -> list[tuple[list[int], list[int]]]:
-    tok = load_tokenizer()
-    rows = [json.loads(line) for line in (shared / "recgpt_sample" / "sample_prompt_response_pairs.jsonl").open()]
-    return [(tok.encode(r["prompt"]).ids, tok.encode(r["response"]).ids) for r in rows]
 
 
 def _beauty_rating_pairs(shared) -> list[tuple[list[int], list[int]]]:
@@ -58,7 +53,7 @@ def _beauty_rating_pairs(shared) -> list[tuple[list[int], list[int]]]:
     return pairs
 
 
-@pytest.mark.parametrize("build", [_authors_pairs, _beauty_rating_pairs])
+@pytest.mark.parametrize("build", [authors_token_pairs, _beauty_rating_pairs])
 def test_instruction_rows_within_two_percent_of_the_lower_bound(shared, build):
     pairs = build(shared)
     sizes = [len(p) + len(r) + 1 for p, r in pairs if len(p) + len(r) + 1 <= 2048]
@@ -70,15 +65,15 @@ def test_instruction_rows_within_two_percent_of_the_lower_bound(shared, build):
     assert stats.efficiency == sum(sizes) / (stats.rows * 2048)
 
 
-def test_authors_pairs_at_512_drop_the_fourteen_that_cannot_fit(shared):
-    pairs = _authors_pairs(shared)
+def testauthors_token_pairs_at_512_drop_the_fourteen_that_cannot_fit(shared):
+    pairs = authors_token_pairs(shared)
     *_, stats = pack_all(pairs, 512)
     assert stats.dropped == {"too_long": 14}
     assert stats.packed == 6
 
 
 def test_loss_only_on_response_and_eos_never_across_examples(shared):
-    pairs = _authors_pairs(shared)
+    pairs = authors_token_pairs(shared)
     input_ids, all_labels, seq_ids, stats = pack_all(pairs, 2048)
     assert stats.loss_tokens == sum(len(r) + 1 for _, r in pairs)
     for ids, labels, seq in zip(input_ids, all_labels, seq_ids, strict=True):
