@@ -207,6 +207,33 @@ def test_raw_input_content_not_mtime_decides(tmp_path: Path, shared: Path) -> No
     assert result.stats["ingest"]["rows_out"]["interactions"] == len(lines) - 1
 
 
+def test_stats_name_inputs_as_the_spec_declares_them(tmp_path: Path, shared: Path) -> None:
+    """Two copies of a project whose spec names its raw files relative to itself: their stats.json
+    agree but for timings, and name each input file, read or skipped, as the spec's path to it."""
+    found = []
+    for copy in ("one", "two"):
+        root = tmp_path / copy
+        (root / "raw" / "meta").mkdir(parents=True)
+        shutil.copy(shared / "amazon2018" / "Magazine_Subscriptions_5.json", root / "raw")
+        shutil.copy(shared / "amazon2018" / "meta_Magazine_Subscriptions.json.gz", root / "raw" / "meta")
+        (root / "raw" / "meta" / "README.txt").write_text("notes\n")
+        paths = '["raw/Magazine_Subscriptions_5.json", "raw/meta/"]'
+        source = f'{{ format = "amazon2018", paths = {paths} }}'
+        (root / "spec.toml").write_text(f'name = "m"\n[[stages]]\nstage = "ingest"\nparams.sources = [{source}]\n')
+        run_spec(load_spec(root / "spec.toml"), root / "out")
+        found.append(json.loads((root / "out" / "stats.json").read_text()))
+    (source,) = found[0]["stages"]["ingest"]["info"]["sources"]
+    assert [f["file"] for f in source["files"]] == [
+        "raw/Magazine_Subscriptions_5.json",
+        "raw/meta/meta_Magazine_Subscriptions.json.gz",
+    ]
+    assert source["skipped"] == ["raw/meta/README.txt"]
+    for document in found:
+        for stats in document["stages"].values():
+            del stats["seconds"], stats["bytes_written"]
+    assert found[0] == found[1]
+
+
 def test_vars_override_paths(tmp_path: Path, shared: Path) -> None:
     spec = load_spec(write_spec(tmp_path, Path("/nowhere")), {"raw": str(shared / "amazon2018")})
     assert spec.stages[0].params["sources"][0]["paths"][0] == f"{shared}/amazon2018/Magazine_Subscriptions_5.json"

@@ -3,7 +3,8 @@ optionally a sample of its users (:mod:`recgpt_data.sampling`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import polars as pl
 from pydantic import Field, field_validator
@@ -43,6 +44,26 @@ class IngestParams(Params):
         return tuple(s.dataset or s.format for s in self.sources)
 
 
+def as_declared(file: str, roots: Sequence[tuple[Path, str]]) -> str:
+    """``file``, found under one of a source's ``(resolved, declared)`` paths, named from the path as
+    the spec declares it (``demo:amazon2018/...``, ``../data/...``), so that the stats of the same
+    spec read the same on every machine."""
+    for resolved, declared in roots:
+        if Path(file).is_relative_to(resolved):
+            relative = Path(file).relative_to(resolved).as_posix()
+            return declared if relative == "." else f"{declared.rstrip('/')}/{relative}"
+    return file
+
+
+def declared_summary(summary: IngestSummary, roots: Sequence[tuple[Path, str]]) -> dict:
+    """``summary`` as ``stats.json`` keeps it, with every file named as the spec declares it."""
+    record = summary.to_dict()
+    for item in record["files"]:
+        item["file"] = as_declared(item["file"], roots)
+    record["skipped"] = [as_declared(file, roots) for file in record["skipped"]]
+    return record
+
+
 @stage("ingest", params=IngestParams, writes=("interactions", "items"), version="1")
 def ingest_stage(tables: Mapping[str, pl.LazyFrame], params: IngestParams, ctx: Context) -> StageOutput:
     """Read every declared source into the canonical tables; rejects are counted as drops."""
@@ -51,13 +72,14 @@ def ingest_stage(tables: Mapping[str, pl.LazyFrame], params: IngestParams, ctx: 
     read: list[IngestSummary] = []
     drops = Drops()
     for index, spec in enumerate(params.sources):
-        paths = [resolve_path(p, ctx.spec_dir) for p in spec.paths]
+        roots = [(resolve_path(p, ctx.spec_dir), p) for p in spec.paths]
+        paths = [resolved for resolved, _ in roots]
         out = ctx.scratch / f"{index:02d}-{spec.format}"
         source = get_source(spec.format)
         files, skipped = resolve_files(source, paths, out, spec.dataset)
         out.mkdir(parents=True, exist_ok=True)
         summary = write_ingest(source, files, skipped, out)
-        summaries.append(summary.to_dict())
+        summaries.append(declared_summary(summary, roots))
         read.append(summary)
         stats.rows_in[spec.format] = stats.rows_in.get(spec.format, 0) + summary.read
         drops.add_tagged("raw", read_rejects(out / "rejects.jsonl", spec.format))
