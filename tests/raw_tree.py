@@ -34,6 +34,21 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+FORMATS = {  # the source formats pipelines/recgpt.toml reads, each with its folder in the tree
+    "amazon2014",
+    "amazon2018",
+    "amazon2023",
+    "yelp",
+    "movielens",
+    "goodreads",
+    "steam",
+    "bookcrossing",
+    "anime",
+    "netflix",
+    "foodcom",
+    "hotelrec",
+    "wikirec",
+}
 BEAUTY_ITEMS = 3
 SPORTS_ITEMS = 30
 TOYS_ITEMS = 15

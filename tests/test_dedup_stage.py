@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
+from magazines import ingest_magazines
 from plain_dedup import copies_on_one_item, plain_normalize
 
 from recgpt_data import stages as registry
@@ -118,11 +119,7 @@ def test_variant_drops_on_real_magazines_are_copies_on_one_product(shared, tmp_p
     or on an ASIN whose metadata title normalises equally; titles that are only HTML markup count
     as no title."""
     folder = shared / "amazon2018"
-    ingest(
-        "amazon2018",
-        [folder / "Magazine_Subscriptions_5.json", folder / "meta_Magazine_Subscriptions.json.gz"],
-        tmp_path,
-    )
+    ingest_magazines(shared, tmp_path)
     items = pl.read_parquet(tmp_path / "items" / "**" / "*.parquet")
     items = clean_items_stage({"items": items.lazy()}, CleanItemsParams(), Context()).tables["items"]
     interactions = pl.read_parquet(tmp_path / "interactions" / "**" / "*.parquet")

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pytest
+from magazines import ingest_magazines
 
 from recgpt_data.hashing import bucket
 from recgpt_data.histories import bucket_events, history_lines, iter_bucket_events, user_buckets
-from recgpt_data.ingest import ingest
 from recgpt_data.schema import conform
 
 
@@ -98,12 +98,7 @@ def test_books_dataset_uses_the_books_template_with_brand_as_author():
 @pytest.fixture(scope="module")
 def magazine(shared, tmp_path_factory) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     out = tmp_path_factory.mktemp("magazine")
-    folder = shared / "amazon2018"
-    ingest(
-        "amazon2018",
-        [folder / "Magazine_Subscriptions_5.json", folder / "meta_Magazine_Subscriptions.json.gz"],
-        out,
-    )
+    ingest_magazines(shared, out)
     return (
         pl.scan_parquet(out / "interactions" / "**" / "*.parquet"),
         pl.scan_parquet(out / "items" / "**" / "*.parquet"),

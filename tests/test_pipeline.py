@@ -19,6 +19,7 @@ from pathlib import Path
 import pipeline_stages
 import polars as pl
 import pytest
+from raw_tree import FORMATS
 
 from recgpt_data.errors import UsageError
 from recgpt_data.pipeline.runner import run_spec, spec_status
@@ -310,21 +311,7 @@ def test_production_spec_loads() -> None:
     sources = spec.stages[0].params["sources"]
     assert sources[0]["paths"] == ["/data/raw/amazon2018"]
     formats = {s["format"] for s in sources}
-    assert formats == {
-        "amazon2014",
-        "amazon2018",
-        "amazon2023",
-        "yelp",
-        "movielens",
-        "goodreads",
-        "steam",
-        "bookcrossing",
-        "anime",
-        "netflix",
-        "foodcom",
-        "hotelrec",
-        "wikirec",
-    }
+    assert formats == FORMATS
     for stage_spec in spec.stages:
         stages.get(stage_spec.stage).params(**stage_spec.params)
 

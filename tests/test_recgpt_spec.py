@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO
-from raw_tree import build_raw_tree
+from raw_tree import FORMATS, build_raw_tree
 from token_shards import assert_token_shards
 from tokenizers import Tokenizer
 
@@ -28,21 +28,6 @@ from recgpt_data.pipeline.spec import load_spec
 
 SPEC = REPO / "pipelines" / "recgpt.toml"
 TOKENIZER = REPO / "recgpt_data" / "assets" / "gpt-neox-20b" / "tokenizer.json"
-FORMATS = {
-    "amazon2014",
-    "amazon2018",
-    "amazon2023",
-    "yelp",
-    "movielens",
-    "goodreads",
-    "steam",
-    "bookcrossing",
-    "anime",
-    "netflix",
-    "foodcom",
-    "hotelrec",
-    "wikirec",
-}
 # The Yelp stand-in holds MovieLens 100K ratings (1997-1998): its benchmark window is moved to them.
 MINI = {
     "with_amazon2023": "true",

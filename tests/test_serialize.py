@@ -7,8 +7,8 @@ import json
 import polars as pl
 import pytest
 from authors_pairs import authors_rows
+from magazines import ingest_magazines
 
-from recgpt_data.ingest import ingest
 from recgpt_data.serialize import (
     HEADER,
     clean_value,
@@ -118,12 +118,7 @@ def test_history_text_header_blank_line_items():
 def magazine_events(shared, tmp_path_factory) -> pl.DataFrame:
     """The real Amazon 2018 Magazine_Subscriptions 5-core reviews joined with their metadata."""
     out = tmp_path_factory.mktemp("magazine")
-    folder = shared / "amazon2018"
-    ingest(
-        "amazon2018",
-        [folder / "Magazine_Subscriptions_5.json", folder / "meta_Magazine_Subscriptions.json.gz"],
-        out,
-    )
+    ingest_magazines(shared, out)
     interactions = pl.read_parquet(out / "interactions" / "**" / "*.parquet")
     items = pl.read_parquet(out / "items" / "**" / "*.parquet").unique(["dataset", "item_id"], keep="first")
     return interactions.join(items.drop("source", "extras"), on=["dataset", "item_id"], how="left")
