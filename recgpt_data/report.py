@@ -66,11 +66,6 @@ def joined_counts(parts: list[pl.DataFrame]) -> pl.DataFrame:
     return table.with_columns(pl.col(counts).fill_null(0).cast(pl.Int64)).sort(KEYS).select(KEYS + counts)
 
 
-def corpus_table(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
-    """Per (source, dataset): users, items, interactions, documents, tokens, instruction pairs."""
-    return joined_counts(pl.collect_all(list(count_queries(tables).values())))
-
-
 def lengths_query(tables: Mapping[str, pl.LazyFrame]) -> pl.LazyFrame:
     """Interactions per user per dataset, with the source (from ``interactions``, else the documents'
     item counts), in a fixed order."""
@@ -82,11 +77,6 @@ def lengths_query(tables: Mapping[str, pl.LazyFrame]) -> pl.LazyFrame:
         schema = {"source": pl.String, "dataset": pl.String, "user_id": pl.String, "n": pl.Int64}
         return pl.LazyFrame(schema=schema)
     return frame.sort(LENGTH_KEYS)
-
-
-def lengths_by_source(tables: Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
-    """Interactions per user per dataset, with the source (see :func:`lengths_query`)."""
-    return lengths_query(tables).collect()
 
 
 @dataclass(frozen=True)

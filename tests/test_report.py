@@ -21,7 +21,7 @@ from recgpt_data.report import (
     ReportParams,
     drops_plot,
     history_plot,
-    lengths_by_source,
+    read_tables,
     share_plot,
     stage_rates,
     tokens_plot,
@@ -48,7 +48,7 @@ def bar_heights(axes) -> list[float]:
 
 def test_history_plot(magazines) -> None:
     result, per_user = magazines
-    fig = history_plot(lengths_by_source(result.tables), 5)
+    fig = history_plot(read_tables(result.tables).lengths, 5)
     (axes,) = fig.axes
     assert axes.get_xscale() == "log" and axes.get_xlim()[0] == min(5, min(per_user.values()))
     assert axes.get_xlabel() == "interactions per user and dataset (log scale)" and axes.get_ylabel() == "users"
@@ -83,9 +83,7 @@ def test_drops_and_share_plots(magazines) -> None:
     assert [p.get_width() for p in axes.patches] == [sum(n for n in per_user.values() if n < 6)]
     assert axes.get_xlabel() == "rows dropped"
     assert drops_plot([{"stage": "s", "rows_in": 3, "rows_out": 3, "reasons": []}]) is None
-    from recgpt_data.report import corpus_table
-
-    share = share_plot(corpus_table({"documents": result.tables["documents"]}))
+    share = share_plot(read_tables({"documents": result.tables["documents"]}).table)
     (axes,) = share.axes
     assert [t.get_text() for t in axes.get_yticklabels()] == [SOURCE]
     assert [p.get_width() for p in axes.patches] == [100.0]
@@ -115,15 +113,13 @@ def test_the_report_reads_each_table_once(magazines, tmp_path: Path) -> None:
 def test_demo_plots_name_each_source(demo_corpus: Path, tmp_path: Path) -> None:
     """On the demo (two sources in its shards), the token share per source is each source's share of
     the shards' num_tokens, and the report and the card embed all four plots."""
-    from recgpt_data.report import corpus_table
-
     shards = pl.read_parquet(sorted((demo_corpus / "data" / "pretrain").glob("*.parquet")))
     tokens = dict(shards.group_by("source").agg(pl.col("num_tokens").sum()).iter_rows())
     out = tmp_path / "out"  # a copy: a run, even a cached one, rewrites stats.json of the shared build
     shutil.copytree(demo_corpus, out)
     result = run_spec(load_spec(REPO / "pipelines" / "demo.toml"), out)
     assert set(result.states.values()) == {"cached"}
-    (axes,) = share_plot(corpus_table({"documents": result.tables["documents"]})).axes
+    (axes,) = share_plot(read_tables({"documents": result.tables["documents"]}).table).axes
     shown = dict(zip((t.get_text() for t in axes.get_yticklabels()), (p.get_width() for p in axes.patches)))
     total = sum(tokens.values())
     assert shown == pytest.approx({source: 100 * n / total for source, n in tokens.items()})
