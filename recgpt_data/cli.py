@@ -21,6 +21,7 @@ from recgpt_data.errors import (
     UsageError,
     filesystem_message,
 )
+from recgpt_data.io.storage import location_of
 from recgpt_data.names import shown
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ app = typer.Typer(
     help="Build the RecGPT corpus: ingest raw dumps, run pipeline specs, publish to the Hub.",
 )
 console = Console(stderr=True)
+OUT_HELP = "output folder, or an S3 URL s3://bucket/prefix (default: out/<name>)"
+FOLDER_HELP = "a run's output folder, or its S3 URL"
 
 
 @app.command()
@@ -130,7 +133,7 @@ def parse_vars(values: list[str]) -> dict[str, str]:
 @app.command()
 def run(
     spec: Annotated[Path, typer.Argument(help="pipeline spec (TOML)")],
-    out: Annotated[Path | None, typer.Option("--out", help="output folder (default: out/<name>)")] = None,
+    out: Annotated[str | None, typer.Option("--out", help=OUT_HELP)] = None,
     until: Annotated[str | None, typer.Option(help="stop after this stage")] = None,
     only: Annotated[str | None, typer.Option(help="rerun just this stage, from cached inputs")] = None,
     force: Annotated[bool, typer.Option("--force", help="rerun stages even when their outputs are current")] = False,
@@ -155,12 +158,12 @@ def run(
     from recgpt_data.pipeline.spec import load_spec
 
     loaded = load_spec(spec, parse_vars(var))
-    target = out or default_out(loaded)
+    target = location_of(out) if out else default_out(loaded)
     if sample is not None:
         from recgpt_data.sampling import sample_folder, with_sample
 
         loaded = with_sample(loaded, sample)
-        target = out or Path("out") / sample_folder(loaded.name, sample)
+        target = location_of(out) if out else Path("out") / sample_folder(loaded.name, sample)
     chosen = get_engine(engine, address, workers)
     try:
         with run_progress(console) as progress:
@@ -177,7 +180,7 @@ def run(
 @app.command()
 def status(
     spec: Annotated[Path, typer.Argument(help="pipeline spec (TOML)")],
-    out: Annotated[Path | None, typer.Option("--out", help="output folder (default: out/<name>)")] = None,
+    out: Annotated[str | None, typer.Option("--out", help=OUT_HELP)] = None,
     var: Annotated[
         list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")
     ] = [],  # noqa: B006
@@ -187,7 +190,7 @@ def status(
     from recgpt_data.pipeline.spec import load_spec
 
     loaded = load_spec(spec, parse_vars(var))
-    target = out or default_out(loaded)
+    target = location_of(out) if out else default_out(loaded)
     Console().print(f"{loaded.name} in {target}", markup=False, highlight=False, soft_wrap=True)
     table = Table()
     for column in ("stage", "state", "why"):
@@ -201,7 +204,7 @@ def status(
 @app.command()
 def check(
     spec: Annotated[Path, typer.Argument(help="pipeline spec (TOML)")],
-    out: Annotated[Path | None, typer.Option("--out", help="output folder (default: out/<name>)")] = None,
+    out: Annotated[str | None, typer.Option("--out", help=OUT_HELP)] = None,
     var: Annotated[
         list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")
     ] = [],  # noqa: B006
@@ -212,7 +215,7 @@ def check(
     from recgpt_data.pipeline.spec import load_spec
 
     loaded = load_spec(spec, parse_vars(var))
-    report = preflight(loaded, out or default_out(loaded))
+    report = preflight(loaded, location_of(out) if out else default_out(loaded))
     for note in report.notes:
         console.print(note, markup=False, highlight=False, soft_wrap=True)
     for problem in report.problems:
@@ -225,7 +228,7 @@ def check(
 
 @app.command()
 def gc(
-    out: Annotated[Path, typer.Argument(help="a run's output folder")],
+    out: Annotated[str, typer.Argument(help=FOLDER_HELP)],
     spec: Annotated[Path, typer.Option("--spec", help="the pipeline spec whose current stages are kept")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be deleted, delete nothing")] = False,
     var: Annotated[
@@ -237,7 +240,7 @@ def gc(
     from recgpt_data.pipeline.gc import collect
     from recgpt_data.pipeline.spec import load_spec
 
-    usages = collect(load_spec(spec, parse_vars(var)), out, dry_run=dry_run)
+    usages = collect(load_spec(spec, parse_vars(var)), location_of(out), dry_run=dry_run)
     print(f"{'stage':<24} {'state':<16} {'bytes':>14} {'unneeded bytes':>15} {'files':>7}")
     for usage in usages:
         print(
@@ -249,7 +252,7 @@ def gc(
 
 @app.command()
 def dropped(
-    out: Annotated[Path, typer.Argument(help="a run's output folder")],
+    out: Annotated[str, typer.Argument(help=FOLDER_HELP)],
     stage: Annotated[str | None, typer.Option(help="only this stage")] = None,
     reason: Annotated[str | None, typer.Option(help="only rows dropped for this reason")] = None,
     show: Annotated[int, typer.Option(help="sample rows to print per stage and table")] = 0,
@@ -266,7 +269,7 @@ def dropped(
     from recgpt_data.io.parquet import write_parquet
     from recgpt_data.pipeline.dropped import dropped_rows
 
-    chosen = [d for d in dropped_rows(out, blanked=blanked) if stage is None or d.stage == stage]
+    chosen = [d for d in dropped_rows(location_of(out), blanked=blanked) if stage is None or d.stage == stage]
     table = Table(title=f"rows {'blanked' if blanked else 'dropped'} in {out}")
     for column in ("stage", "table", "reason", "rows"):
         table.add_column(column, justify="right" if column == "rows" else "left")

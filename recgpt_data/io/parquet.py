@@ -10,6 +10,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recgpt_data.io.storage import Location, is_remote, write_bytes
+
 COMPRESSION = "zstd"
 
 
@@ -69,10 +71,7 @@ def write_parquet(frame: pl.DataFrame, path: Path, row_group_size: int = 65536) 
     os.replace(tmp, path)
 
 
-def write_text(text: str, path: Path) -> None:
-    """Write ``text`` to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def write_text(text: str, path: Location) -> None:
+    """Write ``text`` to ``path`` (a local path or an object-store URL) whole (see
+    :func:`recgpt_data.io.storage.write_bytes`)."""
+    write_bytes(text.encode("utf-8"), path if is_remote(path) else Path(path))

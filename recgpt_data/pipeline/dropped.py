@@ -9,14 +9,14 @@ them in the finished stages' success records, in the order the run reported them
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from recgpt_data.errors import UsageError
-from recgpt_data.pipeline.store import STAGES, STATS, Marker, Store
+from recgpt_data.io.storage import join
+from recgpt_data.pipeline.store import STAGES, STATS, Marker, Store, read_json
 from recgpt_data.stage import BLANK_REASON, BLANKED, DROP_REASON, DROPPED
 
 
@@ -50,12 +50,10 @@ def stage_dropped(store: Store, marker: Marker, blanked: bool = False) -> list[D
 def dropped_rows(out: str | Path, blanked: bool = False) -> list[Dropped]:
     """Every table of dropped rows (with ``blanked``, of blanked rows) the finished stages of the
     run in ``out`` kept, in stage order."""
-    out = Path(out)
-    stages = out / STAGES
-    if not stages.is_dir():
-        raise UsageError(f"{out} holds no pipeline run (no {STAGES}/ folder)")
-    stats = out / STATS
-    order = list(json.loads(stats.read_text(encoding="utf-8"))["stages"]) if stats.is_file() else []
     store = Store(out)
+    if not store.has_run():
+        raise UsageError(f"{store.out} holds no pipeline run (no {STAGES}/ folder)")
+    stats = read_json(join(store.out, STATS))
+    order = list(stats["stages"]) if stats is not None else []
     markers = sorted(store.markers(), key=lambda m: (order.index(m.key) if m.key in order else len(order), m.key))
     return [item for marker in markers for item in stage_dropped(store, marker, blanked)]

@@ -13,11 +13,11 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 
 from recgpt_data.errors import UsageError
+from recgpt_data.io.storage import Location
 from recgpt_data.pipeline.store import PartRecord, write_tables
 from recgpt_data.stage import PARTITION_COLUMNS, Context, Params, StageDef
 
@@ -33,7 +33,7 @@ class PartitionTask:
     inputs: dict[str, tuple[str, ...]]
     index: int
     count: int
-    target: Path
+    target: Location
     fingerprint: str
 
 

@@ -28,6 +28,7 @@ import polars as pl
 from recgpt_data.engines import Engine
 from recgpt_data.errors import UsageError
 from recgpt_data.io.lock import folder_lock
+from recgpt_data.io.storage import join, location_of
 from recgpt_data.pipeline.crash import kill_point
 from recgpt_data.pipeline.executor import Executor, Reporter, SilentReporter
 from recgpt_data.pipeline.planner import Plan, PlanError, Planned, plan
@@ -58,7 +59,7 @@ class Runner:
         reporter: Reporter | None = None,
     ):
         self.spec = spec
-        self.out = Path(out)
+        self.out = location_of(out)
         self.plan: Plan = plan(spec)
         self.store = Store(self.out)
         self.reporter = reporter or SilentReporter()
@@ -135,7 +136,7 @@ class Runner:
             spec_dir=self.spec.folder,
             out_dir=self.store.staged(planned.key),
             scratch=self.store.scratch(planned.key),
-            folder=self.out,
+            folder=self.store.final_folder(),
             stages=dict(stats_so_far),
             tokenizer=settings.tokenizer,
             tokenizer_name=settings.tokenizer_name,
@@ -166,7 +167,7 @@ class Runner:
             key,
             planned.definition.heuristic,
             {name: self.store.paths(ref) for name, ref in inputs.items()},
-            {name: [stage_dir / f.path for f in t.files] for name, t in written.items()},
+            {name: [join(stage_dir, f.path) for f in t.files] for name, t in written.items()},
             record["info"],
         )
         record["seconds"] = round(time.perf_counter() - started, 3)
@@ -193,7 +194,7 @@ class Runner:
         """Each stage's state in the output folder, without running anything."""
         self.check_settings()
         statuses = plan_status(self.plan, self.store, self.cache)
-        if self.store.root.is_dir():
+        if self.store.has_run():
             self.cache.save()
         return statuses
 

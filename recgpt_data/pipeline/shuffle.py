@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,13 +21,14 @@ import pyarrow.parquet as pq
 
 from recgpt_data.hashing import bucket
 from recgpt_data.io.parquet import COMPRESSION, write_text
+from recgpt_data.io.storage import Location, join, local_folder, remove_tree, size
 
 BATCH_ROWS = 65_536
 BUFFERED_ROWS = 2_000_000  # across all buckets, before the fullest ones are flushed
 DONE = "_SUCCESS.json"
 
 
-def has_column(files: Sequence[Path], column: str) -> bool:
+def has_column(files: Sequence[Location], column: str) -> bool:
     """Whether a table (its parquet files) has ``column`` to bucket by."""
     return column in pq.read_schema(files[0]).names
 
@@ -39,7 +39,7 @@ def bucket_of(batch: pa.RecordBatch, column: str, count: int) -> np.ndarray:
     return bucket(keys, count).fill_null(0).to_numpy()
 
 
-def table_schema(files: Sequence[Path]) -> pa.Schema:
+def table_schema(files: Sequence[Location]) -> pa.Schema:
     """The schema of the first file that holds rows (an empty bucket may carry null-typed columns)."""
     for path in files:
         if pq.read_metadata(path).num_rows:
@@ -47,13 +47,22 @@ def table_schema(files: Sequence[Path]) -> pa.Schema:
     return pq.read_schema(files[0])
 
 
-def split_by(files: Sequence[Path], column: str, count: int, target: Path) -> list[Path]:
-    """``files`` cut into ``count`` buckets by ``column`` under ``target`` (reused if already there)."""
-    parts = [target / f"part-{index:05d}.parquet" for index in range(count)]
-    if (target / DONE).is_file() and all(p.is_file() for p in parts):
-        return parts
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
+def split_by(files: Sequence[Location], column: str, count: int, target: Location) -> list[Location]:
+    """``files`` cut into ``count`` buckets by ``column`` under ``target`` (reused if already there;
+    on an object store the parts go up first and the record that says they are done last)."""
+    names = [f"part-{index:05d}.parquet" for index in range(count)]
+    if all(size(join(target, name)) is not None for name in [DONE, *names]):
+        return [join(target, name) for name in names]
+    remove_tree(target)
+    with local_folder(target, last=DONE) as folder:
+        cut(files, column, folder, names)
+    return [join(target, name) for name in names]
+
+
+def cut(files: Sequence[Location], column: str, folder: Path, names: Sequence[str]) -> None:
+    """Write the buckets of ``files`` by ``column`` as ``names`` in the local ``folder``, then its record."""
+    count = len(names)
+    parts = [folder / name for name in names]
     schema = table_schema(files)
     writers = [pq.ParquetWriter(p.with_name(p.name + ".tmp"), schema, compression=COMPRESSION) for p in parts]
     buffers: list[list[pa.Table]] = [[] for _ in range(count)]
@@ -84,6 +93,5 @@ def split_by(files: Sequence[Path], column: str, count: int, target: Path) -> li
     for part in parts:
         os.replace(part.with_name(part.name + ".tmp"), part)
     write_text(
-        json.dumps({"sources": [str(f) for f in files], "column": column, "buckets": count}) + "\n", target / DONE
+        json.dumps({"sources": [str(f) for f in files], "column": column, "buckets": count}) + "\n", folder / DONE
     )
-    return parts

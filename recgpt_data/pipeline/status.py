@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from recgpt_data.pipeline.fingerprint import HashCache, digest, raw_inputs, source_sha256
 from recgpt_data.pipeline.planner import Plan, Planned
-from recgpt_data.pipeline.store import Marker, Store, TableRef
+from recgpt_data.pipeline.store import Marker, Store, TableRef, without_attempt
 
 DONE, STALE, MISSING = "done", "stale", "missing"
 
@@ -56,7 +56,10 @@ def stage_fingerprint(
             "partitions": planned.partitions,
             "settings": settings,
             "upstream": {name: ref.fingerprint for name, ref in inputs.items()},
-            "inputs": {name: [f.to_dict() for f in ref.files] for name, ref in inputs.items()},
+            "inputs": {
+                name: [{**f.to_dict(), "path": without_attempt(f.path)} for f in ref.files]
+                for name, ref in inputs.items()
+            },
             "raw": raw_inputs(planned.params, plan.spec.folder, cache),
             "earlier": dict(earlier) if definition.summarises else {},
         }

@@ -14,13 +14,25 @@
 
 Every file is written under a temporary name and renamed, so a run killed at any point leaves no
 partial file visible.
+
+``out`` may be an object-store URL (``s3://bucket/prefix``, :mod:`recgpt_data.io.storage`), where
+nothing is renamed: each object is one PUT of a file finished locally, a stage's table objects get
+attempt-unique keys (``<table>.attempt-<id>.parquet``, ``part-00003.attempt-<id>.parquet``), and
+a stage is complete only once its marker, written last, names the exact keys it owns. Readers only
+read keys a marker or a part record names, so what a dead attempt left is invisible (``recgpt-data
+gc`` deletes it). The stages' own files (staged final-folder files, scratch) stay on local disk in a
+work folder (:func:`work_folder`) and go up when the stage succeeds; the final folder as earlier
+stages left it is mirrored there for the stages that read it (report, card).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
+import re
+import tempfile
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +41,9 @@ from typing import Any
 import polars as pl
 
 from recgpt_data.errors import UsageError
+from recgpt_data.io import storage
 from recgpt_data.io.parquet import write_parquet, write_text
+from recgpt_data.io.storage import Location, is_remote, join, local_file, location_of
 from recgpt_data.pipeline.fingerprint import FileRecord, HashCache, file_sha256
 from recgpt_data.stage import StageOutput
 
@@ -42,6 +56,9 @@ STAGED = "out"  # a stage's final-folder files until it succeeds
 STATS = "stats.json"
 RESERVED = (STATS, STAGES, SCRATCH)  # names of the final folder that stages may not write
 HASH_CACHE = "hash-cache.json"
+MIRROR = "final"  # the work folder's copy of a remote final folder
+WORK_ENV = "RECGPT_WORK_DIR"
+ATTEMPT = re.compile(r"\.attempt-[0-9a-f]{12}(?=\.parquet$)")
 
 
 @dataclass(frozen=True)
@@ -158,69 +175,97 @@ class PartRecord:
         return cls(data["fingerprint"], data["index"], tables, data["stats"], data["seconds"], data["worker"])
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Location) -> Any:
     """A JSON file's value, or ``None`` if it is not there or not JSON (a record never finished)."""
-    if not path.is_file():
+    data = storage.read_bytes(path)
+    if data is None:
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        return json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return None
+
+
+def attempt_name(relative: str) -> str:
+    """``relative`` made unique to this write (``x.parquet`` -> ``x.attempt-<id>.parquet``): on an
+    object store, where nothing is renamed into place, no two attempts ever write the same key."""
+    stem, _, suffix = relative.rpartition(".")
+    return f"{stem}.attempt-{uuid.uuid4().hex[:12]}.{suffix}"
+
+
+def without_attempt(relative: str) -> str:
+    """``relative`` without the attempt id :func:`attempt_name` gave it: what a table file is,
+    whichever attempt wrote it (a fingerprint covers this, its size and its sha256)."""
+    return ATTEMPT.sub("", relative)
 
 
 def write_tables(
     output: StageOutput,
-    folder: Path,
+    folder: Location,
     relative: Callable[[str], str],
     bucket_column: str | None = None,
     after_each: Callable[[], None] | None = None,
 ) -> dict[str, FileRecord]:
     """Write every table a stage's ``output`` holds (its outputs, dropped and blanked rows) under
-    ``folder`` at ``relative(name)``, counting each output table's rows in its stats; a bucket's
-    tables must each have its ``bucket_column``. The one table writer, for whole stages and buckets."""
+    ``folder`` at ``relative(name)`` (with an attempt id on an object store), counting each output
+    table's rows in its stats; a bucket's tables must each have its ``bucket_column``. The one
+    table writer, for whole stages and buckets."""
     written = {}
     for name, frame in output.to_write().items():
         data = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
         if bucket_column is not None and bucket_column not in data.columns:
             raise UsageError(f"its table {name!r} has no {bucket_column} column, which its buckets are cut by")
-        path = folder / relative(name)
-        write_parquet(data, path)
+        key = attempt_name(relative(name)) if is_remote(folder) else relative(name)
+        with local_file(join(folder, key)) as path:
+            write_parquet(data, path)
+            written[name] = FileRecord(key, path.stat().st_size, file_sha256(path))
         if name in output.tables:
             output.stats.rows_out.setdefault(name, data.height)
-        written[name] = FileRecord(relative(name), path.stat().st_size, file_sha256(path))
         if after_each is not None:
             after_each()
     return written
 
 
+def work_folder(out: str) -> Path:
+    """The local folder a run on the object-store folder ``out`` stages its stages' own files in:
+    ``$RECGPT_WORK_DIR``, else one per ``out`` under the system's temporary folder."""
+    base = os.environ.get(WORK_ENV) or Path(tempfile.gettempdir()) / "recgpt-data"
+    return Path(base) / hashlib.sha256(out.encode("utf-8")).hexdigest()[:16]
+
+
 class Store:
-    """The records and files of the run in the output folder ``out``."""
+    """The records and files of the run in the output folder ``out`` (a path or an object-store URL)."""
 
     def __init__(self, out: str | Path):
-        self.out = Path(out)
-        self.root = self.out / STAGES
+        self.out = location_of(out)
+        self.root = join(self.out, STAGES)
+        self.work = work_folder(self.out) if is_remote(self.out) else Path(self.out)
 
-    def stage_dir(self, key: str) -> Path:
-        return self.root / key
+    def stage_dir(self, key: str) -> Location:
+        return join(self.root, key)
 
     def scratch(self, key: str) -> Path:
-        return self.out / SCRATCH / key
+        return self.work / SCRATCH / key
 
     def staged(self, key: str) -> Path:
-        """Where stage ``key`` writes its final-folder files until it succeeds."""
-        return self.stage_dir(key) / STAGED
+        """Where stage ``key`` writes its final-folder files until it succeeds (always local)."""
+        return self.work / STAGES / key / STAGED
 
-    def bucket_cut(self, ref: TableRef, name: str, column: str, count: int) -> Path:
+    def bucket_cut(self, ref: TableRef, name: str, column: str, count: int) -> Location:
         """Where table ``name`` (as ``ref``) is kept cut into ``count`` buckets by ``column``, for a
         partitioned stage that reads it in other buckets than its writer's."""
-        return self.stage_dir(ref.stage) / BUCKETS / f"{name}-{column}-{count}"
+        return join(self.stage_dir(ref.stage), f"{BUCKETS}/{name}-{column}-{count}")
 
     def hash_cache(self) -> HashCache:
-        return HashCache(self.root / HASH_CACHE)
+        return HashCache(self.work / STAGES / HASH_CACHE)
 
-    def paths(self, ref: TableRef) -> list[Path]:
+    def has_run(self) -> bool:
+        """Whether ``out`` holds a run's records at all."""
+        return storage.exists(self.root)
+
+    def paths(self, ref: TableRef) -> list[Location]:
         """A table's files."""
-        return [self.out / f.path for f in ref.files]
+        return [join(self.out, f.path) for f in ref.files]
 
     def scan(self, ref: TableRef) -> pl.LazyFrame:
         """A table as a lazy parquet scan."""
@@ -228,56 +273,54 @@ class Store:
 
     def marker(self, key: str) -> Marker | None:
         """Stage ``key``'s success record, or ``None`` if it has none (or an unreadable one)."""
-        data = read_json(self.stage_dir(key) / MARKER)
+        data = read_json(join(self.stage_dir(key), MARKER))
         return Marker.from_json(data) if data is not None else None
 
     def markers(self) -> list[Marker]:
         """Every success record in the folder, by key."""
-        if not self.root.is_dir():
-            return []
-        found = (self.marker(d.name) for d in sorted(self.root.iterdir()) if d.is_dir())
+        found = (self.marker(key) for key in storage.folders(self.root))
         return [m for m in found if m is not None]
 
     def write_marker(self, marker: Marker) -> None:
         write_text(
-            json.dumps(marker.to_json(), indent=2, ensure_ascii=False) + "\n", self.stage_dir(marker.key) / MARKER
+            json.dumps(marker.to_json(), indent=2, ensure_ascii=False) + "\n",
+            join(self.stage_dir(marker.key), MARKER),
         )
 
     def outputs_present(self, marker: Marker) -> bool:
         """Whether every file a success record lists is still there with its recorded size."""
         stage_dir = self.stage_dir(marker.key)
-        listed = [(stage_dir / f.path, f.size) for t in marker.tables.values() for f in t.files]
-        listed += [(self.out / f.path, f.size) for f in marker.published]
-        return all(path.is_file() and path.stat().st_size == size for path, size in listed)
+        listed = [(join(stage_dir, f.path), f.size) for t in marker.tables.values() for f in t.files]
+        listed += [(join(self.out, f.path), f.size) for f in marker.published]
+        return all(storage.size(path) == size for path, size in listed)
 
-    def part_path(self, key: str, index: int) -> Path:
-        return self.stage_dir(key) / PARTS / f"{index:05d}.json"
+    def part_path(self, key: str, index: int) -> Location:
+        return join(self.stage_dir(key), f"{PARTS}/{index:05d}.json")
 
     def write_part(self, key: str, part: PartRecord) -> None:
         write_text(json.dumps(part.to_json(), indent=2) + "\n", self.part_path(key, part.index))
 
-    def resumable_files(self, key: str, fingerprint: str) -> set[Path]:
+    def resumable_files(self, key: str, fingerprint: str) -> set[Location]:
         """The files of the buckets an unfinished attempt with ``fingerprint`` finished: what a
         resumed run keeps (and gc must not delete)."""
         stage_dir = self.stage_dir(key)
-        keep: set[Path] = set()
+        keep: set[Location] = set()
         for part in self.finished_parts(key, fingerprint).values():
             keep.add(self.part_path(key, part.index))
-            keep.update(stage_dir / f.path for f in part.tables.values())
+            keep.update(join(stage_dir, f.path) for f in part.tables.values())
         return keep
 
     def finished_parts(self, key: str, fingerprint: str) -> dict[int, PartRecord]:
         """Buckets an attempt with ``fingerprint`` finished, whose files are intact."""
         stage_dir = self.stage_dir(key)
         found: dict[int, PartRecord] = {}
-        for path in sorted((stage_dir / PARTS).glob("*.json")):
-            data = read_json(path)
+        records = [name for name in storage.files(join(stage_dir, PARTS)) if name.endswith(".json") and "/" not in name]
+        for name in records:
+            data = read_json(join(stage_dir, f"{PARTS}/{name}"))
             if data is None or data["fingerprint"] != fingerprint:
                 continue
             part = PartRecord.from_json(data)
-            files = [stage_dir / f.path for f in part.tables.values()]
-            sizes = [f.size for f in part.tables.values()]
-            if all(p.is_file() and p.stat().st_size == size for p, size in zip(files, sizes, strict=True)):
+            if all(storage.size(join(stage_dir, f.path)) == f.size for f in part.tables.values()):
                 found[part.index] = part
         return found
 
@@ -286,38 +329,51 @@ class Store:
         An attempt that never finished keeps its finished buckets of the same fingerprint, so the
         run resumes; a finished one being redone (forced, changed, or with files gone) keeps nothing."""
         stage_dir = self.stage_dir(key)
-        keep: set[Path] = set()
+        keep: set[Location] = set()
         if old is not None:
+            storage.remove(join(stage_dir, MARKER))  # first: the stage stops counting as done
             for f in old.published:
-                (self.out / f.path).unlink(missing_ok=True)
-            (stage_dir / MARKER).unlink(missing_ok=True)
+                storage.remove(join(self.out, f.path))
+                if is_remote(self.out):
+                    storage.remove(join(self.work / MIRROR, f.path))
         else:
             keep = self.resumable_files(key, fingerprint)
-        if stage_dir.is_dir():
-            for path in sorted(stage_dir.rglob("*"), reverse=True):
-                if path.is_file() and path not in keep:
-                    path.unlink()
-                elif path.is_dir() and not any(path.iterdir()):
-                    path.rmdir()
-        shutil.rmtree(self.scratch(key), ignore_errors=True)
+        for relative in storage.files(stage_dir):
+            if join(stage_dir, relative) not in keep:
+                storage.remove(join(stage_dir, relative))
+        storage.remove_empty_folders(stage_dir)
+        storage.remove_tree(self.staged(key))
+        storage.remove_tree(self.scratch(key))
 
     def publish(self, key: str) -> list[FileRecord]:
-        """Move the files stage ``key`` wrote for the final folder into place, one atomic rename each."""
+        """Move the files stage ``key`` wrote for the final folder into place: one atomic rename
+        each, or on an object store one PUT each (a copy stays in the work folder's mirror)."""
         staged = self.staged(key)
         published: list[FileRecord] = []
-        if not staged.is_dir():
-            return published
-        for path in sorted(p for p in staged.rglob("*") if p.is_file()):
-            relative = path.relative_to(staged)
-            if relative.parts[0] in RESERVED or path.name.endswith(".tmp"):
+        for relative in storage.files(staged):
+            path = staged / relative
+            if relative.split("/")[0] in RESERVED or path.name.endswith(".tmp"):
                 raise UsageError(f"stage {key} wrote {relative}, a name the runner keeps for itself")
-            record = FileRecord(relative.as_posix(), path.stat().st_size, file_sha256(path))
-            target = self.out / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-            published.append(record)
-        shutil.rmtree(staged)
+            published.append(FileRecord(relative, path.stat().st_size, file_sha256(path)))
+            storage.put(path, join(self.out, relative))
+            if is_remote(self.out):
+                storage.put(path, join(self.work / MIRROR, relative))
+        storage.remove_tree(staged)
         return published
 
+    def final_folder(self) -> Path:
+        """The final folder as the finished stages left it, on local disk: ``out`` itself, or for
+        an object store the work folder's mirror, first fetching what it lacks (a run resumed on
+        another machine)."""
+        if not is_remote(self.out):
+            return Path(self.out)
+        mirror = self.work / MIRROR
+        for marker in self.markers():
+            for f in marker.published:
+                local = join(mirror, f.path)
+                if storage.size(local) != f.size:
+                    storage.download(join(self.out, f.path), local)
+        return mirror
+
     def write_stats(self, document: Mapping[str, Any]) -> None:
-        write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", self.out / STATS)
+        write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", join(self.out, STATS))

@@ -1,0 +1,232 @@
+"""Where a run's files live: a local folder (``pathlib``, written under a temporary name and renamed)
+or an object store named by a URL such as ``s3://bucket/prefix`` (fsspec; s3fs for S3).
+
+A location is a :class:`~pathlib.Path` for a local folder and a ``str`` URL for an object store.
+An object store has no rename and no lock: an object appears whole when its single PUT ends, or
+not at all, so a remote write is one PUT of a file finished locally (:func:`local_file`,
+:func:`local_folder`), and a set of objects counts as complete only once the record that names them
+is written last (see :mod:`recgpt_data.pipeline.store`). Endpoint and credentials come from the
+standard AWS settings (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...), which worker processes
+inherit; polars and pyarrow read ``s3://`` URLs with the same settings.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import fsspec
+from fsspec import AbstractFileSystem
+
+from recgpt_data.errors import UsageError
+from recgpt_data.names import shown
+
+Location = Path | str
+
+
+def is_remote(location: Location) -> bool:
+    """Whether ``location`` is an object-store URL (``s3://...``) rather than a local path."""
+    return isinstance(location, str) and "://" in location
+
+
+def location_of(text: str | Path) -> Location:
+    """A command-line folder as a location: a URL stays text (``Path`` would fold its ``//``)."""
+    return str(text).rstrip("/") if "://" in str(text) else Path(text)
+
+
+def join(root: Location, relative: str) -> Location:
+    """``relative`` (``/``-separated) under ``root``; a part that is empty, ``.`` or ``..`` is
+    refused, so no name, however it was made, leads outside ``root`` (object keys are not resolved
+    like paths, but servers and clients may normalise ``..`` in them)."""
+    parts = relative.split("/")
+    if any(part in ("", ".", "..") or "\\" in part for part in parts):
+        raise UsageError(f"refusing to write {shown(relative, 200)}: it is not a plain path inside {root}")
+    if is_remote(root):
+        return f"{root}/{relative}"
+    return Path(root).joinpath(*parts)
+
+
+def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
+    """The fsspec filesystem of ``url`` (without a listings cache: other processes write too) and
+    the path on it."""
+    return fsspec.core.url_to_fs(url, use_listings_cache=False)
+
+
+def size(location: Location) -> int | None:
+    """A file's size in bytes, or ``None`` where there is no file."""
+    if not is_remote(location):
+        path = Path(location)
+        return path.stat().st_size if path.is_file() else None
+    fs, path = filesystem(location)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return None
+    return info["size"] if info["type"] == "file" else None
+
+
+def read_bytes(location: Location) -> bytes | None:
+    """A file's bytes, or ``None`` where there is no file."""
+    if not is_remote(location):
+        path = Path(location)
+        return path.read_bytes() if path.is_file() else None
+    fs, path = filesystem(location)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        return None
+
+
+def write_bytes(data: bytes, location: Location) -> None:
+    """Write ``data`` to ``location`` whole: locally under a temporary name, then renamed; on an
+    object store in one PUT."""
+    if is_remote(location):
+        fs, path = filesystem(location)
+        fs.pipe_file(path, data)
+        return
+    path = Path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def put(local: Path, location: Location) -> None:
+    """Put the finished local file ``local`` at ``location``: locally a rename (``local`` is gone),
+    on an object store an upload of a copy (one object, multipart above s3fs's block size, visible
+    only once complete; ``local`` stays)."""
+    if not is_remote(location):
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(local, location)
+        return
+    fs, path = filesystem(location)
+    fs.put_file(str(local), path)
+
+
+def download(location: Location, local: Path) -> None:
+    """Copy the file at ``location`` to ``local`` (under a temporary name, then renamed)."""
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(local.name + ".tmp")
+    if is_remote(location):
+        fs, path = filesystem(location)
+        fs.get_file(path, str(tmp))
+    else:
+        shutil.copyfile(location, tmp)
+    os.replace(tmp, local)
+
+
+def files(folder: Location) -> dict[str, int]:
+    """Every file under ``folder`` (recursively): its ``/``-separated path relative to ``folder``
+    and its size, sorted by path; empty where there is no such folder."""
+    if not is_remote(folder):
+        root = Path(folder)
+        if not root.is_dir():
+            return {}
+        found = (p for p in root.rglob("*") if p.is_file())
+        return {p.relative_to(root).as_posix(): p.stat().st_size for p in sorted(found)}
+    fs, path = filesystem(folder)
+    try:
+        listed = fs.find(path, detail=True)
+    except FileNotFoundError:
+        return {}
+    prefix = path.rstrip("/") + "/"
+    return {
+        name[len(prefix) :]: info["size"]
+        for name, info in sorted(listed.items())
+        if name.startswith(prefix) and info["type"] == "file"
+    }
+
+
+def folders(folder: Location) -> list[str]:
+    """The names of the folders directly under ``folder``, sorted (none where it is not there)."""
+    if not is_remote(folder):
+        root = Path(folder)
+        return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    fs, path = filesystem(folder)
+    try:
+        listed = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return []
+    return sorted(info["name"].rstrip("/").rsplit("/", 1)[-1] for info in listed if info["type"] == "directory")
+
+
+def exists(folder: Location) -> bool:
+    """Whether ``folder`` holds anything (an object-store prefix exists only while keys are under it)."""
+    if not is_remote(folder):
+        return Path(folder).is_dir()
+    return bool(files(folder))
+
+
+def remove(location: Location) -> None:
+    """Delete one file, if it is there."""
+    if not is_remote(location):
+        Path(location).unlink(missing_ok=True)
+        return
+    fs, path = filesystem(location)
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        return
+
+
+def remove_tree(folder: Location) -> None:
+    """Delete ``folder`` and everything under it, if it is there."""
+    if not is_remote(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for relative in files(folder):
+        remove(join(folder, relative))
+
+
+def remove_empty_folders(folder: Location) -> None:
+    """Remove ``folder``'s empty sub-folders, deepest first, and ``folder`` itself if it ends empty
+    (an object store has no folders to remove)."""
+    root = Path(folder)
+    if is_remote(folder) or not root.is_dir():
+        return
+    for path in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+        if not any(path.iterdir()):
+            path.rmdir()
+    if not any(root.iterdir()):
+        shutil.rmtree(root)
+
+
+@contextmanager
+def local_file(location: Location, scratch: Path | None = None) -> Iterator[Path]:
+    """A local path to write ``location``'s file at: ``location`` itself locally (the writer renames
+    its own temporary file into place); for an object store a temporary file (under ``scratch``, or
+    the system's temporary folder) uploaded in one PUT when the block ends without an error."""
+    if not is_remote(location):
+        yield Path(location)
+        return
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(suffix=".upload", dir=scratch)
+    os.close(handle)
+    local = Path(name)
+    try:
+        yield local
+        put(local, location)
+    finally:
+        local.unlink(missing_ok=True)
+
+
+@contextmanager
+def local_folder(location: Location, last: str | None = None) -> Iterator[Path]:
+    """A local folder to fill with ``location``'s files: ``location`` itself locally; for an object
+    store a temporary folder whose files are uploaded when the block ends without an error, the
+    file named ``last`` (a completion record) after all the others."""
+    if not is_remote(location):
+        Path(location).mkdir(parents=True, exist_ok=True)
+        yield Path(location)
+        return
+    with tempfile.TemporaryDirectory(prefix="recgpt-upload-") as name:
+        local = Path(name)
+        yield local
+        written = sorted(files(local), key=lambda relative: relative == last)
+        for relative in written:
+            put(local / relative, join(location, relative))
