@@ -12,6 +12,7 @@ inherit; polars and pyarrow read ``s3://`` URLs with the same settings.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -117,6 +118,41 @@ def download(location: Location, local: Path) -> None:
     else:
         shutil.copyfile(location, tmp)
     os.replace(tmp, local)
+
+
+def version(location: Location) -> str:
+    """What changes whenever ``location``'s bytes do: the ETag on an object store, the mtime locally."""
+    if not is_remote(location):
+        return str(Path(location).stat().st_mtime_ns)
+    fs, path = filesystem(location)
+    return str(fs.info(path).get("ETag", ""))
+
+
+def sha256(location: Location) -> str:
+    """sha256 of a file's bytes, streamed in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with fsspec.open(str(location), "rb") as handle:
+        while block := handle.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def localise(location: Location, folder: Path) -> Path:
+    """A local path to read ``location`` at: a local path itself; for a URL, a copy in ``folder``
+    under the URL's last name of the object there or of every object under it (so that names read
+    off the path, a dataset's folder or file name, stay what they are at the source)."""
+    if not is_remote(location):
+        return Path(location)
+    target = folder / location.rstrip("/").rsplit("/", 1)[-1]
+    if size(location) is not None:
+        download(location, target)
+        return target
+    listed = files(location)
+    if not listed:
+        raise UsageError(f"no such file or folder: {shown(location, 200)}")
+    for relative in listed:
+        download(join(location, relative), join(target, relative))
+    return target
 
 
 def files(folder: Location) -> dict[str, int]:

@@ -25,11 +25,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from recgpt_data.io import storage
 from recgpt_data.io.parquet import write_text
+from recgpt_data.io.storage import sha256 as file_sha256
 from recgpt_data.pipeline.spec import DEMO_DIR, resolve_path
 from recgpt_data.stage import RawPathField
-
-CHUNK = 1 << 20
 
 
 def canonical_json(value: Any) -> str:
@@ -40,15 +40,6 @@ def canonical_json(value: Any) -> str:
 def digest(value: Any) -> str:
     """sha256 of ``value``'s canonical JSON."""
     return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def imported_modules(path: Path, package: str) -> set[str]:
@@ -139,6 +130,17 @@ class HashCache:
         self.dirty = True
         return sha
 
+    def remote_sha256(self, url: str) -> str:
+        """sha256 of an object, remembered by its URL, size and ETag."""
+        key, tag = url, [storage.size(url), storage.version(url)]
+        hit = self.entries.get(key)
+        if hit and hit[:2] == tag:
+            return hit[2]
+        sha = storage.sha256(url)
+        self.entries[key] = [*tag, sha]
+        self.dirty = True
+        return sha
+
     def save(self) -> None:
         if self.dirty:
             write_text(json.dumps(self.entries, sort_keys=True) + "\n", self.path)
@@ -187,10 +189,16 @@ def declared_paths(params: BaseModel) -> list[str]:
 
 def raw_inputs(params: BaseModel, spec_dir: Path, cache: HashCache) -> list[dict[str, Any]]:
     """The manifest of the raw files the parameters declared raw paths name (relative to the spec,
-    or ``demo:``): each file, or every file under each folder, sorted, with size and sha256."""
+    ``demo:``, or an object-store URL): each file, or every file under each folder, sorted, with
+    size and sha256."""
     files: dict[Path, None] = {}
+    objects: dict[str, None] = {}
     for value in declared_paths(params):
         if not value:
+            continue
+        if storage.is_remote(value):
+            single = storage.size(value) is not None
+            objects.update(dict.fromkeys([value] if single else [storage.join(value, f) for f in storage.files(value)]))
             continue
         path = resolve_path(value, spec_dir)
         if path.is_file():
@@ -198,7 +206,8 @@ def raw_inputs(params: BaseModel, spec_dir: Path, cache: HashCache) -> list[dict
         elif path.is_dir():
             for child in sorted(p for p in path.rglob("*") if p.is_file()):
                 files[child.resolve()] = None
-    return [{"path": display_path(f), "size": f.stat().st_size, "sha256": cache.sha256(f)} for f in sorted(files)]
+    local = [{"path": display_path(f), "size": f.stat().st_size, "sha256": cache.sha256(f)} for f in sorted(files)]
+    return local + [{"path": u, "size": storage.size(u), "sha256": cache.remote_sha256(u)} for u in sorted(objects)]
 
 
 def display_path(path: Path) -> str:

@@ -14,17 +14,20 @@ Kept, per stage of the spec:
 Deleted: everything else under ``.stages/<key>/`` (bucket cuts for other bucket counts, files of
 unfinished attempts under other fingerprints, staged final-folder files of a killed run), folders of
 stages the spec no longer has, and all of ``.scratch/``. The runner's hash cache and lock stay.
+
+On an object store (``s3://...``) the same rules find the objects of dead attempts: table and part
+objects under attempt-unique keys that no success record or part record names.
 """
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from recgpt_data.errors import UsageError
+from recgpt_data.io import storage
 from recgpt_data.io.lock import LOCK_FILE, folder_lock
+from recgpt_data.io.storage import Location, join
 from recgpt_data.pipeline.planner import Planned
 from recgpt_data.pipeline.runner import Runner
 from recgpt_data.pipeline.shuffle import has_column
@@ -44,19 +47,16 @@ class StageUsage:
     key: str
     state: str
     bytes: int = 0
-    unneeded: list[Path] = field(default_factory=list)
+    unneeded: list[Location] = field(default_factory=list)
     unneeded_bytes: int = 0
 
 
-def file_bytes(paths: Iterable[Path]) -> int:
-    return sum(p.stat().st_size for p in paths)
+def files_under(folder: Location) -> dict[Location, int]:
+    """Every file under ``folder`` and its size."""
+    return {join(folder, relative): size for relative, size in storage.files(folder).items()}
 
 
-def files_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
-
-
-def needed_cuts(store: Store, planned: Planned, tables: dict[str, TableRef]) -> set[Path]:
+def needed_cuts(store: Store, planned: Planned, tables: dict[str, TableRef]) -> set[Location]:
     """The bucket cuts partitioned stage ``planned`` reads: its input tables written in other
     buckets than its own, which the executor cuts into ``<writer>/_buckets/<table>-<column>-<count>``."""
     if planned.partitions is None:
@@ -72,10 +72,10 @@ def needed_cuts(store: Store, planned: Planned, tables: dict[str, TableRef]) -> 
     return cuts
 
 
-def needed_files(runner: Runner, states: dict[str, str]) -> set[Path]:
+def needed_files(runner: Runner, states: dict[str, str]) -> set[Location]:
     """Every file under ``.stages/`` that a stage of the spec needs, by the rules of the module."""
     store = runner.store
-    keep: set[Path] = set()
+    keep: set[Location] = set()
     tables: dict[str, TableRef] = {}
     earlier: dict[str, str] = {}
     for planned in runner.planned:
@@ -83,10 +83,10 @@ def needed_files(runner: Runner, states: dict[str, str]) -> set[Path]:
         marker = store.marker(planned.key)
         state = states[planned.key]
         if marker is not None:
-            keep.add(stage_dir / MARKER)
+            keep.add(join(stage_dir, MARKER))
         if state == "done" and marker is not None:
-            keep.update(stage_dir / f.path for t in marker.tables.values() for f in t.files)
-            keep.update(files_under(stage_dir / PARTS))
+            keep.update(join(stage_dir, f.path) for t in marker.tables.values() for f in t.files)
+            keep.update(files_under(join(stage_dir, PARTS)))
         if state in ("done", "missing"):
             for cut in needed_cuts(store, planned, tables):
                 keep.update(files_under(cut))
@@ -99,47 +99,47 @@ def needed_files(runner: Runner, states: dict[str, str]) -> set[Path]:
     return keep
 
 
-def survey(spec: PipelineSpec, out: Path) -> list[StageUsage]:
+def usage(key: str, state: str, listed: Mapping[Location, int], keep: set[Location]) -> StageUsage:
+    """A folder's usage from its files and sizes: those not in ``keep`` are unneeded."""
+    unneeded = [path for path in listed if path not in keep]
+    return StageUsage(key, state, sum(listed.values()), unneeded, sum(listed[p] for p in unneeded))
+
+
+def survey(spec: PipelineSpec, out: Location) -> list[StageUsage]:
     """Each folder under ``out/.stages`` and the scratch: state for ``spec``, bytes, unneeded files."""
-    if not (out / STAGES).is_dir():
-        raise UsageError(f"{out} holds no run of a pipeline (no {STAGES}/ folder)")
     runner = Runner(spec, out)
+    store = runner.store
+    if not store.has_run():
+        raise UsageError(f"{store.out} holds no run of a pipeline (no {STAGES}/ folder)")
     states = {status.key: status.state for status in runner.status()}
     keep = needed_files(runner, states)
-    usages = []
-    folders = sorted(p for p in (out / STAGES).iterdir() if p.is_dir())
-    for folder in [*folders, out / SCRATCH]:
-        files = files_under(folder)
-        state = "scratch" if folder.name == SCRATCH else states.get(folder.name, "not in the spec")
-        unneeded = [p for p in files if p not in keep]
-        usages.append(StageUsage(folder.name, state, file_bytes(files), unneeded, file_bytes(unneeded)))
-    loose = [p for p in (out / STAGES).iterdir() if p.is_file() and p.name not in RUNNER_FILES]
+    usages = [
+        usage(key, states.get(key, "not in the spec"), files_under(store.stage_dir(key)), keep)
+        for key in storage.folders(store.root)
+    ]
+    usages.append(usage(SCRATCH, "scratch", files_under(store.work / SCRATCH), keep))
+    loose = {
+        join(store.root, name): size
+        for name, size in storage.files(store.root).items()
+        if "/" not in name and name not in RUNNER_FILES
+    }
     if loose:
-        usages.append(StageUsage("(loose files)", "not the runner's", file_bytes(loose), loose, file_bytes(loose)))
+        usages.append(usage("(loose files)", "not the runner's", loose, set()))
     return usages
 
 
-def collect(spec: PipelineSpec, out: Path, dry_run: bool = False) -> list[StageUsage]:
+def collect(spec: PipelineSpec, out: Location, dry_run: bool = False) -> list[StageUsage]:
     """Survey ``out`` for ``spec`` and, unless ``dry_run``, delete what no current stage needs,
     holding the folder's lock so that no run is writing meanwhile."""
     if dry_run:
         return survey(spec, out)
     with folder_lock(out):
         usages = survey(spec, out)
-        for usage in usages:
-            for path in usage.unneeded:
-                path.unlink()
-        for folder in [p for p in (out / STAGES).iterdir() if p.is_dir()] + [out / SCRATCH]:
-            remove_empty_folders(folder)
+        for found in usages:
+            for path in found.unneeded:
+                storage.remove(path)
+        store = Store(out)
+        for key in storage.folders(store.root):
+            storage.remove_empty_folders(store.stage_dir(key))
+        storage.remove_empty_folders(store.work / SCRATCH)
     return usages
-
-
-def remove_empty_folders(folder: Path) -> None:
-    """Remove ``folder``'s empty sub-folders, deepest first, and ``folder`` itself if it ends empty."""
-    if not folder.is_dir():
-        return
-    for path in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
-        if not any(path.iterdir()):
-            path.rmdir()
-    if not any(folder.iterdir()):
-        shutil.rmtree(folder)

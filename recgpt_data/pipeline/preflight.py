@@ -22,6 +22,7 @@ from typing import Any
 
 from recgpt_data.errors import UsageError
 from recgpt_data.ingest import InputFile, canonical_batch, resolve_files
+from recgpt_data.io import storage
 from recgpt_data.io.streams import LineBlocks
 from recgpt_data.pipeline.fingerprint import declared_paths
 from recgpt_data.pipeline.planner import Planned, plan_stages, resolve_settings, unmade_datasets, unread_tables
@@ -48,7 +49,7 @@ class Preflight:
     input_bytes: int = 0
 
 
-def preflight(spec: PipelineSpec, out: Path) -> Preflight:
+def preflight(spec: PipelineSpec, out: storage.Location) -> Preflight:
     """Check ``spec`` and its inputs, and the output folder ``out``, without running anything."""
     report = Preflight()
     for planned in check_plan(spec, report):
@@ -78,6 +79,13 @@ def check_paths(key: str, paths: list[str], folder: Path, report: Preflight) -> 
     under it can be read; the bytes of those files."""
     total = 0
     for value in paths:
+        if storage.is_remote(value):
+            single = storage.size(value)
+            listed = {"": single} if single is not None else storage.files(value)
+            if not listed:
+                report.problems.append(f"stage {key}: no such file or folder: {value}")
+            total += sum(listed.values())
+            continue
         path = resolve_path(value, folder)
         if not path.exists():
             report.problems.append(f"stage {key}: no such file or folder: {value}")
@@ -93,10 +101,15 @@ def check_paths(key: str, paths: list[str], folder: Path, report: Preflight) -> 
     return total
 
 
-def check_source(key: str, source_params: dict[str, Any], folder: Path, out: Path, report: Preflight) -> None:
+def check_source(
+    key: str, source_params: dict[str, Any], folder: Path, out: storage.Location, report: Preflight
+) -> None:
     """The files of one ingest source resolve (of its format, safe dataset names) and the first
     records of each are read by its own reader, at least one kept."""
     label = f"stage {key}, source {source_params['format']}"
+    if any(storage.is_remote(p) for p in source_params["paths"]):
+        report.notes.append(f"{label}: inputs on an object store are read, not sniffed, when the stage runs")
+        return
     paths = [resolve_path(p, folder) for p in source_params["paths"]]
     if not all(p.exists() for p in paths):
         return  # already a problem of check_paths
@@ -148,9 +161,12 @@ def nearest_folder(path: Path) -> Path:
     return path
 
 
-def check_disk(out: Path, input_bytes: int, factor: float, report: Preflight) -> None:
+def check_disk(out: storage.Location, input_bytes: int, factor: float, report: Preflight) -> None:
     """``out`` is (or can be made) a writable folder with room for ``factor`` x the input bytes,
-    less what a previous run already wrote there."""
+    less what a previous run already wrote there (an object store is not measured)."""
+    if storage.is_remote(out):
+        report.notes.append(f"disk: {out} is on an object store; its space is not checked")
+        return
     if out.exists() and not out.is_dir():
         report.problems.append(f"output folder {out} is a file")
         return

@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recgpt_data.errors import UsageError
+from recgpt_data.io.storage import Location, is_remote
 from recgpt_data.names import SafeName
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
@@ -126,6 +127,11 @@ def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None) -> P
     if len(set(keys)) != len(keys):
         raise UsageError(f"{path}: a stage appears twice; give one an `id`")
     return spec
+
+
+def resolve_input(value: str, base: Path) -> Location:
+    """A spec path that may also be an object-store URL (``s3://bucket/raw/...``), kept as text."""
+    return value if is_remote(value) else resolve_path(value, base)
 
 
 def resolve_path(value: str, base: Path) -> Path:

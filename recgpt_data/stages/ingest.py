@@ -11,8 +11,9 @@ from pydantic import Field, field_validator
 
 from recgpt_data import schema as canonical
 from recgpt_data.ingest import IngestSummary, missing_items, read_rejects, resolve_files, write_ingest
+from recgpt_data.io.storage import localise
 from recgpt_data.names import DatasetName
-from recgpt_data.pipeline.spec import resolve_path
+from recgpt_data.pipeline.spec import resolve_input
 from recgpt_data.sampling import split_sample
 from recgpt_data.sources import get_source
 from recgpt_data.stage import Context, Drops, Params, RawPath, StageOutput, StageStats, stage
@@ -72,7 +73,11 @@ def ingest_stage(tables: Mapping[str, pl.LazyFrame], params: IngestParams, ctx: 
     read: list[IngestSummary] = []
     drops = Drops()
     for index, spec in enumerate(params.sources):
-        roots = [(resolve_path(p, ctx.spec_dir), p) for p in spec.paths]
+        raw = ctx.scratch / "raw"  # where inputs on an object store are copied to be read
+        roots = [
+            (localise(resolve_input(p, ctx.spec_dir), raw / f"{index:02d}-{i:02d}"), p)
+            for i, p in enumerate(spec.paths)
+        ]
         paths = [resolved for resolved, _ in roots]
         out = ctx.scratch / f"{index:02d}-{spec.format}"
         source = get_source(spec.format)

@@ -1,0 +1,193 @@
+"""Object storage: runs whose output folder (and raw inputs) are ``s3://`` URLs, against a real S3
+API server (moto's standalone server on 127.0.0.1, dummy credentials, its endpoint through
+``AWS_ENDPOINT_URL``). Every final-folder object and every stage table object must be the same
+bytes as the local build of the same spec (the ``demo_corpus`` fixture); a run killed with SIGKILL
+mid-stage leaves nothing that looks complete and resumes to the same bytes; the lock refuses a
+second writer; names never lead outside the prefix."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+import s3fs
+from conftest import CLI, REPO, folder_digests
+from moto.server import ThreadedMotoServer
+
+from recgpt_data.errors import UsageError
+from recgpt_data.io.lock import folder_lock
+from recgpt_data.io.storage import join
+from recgpt_data.pipeline.partition import part_name
+from recgpt_data.pipeline.store import MARKER, Store, without_attempt, write_tables
+from recgpt_data.stage import StageOutput, StageStats
+
+BUCKET = "recgpt-test"
+DEMO_SPEC = REPO / "pipelines" / "demo.toml"
+DEMO_DATA = REPO / "recgpt_data" / "demo"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A bucket on a fresh moto server on a free loopback port; the AWS settings point at it
+    (for this process and the CLI processes it starts) while the module's tests run."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    settings = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "RECGPT_WORK_DIR": str(tmp_path_factory.mktemp("work")),
+    }
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in settings.items():
+                patch.setenv(name, value)
+            s3fs.S3FileSystem(skip_instance_cache=True).mkdir(BUCKET)
+            yield f"s3://{BUCKET}"
+    finally:
+        server.stop()
+
+
+def client() -> s3fs.S3FileSystem:
+    return s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
+
+
+def cli(*args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    """``recgpt-data ARGS`` in a fresh process, with the module's S3 settings."""
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    env.pop("RECGPT_KILL_AT", None)
+    if kill_at:
+        env["RECGPT_KILL_AT"] = kill_at
+    return subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def objects(url: str) -> dict[str, bytes]:
+    """Every object under ``url``: its key relative to ``url`` and its bytes."""
+    fs = client()
+    prefix = url.removeprefix("s3://")
+    return {key[len(prefix) + 1 :]: fs.cat_file(key) for key in sorted(fs.find(prefix))}
+
+
+def assert_same_build(url: str, local: Path) -> None:
+    """The build at ``url`` holds the local build's final folder and stage tables, byte for byte."""
+    remote = objects(url)
+    final = {
+        key: hashlib.sha256(data).hexdigest()
+        for key, data in remote.items()
+        if not key.startswith(".") and key != "stats.json"
+    }
+    assert final == folder_digests(local)
+    stages = sorted(p.parent.name for p in (local / ".stages").glob(f"*/{MARKER}"))
+    assert stages == sorted(json.loads(remote["stats.json"])["stages"])
+    for key in stages:
+        mine = json.loads((local / ".stages" / key / MARKER).read_text())
+        theirs = json.loads(remote[f".stages/{key}/{MARKER}"])
+        assert theirs["published"] == mine["published"]
+        assert theirs["tables"].keys() == mine["tables"].keys()
+        for name, table in mine["tables"].items():
+            paths = [f["path"] for f in theirs["tables"][name]["files"]]
+            assert [without_attempt(p) for p in paths] == [f["path"] for f in table["files"]]
+            assert all(p != without_attempt(p) for p in paths)  # attempt-unique keys
+            for path, f in zip(paths, table["files"], strict=True):
+                assert remote[f".stages/{key}/{path}"] == (local / ".stages" / key / f["path"]).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def raw_spec(s3: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo spec with its raw inputs read from ``s3://.../raw/`` (the bundled files uploaded)."""
+    fs = client()
+    for path in sorted(p for p in DEMO_DATA.rglob("*") if p.is_file() and p.suffix != ".md"):
+        fs.put_file(str(path), f"{BUCKET}/raw/{path.relative_to(DEMO_DATA).as_posix()}")
+    text = DEMO_SPEC.read_text(encoding="utf-8")
+    assert text.count('"demo:') == 3
+    spec = tmp_path_factory.mktemp("spec") / "demo.toml"
+    spec.write_text(text.replace('"demo:', f'"{s3}/raw/'), encoding="utf-8")
+    return spec
+
+
+def test_demo_built_on_s3_is_the_local_build(s3: str, demo_corpus: Path) -> None:
+    out = f"{s3}/runs/demo"
+    done = cli("run", str(DEMO_SPEC), "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert_same_build(out, demo_corpus)
+
+
+def test_killed_stage_on_s3_looks_unfinished_and_resumes_from_raw_on_s3(
+    s3: str, raw_spec: Path, demo_corpus: Path
+) -> None:
+    """Raw inputs on S3 too; ``hold_out`` (two user buckets) is killed after its first bucket."""
+    out = f"{s3}/runs/resumed"
+    killed = cli("run", str(raw_spec), "--out", out, kill_at="stage:hold_out:mid")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = objects(out)
+    assert f".stages/hold_out/{MARKER}" not in left
+    assert list(json.loads(left["stats.json"])["stages"]) == [
+        "ingest",
+        "clean_items",
+        "clean",
+        "langid",
+        "dedup",
+        "p5_benchmark",
+    ]
+    assert "README.md" not in left and "data/pretrain" not in {k.rsplit("/", 1)[0] for k in left}
+    assert ".stages/lock" in left  # the killed run's lock, which the rerun on this host takes over
+    record = json.loads(left[".stages/hold_out/_parts/00000.json"])
+    assert ".stages/hold_out/_parts/00001.json" not in left
+    resumed = cli("run", str(raw_spec), "--out", out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(objects(out)[".stages/hold_out/_parts/00000.json"])["tables"] == record["tables"]
+    assert ".stages/lock" not in objects(out)
+    assert_same_build(out, demo_corpus)
+
+
+def test_gc_deletes_what_a_dead_attempt_left(s3: str) -> None:
+    out = f"{s3}/runs/dead"
+    killed = cli("run", str(DEMO_SPEC), "--out", out, "--until", "ingest", kill_at="stage:ingest:mid")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = [k for k in objects(out) if k.startswith(".stages/ingest/")]
+    assert len(left) == 1 and left[0].endswith(".parquet")  # its first table, named by no record
+    swept = cli("gc", out, "--spec", str(DEMO_SPEC))
+    assert swept.returncode == 0, swept.stderr
+    assert [k for k in objects(out) if k.startswith(".stages/")] == []
+
+
+def test_lock_refuses_a_second_writer(s3: str) -> None:
+    out = f"{s3}/runs/locked"
+    with folder_lock(out):
+        with pytest.raises(UsageError, match="another run"), folder_lock(out):
+            pass
+        refused = cli("run", str(DEMO_SPEC), "--out", out)
+        assert refused.returncode != 0
+        assert "another run" in refused.stderr
+    assert objects(out) == {}
+
+
+def test_a_live_writer_elsewhere_keeps_its_lock(s3: str) -> None:
+    out = f"{s3}/runs/elsewhere"
+    lock = {".stages/lock": json.dumps({"holder": "build-host-7:4242"}).encode()}
+    client().pipe_file(f"{BUCKET}/runs/elsewhere/.stages/lock", lock[".stages/lock"])
+    with pytest.raises(UsageError, match="build-host-7:4242"), folder_lock(out):
+        pass
+    assert objects(out) == lock
+
+
+@pytest.mark.parametrize("name", ["..", "../escaped", "a/../../escaped", "a//b", "./a"])
+def test_names_cannot_leave_the_prefix(s3: str, name: str) -> None:
+    store = Store(f"{s3}/runs/escape")
+    with pytest.raises(UsageError, match="not a plain path"):
+        store.stage_dir(name)
+    frame = pl.DataFrame({"user_id": ["u1"]})
+    with pytest.raises(UsageError, match="not a plain path"):
+        write_tables(StageOutput({name: frame}, StageStats()), store.stage_dir("ok"), lambda t: part_name(t, 0))
+    with pytest.raises(UsageError, match="not a plain path"):
+        join(store.out, name)
+    assert [k for k in client().find(BUCKET) if "escaped" in k or k.startswith(f"{BUCKET}/runs/escape")] == []
