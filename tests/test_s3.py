@@ -61,9 +61,12 @@ def client() -> s3fs.S3FileSystem:
     return s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
 
 
-def cli(*args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    """``recgpt-data ARGS`` in a fresh process, with the module's S3 settings."""
+def cli(*args: str, kill_at: str | None = None, work: Path | None = None) -> subprocess.CompletedProcess:
+    """``recgpt-data ARGS`` in a fresh process, with the module's S3 settings (and ``work`` as
+    its local work folder, as a run on another machine would have)."""
     env = {**os.environ, "MPLBACKEND": "Agg"}
+    if work is not None:
+        env["RECGPT_WORK_DIR"] = str(work)
     env.pop("RECGPT_KILL_AT", None)
     if kill_at:
         env["RECGPT_KILL_AT"] = kill_at
@@ -119,12 +122,17 @@ def test_demo_built_on_s3_is_the_local_build(s3: str, demo_corpus: Path) -> None
     done = cli("run", str(DEMO_SPEC), "--out", out)
     assert done.returncode == 0, done.stderr
     assert_same_build(out, demo_corpus)
+    shown = cli("status", str(DEMO_SPEC), "--out", out)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("│ done ") == 15  # every stage current: a rerun would skip them all
 
 
 def test_killed_stage_on_s3_looks_unfinished_and_resumes_from_raw_on_s3(
-    s3: str, raw_spec: Path, demo_corpus: Path
+    s3: str, raw_spec: Path, demo_corpus: Path, tmp_path: Path
 ) -> None:
-    """Raw inputs on S3 too; ``hold_out`` (two user buckets) is killed after its first bucket."""
+    """Raw inputs on S3 too; ``hold_out`` (two user buckets) is killed after its first bucket, and
+    the run resumed with an empty work folder, as on another machine (``report`` and ``card`` read
+    the benchmarks' files that ``p5_benchmark`` published before the kill)."""
     out = f"{s3}/runs/resumed"
     killed = cli("run", str(raw_spec), "--out", out, kill_at="stage:hold_out:mid")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -142,8 +150,9 @@ def test_killed_stage_on_s3_looks_unfinished_and_resumes_from_raw_on_s3(
     assert ".stages/lock" in left  # the killed run's lock, which the rerun on this host takes over
     record = json.loads(left[".stages/hold_out/_parts/00000.json"])
     assert ".stages/hold_out/_parts/00001.json" not in left
-    resumed = cli("run", str(raw_spec), "--out", out)
+    resumed = cli("run", str(raw_spec), "--out", out, work=tmp_path / "elsewhere")
     assert resumed.returncode == 0, resumed.stderr
+    assert len(list((tmp_path / "elsewhere").glob("*/final/eval/*/summary.json"))) == 2  # fetched, not rebuilt
     assert json.loads(objects(out)[".stages/hold_out/_parts/00000.json"])["tables"] == record["tables"]
     assert ".stages/lock" not in objects(out)
     assert_same_build(out, demo_corpus)
