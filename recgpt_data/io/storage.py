@@ -232,16 +232,14 @@ def remove_empty_folders(folder: Location) -> None:
 
 
 @contextmanager
-def local_file(location: Location, scratch: Path | None = None) -> Iterator[Path]:
+def local_file(location: Location) -> Iterator[Path]:
     """A local path to write ``location``'s file at: ``location`` itself locally (the writer renames
-    its own temporary file into place); for an object store a temporary file (under ``scratch``, or
-    the system's temporary folder) uploaded in one PUT when the block ends without an error."""
+    its own temporary file into place); for an object store a temporary file (in the system's
+    temporary folder, ``TMPDIR``) uploaded in one PUT when the block ends without an error."""
     if not is_remote(location):
         yield Path(location)
         return
-    if scratch is not None:
-        scratch.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(suffix=".upload", dir=scratch)
+    handle, name = tempfile.mkstemp(suffix=".upload")
     os.close(handle)
     local = Path(name)
     try:
