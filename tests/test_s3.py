@@ -156,6 +156,10 @@ def test_killed_stage_on_s3_looks_unfinished_and_resumes_from_raw_on_s3(
     assert json.loads(objects(out)[".stages/hold_out/_parts/00000.json"])["tables"] == record["tables"]
     assert ".stages/lock" not in objects(out)
     assert_same_build(out, demo_corpus)
+    stats = json.loads(objects(out)["stats.json"])
+    local = json.loads((demo_corpus / "stats.json").read_text())
+    named = [[f["file"] for s in d["stages"]["ingest"]["info"]["sources"] for f in s["files"]] for d in (stats, local)]
+    assert named[0] == [name.replace("demo:", f"{s3}/raw/") for name in named[1]]  # as the spec declares them
 
 
 def test_gc_deletes_what_a_dead_attempt_left(s3: str) -> None:
