@@ -194,7 +194,11 @@ def exists(folder: Location) -> bool:
     """Whether ``folder`` holds anything (an object-store prefix exists only while keys are under it)."""
     if not is_remote(folder):
         return Path(folder).is_dir()
-    return bool(files(folder))
+    fs, path = filesystem(folder)
+    try:
+        return bool(fs.ls(path))  # one level: a listing of the whole tree is not needed
+    except FileNotFoundError:
+        return False
 
 
 def remove(location: Location) -> None:
