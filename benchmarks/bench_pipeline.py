@@ -71,7 +71,7 @@ def naive(path: Path, buckets: int) -> list[pl.DataFrame]:
 
 def cut_once(path: Path, buckets: int, target: Path) -> list[pl.DataFrame]:
     """One streaming pass cuts the table; every bucket reads its own part."""
-    return [pl.read_parquet(part) for part in split_by([path], "user_id", buckets, target)]
+    return [pl.read_parquet(list(pieces)) for pieces in split_by([path], "user_id", buckets, target)]
 
 
 def timed(label: str, call):

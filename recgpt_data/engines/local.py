@@ -1,5 +1,6 @@
-"""The default engine: the buckets of a partitioned stage run on this machine, one after another in
-this process (one worker, the default), or side by side in a pool of worker processes.
+"""The default engine: a run's tasks (whole stages, buckets, bucket cuts) run on this machine, one
+after another in this process (one worker, the default), or side by side in a pool of worker
+processes.
 
 Worker processes are started with ``spawn`` (polars is not safe to fork) and share the cores: each
 gets ``threads`` of them and, before polars, numba or tokenizers is imported in it, bounds those
@@ -22,7 +23,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
-from recgpt_data.engines import WorkerCrash
+from recgpt_data.engines import WorkerCrash, thread_environment
 from recgpt_data.errors import UsageError
 
 T = TypeVar("T")
@@ -36,16 +37,6 @@ def available_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-def thread_environment(threads: int) -> dict[str, str]:
-    """The variables that bound polars, numba and tokenizers (rayon) to ``threads`` threads each."""
-    return {
-        "POLARS_MAX_THREADS": str(threads),
-        "NUMBA_NUM_THREADS": str(threads),
-        "RAYON_NUM_THREADS": str(threads),
-        "TOKENIZERS_PARALLELISM": "true" if threads > 1 else "false",
-    }
 
 
 def start_worker(threads: int) -> None:
@@ -97,6 +88,7 @@ class LocalEngine:
         if workers < 1:
             raise UsageError(f"--workers must be at least 1, got {workers}")
         self.workers = workers
+        self.in_process = workers == 1
         self.threads = threads or max(1, available_cores() // workers)
         self.pool: ProcessPoolExecutor | None = None
 

@@ -1,4 +1,11 @@
-"""The Ray engine: each bucket of a partitioned stage is one Ray task.
+"""The Ray engine: each of a run's tasks (a whole stage, a bucket of a partitioned stage, a piece of
+a bucket cut, a prepare step's task) is one Ray task.
+
+Every task declares the CPUs it uses (``--task-cpus``, default 1) and, where given, its memory
+(``--task-memory``), so that Ray places no more tasks on a node than it has room for; and it runs
+with polars, numba and tokenizers bounded to that many threads (the variables the local engine sets
+in its workers, passed as the task's ``runtime_env``). Tasks are spread over the nodes, and one lost
+with its node is retried twice elsewhere.
 
 Workers need the same ``recgpt-data`` version installed and the output folder on a file system that
 every node mounts at the same path (NFS, Lustre, a FUSE-mounted bucket): a task reads its inputs and
@@ -20,6 +27,8 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from recgpt_data.engines import thread_environment
+from recgpt_data.engines.local import bounded_call
 from recgpt_data.errors import UsageError
 
 T = TypeVar("T")
@@ -27,6 +36,7 @@ R = TypeVar("R")
 PROBE_SECONDS = 3.0
 CLIENT_PORT = 10001  # Ray Client's default port
 GCS_PORT = 6379  # the head node's default port
+RETRIES = 2  # of a task whose worker or node died
 CLIENT_TIMEOUTS = {"RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S": "2", "RAY_CLIENT_MAX_CONNECTION_TIMEOUT_S": "4"}
 
 
@@ -75,11 +85,16 @@ def connect(ray: Any, address: str | None) -> None:
 
 
 class RayEngine:
-    """Submits every task to Ray at once and yields results as tasks finish."""
+    """Submits every task to Ray at once, each declaring ``cpus`` CPUs (its threads) and ``memory``
+    bytes where given, and yields results as tasks finish."""
 
     name = "ray"
+    in_process = False
 
-    def __init__(self, address: str | None = None):
+    def __init__(self, address: str | None = None, cpus: float = 1.0, memory: int | None = None):
+        self.cpus = cpus
+        self.threads = max(1, int(cpus))
+        self.memory = memory
         if address is not None and address.startswith("ray://"):
             for name, seconds in CLIENT_TIMEOUTS.items():
                 os.environ.setdefault(name, seconds)  # read when Ray is imported
@@ -95,9 +110,21 @@ class RayEngine:
             connect(ray, address)
             self.started = True
 
+    def options(self) -> dict[str, Any]:
+        """What every task declares: its CPUs and memory, its threads' bounds, spread over nodes."""
+        options: dict[str, Any] = {
+            "num_cpus": self.cpus,
+            "max_retries": RETRIES,
+            "scheduling_strategy": "SPREAD",
+            "runtime_env": {"env_vars": thread_environment(self.threads)},
+        }
+        if self.memory is not None:
+            options["memory"] = self.memory
+        return options
+
     def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
-        remote = self.ray.remote(max_retries=2)(fn)
-        pending = [remote.remote(task) for task in tasks]
+        remote = self.ray.remote(**self.options())(bounded_call)
+        pending = [remote.remote(fn, task, self.threads) for task in tasks]
         while pending:
             done, pending = self.ray.wait(pending, num_returns=1)
             for ref in done:

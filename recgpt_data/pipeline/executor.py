@@ -1,6 +1,6 @@
-"""The executor: runs one stage on its input tables, whole in this process or bucket by bucket on an
-engine, and writes its tables into the store (:func:`recgpt_data.pipeline.store.write_tables`,
-the one table writer, for both).
+"""The executor: runs one stage on its input tables on an engine, whole as one task or bucket by
+bucket, the tasks writing its tables into the store (:func:`recgpt_data.pipeline.store.write_tables`,
+the one table writer, for both); the driver holds plans and the tasks' small records, never a table.
 
 A partitioned stage's input tables that have its bucket column are cut into buckets (an earlier
 stage's own parts where it wrote the same buckets, else cut once and kept beside that stage's
@@ -19,10 +19,10 @@ import polars as pl
 from recgpt_data.engines import Engine, get_engine
 from recgpt_data.errors import UsageError
 from recgpt_data.pipeline.crash import kill_point
-from recgpt_data.pipeline.partition import PartitionTask, run_partition
+from recgpt_data.pipeline.partition import PartitionTask, WholeTask, run_partition, run_whole
 from recgpt_data.pipeline.planner import Planned
 from recgpt_data.pipeline.shuffle import has_column, split_by
-from recgpt_data.pipeline.store import PartRecord, Store, TableRecord, TableRef, write_tables
+from recgpt_data.pipeline.store import PartRecord, Store, TableRecord, TableRef
 from recgpt_data.stage import PARTITION_COLUMNS, Context, Preparation, Prepared, StageStats, count
 
 Buckets = tuple[list[tuple[str, ...]] | None, tuple[str, ...]]
@@ -79,11 +79,11 @@ def merge_info(a: Any, b: Any) -> Any:
 
 
 class Executor:
-    """Runs stages against one store, their buckets on ``engine`` (default: local, in process)."""
+    """Runs stages against one store, their tasks on ``engine`` (default: local, in process)."""
 
     def __init__(self, store: Store, engine: Engine | None, reporter: Reporter):
         self.store = store
-        self.engine = engine
+        self.engine = engine or get_engine("local")
         self.reporter = reporter
 
     def run(
@@ -92,26 +92,34 @@ class Executor:
         """Run ``planned`` on ``inputs`` and write its tables; what it wrote and its stats."""
         if planned.partitions is not None:
             return self.run_partitioned(planned, fingerprint, inputs, context)
-        return self.run_whole(planned, inputs, context)
+        return self.run_whole(planned, fingerprint, inputs, context)
 
     def run_whole(
-        self, planned: Planned, inputs: Mapping[str, TableRef], context: Context
+        self, planned: Planned, fingerprint: str, inputs: Mapping[str, TableRef], context: Context
     ) -> tuple[dict[str, TableRecord], StageStats]:
-        """Run a stage on whole tables in this process and write each output table."""
-        frames = {name: self.store.scan(ref) for name, ref in inputs.items()}
-        counts = {name: count(frame) for name, frame in frames.items()}
-        self.reporter.stage_started(planned.key, 1, sum(counts.values()))
-        output = planned.definition.fn(frames, planned.params, context)
-        for name, n in counts.items():
-            output.stats.rows_in.setdefault(name, n)
-        written = write_tables(
-            output,
-            self.store.stage_dir(planned.key),
-            lambda name: f"{name}.parquet",
-            after_each=lambda: kill_point(planned.key, "mid"),
+        """Run a stage on whole tables as one task on the engine (in this process with one local
+        worker) and write each output table; the driver sees only the task's record."""
+        key = planned.key
+        counts = {name: count(self.store.scan(ref)) for name, ref in inputs.items()}  # parquet footers
+        self.reporter.stage_started(key, 1, sum(counts.values()))
+        task = WholeTask(
+            definition=planned.definition,
+            params=planned.params,
+            context=context,
+            inputs={name: tuple(str(f) for f in self.store.paths(ref)) for name, ref in inputs.items()},
+            target=self.store.stage_dir(key),
+            fingerprint=fingerprint,
         )
-        self.reporter.part_done(planned.key, sum(counts.values()))
-        return {name: TableRecord((f,)) for name, f in written.items()}, output.stats
+        if self.engine.in_process:
+            record = run_whole(task, after_each=lambda: kill_point(key, "mid"))
+        else:
+            [record] = list(self.engine.map(run_whole, [task]))
+            kill_point(key, "mid")
+        stats = StageStats(**record.stats)
+        for name, n in counts.items():
+            stats.rows_in.setdefault(name, n)
+        self.reporter.part_done(key, sum(counts.values()))
+        return {name: TableRecord((f,)) for name, f in record.tables.items()}, stats
 
     def run_partitioned(
         self, planned: Planned, fingerprint: str, inputs: Mapping[str, TableRef], context: Context
@@ -148,8 +156,7 @@ class Executor:
         self.reporter.stage_started(key, bucket_count, sum(bucket_rows))
         for index in results:
             self.reporter.part_done(key, bucket_rows[index])
-        engine = self.engine or get_engine("local")
-        for part in engine.map(run_partition, tasks):
+        for part in self.engine.map(run_partition, tasks):
             self.store.write_part(key, part)
             results[part.index] = part
             self.reporter.part_done(key, bucket_rows[part.index])
@@ -172,12 +179,11 @@ class Executor:
         prepare = planned.definition.prepare
         if prepare is None:
             return None
-        engine = self.engine or get_engine("local")
         preparation = Preparation(
             buckets={name: tuple(parts) if parts is not None else (whole,) for name, (parts, whole) in buckets.items()},
             bucketed={name: parts is not None for name, (parts, _) in buckets.items()},
             scratch=context.scratch / "prepare",
-            map=engine.map,
+            map=self.engine.map,
         )
         prepared = prepare(preparation, planned.params, context)
         clash = sorted(set(prepared.tables) & set(buckets))
@@ -186,14 +192,17 @@ class Executor:
         return prepared
 
     def buckets(self, name: str, ref: TableRef, column: str, bucket_count: int) -> Buckets:
-        """A table as buckets see it: for a table with the bucket ``column``, one part file per
-        bucket (its own parts if an earlier stage wrote it in the same buckets, else cut once and
-        kept beside it); for any other table, ``None`` and all its files, which every bucket reads
-        whole."""
+        """A table as buckets see it: for a table with the bucket ``column``, each bucket's files
+        (its own part if an earlier stage wrote it in the same buckets, else its pieces of a cut made
+        once, in tasks on the engine, and kept beside the table); for any other table, ``None`` and
+        all its files, which every bucket reads whole."""
         files = self.store.paths(ref)
         whole = tuple(str(f) for f in files)
         if not has_column(files, column):
             return None, whole
-        if (ref.partitions, ref.partition_column) != (bucket_count, column):
-            files = split_by(files, column, bucket_count, self.store.bucket_cut(ref, name, column, bucket_count))
-        return [(str(f),) for f in files], whole
+        if (ref.partitions, ref.partition_column) == (bucket_count, column):
+            return [(str(f),) for f in files], whole
+        cut = split_by(
+            files, column, bucket_count, self.store.bucket_cut(ref, name, column, bucket_count), self.engine.map
+        )
+        return [tuple(str(f) for f in pieces) for pieces in cut], whole
