@@ -137,14 +137,21 @@ def run(
     until: Annotated[str | None, typer.Option(help="stop after this stage")] = None,
     only: Annotated[str | None, typer.Option(help="rerun just this stage, from cached inputs")] = None,
     force: Annotated[bool, typer.Option("--force", help="rerun stages even when their outputs are current")] = False,
-    engine: Annotated[str, typer.Option(help="where partitioned stages run: local or ray")] = "local",
+    engine: Annotated[str, typer.Option(help="where stages run: local or ray")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, ray://host:10001)")] = None,
     var: Annotated[
         list[str], typer.Option("--var", help="override an entry of the spec's vars table: name=value")
     ] = [],  # noqa: B006
     workers: Annotated[
-        int, typer.Option(min=1, help="local worker processes for partitioned stages, sharing the cores")
+        int, typer.Option(min=1, help="local worker processes for the stages' tasks, sharing the cores")
     ] = 1,
+    task_cpus: Annotated[
+        float | None,
+        typer.Option(help="CPUs (threads) each task uses: Ray's declared num_cpus (default 1), or each local worker's"),
+    ] = None,
+    task_memory: Annotated[
+        str | None, typer.Option(help="memory each Ray task declares (bytes, or e.g. 4GiB, 500M)")
+    ] = None,
     sample: Annotated[
         float | None,
         typer.Option(help="a dry run on this fraction of the users, kept by a seeded hash of the user id"),
@@ -152,7 +159,7 @@ def run(
 ) -> None:
     """Run the stages of a pipeline spec; stages whose outputs are current are skipped."""
     from recgpt_data.display import run_progress, summary_table
-    from recgpt_data.engines import get_engine
+    from recgpt_data.engines import get_engine, parse_size
     from recgpt_data.pipeline.run_warnings import run_warnings
     from recgpt_data.pipeline.runner import run_spec
     from recgpt_data.pipeline.spec import load_spec
@@ -164,7 +171,8 @@ def run(
 
         loaded = with_sample(loaded, sample)
         target = location_of(out) if out else Path("out") / sample_folder(loaded.name, sample)
-    chosen = get_engine(engine, address, workers)
+    memory = parse_size(task_memory) if task_memory is not None else None
+    chosen = get_engine(engine, address, workers, task_cpus, memory)
     try:
         with run_progress(console) as progress:
             result = run_spec(
