@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pipeline_stages
 import pytest
+import worker_stages
 from conftest import folder_digests
 
 from recgpt_data.engines import get_engine
@@ -79,3 +80,25 @@ def test_demo_corpus_built_on_ray_equals_the_local_build(cluster, demo_corpus: P
         workers = workers_of(tmp_path / "ray", key)
         assert len(workers) == 2 and here not in workers
     assert folder_digests(tmp_path / "ray") == folder_digests(demo_corpus)
+
+
+def test_tasks_declare_their_resources_and_bound_their_threads(cluster) -> None:
+    """One CPU and 256 MiB declared: Ray assigns them to each task, and polars, numba and tokenizers
+    use one thread there (two by default on this cluster's machine)."""
+    engine = get_engine("ray", task_cpus=1, task_memory=256 * 2**20)
+    try:
+        found = list(engine.map(worker_stages.ray_probe, range(2)))
+    finally:
+        engine.close()
+    assert {os.getpid()} & {f["pid"] for f in found} == set()
+    assert [f["resources"] for f in found] == [{"CPU": 1.0, "memory": 256.0 * 2**20}] * 2
+    assert {(f["polars"], f["numba"]) for f in found} == {(1, 1)}
+    assert {f["rayon"] for f in found if f["rayon"] is not None} <= {0}
+
+
+def test_a_whole_stage_runs_in_a_ray_task(cluster, tmp_path: Path) -> None:
+    run_on_ray(worker_stages.where_spec(tmp_path / "where.toml"), tmp_path / "ray")
+    info = json.loads((tmp_path / "ray" / ".stages" / "t_where" / "_SUCCESS.json").read_text())["stats"]["info"]
+    host, _, rest = info["worker"].partition(":")
+    pid, _, node = rest.partition("@")
+    assert host == socket.gethostname() and int(pid) != os.getpid() and node == ray.get_runtime_context().get_node_id()

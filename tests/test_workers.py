@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import worker_stages
 from conftest import build, folder_digests
@@ -89,8 +90,6 @@ def run_driver(spec: Path, out: Path, *args: str) -> subprocess.CompletedProcess
 def test_a_prepare_step_runs_its_tasks_on_the_engine_before_the_buckets(tmp_path: Path, workers: int) -> None:
     import json
 
-    import pyarrow.parquet as pq
-
     spec = worker_stages.prepared_spec(tmp_path / "prepared.toml")
     out = tmp_path / "out"
     done = run_driver(spec, out, "--workers", str(workers))
@@ -104,3 +103,62 @@ def test_a_prepare_step_runs_its_tasks_on_the_engine_before_the_buckets(tmp_path
     if workers > 1:  # the prepare step's tasks ran in the worker processes, not in the driver
         assert info["prepare_pids"] and info["driver_pid"] not in info["prepare_pids"]
     assert not (out / ".scratch" / "t_prepared").exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_whole_stage_runs_in_a_worker_process(tmp_path: Path, workers: int) -> None:
+    """With more than one worker a stage that is not partitioned runs as a task in a worker; with one,
+    in the driver."""
+    import json
+
+    spec = worker_stages.where_spec(tmp_path / "where.toml")
+    out = tmp_path / "out"
+    done = run_driver(spec, out, "--workers", str(workers))
+    assert done.returncode == 0, done.stderr
+    info = json.loads((out / ".stages" / "t_where" / "_SUCCESS.json").read_text())["stats"]["info"]
+    assert info["spawned"] is (workers > 1)
+    rows = pq.read_table(out / ".stages" / "t_where" / "where.parquet").column("rows").to_pylist()
+    assert rows == [
+        sum(pq.read_metadata(p).num_rows for p in (out / ".stages" / "ingest").glob("interactions*.parquet"))
+    ]
+
+
+def test_a_cut_runs_as_tasks_over_runs_of_row_groups_and_keeps_row_order(
+    shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real MovieLens ratings in two files of 10 and 1 row groups, cut into 3 buckets by tasks of
+    4 row groups in two worker processes: 4 tasks, and each bucket's pieces hold exactly the rows a
+    plain filter of the whole table keeps, in the table's order; a second cut reuses the first."""
+    import polars as pl
+
+    from recgpt_data.hashing import bucket
+    from recgpt_data.pipeline import shuffle
+
+    ratings = pl.read_csv(
+        shared / "movielens" / "ml-latest-small" / "ratings.csv", schema_overrides={"userId": pl.String}
+    )
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    ratings.head(100_000).write_parquet(first, row_group_size=10_000)
+    ratings.slice(100_000).write_parquet(second, row_group_size=10_000)
+    assert [pq.read_metadata(p).num_row_groups for p in (first, second)] == [10, 1]
+    monkeypatch.setattr(shuffle, "ROW_GROUPS_PER_TASK", 4)
+    target = tmp_path / "cut"
+    assert [(Path(t.path).name, t.row_groups) for t in shuffle.cut_tasks([first, second], "userId", 3, target)] == [
+        ("a.parquet", (0, 1, 2, 3)),
+        ("a.parquet", (4, 5, 6, 7)),
+        ("a.parquet", (8, 9)),
+        ("b.parquet", (0,)),
+    ]
+    engine = LocalEngine(workers=2, threads=1)
+    try:
+        cut = shuffle.split_by([first, second], "userId", 3, target, engine.map)
+    finally:
+        engine.close()
+    assert len(cut) == 3 and all(1 <= len(pieces) <= 4 for pieces in cut)
+    assert [p.name for p in cut[0]][0] == "part-00000-00000.parquet"
+    for index, pieces in enumerate(cut):
+        expected = ratings.filter(bucket(ratings["userId"], 3) == index)
+        assert pl.read_parquet(list(pieces)).equals(expected)
+    stamps = [p.stat().st_mtime_ns for pieces in cut for p in pieces]
+    assert shuffle.split_by([first, second], "userId", 3, target) == cut
+    assert [p.stat().st_mtime_ns for pieces in cut for p in pieces] == stamps

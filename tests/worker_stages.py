@@ -1,15 +1,19 @@
-"""What the local worker tests run inside worker processes: a probe of the threads each library
-uses there, and a partitioned stage whose second bucket kills its own worker; importing this module
-registers the stage."""
+"""What the worker and Ray tests run inside worker processes: a probe of the threads each library
+uses there (and the resources a Ray task was given), a partitioned stage whose second bucket kills
+its own worker, a whole stage that notes which process ran it, and a partitioned stage that waits on
+a chosen Ray node until the test kills that node; importing this module registers the stages."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from recgpt_data.engines import worker_name
 from recgpt_data.stage import Context, Params, Preparation, Prepared, StageOutput, StageStats, stage
 
 if TYPE_CHECKING:
@@ -97,6 +101,71 @@ def prepared_spec(path: Path) -> Path:
         'name = "prepared"\npartitions = 3\n\n[[stages]]\nstage = "ingest"\n'
         'params.sources = [{ format = "amazon2014", paths = ["demo:amazon2014"] }]\n\n'
         '[[stages]]\nstage = "t_prepared"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def ray_probe(task: int) -> dict:
+    """:func:`probe` inside a Ray task, with the resources Ray assigned the task."""
+    import ray
+
+    return {**probe(task), "resources": ray.get_runtime_context().get_assigned_resources()}
+
+
+@stage("t_where", params=Params, reads=("interactions",), writes=("where",))
+def where(tables: Mapping[str, pl.LazyFrame], params: Params, ctx: Context) -> StageOutput:
+    """A whole stage that notes in its stats whether it ran in a spawned worker process, and which."""
+    import polars as pl
+
+    rows = tables["interactions"].select(pl.len()).collect().item()
+    info = {"spawned": multiprocessing.parent_process() is not None, "worker": worker_name()}
+    return StageOutput({"where": pl.DataFrame({"rows": [rows]})}, StageStats(info=info))
+
+
+def where_spec(path: Path) -> Path:
+    """A spec: the demo's Amazon 2014 slice ingested, then ``t_where``."""
+    path.write_text(
+        'name = "where"\n\n[[stages]]\nstage = "ingest"\n'
+        'params.sources = [{ format = "amazon2014", paths = ["demo:amazon2014"] }]\n\n'
+        '[[stages]]\nstage = "t_where"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+HOLD_HERE = "RECGPT_TEST_HOLD_HERE"  # set (to 1) in the environment of the Ray node whose buckets wait
+HOLD_SECONDS = 120.0  # how long a waiting bucket waits for its node to be killed before it fails
+
+
+class HoldParams(Params):
+    sync: str  # the folder where each bucket notes that it started
+
+
+@stage("t_hold", params=HoldParams, reads=("interactions",), writes=("held",), partition="user")
+def hold(tables: Mapping[str, pl.LazyFrame], params: HoldParams, ctx: Context) -> StageOutput:
+    """Each bucket notes in ``params.sync`` that it started (``ran-<bucket>-<held|free>-<pid>``) and
+    passes its rows on; on a node started with :data:`HOLD_HERE` it waits instead, until the test kills
+    the node (and this process with it), failing after :data:`HOLD_SECONDS`."""
+    index = ctx.partition[0] if ctx.partition is not None else 0
+    held = os.environ.get(HOLD_HERE) == "1"
+    sync = Path(params.sync)
+    sync.mkdir(parents=True, exist_ok=True)
+    (sync / f"ran-{index}-{'held' if held else 'free'}-{os.getpid()}").touch()
+    if held:
+        deadline = time.monotonic() + HOLD_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+        raise RuntimeError(f"bucket {index} waited {HOLD_SECONDS:g} s on its node, which was never killed")
+    return StageOutput({"held": tables["interactions"].collect()}, StageStats())
+
+
+def hold_spec(path: Path, sync: Path) -> Path:
+    """A spec: the demo's Amazon 2014 slice ingested, then ``t_hold`` in two buckets."""
+    path.write_text(
+        'name = "hold"\npartitions = 2\n\n[[stages]]\nstage = "ingest"\n'
+        'params.sources = [{ format = "amazon2014", paths = ["demo:amazon2014"] }]\n\n'
+        f'[[stages]]\nstage = "t_hold"\nparams.sync = "{sync}"\n',
         encoding="utf-8",
     )
     return path
