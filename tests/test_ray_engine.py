@@ -102,3 +102,14 @@ def test_a_whole_stage_runs_in_a_ray_task(cluster, tmp_path: Path) -> None:
     host, _, rest = info["worker"].partition(":")
     pid, _, node = rest.partition("@")
     assert host == socket.gethostname() and int(pid) != os.getpid() and node == ray.get_runtime_context().get_node_id()
+
+
+def test_a_task_whose_worker_dies_every_time_is_one_error(cluster, tmp_path: Path) -> None:
+    """Bucket 1 of ``t_crash`` kills its worker on every try: after Ray's retries the run ends with
+    :class:`WorkerCrash` (the CLI's one error line), and bucket 0's record is kept for the rerun."""
+    from recgpt_data.engines import WorkerCrash
+
+    out = tmp_path / "ray"
+    with pytest.raises(WorkerCrash, match=r"^a Ray task's worker or node died \(WorkerCrashedError\)"):
+        run_on_ray(worker_stages.crash_spec(tmp_path / "crash.toml"), out)
+    assert [p.name for p in (out / ".stages" / "t_crash" / "_parts").iterdir()] == ["00000.json"]

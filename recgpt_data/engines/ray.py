@@ -4,8 +4,9 @@ a bucket cut, a prepare step's task) is one Ray task.
 Every task declares the CPUs it uses (``--task-cpus``, default 1) and, where given, its memory
 (``--task-memory``), so that Ray places no more tasks on a node than it has room for; and it runs
 with polars, numba and tokenizers bounded to that many threads (the variables the local engine sets
-in its workers, passed as the task's ``runtime_env``). Tasks are spread over the nodes, and one lost
-with its node is retried twice elsewhere.
+in its workers, passed as the task's ``runtime_env``). Tasks are spread over the nodes; one whose
+worker or node dies is retried twice (elsewhere where the node is gone), and one that dies every
+time ends the run in one line, keeping the buckets that finished.
 
 Workers need the same ``recgpt-data`` version installed and the output folder on a file system that
 every node mounts at the same path (NFS, Lustre, a FUSE-mounted bucket): a task reads its inputs and
@@ -27,7 +28,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from recgpt_data.engines import thread_environment
+from recgpt_data.engines import WorkerCrash, thread_environment
 from recgpt_data.engines.local import bounded_call
 from recgpt_data.errors import UsageError
 
@@ -37,6 +38,7 @@ PROBE_SECONDS = 3.0
 CLIENT_PORT = 10001  # Ray Client's default port
 GCS_PORT = 6379  # the head node's default port
 RETRIES = 2  # of a task whose worker or node died
+LOST = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "OutOfMemoryError", "ObjectLostError")
 CLIENT_TIMEOUTS = {"RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S": "2", "RAY_CLIENT_MAX_CONNECTION_TIMEOUT_S": "4"}
 
 
@@ -125,10 +127,20 @@ class RayEngine:
     def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
         remote = self.ray.remote(**self.options())(bounded_call)
         pending = [remote.remote(fn, task, self.threads) for task in tasks]
-        while pending:
-            done, pending = self.ray.wait(pending, num_returns=1)
-            for ref in done:
-                yield self.ray.get(ref)
+        lost = tuple(getattr(self.ray.exceptions, name) for name in LOST)
+        try:
+            while pending:
+                done, pending = self.ray.wait(pending, num_returns=1)
+                for ref in done:
+                    yield self.ray.get(ref)
+        except lost as exc:
+            raise WorkerCrash(
+                f"a Ray task's worker or node died ({type(exc).__name__}), and so did its {RETRIES} retries; "
+                "finished buckets are kept: run again to resume, with more --task-memory if memory is short"
+            ) from None
+        finally:
+            for ref in pending:
+                self.ray.cancel(ref)
 
     def close(self) -> None:
         if self.started:

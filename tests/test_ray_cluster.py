@@ -1,0 +1,276 @@
+"""The Ray engine on a real two-node Ray cluster on this machine (two ``ray start`` nodes of one CPU
+each, on 127.0.0.1): the demo corpus built on it has the bytes of the local build, with tasks on both
+nodes; and a node killed while one of its buckets runs costs that bucket alone, recomputed on the node
+that is left.
+
+Each node runs in its own process group (its own session), so the teardown and the node loss kill
+exactly this module's Ray processes (and the workers under them), never another Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import worker_stages
+from conftest import REPO, folder_digests
+from test_workers import stage_tables
+
+from recgpt_data.pipeline.runner import run_spec
+from recgpt_data.pipeline.spec import load_spec
+
+pytest.importorskip("ray")
+TESTS = Path(__file__).resolve().parent
+RAY = Path(sys.executable).parent / "ray"
+START_SECONDS = 120  # for `ray start` of one node
+RUN_SECONDS = 300  # for one `recgpt-data run`
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def node_ports() -> list[str]:
+    """Free ports for every port a node opens that would otherwise default to a fixed number (and
+    collide with the other node, or with another Ray on the machine)."""
+    flags = (
+        "--node-manager-port",
+        "--object-manager-port",
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--runtime-env-agent-port",
+        "--metrics-export-port",
+    )
+    return [item for flag in flags for item in (flag, str(free_port()))]
+
+
+def process_table() -> dict[int, tuple[int, int]]:
+    """Every live process: pid -> (parent pid, process group)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            table[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    return table
+
+
+def group_and_children(group: int) -> set[int]:
+    """The live processes of process group ``group`` and all their descendants (Ray's workers run in
+    process groups of their own, under their node's raylet)."""
+    table = process_table()
+    found = {pid for pid, (_, pgid) in table.items() if pgid == group}
+    grew = True
+    while grew:
+        more = {pid for pid, (parent, _) in table.items() if parent in found} - found
+        found |= more
+        grew = bool(more)
+    return found
+
+
+@dataclass
+class Node:
+    """A node started by ``ray start`` in a session of its own: ``group`` is its process group."""
+
+    group: int
+    temp_dir: Path
+
+    def kill(self) -> None:
+        """SIGKILL every process of the node and its workers; wait (bounded) until they are gone."""
+        for _ in range(50):
+            alive = group_and_children(self.group)
+            if not alive:
+                return
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        raise AssertionError(f"processes of the Ray node in group {self.group} survived SIGKILL: {alive}")
+
+
+def start_node(args: list[str], temp_dir: Path, env: dict[str, str]) -> Node:
+    """``ray start ARGS`` on 127.0.0.1 with its own temporary folder, in a new session."""
+    temp_dir.mkdir(parents=True)
+    command = [str(RAY), "start", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+    started = subprocess.Popen(
+        [*command, "--temp-dir", str(temp_dir), *node_ports(), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output, _ = started.communicate(timeout=START_SECONDS)
+    node = Node(started.pid, temp_dir)
+    if started.returncode != 0:
+        node.kill()
+        raise AssertionError(f"ray start failed:\n{output}")
+    return node
+
+
+@dataclass
+class Cluster:
+    address: str
+    env: dict[str, str]  # what a driver needs to join (the token)
+    head: Node
+    second: Node
+
+
+def cluster_env() -> dict[str, str]:
+    """The environment of nodes and drivers: workers import the test stages, and the cluster admits
+    only holders of a token made for it."""
+    path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    return {
+        **os.environ,
+        "PYTHONPATH": path,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "MPLBACKEND": "Agg",
+    }
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """Two one-CPU nodes: the head, and a second node whose buckets of ``t_hold`` wait to be killed."""
+    root = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))  # short: Ray's socket paths live under it
+    env = cluster_env()
+    port = free_port()
+    nodes: list[Node] = []
+    try:
+        head = start_node(
+            [
+                "--head",
+                "--port",
+                str(port),
+                "--include-dashboard",
+                "false",
+                "--dashboard-port",
+                str(free_port()),
+                "--ray-client-server-port",
+                str(free_port()),
+            ],
+            root / "head",
+            env,
+        )
+        nodes.append(head)
+        address = f"127.0.0.1:{port}"
+        second_env = {**env, worker_stages.HOLD_HERE: "1"}
+        nodes.append(start_node(["--address", address], root / "second", second_env))
+        yield Cluster(address, env, head, nodes[1])
+    finally:
+        for node in reversed(nodes):
+            node.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def on_cluster(cluster: Cluster, *args: str) -> list[str]:
+    """A ``recgpt-data run`` command line for ``cluster``."""
+    return [sys.executable, "-c", DRIVER, "run", *args, "--engine", "ray", "--address", cluster.address]
+
+
+DRIVER = (
+    "import sys, worker_stages; from recgpt_data.cli import main; sys.argv = ['recgpt-data', *sys.argv[1:]]; main()"
+)
+
+
+def nodes_of(out: Path) -> dict[str, list[str]]:
+    """The Ray node that ran each finished bucket, by stage."""
+    found: dict[str, list[str]] = {}
+    for record in sorted(out.glob(".stages/*/_parts/*.json")):
+        found.setdefault(record.parent.parent.name, []).append(json.loads(record.read_text())["worker"].split("@")[1])
+    return found
+
+
+def test_demo_built_on_two_nodes_equals_the_local_build(cluster: Cluster, demo_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = subprocess.run(
+        on_cluster(cluster, str(REPO / "pipelines" / "demo.toml"), "--out", str(out)),
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_SECONDS,
+    )
+    assert done.returncode == 0, done.stderr
+    assert folder_digests(out) == folder_digests(demo_corpus)
+    assert stage_tables(out) == stage_tables(demo_corpus)
+    nodes = nodes_of(out)
+    assert {"split", "pretrain_documents"} <= set(nodes) and all(len(n) == 2 for n in nodes.values())
+    assert len({node for ran in nodes.values() for node in ran}) == 2  # both nodes ran buckets
+
+
+def wait_for(condition, seconds: float, what: str) -> None:
+    """Poll ``condition`` every tenth of a second until it holds, for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {seconds:g} s for {what}")
+        time.sleep(0.1)
+
+
+def test_a_lost_node_costs_only_its_bucket(cluster: Cluster, tmp_path: Path) -> None:
+    """The second node is killed while its bucket of ``t_hold`` runs: the run finishes on the head
+    (Ray retries the lost task) or fails in one line; either way a rerun completes with the local
+    build's bytes, and the bucket that finished on the head ran exactly once."""
+    sync = tmp_path / "sync"
+    spec = worker_stages.hold_spec(tmp_path / "hold.toml", sync)
+    local = tmp_path / "local"
+    run_spec(load_spec(spec), local)
+    shutil.rmtree(sync)
+    out = tmp_path / "out"
+    run = subprocess.Popen(
+        on_cluster(cluster, str(spec), "--out", str(out)),
+        env=cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: any(sync.glob("ran-*-held-*")) or run.poll() is not None, 120, "a bucket on the second node")
+        assert run.poll() is None, run.communicate()[1]
+        cluster.second.kill()
+        _, stderr = run.communicate(timeout=RUN_SECONDS)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    if run.returncode != 0:
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert run.returncode == 1 and len(errors) == 1, stderr
+        rerun = subprocess.run(
+            on_cluster(cluster, str(spec), "--out", str(out)),
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_SECONDS,
+        )
+        assert rerun.returncode == 0, rerun.stderr
+    ran = sorted(p.name.rsplit("-", 1)[0] for p in sync.iterdir())
+    held = [name for name in ran if name.endswith("-held")]
+    assert len(held) == 1, ran
+    lost = held[0].split("-")[1]
+    kept = "1" if lost == "0" else "0"
+    assert ran == sorted([f"ran-{lost}-held", f"ran-{lost}-free", f"ran-{kept}-free"])
+    assert len(nodes_of(out)["t_hold"]) == 2
+    assert folder_digests(out) == folder_digests(local)
+    assert stage_tables(out) == stage_tables(local)
