@@ -14,7 +14,7 @@ import pytest
 import worker_stages
 from conftest import build, folder_digests
 
-from recgpt_data.engines import get_engine
+from recgpt_data.engines import get_engine, parse_size
 from recgpt_data.engines.local import LocalEngine
 from recgpt_data.errors import UsageError
 
@@ -77,6 +77,18 @@ def test_workers_are_for_the_local_engine() -> None:
         get_engine("ray", workers=2)
     with pytest.raises(UsageError, match="at least 1"):
         LocalEngine(workers=0)
+
+
+def test_task_flags_size_each_task() -> None:
+    """``--task-cpus`` sets a local worker's threads; ``--task-memory`` is Ray's and takes sizes."""
+    assert get_engine("local", workers=2, task_cpus=3).threads == 3
+    with pytest.raises(UsageError, match="--task-memory is for --engine ray"):
+        get_engine("local", task_memory=2**30)
+    with pytest.raises(UsageError, match="--task-cpus must be above 0"):
+        get_engine("local", task_cpus=0)
+    assert [parse_size(s) for s in ("512MiB", "4G", "2000", "1.5kb")] == [512 * 2**20, 4 * 10**9, 2000, 1500]
+    with pytest.raises(UsageError, match="is not a size"):
+        parse_size("4Q")
 
 
 def run_driver(spec: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
