@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,7 +155,8 @@ def cluster_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    """Two one-CPU nodes: the head, and a second node whose buckets of ``t_hold`` wait to be killed."""
+    """Two one-CPU nodes: the head, whose buckets of ``t_hold`` keep its CPU until one is held on the
+    second, and the second, whose buckets of ``t_hold`` wait to be killed."""
     root = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))  # short: Ray's socket paths live under it
     env = cluster_env()
     port = free_port()
@@ -174,7 +175,7 @@ def cluster() -> Iterator[Cluster]:
                 str(free_port()),
             ],
             root / "head",
-            env,
+            {**env, worker_stages.WAIT_HERE: "1"},
         )
         nodes.append(head)
         address = f"127.0.0.1:{port}"
@@ -218,15 +219,6 @@ def test_demo_built_on_two_nodes_equals_the_local_build(cluster: Cluster, demo_c
     assert len({node for ran in nodes.values() for node in ran}) == 2  # both nodes ran buckets
 
 
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    """Poll ``condition`` every tenth of a second until it holds, for at most ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {seconds:g} s for {what}")
-        time.sleep(0.1)
-
-
 def test_a_lost_node_costs_only_its_bucket(cluster: Cluster, tmp_path: Path) -> None:
     """The second node is killed while its bucket of ``t_hold`` runs: the run finishes on the head
     (Ray retries the lost task) or fails in one line; either way a rerun completes with the local
@@ -249,7 +241,7 @@ def test_a_lost_node_costs_only_its_bucket(cluster: Cluster, tmp_path: Path) -> 
             return any(sync.glob("ran-*-held-*")) or run.poll() is not None
 
         try:
-            wait_for(started, 120, "a bucket on the second node")
+            worker_stages.wait_until(started, 120, "a bucket on the second node")
             assert run.poll() is None, (tmp_path / "stderr.txt").read_text()
             cluster.second.kill()
             run.wait(timeout=RUN_SECONDS)

@@ -4,6 +4,7 @@ worker's libraries bounded to the threads it was given, and a dead worker report
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -100,8 +101,6 @@ def run_driver(spec: Path, out: Path, *args: str) -> subprocess.CompletedProcess
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_prepare_step_runs_its_tasks_on_the_engine_before_the_buckets(tmp_path: Path, workers: int) -> None:
-    import json
-
     spec = worker_stages.prepared_spec(tmp_path / "prepared.toml")
     out = tmp_path / "out"
     done = run_driver(spec, out, "--workers", str(workers))
@@ -121,8 +120,6 @@ def test_a_prepare_step_runs_its_tasks_on_the_engine_before_the_buckets(tmp_path
 def test_a_whole_stage_runs_in_a_worker_process(tmp_path: Path, workers: int) -> None:
     """With more than one worker a stage that is not partitioned runs as a task in a worker; with one,
     in the driver."""
-    import json
-
     spec = worker_stages.where_spec(tmp_path / "where.toml")
     out = tmp_path / "out"
     done = run_driver(spec, out, "--workers", str(workers))
@@ -174,3 +171,21 @@ def test_a_cut_runs_as_tasks_over_runs_of_row_groups_and_keeps_row_order(
     stamps = [p.stat().st_mtime_ns for pieces in cut for p in pieces]
     assert shuffle.split_by([first, second], "userId", 3, target) == cut
     assert [p.stat().st_mtime_ns for pieces in cut for p in pieces] == stamps
+
+
+def test_a_cut_of_the_earlier_layout_is_cut_again(tmp_path: Path) -> None:
+    """A folder holding a cut as an earlier version wrote it (one file a bucket, a record without
+    its pieces) is cut again, not read as finished."""
+    import polars as pl
+
+    from recgpt_data.pipeline import shuffle
+
+    table = tmp_path / "t.parquet"
+    pl.DataFrame({"user_id": ["a", "b", "c", "d"], "n": [1, 2, 3, 4]}).write_parquet(table)
+    target = tmp_path / "cut"
+    target.mkdir()
+    (target / "part-00000.parquet").write_bytes(table.read_bytes())
+    (target / shuffle.DONE).write_text(json.dumps({"sources": [str(table)], "column": "user_id", "buckets": 1}))
+    cut = shuffle.split_by([table], "user_id", 1, target)
+    assert cut == [(target / "part-00000-00000.parquet",)]
+    assert pl.read_parquet(list(cut[0])).equals(pl.read_parquet(table))

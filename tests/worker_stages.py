@@ -9,7 +9,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -135,28 +135,39 @@ def where_spec(path: Path) -> Path:
 
 
 HOLD_HERE = "RECGPT_TEST_HOLD_HERE"  # set (to 1) in the environment of the Ray node whose buckets wait
-HOLD_SECONDS = 120.0  # how long a waiting bucket waits for its node to be killed before it fails
+WAIT_HERE = "RECGPT_TEST_WAIT_HERE"  # set (to 1) on the node whose buckets wait until one is held
+HOLD_SECONDS = 120.0  # how long a bucket waits for the test's next step before it fails
 
 
 class HoldParams(Params):
     sync: str  # the folder where each bucket notes that it started
 
 
+def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """Poll ``condition`` every tenth of a second until it holds, for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"waited {seconds:g} s for {what}")
+        time.sleep(0.1)
+
+
 @stage("t_hold", params=HoldParams, reads=("interactions",), writes=("held",), partition="user")
 def hold(tables: Mapping[str, pl.LazyFrame], params: HoldParams, ctx: Context) -> StageOutput:
     """Each bucket notes in ``params.sync`` that it started (``ran-<bucket>-<held|free>-<pid>``) and
-    passes its rows on; on a node started with :data:`HOLD_HERE` it waits instead, until the test kills
-    the node (and this process with it), failing after :data:`HOLD_SECONDS`."""
+    passes its rows on. On a node started with :data:`HOLD_HERE` it waits instead, until the test
+    kills the node (and this process with it); on one started with :data:`WAIT_HERE` it first waits
+    until a bucket is held, so that this node's one CPU stays taken and the next bucket goes to the
+    other node. Elsewhere (a local run) it waits for nothing."""
     index = ctx.partition[0] if ctx.partition is not None else 0
     held = os.environ.get(HOLD_HERE) == "1"
     sync = Path(params.sync)
     sync.mkdir(parents=True, exist_ok=True)
     (sync / f"ran-{index}-{'held' if held else 'free'}-{os.getpid()}").touch()
     if held:
-        deadline = time.monotonic() + HOLD_SECONDS
-        while time.monotonic() < deadline:
-            time.sleep(0.1)
-        raise RuntimeError(f"bucket {index} waited {HOLD_SECONDS:g} s on its node, which was never killed")
+        wait_until(lambda: False, HOLD_SECONDS, f"the test to kill the node of bucket {index}")
+    if os.environ.get(WAIT_HERE) == "1":
+        wait_until(lambda: any(sync.glob("ran-*-held-*")), HOLD_SECONDS, "a bucket to start on the node that holds")
     return StageOutput({"held": tables["interactions"].collect()}, StageStats())
 
 
