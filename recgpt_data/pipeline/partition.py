@@ -69,7 +69,7 @@ class WholeTask:
     params: Params
     context: Context
     inputs: dict[str, tuple[str, ...]]
-    target: Path
+    target: Location
     fingerprint: str
 
 
