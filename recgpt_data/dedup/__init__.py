@@ -3,7 +3,7 @@ LSH banding with union-find clustering, and the four scopes of the ``dedup`` sta
 
 from recgpt_data.dedup.lsh import Banding, NearDuplicateConfig, cluster_texts, optimal_banding
 from recgpt_data.dedup.minhash import MinHasher, to_lean_minhash
-from recgpt_data.dedup.scopes import DedupParams, dedup
+from recgpt_data.dedup.scopes import DedupParams
 
 __all__ = [
     "Banding",
@@ -11,7 +11,6 @@ __all__ = [
     "MinHasher",
     "NearDuplicateConfig",
     "cluster_texts",
-    "dedup",
     "optimal_banding",
     "to_lean_minhash",
 ]

@@ -27,7 +27,6 @@ then CHRONOLOGICAL) or ``longest`` (review length, then CHRONOLOGICAL).
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,12 +37,11 @@ from pydantic import Field
 from recgpt_data.dedup.lsh import NearDuplicateConfig, cluster_texts
 from recgpt_data.dedup.normalize import SEPARATORS, normalize_expr
 from recgpt_data.dedup.unionfind import connected_components
+from recgpt_data.errors import UsageError
 from recgpt_data.hashing import fnv1a64
-from recgpt_data.schema import CHRONOLOGICAL
 from recgpt_data.stage import Drops, Params
 
 KeepRule = Literal["earliest", "most_helpful", "longest"]
-WORK = ("_norm", "_label", "_rank")  # working columns of the interactions, never in the output
 VARIANT_KEYS = ["dataset", "user_id", "_norm", "rating", "timestamp"]  # one review posted once
 
 
@@ -88,21 +86,6 @@ class DedupParams(Params):
             batch_size=self.batch_size,
             threads=self.threads,
         )
-
-
-def keep_rank(frame: pl.DataFrame, rule: KeepRule) -> np.ndarray:
-    """Each row's rank under the keep rule (0 = kept first); rows must be in CHRONOLOGICAL order."""
-    row = pl.int_range(pl.len())
-    if rule == "earliest":
-        keys, descending = [row], [False]
-    elif rule == "most_helpful":
-        keys, descending = [pl.col("helpful_votes").fill_null(0), row], [True, False]
-    else:
-        keys, descending = [pl.col("review_text").str.len_chars().fill_null(0), row], [True, False]
-    order = frame.select(pl.arg_sort_by(keys, descending=descending)).to_series().to_numpy()
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    return rank
 
 
 def _loser(keys: list[str]) -> pl.Expr:
@@ -170,9 +153,78 @@ def _token(dataset: pl.Expr, kind: str, value: pl.Expr) -> pl.Expr:
     return pl.concat_str([dataset, pl.lit(f"\x1f{kind}\x1f"), value.cast(pl.String).fill_null("")])
 
 
-def _duplicate_users(frame: pl.DataFrame, params: DedupParams, drops: Drops) -> tuple[pl.DataFrame, int]:
-    """Scope (c): drop every user whose history near-duplicates a better-ranked user's; returns the
-    rows kept and how many users went."""
+def _token(dataset: pl.Expr, kind: str, value: pl.Expr) -> pl.Expr:
+    """A history token unique to (dataset, kind, value)."""
+    return pl.concat_str([dataset, pl.lit(f"\x1f{kind}\x1f"), value.cast(pl.String).fill_null("")])
+
+
+SHIFT = 40  # a keep-rule score is -primary * 2**SHIFT + chronological position
+MAX_PRIMARY = 1 << 22  # helpful votes or review characters a score can hold
+
+
+def keep_score(rule: KeepRule) -> pl.Expr:
+    """Each row's keep-rule score from its dataset-wide chronological position ``_pos`` (the
+    smallest score is kept first): the position for ``earliest``; more helpful votes or a longer
+    review first, then the position, for the others."""
+    if rule == "earliest":
+        return pl.col("_pos")
+    primary = pl.col("helpful_votes") if rule == "most_helpful" else pl.col("review_text").str.len_chars()
+    return -primary.cast(pl.Int64).fill_null(0) * (1 << SHIFT) + pl.col("_pos")
+
+
+def check_score_range(frame: pl.DataFrame, rule: KeepRule) -> None:
+    """Refuse positions or keep-rule values too large for :func:`keep_score`'s one integer."""
+    if frame.height and int(frame["_pos"].max()) >= 1 << SHIFT:
+        raise UsageError(f"dedup: a dataset of more than 2**{SHIFT} interactions")
+    if rule != "earliest":
+        primary = frame["helpful_votes"] if rule == "most_helpful" else frame["review_text"].str.len_chars()
+        if (primary.cast(pl.Int64).abs().max() or 0) >= MAX_PRIMARY:
+            raise UsageError(f"dedup: keep rule {rule!r} meets a value of {MAX_PRIMARY} or more")
+
+
+def bucket_rows(frame: pl.DataFrame, items: pl.DataFrame, params: DedupParams) -> pl.DataFrame:
+    """One bucket's interactions (with ``_bucket_row`` and their dataset-wide chronological position
+    ``_pos``) as the later scopes need them: normalised text ``_norm`` (null where empty), keep
+    score ``_rank`` and ``_variant``, true for scope (a)'s copies (decided within one user, so
+    within a bucket)."""
+    check_score_range(frame, params.keep)
+    norm = normalize_expr("review_text")
+    frame = frame.sort("dataset", "_pos").with_columns(
+        pl.when(norm.str.len_bytes() > 0).then(norm).alias("_norm"), keep_score(params.keep).alias("_rank")
+    )
+    if not params.variants:
+        return frame.with_columns(pl.lit(False).alias("_variant"))
+    has_text = pl.when(pl.col("_norm").is_not_null()).then(0).alias("cluster_id")  # all the variant rules read of it
+    frame = _with_products(frame.with_columns(has_text), items, params.variant_title_similarity)
+    posted = pl.col("cluster_id").is_not_null() & pl.col("timestamp").is_not_null()
+    variant = posted & _loser([*VARIANT_KEYS, "_product"])
+    return frame.with_columns(variant.alias("_variant")).drop("_product", "cluster_id")
+
+
+def text_docs(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A bucket's distinct non-empty texts as documents for :mod:`recgpt_data.dedup.spread`
+    (first = earliest position, count = rows), and its rows with ``_tid``, their text's member id."""
+    texts = (
+        rows.filter(pl.col("_norm").is_not_null())
+        .group_by("dataset", "_norm", maintain_order=True)
+        .agg(pl.col("_pos").min().alias("first"), pl.len().alias("count"))
+        .with_row_index("member")
+    )
+    rows = rows.join(
+        texts.select("dataset", "_norm", pl.col("member").cast(pl.Int64).alias("_tid")),
+        on=["dataset", "_norm"],
+        how="left",
+        maintain_order="left",
+    )
+    docs = texts.select("dataset", pl.col("_norm").alias("text"), "first", "count", pl.lit(0).alias("best"), "member")
+    return docs, rows
+
+
+def history_docs(rows: pl.DataFrame, params: DedupParams) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Scope (c)'s documents for one bucket's rows left after scope (a) (with their ``cluster_id``):
+    each user of at least ``user_min_interactions`` rows as the sorted set of hashed tokens of its
+    history (item with rating, review-text cluster), first = its earliest position, best = its
+    best keep score; and the users by member id."""
     item = _token(
         pl.col("dataset"),
         "i",
@@ -180,63 +232,63 @@ def _duplicate_users(frame: pl.DataFrame, params: DedupParams, drops: Drops) -> 
     )
     text = _token(pl.col("dataset"), "c", pl.col("cluster_id"))
     keys = ["dataset", "user_id"]
-    histories = (
-        frame.group_by(keys, maintain_order=True)
-        .agg(pl.len().alias("n"), pl.col("_rank").min())
+    users = (
+        rows.group_by(keys, maintain_order=True)
+        .agg(pl.len().alias("n"), pl.col("_pos").min().alias("first"), pl.col("_rank").min().alias("best"))
         .filter(pl.col("n") >= params.user_min_interactions)
-        .with_row_index("_user")
+        .with_row_index("member")
+        .with_columns(pl.col("member").cast(pl.Int64))
     )
-    if histories.height < 2:
-        return frame, 0
-    rows = frame.join(histories.select(*keys, "_user"), on=keys, how="inner", maintain_order="left")
+    mine = rows.join(users.select(*keys, "member"), on=keys, how="inner", maintain_order="left")
     tokens = pl.concat(
         [
-            rows.select("_user", item.alias("tok")),
-            rows.filter(pl.col("cluster_id").is_not_null()).select("_user", text.alias("tok")),
+            mine.select("member", item.alias("tok")),
+            mine.filter(pl.col("cluster_id").is_not_null()).select("member", text.alias("tok")),
         ]
     )
-    history_text = (
+    histories = (
         tokens.with_columns(fnv1a64(tokens["tok"]).cast(pl.String).alias("tok"))
-        .group_by("_user")
-        .agg(pl.col("tok").unique().sort().str.join(" "))
-        .sort("_user")["tok"]
+        .group_by("member")
+        .agg(pl.col("tok").unique().sort().str.join(" ").alias("text"))
     )
-    clusters = cluster_texts(history_text, params.config(params.user_threshold, 1))
-    histories = histories.with_columns(pl.Series("_ucluster", clusters.label))
-    best = histories.with_columns(pl.col("_rank").min().over("_ucluster").alias("_best"))
-    dropped_users = best.filter((pl.col("_ucluster") >= 0) & (pl.col("_rank") != pl.col("_best"))).select(keys)
-    if not dropped_users.height:
-        return frame, 0
-    gone = frame.join(dropped_users, on=keys, how="semi", maintain_order="left")
-    drops.add("interactions", gone.drop(*WORK), "duplicate_user")
-    return frame.join(dropped_users, on=keys, how="anti", maintain_order="left"), dropped_users.height
+    docs = users.join(histories, on="member", how="left").select(
+        "dataset", "text", "first", pl.lit(1).alias("count"), "best", "member"
+    )
+    return docs, users.select("member", *keys, "best")
 
 
-def _duplicate_items(
-    items: pl.DataFrame, frame: pl.DataFrame, params: DedupParams, drops: Drops
-) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """Scope (d): cluster near-identical items per dataset; remap, or only mark them. Returns the
-    items, the interactions and how many items are in a cluster of two or more."""
+@dataclass
+class ItemDedup:
+    """Scope (d) over one dataset's items: the items kept (with ``cluster_id`` and
+    ``cluster_size``), the duplicates dropped (remap), each dropped item id's kept item
+    (``dataset``, ``item_id``, ``_kept``) and how many items are in a cluster of two or more."""
+
+    items: pl.DataFrame
+    lost: pl.DataFrame
+    remap: pl.DataFrame
+    clustered: int
+
+
+def dedup_items(items: pl.DataFrame, uses: pl.DataFrame, params: DedupParams) -> ItemDedup:
+    """Scope (d) over one dataset's items in table order: near-identical items clustered, then only
+    marked, or (remap) the item with the most interactions (``uses``: ``dataset``, ``item_id``,
+    ``_uses`` after scopes a and c) kept, ties to the first."""
     text = pl.concat_str(
         [pl.col("title").fill_null(""), pl.col("brand").fill_null(""), pl.col("description").fill_null("")],
         separator=" ",
     )
     items = items.with_row_index("_irow").with_columns(normalize_expr(text).alias("_inorm"))
-    labels = np.full(items.height, -1, dtype=np.int64)
-    for _, part in items.group_by("dataset", maintain_order=True):
-        rows = part["_irow"].to_numpy()
-        local = cluster_texts(part["_inorm"], params.config(params.item_threshold, params.ngram)).label
-        labels[rows] = np.where(local >= 0, rows[np.maximum(local, 0)], -1)
-    items = items.with_columns(pl.Series("_ilabel", labels))
-    items = items.with_columns(
+    label = cluster_texts(items["_inorm"], params.config(params.item_threshold, params.ngram)).label
+    items = items.with_columns(pl.Series("_ilabel", label, dtype=pl.Int64)).with_columns(
         pl.when(pl.col("_ilabel") >= 0).then(pl.col("_ilabel")).alias("cluster_id"),
         pl.when(pl.col("_ilabel") >= 0).then(pl.len().over("_ilabel")).cast(pl.Int64).alias("cluster_size"),
     )
     clustered = int(items["cluster_size"].fill_null(1).gt(1).sum())
+    work = ["_irow", "_inorm", "_ilabel"]
+    remap = pl.DataFrame(schema={"dataset": pl.String, "item_id": pl.String, "_kept": pl.String})
     if params.items == "mark":
-        return items.drop("_irow", "_inorm", "_ilabel"), frame, clustered
-    counts = frame.group_by("dataset", "item_id").agg(pl.len().alias("_uses"))
-    items = items.join(counts, on=["dataset", "item_id"], how="left", maintain_order="left").with_columns(
+        return ItemDedup(items.drop(work), items.clear().drop(work), remap, clustered)
+    items = items.join(uses, on=["dataset", "item_id"], how="left", maintain_order="left").with_columns(
         pl.col("_uses").fill_null(0)
     )
     items = (
@@ -246,19 +298,15 @@ def _duplicate_items(
     )
     loser = (pl.col("_ilabel") >= 0) & (pl.col("_iorder") != 1)
     winners = items.filter(pl.col("_iorder") == 1)
-    mapping = (
+    remap = (
         items.filter(loser)
         .join(winners.select("_ilabel", pl.col("item_id").alias("_kept")), on="_ilabel", how="left")
         .join(winners.select("dataset", "item_id"), on=["dataset", "item_id"], how="anti", maintain_order="left")
         .unique(subset=["dataset", "item_id"], keep="first", maintain_order=True)
         .select("dataset", "item_id", "_kept")
     )
-    kept_items = items.filter(~loser)
-    drops.add("items", items.filter(loser).drop("_irow", "_inorm", "_ilabel", "_uses", "_iorder"), "duplicate_item")
-    frame = frame.join(mapping, on=["dataset", "item_id"], how="left", maintain_order="left")
-    drops.change("item_id_remapped", int(frame["_kept"].is_not_null().sum()))
-    frame = frame.with_columns(pl.coalesce("_kept", "item_id").alias("item_id")).drop("_kept")
-    return kept_items.drop("_irow", "_inorm", "_ilabel", "_uses", "_iorder"), frame, clustered
+    work += ["_uses", "_iorder"]
+    return ItemDedup(items.filter(~loser).drop(work), items.filter(loser).drop(work), remap, clustered)
 
 
 COUNTERS = (
@@ -269,86 +317,56 @@ COUNTERS = (
     "texts_in_duplicate_clusters",
     "duplicate_users",
     "items_in_duplicate_clusters",
-)  # the numbers of ``info``, summed over datasets (and over the runner's buckets)
+)  # the numbers of ``info``, summed over datasets
 
 
 @dataclass
 class Deduped:
-    """Deduplicated interactions and items, what was dropped, blanked and changed (by reason, with
-    the rows), the :data:`COUNTERS` summed over datasets, and each dataset's rows and changes."""
+    """One bucket's deduplicated interactions, what was dropped, blanked and changed (by reason,
+    with the rows), and each dataset's rows and changes."""
 
     interactions: pl.DataFrame
-    items: pl.DataFrame
     drops: Drops
-    counters: dict[str, int]
     by_dataset: dict[str, dict[str, Any]]
 
 
-def dedup(interactions: pl.LazyFrame, items: pl.LazyFrame, params: DedupParams) -> Deduped:
-    """Exact and near-duplicate removal over interactions and items, in the four scopes, one dataset
-    at a time (so a bucket of datasets gives the same rows as each dataset alone)."""
-    names = sorted(
-        set(interactions.select("dataset").unique().collect()["dataset"].to_list())
-        | set(items.select("dataset").unique().collect()["dataset"].to_list())
-    )
-    drops, counters, by_dataset = Drops(), Counter(dict.fromkeys(COUNTERS, 0)), {}
-    done = []
-    for name in names or [None]:
-        chosen = (pl.col("dataset") == name) if name is not None else pl.lit(False)
-        frame = interactions.filter(chosen).collect()
-        one = dedup_dataset(frame, items.filter(chosen).collect(), params)
-        drops.update(one.drops)
-        counters.update(one.counters)
-        if frame.height:
-            by_dataset[name] = {"rows": frame.height, "changed": dict(one.drops.changed)}
-        done.append(one)
-    return Deduped(
-        pl.concat([d.interactions for d in done]),
-        pl.concat([d.items for d in done]),
-        drops,
-        dict(counters),
-        by_dataset,
-    )
-
-
-def dedup_dataset(frame: pl.DataFrame, items: pl.DataFrame, params: DedupParams) -> Deduped:
-    """The four scopes over one dataset's interactions and items."""
+def apply_marks(frame: pl.DataFrame, marks: pl.DataFrame, remap: pl.DataFrame, params: DedupParams) -> Deduped:
+    """Apply the prepare step's decisions to one bucket's interactions (``_bucket_row`` numbers them,
+    ``marks`` holds per ``_bucket_row`` its ``cluster_id``, ``cluster_size`` and whether it is a variant
+    copy, a duplicate user's or a text copy; ``remap`` maps duplicate items to kept ones), in the
+    scopes' order (a), (c), (d), (b)."""
     drops = Drops()
     frame = frame.drop([c for c in ("cluster_id", "cluster_size") if c in frame.columns])
-    frame = frame.sort(list(CHRONOLOGICAL), maintain_order=True).with_columns(
-        normalize_expr("review_text").alias("_norm")
-    )
-    clusters = cluster_texts(frame["_norm"], params.config(params.threshold, params.ngram))
-    frame = frame.with_columns(
-        pl.Series("_label", clusters.label), pl.Series("_rank", keep_rank(frame, params.keep))
-    ).with_columns(
-        pl.when(pl.col("_label") >= 0).then(pl.col("_label")).alias("cluster_id"),
-        pl.when(pl.col("_label") >= 0).then(pl.len().over("_label")).cast(pl.Int64).alias("cluster_size"),
-    )
-    exact_copies = int(((clusters.exact >= 0) & (clusters.exact != np.arange(len(clusters.exact)))).sum())
-    counts = {
-        "candidate_edges": clusters.candidate_edges,
-        "verified_edges": clusters.verified_edges,
-        "empty_texts": int((clusters.label < 0).sum()),
-        "exact_duplicate_texts": exact_copies,
-        "texts_in_duplicate_clusters": int(frame["cluster_size"].fill_null(1).gt(1).sum()),
-    }
+    frame = frame.join(marks, on="_bucket_row", how="left", maintain_order="left")
+    flags = ["_bucket_row", "_variant", "_user", "_copy"]
+    by_dataset = {name: {"rows": n} for name, n in frame.group_by("dataset").len().sort("dataset").iter_rows()}
     if params.variants:
-        frame = _with_products(frame, items, params.variant_title_similarity)
-        posted = pl.col("cluster_id").is_not_null() & pl.col("timestamp").is_not_null()
-        variant = posted & _loser([*VARIANT_KEYS, "_product"])
-        drops.add("interactions", frame.filter(variant).drop(*WORK, "_product"), "variant_duplicate")
-        frame = frame.filter(~variant).drop("_product")
+        drops.add("interactions", frame.filter("_variant").drop(flags), "variant_duplicate")
+        frame = frame.filter(~pl.col("_variant"))
     if params.users:
-        frame, counts["duplicate_users"] = _duplicate_users(frame, params, drops)
-    if params.items != "off":
-        items, frame, counts["items_in_duplicate_clusters"] = _duplicate_items(items, frame, params, drops)
-    if params.text_action != "keep":
-        copy = pl.col("cluster_id").is_not_null() & _loser(["cluster_id"])
-        if params.text_action == "drop":
-            drops.add("interactions", frame.filter(copy).drop(*WORK), "duplicate_text")
-            frame = frame.filter(~copy)
-        else:
-            drops.blank("interactions", frame.filter(copy), "review_text", "review_text_duplicate")
-            frame = frame.with_columns(pl.when(copy).then(None).otherwise(pl.col("review_text")).alias("review_text"))
-    return Deduped(frame.drop(*WORK), items, drops, counts, {})
+        gone = frame.filter("_user")
+        if gone.height:
+            drops.add("interactions", gone.drop(flags), "duplicate_user")
+        frame = frame.filter(~pl.col("_user"))
+    changed = {}
+    if params.items == "remap":
+        frame = frame.join(remap, on=["dataset", "item_id"], how="left", maintain_order="left")
+        changed["item_id_remapped"] = pl.col("_kept").is_not_null()
+        drops.change("item_id_remapped", int(frame["_kept"].is_not_null().sum()))
+    if params.text_action == "blank":
+        changed["review_text_duplicate"] = pl.col("_copy")
+    counts = {
+        row["dataset"]: row
+        for row in frame.group_by("dataset").agg(*[m.sum().alias(r) for r, m in changed.items()]).iter_rows(named=True)
+    }
+    for name, entry in by_dataset.items():
+        entry["changed"] = {reason: int(counts.get(name, {}).get(reason, 0)) for reason in changed}
+    if params.items == "remap":
+        frame = frame.with_columns(pl.coalesce("_kept", "item_id").alias("item_id")).drop("_kept")
+    if params.text_action == "drop":
+        drops.add("interactions", frame.filter("_copy").drop(flags), "duplicate_text")
+        frame = frame.filter(~pl.col("_copy"))
+    elif params.text_action == "blank":
+        drops.blank("interactions", frame.filter("_copy"), "review_text", "review_text_duplicate")
+        frame = frame.with_columns(pl.when("_copy").then(None).otherwise(pl.col("review_text")).alias("review_text"))
+    return Deduped(frame.drop(flags), drops, by_dataset)

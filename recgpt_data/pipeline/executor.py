@@ -10,6 +10,7 @@ had not finished.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
@@ -19,6 +20,7 @@ import polars as pl
 from recgpt_data.engines import Engine, get_engine
 from recgpt_data.errors import UsageError
 from recgpt_data.pipeline.crash import kill_point
+from recgpt_data.pipeline.fingerprint import FileRecord, file_sha256
 from recgpt_data.pipeline.partition import PartitionTask, WholeTask, run_partition, run_whole
 from recgpt_data.pipeline.planner import Planned
 from recgpt_data.pipeline.shuffle import has_column, split_by
@@ -130,7 +132,7 @@ class Executor:
         column = PARTITION_COLUMNS[planned.definition.partition]
         buckets = {name: self.buckets(name, ref, column, bucket_count) for name, ref in inputs.items()}
         results = self.store.finished_parts(key, fingerprint)
-        prepared = self.prepare(planned, buckets, context) if len(results) < bucket_count else None
+        prepared = self.prepare(planned, buckets, context)
         shared = dict(prepared.tables) if prepared is not None else {}
         tasks = [
             PartitionTask(
@@ -167,8 +169,11 @@ class Executor:
             name: TableRecord(tuple(p.tables[name] for p in ordered if name in p.tables), bucket_count, column)
             for name in names
         }
-        stats = merge_stats(p.stats for p in ordered)
+        stats = merge_stats(
+            [*(p.stats for p in ordered), {**StageStats().to_dict(), **(prepared.stats if prepared else {})}]
+        )
         if prepared is not None:
+            written.update(self.adopt(key, prepared))
             stats.info = merge_info(stats.info, dict(prepared.info))
         for name, ref in inputs.items():
             stats.rows_in[name] = count(self.store.scan(ref))
@@ -190,6 +195,20 @@ class Executor:
         if clash:
             raise UsageError(f"stage {planned.key}: its prepare step returned tables it also reads: {clash}")
         return prepared
+
+    def adopt(self, key: str, prepared: Prepared) -> dict[str, TableRecord]:
+        """Move the whole tables a prepare step wrote as the stage's output into its folder."""
+        records = {}
+        for name, files in prepared.outputs.items():
+            moved = []
+            for index, file in enumerate(files):
+                relative = f"{name}/whole-{index:05d}.parquet"
+                path = self.store.stage_dir(key) / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(file, path)
+                moved.append(FileRecord(relative, path.stat().st_size, file_sha256(path)))
+            records[name] = TableRecord(tuple(moved))
+        return records
 
     def buckets(self, name: str, ref: TableRef, column: str, bucket_count: int) -> Buckets:
         """A table as buckets see it: for a table with the bucket ``column``, each bucket's files

@@ -1,5 +1,7 @@
 """Stage ``dedup``: exact and near-duplicate removal in four scopes (:mod:`recgpt_data.dedup.scopes`,
-whose :class:`~recgpt_data.dedup.scopes.DedupParams` are this stage's parameters)."""
+whose :class:`~recgpt_data.dedup.scopes.DedupParams` are this stage's parameters), in user buckets:
+the prepare step (:mod:`recgpt_data.dedup.prepare`) does the work that spans buckets as tasks and
+each bucket applies its decisions."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ from collections.abc import Mapping
 import polars as pl
 
 from recgpt_data.dedup.lsh import optimal_banding
-from recgpt_data.dedup.scopes import DedupParams, dedup
-from recgpt_data.stage import PARTITION_DATASET, Context, StageOutput, StageStats, count, stage
+from recgpt_data.dedup.prepare import prepare_dedup
+from recgpt_data.dedup.scopes import DedupParams, apply_marks
+from recgpt_data.stage import PARTITION_USER, Context, StageOutput, StageStats, stage
 
 
 @stage(
@@ -17,17 +20,21 @@ from recgpt_data.stage import PARTITION_DATASET, Context, StageOutput, StageStat
     params=DedupParams,
     reads=("interactions", "items"),
     writes=("interactions", "items"),
-    partition=PARTITION_DATASET,
-    version="3",
+    partition=PARTITION_USER,
+    version="4",
     heuristic=True,
+    prepare=prepare_dedup,
 )
 def dedup_stage(tables: Mapping[str, pl.LazyFrame], params: DedupParams, ctx: Context) -> StageOutput:
-    """Exact and near-duplicate removal over interactions and items, one dataset at a time."""
-    interactions, items = tables["interactions"], tables["items"]
-    stats = StageStats(rows_in={"interactions": count(interactions), "items": count(items)})
+    """One user bucket's interactions with the prepare step's decisions applied."""
+    index = ctx.partition[0] if ctx.partition is not None else 0
+    frame = tables["interactions"].collect().with_row_index("_bucket_row")
+    marks = tables["dedup_marks"].filter(pl.col("_bucket") == index).drop("_bucket").collect()
+    remap = tables["dedup_remap"].collect() if "dedup_remap" in tables else None
+    stats = StageStats(rows_in={"interactions": frame.height})
     banding = optimal_banding(
         params.threshold, params.num_perm, params.false_positive_weight, params.false_negative_weight
     )
-    done = dedup(interactions, items, params)
-    stats.info.update({"note": banding.describe(), **done.counters, "by_dataset": done.by_dataset})
-    return StageOutput({"interactions": done.interactions, "items": done.items}, stats, done.drops)
+    done = apply_marks(frame, marks, remap, params)
+    stats.info.update({"note": banding.describe(), "by_dataset": done.by_dataset})
+    return StageOutput({"interactions": done.interactions}, stats, done.drops)

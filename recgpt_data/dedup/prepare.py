@@ -1,0 +1,299 @@
+"""The ``dedup`` stage's prepare step: the four scopes' cross-bucket work as tasks on the run's
+engine, each holding one bucket or one shuffle partition, never a whole dataset.
+
+Interactions come in user buckets. In rounds of tasks (``P`` = the bucket count):
+
+1. ``rows`` (per bucket): each row's chronological position in its dataset (its own bucket's
+   sorted keys plus, bucket by bucket, how many of another bucket's rows sort before it), the
+   normalised text, the keep score and scope (a)'s variant copies (one user's rows, so local);
+   the bucket's distinct texts shuffled as documents (:mod:`recgpt_data.dedup.spread`).
+2. review texts clustered across buckets (:func:`~recgpt_data.dedup.spread.cluster_spread`).
+3. ``users`` (per bucket): scope (c)'s history of each user as a document; clustered likewise.
+4. ``decide`` (per bucket): each row's cluster, whether its user is a duplicate, the item uses
+   that scope (d) counts, and each shared cluster's best remaining keep score, shuffled by cluster.
+5. ``best`` (per partition): each cluster's best score over all buckets, sent back per bucket.
+6. ``marks`` (per bucket): which rows are text copies; one file of decisions per bucket.
+7. ``items`` (per dataset): scope (d) over the dataset's items (:func:`dedup_items`).
+
+The buckets then apply their marks (:func:`recgpt_data.dedup.scopes.apply_marks`); the items table
+is written whole by the items tasks.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from recgpt_data.dedup.scopes import (
+    COUNTERS,
+    DedupParams,
+    ItemDedup,
+    bucket_rows,
+    dedup_items,
+    history_docs,
+    text_docs,
+)
+from recgpt_data.dedup.spread import cluster_spread, clusters_of, partition_of, write_docs, write_shuffled
+from recgpt_data.errors import UsageError
+from recgpt_data.io.parquet import write_parquet
+from recgpt_data.schema import CHRONOLOGICAL
+from recgpt_data.stage import DROP_REASON, Context, Preparation, Prepared
+
+KEYS = ["dataset", *CHRONOLOGICAL]
+ROW_COLUMNS = ["_bucket_row", "dataset", "user_id", "item_id", "rating", "_pos", "_rank", "_tid", "_variant"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One task: the scratch folder, the bucket, partition or dataset it works on, every bucket's
+    interaction files, the items files and the parameters."""
+
+    scratch: str
+    index: int
+    interactions: tuple[tuple[str, ...], ...]
+    items: tuple[str, ...]
+    params: DedupParams
+    dataset: str | None = None
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.scratch)
+
+    @property
+    def partitions(self) -> int:
+        return len(self.interactions)
+
+
+def _read(files: tuple[str, ...], columns: list[str]) -> pl.DataFrame:
+    return pl.scan_parquet(list(files)).select(columns).collect()
+
+
+def _refuse_ties(frame: pl.DataFrame) -> None:
+    """The chronological order must be total within a dataset, or positions are not defined."""
+    if frame.select(pl.struct(KEYS).is_duplicated().any()).item():
+        raise UsageError(f"dedup: two interactions of one dataset share ({', '.join(KEYS[1:])})")
+
+
+def positions(job: Job) -> pl.DataFrame:
+    """Each row of bucket ``job.index`` (``_bucket_row``) with ``_pos``, its position in its
+    dataset's chronological order: its rank in its own bucket plus, for each other bucket (read one
+    at a time), how many of that bucket's rows of the dataset sort before it."""
+    own = _read(job.interactions[job.index], KEYS).with_row_index("_bucket_row")
+    _refuse_ties(own)
+    own = own.sort(KEYS, maintain_order=True).with_columns(pl.int_range(pl.len()).over("dataset").alias("_pos"))
+    for other, files in enumerate(job.interactions):
+        if other == job.index:
+            continue
+        both = pl.concat(
+            [
+                own.select(*KEYS, "_bucket_row", pl.lit(0).alias("_other")),
+                _read(files, KEYS).with_columns(
+                    pl.lit(None, pl.UInt32).alias("_bucket_row"), pl.lit(1).alias("_other")
+                ),
+            ]
+        ).sort(KEYS, maintain_order=True)
+        _refuse_ties(both)
+        before = both.with_columns(pl.col("_other").cum_sum().over("dataset").alias("_before")).filter(
+            pl.col("_other") == 0
+        )
+        own = (
+            own.join(before.select("_bucket_row", "_before"), on="_bucket_row")
+            .with_columns(pl.col("_pos") + pl.col("_before"))
+            .drop("_before")
+        )
+    return own.select("_bucket_row", pl.col("_pos").cast(pl.Int64))
+
+
+def rows(job: Job) -> int:
+    """Round 1 for one bucket: its rows' positions, texts and variant copies, and its distinct
+    texts shuffled; returns its empty texts."""
+    params = job.params
+    columns = [*KEYS, "user_id", "item_id", "rating", "review_text", "helpful_votes"]
+    frame = _read(job.interactions[job.index], columns).with_row_index("_bucket_row")
+    frame = frame.join(positions(job), on="_bucket_row", how="left")
+    items = pl.DataFrame(schema={"dataset": pl.String, "item_id": pl.String, "title": pl.String})
+    if params.variants and job.items:
+        items = (
+            pl.scan_parquet(list(job.items))
+            .select("dataset", "item_id", "title")
+            .join(
+                frame.lazy().select("dataset", "item_id").unique(),
+                on=["dataset", "item_id"],
+                how="semi",
+                maintain_order="left",
+            )
+            .collect()
+        )
+    marked = bucket_rows(frame, items, params)
+    docs, marked = text_docs(marked)
+    write_docs(docs, job.folder / "texts", job.index, job.partitions)
+    write_parquet(marked.select(ROW_COLUMNS), job.folder / "rows" / f"{job.index:05d}.parquet")
+    return int(marked["_tid"].null_count())
+
+
+def _clustered_rows(job: Job) -> pl.DataFrame:
+    """Bucket ``job.index``'s rows with their review-text ``cluster_id`` and ``cluster_size``."""
+    texts = clusters_of(job.folder / "texts", job.index).select(
+        pl.col("member").alias("_tid"), pl.col("root").alias("cluster_id"), pl.col("size").alias("cluster_size")
+    )
+    marked = pl.read_parquet(job.folder / "rows" / f"{job.index:05d}.parquet")
+    return marked.join(texts, on="_tid", how="left", maintain_order="left")
+
+
+def users(job: Job) -> None:
+    """Round 3 for one bucket: its users' histories (rows left after scope a) as documents."""
+    docs, listed = history_docs(_clustered_rows(job).filter(~pl.col("_variant")), job.params)
+    write_docs(docs, job.folder / "users", job.index, job.partitions)
+    write_parquet(listed, job.folder / "users" / "list" / f"{job.index:05d}.parquet")
+
+
+def decide(job: Job) -> int:
+    """Round 4 for one bucket: duplicate users' rows, item uses and each shared cluster's best
+    remaining keep score (shuffled by cluster); returns the bucket's duplicate users."""
+    marked = _clustered_rows(job)
+    dropped = 0
+    if job.params.users:
+        listed = pl.read_parquet(job.folder / "users" / "list" / f"{job.index:05d}.parquet")
+        found = clusters_of(job.folder / "users", job.index).select("member", pl.col("best").alias("_cbest"))
+        gone = listed.join(found, on="member").filter(pl.col("best") != pl.col("_cbest")).select("dataset", "user_id")
+        dropped = gone.height
+        marked = marked.join(gone.with_columns(pl.lit(True).alias("_user")), on=["dataset", "user_id"], how="left")
+        marked = marked.with_columns(pl.col("_user").fill_null(False) & ~pl.col("_variant"))
+    else:
+        marked = marked.with_columns(pl.lit(False).alias("_user"))
+    left = marked.filter(~pl.col("_variant") & ~pl.col("_user"))
+    if job.params.items == "remap":
+        uses = left.group_by("dataset", "item_id").agg(pl.len().cast(pl.Int64).alias("_uses"))
+        write_parquet(uses, job.folder / "uses" / f"{job.index:05d}.parquet")
+    shared = (
+        left.filter(pl.col("cluster_size") > 1)
+        .group_by("dataset", "cluster_id")
+        .agg(pl.col("_rank").min().alias("_best"))
+        .with_columns(pl.lit(job.index, pl.Int64).alias("bucket"))
+    )
+    part = partition_of(shared["dataset"], shared["cluster_id"].cast(pl.String), job.partitions)
+    write_shuffled(shared, part, lambda p: job.folder / "best" / f"{job.index:05d}-{p:05d}.parquet", job.partitions)
+    columns = ["_bucket_row", "cluster_id", "cluster_size", "_variant", "_user", "_rank"]
+    write_parquet(marked.select(columns), job.folder / "decided" / f"{job.index:05d}.parquet")
+    return dropped
+
+
+def best(job: Job) -> None:
+    """Round 5 for one partition: each shared cluster's best remaining score over all buckets,
+    sent back to each bucket that holds it."""
+    sent = pl.read_parquet(sorted(str(p) for p in (job.folder / "best").glob(f"*-{job.index:05d}.parquet")))
+    sent = sent.with_columns(pl.col("_best").min().over("dataset", "cluster_id"))
+    for b in range(job.partitions):
+        mine = sent.filter(pl.col("bucket") == b).select("cluster_id", "_best", "dataset")
+        write_parquet(mine, job.folder / "back" / f"{job.index:05d}-{b:05d}.parquet")
+
+
+def marks(job: Job) -> str:
+    """Round 6 for one bucket: its rows' decisions, text copies included; returns the file."""
+    decided = pl.read_parquet(job.folder / "decided" / f"{job.index:05d}.parquet")
+    rows_ = pl.read_parquet(job.folder / "rows" / f"{job.index:05d}.parquet").select("_bucket_row", "dataset")
+    back = pl.read_parquet(sorted(str(p) for p in (job.folder / "back").glob(f"*-{job.index:05d}.parquet")))
+    decided = decided.join(rows_, on="_bucket_row").join(back, on=["dataset", "cluster_id"], how="left")
+    copy = pl.col("_best").is_not_null() & ~pl.col("_variant") & ~pl.col("_user") & (pl.col("_rank") != pl.col("_best"))
+    path = job.folder / "marks" / f"{job.index:05d}.parquet"
+    write_parquet(
+        decided.select(
+            pl.lit(job.index, pl.Int64).alias("_bucket"),
+            "_bucket_row",
+            "cluster_id",
+            "cluster_size",
+            "_variant",
+            "_user",
+            copy.alias("_copy"),
+        ),
+        path,
+    )
+    return str(path)
+
+
+def item_datasets(files: tuple[str, ...]) -> list[str]:
+    """The datasets of the items table."""
+    if not files:
+        return []
+    return sorted(pl.scan_parquet(list(files)).select("dataset").unique().collect()["dataset"].to_list())
+
+
+def items(job: Job) -> tuple[int, int, int]:
+    """Round 7 for one dataset: scope (d) over its items; returns (items in clusters of two or
+    more, items dropped, items kept)."""
+    params = job.params
+    chosen = pl.col("dataset") == job.dataset if job.dataset is not None else pl.lit(False)
+    table = pl.scan_parquet(list(job.items)).filter(chosen).collect()
+    if params.items == "off":
+        done = ItemDedup(table, table.clear(), pl.DataFrame(), 0)
+    else:
+        uses = pl.DataFrame(schema={"dataset": pl.String, "item_id": pl.String, "_uses": pl.Int64})
+        if params.items == "remap":
+            uses = (
+                pl.scan_parquet(sorted(str(p) for p in (job.folder / "uses").glob("*.parquet")))
+                .filter(chosen)
+                .group_by("dataset", "item_id")
+                .agg(pl.col("_uses").sum())
+                .collect()
+            )
+        done = dedup_items(table, uses, params)
+    out = job.folder / "items"
+    write_parquet(done.items, out / "kept" / f"{job.index:05d}.parquet")
+    if params.items == "remap":
+        lost = done.lost.with_columns(pl.lit("duplicate_item", dtype=pl.String).alias(DROP_REASON))
+        write_parquet(lost, out / "lost" / f"{job.index:05d}.parquet")
+        write_parquet(done.remap, out / "remap" / f"{job.index:05d}.parquet")
+    return done.clustered, done.lost.height, done.items.height
+
+
+def prepare_dedup(prep: Preparation, params: DedupParams, ctx: Context) -> Prepared:
+    """The dedup stage's prepare step (see the module docstring)."""
+    shutil.rmtree(prep.scratch / "dedup", ignore_errors=True)  # what an interrupted run left
+    scratch = str(prep.scratch / "dedup")
+    interactions = tuple(prep.buckets["interactions"])
+    item_files = tuple(f for files in prep.buckets["items"] for f in files)
+    buckets = len(interactions)
+
+    def jobs(n: int) -> list[Job]:
+        return [Job(scratch, i, interactions, item_files, params) for i in range(n)]
+
+    info = dict.fromkeys(COUNTERS, 0)
+    info["empty_texts"] = sum(prep.map(rows, jobs(buckets)))
+    texts = cluster_spread(
+        Path(scratch) / "texts", buckets, buckets, params.config(params.threshold, params.ngram), prep.map
+    )
+    info.update(
+        candidate_edges=texts.candidate_edges,
+        verified_edges=texts.verified_edges,
+        exact_duplicate_texts=texts.documents - texts.distinct,
+        texts_in_duplicate_clusters=texts.clustered,
+    )
+    if params.users:
+        list(prep.map(users, jobs(buckets)))
+        cluster_spread(Path(scratch) / "users", buckets, buckets, params.config(params.user_threshold, 1), prep.map)
+    info["duplicate_users"] = sum(prep.map(decide, jobs(buckets)))
+    list(prep.map(best, jobs(buckets)))
+    marked = sorted(prep.map(marks, jobs(buckets)))
+    names = list(prep.map(item_datasets, [item_files]))[0]
+    done = list(
+        prep.map(
+            items, [Job(scratch, k, interactions, item_files, params, name) for k, name in enumerate(names or [None])]
+        )
+    )
+    info["items_in_duplicate_clusters"] = sum(c for c, _, _ in done)
+    folder = Path(scratch) / "items"
+    whole = {"items": _files(folder / "kept")}
+    tables = {"dedup_marks": tuple(marked)}
+    stats = {"rows_out": {"items": sum(k for _, _, k in done)}}
+    if params.items == "remap":
+        whole["dropped_items"] = _files(folder / "lost")
+        tables["dedup_remap"] = _files(folder / "remap")
+        stats["dropped"] = {"duplicate_item": sum(n for _, n, _ in done)}
+    return Prepared(tables=tables, info=info, outputs=whole, stats=stats)
+
+
+def _files(folder: Path) -> tuple[str, ...]:
+    return tuple(sorted(str(p) for p in folder.glob("*.parquet")))

@@ -1,0 +1,281 @@
+"""Near-duplicate clustering of strings spread over many buckets, as tasks with bounded memory.
+
+The same clusters as :func:`recgpt_data.dedup.lsh.cluster_texts` over all buckets' strings at
+once, computed in four rounds of tasks over ``P`` shuffle partitions, none of which holds more
+than its share of the data, and one task that holds the verified edges:
+
+1. ``distinct`` (one task per partition): the documents every bucket shuffled to the partition by
+   a stable hash of their text are grouped by their exact text (so equal strings meet, and no hash
+   collision merges two texts); each distinct text gets a node id, its earliest ``first``, its
+   summed ``count`` and its least ``best``; texts of ``ngram`` words or more get their MinHash
+   signature (once) and band keys, shuffled to band partitions by the key itself.
+2. ``candidates`` (per band partition): texts sharing a (dataset, band, key) are linked to the one
+   with the smallest ``first``, exactly as :func:`~recgpt_data.dedup.lsh.bucket_edges` links each
+   bucket's members to its first member; the edges go to edge partitions by a hash of the pair.
+3. ``verify`` (per edge partition): distinct edges are counted (the candidate edges) and kept where
+   the two signatures, read from the distinct partitions for just these nodes, agree on at least
+   the threshold.
+4. ``components`` (one task): :func:`scipy.sparse.csgraph.connected_components` over the verified
+   edges, with each component's smallest ``first`` (its root), summed ``count`` and least ``best``.
+   This task holds the verified edge list and its nodes, nothing else.
+5. ``resolve`` (per partition): each distinct text's component (or itself, alone) is written back
+   to the buckets its documents came from, one file per bucket.
+
+A document is a row ``(dataset, text, first, count, best, member)``: ``first`` orders documents
+(the smallest first of a cluster is its root, and links go to the smallest first of a band key),
+``member`` is the bucket's own id for the document. Nothing crosses datasets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from recgpt_data.dedup.lsh import NearDuplicateConfig, band_keys, optimal_banding
+from recgpt_data.dedup.minhash import MinHasher
+from recgpt_data.dedup.normalize import word_counts
+from recgpt_data.hashing import fnv1a64
+from recgpt_data.io.parquet import write_parquet
+
+DOC_SCHEMA = {
+    "dataset": pl.String,
+    "text": pl.String,
+    "first": pl.Int64,
+    "count": pl.Int64,
+    "best": pl.Int64,
+    "member": pl.Int64,
+}
+NODE_BITS = 40  # a node id is partition << NODE_BITS | index within the partition
+PREFIX = 256  # characters of a text that choose its partition (equal texts share every prefix)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+Mapper = Callable[[Callable, Sequence], Iterable]
+
+
+def partition_of(dataset: pl.Series, text: pl.Series, partitions: int) -> np.ndarray:
+    """The shuffle partition of each (dataset, text): a stable hash of the dataset and the text's
+    first :data:`PREFIX` characters."""
+    key = dataset + "\x1f" + text.str.slice(0, PREFIX)
+    return (fnv1a64(key).to_numpy() % np.uint64(partitions)).astype(np.int64)
+
+
+def write_shuffled(frame: pl.DataFrame, part: np.ndarray, path: Callable[[int], Path], partitions: int) -> None:
+    """Write ``frame``'s rows to one file per partition (``part`` gives each row's), empty ones too."""
+    frame = frame.with_columns(pl.Series("_part", part, dtype=pl.Int64))
+    for p in range(partitions):
+        write_parquet(frame.filter(pl.col("_part") == p).drop("_part"), path(p))
+
+
+def write_docs(docs: pl.DataFrame, folder: Path, bucket: int, partitions: int) -> None:
+    """Shuffle one bucket's documents (columns :data:`DOC_SCHEMA`) into ``folder``."""
+    docs = docs.select([pl.col(c).cast(t) for c, t in DOC_SCHEMA.items()]).with_columns(bucket=pl.lit(bucket, pl.Int64))
+    part = partition_of(docs["dataset"], docs["text"], partitions)
+    write_shuffled(docs, part, lambda p: folder / "docs" / f"{bucket:05d}-{p:05d}.parquet", partitions)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One task of one round: the round's folder, the partition (or bucket) it works on, the counts
+    of buckets and partitions, and the clustering configuration."""
+
+    folder: str
+    index: int
+    buckets: int
+    partitions: int
+    config: NearDuplicateConfig
+
+
+def _files(folder: Path, pattern: str) -> list[str]:
+    return sorted(str(p) for p in folder.glob(pattern))
+
+
+def _pair_partition(u: np.ndarray, partitions: int) -> np.ndarray:
+    return (((u.astype(np.uint64) * _MIX) >> np.uint64(32)) % np.uint64(partitions)).astype(np.int64)
+
+
+def distinct(job: Job) -> tuple[int, int]:
+    """Round 1 on one partition; returns (the documents' summed count, distinct texts)."""
+    folder, p, config = Path(job.folder), job.index, job.config
+    files = _files(folder / "docs", f"*-{p:05d}.parquet")
+    docs = pl.read_parquet(files) if files else pl.DataFrame(schema={**DOC_SCHEMA, "bucket": pl.Int64})
+    nodes = (
+        docs.group_by("dataset", "text")
+        .agg(pl.col("first").min(), pl.col("count").sum(), pl.col("best").min())
+        .sort("dataset", "first")
+        .with_row_index("id")
+        .with_columns(pl.col("id").cast(pl.Int64) + (p << NODE_BITS))
+    )
+    members = docs.select("dataset", "text", "bucket", "member").join(
+        nodes.select("dataset", "text", "id"), on=["dataset", "text"], how="left"
+    )
+    write_parquet(members.select("bucket", "member", "id"), folder / "members" / f"{p:05d}.parquet")
+    write_parquet(nodes.select("id", "dataset", "first", "count", "best"), folder / "nodes" / f"{p:05d}.parquet")
+    long_ = nodes.filter(word_counts(nodes["text"]) >= config.ngram)
+    banding = optimal_banding(
+        config.threshold, config.num_perm, config.false_positive_weight, config.false_negative_weight
+    )
+    hasher = MinHasher(config.num_perm, config.seed, config.ngram)
+    signatures = np.empty((long_.height, config.num_perm), dtype=np.uint32)
+    for lo in range(0, long_.height, config.batch_size):
+        signatures[lo : lo + config.batch_size] = hasher.signatures_of_normalized(
+            long_["text"].slice(lo, config.batch_size)
+        )
+    if config.verify:
+        sig = pl.Series("sig", signatures, dtype=pl.Array(pl.UInt32, config.num_perm))
+        write_parquet(long_.select("id").with_columns(sig), folder / "signatures" / f"{p:05d}.parquet")
+    keys = band_keys(signatures, banding.bands, banding.rows)
+    bands = pl.DataFrame(
+        {
+            "dataset": np.repeat(long_["dataset"].to_numpy(), banding.bands),
+            "band": np.tile(np.arange(banding.bands, dtype=np.int32), long_.height),
+            "key": keys.reshape(-1),
+            "id": np.repeat(long_["id"].to_numpy(), banding.bands),
+            "first": np.repeat(long_["first"].to_numpy(), banding.bands),
+        },
+        schema={"dataset": pl.String, "band": pl.Int32, "key": pl.UInt64, "id": pl.Int64, "first": pl.Int64},
+    )
+    part = (bands["key"].to_numpy() % np.uint64(job.partitions)).astype(np.int64)
+    write_shuffled(bands, part, lambda q: folder / "bands" / f"{p:05d}-{q:05d}.parquet", job.partitions)
+    return int(docs["count"].sum()), nodes.height
+
+
+def candidates(job: Job) -> None:
+    """Round 2 on one band partition: each band key's members linked to its smallest ``first``."""
+    folder, q = Path(job.folder), job.index
+    bands = pl.read_parquet(_files(folder / "bands", f"*-{q:05d}.parquet"))
+    edges = (
+        bands.sort("dataset", "band", "key", "first")
+        .with_columns(pl.col("id").first().over("dataset", "band", "key").alias("v"))
+        .filter(pl.col("id") != pl.col("v"))
+        .select(pl.col("id").alias("u"), "v")
+        .unique(maintain_order=True)
+    )
+    part = _pair_partition(edges["u"].to_numpy(), job.partitions)
+    write_shuffled(edges, part, lambda r: folder / "edges" / f"{q:05d}-{r:05d}.parquet", job.partitions)
+
+
+def _load_signatures(folder: Path, ids: np.ndarray, num_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    """The signatures of ``ids`` (sorted, unique), read only from the partitions that hold them."""
+    wanted = pl.Series("id", ids, dtype=pl.Int64)
+    frames = [
+        pl.scan_parquet(folder / "signatures" / f"{p:05d}.parquet").filter(pl.col("id").is_in(wanted)).collect()
+        for p in np.unique(ids >> NODE_BITS).tolist()
+    ]
+    found = pl.concat(frames).sort("id")
+    return found["id"].to_numpy(), found["sig"].to_numpy().reshape(found.height, num_perm)
+
+
+def verify(job: Job) -> tuple[int, int]:
+    """Round 3 on one edge partition; returns (candidate edges, verified edges)."""
+    folder, r, config = Path(job.folder), job.index, job.config
+    edges = pl.read_parquet(_files(folder / "edges", f"*-{r:05d}.parquet")).unique().sort("u", "v")
+    u, v = edges["u"].to_numpy(), edges["v"].to_numpy()
+    found = len(u)
+    if config.verify and found:
+        ids, signatures = _load_signatures(folder, np.unique(np.concatenate([u, v])), config.num_perm)
+        su, sv = np.searchsorted(ids, u), np.searchsorted(ids, v)
+        agree = np.empty(found, dtype=np.float64)
+        for lo in range(0, found, 1 << 16):
+            s = slice(lo, lo + (1 << 16))
+            agree[s] = (signatures[su[s]] == signatures[sv[s]]).mean(axis=1)
+        keep = agree >= config.threshold
+        u, v = u[keep], v[keep]
+    write_parquet(
+        pl.DataFrame({"u": u, "v": v}, schema={"u": pl.Int64, "v": pl.Int64}), folder / "verified" / f"{r:05d}.parquet"
+    )
+    return found, len(u)
+
+
+def components(job: Job) -> None:
+    """Round 4, one task: connected components of the verified edges, each with its root (smallest
+    ``first``), size (summed ``count``) and least ``best``."""
+    folder = Path(job.folder)
+    edges = pl.read_parquet(_files(folder / "verified", "*.parquet"))
+    u, v = edges["u"].to_numpy(), edges["v"].to_numpy()
+    ids = np.unique(np.concatenate([u, v]))
+    wanted = pl.Series("id", ids, dtype=pl.Int64)
+    frames = [
+        pl.scan_parquet(folder / "nodes" / f"{p:05d}.parquet").filter(pl.col("id").is_in(wanted)).collect()
+        for p in np.unique(ids >> NODE_BITS).tolist()
+    ]
+    schema = {"id": pl.Int64, "dataset": pl.String, "first": pl.Int64, "count": pl.Int64, "best": pl.Int64}
+    nodes = pl.concat(frames).sort("id") if frames else pl.DataFrame(schema=schema)
+    n = len(ids)
+    graph = coo_matrix(
+        (np.ones(len(u), dtype=np.int8), (np.searchsorted(ids, u), np.searchsorted(ids, v))), shape=(n, n)
+    )
+    _, label = connected_components(graph, directed=False)
+    comps = nodes.with_columns(pl.Series("component", label, dtype=pl.Int64)).with_columns(
+        pl.col("first").min().over("component").alias("root"),
+        pl.col("count").sum().over("component").alias("size"),
+        pl.col("best").min().over("component").alias("cbest"),
+    )
+    write_parquet(comps.select("id", "root", "size", pl.col("cbest").alias("best")), folder / "components.parquet")
+
+
+def resolve(job: Job) -> int:
+    """Round 5 on one partition: every document's cluster (root, size, best), written back to its
+    bucket; returns the summed count of the documents in clusters of more than one."""
+    folder, p = Path(job.folder), job.index
+    nodes = pl.read_parquet(folder / "nodes" / f"{p:05d}.parquet")
+    comps = (
+        pl.scan_parquet(folder / "components.parquet")
+        .filter(pl.col("id").is_between(p << NODE_BITS, ((p + 1) << NODE_BITS) - 1))
+        .collect()
+    )
+    clusters = nodes.join(comps, on="id", how="left", suffix="_c").select(
+        "id",
+        pl.coalesce("root", "first").alias("root"),
+        pl.coalesce("size", "count").alias("size"),
+        pl.coalesce("best_c", "best").alias("best"),
+        "count",
+    )
+    members = pl.read_parquet(folder / "members" / f"{p:05d}.parquet").join(clusters, on="id", how="left")
+    for b in range(job.buckets):
+        mine = members.filter(pl.col("bucket") == b).select("member", "root", "size", "best")
+        write_parquet(mine, folder / "back" / f"{p:05d}-{b:05d}.parquet")
+    return int(clusters.filter(pl.col("size") > 1)["count"].sum())
+
+
+@dataclass(frozen=True)
+class Spread:
+    """What clustering across buckets found: documents (summed counts), distinct texts, candidate
+    and verified edges, and documents (summed counts) in clusters of more than one."""
+
+    documents: int
+    distinct: int
+    candidate_edges: int
+    verified_edges: int
+    clustered: int
+
+
+def cluster_spread(folder: Path, buckets: int, partitions: int, config: NearDuplicateConfig, map_: Mapper) -> Spread:
+    """Cluster the documents that ``buckets`` buckets wrote with :func:`write_docs` under ``folder``;
+    afterwards bucket ``b`` reads its clusters with :func:`clusters_of`."""
+
+    def jobs(n: int) -> list[Job]:
+        return [Job(str(folder), i, buckets, partitions, config) for i in range(n)]
+
+    counts = list(map_(distinct, jobs(partitions)))
+    list(map_(candidates, jobs(partitions)))
+    edges = list(map_(verify, jobs(partitions)))
+    list(map_(components, jobs(1)))
+    clustered = sum(map_(resolve, jobs(partitions)))
+    return Spread(
+        sum(c for c, _ in counts),
+        sum(d for _, d in counts),
+        sum(c for c, _ in edges),
+        sum(v for _, v in edges),
+        clustered,
+    )
+
+
+def clusters_of(folder: Path, bucket: int) -> pl.DataFrame:
+    """Bucket ``bucket``'s documents' clusters: ``member``, ``root``, ``size``, ``best``."""
+    return pl.read_parquet(_files(folder / "back", f"*-{bucket:05d}.parquet"))
