@@ -4,6 +4,7 @@ interactions cut into user buckets, then each bucket, and the outputs and stats 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from recgpt_data.dedup.prepare import prepare_dedup
 from recgpt_data.dedup.scopes import DedupParams
 from recgpt_data.hashing import bucket
 from recgpt_data.pipeline.executor import merge_info, merge_stats
+from recgpt_data.schema import CHRONOLOGICAL
 from recgpt_data.stage import BLANKED, DROPPED, Context, Drops, Preparation, StageStats
 from recgpt_data.stages.dedup import dedup_stage
 
@@ -31,11 +33,15 @@ def run_buckets(
     interactions: pl.DataFrame,
     items: pl.DataFrame,
     params: DedupParams,
-    partitions: int,
-    folder: Path,
+    partitions: int = 3,
+    folder: Path | None = None,
     map_: Callable[[Callable, Sequence], Iterable] = map,
 ) -> Run:
-    """The stage over ``partitions`` user buckets, its files under ``folder``."""
+    """The stage over ``partitions`` user buckets, its files under ``folder`` (default: a
+    temporary folder, removed after)."""
+    if folder is None:
+        with tempfile.TemporaryDirectory(prefix="dedup-") as temporary:
+            return run_buckets(interactions, items, params, partitions, Path(temporary), map_)
     folder.mkdir(parents=True, exist_ok=True)
     cut = interactions.with_columns(bucket(interactions["user_id"].fill_null(""), partitions).alias("_b"))
     files = []
@@ -65,7 +71,7 @@ def run_buckets(
         frames.append(output.tables["interactions"])
     stats = merge_stats([{**StageStats().to_dict(), **prepared.stats}, *parts])
     stats.info = merge_info(stats.info, dict(prepared.info))
-    tables = {"interactions": pl.concat(frames)}
+    tables = {"interactions": pl.concat(frames).sort("dataset", *CHRONOLOGICAL, maintain_order=True)}
     tables.update({name: pl.read_parquet(list(paths)) for name, paths in prepared.outputs.items()})
     tables.update({f"{DROPPED}{name}": frame for name, frame in drops.tables().items()})
     tables.update({f"{BLANKED}{name}": frame for name, frame in drops.blanked_tables().items()})

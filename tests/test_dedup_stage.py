@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
+from dedup_buckets import run_buckets
 from magazines import ingest_magazines
 from plain_dedup import copies_on_one_item, plain_normalize
 
@@ -20,7 +21,6 @@ from recgpt_data.ingest import ingest
 from recgpt_data.schema import conform, empty
 from recgpt_data.stage import Context
 from recgpt_data.stages.clean_items import CleanItemsParams, clean_items_stage
-from recgpt_data.stages.dedup import dedup_stage
 
 
 def nonzero(counts: dict[str, int]) -> dict[str, int]:
@@ -28,10 +28,9 @@ def nonzero(counts: dict[str, int]) -> dict[str, int]:
 
 
 def run(interactions: pl.DataFrame, item_table: pl.DataFrame | None = None, **params):
+    """The stage in three user buckets, as a run executes it (tests/dedup_buckets.py)."""
     item_table = empty("items") if item_table is None else item_table
-    return dedup_stage(
-        {"interactions": interactions.lazy(), "items": item_table.lazy()}, DedupParams(**params), Context()
-    )
+    return run_buckets(interactions, item_table, DedupParams(**params))
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +102,7 @@ def test_variant_copies_in_a_real_file_match_a_plain_count(beauty) -> None:
     assert nonzero(out.stats.dropped) == {"variant_duplicate": expected} and expected == 1053
     result = out.tables["interactions"]
     assert result.height == len(raw) - expected
-    dropped = out.drops.tables()["interactions"]
+    dropped = out.tables["dropped_interactions"]
     assert set(dropped["drop_reason"]) == {"variant_duplicate"}
 
     def key(row: dict) -> tuple:
@@ -150,7 +149,7 @@ def test_variant_drops_on_real_magazines_are_copies_on_one_product(shared, tmp_p
         for r in out.tables["interactions"].iter_rows(named=True)
         if r["review_text"]
     }
-    for r in out.drops.tables()["interactions"].iter_rows(named=True):
+    for r in out.tables["dropped_interactions"].iter_rows(named=True):
         assert (
             r["user_id"],
             plain_normalize(r["review_text"]),
@@ -262,7 +261,7 @@ def test_only_variants_of_one_product_are_merged(gift_cards) -> None:
     interactions, items = gift_cards
     out = run(interactions, items, users=False, items="off", text_action="keep")
     assert nonzero(out.stats.dropped) == {"variant_duplicate": 2}
-    assert sorted(out.drops.tables()["interactions"]["item_id"]) == ["B07SHIRTLL", "B07SHIRTMM"]
+    assert sorted(out.tables["dropped_interactions"]["item_id"]) == ["B07SHIRTLL", "B07SHIRTMM"]
     kept = out.tables["interactions"]
     assert kept.height == 8
     assert sorted(kept.filter(pl.col("user_id") == "A1GIFTGIVER0001")["item_id"]) == [
@@ -279,9 +278,9 @@ def test_near_equal_titles_are_variants_only_when_asked(gift_cards) -> None:
     the three brands' cards share at most 2 of their words and stay apart."""
     interactions, items = gift_cards
     loose = run(interactions, items, users=False, items="off", variant_title_similarity=0.8)
-    assert sorted(loose.drops.tables()["interactions"]["item_id"]) == ["B00TINDEER", "B07SHIRTLL", "B07SHIRTMM"]
+    assert sorted(loose.tables["dropped_interactions"]["item_id"]) == ["B00TINDEER", "B07SHIRTLL", "B07SHIRTMM"]
     strict = run(interactions, items, users=False, items="off", variant_title_similarity=0.9)
-    assert sorted(strict.drops.tables()["interactions"]["item_id"]) == ["B07SHIRTLL", "B07SHIRTMM"]
+    assert sorted(strict.tables["dropped_interactions"]["item_id"]) == ["B07SHIRTLL", "B07SHIRTMM"]
 
 
 def test_copies_on_one_item_id_are_variants_without_metadata(long_reviews) -> None:
@@ -406,5 +405,7 @@ def test_datasets_are_deduplicated_apart(beauty) -> None:
     assert together.stats.info["exact_duplicate_texts"] == 2 * parts[0].stats.info["exact_duplicate_texts"]
 
 
-def test_dedup_runs_in_dataset_buckets() -> None:
-    assert registry.get("dedup").partition == "dataset"
+def test_dedup_runs_in_user_buckets_after_a_prepare_step() -> None:
+    definition = registry.get("dedup")
+    assert definition.partition == "user"
+    assert definition.prepare is not None

@@ -164,7 +164,7 @@ def _load_signatures(folder: Path, ids: np.ndarray, num_perm: int) -> tuple[np.n
     """The signatures of ``ids`` (sorted, unique), read only from the partitions that hold them."""
     wanted = pl.Series("id", ids, dtype=pl.Int64)
     frames = [
-        pl.scan_parquet(folder / "signatures" / f"{p:05d}.parquet").filter(pl.col("id").is_in(wanted)).collect()
+        pl.scan_parquet(folder / "signatures" / f"{p:05d}.parquet").filter(pl.col("id").is_in(wanted.implode())).collect()
         for p in np.unique(ids >> NODE_BITS).tolist()
     ]
     found = pl.concat(frames).sort("id")
@@ -201,7 +201,7 @@ def components(job: Job) -> None:
     ids = np.unique(np.concatenate([u, v]))
     wanted = pl.Series("id", ids, dtype=pl.Int64)
     frames = [
-        pl.scan_parquet(folder / "nodes" / f"{p:05d}.parquet").filter(pl.col("id").is_in(wanted)).collect()
+        pl.scan_parquet(folder / "nodes" / f"{p:05d}.parquet").filter(pl.col("id").is_in(wanted.implode())).collect()
         for p in np.unique(ids >> NODE_BITS).tolist()
     ]
     schema = {"id": pl.Int64, "dataset": pl.String, "first": pl.Int64, "count": pl.Int64, "best": pl.Int64}
