@@ -3,8 +3,8 @@ interactions cut into user buckets, then each bucket, and the outputs and stats 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -97,7 +97,9 @@ def _duplicate_items(
     items = items.with_row_index("_irow").with_columns(normalize_expr(text).alias("_inorm"))
     labels = np.full(items.height, -1, dtype=np.int64)
     for _, part in items.group_by("dataset", maintain_order=True):
-        rows = part["_irow"].to_numpy()
+        # int64: the unsigned row numbers once turned an empty text's -1 into 2**32 - 1, one "cluster"
+        # of every item without text (remapped into one under ``items="remap"``)
+        rows = part["_irow"].to_numpy().astype(np.int64)
         local = cluster_texts(part["_inorm"], params.config(params.item_threshold, params.ngram)).label
         labels[rows] = np.where(local >= 0, rows[np.maximum(local, 0)], -1)
     items = items.with_columns(pl.Series("_ilabel", labels))

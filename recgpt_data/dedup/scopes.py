@@ -188,9 +188,10 @@ def bucket_rows(frame: pl.DataFrame, items: pl.DataFrame, params: DedupParams) -
     score ``_rank`` and ``_variant``, true for scope (a)'s copies (decided within one user, so
     within a bucket)."""
     check_score_range(frame, params.keep)
-    norm = normalize_expr("review_text")
-    frame = frame.sort("dataset", "_pos").with_columns(
-        pl.when(norm.str.len_bytes() > 0).then(norm).alias("_norm"), keep_score(params.keep).alias("_rank")
+    frame = (
+        frame.sort("dataset", "_pos")
+        .with_columns(normalize_expr("review_text").alias("_norm"), keep_score(params.keep).alias("_rank"))
+        .with_columns(pl.when(pl.col("_norm").str.len_bytes() > 0).then(pl.col("_norm")).alias("_norm"))
     )
     if not params.variants:
         return frame.with_columns(pl.lit(False).alias("_variant"))

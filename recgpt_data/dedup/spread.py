@@ -164,7 +164,9 @@ def _load_signatures(folder: Path, ids: np.ndarray, num_perm: int) -> tuple[np.n
     """The signatures of ``ids`` (sorted, unique), read only from the partitions that hold them."""
     wanted = pl.Series("id", ids, dtype=pl.Int64)
     frames = [
-        pl.scan_parquet(folder / "signatures" / f"{p:05d}.parquet").filter(pl.col("id").is_in(wanted.implode())).collect()
+        pl.scan_parquet(folder / "signatures" / f"{p:05d}.parquet")
+        .filter(pl.col("id").is_in(wanted.implode()))
+        .collect()
         for p in np.unique(ids >> NODE_BITS).tolist()
     ]
     found = pl.concat(frames).sort("id")

@@ -1,0 +1,76 @@
+"""The dedup stage in user buckets (a prepare step of tasks, then each bucket) gives exactly what
+the single-process dedup gives (tests/oracle_dedup.py): every table as sorted rows, the drop and
+change counts and every counter, for any bucket count, keep rule and scope, in worker processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from dedup_buckets import assert_same, oracle, run_buckets
+
+from recgpt_data.dedup.scopes import DedupParams
+from recgpt_data.engines.local import LocalEngine
+from recgpt_data.ingest import ingest
+
+
+@pytest.fixture(scope="module")
+def fed_by_samples(samples_corpus: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """What pipelines/samples.toml feeds its dedup stage: langid's interactions, clean_items' items."""
+    stages = samples_corpus / ".stages"
+    return (
+        pl.read_parquet(stages / "langid" / "interactions" / "*.parquet"),
+        pl.read_parquet(stages / "clean_items" / "items" / "*.parquet"),
+    )
+
+
+@pytest.fixture(scope="module")
+def amazon2018(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The real Amazon 2018 samples (two 5-cores, one with metadata), rich in duplicates: copied
+    reviews, duplicate users and near-identical magazine items."""
+    out = tmp_path_factory.mktemp("amazon2018")
+    ingest("amazon2018", [shared / "amazon2018"], out)
+    return pl.read_parquet(out / "interactions" / "**" / "*.parquet"), pl.read_parquet(
+        out / "items" / "**" / "*.parquet"
+    )
+
+
+@pytest.mark.parametrize(
+    ("partitions", "params"),
+    [
+        (1, {"keep": "earliest"}),
+        (3, {"keep": "most_helpful", "items": "remap"}),
+        (7, {"keep": "longest", "items": "remap", "text_action": "drop"}),
+    ],
+)
+def test_the_samples_pipeline_input_deduplicates_as_in_one_process(
+    fed_by_samples, partitions, params, tmp_path
+) -> None:
+    interactions, items = fed_by_samples
+    chosen = DedupParams(**params)
+    expected = oracle(interactions, items, chosen)
+    assert expected.stats.info["items_in_duplicate_clusters"] == 2559
+    assert_same(run_buckets(interactions, items, chosen, partitions, tmp_path), expected)
+
+
+@pytest.mark.parametrize("keep", ["earliest", "most_helpful", "longest"])
+@pytest.mark.parametrize("items", ["mark", "remap"])
+def test_duplicate_rich_reviews_deduplicate_as_in_one_process(amazon2018, keep, items, tmp_path) -> None:
+    interactions, item_table = amazon2018
+    params = DedupParams(keep=keep, items=items)
+    expected = oracle(interactions, item_table, params)
+    assert expected.stats.info["duplicate_users"] == 17 and expected.stats.info["verified_edges"] == 13
+    for partitions in (1, 3, 7):
+        assert_same(run_buckets(interactions, item_table, params, partitions, tmp_path / str(partitions)), expected)
+
+
+def test_the_prepare_tasks_run_in_worker_processes_alike(amazon2018, tmp_path) -> None:
+    interactions, item_table = amazon2018
+    params = DedupParams(items="remap", variant_title_similarity=0.8)
+    engine = LocalEngine(workers=2)
+    try:
+        found = run_buckets(interactions, item_table, params, 3, tmp_path, engine.map)
+    finally:
+        engine.close()
+    assert_same(found, oracle(interactions, item_table, params))
