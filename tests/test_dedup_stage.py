@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
-from dedup_buckets import run_buckets
+from dedup_buckets import assert_same, oracle, run_buckets
 from magazines import ingest_magazines
 from plain_dedup import copies_on_one_item, plain_normalize
 
@@ -28,9 +28,15 @@ def nonzero(counts: dict[str, int]) -> dict[str, int]:
 
 
 def run(interactions: pl.DataFrame, item_table: pl.DataFrame | None = None, **params):
-    """The stage in three user buckets, as a run executes it (tests/dedup_buckets.py)."""
+    """The stage in three user buckets, as a run executes it (tests/dedup_buckets.py), after
+    checking that in one, three and seven buckets it gives what the single-process dedup gives."""
     item_table = empty("items") if item_table is None else item_table
-    return run_buckets(interactions, item_table, DedupParams(**params))
+    chosen = DedupParams(**params)
+    expected = oracle(interactions, item_table, chosen)
+    found = {n: run_buckets(interactions, item_table, chosen, n) for n in (1, 3, 7)}
+    for result in found.values():
+        assert_same(result, expected)
+    return found[3]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import polars as pl
@@ -54,10 +55,12 @@ def _areas(threshold: float, bands: int, rows: int) -> tuple[float, float]:
     return fp, fn
 
 
+@lru_cache(maxsize=64)
 def optimal_banding(
     threshold: float, num_perm: int = 128, false_positive_weight: float = 0.5, false_negative_weight: float = 0.5
 ) -> Banding:
-    """The bands x rows (bands * rows <= num_perm) minimising the weighted error, as datasketch does."""
+    """The bands x rows (bands * rows <= num_perm) minimising the weighted error, as datasketch does
+    (remembered: every task of a run asks for the same few)."""
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     best: tuple[float, int, int, float, float] | None = None

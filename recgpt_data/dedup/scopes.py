@@ -188,15 +188,25 @@ def bucket_rows(frame: pl.DataFrame, items: pl.DataFrame, params: DedupParams) -
     score ``_rank`` and ``_variant``, true for scope (a)'s copies (decided within one user, so
     within a bucket)."""
     check_score_range(frame, params.keep)
+    # only texts are normalised: string kernels also walk the bytes a parquet reader leaves under nulls
+    has_text = pl.col("review_text").is_not_null()
     frame = (
-        frame.sort("dataset", "_pos")
-        .with_columns(normalize_expr("review_text").alias("_norm"), keep_score(params.keep).alias("_rank"))
-        .with_columns(pl.when(pl.col("_norm").str.len_bytes() > 0).then(pl.col("_norm")).alias("_norm"))
+        pl.concat(
+            [
+                frame.filter(has_text).with_columns(normalize_expr("review_text").alias("_norm")),
+                frame.filter(~has_text).with_columns(pl.lit(None, pl.String).alias("_norm")),
+            ]
+        )
+        .sort("dataset", "_pos")
+        .with_columns(
+            pl.when(pl.col("_norm").str.len_bytes() > 0).then(pl.col("_norm")).alias("_norm"),
+            keep_score(params.keep).alias("_rank"),
+        )
     )
     if not params.variants:
         return frame.with_columns(pl.lit(False).alias("_variant"))
-    has_text = pl.when(pl.col("_norm").is_not_null()).then(0).alias("cluster_id")  # all the variant rules read of it
-    frame = _with_products(frame.with_columns(has_text), items, params.variant_title_similarity)
+    text_mark = pl.when(pl.col("_norm").is_not_null()).then(0).alias("cluster_id")  # all the variant rules read of it
+    frame = _with_products(frame.with_columns(text_mark), items, params.variant_title_similarity)
     posted = pl.col("cluster_id").is_not_null() & pl.col("timestamp").is_not_null()
     variant = posted & _loser([*VARIANT_KEYS, "_product"])
     return frame.with_columns(variant.alias("_variant")).drop("_product", "cluster_id")
