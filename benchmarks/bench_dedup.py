@@ -6,8 +6,9 @@ exact all-pairs Jaccard, side by side in one run.
 
 The scaled file comes from ``../shared/tools/scale_reviews.py`` (see docs/benchmarks/dedup.md).
 
-1. Speed: the ``dedup`` stage (normalise, signatures, buckets, union-find, the four scopes) on
-   every review of the scaled file; datatrove's four MinHash stages with their defaults on the
+1. Speed: the ``dedup`` stage as a run executes it (its prepare step's tasks, then each user
+   bucket, here in this process) on every review of the scaled file, beside the single-process
+   implementation it replaced (tests/oracle_dedup.py) on the same rows; datatrove's four MinHash stages with their defaults on the
    fixed subset (it is too slow for the whole file); ours again on the same subset. Throughput is
    compared per document.
 2. F1 on the subset (the first ``A`` original reviews in each of the first ``B`` copies) against
@@ -26,6 +27,7 @@ import gzip
 import json
 import resource
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -38,10 +40,12 @@ from recgpt_data.dedup.normalize import normalize, shingle_spans
 from recgpt_data.dedup.scopes import DedupParams
 from recgpt_data.ingest import ingest
 from recgpt_data.schema import empty
-from recgpt_data.stage import Context
-from recgpt_data.stages.dedup import dedup_stage
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the in-process bucket runner and the single-process oracle
+import oracle_dedup
+from dedup_buckets import run_buckets
+
 REAL_FILES = (
     "amazon2018/All_Beauty_5.json",
     "amazon2018/Magazine_Subscriptions_5.json",
@@ -173,12 +177,19 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def run_stage(interactions: pl.DataFrame, params: DedupParams) -> tuple[dict, float, float]:
-    """The dedup stage on ``interactions``: its stats, wall seconds and CPU seconds."""
+def run_stage(interactions: pl.DataFrame, params: DedupParams, folder: Path, buckets: int) -> tuple[dict, float, float]:
+    """The dedup stage on ``interactions`` as a run executes it (its prepare step, then each of
+    ``buckets`` user buckets, in this process): its stats, wall seconds and CPU seconds."""
     start, cpu = time.perf_counter(), time.process_time()
-    out = dedup_stage({"interactions": interactions.lazy(), "items": empty("items").lazy()}, params, Context())
-    out.tables["interactions"].lazy().collect()
-    return out.stats.to_dict(), time.perf_counter() - start, time.process_time() - cpu
+    done = run_buckets(interactions, empty("items"), params, buckets, folder)
+    return done.stats.to_dict(), time.perf_counter() - start, time.process_time() - cpu
+
+
+def run_single_process(interactions: pl.DataFrame, params: DedupParams) -> tuple[float, float]:
+    """The single-process implementation the stage replaced, on the same rows: wall and CPU seconds."""
+    start, cpu = time.perf_counter(), time.process_time()
+    oracle_dedup.dedup(interactions.lazy(), empty("items").lazy(), params).interactions.lazy().collect()
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def main() -> None:
@@ -191,6 +202,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "dedup_s_curve.png")
     parser.add_argument("--skip-datatrove", action="store_true")
+    parser.add_argument("--buckets", type=int, default=4, help="user buckets the stage runs in")
     args = parser.parse_args()
     report: dict = {}
     params = DedupParams(threshold=args.threshold)
@@ -200,7 +212,7 @@ def main() -> None:
     shutil.rmtree(canonical, ignore_errors=True)
     ingest("amazon2014", [args.scaled], canonical, dataset="amazon2014/scaled")
     interactions = pl.read_parquet(canonical / "interactions" / "**" / "*.parquet")
-    stats, wall, cpu = run_stage(interactions, params)
+    stats, wall, cpu = run_stage(interactions, params, args.work / "buckets", args.buckets)
     report["ours_full"] = {
         "documents": interactions.height,
         "wall_s": round(wall, 2),
@@ -210,6 +222,14 @@ def main() -> None:
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
     print(json.dumps(report["ours_full"], indent=1), flush=True)
+    single_wall, single_cpu = run_single_process(interactions, params)
+    report["single_process_full"] = {
+        "wall_s": round(single_wall, 2),
+        "cpu_s": round(single_cpu, 2),
+        "buckets_vs_single_process_wall": round(wall / single_wall, 2),
+        "buckets_vs_single_process_cpu": round(cpu / single_cpu, 2),
+    }
+    print(json.dumps(report["single_process_full"], indent=1), flush=True)
 
     a, b = (int(v) for v in args.subset.split("x"))
     line = pl.col("src_line") - 1
@@ -217,7 +237,7 @@ def main() -> None:
     texts = subset["review_text"].to_list()
     norm = normalize(subset["review_text"]).fill_null("")
     i, j, jac = exact_pairs(norm, config.ngram)
-    stats_sub, wall_sub, cpu_sub = run_stage(subset, params)
+    _, wall_sub, cpu_sub = run_stage(subset, params, args.work / "subset-buckets", args.buckets)
     labels = cluster_texts(norm, config).label
     report["subset"] = {
         "documents": subset.height,
