@@ -3,8 +3,8 @@
 
 Review texts are clustered once (exact duplicates by equal normalised text, near duplicates by
 MinHash LSH, see :mod:`recgpt_data.dedup.lsh`) and every interaction gets ``cluster_id`` (the
-position, in CHRONOLOGICAL order of the input table, of the cluster's earliest member; null for an
-empty text) and ``cluster_size``. Then, in this order:
+position, in CHRONOLOGICAL order of its dataset's rows, of the cluster's earliest member; null for
+an empty text) and ``cluster_size``. Then, in this order:
 
 (a) variants: one user's copies of one review (equal normalised text, equal rating, equal
     timestamp) on items that are variants of one product (the same item id, which is the parent
@@ -23,6 +23,10 @@ empty text) and ``cluster_size``. Then, in this order:
 
 The keep rule orders candidates: ``earliest`` (CHRONOLOGICAL), ``most_helpful`` (helpful votes,
 then CHRONOLOGICAL) or ``longest`` (review length, then CHRONOLOGICAL).
+
+The stage runs in user buckets: the functions here are what one bucket or one dataset's items
+need (:func:`bucket_rows`, :func:`text_docs`, :func:`history_docs`, :func:`dedup_items`,
+:func:`apply_marks`); :mod:`recgpt_data.dedup.prepare` joins them up across buckets.
 """
 
 from __future__ import annotations
