@@ -36,7 +36,14 @@ from recgpt_data.dedup.scopes import (
     history_docs,
     text_docs,
 )
-from recgpt_data.dedup.spread import cluster_spread, clusters_of, partition_of, write_docs, write_shuffled
+from recgpt_data.dedup.spread import (
+    cluster_spread,
+    clusters_of,
+    partition_of,
+    write_docs,
+    write_scratch,
+    write_shuffled,
+)
 from recgpt_data.errors import UsageError
 from recgpt_data.io.parquet import write_parquet
 from recgpt_data.schema import CHRONOLOGICAL
@@ -130,7 +137,7 @@ def rows(job: Job) -> int:
     marked = bucket_rows(frame, items, params)
     docs, marked = text_docs(marked)
     write_docs(docs, job.folder / "texts", job.index, job.partitions)
-    write_parquet(marked.select(ROW_COLUMNS), job.folder / "rows" / f"{job.index:05d}.parquet")
+    write_scratch(marked.select(ROW_COLUMNS), job.folder / "rows" / f"{job.index:05d}.parquet")
     return int(marked["_tid"].null_count())
 
 
@@ -147,7 +154,7 @@ def users(job: Job) -> None:
     """Round 3 for one bucket: its users' histories (rows left after scope a) as documents."""
     docs, listed = history_docs(_clustered_rows(job).filter(~pl.col("_variant")), job.params)
     write_docs(docs, job.folder / "users", job.index, job.partitions)
-    write_parquet(listed, job.folder / "users" / "list" / f"{job.index:05d}.parquet")
+    write_scratch(listed, job.folder / "users" / "list" / f"{job.index:05d}.parquet")
 
 
 def decide(job: Job) -> int:
@@ -167,7 +174,7 @@ def decide(job: Job) -> int:
     left = marked.filter(~pl.col("_variant") & ~pl.col("_user"))
     if job.params.items == "remap":
         uses = left.group_by("dataset", "item_id").agg(pl.len().cast(pl.Int64).alias("_uses"))
-        write_parquet(uses, job.folder / "uses" / f"{job.index:05d}.parquet")
+        write_scratch(uses, job.folder / "uses" / f"{job.index:05d}.parquet")
     shared = (
         left.filter(pl.col("cluster_size") > 1)
         .group_by("dataset", "cluster_id")
@@ -177,7 +184,7 @@ def decide(job: Job) -> int:
     part = partition_of(shared["dataset"], shared["cluster_id"].cast(pl.String), job.partitions)
     write_shuffled(shared, part, lambda p: job.folder / "best" / f"{job.index:05d}-{p:05d}.parquet", job.partitions)
     columns = ["_bucket_row", "cluster_id", "cluster_size", "_variant", "_user", "_rank"]
-    write_parquet(marked.select(columns), job.folder / "decided" / f"{job.index:05d}.parquet")
+    write_scratch(marked.select(columns), job.folder / "decided" / f"{job.index:05d}.parquet")
     return dropped
 
 
@@ -188,7 +195,7 @@ def best(job: Job) -> None:
     sent = sent.with_columns(pl.col("_best").min().over("dataset", "cluster_id"))
     for b in range(job.partitions):
         mine = sent.filter(pl.col("bucket") == b).select("cluster_id", "_best", "dataset")
-        write_parquet(mine, job.folder / "back" / f"{job.index:05d}-{b:05d}.parquet")
+        write_scratch(mine, job.folder / "back" / f"{job.index:05d}-{b:05d}.parquet")
 
 
 def marks(job: Job) -> str:
@@ -199,7 +206,7 @@ def marks(job: Job) -> str:
     decided = decided.join(rows_, on="_bucket_row").join(back, on=["dataset", "cluster_id"], how="left")
     copy = pl.col("_best").is_not_null() & ~pl.col("_variant") & ~pl.col("_user") & (pl.col("_rank") != pl.col("_best"))
     path = job.folder / "marks" / f"{job.index:05d}.parquet"
-    write_parquet(
+    write_scratch(
         decided.select(
             pl.lit(job.index, pl.Int64).alias("_bucket"),
             "_bucket_row",
@@ -245,7 +252,7 @@ def items(job: Job) -> tuple[int, int, int]:
     if params.items == "remap":
         lost = done.lost.with_columns(pl.lit("duplicate_item", dtype=pl.String).alias(DROP_REASON))
         write_parquet(lost, out / "lost" / f"{job.index:05d}.parquet")
-        write_parquet(done.remap, out / "remap" / f"{job.index:05d}.parquet")
+        write_scratch(done.remap, out / "remap" / f"{job.index:05d}.parquet")
     return done.clustered, done.lost.height, done.items.height
 
 

@@ -41,7 +41,6 @@ from recgpt_data.dedup.lsh import NearDuplicateConfig, band_keys, optimal_bandin
 from recgpt_data.dedup.minhash import MinHasher
 from recgpt_data.dedup.normalize import word_counts
 from recgpt_data.hashing import fnv1a64
-from recgpt_data.io.parquet import write_parquet
 
 DOC_SCHEMA = {
     "dataset": pl.String,
@@ -58,6 +57,13 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 Mapper = Callable[[Callable, Sequence], Iterable]
 
 
+def write_scratch(frame: pl.DataFrame, path: Path) -> None:
+    """Write a file that only later tasks of the same stage read: lz4, the cheapest to write and
+    read back (a failed task fails the stage, whose prepare step starts its folder afresh)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(path, compression="lz4")
+
+
 def partition_of(dataset: pl.Series, text: pl.Series, partitions: int) -> np.ndarray:
     """The shuffle partition of each (dataset, text): a stable hash of the dataset and the text's
     first :data:`PREFIX` characters."""
@@ -69,7 +75,7 @@ def write_shuffled(frame: pl.DataFrame, part: np.ndarray, path: Callable[[int], 
     """Write ``frame``'s rows to one file per partition (``part`` gives each row's), empty ones too."""
     frame = frame.with_columns(pl.Series("_part", part, dtype=pl.Int64))
     for p in range(partitions):
-        write_parquet(frame.filter(pl.col("_part") == p).drop("_part"), path(p))
+        write_scratch(frame.filter(pl.col("_part") == p).drop("_part"), path(p))
 
 
 def write_docs(docs: pl.DataFrame, folder: Path, bucket: int, partitions: int) -> None:
@@ -106,16 +112,15 @@ def distinct(job: Job) -> tuple[int, int]:
     docs = pl.read_parquet(files) if files else pl.DataFrame(schema={**DOC_SCHEMA, "bucket": pl.Int64})
     nodes = (
         docs.group_by("dataset", "text")
-        .agg(pl.col("first").min(), pl.col("count").sum(), pl.col("best").min())
+        .agg(pl.col("first").min(), pl.col("count").sum(), pl.col("best").min(), "bucket", "member")
         .sort("dataset", "first")
         .with_row_index("id")
         .with_columns(pl.col("id").cast(pl.Int64) + (p << NODE_BITS))
     )
-    members = docs.select("dataset", "text", "bucket", "member").join(
-        nodes.select("dataset", "text", "id"), on=["dataset", "text"], how="left"
-    )
-    write_parquet(members.select("bucket", "member", "id"), folder / "members" / f"{p:05d}.parquet")
-    write_parquet(nodes.select("id", "dataset", "first", "count", "best"), folder / "nodes" / f"{p:05d}.parquet")
+    members = nodes.select("bucket", "member", "id").explode("bucket", "member")
+    nodes = nodes.drop("bucket", "member")
+    write_scratch(members, folder / "members" / f"{p:05d}.parquet")
+    write_scratch(nodes.select("id", "dataset", "first", "count", "best"), folder / "nodes" / f"{p:05d}.parquet")
     long_ = nodes.filter(word_counts(nodes["text"]) >= config.ngram)
     banding = optimal_banding(
         config.threshold, config.num_perm, config.false_positive_weight, config.false_negative_weight
@@ -128,7 +133,7 @@ def distinct(job: Job) -> tuple[int, int]:
         )
     if config.verify:
         sig = pl.Series("sig", signatures, dtype=pl.Array(pl.UInt32, config.num_perm))
-        write_parquet(long_.select("id").with_columns(sig), folder / "signatures" / f"{p:05d}.parquet")
+        write_scratch(long_.select("id").with_columns(sig), folder / "signatures" / f"{p:05d}.parquet")
     keys = band_keys(signatures, banding.bands, banding.rows)
     bands = pl.DataFrame(
         {
@@ -188,7 +193,7 @@ def verify(job: Job) -> tuple[int, int]:
             agree[s] = (signatures[su[s]] == signatures[sv[s]]).mean(axis=1)
         keep = agree >= config.threshold
         u, v = u[keep], v[keep]
-    write_parquet(
+    write_scratch(
         pl.DataFrame({"u": u, "v": v}, schema={"u": pl.Int64, "v": pl.Int64}), folder / "verified" / f"{r:05d}.parquet"
     )
     return found, len(u)
@@ -218,7 +223,7 @@ def components(job: Job) -> None:
         pl.col("count").sum().over("component").alias("size"),
         pl.col("best").min().over("component").alias("cbest"),
     )
-    write_parquet(comps.select("id", "root", "size", pl.col("cbest").alias("best")), folder / "components.parquet")
+    write_scratch(comps.select("id", "root", "size", pl.col("cbest").alias("best")), folder / "components.parquet")
 
 
 def resolve(job: Job) -> int:
@@ -241,7 +246,7 @@ def resolve(job: Job) -> int:
     members = pl.read_parquet(folder / "members" / f"{p:05d}.parquet").join(clusters, on="id", how="left")
     for b in range(job.buckets):
         mine = members.filter(pl.col("bucket") == b).select("member", "root", "size", "best")
-        write_parquet(mine, folder / "back" / f"{p:05d}-{b:05d}.parquet")
+        write_scratch(mine, folder / "back" / f"{p:05d}-{b:05d}.parquet")
     return int(clusters.filter(pl.col("size") > 1)["count"].sum())
 
 
