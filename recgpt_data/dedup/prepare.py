@@ -22,7 +22,7 @@ is written whole by the items tasks.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -34,6 +34,7 @@ from recgpt_data.dedup.scopes import (
     bucket_rows,
     dedup_items,
     history_docs,
+    item_text,
     text_docs,
 )
 from recgpt_data.dedup.spread import (
@@ -256,6 +257,111 @@ def items(job: Job) -> tuple[int, int, int]:
     return done.clustered, done.lost.height, done.items.height
 
 
+@dataclass(frozen=True)
+class ItemChunk:
+    """Rows ``offset`` to ``offset + length`` of one items file, and each dataset's rows in the
+    chunks before it (so a row's position within its dataset is known)."""
+
+    scratch: str
+    index: int
+    file: str
+    offset: int
+    length: int
+    partitions: int
+    params: DedupParams
+    before: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.scratch) / "items"
+
+    def scan(self) -> pl.LazyFrame:
+        return pl.scan_parquet(self.file).slice(self.offset, self.length)
+
+
+def item_rows(file: str) -> int:
+    """The rows of one items file (from its footer)."""
+    return pl.scan_parquet(file).select(pl.len()).collect().item()
+
+
+def item_counts(chunk: ItemChunk) -> list[tuple[str, int]]:
+    """Round 7a for one items chunk: its rows per dataset."""
+    return chunk.scan().group_by("dataset", maintain_order=True).len().collect().rows()
+
+
+def item_docs(chunk: ItemChunk) -> None:
+    """Round 7b for one items chunk: its items with a text as documents (first = the item's
+    position among its dataset's items, as the single-process scope numbered them)."""
+    before = pl.DataFrame(list(chunk.before), schema={"dataset": pl.String, "_before": pl.Int64}, orient="row")
+    frame = (
+        chunk.scan()
+        .select("dataset", "title", "brand", "description")
+        .collect()
+        .with_row_index("member")
+        .join(before, on="dataset", how="left", maintain_order="left")
+        .with_columns(
+            (pl.int_range(pl.len()).over("dataset") + pl.col("_before").fill_null(0)).alias("first"),
+            item_text().alias("text"),
+        )
+    )
+    docs = frame.filter(pl.col("text").str.len_bytes() > 0).select(
+        "dataset", "text", "first", pl.lit(1).alias("count"), pl.lit(0).alias("best"), "member"
+    )
+    write_docs(docs, chunk.folder, chunk.index, chunk.partitions)
+
+
+def item_marks(chunk: ItemChunk) -> tuple[int, int]:
+    """Round 7c for one items chunk: its rows with their cluster (``mark``) or as they are
+    (``off``), written as the stage's items; returns (items in clusters of two or more, rows)."""
+    frame = chunk.scan().collect()
+    clustered = 0
+    if chunk.params.items == "mark":
+        found = clusters_of(chunk.folder, chunk.index).select(
+            "member", pl.col("root").alias("cluster_id"), pl.col("size").alias("cluster_size")
+        )
+        frame = (
+            frame.with_row_index("member")
+            .with_columns(pl.col("member").cast(pl.Int64))
+            .join(found, on="member", how="left", maintain_order="left")
+            .drop("member")
+        )
+        clustered = int(frame["cluster_size"].fill_null(1).gt(1).sum())
+    write_parquet(frame, chunk.folder / "kept" / f"{chunk.index:05d}.parquet")
+    return clustered, frame.height
+
+
+def _item_chunks(
+    prep: Preparation, scratch: str, files: tuple[str, ...], buckets: int, params: DedupParams
+) -> list[ItemChunk]:
+    """The items table cut into about ``buckets`` chunks of rows, each knowing the rows of each
+    dataset before it."""
+    rows = list(prep.map(item_rows, list(files)))
+    size = max(1, -(-sum(rows) // buckets))
+    chunks = [
+        ItemChunk(scratch, 0, file, offset, min(size, n - offset), buckets, params)
+        for file, n in zip(files, rows, strict=True)
+        for offset in range(0, n, size)
+    ]
+    chunks = [replace(c, index=k) for k, c in enumerate(chunks)]
+    counts = list(prep.map(item_counts, chunks))
+    seen: dict[str, int] = {}
+    planned = []
+    for chunk, found in zip(chunks, counts, strict=True):
+        planned.append(replace(chunk, before=tuple(seen.items())))
+        for name, n in found:
+            seen[name] = seen.get(name, 0) + n
+    return planned
+
+
+def _items_in_chunks(prep: Preparation, chunks: list[ItemChunk], params: DedupParams) -> list[tuple[int, int, int]]:
+    """Scope (d) marked (or off) chunk by chunk, the items clustered across chunks like texts."""
+    if params.items == "mark":
+        list(prep.map(item_docs, chunks))
+        config = params.config(params.item_threshold, params.ngram)
+        cluster_spread(chunks[0].folder, len(chunks), chunks[0].partitions, config, prep.map)
+    return [(clustered, 0, rows) for clustered, rows in prep.map(item_marks, chunks)]
+
+
 def prepare_dedup(prep: Preparation, params: DedupParams, ctx: Context) -> Prepared:
     """The dedup stage's prepare step (see the module docstring)."""
     shutil.rmtree(prep.scratch / "dedup", ignore_errors=True)  # what an interrupted run left
@@ -284,12 +390,13 @@ def prepare_dedup(prep: Preparation, params: DedupParams, ctx: Context) -> Prepa
     info["duplicate_users"] = sum(prep.map(decide, jobs(buckets)))
     list(prep.map(best, jobs(buckets)))
     marked = sorted(prep.map(marks, jobs(buckets)))
-    names = list(prep.map(item_datasets, [item_files]))[0]
-    done = list(
-        prep.map(
-            items, [Job(scratch, k, interactions, item_files, params, name) for k, name in enumerate(names or [None])]
-        )
-    )
+    chunks = _item_chunks(prep, scratch, item_files, buckets, params) if params.items != "remap" else []
+    if chunks:
+        done = _items_in_chunks(prep, chunks, params)
+    else:
+        names = list(prep.map(item_datasets, [item_files]))[0]
+        jobs_ = [Job(scratch, k, interactions, item_files, params, name) for k, name in enumerate(names or [None])]
+        done = list(prep.map(items, jobs_))
     info["items_in_duplicate_clusters"] = sum(c for c, _, _ in done)
     folder = Path(scratch) / "items"
     whole = {"items": _files(folder / "kept")}

@@ -272,6 +272,15 @@ def history_docs(rows: pl.DataFrame, params: DedupParams) -> tuple[pl.DataFrame,
     return docs, users.select("member", *keys, "best")
 
 
+def item_text() -> pl.Expr:
+    """An item's text as scope (d) compares it: title, brand and description, normalised."""
+    text = pl.concat_str(
+        [pl.col("title").fill_null(""), pl.col("brand").fill_null(""), pl.col("description").fill_null("")],
+        separator=" ",
+    )
+    return normalize_expr(text)
+
+
 @dataclass
 class ItemDedup:
     """Scope (d) over one dataset's items: the items kept (with ``cluster_id`` and
@@ -288,11 +297,7 @@ def dedup_items(items: pl.DataFrame, uses: pl.DataFrame, params: DedupParams) ->
     """Scope (d) over one dataset's items in table order: near-identical items clustered, then only
     marked, or (remap) the item with the most interactions (``uses``: ``dataset``, ``item_id``,
     ``_uses`` after scopes a and c) kept, ties to the first."""
-    text = pl.concat_str(
-        [pl.col("title").fill_null(""), pl.col("brand").fill_null(""), pl.col("description").fill_null("")],
-        separator=" ",
-    )
-    items = items.with_row_index("_irow").with_columns(normalize_expr(text).alias("_inorm"))
+    items = items.with_row_index("_irow").with_columns(item_text().alias("_inorm"))
     label = cluster_texts(items["_inorm"], params.config(params.item_threshold, params.ngram)).label
     items = items.with_columns(pl.Series("_ilabel", label, dtype=pl.Int64)).with_columns(
         pl.when(pl.col("_ilabel") >= 0).then(pl.col("_ilabel")).alias("cluster_id"),
