@@ -13,7 +13,10 @@ Interactions come in user buckets. In rounds of tasks (``P`` = the bucket count)
    that scope (d) counts, and each shared cluster's best remaining keep score, shuffled by cluster.
 5. ``best`` (per partition): each cluster's best score over all buckets, sent back per bucket.
 6. ``marks`` (per bucket): which rows are text copies; one file of decisions per bucket.
-7. ``items`` (per dataset): scope (d) over the dataset's items (:func:`dedup_items`).
+7. items: scope (d). ``mark`` and ``off`` cut the items table into chunks of rows; the chunks'
+   item texts are clustered across them like review texts and each chunk writes its rows with
+   their clusters. ``remap`` runs one task per dataset (:func:`dedup_items`), which needs the
+   interactions each item kept after scopes (a) and (c).
 
 The buckets then apply their marks (:func:`recgpt_data.dedup.scopes.apply_marks`); the items table
 is written whole by the items tasks.
