@@ -282,14 +282,14 @@ class ItemChunk:
         return pl.scan_parquet(self.file).slice(self.offset, self.length)
 
 
-def item_rows(file: str) -> int:
-    """The rows of one items file (from its footer)."""
-    return pl.scan_parquet(file).select(pl.len()).collect().item()
+def item_rows(file: str) -> tuple[str, int]:
+    """One items file and its rows (from its footer)."""
+    return file, pl.scan_parquet(file).select(pl.len()).collect().item()
 
 
-def item_counts(chunk: ItemChunk) -> list[tuple[str, int]]:
-    """Round 7a for one items chunk: its rows per dataset."""
-    return chunk.scan().group_by("dataset", maintain_order=True).len().collect().rows()
+def item_counts(chunk: ItemChunk) -> tuple[int, list[tuple[str, int]]]:
+    """Round 7a for one items chunk: its index and its rows per dataset."""
+    return chunk.index, chunk.scan().group_by("dataset", maintain_order=True).len().collect().rows()
 
 
 def item_docs(chunk: ItemChunk) -> None:
@@ -338,18 +338,19 @@ def _item_chunks(
 ) -> list[ItemChunk]:
     """The items table cut into about ``buckets`` chunks of rows, each knowing the rows of each
     dataset before it."""
-    rows = list(prep.map(item_rows, list(files)))
-    size = max(1, -(-sum(rows) // buckets))
+    rows = dict(prep.map(item_rows, list(files)))  # results come in any order
+    size = max(1, -(-sum(rows.values()) // buckets))
     chunks = [
-        ItemChunk(scratch, 0, file, offset, min(size, n - offset), buckets, params)
-        for file, n in zip(files, rows, strict=True)
-        for offset in range(0, n, size)
+        ItemChunk(scratch, 0, file, offset, min(size, rows[file] - offset), buckets, params)
+        for file in files
+        for offset in range(0, rows[file], size)
     ]
     chunks = [replace(c, index=k) for k, c in enumerate(chunks)]
-    counts = list(prep.map(item_counts, chunks))
+    counts = dict(prep.map(item_counts, chunks))
     seen: dict[str, int] = {}
     planned = []
-    for chunk, found in zip(chunks, counts, strict=True):
+    for chunk in chunks:
+        found = counts[chunk.index]
         planned.append(replace(chunk, before=tuple(seen.items())))
         for name, n in found:
             seen[name] = seen.get(name, 0) + n

@@ -10,21 +10,22 @@ had not finished.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import polars as pl
 
 from recgpt_data.engines import Engine, get_engine
 from recgpt_data.errors import UsageError
+from recgpt_data.io.storage import is_remote, join, put
 from recgpt_data.pipeline.crash import kill_point
 from recgpt_data.pipeline.fingerprint import FileRecord, file_sha256
 from recgpt_data.pipeline.partition import PartitionTask, WholeTask, run_partition, run_whole
 from recgpt_data.pipeline.planner import Planned
 from recgpt_data.pipeline.shuffle import has_column, split_by
-from recgpt_data.pipeline.store import PartRecord, Store, TableRecord, TableRef
+from recgpt_data.pipeline.store import PartRecord, Store, TableRecord, TableRef, attempt_name
 from recgpt_data.stage import PARTITION_COLUMNS, Context, Preparation, Prepared, StageStats, count
 
 Buckets = tuple[list[tuple[str, ...]] | None, tuple[str, ...]]
@@ -197,16 +198,16 @@ class Executor:
         return prepared
 
     def adopt(self, key: str, prepared: Prepared) -> dict[str, TableRecord]:
-        """Move the whole tables a prepare step wrote as the stage's output into its folder."""
+        """Put the whole tables a prepare step wrote (local files) as the stage's output into its folder."""
+        folder = self.store.stage_dir(key)
         records = {}
         for name, files in prepared.outputs.items():
             moved = []
             for index, file in enumerate(files):
                 relative = f"{name}/whole-{index:05d}.parquet"
-                path = self.store.stage_dir(key) / relative
-                path.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(file, path)
-                moved.append(FileRecord(relative, path.stat().st_size, file_sha256(path)))
+                stored = attempt_name(relative) if is_remote(folder) else relative
+                moved.append(FileRecord(stored, Path(file).stat().st_size, file_sha256(Path(file))))
+                put(Path(file), join(folder, stored))
             records[name] = TableRecord(tuple(moved))
         return records
 
