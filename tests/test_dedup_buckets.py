@@ -74,3 +74,57 @@ def test_the_prepare_tasks_run_in_worker_processes_alike(amazon2018, tmp_path) -
     finally:
         engine.close()
     assert_same(found, oracle(interactions, item_table, params))
+
+
+def steam_review(item: str, text: str) -> dict:
+    return {
+        "funny": "",
+        "posted": "Posted March 3, 2014.",
+        "last_edited": "",
+        "item_id": item,
+        "helpful": "No ratings yet",
+        "recommend": True,
+        "review": text,
+    }
+
+
+@pytest.mark.parametrize("keep", ["earliest", "longest"])
+def test_one_users_reviews_of_one_line_and_day_order_as_in_one_process(keep, tmp_path) -> None:
+    """Steam's user-review file holds each user's reviews on one line: reviews posted on one day tie
+    on (timestamp, file, line), and the input order breaks the tie, in buckets as in one process."""
+    copied = "Great co-op game, hours of fun with friends and a fair price for what you get."
+    users = {
+        "76561197970982479": [
+            steam_review("10", copied),
+            steam_review("20", "Too short for the price."),
+            steam_review("30", copied),
+        ],
+        "js41637": [steam_review("40", copied), steam_review("50", "Runs well on an old laptop, recommended.")],
+    }
+    raw = tmp_path / "steam" / "australian_user_reviews.json"
+    raw.parent.mkdir()
+    raw.write_text(
+        "".join(
+            repr({"user_id": u, "user_url": f"http://steamcommunity.com/id/{u}", "reviews": r}) + "\n"
+            for u, r in users.items()
+        ),
+        encoding="utf-8",
+    )
+    ingest("steam", [raw.parent], tmp_path / "canonical")
+    interactions = pl.read_parquet(tmp_path / "canonical" / "interactions" / "**" / "*.parquet")
+    tied = interactions.filter(pl.struct("timestamp", "src_file", "src_line").is_duplicated())
+    assert tied.height == 5  # every review of a line ties with the others of its line
+    items = pl.DataFrame(
+        schema={
+            "dataset": pl.String,
+            "item_id": pl.String,
+            "title": pl.String,
+            "brand": pl.String,
+            "description": pl.String,
+        }
+    )
+    params = DedupParams(keep=keep)
+    expected = oracle(interactions, items, params)
+    assert expected.stats.changed == {"review_text_duplicate": 2}
+    for partitions in (1, 3, 7):
+        assert_same(run_buckets(interactions, items, params, partitions, tmp_path / str(partitions)), expected)

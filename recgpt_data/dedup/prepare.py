@@ -82,10 +82,16 @@ def _read(files: tuple[str, ...], columns: list[str]) -> pl.DataFrame:
     return pl.scan_parquet(list(files)).select(columns).collect()
 
 
-def _refuse_ties(frame: pl.DataFrame) -> None:
-    """The chronological order must be total within a dataset, or positions are not defined."""
-    if frame.select(pl.struct(KEYS).is_duplicated().any()).item():
-        raise UsageError(f"dedup: two interactions of one dataset share ({', '.join(KEYS[1:])})")
+def _refuse_ties_across(own: pl.DataFrame, other: pl.DataFrame) -> None:
+    """Rows of one raw line tie on the chronological keys when they share a timestamp (Steam's
+    user-review file holds a user's reviews on one line, often several posted on one day). They are
+    one user's rows, so in one bucket, whose row order is the input order that breaks the tie in one
+    process too. Rows of two buckets that tie could not be ordered the same way: refused."""
+    if own.select(KEYS).join(other.select(KEYS).unique(), on=KEYS, how="semi", nulls_equal=True).height:
+        raise UsageError(
+            f"dedup: interactions of two users share ({', '.join(KEYS[1:])}), so their chronological "
+            "order is not defined"
+        )
 
 
 def positions(job: Job) -> pl.DataFrame:
@@ -93,20 +99,18 @@ def positions(job: Job) -> pl.DataFrame:
     dataset's chronological order: its rank in its own bucket plus, for each other bucket (read one
     at a time), how many of that bucket's rows of the dataset sort before it."""
     own = _read(job.interactions[job.index], KEYS).with_row_index("_bucket_row")
-    _refuse_ties(own)
     own = own.sort(KEYS, maintain_order=True).with_columns(pl.int_range(pl.len()).over("dataset").alias("_pos"))
     for other, files in enumerate(job.interactions):
         if other == job.index:
             continue
+        theirs = _read(files, KEYS)
+        _refuse_ties_across(own, theirs)
         both = pl.concat(
             [
                 own.select(*KEYS, "_bucket_row", pl.lit(0).alias("_other")),
-                _read(files, KEYS).with_columns(
-                    pl.lit(None, pl.UInt32).alias("_bucket_row"), pl.lit(1).alias("_other")
-                ),
+                theirs.with_columns(pl.lit(None, pl.UInt32).alias("_bucket_row"), pl.lit(1).alias("_other")),
             ]
         ).sort(KEYS, maintain_order=True)
-        _refuse_ties(both)
         before = both.with_columns(pl.col("_other").cum_sum().over("dataset").alias("_before")).filter(
             pl.col("_other") == 0
         )
