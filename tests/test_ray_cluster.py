@@ -264,3 +264,33 @@ def test_a_lost_node_costs_only_its_bucket(cluster: Cluster, tmp_path: Path) -> 
     assert len(set(nodes_of(out)["t_hold"])) == 1 and len(nodes_of(out)["t_hold"]) == 2  # both on the head
     assert folder_digests(out) == folder_digests(local)
     assert stage_tables(out) == stage_tables(local)
+
+
+PLACES = """
+import json, sys, ray, worker_stages
+from recgpt_data.engines.ray import RayEngine
+engine = RayEngine(sys.argv[1])
+node = lambda name: name.split("@")[1]
+print(json.dumps({
+    "driver": ray.get_runtime_context().get_node_id(),
+    "here": [node(n) for n in engine.map(worker_stages.where_task, [0.5] * 6, here=True)],
+    "anywhere": [node(n) for n in engine.map(worker_stages.where_task, [0.5] * 6)],
+}))
+"""
+
+
+def test_tasks_that_need_the_drivers_disk_stay_on_its_node(cluster: Cluster) -> None:
+    """With the output in object storage a run's work folder is on the driver's disk: the tasks that
+    use it run on the driver's node, while the same tasks without that spread over both (each keeps
+    its node's one CPU half a second, so one node cannot take them all at once)."""
+    done = subprocess.run(
+        [sys.executable, "-c", PLACES, cluster.address],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_SECONDS,
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(found["here"]) == {found["driver"]}
+    assert len(set(found["anywhere"])) == 2

@@ -180,3 +180,12 @@ def hold_spec(path: Path, sync: Path) -> Path:
         encoding="utf-8",
     )
     return path
+
+
+def where_task(seconds: float) -> str:
+    """A task that keeps its CPU ``seconds`` long, then says where it ran (``host:pid@node`` in a Ray
+    worker)."""
+    from recgpt_data.engines import worker_name
+
+    time.sleep(seconds)
+    return worker_name()

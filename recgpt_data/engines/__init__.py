@@ -45,12 +45,14 @@ def worker_name() -> str:
 
 class Engine(Protocol):
     """Runs ``fn`` over tasks, yielding each result as it completes (in any order); ``in_process``
-    says that the tasks run in this process, one after another."""
+    says that the tasks run in this process, one after another. ``here=True`` keeps the tasks on
+    the driver's machine: tasks that read or write files on its local disk (the work folder of a
+    run whose output is in object storage) cannot run on another node."""
 
     name: str
     in_process: bool
 
-    def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]: ...
+    def map(self, fn: Callable[[T], R], tasks: Sequence[T], *, here: bool = False) -> Iterator[R]: ...
 
     def close(self) -> None: ...
 

@@ -92,7 +92,8 @@ class LocalEngine:
         self.threads = threads or max(1, available_cores() // workers)
         self.pool: ProcessPoolExecutor | None = None
 
-    def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
+    def map(self, fn: Callable[[T], R], tasks: Sequence[T], *, here: bool = False) -> Iterator[R]:
+        """Every task runs on this machine, whatever ``here`` says."""
         if self.workers == 1:
             for task in tasks:
                 yield fn(task)

@@ -112,20 +112,35 @@ class RayEngine:
             connect(ray, address)
             self.started = True
 
-    def options(self) -> dict[str, Any]:
-        """What every task declares: its CPUs and memory, its threads' bounds, spread over nodes."""
+    def options(self, here: bool = False) -> dict[str, Any]:
+        """What every task declares: its CPUs and memory, its threads' bounds, spread over nodes (or,
+        ``here``, placed on the driver's node)."""
         options: dict[str, Any] = {
             "num_cpus": self.cpus,
             "max_retries": RETRIES,
-            "scheduling_strategy": "SPREAD",
+            "scheduling_strategy": self.driver_node() if here else "SPREAD",
             "runtime_env": {"env_vars": thread_environment(self.threads)},
         }
         if self.memory is not None:
             options["memory"] = self.memory
         return options
 
-    def map(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
-        remote = self.ray.remote(**self.options())(bounded_call)
+    def driver_node(self) -> Any:
+        """The strategy that places a task on the node this driver runs on (not soft: a task that
+        needs the driver's disk cannot run elsewhere). A driver connected through Ray Client runs on
+        no node of the cluster, so it has none: refused."""
+        from ray.util import client
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if client.ray.is_connected():
+            raise UsageError(
+                "a run whose output is in object storage keeps its work folder on the driver's disk, which "
+                "Ray Client's tasks cannot reach: run the driver on a node of the cluster (--address auto)"
+            )
+        return NodeAffinitySchedulingStrategy(node_id=self.ray.get_runtime_context().get_node_id(), soft=False)
+
+    def map(self, fn: Callable[[T], R], tasks: Sequence[T], *, here: bool = False) -> Iterator[R]:
+        remote = self.ray.remote(**self.options(here))(bounded_call)
         pending = [remote.remote(fn, task, self.threads) for task in tasks]
         lost = tuple(getattr(self.ray.exceptions, name) for name in LOST)
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -88,6 +89,11 @@ class Executor:
         self.store = store
         self.engine = engine or get_engine("local")
         self.reporter = reporter
+        # With the output in object storage, a stage's scratch, its final-folder files and the
+        # final folder's mirror are in the driver's local work folder: the tasks that read or write
+        # them (whole stages, prepare steps and the buckets that read what a prepare step wrote)
+        # run on the driver's node; buckets and cuts that only read and write the store go anywhere.
+        self.local_work = is_remote(store.out)
 
     def run(
         self, planned: Planned, fingerprint: str, inputs: Mapping[str, TableRef], context: Context
@@ -116,7 +122,7 @@ class Executor:
         if self.engine.in_process:
             record = run_whole(task, after_each=lambda: kill_point(key, "mid"))
         else:
-            [record] = list(self.engine.map(run_whole, [task]))
+            [record] = list(self.engine.map(run_whole, [task], here=self.local_work))
             kill_point(key, "mid")
         stats = StageStats(**record.stats)
         for name, n in counts.items():
@@ -159,7 +165,7 @@ class Executor:
         self.reporter.stage_started(key, bucket_count, sum(bucket_rows))
         for index in results:
             self.reporter.part_done(key, bucket_rows[index])
-        for part in self.engine.map(run_partition, tasks):
+        for part in self.engine.map(run_partition, tasks, here=self.local_work and prepared is not None):
             self.store.write_part(key, part)
             results[part.index] = part
             self.reporter.part_done(key, bucket_rows[part.index])
@@ -189,7 +195,7 @@ class Executor:
             buckets={name: tuple(parts) if parts is not None else (whole,) for name, (parts, whole) in buckets.items()},
             bucketed={name: parts is not None for name, (parts, _) in buckets.items()},
             scratch=context.scratch / "prepare",
-            map=self.engine.map,
+            map=partial(self.engine.map, here=self.local_work),
         )
         prepared = prepare(preparation, planned.params, context)
         clash = sorted(set(prepared.tables) & set(buckets))
