@@ -10,8 +10,8 @@ Two kinds of input, because the sources differ in kind, not only in size:
 - **ratings only** (MovieLens, Netflix, BookCrossing, Anime): the real MovieLens ml-latest-small
   ratings copied with new user ids (``userId + copy x 100,000``) beside its real ``movies.csv``.
 
-Each kind runs at ``n`` and ``4n`` copies with ``--workers 1`` (and ``--workers 2`` for the
-parallel efficiency), cold, into fresh folders. Per run: wall seconds, each stage's seconds and
+Each kind runs at ``n`` and ``4n`` copies with ``--workers 1`` and ``--workers 2`` (the parallel
+efficiency at 4n), cold, into fresh folders. Per run: wall seconds, each stage's seconds and
 bytes written (``stats.json``), and peak resident memory sampled from ``/proc`` every 0.2 s: of
 the driver, of the largest worker, and of the whole process tree.
 
@@ -21,7 +21,8 @@ multiplied by the dumps' sizes. The projection multiplies these costs by the pub
 raw dumps (:data:`PUBLISHED`, each with its source), divides by cores x the measured parallel
 efficiency, and sums the bytes every stage keeps for the disk footprint.
 
-    python benchmarks/bench_projection.py [--copies 16] [--movielens-copies 8] [--partitions 8]
+    python benchmarks/bench_projection.py [--copies 16] [--movielens-copies 8] [--partitions 8] > runs.jsonl
+    python benchmarks/bench_projection.py --runs runs.jsonl      # the summary again, from the runs
 """
 
 from __future__ import annotations
@@ -209,31 +210,88 @@ def marginal(small: dict, large: dict) -> dict[str, float]:
     return {key: max(0.0, (large["stages"][key] - small["stages"][key]) / rows) for key in small["stages"]}
 
 
+BENCHMARK_SOURCES = ("amazon2014_benchmarks", "yelp")  # the only sources p5_benchmark works on
+
+
+def stage_cost(costs: dict[str, float], stage: str, source: str) -> float:
+    """Seconds per interaction of ``source`` in ``stage`` (p5_benchmark only on benchmark sources)."""
+    if stage == "p5_benchmark" and source not in BENCHMARK_SOURCES:
+        return 0.0
+    return costs.get(stage, 0.0)
+
+
 def project(costs: dict[str, dict[str, float]], disk: dict[str, float], efficiency: float) -> dict:
-    """Core-hours of the full build and hours on one and on four 16-core machines, and its disk."""
-    core_seconds, disk_bytes, lines = 0.0, 0.0, []
+    """The full build: core-hours per source and in all; hours on one and on four 16-core machines,
+    partitioned stages spread over the cores at ``efficiency`` while each whole stage runs as one
+    task on one core (as ``--task-cpus 1`` runs it), and their sum with whole stages as parallel as
+    the rest (the bound a partitioned ingest and writers would reach); and the disk every stage keeps."""
+    from recgpt_data import stages as registry
+
+    partitioned = {name for kind in costs for name in costs[kind] if registry.get(name).partition is not None}
+    split = {"partitioned": 0.0, "whole": 0.0}
+    whole_by_stage: dict[str, float] = {}
+    disk_bytes, lines = 0.0, []
     for kind, sources in PUBLISHED.items():
-        per_row = sum(costs[kind].values())
         for name, (size, cited) in sources.items():
-            core_seconds += per_row * size
+            seconds = {stage: stage_cost(costs[kind], stage, name) * size for stage in costs[kind]}
+            for stage, value in seconds.items():
+                split["partitioned" if stage in partitioned else "whole"] += value
+                if stage not in partitioned:
+                    whole_by_stage[stage] = whole_by_stage.get(stage, 0.0) + value
             disk_bytes += disk[kind] * size
             lines.append(
                 {
                     "source": name,
                     "kind": kind,
                     "interactions": size,
-                    "core_hours": per_row * size / 3600,
+                    "core_hours": sum(seconds.values()) / 3600,
                     "published": cited,
                 }
             )
+
+    def hours(cores: int, whole_parallel: bool) -> float:
+        whole = split["whole"] / (cores * efficiency) if whole_parallel else split["whole"]
+        return (split["partitioned"] / (cores * efficiency) + whole) / 3600
+
     return {
         "sources": lines,
-        "core_hours": core_seconds / 3600,
-        "hours_16_cores": core_seconds / (16 * efficiency) / 3600,
-        "hours_4x16_cores": core_seconds / (64 * efficiency) / 3600,
+        "core_hours": sum(split.values()) / 3600,
+        "core_hours_partitioned": split["partitioned"] / 3600,
+        "core_hours_whole_by_stage": {k: v / 3600 for k, v in sorted(whole_by_stage.items(), key=lambda kv: -kv[1])},
+        "hours_16_cores": hours(16, False),
+        "hours_4x16_cores": hours(64, False),
+        "hours_16_cores_whole_stages_parallel": hours(16, True),
+        "hours_4x16_cores_whole_stages_parallel": hours(64, True),
         "efficiency_assumed": efficiency,
         "disk_tb": disk_bytes / 1e12,
         "not_sized": NOT_SIZED,
+    }
+
+
+def summarise(runs: dict[str, dict], workers: int) -> dict:
+    """Per-stage marginal costs, disk per interaction, efficiency, memory ratios and the projections."""
+    kinds = ("text", "ratings")
+    costs = {kind: marginal(runs[f"{kind}-1x-1w"], runs[f"{kind}-4x-1w"]) for kind in kinds}
+    disk = {kind: sum(runs[f"{kind}-4x-1w"]["bytes"].values()) / runs[f"{kind}-4x-1w"]["rows"] for kind in kinds}
+    efficiency = {
+        kind: runs[f"{kind}-4x-1w"]["wall"] / (workers * runs[f"{kind}-4x-{workers}w"]["wall"]) for kind in kinds
+    }
+    memory = {
+        f"{kind}-{w}w": {
+            k: runs[f"{kind}-4x-{w}w"]["peak_rss"][k] / max(1, runs[f"{kind}-1x-{w}w"]["peak_rss"][k])
+            for k in ("driver", "largest_worker", "tree")
+        }
+        for kind in kinds
+        for w in (1, workers)
+        if f"{kind}-1x-{w}w" in runs
+    }
+    return {
+        "us_per_interaction": {k: {s: v * 1e6 for s, v in c.items()} for k, c in costs.items()},
+        "disk_bytes_per_interaction": disk,
+        "efficiency": efficiency,
+        "memory_4x_over_1x": memory,
+        "projection_measured_efficiency": project(costs, disk, min(efficiency.values())),
+        "projection_ideal": project(costs, disk, 1.0),
     }
 
 
@@ -242,8 +300,14 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=16, help="copies of the Digital Music pair at 1x")
     parser.add_argument("--movielens-copies", type=int, default=8)
     parser.add_argument("--partitions", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2, help="workers of the efficiency run (4x input)")
+    parser.add_argument("--workers", type=int, default=2, help="workers of the efficiency runs")
+    parser.add_argument("--runs", type=Path, help="summarise the JSON lines of an earlier run instead of running")
     args = parser.parse_args()
+    if args.runs is not None:
+        lines = [json.loads(line) for line in args.runs.read_text(encoding="utf-8").splitlines() if '"run"' in line]
+        runs = {line.pop("run"): line for line in lines}
+        print(json.dumps({"summary": summarise(runs, args.workers)}, indent=1))
+        return
     work = Path(tempfile.mkdtemp(prefix="bench-projection-"))
     runs: dict[str, dict] = {}
     try:
@@ -253,34 +317,12 @@ def main() -> None:
                 folder = work / f"{kind}-{scale}"
                 raw = text_input(copies, folder) if kind == "text" else ratings_input(copies, folder)
                 spec = projection_spec(kind, raw, args.partitions * scale, folder / "spec.toml")
-                workers = (1, args.workers) if scale == 4 else (1,)
-                for w in workers:
+                for w in (1, args.workers):
                     run = cli_run(spec, folder / f"out-{w}", w)
                     runs[f"{kind}-{scale}x-{w}w"] = run
                     print(json.dumps({"run": f"{kind}-{scale}x-{w}w", **run}), flush=True)
                     shutil.rmtree(folder / f"out-{w}")
-        costs = {kind: marginal(runs[f"{kind}-1x-1w"], runs[f"{kind}-4x-1w"]) for kind in ("text", "ratings")}
-        disk = {kind: sum(runs[f"{kind}-4x-1w"]["bytes"].values()) / runs[f"{kind}-4x-1w"]["rows"] for kind in costs}
-        efficiency = {
-            kind: runs[f"{kind}-4x-1w"]["wall"] / (args.workers * runs[f"{kind}-4x-{args.workers}w"]["wall"])
-            for kind in costs
-        }
-        memory = {
-            kind: {
-                k: runs[f"{kind}-4x-1w"]["peak_rss"][k] / max(1, runs[f"{kind}-1x-1w"]["peak_rss"][k])
-                for k in ("driver", "largest_worker", "tree")
-            }
-            for kind in costs
-        }
-        summary = {
-            "us_per_interaction": {k: {s: v * 1e6 for s, v in c.items()} for k, c in costs.items()},
-            "disk_bytes_per_interaction": disk,
-            "efficiency": efficiency,
-            "memory_4x_over_1x": memory,
-            "projection_measured_efficiency": project(costs, disk, min(efficiency.values())),
-            "projection_ideal": project(costs, disk, 1.0),
-        }
-        print(json.dumps({"summary": summary}, indent=1))
+        print(json.dumps({"summary": summarise(runs, args.workers)}, indent=1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
