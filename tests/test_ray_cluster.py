@@ -1,7 +1,8 @@
 """The Ray engine on a real two-node Ray cluster on this machine (two ``ray start`` nodes of one CPU
 each, on 127.0.0.1): the demo corpus built on it has the bytes of the local build, with tasks on both
-nodes; and a node killed while one of its buckets runs costs that bucket alone, recomputed on the node
-that is left.
+nodes; tasks that need the driver's disk stay on its node while others spread; and a node killed
+while one of its buckets runs costs that bucket alone, recomputed on the node that is left (that
+test kills the second node, so it comes last).
 
 Each node runs in its own process group (its own session), so the teardown and the node loss kill
 exactly this module's Ray processes (and the workers under them), never another Ray on the machine.
@@ -219,6 +220,36 @@ def test_demo_built_on_two_nodes_equals_the_local_build(cluster: Cluster, demo_c
     assert len({node for ran in nodes.values() for node in ran}) == 2  # both nodes ran buckets
 
 
+PLACES = """
+import json, sys, ray, worker_stages
+from recgpt_data.engines.ray import RayEngine
+engine = RayEngine(sys.argv[1])
+node = lambda name: name.split("@")[1]
+print(json.dumps({
+    "driver": ray.get_runtime_context().get_node_id(),
+    "here": [node(n) for n in engine.map(worker_stages.where_task, [0.5] * 6, here=True)],
+    "anywhere": [node(n) for n in engine.map(worker_stages.where_task, [0.5] * 6)],
+}))
+"""
+
+
+def test_tasks_that_need_the_drivers_disk_stay_on_its_node(cluster: Cluster) -> None:
+    """With the output in object storage a run's work folder is on the driver's disk: the tasks that
+    use it run on the driver's node, while the same tasks without that spread over both (each keeps
+    its node's one CPU half a second, so one node cannot take them all at once)."""
+    done = subprocess.run(
+        [sys.executable, "-c", PLACES, cluster.address],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_SECONDS,
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(found["here"]) == {found["driver"]}
+    assert len(set(found["anywhere"])) == 2
+
+
 def test_a_lost_node_costs_only_its_bucket(cluster: Cluster, tmp_path: Path) -> None:
     """The second node is killed while its bucket of ``t_hold`` runs: the run finishes on the head
     (Ray retries the lost task) or fails in one line; either way a rerun completes with the local
@@ -264,33 +295,3 @@ def test_a_lost_node_costs_only_its_bucket(cluster: Cluster, tmp_path: Path) -> 
     assert len(set(nodes_of(out)["t_hold"])) == 1 and len(nodes_of(out)["t_hold"]) == 2  # both on the head
     assert folder_digests(out) == folder_digests(local)
     assert stage_tables(out) == stage_tables(local)
-
-
-PLACES = """
-import json, sys, ray, worker_stages
-from recgpt_data.engines.ray import RayEngine
-engine = RayEngine(sys.argv[1])
-node = lambda name: name.split("@")[1]
-print(json.dumps({
-    "driver": ray.get_runtime_context().get_node_id(),
-    "here": [node(n) for n in engine.map(worker_stages.where_task, [0.5] * 6, here=True)],
-    "anywhere": [node(n) for n in engine.map(worker_stages.where_task, [0.5] * 6)],
-}))
-"""
-
-
-def test_tasks_that_need_the_drivers_disk_stay_on_its_node(cluster: Cluster) -> None:
-    """With the output in object storage a run's work folder is on the driver's disk: the tasks that
-    use it run on the driver's node, while the same tasks without that spread over both (each keeps
-    its node's one CPU half a second, so one node cannot take them all at once)."""
-    done = subprocess.run(
-        [sys.executable, "-c", PLACES, cluster.address],
-        env=cluster.env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_SECONDS,
-    )
-    assert done.returncode == 0, done.stderr
-    found = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(found["here"]) == {found["driver"]}
-    assert len(set(found["anywhere"])) == 2
