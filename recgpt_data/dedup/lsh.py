@@ -106,6 +106,17 @@ def bucket_edges(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pair // n, pair % n
 
 
+def agreement(signatures: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """For each edge (``u[i]``, ``v[i]``), the share of MinHash values the two rows of
+    ``signatures`` agree on (the estimate of their Jaccard similarity), in chunks of 65,536 edges
+    so that no edges x permutations array is built whole."""
+    agree = np.empty(len(u), dtype=np.float64)
+    for lo in range(0, len(u), 1 << 16):
+        s = slice(lo, lo + (1 << 16))
+        agree[s] = (signatures[u[s]] == signatures[v[s]]).mean(axis=1)
+    return agree
+
+
 @dataclass(frozen=True)
 class Clusters:
     """Near-duplicate clusters of a column of normalised texts, by row."""
@@ -172,11 +183,7 @@ def cluster_texts(norm: pl.Series, config: NearDuplicateConfig) -> Clusters:
     eu, ev = bucket_edges(keys)
     candidates = len(eu)
     if signatures is not None and candidates:
-        agree = np.empty(candidates, dtype=np.float64)
-        for lo in range(0, candidates, 1 << 16):
-            s = slice(lo, lo + (1 << 16))
-            agree[s] = (signatures[eu[s]] == signatures[ev[s]]).mean(axis=1)
-        keep = agree >= config.threshold
+        keep = agreement(signatures, eu, ev) >= config.threshold
         eu, ev = eu[keep], ev[keep]
     roots = connected_components(len(unique), long_[eu], long_[ev])
     label_u = first_row[roots]

@@ -37,7 +37,7 @@ import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from recgpt_data.dedup.lsh import NearDuplicateConfig, band_keys, optimal_banding
+from recgpt_data.dedup.lsh import NearDuplicateConfig, agreement, band_keys, optimal_banding
 from recgpt_data.dedup.minhash import MinHasher
 from recgpt_data.dedup.normalize import word_counts
 from recgpt_data.hashing import fnv1a64
@@ -186,12 +186,7 @@ def verify(job: Job) -> tuple[int, int]:
     found = len(u)
     if config.verify and found:
         ids, signatures = _load_signatures(folder, np.unique(np.concatenate([u, v])), config.num_perm)
-        su, sv = np.searchsorted(ids, u), np.searchsorted(ids, v)
-        agree = np.empty(found, dtype=np.float64)
-        for lo in range(0, found, 1 << 16):
-            s = slice(lo, lo + (1 << 16))
-            agree[s] = (signatures[su[s]] == signatures[sv[s]]).mean(axis=1)
-        keep = agree >= config.threshold
+        keep = agreement(signatures, np.searchsorted(ids, u), np.searchsorted(ids, v)) >= config.threshold
         u, v = u[keep], v[keep]
     write_scratch(
         pl.DataFrame({"u": u, "v": v}, schema={"u": pl.Int64, "v": pl.Int64}), folder / "verified" / f"{r:05d}.parquet"
