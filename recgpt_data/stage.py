@@ -238,11 +238,12 @@ Mapper = Callable[[Callable[[T], R], Sequence[T]], Iterable[R]]
 
 @dataclass(frozen=True)
 class Preparation:
-    """What a partitioned stage's ``prepare`` step works on: each input table's files, bucket by
-    bucket (``buckets[name][i]`` are bucket ``i``'s files; a table without the bucket column is one
-    entry read whole), the stage's scratch folder for the files it writes, and ``map``, which runs
-    a picklable function over tasks on the run's engine (in worker processes or on Ray) and yields
-    the results in any order. The driver only plans: every table is read inside ``map``'s tasks."""
+    """What a stage's ``prepare`` step works on: each input table's files, bucket by bucket
+    (``buckets[name][i]`` are bucket ``i``'s files; a table without the bucket column, and every
+    table of a whole stage, is one entry read whole), the stage's scratch folder for the files it
+    writes, and ``map``, which runs a picklable function over tasks on the run's engine (in worker
+    processes or on Ray) and yields the results in any order. The driver only plans: every table is
+    read inside ``map``'s tasks."""
 
     buckets: Mapping[str, tuple[tuple[str, ...], ...]]
     bucketed: Mapping[str, bool]
@@ -252,8 +253,8 @@ class Preparation:
 
 @dataclass(frozen=True)
 class Prepared:
-    """What a ``prepare`` step made: tables (name -> files) that every bucket then reads whole
-    beside its own inputs, and counters merged into the stage's stats ``info``. ``outputs`` are
+    """What a ``prepare`` step made: tables (name -> files) that every bucket (or the whole stage)
+    then reads whole beside its own inputs, and counters merged into the stage's stats ``info``. ``outputs`` are
     tables of the stage's own output that its tasks wrote whole (name -> files, such as a table
     without the bucket column); the executor moves them into the stage's folder beside the
     buckets' tables, and adds ``stats`` (a :meth:`StageStats.to_dict` of what they hold)."""
@@ -289,9 +290,12 @@ class StageDef:
     the runner warns where such a stage removes more than a few percent of a dataset.
     ``settings`` names the spec-wide settings (:data:`SETTINGS`) it uses from its :class:`Context`;
     its fingerprint covers them. ``stats_keys`` names keys of its stats' ``info`` that ``stats.json``
-    carries at its top level too (the report's ``corpus``). ``prepare`` (partitioned stages only)
-    runs once before the buckets, over all of them, for work that spans buckets (deduplication's
-    clustering): see :class:`Preparation`; the tables it returns are read whole by every bucket."""
+    carries at its top level too (the report's ``corpus``). ``prepare`` runs once before the
+    stage's function, its heavy work in tasks on the run's engine: before the buckets of a
+    partitioned stage, for work that spans buckets (deduplication's clustering), and before a whole
+    stage, for work that splits another way than by buckets (ingest's input files, the corpus'
+    shards); see :class:`Preparation`. The tables it returns are read whole by every bucket, or by
+    the whole stage, beside their inputs."""
 
     name: str
     fn: StageFn
@@ -330,8 +334,6 @@ def stage(
     """Register ``fn`` as the stage ``name`` (see :class:`StageDef` for the options)."""
     if partition is not None and partition not in PARTITION_COLUMNS:
         raise ValueError(f"stage {name!r}: partition must be None or one of {sorted(PARTITION_COLUMNS)}")
-    if prepare is not None and partition is None:
-        raise ValueError(f"stage {name!r}: a prepare step is for partitioned stages")
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         raise ValueError(f"stage {name!r}: unknown settings {unknown}; known: {', '.join(SETTINGS)}")

@@ -117,6 +117,28 @@ def test_a_prepare_step_runs_its_tasks_on_the_engine_before_the_buckets(tmp_path
 
 
 @pytest.mark.parametrize("workers", [1, 2])
+def test_a_whole_stage_s_prepare_step_runs_its_tasks_and_its_outputs_are_adopted(tmp_path: Path, workers: int) -> None:
+    spec = worker_stages.prepared_spec(tmp_path / "prepared.toml", "t_prepared_whole")
+    out = tmp_path / "out"
+    done = run_driver(spec, out, "--workers", str(workers))
+    assert done.returncode == 0, done.stderr
+    stages = out / ".stages"
+    ingested = sorted((stages / "ingest").rglob("interactions*/*.parquet")) or sorted(
+        (stages / "ingest").glob("interactions*.parquet")
+    )
+    per_file = sorted(pq.read_metadata(p).num_rows for p in ingested)
+    counts = pq.read_table(sorted((stages / "t_prepared_whole" / "counts").glob("*.parquet"))).to_pydict()
+    checked = pq.read_table(stages / "t_prepared_whole" / "checked.parquet").to_pydict()
+    assert counts["rows"] == per_file and checked["total"] == checked["rows"] == [sum(per_file)]
+    record = json.loads((stages / "t_prepared_whole" / "_SUCCESS.json").read_text())
+    assert record["stats"]["rows_out"]["counts"] == len(per_file)
+    if workers > 1:
+        info = record["stats"]["info"]
+        assert info["prepare_pids"] and info["driver_pid"] not in info["prepare_pids"]
+    assert not (out / ".scratch" / "t_prepared_whole").exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_whole_stage_runs_in_a_worker_process(tmp_path: Path, workers: int) -> None:
     """With more than one worker a stage that is not partitioned runs as a task in a worker; with one,
     in the driver."""

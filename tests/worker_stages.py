@@ -95,12 +95,39 @@ def prepared(tables: Mapping[str, pl.LazyFrame], params: Params, ctx: Context) -
     return StageOutput({"counted": frame.with_columns(total=total)}, StageStats())
 
 
-def prepared_spec(path: Path) -> Path:
-    """A spec: the demo's Amazon 2014 slice ingested, then ``t_prepared`` in three buckets."""
+def prepare_whole(prep: Preparation, params: Params, ctx: Context) -> Prepared:
+    """Count each interactions file in its own task; the counts are an output the stage adopts whole,
+    their total a table the stage function reads."""
+    import polars as pl
+
+    [files] = prep.buckets["interactions"]
+    found = list(prep.map(count_bucket, [(f,) for f in files]))
+    prep.scratch.mkdir(parents=True, exist_ok=True)
+    counts, total = prep.scratch / "counts.parquet", prep.scratch / "total.parquet"
+    pl.DataFrame({"rows": sorted(n for n, _ in found)}).write_parquet(counts)
+    pl.DataFrame({"total": [sum(n for n, _ in found)]}).write_parquet(total)
+    info = {"driver_pid": os.getpid(), "prepare_pids": sorted({pid for _, pid in found})}
+    return Prepared(
+        {"total": (str(total),)}, info, outputs={"counts": (str(counts),)}, stats={"rows_out": {"counts": len(found)}}
+    )
+
+
+@stage("t_prepared_whole", params=Params, reads=("interactions",), writes=("counts", "checked"), prepare=prepare_whole)
+def prepared_whole(tables: Mapping[str, pl.LazyFrame], params: Params, ctx: Context) -> StageOutput:
+    """A whole stage that checks its prepare step's total against its own count of the interactions."""
+    import polars as pl
+
+    total = tables["total"].collect().item()
+    rows = tables["interactions"].select(pl.len()).collect().item()
+    return StageOutput({"checked": pl.DataFrame({"total": [total], "rows": [rows]})}, StageStats())
+
+
+def prepared_spec(path: Path, stage_name: str = "t_prepared") -> Path:
+    """A spec: the demo's Amazon 2014 slice ingested, then ``stage_name`` in three buckets."""
     path.write_text(
         'name = "prepared"\npartitions = 3\n\n[[stages]]\nstage = "ingest"\n'
         'params.sources = [{ format = "amazon2014", paths = ["demo:amazon2014"] }]\n\n'
-        '[[stages]]\nstage = "t_prepared"\n',
+        f'[[stages]]\nstage = "{stage_name}"\n',
         encoding="utf-8",
     )
     return path

@@ -111,11 +111,13 @@ class Executor:
         key = planned.key
         counts = {name: count(self.store.scan(ref)) for name, ref in inputs.items()}  # parquet footers
         self.reporter.stage_started(key, 1, sum(counts.values()))
+        files = {name: tuple(str(f) for f in self.store.paths(ref)) for name, ref in inputs.items()}
+        prepared = self.prepare(planned, {name: (None, whole) for name, whole in files.items()}, context)
         task = WholeTask(
             definition=planned.definition,
             params=planned.params,
             context=context,
-            inputs={name: tuple(str(f) for f in self.store.paths(ref)) for name, ref in inputs.items()},
+            inputs={**files, **(dict(prepared.tables) if prepared is not None else {})},
             target=self.store.stage_dir(key),
             fingerprint=fingerprint,
         )
@@ -124,11 +126,16 @@ class Executor:
         else:
             [record] = list(self.engine.map(run_whole, [task], here=self.local_work))
             kill_point(key, "mid")
+        written = {name: TableRecord((f,)) for name, f in record.tables.items()}
         stats = StageStats(**record.stats)
+        if prepared is not None:
+            written.update(self.adopt(key, prepared))
+            stats = merge_stats([record.stats, {**StageStats().to_dict(), **prepared.stats}])
+            stats.info = merge_info(stats.info, dict(prepared.info))
         for name, n in counts.items():
             stats.rows_in.setdefault(name, n)
         self.reporter.part_done(key, sum(counts.values()))
-        return {name: TableRecord((f,)) for name, f in record.tables.items()}, stats
+        return written, stats
 
     def run_partitioned(
         self, planned: Planned, fingerprint: str, inputs: Mapping[str, TableRef], context: Context
@@ -187,7 +194,8 @@ class Executor:
         return written, stats
 
     def prepare(self, planned: Planned, buckets: Mapping[str, Buckets], context: Context) -> Prepared | None:
-        """Run the stage's ``prepare`` step (if it has one) over all buckets, its tasks on the engine."""
+        """Run the stage's ``prepare`` step (if it has one) over all buckets (a whole stage's tables are
+        each one entry), its tasks on the engine."""
         prepare = planned.definition.prepare
         if prepare is None:
             return None
