@@ -1,8 +1,9 @@
 """The Ray engine on a real two-node Ray cluster on this machine (two ``ray start`` nodes of one CPU
 each, on 127.0.0.1): the demo corpus built on it has the bytes of the local build, with tasks on both
-nodes; tasks that need the driver's disk stay on its node while others spread; and a node killed
-while one of its buckets runs costs that bucket alone, recomputed on the node that is left (that
-test kills the second node, so it comes last).
+nodes, also with its output in S3 (moto's server on 127.0.0.1); tasks that need the driver's disk
+stay on its node while others spread; and a node killed while one of its buckets runs costs that
+bucket alone, recomputed on the node that is left (that test kills the second node, so it comes
+last).
 
 Each node runs in its own process group (its own session), so the teardown and the node loss kill
 exactly this module's Ray processes (and the workers under them), never another Ray on the machine.
@@ -21,17 +22,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import worker_stages
 from conftest import REPO, folder_digests
+from s3_server import BUCKET, assert_same_build, client, moto_s3, objects
 from test_workers import stage_tables
 
+from recgpt_data.io.storage import STORE_SETTINGS
 from recgpt_data.pipeline.runner import run_spec
 from recgpt_data.pipeline.spec import load_spec
+from recgpt_data.pipeline.store import PARTS, STAGES, WORK_ENV
 
 pytest.importorskip("ray")
 TESTS = Path(__file__).resolve().parent
@@ -111,6 +115,15 @@ class Node:
             time.sleep(0.1)
         raise AssertionError(f"processes of the Ray node in group {self.group} survived SIGKILL: {alive}")
 
+    def node_id(self) -> str:
+        """The Ray node id of this node (its session folder names its port files after it)."""
+        [found] = {p.name.rsplit("_", 1)[1] for p in (self.temp_dir / "session_latest").glob("*_port_*")}
+        return found
+
+    def ran_driver(self, pid: int) -> bool:
+        """Whether the driver process ``pid`` joined the cluster on this node (its log is here)."""
+        return any((self.temp_dir / "session_latest" / "logs").glob(f"python-core-driver-*_{pid}.log"))
+
 
 def start_node(args: list[str], temp_dir: Path, env: dict[str, str]) -> Node:
     """``ray start ARGS`` on 127.0.0.1 with its own temporary folder, in a new session."""
@@ -142,10 +155,11 @@ class Cluster:
 
 def cluster_env() -> dict[str, str]:
     """The environment of nodes and drivers: workers import the test stages, and the cluster admits
-    only holders of a token made for it."""
+    only holders of a token made for it. No object-store settings: a run's tasks have those its
+    driver has."""
     path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     return {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if name not in STORE_SETTINGS},
         "PYTHONPATH": path,
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
@@ -201,11 +215,18 @@ def run_on_cluster(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def nodes_of(out: Path) -> dict[str, list[str]]:
-    """The Ray node that ran each finished bucket, by stage."""
+def part_records(out: Path) -> dict[str, bytes]:
+    """The bucket records of the build in the local folder ``out``, by path relative to it."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.glob(".stages/*/_parts/*.json"))}
+
+
+def nodes_of(files: Mapping[str, bytes]) -> dict[str, list[str]]:
+    """The Ray node that ran each finished bucket, by stage, from a build's files (by relative path)."""
     found: dict[str, list[str]] = {}
-    for record in sorted(out.glob(".stages/*/_parts/*.json")):
-        found.setdefault(record.parent.parent.name, []).append(json.loads(record.read_text())["worker"].split("@")[1])
+    for path, data in sorted(files.items()):
+        parts = path.split("/")
+        if len(parts) == 4 and (parts[0], parts[2]) == (STAGES, PARTS):
+            found.setdefault(parts[1], []).append(json.loads(data)["worker"].split("@")[1])
     return found
 
 
@@ -215,9 +236,35 @@ def test_demo_built_on_two_nodes_equals_the_local_build(cluster: Cluster, demo_c
     assert done.returncode == 0, done.stderr
     assert folder_digests(out) == folder_digests(demo_corpus)
     assert stage_tables(out) == stage_tables(demo_corpus)
-    nodes = nodes_of(out)
+    nodes = nodes_of(part_records(out))
     assert {"split", "pretrain_documents"} <= set(nodes) and all(len(n) == 2 for n in nodes.values())
     assert len({node for ran in nodes.values() for node in ran}) == 2  # both nodes ran buckets
+
+
+def test_demo_built_on_two_nodes_into_object_storage_equals_the_local_build(
+    cluster: Cluster, demo_corpus: Path, tmp_path: Path
+) -> None:
+    """The demo with its output in S3 (moto on 127.0.0.1), the S3 settings in the driver's
+    environment alone (the nodes have none), so the tasks reach the store with what the engine
+    passes them: every object is the local build's bytes; the buckets of the stages without a
+    prepare step ran on both nodes, and dedup's buckets, which read what its prepare step left in
+    the driver's work folder, on the head, whose node the driver joined."""
+    with moto_s3() as settings:
+        fs = client(settings)
+        fs.mkdir(BUCKET)
+        out = f"s3://{BUCKET}/runs/demo"
+        env = {**cluster.env, **settings, WORK_ENV: str(tmp_path / "work")}
+        command = on_cluster(cluster, str(REPO / "pipelines" / "demo.toml"), "--out", out)
+        driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _, stderr = driver.communicate(timeout=RUN_SECONDS)
+        assert driver.returncode == 0, stderr
+        remote = objects(out, fs)
+    assert_same_build(remote, demo_corpus)
+    nodes = nodes_of(remote)
+    head, second = cluster.head.node_id(), cluster.second.node_id()
+    assert cluster.head.ran_driver(driver.pid)
+    assert nodes["dedup"] == [head, head]
+    assert {node for key, ran in nodes.items() if key != "dedup" for node in ran} == {head, second}
 
 
 PLACES = """
@@ -292,6 +339,7 @@ def test_a_lost_node_costs_only_its_bucket(cluster: Cluster, tmp_path: Path) -> 
     lost = held[0].split("-")[1]
     kept = "1" if lost == "0" else "0"
     assert ran == sorted([f"ran-{lost}-held", f"ran-{lost}-free", f"ran-{kept}-free"])
-    assert len(set(nodes_of(out)["t_hold"])) == 1 and len(nodes_of(out)["t_hold"]) == 2  # both on the head
+    held = nodes_of(part_records(out))["t_hold"]
+    assert len(set(held)) == 1 and len(held) == 2  # both on the head
     assert folder_digests(out) == folder_digests(local)
     assert stage_tables(out) == stage_tables(local)

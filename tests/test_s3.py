@@ -7,7 +7,6 @@ second writer; names never lead outside the prefix."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -17,48 +16,29 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import s3fs
-from conftest import CLI, REPO, folder_digests
-from moto.server import ThreadedMotoServer
+from conftest import CLI, REPO
+from s3_server import BUCKET, assert_same_build, client, moto_s3, objects
 
 from recgpt_data.errors import UsageError
 from recgpt_data.io.lock import folder_lock
 from recgpt_data.io.storage import join
 from recgpt_data.pipeline.partition import part_name
-from recgpt_data.pipeline.store import MARKER, Store, without_attempt, write_tables
+from recgpt_data.pipeline.store import MARKER, Store, write_tables
 from recgpt_data.stage import StageOutput, StageStats
 
-BUCKET = "recgpt-test"
 DEMO_SPEC = REPO / "pipelines" / "demo.toml"
 DEMO_DATA = REPO / "recgpt_data" / "demo"
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A bucket on a fresh moto server on a free loopback port; the AWS settings point at it
-    (for this process and the CLI processes it starts) while the module's tests run."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    settings = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "RECGPT_WORK_DIR": str(tmp_path_factory.mktemp("work")),
-    }
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in settings.items():
-                patch.setenv(name, value)
-            s3fs.S3FileSystem(skip_instance_cache=True).mkdir(BUCKET)
-            yield f"s3://{BUCKET}"
-    finally:
-        server.stop()
-
-
-def client() -> s3fs.S3FileSystem:
-    return s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
+    """A bucket on a fresh moto server; the AWS settings point at it (for this process and the CLI
+    processes it starts) while the module's tests run."""
+    with moto_s3() as settings, pytest.MonkeyPatch.context() as patch:
+        for name, value in {**settings, "RECGPT_WORK_DIR": str(tmp_path_factory.mktemp("work"))}.items():
+            patch.setenv(name, value)
+        client().mkdir(BUCKET)
+        yield f"s3://{BUCKET}"
 
 
 def cli(*args: str, kill_at: str | None = None, work: Path | None = None) -> subprocess.CompletedProcess:
@@ -71,37 +51,6 @@ def cli(*args: str, kill_at: str | None = None, work: Path | None = None) -> sub
     if kill_at:
         env["RECGPT_KILL_AT"] = kill_at
     return subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True, timeout=300)
-
-
-def objects(url: str) -> dict[str, bytes]:
-    """Every object under ``url``: its key relative to ``url`` and its bytes."""
-    fs = client()
-    prefix = url.removeprefix("s3://")
-    return {key[len(prefix) + 1 :]: fs.cat_file(key) for key in sorted(fs.find(prefix))}
-
-
-def assert_same_build(url: str, local: Path) -> None:
-    """The build at ``url`` holds the local build's final folder and stage tables, byte for byte."""
-    remote = objects(url)
-    final = {
-        key: hashlib.sha256(data).hexdigest()
-        for key, data in remote.items()
-        if not key.startswith(".") and key != "stats.json"
-    }
-    assert final == folder_digests(local)
-    stages = sorted(p.parent.name for p in (local / ".stages").glob(f"*/{MARKER}"))
-    assert stages == sorted(json.loads(remote["stats.json"])["stages"])
-    for key in stages:
-        mine = json.loads((local / ".stages" / key / MARKER).read_text())
-        theirs = json.loads(remote[f".stages/{key}/{MARKER}"])
-        assert theirs["published"] == mine["published"]
-        assert theirs["tables"].keys() == mine["tables"].keys()
-        for name, table in mine["tables"].items():
-            paths = [f["path"] for f in theirs["tables"][name]["files"]]
-            assert [without_attempt(p) for p in paths] == [f["path"] for f in table["files"]]
-            assert all(p != without_attempt(p) for p in paths)  # attempt-unique keys
-            for path, f in zip(paths, table["files"], strict=True):
-                assert remote[f".stages/{key}/{path}"] == (local / ".stages" / key / f["path"]).read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +70,7 @@ def test_demo_built_on_s3_is_the_local_build(s3: str, demo_corpus: Path) -> None
     out = f"{s3}/runs/demo"
     done = cli("run", str(DEMO_SPEC), "--out", out)
     assert done.returncode == 0, done.stderr
-    assert_same_build(out, demo_corpus)
+    assert_same_build(objects(out), demo_corpus)
     shown = cli("status", str(DEMO_SPEC), "--out", out)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.count("│ done ") == 15  # every stage current: a rerun would skip them all
@@ -155,7 +104,7 @@ def test_killed_stage_on_s3_looks_unfinished_and_resumes_from_raw_on_s3(
     assert len(list((tmp_path / "elsewhere").glob("*/final/eval/*/summary.json"))) == 2  # fetched, not rebuilt
     assert json.loads(objects(out)[".stages/hold_out/_parts/00000.json"])["tables"] == record["tables"]
     assert ".stages/lock" not in objects(out)
-    assert_same_build(out, demo_corpus)
+    assert_same_build(objects(out), demo_corpus)
     stats = json.loads(objects(out)["stats.json"])
     local = json.loads((demo_corpus / "stats.json").read_text())
     named = [[f["file"] for s in d["stages"]["ingest"]["info"]["sources"] for f in s["files"]] for d in (stats, local)]

@@ -4,12 +4,14 @@ a bucket cut, a prepare step's task) is one Ray task.
 Every task declares the CPUs it uses (``--task-cpus``, default 1) and, where given, its memory
 (``--task-memory``), so that Ray places no more tasks on a node than it has room for; and it runs
 with polars, numba and tokenizers bounded to that many threads (the variables the local engine sets
-in its workers, passed as the task's ``runtime_env``). Tasks are spread over the nodes; one whose
-worker or node dies is retried twice (elsewhere where the node is gone), and one that dies every
-time ends the run in one line, keeping the buckets that finished.
+in its workers, passed as the task's ``runtime_env``). Ray's workers start under their node's
+raylet, not under the driver, so the driver's object-store settings (endpoint, region, credentials:
+:func:`~recgpt_data.io.storage.store_settings`) go in the same ``runtime_env``. Tasks are spread
+over the nodes; one whose worker or node dies is retried twice (elsewhere where the node is gone),
+and one that dies every time ends the run in one line, keeping the buckets that finished.
 
-Workers need the same ``recgpt-data`` version installed and the output folder on a file system that
-every node mounts at the same path (NFS, Lustre, a FUSE-mounted bucket): a task reads its inputs and
+Workers need the same ``recgpt-data`` version installed and the output folder in object storage or
+on a file system that every node mounts at the same path (NFS, Lustre): a task reads its inputs and
 writes its bucket's files there, and returns only the small record of what it wrote.
 
 An address that names a host (``ray://host:10001`` for Ray Client, ``host:6379`` for the head's
@@ -31,6 +33,7 @@ from typing import Any, TypeVar
 from recgpt_data.engines import WorkerCrash, thread_environment
 from recgpt_data.engines.local import bounded_call
 from recgpt_data.errors import UsageError
+from recgpt_data.io.storage import store_settings
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -97,6 +100,7 @@ class RayEngine:
         self.cpus = cpus
         self.threads = max(1, int(cpus))
         self.memory = memory
+        self.environment = {**store_settings(), **thread_environment(self.threads)}
         if address is not None and address.startswith("ray://"):
             for name, seconds in CLIENT_TIMEOUTS.items():
                 os.environ.setdefault(name, seconds)  # read when Ray is imported
@@ -119,7 +123,7 @@ class RayEngine:
             "num_cpus": self.cpus,
             "max_retries": RETRIES,
             "scheduling_strategy": self.driver_node() if here else "SPREAD",
-            "runtime_env": {"env_vars": thread_environment(self.threads)},
+            "runtime_env": {"env_vars": self.environment},
         }
         if self.memory is not None:
             options["memory"] = self.memory

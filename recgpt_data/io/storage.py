@@ -6,8 +6,9 @@ An object store has no rename and no lock: an object appears whole when its sing
 not at all, so a remote write is one PUT of a file finished locally (:func:`local_file`,
 :func:`local_folder`), and a set of objects counts as complete only once the record that names them
 is written last (see :mod:`recgpt_data.pipeline.store`). Endpoint and credentials come from the
-standard AWS settings (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...), which worker processes
-inherit; polars and pyarrow read ``s3://`` URLs with the same settings.
+standard AWS settings (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...), which the local engine's
+workers inherit and the Ray engine passes to its tasks (:func:`store_settings`); polars and pyarrow
+read ``s3://`` URLs with the same settings.
 """
 
 from __future__ import annotations
@@ -27,6 +28,23 @@ from recgpt_data.errors import UsageError
 from recgpt_data.names import shown
 
 Location = Path | str
+STORE_SETTINGS = (  # the AWS settings that say which store a run reads and writes, and as whom
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ALLOW_HTTP",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
+
+
+def store_settings() -> dict[str, str]:
+    """This process's object-store settings (those of :data:`STORE_SETTINGS` it has), for tasks
+    in processes that do not inherit its environment, so that they reach the store the driver
+    reads, as the same identity."""
+    return {name: os.environ[name] for name in STORE_SETTINGS if name in os.environ}
 
 
 def is_remote(location: Location) -> bool:

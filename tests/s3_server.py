@@ -1,0 +1,83 @@
+"""A real S3 API for tests: moto's standalone server on a free loopback port with dummy
+credentials, the AWS settings that point a process at it, and reading a built prefix back to
+compare it with a local build."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import s3fs
+from conftest import folder_digests
+from moto.server import ThreadedMotoServer
+
+from recgpt_data.pipeline.store import MARKER, without_attempt
+
+BUCKET = "recgpt-test"
+
+
+@contextmanager
+def moto_s3() -> Iterator[dict[str, str]]:
+    """A fresh moto server on 127.0.0.1 while the block runs: the AWS settings that reach it (the
+    endpoint, dummy credentials, the region), for a process's environment."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield {
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    finally:
+        server.stop()
+
+
+def client(settings: Mapping[str, str] | None = None) -> s3fs.S3FileSystem:
+    """A client of the server ``settings`` name (by default, of this process's AWS settings),
+    without caches (other processes write too)."""
+    if settings is None:
+        return s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)
+    return s3fs.S3FileSystem(
+        key=settings["AWS_ACCESS_KEY_ID"],
+        secret=settings["AWS_SECRET_ACCESS_KEY"],
+        endpoint_url=settings["AWS_ENDPOINT_URL"],
+        skip_instance_cache=True,
+        use_listings_cache=False,
+    )
+
+
+def objects(url: str, fs: s3fs.S3FileSystem | None = None) -> dict[str, bytes]:
+    """Every object under ``url`` (read with ``fs``, by default :func:`client`): its key relative
+    to ``url`` and its bytes."""
+    fs = fs or client()
+    prefix = url.removeprefix("s3://")
+    return {key[len(prefix) + 1 :]: fs.cat_file(key) for key in sorted(fs.find(prefix))}
+
+
+def assert_same_build(remote: dict[str, bytes], local: Path) -> None:
+    """The build whose objects are ``remote`` holds the local build's final folder and stage
+    tables, byte for byte (the run's timings, ``stats.json``, aside), under attempt-unique keys."""
+    final = {
+        key: hashlib.sha256(data).hexdigest()
+        for key, data in remote.items()
+        if not key.startswith(".") and key != "stats.json"
+    }
+    assert final == folder_digests(local)
+    stages = sorted(p.parent.name for p in (local / ".stages").glob(f"*/{MARKER}"))
+    assert stages == sorted(json.loads(remote["stats.json"])["stages"])
+    for key in stages:
+        mine = json.loads((local / ".stages" / key / MARKER).read_text())
+        theirs = json.loads(remote[f".stages/{key}/{MARKER}"])
+        assert theirs["published"] == mine["published"]
+        assert theirs["tables"].keys() == mine["tables"].keys()
+        for name, table in mine["tables"].items():
+            paths = [f["path"] for f in theirs["tables"][name]["files"]]
+            assert [without_attempt(p) for p in paths] == [f["path"] for f in table["files"]]
+            assert all(p != without_attempt(p) for p in paths)  # attempt-unique keys
+            for path, f in zip(paths, table["files"], strict=True):
+                assert remote[f".stages/{key}/{path}"] == (local / ".stages" / key / f["path"]).read_bytes()
