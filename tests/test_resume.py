@@ -33,7 +33,8 @@ def cli(*args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
 
 
 def contents(out: Path) -> dict[str, bytes]:
-    """Every file's bytes, but the records that hold timings; stats.json without its timings."""
+    """Every file's bytes, but the records that hold timings; stats.json without its timings and
+    the workers that ran whole stages (processes of whichever run ran them)."""
     files = {}
     for path in sorted(out.rglob("*")):
         relative = path.relative_to(out).as_posix()
@@ -43,6 +44,7 @@ def contents(out: Path) -> dict[str, bytes]:
     stats = json.loads((out / "stats.json").read_text())
     for record in stats["stages"].values():
         record.pop("seconds")
+        record.pop("worker", None)
     files["stats.json"] = json.dumps(stats, sort_keys=True).encode()
     return files
 

@@ -97,15 +97,16 @@ class Executor:
 
     def run(
         self, planned: Planned, fingerprint: str, inputs: Mapping[str, TableRef], context: Context
-    ) -> tuple[dict[str, TableRecord], StageStats]:
-        """Run ``planned`` on ``inputs`` and write its tables; what it wrote and its stats."""
+    ) -> tuple[dict[str, TableRecord], StageStats, str | None]:
+        """Run ``planned`` on ``inputs`` and write its tables; what it wrote, its stats and, for a
+        whole stage, the worker that ran its task (a bucket's record names its own)."""
         if planned.partitions is not None:
-            return self.run_partitioned(planned, fingerprint, inputs, context)
+            return *self.run_partitioned(planned, fingerprint, inputs, context), None
         return self.run_whole(planned, fingerprint, inputs, context)
 
     def run_whole(
         self, planned: Planned, fingerprint: str, inputs: Mapping[str, TableRef], context: Context
-    ) -> tuple[dict[str, TableRecord], StageStats]:
+    ) -> tuple[dict[str, TableRecord], StageStats, str]:
         """Run a stage on whole tables as one task on the engine (in this process with one local
         worker) and write each output table; the driver sees only the task's record."""
         key = planned.key
@@ -135,7 +136,7 @@ class Executor:
         for name, n in counts.items():
             stats.rows_in.setdefault(name, n)
         self.reporter.part_done(key, sum(counts.values()))
-        return written, stats
+        return written, stats, record.worker
 
     def run_partitioned(
         self, planned: Planned, fingerprint: str, inputs: Mapping[str, TableRef], context: Context
