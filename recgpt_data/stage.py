@@ -253,11 +253,13 @@ class Preparation:
 
 @dataclass(frozen=True)
 class Prepared:
-    """What a ``prepare`` step made: tables (name -> files) that every bucket (or the whole stage)
-    then reads whole beside its own inputs, and counters merged into the stage's stats ``info``. ``outputs`` are
-    tables of the stage's own output that its tasks wrote whole (name -> files, such as a table
-    without the bucket column); the executor moves them into the stage's folder beside the
-    buckets' tables, and adds ``stats`` (a :meth:`StageStats.to_dict` of what they hold)."""
+    """What a ``prepare`` step made: tables (name -> files it wrote in its scratch) that every bucket
+    (or the whole stage) then reads whole beside its own inputs (with the output in object storage,
+    the executor uploads them for buckets on other nodes), and counters merged into the stage's
+    stats ``info``. ``outputs`` are tables of the stage's own output that its tasks wrote whole
+    (name -> files, such as a table without the bucket column); the executor moves them into the
+    stage's folder beside the buckets' tables, and adds ``stats`` (a :meth:`StageStats.to_dict` of
+    what they hold)."""
 
     tables: Mapping[str, tuple[str, ...]]
     info: Mapping[str, Any] = field(default_factory=dict)

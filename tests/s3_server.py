@@ -61,7 +61,7 @@ def objects(url: str, fs: s3fs.S3FileSystem | None = None) -> dict[str, bytes]:
 
 def assert_same_build(remote: dict[str, bytes], local: Path) -> None:
     """The build whose objects are ``remote`` holds the local build's final folder and stage
-    tables, byte for byte (the run's timings, ``stats.json``, aside), under attempt-unique keys."""
+    tables, byte for byte (the run's timings, ``stats.json``, aside)."""
     final = {
         key: hashlib.sha256(data).hexdigest()
         for key, data in remote.items()
@@ -71,13 +71,19 @@ def assert_same_build(remote: dict[str, bytes], local: Path) -> None:
     stages = sorted(p.parent.name for p in (local / ".stages").glob(f"*/{MARKER}"))
     assert stages == sorted(json.loads(remote["stats.json"])["stages"])
     for key in stages:
-        mine = json.loads((local / ".stages" / key / MARKER).read_text())
-        theirs = json.loads(remote[f".stages/{key}/{MARKER}"])
-        assert theirs["published"] == mine["published"]
-        assert theirs["tables"].keys() == mine["tables"].keys()
-        for name, table in mine["tables"].items():
-            paths = [f["path"] for f in theirs["tables"][name]["files"]]
-            assert [without_attempt(p) for p in paths] == [f["path"] for f in table["files"]]
-            assert all(p != without_attempt(p) for p in paths)  # attempt-unique keys
-            for path, f in zip(paths, table["files"], strict=True):
-                assert remote[f".stages/{key}/{path}"] == (local / ".stages" / key / f["path"]).read_bytes()
+        assert_same_stage(remote, local, key)
+
+
+def assert_same_stage(remote: dict[str, bytes], local: Path, key: str) -> None:
+    """Stage ``key`` of the build whose objects are ``remote`` published the local build's files and
+    wrote its tables' bytes, under attempt-unique keys."""
+    mine = json.loads((local / ".stages" / key / MARKER).read_text())
+    theirs = json.loads(remote[f".stages/{key}/{MARKER}"])
+    assert theirs["published"] == mine["published"]
+    assert theirs["tables"].keys() == mine["tables"].keys()
+    for name, table in mine["tables"].items():
+        paths = [f["path"] for f in theirs["tables"][name]["files"]]
+        assert [without_attempt(p) for p in paths] == [f["path"] for f in table["files"]]
+        assert all(p != without_attempt(p) for p in paths)  # attempt-unique keys
+        for path, f in zip(paths, table["files"], strict=True):
+            assert remote[f".stages/{key}/{path}"] == (local / ".stages" / key / f["path"]).read_bytes()

@@ -2,8 +2,9 @@
 API server (moto's standalone server on 127.0.0.1, dummy credentials, its endpoint through
 ``AWS_ENDPOINT_URL``). Every final-folder object and every stage table object must be the same
 bytes as the local build of the same spec (the ``demo_corpus`` fixture); a run killed with SIGKILL
-mid-stage leaves nothing that looks complete and resumes to the same bytes; the lock refuses a
-second writer; names never lead outside the prefix."""
+mid-stage leaves nothing that looks complete and resumes to the same bytes; the buckets of a stage
+with a prepare step read only the store; the lock refuses a second writer; names never lead
+outside the prefix."""
 
 from __future__ import annotations
 
@@ -11,18 +12,22 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 from conftest import CLI, REPO
-from s3_server import BUCKET, assert_same_build, client, moto_s3, objects
+from s3_server import BUCKET, assert_same_build, assert_same_stage, client, moto_s3, objects
 
+from recgpt_data.engines import get_engine
 from recgpt_data.errors import UsageError
 from recgpt_data.io.lock import folder_lock
 from recgpt_data.io.storage import join
-from recgpt_data.pipeline.partition import part_name
+from recgpt_data.pipeline.partition import PartitionTask, part_name
+from recgpt_data.pipeline.runner import run_spec
+from recgpt_data.pipeline.spec import load_spec
 from recgpt_data.pipeline.store import MARKER, Store, write_tables
 from recgpt_data.stage import StageOutput, StageStats
 
@@ -109,6 +114,47 @@ def test_killed_stage_on_s3_looks_unfinished_and_resumes_from_raw_on_s3(
     local = json.loads((demo_corpus / "stats.json").read_text())
     named = [[f["file"] for s in d["stages"]["ingest"]["info"]["sources"] for f in s["files"]] for d in (stats, local)]
     assert named[0] == [name.replace("demo:", f"{s3}/raw/") for name in named[1]]  # as the spec declares them
+
+
+class Recording:
+    """The local engine in this process, keeping every task it is given and where it may run."""
+
+    name = "local"
+    in_process = True
+
+    def __init__(self) -> None:
+        self.engine = get_engine("local")
+        self.given: list[tuple[object, bool]] = []
+
+    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], *, here: bool = False) -> Iterator[Any]:
+        self.given.extend((task, here) for task in tasks)
+        return self.engine.map(fn, tasks, here=here)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def test_buckets_of_a_prepared_stage_read_only_the_store(s3: str, demo_corpus: Path) -> None:
+    """dedup's prepare step writes its tables in the driver's work folder; with the output on S3
+    they are uploaded under the stage's prefix, so its buckets read nothing but the store's objects
+    and may run on any node. The uploads are gone once the stage is done, and its tables are the
+    local build's."""
+    out = f"{s3}/runs/prepared"
+    engine = Recording()
+    run_spec(load_spec(DEMO_SPEC), out, until="dedup", engine=engine)
+    buckets = [
+        (task, here)
+        for task, here in engine.given
+        if isinstance(task, PartitionTask) and task.definition.name == "dedup"
+    ]
+    assert [task.index for task, _ in buckets] == [0, 1]
+    for task, here in buckets:
+        assert not here
+        assert {"interactions", "items", "dedup_marks"} <= set(task.inputs)
+        assert all(f.startswith(f"{out}/.stages/") for files in task.inputs.values() for f in files)
+    left = objects(out)
+    assert not [key for key in left if "/_prepared/" in key]
+    assert_same_stage(left, demo_corpus, "dedup")
 
 
 def test_gc_deletes_what_a_dead_attempt_left(s3: str) -> None:

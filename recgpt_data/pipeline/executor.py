@@ -20,7 +20,7 @@ import polars as pl
 
 from recgpt_data.engines import Engine, get_engine
 from recgpt_data.errors import UsageError
-from recgpt_data.io.storage import is_remote, join, put
+from recgpt_data.io.storage import is_remote, join, put, remove_tree
 from recgpt_data.pipeline.crash import kill_point
 from recgpt_data.pipeline.fingerprint import FileRecord, file_sha256
 from recgpt_data.pipeline.partition import PartitionTask, WholeTask, run_partition, run_whole
@@ -91,8 +91,8 @@ class Executor:
         self.reporter = reporter
         # With the output in object storage, a stage's scratch, its final-folder files and the
         # final folder's mirror are in the driver's local work folder: the tasks that read or write
-        # them (whole stages, prepare steps and the buckets that read what a prepare step wrote)
-        # run on the driver's node; buckets and cuts that only read and write the store go anywhere.
+        # them (whole stages and prepare steps) run on the driver's node; buckets and cuts, which
+        # only read and write the store (a prepare step's tables uploaded there), go anywhere.
         self.local_work = is_remote(store.out)
 
     def run(
@@ -148,7 +148,7 @@ class Executor:
         buckets = {name: self.buckets(name, ref, column, bucket_count) for name, ref in inputs.items()}
         results = self.store.finished_parts(key, fingerprint)
         prepared = self.prepare(planned, buckets, context)
-        shared = dict(prepared.tables) if prepared is not None else {}
+        shared = self.share(key, prepared.tables) if prepared is not None else {}
         tasks = [
             PartitionTask(
                 definition=planned.definition,
@@ -173,11 +173,13 @@ class Executor:
         self.reporter.stage_started(key, bucket_count, sum(bucket_rows))
         for index in results:
             self.reporter.part_done(key, bucket_rows[index])
-        for part in self.engine.map(run_partition, tasks, here=self.local_work and prepared is not None):
+        for part in self.engine.map(run_partition, tasks):
             self.store.write_part(key, part)
             results[part.index] = part
             self.reporter.part_done(key, bucket_rows[part.index])
             kill_point(key, "mid")
+        if prepared is not None and self.local_work:
+            remove_tree(self.store.prepared(key))
         ordered: list[PartRecord] = [results[i] for i in range(bucket_count)]
         names = sorted({name for part in ordered for name in part.tables})
         written = {
@@ -211,6 +213,21 @@ class Executor:
         if clash:
             raise UsageError(f"stage {planned.key}: its prepare step returned tables it also reads: {clash}")
         return prepared
+
+    def share(self, key: str, tables: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        """A prepare step's tables where every bucket's task can read them: as they are with a local
+        output folder; with the output in object storage, where the step wrote them in the driver's
+        work folder, uploaded under the stage's prefix (attempt-unique keys, deleted once the
+        buckets finish), so that the buckets run on any node."""
+        if not self.local_work:
+            return dict(tables)
+        folder = self.store.prepared(key)
+        shared = {}
+        for name, files in tables.items():
+            shared[name] = tuple(str(join(folder, attempt_name(f"{name}/{i:05d}.parquet"))) for i in range(len(files)))
+            for file, stored in zip(files, shared[name], strict=True):
+                put(Path(file), stored)
+        return shared
 
     def adopt(self, key: str, prepared: Prepared) -> dict[str, TableRecord]:
         """Put the whole tables a prepare step wrote (local files) as the stage's output into its folder."""

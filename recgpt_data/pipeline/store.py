@@ -7,6 +7,8 @@
   and its stats. A stage whose fingerprint matches and whose files are all there is current.
 - ``.stages/<key>/_parts/NNNNN.json``: a :class:`PartRecord` per finished bucket, so a killed
   partitioned stage resumes with the buckets it had not finished.
+- ``.stages/<key>/_prepared/``: with the output in object storage, the tables a stage's prepare
+  step wrote in the work folder, uploaded for its buckets to read on any node while they run.
 - ``.stages/<key>/out/``: files a stage writes for the final folder, moved into ``out`` when it
   succeeds, so the final folder never holds a file of an unfinished stage.
 - ``.scratch/<key>/``: a stage's scratch space, removed when it finishes.
@@ -52,6 +54,7 @@ SCRATCH = ".scratch"
 MARKER = "_SUCCESS.json"
 PARTS = "_parts"
 BUCKETS = "_buckets"
+PREPARED = "_prepared"  # a prepare step's tables, uploaded for the buckets while they run
 STAGED = "out"  # a stage's final-folder files until it succeeds
 STATS = "stats.json"
 RESERVED = (STATS, STAGES, SCRATCH)  # names of the final folder that stages may not write
@@ -250,6 +253,11 @@ class Store:
     def staged(self, key: str) -> Path:
         """Where stage ``key`` writes its final-folder files until it succeeds (always local)."""
         return self.work / STAGES / key / STAGED
+
+    def prepared(self, key: str) -> Location:
+        """Where stage ``key``'s prepare step's tables are uploaded for its buckets to read, while
+        they run, with the output in object storage."""
+        return join(self.stage_dir(key), PREPARED)
 
     def bucket_cut(self, ref: TableRef, name: str, column: str, count: int) -> Location:
         """Where table ``name`` (as ``ref``) is kept cut into ``count`` buckets by ``column``, for a
