@@ -345,7 +345,7 @@ def test_a_lost_node_costs_only_its_bucket(cluster: Cluster, tmp_path: Path) -> 
     lost = held[0].split("-")[1]
     kept = "1" if lost == "0" else "0"
     assert ran == sorted([f"ran-{lost}-held", f"ran-{lost}-free", f"ran-{kept}-free"])
-    held = nodes_of(part_records(out))["t_hold"]
-    assert len(set(held)) == 1 and len(held) == 2  # both on the head
+    hold_nodes = nodes_of(part_records(out))["t_hold"]
+    assert len(set(hold_nodes)) == 1 and len(hold_nodes) == 2  # both on the head
     assert folder_digests(out) == folder_digests(local)
     assert stage_tables(out) == stage_tables(local)
