@@ -113,3 +113,13 @@ def test_a_task_whose_worker_dies_every_time_is_one_error(cluster, tmp_path: Pat
     with pytest.raises(WorkerCrash, match=r"^a Ray task's worker or node died \(WorkerCrashedError\)"):
         run_on_ray(worker_stages.crash_spec(tmp_path / "crash.toml"), out)
     assert [p.name for p in (out / ".stages" / "t_crash" / "_parts").iterdir()] == ["00000.json"]
+
+
+def test_a_task_s_usage_error_reaches_the_driver_as_itself(cluster, tmp_path: Path) -> None:
+    """A stage that refuses its input inside a Ray task ends the run with that error, one line, as
+    the local engine gives it, not Ray's wrapper with the worker's traceback."""
+    from recgpt_data.errors import UsageError
+
+    with pytest.raises(UsageError) as refused:
+        run_on_ray(worker_stages.crash_spec(tmp_path / "refuse.toml", "t_refuse"), tmp_path / "ray")
+    assert type(refused.value) is UsageError and str(refused.value) == worker_stages.REFUSAL

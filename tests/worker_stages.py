@@ -54,12 +54,25 @@ def crash(tables: Mapping[str, pl.LazyFrame], params: Params, ctx: Context) -> S
     return StageOutput({"checked": tables["interactions"].collect()}, StageStats())
 
 
-def crash_spec(path: Path) -> Path:
-    """A spec: the demo's Amazon 2014 slice ingested, then ``t_crash`` in two buckets."""
+REFUSAL = "t_refuse: bucket 1 holds a record this stage refuses"
+
+
+@stage("t_refuse", params=Params, reads=("interactions",), writes=("checked",), partition="user")
+def refuse(tables: Mapping[str, pl.LazyFrame], params: Params, ctx: Context) -> StageOutput:
+    """Bucket 1 refuses its input with a usage error (bad input, as a real stage would say it)."""
+    from recgpt_data.errors import UsageError
+
+    if ctx.partition is not None and ctx.partition[0] == 1:
+        raise UsageError(REFUSAL)
+    return StageOutput({"checked": tables["interactions"].collect()}, StageStats())
+
+
+def crash_spec(path: Path, stage_name: str = "t_crash") -> Path:
+    """A spec: the demo's Amazon 2014 slice ingested, then ``stage_name`` in two buckets."""
     path.write_text(
         'name = "crash"\npartitions = 2\n\n[[stages]]\nstage = "ingest"\n'
         'params.sources = [{ format = "amazon2014", paths = ["demo:amazon2014"] }]\n\n'
-        '[[stages]]\nstage = "t_crash"\n',
+        f'[[stages]]\nstage = "{stage_name}"\n',
         encoding="utf-8",
     )
     return path

@@ -152,6 +152,10 @@ class RayEngine:
                 done, pending = self.ray.wait(pending, num_returns=1)
                 for ref in done:
                     yield self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, Exception):  # the task's own error, without Ray's wrapper and traceback
+                raise exc.cause from None
+            raise
         except lost as exc:
             raise WorkerCrash(
                 f"a Ray task's worker or node died ({type(exc).__name__}), and so did its {RETRIES} retries; "
