@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import polars as pl
 
@@ -32,7 +33,6 @@ from recgpt_data.io.parquet import AtomicParquetWriter, write_text
 from recgpt_data.names import check_dataset, inside, shown
 from recgpt_data.sources import get_source
 from recgpt_data.sources.base import LINE, FileInfo, RawBatch, ReadState, Reject, Role, Source
-from recgpt_data.stage import DROP_REASON
 
 
 @dataclass
@@ -302,41 +302,53 @@ def output_path(out: Path, table: str, dataset: str, path: Path) -> Path:
     return out / table / dataset / f"{path.name}.parquet"
 
 
-def _ingest_file(source: Source, file: InputFile, rejects_file) -> FileSummary:
-    path, role, name = file.path, file.role, file.dataset
-    info = FileInfo(source=source.name, dataset=name, file=path.name)
-    summary = FileSummary(file=str(path), table=role.table, dataset=name)
+def _ingest_file(source: Source, file: InputFile, rejects_file: TextIO) -> FileSummary:
+    """Read one input file into its parquet, its rejects appended to ``rejects_file`` as JSON lines."""
+    info = FileInfo(source=source.name, dataset=file.dataset, file=file.path.name)
     state = ReadState()
+
+    def write_rejects(rejects: list[Reject]) -> None:
+        for reject in rejects:
+            record = {"file": str(file.path), "line": reject.line, "reason": reject.reason, "raw": reject.raw}
+            rejects_file.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    with AtomicParquetWriter(file.output, canonical.TABLES[file.role.table]) as writer:
+        batches = file.role.reader(file.path, state)
+        return read_batches(source, file.role, info, batches, state, writer.write, write_rejects, str(file.path))
+
+
+def read_batches(
+    source: Source,
+    role: Role,
+    info: FileInfo,
+    batches: Iterable[RawBatch],
+    state: ReadState,
+    write_rows: Callable[[pl.DataFrame], None],
+    write_rejects: Callable[[list[Reject]], None],
+    file: str,
+) -> FileSummary:
+    """Map ``batches`` of the input ``file`` (all of it, or a block of its lines) to canonical rows
+    for ``write_rows`` and rejects for ``write_rejects``; their accounting once the reader has filled
+    ``state``, where every record read is kept or rejected (an error otherwise, before any output of
+    the caller's is complete)."""
     reasons: Counter[str] = Counter()
-    with AtomicParquetWriter(file.output, canonical.TABLES[role.table]) as writer:
-        for batch in role.reader(path, state):
-            rows, rejects = canonical_batch(batch, role, info, source)
-            writer.write(rows)
-            for reject in rejects:
-                reasons[reject.reason] += 1
-                rejects_file.write(
-                    json.dumps(
-                        {"file": str(path), "line": reject.line, "reason": reject.reason, "raw": reject.raw},
-                        ensure_ascii=False,
-                    )
-                    + "\n"
-                )
-    summary.read = state.records
-    summary.kept = writer.rows
-    summary.rejected = dict(sorted(reasons.items()))
-    summary.truncated = state.truncated
-    summary.warning = state.warning
-    if summary.read != summary.kept + sum(reasons.values()):
-        raise AssertionError(f"{path}: read {summary.read} != kept {summary.kept} + rejected {sum(reasons.values())}")
-    return summary
-
-
-REJECT_SCHEMA = {"file": pl.String(), "line": pl.Int64(), "reason": pl.String(), "raw": pl.String()}
-
-
-def read_rejects(path: Path, format: str) -> pl.DataFrame:
-    """An ingest's rejects file as rows (file, line, raw text) with ``drop_reason`` as the stage
-    counts it (``format:reason``)."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    frame = pl.DataFrame(rows, schema=REJECT_SCHEMA)
-    return frame.select("file", "line", "raw", (pl.lit(f"{format}:") + pl.col("reason")).alias(DROP_REASON))
+    kept = 0
+    for batch in batches:
+        rows, rejects = canonical_batch(batch, role, info, source)
+        write_rows(rows)
+        kept += rows.height
+        reasons.update(reject.reason for reject in rejects)
+        write_rejects(rejects)
+    rejected = sum(reasons.values())
+    if state.records != kept + rejected:
+        raise AssertionError(f"{file}: read {state.records} != kept {kept} + rejected {rejected}")
+    return FileSummary(
+        file=file,
+        table=role.table,
+        dataset=info.dataset,
+        read=state.records,
+        kept=kept,
+        rejected=dict(sorted(reasons.items())),
+        truncated=state.truncated,
+        warning=state.warning,
+    )

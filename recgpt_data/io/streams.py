@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bz2
 import mmap
+import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,13 +126,27 @@ class LineBlocks:
     ``count`` complete lines joined by LF (no trailing LF) and ``first_line`` is the 1-based number
     of its first line. CRLF endings are read as LF.
 
+    A block of lines cut out of a larger file is read with ``first_line``, the number in that file
+    of its first line, and, for a plain file read in place, ``span``: the byte range ``[start, end)``
+    of its lines (``start`` at a line's start, ``end`` just after a line break or at the file's end).
+
     After iteration: ``lines`` is the number of lines yielded, ``truncated`` whether the compressed
     stream was cut, and ``partial`` the incomplete last record of a cut stream (not yielded)."""
 
-    def __init__(self, path: str | Path, chunk_bytes: int = CHUNK_BYTES):
+    def __init__(
+        self,
+        path: str | Path,
+        chunk_bytes: int = CHUNK_BYTES,
+        first_line: int = 1,
+        span: tuple[int, int] | None = None,
+    ):
         self.stream = ChunkStream(path, chunk_bytes)
+        self.first_line = first_line
+        self.span = span
         self.lines = 0
         self.partial: bytes | None = None
+        if span is not None and compression_of(path) is not None:
+            raise ValueError(f"{Path(path).name}: a byte range is read in place only from a plain file")
 
     @property
     def truncated(self) -> bool:
@@ -172,12 +187,14 @@ class LineBlocks:
     def _mapped(self) -> Iterator[tuple[int, bytes, int]]:
         """A plain file through ``mmap``: each block is cut at a line break inside the next
         ``chunk_bytes`` and copied once, straight from the page cache."""
-        size = self.stream.path.stat().st_size
-        if not size:
+        if not self.stream.path.stat().st_size:
             return
         with open(self.stream.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            last = data.rfind(b"\n")
-            start, released = (len(BOM) if data[: len(BOM)] == BOM else 0), 0
+            start, size = self.span or (0, len(data))
+            if start == 0 and data[: len(BOM)] == BOM:
+                start = len(BOM)
+            last = data.rfind(b"\n", start, size)
+            released = start - start % mmap.PAGESIZE
             while start <= last:
                 cut = data.rfind(b"\n", start, min(start + self.stream.chunk_bytes, last + 1))
                 if cut < start:  # a line longer than a chunk
@@ -196,7 +213,7 @@ class LineBlocks:
     def _numbered(self, block: bytes) -> tuple[int, bytes, int]:
         """``(first_line, block, count)`` for the next block of whole lines; ``lines`` moves past it."""
         count = block.count(b"\n") + 1
-        first = self.lines + 1
+        first = self.first_line + self.lines
         self.lines += count
         return first, block, count
 
@@ -208,3 +225,29 @@ def crlf_to_lf(block: bytes) -> bytes:
         if block.endswith(b"\r"):
             block = block[:-1]
     return block
+
+
+def line_spans(path: str | Path, block_bytes: int) -> list[tuple[int, int, int]]:
+    """A plain file cut at line breaks into byte ranges of about ``block_bytes``: ``(start, end,
+    first_line)`` for each, ``end`` just after a line break (the last at the file's end), with the
+    number of its first line as :class:`LineBlocks` numbers them (a byte order mark is no line)."""
+    spans: list[tuple[int, int, int]] = []
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if not size:
+            return spans
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            start, line = 0, 1
+            while start < size:
+                cut = data.find(b"\n", min(start + block_bytes, size) - 1)
+                end = size if cut < 0 else cut + 1
+                spans.append((start, end, line))
+                begin = len(BOM) if start == 0 and data[: len(BOM)] == BOM else start
+                line += _line_breaks(data, begin, end)  # every span but the last ends with its last line's break
+                start = end
+    return spans
+
+
+def _line_breaks(data: mmap.mmap, start: int, end: int) -> int:
+    """The line breaks in ``data[start:end]``, counted a chunk at a time so memory stays flat."""
+    return sum(data[at : min(at + CHUNK_BYTES, end)].count(b"\n") for at in range(start, end, CHUNK_BYTES))

@@ -230,7 +230,8 @@ class Executor:
         return shared
 
     def adopt(self, key: str, prepared: Prepared) -> dict[str, TableRecord]:
-        """Put the whole tables a prepare step wrote (local files) as the stage's output into its folder."""
+        """Put the whole tables a prepare step wrote (local files) as the stage's output into its
+        folder (a crash test's ``mid`` point after each)."""
         folder = self.store.stage_dir(key)
         records = {}
         for name, files in prepared.outputs.items():
@@ -241,6 +242,7 @@ class Executor:
                 moved.append(FileRecord(stored, Path(file).stat().st_size, file_sha256(Path(file))))
                 put(Path(file), join(folder, stored))
             records[name] = TableRecord(tuple(moved))
+            kill_point(key, "mid")
         return records
 
     def buckets(self, name: str, ref: TableRef, column: str, bucket_count: int) -> Buckets:

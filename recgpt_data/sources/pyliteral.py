@@ -17,21 +17,13 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
+from functools import partial
 
 import polars as pl
 
-from recgpt_data.io.streams import LineBlocks
-from recgpt_data.sources.base import LINE, RawBatch, Reader, ReadState, Reject
-from recgpt_data.sources.readers import (
-    decode,
-    json_lines_batch,
-    parse_block,
-    prefetched,
-    raw_lookup,
-    truncation,
-)
+from recgpt_data.sources.base import LINE, RawBatch, Reject
+from recgpt_data.sources.readers import LineReader, decode, json_lines_batch, parse_block, raw_lookup
 
 # A string literal in single or double quotes (no line breaks inside); the two groups hold the text
 # between the quotes, and a ``u`` prefix stays outside.
@@ -125,16 +117,9 @@ def literal_to_json(line: str) -> str:
         raise UnusableLiteral("unsupported_value") from None
 
 
-def pyliteral(schema: dict[str, pl.DataType]) -> Reader:
+def pyliteral(schema: dict[str, pl.DataType]) -> LineReader:
     """A reader of Python dict literal lines whose wanted fields and types are ``schema``."""
-
-    def batches(path: Path, state: ReadState) -> Iterator[RawBatch]:
-        blocks = LineBlocks(path)
-        for first, block, count in blocks:
-            yield _literal_block(first, block, count, schema)
-        yield from truncation(path, blocks, state)
-
-    return lambda path, state: prefetched(batches(path, state))
+    return LineReader(partial(_literal_block, schema=schema))
 
 
 def _literal_block(first: int, block: bytes, count: int, schema: dict[str, pl.DataType]) -> RawBatch:

@@ -2,6 +2,9 @@
 line at a time only where a block holds a bad record), :func:`exploded` for files that hold a list
 of records per line, and :func:`with_raw_json` for nested objects kept in ``extras``.
 
+A :class:`LineReader` parses every line on its own, with nothing carried from one line to the next,
+so ingest may cut a big file of its role into blocks of lines and parse them in separate tasks.
+
 Every reader yields :class:`RawBatch` es whose frame carries :data:`LINE`, rejects what it cannot
 parse with the line number and raw text, and reports records read and truncation in ``ReadState``.
 """
@@ -11,7 +14,9 @@ from __future__ import annotations
 import io
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from queue import Full, Queue
 
@@ -47,20 +52,41 @@ def truncation(path: Path, blocks: LineBlocks, state: ReadState) -> Iterator[Raw
         state.warning = f"{path.name}: {blocks.error}; kept the {blocks.lines} complete lines before the cut"
     if blocks.partial is not None:
         state.records += 1
-        line = blocks.lines + 1
+        line = blocks.first_line + blocks.lines
         yield RawBatch(pl.DataFrame(), [Reject(line, "truncated_record", decode(blocks.partial))], lambda _: "")
 
 
-def ndjson(schema: dict[str, pl.DataType]) -> Reader:
-    """A reader of JSON lines whose wanted fields and types are ``schema`` (other fields ignored)."""
+BlockParser = Callable[[int, bytes, int], RawBatch]
+"""Parses ``count`` whole lines joined by LF, the first numbered ``first``: ``(first, block, count)``."""
 
-    def batches(path: Path, state: ReadState) -> Iterator[RawBatch]:
-        blocks = LineBlocks(path)
+
+@dataclass(frozen=True)
+class LineReader:
+    """A reader of files with one record a line, each parsed on its own by ``parse`` (nothing is
+    carried from one line to the next): a file may be cut at any line break and its blocks parsed
+    apart, each knowing the number of its first line, with the same rows and rejects."""
+
+    parse: BlockParser
+
+    def __call__(self, path: Path, state: ReadState) -> Iterator[RawBatch]:
+        """The whole file, its cut end (if any) reported as a truncated record."""
+
+        def batches() -> Iterator[RawBatch]:
+            blocks = LineBlocks(path)
+            yield from self.blocks(blocks)
+            yield from truncation(path, blocks, state)
+
+        return prefetched(batches())
+
+    def blocks(self, blocks: Iterable[tuple[int, bytes, int]]) -> Iterator[RawBatch]:
+        """The batches of ``blocks`` of lines (as :class:`LineBlocks` yields them)."""
         for first, block, count in blocks:
-            yield _ndjson_block(first, block, count, schema)
-        yield from truncation(path, blocks, state)
+            yield self.parse(first, block, count)
 
-    return lambda path, state: prefetched(batches(path, state))
+
+def ndjson(schema: dict[str, pl.DataType]) -> LineReader:
+    """A reader of JSON lines whose wanted fields and types are ``schema`` (other fields ignored)."""
+    return LineReader(partial(_ndjson_block, schema=schema))
 
 
 def prefetched(batches: Iterator[RawBatch], depth: int = 2) -> Iterator[RawBatch]:

@@ -1,22 +1,51 @@
 """Stage ``ingest``: every declared source read into the canonical tables (:mod:`recgpt_data.ingest`),
-optionally a sample of its users (:mod:`recgpt_data.sampling`)."""
+optionally a sample of its users (:mod:`recgpt_data.sampling`).
+
+The reading is the prepare step's, in tasks on the run's engine (:mod:`recgpt_data.ingest_tasks`):
+one per input file, and big files of a role read line by line cut into blocks of lines, one task
+each. The stage's tables are the files those tasks wrote; the stage function only accounts for them.
+"""
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
 from pydantic import Field, field_validator
 
-from recgpt_data import schema as canonical
-from recgpt_data.ingest import IngestSummary, missing_items, read_rejects, resolve_files, write_ingest
+from recgpt_data.ingest import FileSummary, IngestSummary, missing_items, resolve_files
+from recgpt_data.ingest_tasks import (
+    REJECTS,
+    SAMPLED_OUT,
+    Block,
+    FileTask,
+    Piece,
+    columns_of,
+    merged,
+    open_file,
+    read_block,
+)
+from recgpt_data.io.parquet import write_parquet
 from recgpt_data.io.storage import localise
 from recgpt_data.names import DatasetName
 from recgpt_data.pipeline.spec import resolve_input
-from recgpt_data.sampling import split_sample
+from recgpt_data.sampling import REASON as NOT_SAMPLED
 from recgpt_data.sources import get_source
-from recgpt_data.stage import Context, Drops, Params, RawPath, StageOutput, StageStats, stage
+from recgpt_data.stage import (
+    Context,
+    Drops,
+    Params,
+    Preparation,
+    Prepared,
+    RawPath,
+    StageOutput,
+    StageStats,
+    stage,
+)
 
 
 class SourceSpec(Params):
@@ -29,10 +58,12 @@ class SourceSpec(Params):
 
 
 class IngestParams(Params):
-    """The sources to read, and the share of users to keep (all by default)."""
+    """The sources to read, the share of users to keep (all by default), and the size of the blocks
+    of lines that a big file of a role read line by line is cut into, each parsed in its own task."""
 
     sources: list[SourceSpec]
     sample: float | None = Field(default=None, gt=0, le=1)  # keep this fraction of users (recgpt_data.sampling)
+    block_bytes: int = Field(default=256 << 20, gt=0)  # big line-oriented files are parsed in blocks of this size
 
     @field_validator("sources")
     @classmethod
@@ -56,46 +87,134 @@ def as_declared(file: str, roots: Sequence[tuple[Path, str]]) -> str:
     return file
 
 
-def declared_summary(summary: IngestSummary, roots: Sequence[tuple[Path, str]]) -> dict:
-    """``summary`` as ``stats.json`` keeps it, with every file named as the spec declares it."""
-    record = summary.to_dict()
-    for item in record["files"]:
-        item["file"] = as_declared(item["file"], roots)
-    record["skipped"] = [as_declared(file, roots) for file in record["skipped"]]
-    return record
+SOURCES = "ingest_sources"  # the prepare step's accounting, one row per source, for the stage function
 
 
-@stage("ingest", params=IngestParams, writes=("interactions", "items"), version="1")
-def ingest_stage(tables: Mapping[str, pl.LazyFrame], params: IngestParams, ctx: Context) -> StageOutput:
-    """Read every declared source into the canonical tables; rejects are counted as drops."""
-    stats = StageStats()
-    summaries = []
-    read: list[IngestSummary] = []
-    drops = Drops()
+@dataclass(frozen=True)
+class Planned:
+    """One source's resolved files, as tasks, with what its accounting needs."""
+
+    format: str
+    roots: list[tuple[Path, str]]
+    tasks: list[FileTask]
+    outputs: list[str]  # where each file's rows of its table went when read in one go: their order
+    skipped: list[str]
+
+
+def plan_source(index: int, spec: SourceSpec, params: IngestParams, ctx: Context, folder: Path, first: int) -> Planned:
+    """Source ``index``'s files (inputs on an object store copied here first), as tasks numbered from ``first``."""
+    raw = ctx.scratch / "raw"  # where inputs on an object store are copied to be read
+    roots = [
+        (localise(resolve_input(p, ctx.spec_dir), raw / f"{index:02d}-{i:02d}"), p) for i, p in enumerate(spec.paths)
+    ]
+    source = get_source(spec.format)
+    files, skipped = resolve_files(source, [resolved for resolved, _ in roots], folder, spec.dataset)
+    tasks = [
+        FileTask(
+            number=first + k,
+            format=spec.format,
+            role=source.roles.index(file.role),
+            table=file.role.table,
+            path=str(file.path),
+            dataset=file.dataset,
+            folder=str(folder),
+            block_bytes=params.block_bytes,
+            sample=params.sample,
+            seed=ctx.seed,
+        )
+        for k, file in enumerate(files)
+    ]
+    return Planned(spec.format, roots, tasks, [str(file.output) for file in files], skipped)
+
+
+def prepare_ingest(prep: Preparation, params: IngestParams, ctx: Context) -> Prepared:
+    """Read every input file in tasks (:mod:`recgpt_data.ingest_tasks`): small files whole, big ones
+    cut into blocks of lines that are parsed apart. The pieces become the stage's tables, adopted
+    whole: rows in the order of the files' outputs (as one ingest of each source writes them),
+    rejects in source and file order, each file's pieces in order. Each source's accounting, its
+    files named as the spec declares them, is a small table for :func:`ingest_stage`."""
+    scratch = prep.scratch / "ingest"
+    shutil.rmtree(scratch, ignore_errors=True)  # what an interrupted run left
+    planned: list[Planned] = []
     for index, spec in enumerate(params.sources):
-        raw = ctx.scratch / "raw"  # where inputs on an object store are copied to be read
-        roots = [
-            (localise(resolve_input(p, ctx.spec_dir), raw / f"{index:02d}-{i:02d}"), p)
-            for i, p in enumerate(spec.paths)
-        ]
-        paths = [resolved for resolved, _ in roots]
-        out = ctx.scratch / f"{index:02d}-{spec.format}"
-        source = get_source(spec.format)
-        files, skipped = resolve_files(source, paths, out, spec.dataset)
-        out.mkdir(parents=True, exist_ok=True)
-        summary = write_ingest(source, files, skipped, out)
-        summaries.append(declared_summary(summary, roots))
-        read.append(summary)
-        stats.rows_in[spec.format] = stats.rows_in.get(spec.format, 0) + summary.read
-        drops.add_tagged("raw", read_rejects(out / "rejects.jsonl", spec.format))
-    stats.info["sources"] = summaries
-    stats.info["warnings"] = [f.warning for s in read for f in s.files if f.warning] + missing_items(read)
-    frames = {}
-    for table in ("interactions", "items"):
-        files = sorted(ctx.scratch.glob(f"*/{table}/**/*.parquet"))
-        frames[table] = pl.concat([pl.scan_parquet(f) for f in files]) if files else canonical.empty(table).lazy()
+        first = sum(len(p.tasks) for p in planned)
+        planned.append(plan_source(index, spec, params, ctx, scratch / f"{index:02d}-{spec.format}", first))
+    tasks = [t for p in planned for t in p.tasks]
+    pieces: dict[int, list[Piece]] = {t.number: [] for t in tasks}
+    blocks: list[Block] = []
+    for whole, cut in prep.map(open_file, tasks):
+        blocks += cut
+        for piece in whole:
+            pieces[piece.file].append(piece)
+    for piece in prep.map(read_block, blocks):
+        pieces[piece.file].append(piece)
+    ordered = {n: sorted(found, key=lambda p: p.index) for n, found in pieces.items()}
+    outputs = [o for p in planned for o in p.outputs]
+    by_output = sorted(range(len(tasks)), key=lambda n: outputs[n])
+    tables = {table: _files(table, [ordered[n] for n in by_output]) for table in ("interactions", "items")}
+    tables[REJECTS] = _files(REJECTS, [ordered[t.number] for t in tasks])
     if params.sample is not None:
-        frames["interactions"], sampled_out = split_sample(frames["interactions"], params.sample, ctx.seed)
-        drops.update(sampled_out)
+        tables[SAMPLED_OUT] = _files(SAMPLED_OUT, [ordered[n] for n in by_output])
+    files = {name: tuple(path for path, _ in found) or (_empty(scratch, name),) for name, found in tables.items()}
+    rows_out = {name: sum(n for _, n in tables[name]) for name in ("interactions", "items")}
+    accounting = pl.DataFrame(
+        [_accounting(p, [ordered[t.number] for t in p.tasks]) for p in planned],
+        schema={"format": pl.String, "files": pl.String, "skipped": pl.String, "sampled_out": pl.Int64},
+        orient="row",
+    )
+    write_parquet(accounting, scratch / f"{SOURCES}.parquet")
+    return Prepared(
+        tables={SOURCES: (str(scratch / f"{SOURCES}.parquet"),)}, outputs=files, stats={"rows_out": rows_out}
+    )
+
+
+def _files(table: str, pieces: list[list[Piece]]) -> list[tuple[str, int]]:
+    """The files (and rows) of ``table`` that ``pieces`` wrote, in their order."""
+    return [piece.tables[table] for found in pieces for piece in found if table in piece.tables]
+
+
+def _empty(scratch: Path, table: str) -> str:
+    """An empty ``table`` (no file had rows of it), for the stage to adopt all the same."""
+    path = scratch / f"empty-{table}.parquet"
+    write_parquet(pl.DataFrame(schema=columns_of(table)), path)
+    return str(path)
+
+
+def _accounting(planned: Planned, pieces: list[list[Piece]]) -> tuple[str, str, str, int]:
+    """One source's row of the accounting table: each file's summary (merged from its pieces) and the
+    skipped files, named as declared, and the interactions of users left out of a sample."""
+    files = [asdict(merged(found)) for found in pieces]
+    for item in files:
+        item["file"] = as_declared(item["file"], planned.roots)
+    skipped = [as_declared(file, planned.roots) for file in planned.skipped]
+    sampled_out = sum(p.tables[SAMPLED_OUT][1] for found in pieces for p in found if SAMPLED_OUT in p.tables)
+    return planned.format, json.dumps(files), json.dumps(skipped), sampled_out
+
+
+@stage("ingest", params=IngestParams, writes=("interactions", "items"), version="1", prepare=prepare_ingest)
+def ingest_stage(tables: Mapping[str, pl.LazyFrame], params: IngestParams, ctx: Context) -> StageOutput:
+    """Account for what the prepare step read: each source's summary, rows read per format, rejects
+    counted as drops by ``<format>:<reason>``, and the users a sample left out; its tables are the
+    prepare step's."""
+    stats = StageStats()
+    drops = Drops()
+    read: list[IngestSummary] = []
+    sampled_out = 0
+    for row in tables[SOURCES].collect().iter_rows(named=True):
+        summary = IngestSummary(
+            format=row["format"],
+            files=[FileSummary(**item) for item in json.loads(row["files"])],
+            skipped=json.loads(row["skipped"]),
+        )
+        summary.dataset_warnings = missing_items([summary])
+        read.append(summary)
+        stats.rows_in[summary.format] = stats.rows_in.get(summary.format, 0) + summary.read
+        for reason, n in summary.rejected.items():
+            drops.count(f"{summary.format}:{reason}", n)
+        sampled_out += row["sampled_out"]
+    stats.info["sources"] = [summary.to_dict() for summary in read]
+    stats.info["warnings"] = [f.warning for s in read for f in s.files if f.warning] + missing_items(read)
+    if params.sample is not None:
+        drops.count(NOT_SAMPLED, sampled_out)
         stats.info["sample"] = params.sample
-    return StageOutput(frames, stats, drops)
+    return StageOutput({}, stats, drops)

@@ -1,0 +1,229 @@
+"""The ``ingest`` stage's reading as tasks on the run's engine: one task per input file, and a big
+file of a role read line by line (a :class:`~recgpt_data.sources.readers.LineReader`) cut into
+blocks of lines, one task each.
+
+:func:`open_file` reads a file whole, or cuts it: a compressed file is decompressed once into
+copies of about ``block_bytes`` of whole lines each (zstd, level 1), a plain one is cut into byte
+ranges read in place; each block knows the number of its first line in the file, so rows and
+rejects carry the file's own line numbers. :func:`read_block` then parses one block. Every task
+writes its *piece* of the file's output atomically (its rows, its rejects and, with a sample, the
+rows of users left out) and returns a :class:`Piece`: the files with their rows and the accounting
+of what it read. A cut stream's end (a truncated record, the warning) is a piece of its own, the
+file's last. :func:`merged` makes one file's accounting of its pieces.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from recgpt_data import schema as canonical
+from recgpt_data.ingest import FileSummary, read_batches
+from recgpt_data.io.parquet import AtomicParquetWriter
+from recgpt_data.io.streams import CHUNK_BYTES, LineBlocks, compression_of, line_spans
+from recgpt_data.sampling import REASON as NOT_SAMPLED
+from recgpt_data.sampling import in_sample
+from recgpt_data.sources import get_source
+from recgpt_data.sources.base import FileInfo, RawBatch, ReadState, Reject, Role, Source
+from recgpt_data.sources.readers import LineReader, truncation
+from recgpt_data.stage import DROP_REASON
+
+REJECTS = "dropped_raw"
+SAMPLED_OUT = "dropped_interactions"
+REJECT_COLUMNS = {"file": pl.String(), "line": pl.Int64(), "raw": pl.String(), DROP_REASON: pl.String()}
+SAMPLED_OUT_COLUMNS = {**canonical.TABLES["interactions"], DROP_REASON: pl.String()}
+COMPRESSED_SHARE = 4  # a compressed file is cut when over block_bytes / 4: dumps inflate 3-6 times
+
+
+def columns_of(table: str) -> dict[str, pl.DataType]:
+    """The columns of a table a task writes: a canonical table, the rejects or the sampled-out rows."""
+    return {REJECTS: REJECT_COLUMNS, SAMPLED_OUT: SAMPLED_OUT_COLUMNS}.get(table) or canonical.TABLES[table]
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """Input file ``number`` read in role ``role`` (filling ``table``) of source ``format``, as plain
+    data for any engine: its rows go to dataset ``dataset`` and its pieces' files under
+    ``folder/<table>/<dataset>/<file name>/``; a sample keeps ``sample`` of the users (drawn with
+    ``seed``)."""
+
+    number: int
+    format: str
+    role: int
+    table: str
+    path: str
+    dataset: str
+    folder: str
+    block_bytes: int
+    sample: float | None
+    seed: int
+
+    def source(self) -> tuple[Source, Role]:
+        source = get_source(self.format)
+        return source, source.roles[self.role]
+
+    def piece_path(self, table: str, index: int, suffix: str = "parquet") -> Path:
+        """Where piece ``index`` of this file writes ``table`` (or, suffix ``zst``, its block's copy)."""
+        return Path(self.folder) / self.table / self.dataset / Path(self.path).name / f"{table}-{index:05d}.{suffix}"
+
+
+@dataclass(frozen=True)
+class Block:
+    """Lines of a file to parse in one task: a copy of them at ``read``, or the byte range ``span``
+    of the plain file itself; ``first_line`` is the number of the first in the file."""
+
+    file: FileTask
+    index: int
+    read: str
+    first_line: int
+    span: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Piece:
+    """What one task wrote for piece ``index`` of file ``file``: each table's file and rows (tables
+    it had no rows for left out), and the accounting of the records it read."""
+
+    file: int
+    index: int
+    tables: dict[str, tuple[str, int]]
+    summary: FileSummary
+
+
+def splits(task: FileTask, role: Role) -> bool:
+    """Whether the file is cut into blocks: its role's reader parses each line alone and the file is
+    over ``block_bytes`` on disk (compressed: over a share of it)."""
+    size = Path(task.path).stat().st_size
+    limit = task.block_bytes // COMPRESSED_SHARE if compression_of(task.path) else task.block_bytes
+    return isinstance(role.reader, LineReader) and size > limit
+
+
+def open_file(task: FileTask) -> tuple[list[Piece], list[Block]]:
+    """A task: a file read whole (one piece), or cut into blocks for :func:`read_block` (with the
+    piece of a cut stream's end, if any)."""
+    source, role = task.source()
+    if not splits(task, role):
+        state = ReadState()
+        return [write_piece(task, 0, role.reader(Path(task.path), state), state)], []
+    if compression_of(task.path) is None:
+        spans = line_spans(task.path, task.block_bytes)
+        return [], [Block(task, k, task.path, line, (start, end)) for k, (start, end, line) in enumerate(spans)]
+    blocks = LineBlocks(task.path, min(CHUNK_BYTES, task.block_bytes))
+    copies = list(_copies(task, blocks))
+    state = ReadState()
+    end = write_piece(task, len(copies), _cut_end(Path(task.path), blocks, state), state)
+    return [end], copies
+
+
+def _copies(task: FileTask, blocks: LineBlocks) -> Iterator[Block]:
+    """The decompressed ``blocks`` of ``task``'s file gathered into zstd copies of about
+    ``block_bytes`` each, every copy written under a temporary name and renamed once whole."""
+    stream, first, size, index = None, 0, 0, 0
+    for line, block, _ in blocks:
+        if stream is None:
+            path = task.piece_path("blocks", index, "zst")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stream = pa.CompressedOutputStream(pa.OSFile(f"{path}.tmp", "wb"), "zstd")
+            first, size = line, 0
+        stream.write(block)
+        stream.write(b"\n")
+        size += len(block) + 1
+        if size >= task.block_bytes:
+            yield _closed(task, stream, index, first)
+            stream, index = None, index + 1
+    if stream is not None:
+        yield _closed(task, stream, index, first)
+
+
+def _closed(task: FileTask, stream: pa.NativeFile, index: int, first: int) -> Block:
+    stream.close()
+    path = task.piece_path("blocks", index, "zst")
+    os.replace(f"{path}.tmp", path)
+    return Block(task, index, str(path), first)
+
+
+def _cut_end(path: Path, blocks: LineBlocks, state: ReadState) -> Iterator[RawBatch]:
+    """The end of a cut file: its truncated record and warning, if any (its complete lines are the
+    blocks' records)."""
+    yield from truncation(path, blocks, state)
+    state.records -= blocks.lines
+
+
+def read_block(block: Block) -> Piece:
+    """A task: parse one block of a file's lines into its piece (a copy is deleted once read)."""
+    _, role = block.file.source()
+    assert isinstance(role.reader, LineReader)
+    lines = LineBlocks(block.read, first_line=block.first_line, span=block.span)
+    state = ReadState()
+
+    def batches() -> Iterator[RawBatch]:
+        yield from role.reader.blocks(lines)
+        state.records = lines.lines
+
+    piece = write_piece(block.file, block.index, batches(), state)
+    if block.span is None:
+        Path(block.read).unlink()
+    return piece
+
+
+def write_piece(task: FileTask, index: int, batches: Iterator[RawBatch], state: ReadState) -> Piece:
+    """Write ``batches`` of ``task``'s file as piece ``index``: its rows, its rejects (as the stage
+    keeps them: ``drop_reason`` is ``<format>:<reason>``) and, with a sample, the interactions of the
+    users left out, each file written atomically."""
+    source, role = task.source()
+    info = FileInfo(source=source.name, dataset=task.dataset, file=Path(task.path).name)
+    tables = [role.table, REJECTS] + ([SAMPLED_OUT] if task.sample is not None and role.table == "interactions" else [])
+    with ExitStack() as stack:
+        writers = {
+            t: stack.enter_context(AtomicParquetWriter(task.piece_path(t, index), columns_of(t))) for t in tables
+        }
+
+        def write_rows(rows: pl.DataFrame) -> None:
+            if SAMPLED_OUT not in writers:
+                writers[role.table].write(rows)
+                return
+            keep = in_sample(task.sample, task.seed)
+            writers[role.table].write(rows.filter(keep))
+            writers[SAMPLED_OUT].write(rows.filter(~keep).with_columns(pl.lit(NOT_SAMPLED).alias(DROP_REASON)))
+
+        def write_rejects(rejects: list[Reject]) -> None:
+            writers[REJECTS].write(
+                pl.DataFrame(
+                    {
+                        "file": [task.path] * len(rejects),
+                        "line": [r.line for r in rejects],
+                        "raw": [r.raw for r in rejects],
+                        DROP_REASON: [f"{source.name}:{r.reason}" for r in rejects],
+                    },
+                    schema=REJECT_COLUMNS,
+                )
+            )
+
+        summary = read_batches(source, role, info, batches, state, write_rows, write_rejects, task.path)
+    written = {t: (str(w.path), w.rows) for t, w in writers.items() if w.rows}
+    return Piece(task.number, index, written, summary)
+
+
+def merged(pieces: Sequence[Piece]) -> FileSummary:
+    """One file's accounting from its pieces' (in order): counts added up, a cut reported."""
+    first = pieces[0].summary
+    rejected: Counter[str] = Counter()
+    for piece in pieces:
+        rejected.update(piece.summary.rejected)
+    return FileSummary(
+        file=first.file,
+        table=first.table,
+        dataset=first.dataset,
+        read=sum(p.summary.read for p in pieces),
+        kept=sum(p.summary.kept for p in pieces),
+        rejected=dict(sorted(rejected.items())),
+        truncated=any(p.summary.truncated for p in pieces),
+        warning=next((p.summary.warning for p in pieces if p.summary.warning), None),
+    )
