@@ -124,7 +124,7 @@ def test_blanked_values_are_kept_and_warned(warned, shared: Path) -> None:
     command = [str(CLI), "dropped", str(out), "--blanked", "--stage", "langid", "--export", str(export)]
     assert subprocess.run(command, capture_output=True, text=True, timeout=300).returncode == 0
     assert pl.read_parquet(export).height == stats["stages"]["langid"]["changed"]["review_text:language_not_allowed"]
-    ingested = pl.scan_parquet(out / ".stages" / "ingest" / "interactions.parquet")
+    ingested = pl.scan_parquet(out / ".stages" / "ingest" / "interactions" / "*.parquet")
     original = kept["langid"].rows.join(ingested, on=["dataset", "src_file", "src_line"], how="inner").collect()
     assert original.height == kept["langid"].rows.collect().height
     assert (original["original"] != original["review_text"]).sum() == 0  # no stage before langid rewrote texts here

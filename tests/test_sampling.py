@@ -65,8 +65,8 @@ def test_ingest_keeps_exactly_the_predicted_users(sampled: Path) -> None:
     expected = {key for key in rows if in_sample(key[1])}
     assert 0 < len(expected) < len(set(rows))
     stage = sampled / ".stages" / "ingest"
-    assert users(pl.scan_parquet(stage / "interactions.parquet")) == expected
-    left_out = pl.read_parquet(stage / "dropped_interactions.parquet")
+    assert users(pl.scan_parquet(stage / "interactions" / "*.parquet")) == expected
+    left_out = pl.read_parquet(stage / "dropped_interactions" / "*.parquet")
     assert left_out.height == sum(not in_sample(user) for _, user in rows)
     assert set(left_out["drop_reason"]) == {"user_not_sampled"}
     stats = json.loads((sampled / "stats.json").read_text())["stages"]["ingest"]

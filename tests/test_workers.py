@@ -106,7 +106,7 @@ def test_a_prepare_step_runs_its_tasks_on_the_engine_before_the_buckets(tmp_path
     done = run_driver(spec, out, "--workers", str(workers))
     assert done.returncode == 0, done.stderr
     stages = out / ".stages"
-    ingested = sum(pq.read_metadata(p).num_rows for p in (stages / "ingest").glob("interactions*.parquet"))
+    ingested = sum(pq.read_metadata(p).num_rows for p in (stages / "ingest").glob("interactions/*.parquet"))
     counted = pq.read_table(sorted((stages / "t_prepared" / "counted").glob("part-*.parquet"))).to_pydict()
     assert ingested > 0 and set(counted["total"]) == {ingested}
     assert len(counted["user_id"]) == len(set(counted["user_id"]))
@@ -123,9 +123,7 @@ def test_a_whole_stage_s_prepare_step_runs_its_tasks_and_its_outputs_are_adopted
     done = run_driver(spec, out, "--workers", str(workers))
     assert done.returncode == 0, done.stderr
     stages = out / ".stages"
-    ingested = sorted((stages / "ingest").rglob("interactions*/*.parquet")) or sorted(
-        (stages / "ingest").glob("interactions*.parquet")
-    )
+    ingested = sorted((stages / "ingest").glob("interactions/*.parquet"))
     per_file = sorted(pq.read_metadata(p).num_rows for p in ingested)
     counts = pq.read_table(sorted((stages / "t_prepared_whole" / "counts").glob("*.parquet"))).to_pydict()
     checked = pq.read_table(stages / "t_prepared_whole" / "checked.parquet").to_pydict()
@@ -150,7 +148,7 @@ def test_a_whole_stage_runs_in_a_worker_process(tmp_path: Path, workers: int) ->
     assert info["spawned"] is (workers > 1)
     rows = pq.read_table(out / ".stages" / "t_where" / "where.parquet").column("rows").to_pylist()
     assert rows == [
-        sum(pq.read_metadata(p).num_rows for p in (out / ".stages" / "ingest").glob("interactions*.parquet"))
+        sum(pq.read_metadata(p).num_rows for p in (out / ".stages" / "ingest").glob("interactions/*.parquet"))
     ]
 
 
