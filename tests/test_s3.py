@@ -162,7 +162,7 @@ def test_gc_deletes_what_a_dead_attempt_left(s3: str) -> None:
     killed = cli("run", str(DEMO_SPEC), "--out", out, "--until", "ingest", kill_at="stage:ingest:mid")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     left = [k for k in objects(out) if k.startswith(".stages/ingest/")]
-    first = ".stages/ingest/interactions/"  # its first table's files, adopted from the reading tasks, named by no record
+    first = ".stages/ingest/interactions/"  # its first table's files (adopted from its tasks), named by no record
     assert left and all(k.startswith(first) and k.endswith(".parquet") for k in left)
     swept = cli("gc", out, "--spec", str(DEMO_SPEC))
     assert swept.returncode == 0, swept.stderr
