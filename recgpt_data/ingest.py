@@ -12,6 +12,9 @@ times within its range (see :class:`~recgpt_data.sources.base.Source`); anything
 with its reason. Every output path is checked to stay under ``out``. An ingest holds the folder's
 lock (the one pipeline runs take) and writes ``summary.json`` last: an ingest that fails leaves no
 summary and no partial file, so its output never looks complete.
+
+The pipeline's ``ingest`` stage reads each file with the same :func:`read_batches`, in tasks, a big
+file block by block (:mod:`recgpt_data.ingest_tasks`).
 """
 
 from __future__ import annotations

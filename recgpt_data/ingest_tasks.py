@@ -32,7 +32,7 @@ from recgpt_data.sampling import REASON as NOT_SAMPLED
 from recgpt_data.sampling import in_sample
 from recgpt_data.sources import get_source
 from recgpt_data.sources.base import FileInfo, RawBatch, ReadState, Reject, Role, Source
-from recgpt_data.sources.readers import LineReader, truncation
+from recgpt_data.sources.readers import LineReader, prefetched, truncation
 from recgpt_data.stage import DROP_REASON
 
 REJECTS = "dropped_raw"
@@ -124,9 +124,10 @@ def open_file(task: FileTask) -> tuple[list[Piece], list[Block]]:
 
 def _copies(task: FileTask, blocks: LineBlocks) -> Iterator[Block]:
     """The decompressed ``blocks`` of ``task``'s file gathered into zstd copies of about
-    ``block_bytes`` each, every copy written under a temporary name and renamed once whole."""
+    ``block_bytes`` each (decompressing the next block while this one is compressed), every copy
+    written under a temporary name and renamed once whole."""
     stream, first, size, index = None, 0, 0, 0
-    for line, block, _ in blocks:
+    for line, block, _ in prefetched(iter(blocks)):
         if stream is None:
             path = task.piece_path("blocks", index, "zst")
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +168,7 @@ def read_block(block: Block) -> Piece:
         yield from role.reader.blocks(lines)
         state.records = lines.lines
 
-    piece = write_piece(block.file, block.index, batches(), state)
+    piece = write_piece(block.file, block.index, prefetched(batches()), state)
     if block.span is None:
         Path(block.read).unlink()
     return piece

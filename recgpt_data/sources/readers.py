@@ -19,11 +19,14 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from queue import Full, Queue
+from typing import TypeVar
 
 import polars as pl
 
 from recgpt_data.io.streams import LineBlocks
 from recgpt_data.sources.base import LINE, RawBatch, Reader, ReadState, Reject
+
+T = TypeVar("T")
 
 
 def decode(raw: bytes) -> str:
@@ -89,7 +92,7 @@ def ndjson(schema: dict[str, pl.DataType]) -> LineReader:
     return LineReader(partial(_ndjson_block, schema=schema))
 
 
-def prefetched(batches: Iterator[RawBatch], depth: int = 2) -> Iterator[RawBatch]:
+def prefetched(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
     """``batches`` produced by a background thread up to ``depth`` ahead, in order, so that reading
     and parsing the next block overlaps the caller's mapping and writing of this one (polars,
     pyarrow, zlib and file reads release the GIL). Memory stays bounded by ``depth`` batches."""

@@ -91,7 +91,7 @@ SOURCES = "ingest_sources"  # the prepare step's accounting, one row per source,
 
 
 @dataclass(frozen=True)
-class Planned:
+class SourcePlan:
     """One source's resolved files, as tasks, with what its accounting needs."""
 
     format: str
@@ -101,7 +101,9 @@ class Planned:
     skipped: list[str]
 
 
-def plan_source(index: int, spec: SourceSpec, params: IngestParams, ctx: Context, folder: Path, first: int) -> Planned:
+def plan_source(
+    index: int, spec: SourceSpec, params: IngestParams, ctx: Context, folder: Path, first: int
+) -> SourcePlan:
     """Source ``index``'s files (inputs on an object store copied here first), as tasks numbered from ``first``."""
     raw = ctx.scratch / "raw"  # where inputs on an object store are copied to be read
     roots = [
@@ -124,7 +126,7 @@ def plan_source(index: int, spec: SourceSpec, params: IngestParams, ctx: Context
         )
         for k, file in enumerate(files)
     ]
-    return Planned(spec.format, roots, tasks, [str(file.output) for file in files], skipped)
+    return SourcePlan(spec.format, roots, tasks, [str(file.output) for file in files], skipped)
 
 
 def prepare_ingest(prep: Preparation, params: IngestParams, ctx: Context) -> Prepared:
@@ -135,7 +137,7 @@ def prepare_ingest(prep: Preparation, params: IngestParams, ctx: Context) -> Pre
     files named as the spec declares them, is a small table for :func:`ingest_stage`."""
     scratch = prep.scratch / "ingest"
     shutil.rmtree(scratch, ignore_errors=True)  # what an interrupted run left
-    planned: list[Planned] = []
+    planned: list[SourcePlan] = []
     for index, spec in enumerate(params.sources):
         first = sum(len(p.tasks) for p in planned)
         planned.append(plan_source(index, spec, params, ctx, scratch / f"{index:02d}-{spec.format}", first))
@@ -180,7 +182,7 @@ def _empty(scratch: Path, table: str) -> str:
     return str(path)
 
 
-def _accounting(planned: Planned, pieces: list[list[Piece]]) -> tuple[str, str, str, int]:
+def _accounting(planned: SourcePlan, pieces: list[list[Piece]]) -> tuple[str, str, str, int]:
     """One source's row of the accounting table: each file's summary (merged from its pieces) and the
     skipped files, named as declared, and the interactions of users left out of a sample."""
     files = [asdict(merged(found)) for found in pieces]
