@@ -14,6 +14,7 @@ file's last. :func:`merged` makes one file's accounting of its pieces.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -125,22 +126,29 @@ def open_file(task: FileTask) -> tuple[list[Piece], list[Block]]:
 def _copies(task: FileTask, blocks: LineBlocks) -> Iterator[Block]:
     """The decompressed ``blocks`` of ``task``'s file gathered into zstd copies of about
     ``block_bytes`` each (decompressing the next block while this one is compressed), every copy
-    written under a temporary name and renamed once whole."""
+    written under a temporary name and renamed once whole (a failed one removed)."""
     stream, first, size, index = None, 0, 0, 0
-    for line, block, _ in prefetched(iter(blocks)):
-        if stream is None:
-            path = task.piece_path("blocks", index, "zst")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            stream = pa.CompressedOutputStream(pa.OSFile(f"{path}.tmp", "wb"), "zstd")
-            first, size = line, 0
-        stream.write(block)
-        stream.write(b"\n")
-        size += len(block) + 1
-        if size >= task.block_bytes:
+    try:
+        for line, block, _ in prefetched(iter(blocks)):
+            if stream is None:
+                path = task.piece_path("blocks", index, "zst")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                stream = pa.CompressedOutputStream(pa.OSFile(f"{path}.tmp", "wb"), "zstd")
+                first, size = line, 0
+            stream.write(block)
+            stream.write(b"\n")
+            size += len(block) + 1
+            if size >= task.block_bytes:
+                yield _closed(task, stream, index, first)
+                stream, index = None, index + 1
+        if stream is not None:
             yield _closed(task, stream, index, first)
-            stream, index = None, index + 1
-    if stream is not None:
-        yield _closed(task, stream, index, first)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a full disk can fail the close too; the copy goes anyway
+            if stream is not None:
+                stream.close()
+        Path(f"{task.piece_path('blocks', index, 'zst')}.tmp").unlink(missing_ok=True)
+        raise
 
 
 def _closed(task: FileTask, stream: pa.NativeFile, index: int, first: int) -> Block:

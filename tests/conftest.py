@@ -32,6 +32,23 @@ def fixtures() -> Path:
 CLI = Path(sys.executable).parent / "recgpt-data"  # the console command the install made
 
 
+def mounted_tmpfs(target: Path, options: str) -> bool:
+    """Mount a tmpfs at ``target`` (as root); False where this machine does not let us."""
+    target.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, check=False
+    )
+    return done.returncode == 0
+
+
+def assert_failed_cleanly(result: subprocess.CompletedProcess, status: int, words: str) -> None:
+    """A CLI run that failed with exit ``status`` and one ``error:`` line saying ``words``, no traceback."""
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert words in line
+
+
 def build(spec: str, out: Path, *args: str) -> subprocess.CompletedProcess:
     """``recgpt-data run pipelines/<spec> --out OUT ARGS``, as a user runs it."""
     command = [str(CLI), "run", str(REPO / "pipelines" / spec), "--out", str(out), *args]

@@ -5,12 +5,15 @@ line, and the same tables and accounting as reading it in one block."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import CLI, assert_failed_cleanly, mounted_tmpfs
 
 from recgpt_data.engines.local import LocalEngine
 from recgpt_data.pipeline.runner import run_spec
@@ -127,3 +130,42 @@ def test_a_cut_gzip_read_in_blocks_reports_the_cut_like_one_block(shared: Path, 
     assert tables["dropped_raw"]["line"].to_list() == [6909]
     assert stats["info"] == whole_stats["info"] and stats["dropped"] == whole_stats["dropped"]
     assert tables.keys() == whole.keys() and all(tables[n].equals(whole[n]) for n in whole)
+
+
+def stage_files(out: Path) -> dict[str, str]:
+    """sha256 of every file the ingest stage keeps but its record (which holds its timing)."""
+    stage = out / ".stages" / "ingest"
+    return {
+        str(p.relative_to(stage)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(stage.rglob("*"))
+        if p.is_file() and p.name != "_SUCCESS.json"
+    }
+
+
+def test_a_full_disk_fails_the_reading_tasks_in_one_line_and_a_rerun_gives_the_same_bytes(tmp_path: Path) -> None:
+    """The demo's Amazon 2018 files in 16 KiB blocks into a 64 KiB disk: the tasks' writes fail, the
+    run stops with one error line, and nothing it left looks complete; rerun on what it left, once
+    there is room, it gives the bytes of a run that never failed."""
+    spec = tmp_path / "full.toml"
+    spec.write_text(
+        'name = "full"\n\n[[stages]]\nstage = "ingest"\nparams.block_bytes = 16384\n'
+        'params.sources = [{ format = "amazon2018", paths = ["demo:amazon2018"] }]\n',
+        encoding="utf-8",
+    )
+    disk = tmp_path / "disk"
+    if not mounted_tmpfs(disk, "size=64k"):
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        failed = subprocess.run([str(CLI), "run", str(spec), "--out", str(disk)], capture_output=True, text=True)
+        assert_failed_cleanly(failed, 3, "No space left on device")
+        left = [p for p in disk.rglob("*") if p.is_file()]
+        assert not (disk / ".stages" / "ingest").exists()
+        assert not [p for p in left if p.suffix == ".tmp" or p.name == "_SUCCESS.json"]
+        shutil.copytree(disk, tmp_path / "left")
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    for out in (tmp_path / "left", tmp_path / "clean"):
+        done = subprocess.run([str(CLI), "run", str(spec), "--out", str(out)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert stage_files(tmp_path / "left") == stage_files(tmp_path / "clean")
+    assert len(stage_files(tmp_path / "clean")) > 3

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import assert_failed_cleanly, mounted_tmpfs
 
 from recgpt_data.ingest import ingest
 from recgpt_data.io.streams import LineBlocks
@@ -269,13 +270,6 @@ def ingest_cli(source: Path, out: Path, *args: str) -> subprocess.CompletedProce
     return run_cli("ingest", "amazon2018", str(source), "--out", str(out), *args)
 
 
-def assert_failed_cleanly(result: subprocess.CompletedProcess, status: int, words: str) -> None:
-    assert result.returncode == status, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
-    assert words in line
-
-
 def test_cli_dataset_names_never_leave_out(shared, tmp_path):
     """One CLI run; the corpus in tests/hostile/ tries many more names through the same check."""
     result = ingest_cli(shared / "amazon2018" / "All_Beauty_5.json", tmp_path / "out", "--dataset", "../x")
@@ -323,15 +317,6 @@ def test_cli_out_that_is_a_file(shared, tmp_path):
     target = tmp_path / "out"
     target.write_text("not a folder")
     assert_failed_cleanly(ingest_cli(shared / "amazon2018" / "All_Beauty_5.json", target), 2, "is a file")
-
-
-def mounted_tmpfs(target: Path, options: str) -> bool:
-    """Mount a tmpfs at ``target`` (as root); False where this machine does not let us."""
-    target.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, check=False
-    )
-    return done.returncode == 0
 
 
 @pytest.fixture
