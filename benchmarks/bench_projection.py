@@ -10,8 +10,10 @@ Two kinds of input, because the sources differ in kind, not only in size:
 - **ratings only** (MovieLens, Netflix, BookCrossing, Anime): the real MovieLens ml-latest-small
   ratings copied with new user ids (``userId + copy x 100,000``) beside its real ``movies.csv``.
 
-Each kind runs at ``n`` and ``4n`` copies with ``--workers 1`` and ``--workers 2`` (the parallel
-efficiency at 4n), cold, into fresh folders. Per run: wall seconds, each stage's seconds and
+Each kind runs at ``n`` and ``4n`` copies with ``--workers 1`` and ``--workers 2``, every worker
+of one thread (``--task-cpus 1``; the one-worker run bounded the same way), so that a stage's
+seconds are core-seconds and T(1 worker) / (2 x T(2 workers)) is the parallel efficiency at 4n;
+cold, into fresh folders. Per run: wall seconds, each stage's seconds and
 bytes written (``stats.json``), and peak resident memory sampled from ``/proc`` every 0.2 s: of
 the driver, of the largest worker, and of the whole process tree.
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import os
 import shutil
@@ -164,12 +167,18 @@ def tree_rss(pid: int) -> dict[int, int]:
 
 
 def cli_run(spec: Path, out: Path, workers: int) -> dict:
-    """One cold CLI run with its memory sampled: wall, stage seconds and bytes, peak RSS."""
+    """One cold CLI run with its memory sampled: wall, stage seconds and bytes, peak RSS. Every
+    worker has one thread (``--task-cpus 1``; the one-worker run is bounded to one thread as a
+    worker is), so that T(1 worker, 1 thread) / (N x T(N workers, 1 thread each)) is the parallel
+    efficiency and a stage's seconds in the one-worker run are core-seconds."""
+    from recgpt_data.engines import thread_environment
+
     process = subprocess.Popen(
-        [str(CLI), "run", str(spec), "--out", str(out), "--workers", str(workers)],
+        [str(CLI), "run", str(spec), "--out", str(out), "--workers", str(workers), "--task-cpus", "1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **thread_environment(1)},
     )
     peaks = {"driver": 0, "largest_worker": 0, "tree": 0}
     stop = threading.Event()
@@ -204,6 +213,30 @@ def cli_run(spec: Path, out: Path, workers: int) -> dict:
     }
 
 
+def serial_read(raw: Path, work: Path) -> dict:
+    """The one-decompressor part of ingest on the scaled reviews file: CPU seconds to cut it into
+    blocks (decompress once, write the zstd copies), per review; at full scale the largest dump
+    file is read this way once. The blocks are 16 MiB so that a file of this size is cut at all
+    (the stage cuts files over a quarter of its 256 MiB blocks); the pass costs the same per byte."""
+    from recgpt_data.ingest_tasks import FileTask, open_file
+    from recgpt_data.sources import get_source
+
+    [reviews] = sorted(raw.glob("reviews_*.json.gz"))
+    source = get_source("amazon2014")
+    [role] = [k for k, role in enumerate(source.roles) if role.matches(reviews.name)]
+    block_bytes = 16 << 20
+    task = FileTask(
+        0, "amazon2014", role, "interactions", str(reviews), "amazon2014/Scaled", str(work), block_bytes, None, 0
+    )
+    started = time.process_time()
+    _, blocks = open_file(task)
+    seconds = time.process_time() - started
+    with gzip.open(reviews, "rb") as lines:
+        count = sum(1 for _ in lines)
+    shutil.rmtree(work, ignore_errors=True)
+    return {"seconds": seconds, "reviews": count, "blocks": len(blocks), "per_review": seconds / count}
+
+
 def marginal(small: dict, large: dict) -> dict[str, float]:
     """Seconds per raw interaction of each stage, from the difference of the two sizes."""
     rows = large["rows"] - small["rows"]
@@ -220,24 +253,41 @@ def stage_cost(costs: dict[str, float], stage: str, source: str) -> float:
     return costs.get(stage, 0.0)
 
 
-def project(costs: dict[str, dict[str, float]], disk: dict[str, float], efficiency: float) -> dict:
-    """The full build: core-hours per source and in all; hours on one and on four 16-core machines,
-    partitioned stages spread over the cores at ``efficiency`` while each whole stage runs as one
-    task on one core (as ``--task-cpus 1`` runs it), and their sum with whole stages as parallel as
-    the rest (the bound a partitioned ingest and writers would reach); and the disk every stage keeps."""
+# The largest single files of the dumps. Ingest reads every file of a line-oriented format through
+# one decompressor whose blocks parse tasks share out, so the longest such read bounds ingest's time.
+LARGEST_FILE = (
+    51_311_621,
+    "Ni, Li and McAuley, EMNLP 2019: Amazon Review Data (2018), Books.json.gz, 51,311,621 reviews in one file "
+    "(HotelRec's one file holds 50,264,531)",
+)
+
+
+def spread_stages(costs: dict[str, dict[str, float]]) -> set[str]:
+    """The stages whose work is split into tasks: partitioned by user or dataset, or a whole stage
+    whose prepare step runs its work as tasks (ingest's files, the corpus' shards)."""
     from recgpt_data import stages as registry
 
-    partitioned = {name for kind in costs for name in costs[kind] if registry.get(name).partition is not None}
-    split = {"partitioned": 0.0, "whole": 0.0}
-    whole_by_stage: dict[str, float] = {}
+    names = {name for kind in costs for name in costs[kind]}
+    return {n for n in names if registry.get(n).partition is not None or registry.get(n).prepare is not None}
+
+
+def project(
+    costs: dict[str, dict[str, float]], disk: dict[str, float], efficiency: float, serial_read: float = 0.0
+) -> dict:
+    """The full build: core-hours per source and in all; hours on one and on four 16-core machines,
+    the stages split into tasks spread over the cores at ``efficiency`` while each stage that is one
+    task runs on one core, and ingest no faster than the largest file's one decompressor
+    (``serial_read`` seconds per review of it); and the disk every stage keeps."""
+    spread = spread_stages(costs)
+    split = {"spread": 0.0, "single": 0.0}
+    by_stage: dict[str, float] = {}
     disk_bytes, lines = 0.0, []
     for kind, sources in PUBLISHED.items():
         for name, (size, cited) in sources.items():
             seconds = {stage: stage_cost(costs[kind], stage, name) * size for stage in costs[kind]}
             for stage, value in seconds.items():
-                split["partitioned" if stage in partitioned else "whole"] += value
-                if stage not in partitioned:
-                    whole_by_stage[stage] = whole_by_stage.get(stage, 0.0) + value
+                split["spread" if stage in spread else "single"] += value
+                by_stage[stage] = by_stage.get(stage, 0.0) + value
             disk_bytes += disk[kind] * size
             lines.append(
                 {
@@ -248,20 +298,22 @@ def project(costs: dict[str, dict[str, float]], disk: dict[str, float], efficien
                     "published": cited,
                 }
             )
+    floor = serial_read * LARGEST_FILE[0]
 
-    def hours(cores: int, whole_parallel: bool) -> float:
-        whole = split["whole"] / (cores * efficiency) if whole_parallel else split["whole"]
-        return (split["partitioned"] / (cores * efficiency) + whole) / 3600
+    def hours(cores: int) -> float:
+        ingest = by_stage.get("ingest", 0.0) / (cores * efficiency) if "ingest" in spread else 0.0
+        return (split["spread"] / (cores * efficiency) + split["single"] + max(0.0, floor - ingest)) / 3600
 
     return {
         "sources": lines,
         "core_hours": sum(split.values()) / 3600,
-        "core_hours_partitioned": split["partitioned"] / 3600,
-        "core_hours_whole_by_stage": {k: v / 3600 for k, v in sorted(whole_by_stage.items(), key=lambda kv: -kv[1])},
-        "hours_16_cores": hours(16, False),
-        "hours_4x16_cores": hours(64, False),
-        "hours_16_cores_whole_stages_parallel": hours(16, True),
-        "hours_4x16_cores_whole_stages_parallel": hours(64, True),
+        "core_hours_by_stage": {k: v / 3600 for k, v in sorted(by_stage.items(), key=lambda kv: -kv[1])},
+        "core_hours_single_task": split["single"] / 3600,
+        "single_task_stages": sorted(set(by_stage) - spread),
+        "largest_file_read_hours": floor / 3600,
+        "largest_file": LARGEST_FILE[1],
+        "hours_16_cores": hours(16),
+        "hours_4x16_cores": hours(64),
         "efficiency_assumed": efficiency,
         "disk_tb": disk_bytes / 1e12,
         "not_sized": NOT_SIZED,
@@ -271,6 +323,7 @@ def project(costs: dict[str, dict[str, float]], disk: dict[str, float], efficien
 def summarise(runs: dict[str, dict], workers: int) -> dict:
     """Per-stage marginal costs, disk per interaction, efficiency, memory ratios and the projections."""
     kinds = ("text", "ratings")
+    read = runs["serial-read"]["per_review"] if "serial-read" in runs else 0.0
     costs = {kind: marginal(runs[f"{kind}-1x-1w"], runs[f"{kind}-4x-1w"]) for kind in kinds}
     disk = {kind: sum(runs[f"{kind}-4x-1w"]["bytes"].values()) / runs[f"{kind}-4x-1w"]["rows"] for kind in kinds}
     efficiency = {
@@ -290,8 +343,9 @@ def summarise(runs: dict[str, dict], workers: int) -> dict:
         "disk_bytes_per_interaction": disk,
         "efficiency": efficiency,
         "memory_4x_over_1x": memory,
-        "projection_measured_efficiency": project(costs, disk, min(efficiency.values())),
-        "projection_ideal": project(costs, disk, 1.0),
+        "serial_read": runs.get("serial-read"),
+        "projection_measured_efficiency": project(costs, disk, min(efficiency.values()), read),
+        "projection_ideal": project(costs, disk, 1.0, read),
     }
 
 
@@ -317,6 +371,10 @@ def main() -> None:
                 folder = work / f"{kind}-{scale}"
                 raw = text_input(copies, folder) if kind == "text" else ratings_input(copies, folder)
                 spec = projection_spec(kind, raw, args.partitions * scale, folder / "spec.toml")
+                if kind == "text" and scale == 4:
+                    read = serial_read(raw, folder / "serial-read")
+                    runs["serial-read"] = read
+                    print(json.dumps({"run": "serial-read", **read}), flush=True)
                 for w in (1, args.workers):
                     run = cli_run(spec, folder / f"out-{w}", w)
                     runs[f"{kind}-{scale}x-{w}w"] = run
