@@ -14,8 +14,10 @@ import gzip
 import importlib.util
 import json
 import shutil
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,10 @@ from recgpt_data.chunking import (
 from recgpt_data.errors import UsageError
 from recgpt_data.hashing import fnv1a64, unit_interval
 from recgpt_data.histories import history_lines, iter_bucket_events
-from recgpt_data.io.parquet import AtomicParquetWriter, write_parquet
+from recgpt_data.io.parquet import AtomicParquetWriter, write_parquet, write_scratch
 from recgpt_data.pipeline.fingerprint import file_sha256
 from recgpt_data.split import PRETRAIN, leaked
-from recgpt_data.stage import Context, Drops, count
+from recgpt_data.stage import Drops, Mapper, count
 
 TRAIN = "train"
 VALIDATION = "validation"
@@ -191,53 +193,161 @@ def shard_starts(keys: pl.DataFrame, split: str, max_rows: int, max_bytes: int) 
     return [int(ordered[KEY][start]) if start < ordered.height else 0 for start, _ in ranges]
 
 
-def scatter(
-    documents: pl.LazyFrame,
-    kept: pl.DataFrame,
-    starts: Mapping[str, list[int]],
-    ctx: Context,
-    batch_rows: int,
-) -> dict[str, list[Path]]:
-    """One pass over ``documents``, ``batch_rows`` rows at a time (a slice of the scan, so only its
-    row groups are read): each kept user's document goes to the scratch file of the shard of its
-    split whose key range holds its shuffle key. Returns each split's scratch files in shard order."""
+@dataclass(frozen=True)
+class Layout:
+    """Where one corpus write keeps its files: its tasks' scratch folder, the output folder, and the
+    seed of its draws. Every task of :func:`write_corpus` carries one."""
+
+    scratch: str
+    out_dir: str
+    seed: int
+
+    def path(self, *parts: str) -> Path:
+        return Path(self.scratch).joinpath(*parts)
+
+    def files(self, folder: str) -> list[str]:
+        """The scratch files of ``folder``, in name order (the documents files' order)."""
+        return sorted(str(p) for p in self.path(folder).glob("*.parquet"))
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One documents file (``index`` in the table's file order); for the scatter, each split's
+    shard starts and the rows read at a time."""
+
+    layout: Layout
+    index: int
+    file: str
+    starts: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    batch_rows: int = 20_000
+
+
+def read_totals(task: FileTask) -> int:
+    """Round 1 for one documents file: each user's tokens, and each document's shuffle key, split
+    and text bytes, into scratch; returns its rows."""
+    frame = (
+        pl.scan_parquet(task.file)
+        .select("source", *DOCUMENT_KEY, "split", "num_tokens", pl.col("text").str.len_bytes().alias("bytes"))
+        .collect()
+    )
+    name = f"{task.index:05d}.parquet"
+    totals = frame.group_by(["source", "dataset", "user_id"]).agg(pl.col("num_tokens").sum().alias("tokens"))
+    write_scratch(totals, task.layout.path("totals", name))
+    keys = frame.select("dataset", "user_id", shuffle_key(frame, task.layout.seed), "split", "bytes")
+    write_scratch(keys, task.layout.path("keys", name))
+    return frame.height
+
+
+@dataclass(frozen=True)
+class BudgetTask:
+    """Round 2, one task: the token budget over every user's tokens, and the shards' key ranges."""
+
+    layout: Layout
+    held_out: tuple[str, ...] | None
+    target_tokens: int | None
+    weights: tuple[tuple[str, float], ...]
+    shard_rows: int
+    shard_bytes: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the budget task decided: each split's shard starts, the budget report, the documents
+    kept and the held-out pairs the leak check looks for."""
+
+    starts: dict[str, list[int]]
+    budget: dict[str, Any]
+    kept: int
+    held_out_pairs: int
+
+
+def plan_shards(task: BudgetTask) -> Plan:
+    """Round 2: the users kept to meet the budget (written to scratch for the scatter) and each
+    split's shard starts from the kept documents' keys and text bytes."""
+    layout = task.layout
+    totals = (
+        pl.scan_parquet(layout.files("totals"))
+        .group_by(["source", "dataset", "user_id"])
+        .agg(pl.col("tokens").sum())
+        .sort(["source", "dataset", "user_id"])
+        .collect()
+    )
+    kept_users, budget = sample_to_budget(totals, task.target_tokens, dict(task.weights), layout.seed)
+    kept = kept_users.select("dataset", "user_id")
+    write_scratch(kept, layout.path("kept.parquet"))
+    keys = (
+        pl.scan_parquet(layout.files("keys"))
+        .join(kept.lazy(), on=["dataset", "user_id"], how="semi", maintain_order="left")
+        .select(KEY, "split", "bytes")
+        .collect()
+    )
+    starts = {split: shard_starts(keys, split, task.shard_rows, task.shard_bytes) for split in SPLITS}
+    pairs = 0
+    if task.held_out is not None:
+        pairs = count(pl.scan_parquet(list(task.held_out)).select("user_id", "item_id").unique())
+    return Plan(starts, budget, keys.height, pairs)
+
+
+def piece_path(layout: Layout, split: str, shard: int, file: int) -> Path:
+    """Where documents file ``file`` puts its documents of shard ``shard`` of ``split``."""
+    return layout.path("pieces", split, f"{shard:05d}", f"{file:05d}.parquet")
+
+
+def scatter(task: FileTask) -> None:
+    """Round 3 for one documents file, ``batch_rows`` rows at a time (a slice of the scan, so only
+    its row groups are read): each kept user's document goes to this file's piece of the shard of
+    its split whose key range holds its shuffle key."""
     schema = {**{c: DOCUMENT_SCHEMA[c] for c in SHARD_COLUMNS}, KEY: pl.UInt64()}
-    files = {split: [ctx.scratch / split / f"{i:05d}.parquet" for i in range(len(s))] for split, s in starts.items()}
-    writers = {split: [AtomicParquetWriter(path, schema) for path in paths] for split, paths in files.items()}
-    try:
-        total = count(documents)
-        for offset in range(0, total, batch_rows):
-            batch = documents.slice(offset, batch_rows).collect()
+    kept = pl.read_parquet(task.layout.path("kept.parquet"))
+    documents = pl.scan_parquet(task.file)
+    with ExitStack() as stack:  # an error aborts every piece; success closes them into place
+        writers: dict[tuple[str, int], AtomicParquetWriter] = {}
+        for offset in range(0, count(documents), task.batch_rows):
+            batch = documents.slice(offset, task.batch_rows).collect()
             batch = batch.join(kept, on=["dataset", "user_id"], how="semi", maintain_order="left")
-            batch = batch.with_columns(shuffle_key(batch, ctx.seed))
-            for split, bounds in starts.items():
+            batch = batch.with_columns(shuffle_key(batch, task.layout.seed))
+            for split, bounds in task.starts:
                 part = batch.filter(pl.col("split") == split).select(*SHARD_COLUMNS, KEY)
                 shard = np.searchsorted(np.array(bounds[1:], dtype=np.uint64), part[KEY].to_numpy(), side="right")
-                for index in np.unique(shard):
-                    writers[split][index].write(part.filter(pl.Series(shard == index)))
-    finally:
-        for split_writers in writers.values():
-            for writer in split_writers:
-                writer.close()
-    return files
+                for index in np.unique(shard).tolist():
+                    if (split, index) not in writers:
+                        path = piece_path(task.layout, split, index, task.index)
+                        writers[split, index] = stack.enter_context(AtomicParquetWriter(path, schema))
+                    writers[split, index].write(part.filter(pl.Series(shard == index)))
 
 
-def write_shards(scratch: list[Path], split: str, ctx: Context) -> list[ShardRecord]:
-    """Each scratch file of ``split`` sorted by shuffle key and written as
-    ``data/pretrain/<split>-NNNNN-of-NNNNN.parquet``, one shard in memory at a time."""
-    records = []
-    for index, path in enumerate(scratch):
-        frame = pl.read_parquet(path).sort([KEY, *DOCUMENT_KEY]).drop(KEY)
-        path.unlink()
-        relative = PRETRAIN_DIR / f"{split}-{index:05d}-of-{len(scratch):05d}.parquet"
-        write_parquet(frame, ctx.out_dir / relative)
-        tokens = int(frame["num_tokens"].sum())
-        records.append(ShardRecord(relative.as_posix(), frame.height, tokens, file_sha256(ctx.out_dir / relative)))
-    return records
+@dataclass(frozen=True)
+class ShardTask:
+    """Round 4: shard ``index`` of the ``count`` shards of ``split``, and the held-out files."""
+
+    layout: Layout
+    split: str
+    index: int
+    count: int
+    held_out: tuple[str, ...] | None
+
+
+def write_shard(task: ShardTask) -> tuple[ShardTask, ShardRecord, list[tuple[str, str]]]:
+    """Round 4 for one shard: its pieces, in documents-file order, sorted by shuffle key and
+    written as ``data/pretrain/<split>-NNNNN-of-NNNNN.parquet``; with the held-out (user, item)
+    pairs found in it (the leak check; empty is none)."""
+    folder = task.layout.path("pieces", task.split, f"{task.index:05d}")
+    pieces = sorted(folder.glob("*.parquet"))
+    frame = pl.read_parquet(pieces).sort([KEY, *DOCUMENT_KEY]).drop(KEY)
+    relative = PRETRAIN_DIR / f"{task.split}-{task.index:05d}-of-{task.count:05d}.parquet"
+    target = Path(task.layout.out_dir) / relative
+    write_parquet(frame, target)
+    shutil.rmtree(folder)
+    found: list[tuple[str, str]] = []
+    if task.held_out is not None:
+        found = leaked(frame.lazy().select("user_id", "item_ids"), pl.scan_parquet(list(task.held_out))).rows()
+    record = ShardRecord(relative.as_posix(), frame.height, int(frame["num_tokens"].sum()), file_sha256(target))
+    return task, record, found
 
 
 def export_jsonl(paths: list[Path], target: Path) -> int:
-    """The shards' texts as RecGPT's release format: gzip'd JSON lines ``{"text": ...}`` (mtime 0)."""
+    """The shards' texts as RecGPT's release format: gzip'd JSON lines ``{"text": ...}`` (mtime 0,
+    no file name), one gzip member written under a temporary name and renamed into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     rows = 0
@@ -247,6 +357,46 @@ def export_jsonl(paths: list[Path], target: Path) -> int:
                 gz.write((json.dumps({"text": text}, ensure_ascii=False) + "\n").encode("utf-8"))
                 rows += 1
     tmp.replace(target)
+    return rows
+
+
+@dataclass(frozen=True)
+class MemberTask:
+    """Round 5: the gzip member ``target`` of the JSON-lines export, from the train shards ``paths``."""
+
+    paths: tuple[str, ...]
+    target: str
+
+
+def export_member(task: MemberTask) -> int:
+    """One gzip member of the export (see :func:`export_jsonl`); returns its rows."""
+    return export_jsonl([Path(p) for p in task.paths], Path(task.target))
+
+
+def concatenate(parts: list[str], target: Path) -> None:
+    """``parts`` one after another as ``target``, written under a temporary name and renamed into
+    place: gzip members so joined are one gzip file (RFC 1952), which ``gzip`` and ``datasets`` read
+    whole."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    with open(tmp, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as member:
+                shutil.copyfileobj(member, out, 1 << 20)
+    tmp.replace(target)
+
+
+def export_members(layout: Layout, train: list[ShardRecord], map_: Mapper) -> int:
+    """The JSON-lines export of the train shards: each shard's lines compressed as one gzip member
+    in its own task, the members joined in shard order (one task); returns its rows. With no train
+    shard it is one empty member, a valid empty gzip file."""
+    out = Path(layout.out_dir)
+    members = [((str(out / r.path),), str(layout.path("jsonl", f"{i:05d}.gz"))) for i, r in enumerate(train)]
+    tasks = [MemberTask(paths, target) for paths, target in members] or [
+        MemberTask((), str(layout.path("jsonl", "empty.gz")))
+    ]
+    rows = sum(map_(export_member, tasks))
+    list(map_(partial(concatenate, target=out / EXPORT), [[t.target for t in tasks]]))
     return rows
 
 
@@ -283,19 +433,30 @@ def require_streaming() -> None:
 @dataclass
 class Written:
     """What :func:`write_corpus` wrote: the shards of each split, the budget report, the leak check,
-    the exports, and the documents left out by the budget."""
+    the exports, and how many documents the budget left out. A small record: the ``write_pretrain``
+    stage's prepare step hands it to the stage function as JSON (:meth:`to_json`)."""
 
     shards: dict[str, list[ShardRecord]]
     budget: dict[str, Any]
     leak_check: dict[str, int]
     exports: dict[str, Any]
-    drops: Drops
+    sampled_out: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Written:
+        record = json.loads(text)
+        shards = {split: [ShardRecord(**r) for r in records] for split, records in record.pop("shards").items()}
+        return cls(shards=shards, **record)
 
 
 def write_corpus(
-    documents: pl.LazyFrame,
-    held_out: pl.LazyFrame | None,
-    ctx: Context,
+    documents: Sequence[str],
+    held_out: Sequence[str] | None,
+    layout: Layout,
+    map_: Mapper,
     *,
     target_tokens: int | None = None,
     weights: Mapping[str, float] | None = None,
@@ -305,49 +466,49 @@ def write_corpus(
     jsonl: bool = True,
     mds: bool = False,
 ) -> Written:
-    """Sample ``documents`` to the token budget, shuffle across sources, write the shards and exports
-    into ``ctx.out_dir``, and prove no ``held_out`` pair is in the written shards."""
-    rows_in = count(documents)
-    totals = (
-        documents.group_by(["source", "dataset", "user_id"])
-        .agg(pl.col("num_tokens").sum().alias("tokens"))
-        .sort(["source", "dataset", "user_id"])
-        .collect(engine="streaming")
+    """Sample the ``documents`` files to the token budget, shuffle across sources, write the shards
+    and exports into ``layout.out_dir``, and prove no pair of the ``held_out`` files is in the
+    written shards; every step that reads documents or shards runs in tasks ``map_`` schedules (per
+    documents file, one for the budget, per shard, per gzip member), the caller only plans.
+
+    Each shard's rows are its documents sorted by (shuffle key, document key), a total order, so the
+    shards are the same bytes whatever the number of documents files and wherever the tasks ran."""
+    held = tuple(held_out) if held_out is not None else None
+    files = [FileTask(layout, index, file) for index, file in enumerate(documents)]
+    rows_in = sum(map_(read_totals, files))
+    budget_task = BudgetTask(
+        layout, held, target_tokens, tuple(sorted((weights or {}).items())), shard_rows, shard_bytes
     )
-    kept_users, budget = sample_to_budget(totals, target_tokens, weights or {}, ctx.seed)
-    kept = kept_users.select("dataset", "user_id")
-    keys = (
-        documents.select(*DOCUMENT_KEY, "split", pl.col("text").str.len_bytes().alias("bytes"))
-        .collect(engine="streaming")
-        .join(kept, on=["dataset", "user_id"], how="semi")
-    )
-    drops = Drops()
-    drops.count("budget_sampled_out", rows_in - keys.height)
-    keys = keys.select(shuffle_key(keys, ctx.seed), "split", "bytes")
-    starts = {split: shard_starts(keys, split, shard_rows, shard_bytes) for split in SPLITS}
-    del keys
-    scratch = scatter(documents, kept, starts, ctx, batch_rows)
-    shards = {split: write_shards(scratch[split], split, ctx) for split in SPLITS}
-    written = [ctx.out_dir / r.path for split in SPLITS for r in shards[split]]
+    [plan] = list(map_(plan_shards, [budget_task]))
+    starts = tuple((split, tuple(plan.starts[split])) for split in SPLITS)
+    list(map_(scatter, [replace(task, starts=starts, batch_rows=batch_rows) for task in files]))
+    tasks = [
+        ShardTask(layout, split, index, len(plan.starts[split]), held)
+        for split in SPLITS
+        for index in range(len(plan.starts[split]))
+    ]
+    records, found = {}, set()
+    for task, record, pairs in map_(write_shard, tasks):
+        records[task.split, task.index] = record
+        found.update(pairs)
+    shards = {split: [records[split, i] for i in range(len(plan.starts[split]))] for split in SPLITS}
     leak = {"held_out_pairs": 0, "leaked": 0}
-    if held_out is not None:
-        found = leaked(pl.scan_parquet(written).select("user_id", "item_ids"), held_out)
-        leak = {"held_out_pairs": count(held_out.select("user_id", "item_id").unique()), "leaked": found.height}
-        if found.height:
-            raise AssertionError(f"{found.height} held-out (user, item) pairs are in the pre-training shards")
+    if held is not None:
+        leak = {"held_out_pairs": plan.held_out_pairs, "leaked": len(found)}
+        if found:
+            raise AssertionError(f"{len(found)} held-out (user, item) pairs are in the pre-training shards")
     exports: dict[str, Any] = {}
-    train_paths = [ctx.out_dir / r.path for r in shards[TRAIN]]
+    out = Path(layout.out_dir)
     if jsonl:
-        exports["jsonl"] = {"path": EXPORT.as_posix(), "rows": export_jsonl(train_paths, ctx.out_dir / EXPORT)}
+        exports["jsonl"] = {"path": EXPORT.as_posix(), "rows": export_members(layout, shards[TRAIN], map_)}
     if mds:
+        split_paths = {split: [out / r.path for r in records] for split, records in shards.items()}
+        [mds_written] = list(map_(partial(export_mds, target=out / MDS_DIR), [split_paths]))
         exports["mds"] = {
-            split: {**info, "path": Path(info["path"]).relative_to(ctx.out_dir).as_posix()}
-            for split, info in export_mds(
-                {split: [ctx.out_dir / r.path for r in records] for split, records in shards.items()},
-                ctx.out_dir / MDS_DIR,
-            ).items()
+            split: {**info, "path": Path(info["path"]).relative_to(out).as_posix()}
+            for split, info in mds_written.items()
         }
-    return Written(shards, budget, leak, exports, drops)
+    return Written(shards, plan.budget, leak, exports, rows_in - plan.kept)
 
 
 def manifest(written: Written, tokenizer: dict[str, str], seed: int) -> dict[str, Any]:

@@ -20,15 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from recgpt_data.corpus import SPLITS
+from recgpt_data.tokenizer import load_tokenizer
 
 TOKENS_DIR = Path("exports") / "tokens"
 TOKENS_MANIFEST = TOKENS_DIR / "manifest.json"
@@ -105,35 +107,64 @@ def tokenize_shard(
     return documents, written, mismatched, tokens_hash.hexdigest(), index_hash.hexdigest()
 
 
-def tokenize_splits(
-    manifest: dict[str, Any], folder: Path, out_dir: Path, tokenizer: Tokenizer, eos_id: int, batch_rows: int
-) -> dict[str, list[dict[str, Any]]]:
-    """Each split's shards that ``manifest`` (``write_pretrain``'s, of ``folder``) lists, in its order,
-    tokenized into ``out_dir/exports/tokens/`` (each file written under a temporary name, then renamed);
-    returns each split's :class:`TokenShard` records."""
-    splits: dict[str, list[dict[str, Any]]] = {}
-    for split in SPLITS:
-        shards = []
-        for record in manifest["pretrain"]["splits"][split]["shards"]:
-            tokens_rel, index_rel = shard_files(Path(record["path"]).stem)
-            (out_dir / TOKENS_DIR).mkdir(parents=True, exist_ok=True)
-            tmp_tokens, tmp_index = (out_dir / f"{p}.tmp" for p in (tokens_rel, index_rel))
-            counts = tokenize_shard(folder / record["path"], tmp_tokens, tmp_index, tokenizer, eos_id, batch_rows)
-            tmp_tokens.replace(out_dir / tokens_rel)
-            tmp_index.replace(out_dir / index_rel)
-            shards.append(
-                asdict(
-                    TokenShard(
-                        tokens_rel.as_posix(),
-                        index_rel.as_posix(),
-                        record["path"],
-                        record["sha256"],
-                        *counts,
-                    )
-                )
-            )
-        splits[split] = shards
-    return splits
+@dataclass(frozen=True)
+class ShardJob:
+    """One task of the ``pretrain_tokens`` stage: the parquet shard ``source`` (relative to the
+    final folder ``folder``), at ``position`` in its split's list in ``manifest.json``, tokenized
+    into ``out_dir`` with the tokenizer file ``tokenizer``."""
+
+    split: str
+    position: int
+    source: str
+    source_sha256: str
+    folder: str
+    out_dir: str
+    tokenizer: str
+    batch_rows: int
+
+
+def shard_jobs(
+    manifest: dict[str, Any], folder: Path, out_dir: Path, tokenizer: Path, batch_rows: int
+) -> list[ShardJob]:
+    """One job per shard that ``manifest`` (``write_pretrain``'s, of ``folder``) lists, in its order."""
+    return [
+        ShardJob(
+            split, position, record["path"], record["sha256"], str(folder), str(out_dir), str(tokenizer), batch_rows
+        )
+        for split in SPLITS
+        for position, record in enumerate(manifest["pretrain"]["splits"][split]["shards"])
+    ]
+
+
+def tokenize_job(job: ShardJob) -> dict[str, Any]:
+    """Tokenize one shard into ``out_dir/exports/tokens/`` (each file written under a temporary
+    name, then renamed); its :class:`TokenShard` record with its split and position."""
+    tokenizer = load_tokenizer(job.tokenizer)
+    out_dir = Path(job.out_dir)
+    tokens_rel, index_rel = shard_files(Path(job.source).stem)
+    (out_dir / TOKENS_DIR).mkdir(parents=True, exist_ok=True)
+    tmp_tokens, tmp_index = (out_dir / f"{p}.tmp" for p in (tokens_rel, index_rel))
+    eos_id = tokenizer.token_to_id(EOS_TOKEN)
+    counts = tokenize_shard(Path(job.folder) / job.source, tmp_tokens, tmp_index, tokenizer, eos_id, job.batch_rows)
+    tmp_tokens.replace(out_dir / tokens_rel)
+    tmp_index.replace(out_dir / index_rel)
+    shard = TokenShard(tokens_rel.as_posix(), index_rel.as_posix(), job.source, job.source_sha256, *counts)
+    return {"split": job.split, "position": job.position, **asdict(shard)}
+
+
+RECORD_SCHEMA = {
+    "split": pl.String,
+    "position": pl.Int64,
+    **{f.name: pl.Int64 if f.type == "int" else pl.String for f in fields(TokenShard)},
+}
+
+
+def token_splits(records: pl.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """Each split's :class:`TokenShard` records (as dicts), in ``manifest.json``'s order, from the
+    jobs' records in any order."""
+    names = [f.name for f in fields(TokenShard)]
+    ordered = records.sort("split", "position")
+    return {split: ordered.filter(pl.col("split") == split).select(names).to_dicts() for split in SPLITS}
 
 
 def tokens_manifest(

@@ -12,6 +12,7 @@ import datasets
 import polars as pl
 import pytest
 from tokenizers import Tokenizer
+from whole_stage import run_whole_here
 
 from recgpt_data.corpus import sample_to_budget, shard_ranges
 from recgpt_data.errors import UsageError
@@ -24,7 +25,7 @@ from recgpt_data.stage import Context
 from recgpt_data.stages.hold_out import HoldOutParams, hold_out_stage
 from recgpt_data.stages.pretrain_documents import DocumentsParams, pretrain_documents_stage
 from recgpt_data.stages.split import SplitParams, split_stage
-from recgpt_data.stages.write_pretrain import WritePretrainParams, write_pretrain_stage
+from recgpt_data.stages.write_pretrain import WritePretrainParams
 
 SEED = 11
 
@@ -52,7 +53,8 @@ def build(inputs: dict[str, pl.DataFrame], out: Path, **write) -> dict:
         DocumentsParams(validation_fraction=0.02),
         ctx,
     )
-    written = write_pretrain_stage(
+    written = run_whole_here(
+        "write_pretrain",
         {"documents": documents.tables["documents"].lazy(), "held_out": held_out},
         WritePretrainParams(shard_rows=500, **write),
         ctx,
@@ -217,8 +219,11 @@ def test_write_fails_when_a_held_out_pair_is_in_the_documents(inputs, tmp_path):
         ctx,
     ).tables["documents"]
     with pytest.raises(AssertionError, match="held-out"):
-        write_pretrain_stage(
-            {"documents": documents.lazy(), "held_out": inputs["held_out"].lazy()}, WritePretrainParams(), ctx
+        run_whole_here(
+            "write_pretrain",
+            {"documents": documents.lazy(), "held_out": inputs["held_out"].lazy()},
+            WritePretrainParams(),
+            ctx,
         )
 
 

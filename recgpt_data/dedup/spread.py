@@ -41,6 +41,7 @@ from recgpt_data.dedup.lsh import NearDuplicateConfig, agreement, band_keys, opt
 from recgpt_data.dedup.minhash import MinHasher
 from recgpt_data.dedup.normalize import word_counts
 from recgpt_data.hashing import fnv1a64
+from recgpt_data.io.parquet import write_scratch
 
 DOC_SCHEMA = {
     "dataset": pl.String,
@@ -55,13 +56,6 @@ PREFIX = 256  # characters of a text that choose its partition (equal texts shar
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 Mapper = Callable[[Callable, Sequence], Iterable]
-
-
-def write_scratch(frame: pl.DataFrame, path: Path) -> None:
-    """Write a file that only later tasks of the same stage read: lz4, the cheapest to write and
-    read back (a failed task fails the stage, whose prepare step starts its folder afresh)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(path, compression="lz4")
 
 
 def partition_of(dataset: pl.Series, text: pl.Series, partitions: int) -> np.ndarray:

@@ -71,6 +71,13 @@ def write_parquet(frame: pl.DataFrame, path: Path, row_group_size: int = 65536) 
     os.replace(tmp, path)
 
 
+def write_scratch(frame: pl.DataFrame, path: Path) -> None:
+    """Write a file that only later tasks of the same stage read: lz4, the cheapest to write and
+    read back (a failed task fails the stage, whose prepare step starts its folder afresh)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(path, compression="lz4")
+
+
 def write_text(text: str, path: Location) -> None:
     """Write ``text`` to ``path`` (a local path or an object-store URL) whole (see
     :func:`recgpt_data.io.storage.write_bytes`)."""

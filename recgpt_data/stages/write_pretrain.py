@@ -1,18 +1,26 @@
 """Stage ``write_pretrain``: the token budget, the global shuffle, the pre-training shards, their
-exports and ``manifest.json`` (:mod:`recgpt_data.corpus`)."""
+exports and ``manifest.json`` (:mod:`recgpt_data.corpus`).
+
+Its prepare step does the work, in tasks on the run's engine (per documents file, one for the
+budget, per shard, per gzip member of the JSON-lines export; see :func:`recgpt_data.corpus.write_corpus`),
+and hands the stage function a one-row record of what it wrote, from which the function writes
+``manifest.json`` and the stage's stats."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 
 import polars as pl
 from pydantic import Field
 
-from recgpt_data.corpus import manifest, require_streaming, write_corpus
-from recgpt_data.io.parquet import write_text
-from recgpt_data.stage import Context, Params, StageOutput, StageStats, count, stage
+from recgpt_data.corpus import Layout, Written, manifest, require_streaming, write_corpus
+from recgpt_data.io.parquet import write_scratch, write_text
+from recgpt_data.stage import Context, Drops, Params, Preparation, Prepared, StageOutput, StageStats, count, stage
 from recgpt_data.tokenizer import tokenizer_sha256
+
+WRITTEN = "pretrain_written"  # the prepare step's record for the stage function: one row, its JSON
 
 
 class WritePretrainParams(Params):
@@ -27,26 +35,20 @@ class WritePretrainParams(Params):
     mds: bool = False
 
 
-@stage(
-    "write_pretrain",
-    params=WritePretrainParams,
-    reads=("documents",),
-    optional_reads=("held_out",),
-    settings=("tokenizer",),
-    version="1",
-)
-def write_pretrain_stage(tables: Mapping[str, pl.LazyFrame], params: WritePretrainParams, ctx: Context) -> StageOutput:
-    """Sample to the token budget, shuffle across sources, write shards, manifest and exports,
-    and prove no held-out interaction is in the written shards. The manifest names the spec's
-    tokenizer, the one ``pretrain_documents`` counted with, and its sha256."""
+def prepare_corpus(prep: Preparation, params: WritePretrainParams, ctx: Context) -> Prepared:
+    """Write the shards and exports into ``ctx.out_dir`` in tasks over the documents files and the
+    shards; the record of what was written is the table :data:`WRITTEN`."""
     if params.mds:
         require_streaming()
-    documents = tables["documents"]
-    stats = StageStats(rows_in={"documents": count(documents)})
+    scratch = prep.scratch / "corpus"
+    shutil.rmtree(scratch, ignore_errors=True)  # what an interrupted attempt left
+    [documents] = prep.buckets["documents"]
+    held_out = prep.buckets["held_out"][0] if "held_out" in prep.buckets else None
     written = write_corpus(
         documents,
-        tables.get("held_out"),
-        ctx,
+        held_out,
+        Layout(str(scratch), str(ctx.out_dir), ctx.seed),
+        prep.map,
         target_tokens=params.target_tokens,
         weights=params.weights,
         shard_rows=params.shard_rows,
@@ -55,9 +57,32 @@ def write_pretrain_stage(tables: Mapping[str, pl.LazyFrame], params: WritePretra
         jsonl=params.jsonl,
         mds=params.mds,
     )
+    path = prep.scratch / f"{WRITTEN}.parquet"
+    write_scratch(pl.DataFrame({"json": [written.to_json()]}), path)
+    return Prepared({WRITTEN: (str(path),)})
+
+
+@stage(
+    "write_pretrain",
+    params=WritePretrainParams,
+    reads=("documents",),
+    optional_reads=("held_out",),
+    settings=("tokenizer",),
+    version="1",
+    prepare=prepare_corpus,
+)
+def write_pretrain_stage(tables: Mapping[str, pl.LazyFrame], params: WritePretrainParams, ctx: Context) -> StageOutput:
+    """``manifest.json`` and the stats of what the prepare step wrote: the shards sampled to the
+    token budget and shuffled across sources, the exports, and the leak check that proved no
+    held-out interaction is in them. The manifest names the spec's tokenizer, the one
+    ``pretrain_documents`` counted with, and its sha256."""
+    written = Written.from_json(tables[WRITTEN].collect()["json"].item())
     tokenizer = {"name": ctx.tokenizer_name, "sha256": tokenizer_sha256(ctx.tokenizer)}
     text = json.dumps(manifest(written, tokenizer, ctx.seed), indent=2, ensure_ascii=False) + "\n"
     write_text(text, ctx.out_dir / "manifest.json")
+    drops = Drops()
+    drops.count("budget_sampled_out", written.sampled_out)
+    stats = StageStats(rows_in={"documents": count(tables["documents"])})
     stats.info.update(
         {
             "shards": {s: len(r) for s, r in written.shards.items()},
@@ -66,4 +91,4 @@ def write_pretrain_stage(tables: Mapping[str, pl.LazyFrame], params: WritePretra
             "exports": written.exports,
         }
     )
-    return StageOutput({}, stats, written.drops)
+    return StageOutput({}, stats, drops)
