@@ -5,7 +5,8 @@ library of the ``pretrain_documents`` and ``write_pretrain`` stages).
 :func:`build_documents` turns each pre-training user's history into chunked, token-counted
 documents. :func:`write_corpus` writes the final folder's ``data/pretrain/train-*.parquet`` and
 ``validation-*.parquet`` and ``exports/pretrain.jsonl.gz`` (and an MDS copy when mosaicml-streaming
-is installed); :func:`manifest` is what ``manifest.json`` says of them.
+is installed) in rounds of tasks on a run's engine, per documents file and per shard (the
+``write_pretrain`` stage's prepare step); :func:`manifest` is what ``manifest.json`` says of them.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ This module owns that layout: the trainer (:mod:`recgpt_train.tokens`) reads the
 text it tokenises in memory with the names and functions here.
 
 It reads the published shards rather than a table, so it runs on the whole folder (it summarises
-the run so far; user buckets do not fit a shuffled order that spans every bucket); the tokenizer's
-batch encoder spreads each batch over the machine's cores.
+the run so far; user buckets do not fit a shuffled order that spans every bucket): each shard is one
+task (:func:`tokenize_job`) on the run's engine, and the tokenizer's batch encoder spreads each
+batch over the task's threads.
 """
 
 from __future__ import annotations

@@ -1,0 +1,75 @@
+"""``write_pretrain`` and ``pretrain_tokens`` run their work as tasks (per documents file, per shard,
+per gzip member, per token shard): the demo and samples builds give the same final folder, byte for
+byte, with one worker and the documents in the spec's user buckets as with two workers and the
+documents in another number of buckets."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+from conftest import CLI, REPO, folder_digests
+
+
+def corpus_spec(name: str, target: Path, shard_rows: int, documents_partitions: int | None) -> Path:
+    """``pipelines/<name>.toml`` with smaller shards (several per split), the token arrays after it,
+    and, where given, ``pretrain_documents`` in ``documents_partitions`` user buckets."""
+    text = (REPO / "pipelines" / f"{name}.toml").read_text(encoding="utf-8")
+    text = re.sub(
+        r"(stage = \"write_pretrain\"\n)params\.shard_rows = \d+\n", rf"\1params.shard_rows = {shard_rows}\n", text
+    )
+    if documents_partitions is not None:
+        text = text.replace(
+            'stage = "pretrain_documents"\n', f'stage = "pretrain_documents"\npartitions = {documents_partitions}\n'
+        )
+    target.write_text(text + '\n[[stages]]\nstage = "pretrain_tokens"\n', encoding="utf-8")
+    return target
+
+
+def rebuild(built: Path, spec: Path, out: Path, *args: str) -> None:
+    """A copy of the built folder ``built`` run again with ``spec`` (what changed reruns)."""
+    shutil.copytree(built, out)
+    done = subprocess.run(
+        [str(CLI), "run", str(spec), "--out", str(out), *args], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def document_files(out: Path) -> int:
+    return len(list((out / ".stages" / "pretrain_documents" / "documents").glob("*.parquet")))
+
+
+@pytest.mark.parametrize(("name", "shard_rows", "partitions"), [("demo", 8, 5), ("samples", 1500, 7)])
+def test_the_corpus_is_the_same_bytes_whatever_the_workers_and_documents_files(
+    name: str, shard_rows: int, partitions: int, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    built: Path = request.getfixturevalue(f"{name}_corpus")
+    one, two = tmp_path / "one", tmp_path / "two"
+    rebuild(built, corpus_spec(name, tmp_path / "one.toml", shard_rows, None), one, "--workers", "1")
+    rebuild(built, corpus_spec(name, tmp_path / "two.toml", shard_rows, partitions), two, "--workers", "2")
+    assert document_files(two) == partitions != document_files(one)
+    manifest = json.loads((one / "manifest.json").read_text())
+    shards = manifest["pretrain"]["splits"]["train"]["shards"]
+    assert len(shards) > 2  # several shards, each its own task
+    assert folder_digests(two) == folder_digests(one)
+    tokens = json.loads((one / "exports" / "tokens" / "manifest.json").read_text())
+    assert [s["source"] for s in tokens["splits"]["train"]] == [s["path"] for s in shards]
+    assert_jsonl_members(two, shards, tmp_path / "hf-cache")
+
+
+def assert_jsonl_members(out: Path, shards: list[dict], cache: Path) -> None:
+    """The JSON-lines export is one gzip member per train shard, joined in shard order: ``gzip`` and
+    ``datasets`` read the file whole, every train text once, in the shards' order."""
+    texts = [t for s in shards for t in pq.read_table(out / s["path"], columns=["text"])["text"].to_pylist()]
+    raw = (out / "exports" / "pretrain.jsonl.gz").read_bytes()
+    assert raw.count(b"\x1f\x8b\x08\x00\x00\x00\x00\x00") == len(shards)  # a header (mtime 0, no name) each
+    assert gzip.decompress(raw) == "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts).encode()
+    loaded = datasets.load_dataset("json", data_files=str(out / "exports" / "pretrain.jsonl.gz"), cache_dir=str(cache))
+    assert loaded["train"]["text"] == texts
