@@ -149,10 +149,10 @@ def throughput(canonical: Path, rounds: int) -> dict:
 
 def memory(canonical: Path, bucket_rows: int) -> dict:
     """Peak RSS above baseline of the bucketed document build and the shard writer (one process)."""
+    from recgpt_data.corpus import Layout, write_corpus
     from recgpt_data.io.parquet import write_parquet
     from recgpt_data.stage import Context
     from recgpt_data.stages.pretrain_documents import DocumentsParams, pretrain_documents_stage
-    from recgpt_data.stages.write_pretrain import WritePretrainParams, write_pretrain_stage
     from recgpt_data.tokenizer import load_tokenizer
 
     load_tokenizer()
@@ -169,20 +169,17 @@ def memory(canonical: Path, bucket_rows: int) -> dict:
     parts = []
     for index in range(buckets):
         part = interactions.filter(in_bucket(index, buckets)).collect(engine="streaming")
-        documents = pretrain_documents_stage(
-            {"interactions": part.lazy(), "items": items}, DocumentsParams(), context
-        )
+        documents = pretrain_documents_stage({"interactions": part.lazy(), "items": items}, DocumentsParams(), context)
         path = out / "documents" / f"part-{index:05d}.parquet"
         write_parquet(documents.tables["documents"], path)
         parts.append(path)
         del part, documents
-    written = write_pretrain_stage(
-        {"documents": pl.scan_parquet(parts)}, WritePretrainParams(shard_bytes=32 * 1024 * 1024), context
-    )
+    layout = Layout(str(context.scratch), str(context.out_dir), context.seed)
+    written = write_corpus([str(p) for p in parts], None, layout, map, shard_bytes=32 * 1024 * 1024)
     return {
         "events": rows,
         "buckets": buckets,
-        "shards": written.stats.info["shards"],
+        "shards": {split: len(records) for split, records in written.shards.items()},
         "seconds": round(time.perf_counter() - started, 1),
         "baseline_mb": round(baseline / 2**20, 1),
         "peak_above_baseline_mb": round((peak_rss_bytes() - baseline) / 2**20, 1),
