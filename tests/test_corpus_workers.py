@@ -19,25 +19,32 @@ from conftest import CLI, REPO, folder_digests
 
 
 def corpus_spec(name: str, target: Path, shard_rows: int, documents_partitions: int | None) -> Path:
-    """``pipelines/<name>.toml`` with smaller shards (several per split), the token arrays after it,
-    and, where given, ``pretrain_documents`` in ``documents_partitions`` user buckets."""
+    """``pipelines/<name>.toml`` with smaller shards (several per split), the token arrays right after
+    them, and, where given, ``pretrain_documents`` in ``documents_partitions`` user buckets."""
     text = (REPO / "pipelines" / f"{name}.toml").read_text(encoding="utf-8")
-    text = re.sub(
-        r"(stage = \"write_pretrain\"\n)params\.shard_rows = \d+\n", rf"\1params.shard_rows = {shard_rows}\n", text
+    text, found = re.subn(
+        r"(stage = \"write_pretrain\"\n)params\.shard_rows = \d+\n",
+        rf'\1params.shard_rows = {shard_rows}\n\n[[stages]]\nstage = "pretrain_tokens"\n',
+        text,
     )
+    assert found == 1
     if documents_partitions is not None:
         text = text.replace(
             'stage = "pretrain_documents"\n', f'stage = "pretrain_documents"\npartitions = {documents_partitions}\n'
         )
-    target.write_text(text + '\n[[stages]]\nstage = "pretrain_tokens"\n', encoding="utf-8")
+    target.write_text(text, encoding="utf-8")
     return target
 
 
 def rebuild(built: Path, spec: Path, out: Path, *args: str) -> None:
-    """A copy of the built folder ``built`` run again with ``spec`` (what changed reruns)."""
+    """A copy of the built folder ``built`` run again with ``spec`` through ``pretrain_tokens`` (what
+    changed reruns; the stages after it are not run)."""
     shutil.copytree(built, out)
     done = subprocess.run(
-        [str(CLI), "run", str(spec), "--out", str(out), *args], capture_output=True, text=True, timeout=600
+        [str(CLI), "run", str(spec), "--out", str(out), "--until", "pretrain_tokens", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
 
@@ -51,9 +58,10 @@ def test_the_corpus_is_the_same_bytes_whatever_the_workers_and_documents_files(
     name: str, shard_rows: int, partitions: int, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     built: Path = request.getfixturevalue(f"{name}_corpus")
+    shared = ("--var", f"shared={request.getfixturevalue('shared')}") if name == "samples" else ()
     one, two = tmp_path / "one", tmp_path / "two"
-    rebuild(built, corpus_spec(name, tmp_path / "one.toml", shard_rows, None), one, "--workers", "1")
-    rebuild(built, corpus_spec(name, tmp_path / "two.toml", shard_rows, partitions), two, "--workers", "2")
+    rebuild(built, corpus_spec(name, tmp_path / "one.toml", shard_rows, None), one, "--workers", "1", *shared)
+    rebuild(built, corpus_spec(name, tmp_path / "two.toml", shard_rows, partitions), two, "--workers", "2", *shared)
     assert document_files(two) == partitions != document_files(one)
     manifest = json.loads((one / "manifest.json").read_text())
     shards = manifest["pretrain"]["splits"]["train"]["shards"]
