@@ -14,7 +14,6 @@ from pathlib import Path
 
 import datasets
 import pyarrow.parquet as pq
-import pytest
 from conftest import CLI, REPO, folder_digests
 
 
@@ -53,23 +52,31 @@ def document_files(out: Path) -> int:
     return len(list((out / ".stages" / "pretrain_documents" / "documents").glob("*.parquet")))
 
 
-@pytest.mark.parametrize(("name", "shard_rows", "partitions"), [("demo", 8, 5), ("samples", 1500, 7)])
-def test_the_corpus_is_the_same_bytes_whatever_the_workers_and_documents_files(
-    name: str, shard_rows: int, partitions: int, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    built: Path = request.getfixturevalue(f"{name}_corpus")
-    shared = ("--var", f"shared={request.getfixturevalue('shared')}") if name == "samples" else ()
+def assert_same_bytes(built: Path, name: str, shard_rows: int, partitions: int, tmp_path: Path, *args: str) -> None:
+    """``built`` rerun with several shards a split, with one worker and the spec's user buckets and
+    with two workers and ``documents`` in ``partitions`` files: the same final folder."""
     one, two = tmp_path / "one", tmp_path / "two"
-    rebuild(built, corpus_spec(name, tmp_path / "one.toml", shard_rows, None), one, "--workers", "1", *shared)
-    rebuild(built, corpus_spec(name, tmp_path / "two.toml", shard_rows, partitions), two, "--workers", "2", *shared)
+    rebuild(built, corpus_spec(name, tmp_path / "one.toml", shard_rows, None), one, "--workers", "1", *args)
+    rebuild(built, corpus_spec(name, tmp_path / "two.toml", shard_rows, partitions), two, "--workers", "2", *args)
     assert document_files(two) == partitions != document_files(one)
-    manifest = json.loads((one / "manifest.json").read_text())
-    shards = manifest["pretrain"]["splits"]["train"]["shards"]
+    shards = json.loads((one / "manifest.json").read_text())["pretrain"]["splits"]["train"]["shards"]
     assert len(shards) > 2  # several shards, each its own task
     assert folder_digests(two) == folder_digests(one)
     tokens = json.loads((one / "exports" / "tokens" / "manifest.json").read_text())
     assert [s["source"] for s in tokens["splits"]["train"]] == [s["path"] for s in shards]
     assert_jsonl_members(two, shards, tmp_path / "hf-cache")
+
+
+def test_the_demo_corpus_is_the_same_bytes_whatever_the_workers_and_documents_files(
+    demo_corpus: Path, tmp_path: Path
+) -> None:
+    assert_same_bytes(demo_corpus, "demo", 8, 5, tmp_path)
+
+
+def test_the_samples_corpus_is_the_same_bytes_whatever_the_workers_and_documents_files(
+    samples_corpus: Path, shared: Path, tmp_path: Path
+) -> None:
+    assert_same_bytes(samples_corpus, "samples", 1500, 3, tmp_path, "--var", f"shared={shared}")
 
 
 def assert_jsonl_members(out: Path, shards: list[dict], cache: Path) -> None:
