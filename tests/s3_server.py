@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,8 @@ BUCKET = "recgpt-test"
 @contextmanager
 def moto_s3() -> Iterator[dict[str, str]]:
     """A fresh moto server on 127.0.0.1 while the block runs: the AWS settings that reach it (the
-    endpoint, dummy credentials, the region), for a process's environment."""
+    endpoint, dummy credentials, the region), for a process's environment. moto keeps its buckets
+    in this process, shared by every server it starts, so they are reset when the block ends."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -34,6 +36,8 @@ def moto_s3() -> Iterator[dict[str, str]]:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     finally:
+        reset = urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST")
+        urllib.request.urlopen(reset, timeout=10).close()
         server.stop()
 
 
