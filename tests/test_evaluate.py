@@ -10,10 +10,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from p5_stage import run_p5_benchmark
 
 from recgpt_data.ingest import ingest
 from recgpt_data.stage import Context
-from recgpt_data.stages.p5_benchmark import P5BenchmarkParams, p5_benchmark_stage
+from recgpt_data.stages.p5_benchmark import P5BenchmarkParams
 from recgpt_train.evaluate import (
     Catalogue,
     FileGenerator,
@@ -35,7 +36,7 @@ def benchmark(shared, tmp_path_factory) -> Path:
     raw = shared / "amazon2014"
     ingest("amazon2014", [raw / "reviews_Digital_Music_5.json.gz", raw / "meta_Digital_Music.json.gz"], tables)
     out = tmp_path_factory.mktemp("corpus")
-    p5_benchmark_stage(
+    run_p5_benchmark(
         {
             "interactions": pl.scan_parquet(tables / "interactions" / "**" / "*.parquet"),
             "items": pl.scan_parquet(tables / "items" / "**" / "*.parquet"),

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from p5_stage import run_p5_benchmark
 
 from recgpt_data.errors import UsageError
 from recgpt_data.ingest import ingest
@@ -32,7 +33,7 @@ from recgpt_data.schema import empty
 from recgpt_data.split import drop_held_out
 from recgpt_data.stage import Context
 from recgpt_data.stages.load_p5 import LoadP5Params, load_p5_stage
-from recgpt_data.stages.p5_benchmark import P5BenchmarkParams, p5_benchmark_stage
+from recgpt_data.stages.p5_benchmark import P5BenchmarkParams
 
 INSTRUMENTS = "amazon2014/Musical_Instruments"
 MUSIC = "amazon2014/Digital_Music"
@@ -217,7 +218,7 @@ def test_benchmark_stage_writes_p5_files_and_prompts(shared, canonical, tmp_path
     ctx = Context(seed=5, out_dir=tmp_path / "a")
     absent = tmp_path / "rating_splits_augmented.pkl"
     params = P5BenchmarkParams(benchmarks=[{"name": "music", "dataset": MUSIC, "rating_splits": str(absent)}])
-    output = p5_benchmark_stage({"interactions": canonical[0].lazy(), "items": canonical[1].lazy()}, params, ctx)
+    output = run_p5_benchmark({"interactions": canonical[0].lazy(), "items": canonical[1].lazy()}, params, ctx)
     folder = tmp_path / "a" / "eval" / "music"
     assert output.stats.info["warnings"] == [f"music: no {absent}; rating split redrawn"]
     assert json.loads((folder / "summary.json").read_text())["rating_split_from"].startswith("redrawn here")
@@ -241,7 +242,7 @@ def test_benchmark_stage_writes_p5_files_and_prompts(shared, canonical, tmp_path
     assert ratings and all(r["prompt"].endswith("; Rating:\n\n### Response:") for r in ratings)
     assert all(r["response"] == f"{r['target_rating']}/5.0" for r in ratings)
 
-    p5_benchmark_stage(
+    run_p5_benchmark(
         {"interactions": canonical[0].lazy(), "items": canonical[1].lazy()},
         params,
         Context(seed=5, out_dir=tmp_path / "b"),
@@ -311,7 +312,7 @@ def test_benchmark_takes_p5s_official_rating_split_and_holds_out_all_of_it(share
     users, items, sequences = plain_p5(shared / "amazon2014" / "reviews_Digital_Music_5.json.gz")
     in_core = Counter((users[u], items[i - 1]) for u, seq in enumerate(sequences) for i in seq)
     spec = {"name": "music", "dataset": MUSIC, "rating_splits": str(tmp_path / "rating_splits_augmented.pkl")}
-    output = p5_benchmark_stage(
+    output = run_p5_benchmark(
         {"interactions": canonical[0].lazy(), "items": canonical[1].lazy()},
         P5BenchmarkParams(benchmarks=[spec]),
         Context(seed=5, out_dir=tmp_path / "out"),

@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+from tokenizers import Tokenizer
 
 from recgpt_data.instruct.templates import TASKS
 from recgpt_data.io.parquet import write_parquet, write_text
-from recgpt_data.p5 import HELD_OUT
-from recgpt_data.p5.prompts import benchmark_prompts, catalogue, rendered_events
+from recgpt_data.io.text import AtomicTextWriter
+from recgpt_data.p5 import HELD_OUT, TEST, VALIDATION
+from recgpt_data.p5.prompts import benchmark_items, benchmark_prompts, catalogue, rendered_events, user_chunks
 from recgpt_data.p5.splits import (
     DATAMAPS_FILE,
     SEQUENTIAL_FILE,
@@ -29,6 +34,7 @@ from recgpt_data.p5.splits import (
     sequential_text,
 )
 from recgpt_data.stage import Drops, StageOutput, StageStats
+from recgpt_data.tokenizer import load_tokenizer
 
 OFFICIAL = "P5's official rating_splits_augmented.pkl"
 REDRAWN = "redrawn here (seeded 80/10/10), not P5's: its rating_splits_augmented.pkl was not given"
@@ -47,6 +53,10 @@ EVENT_COLUMNS = (
 )
 
 
+PROMPTS_FOLDER = "prompts"
+PROMPT_FILES = tuple(f"{task}_{split}" for task in TASKS for split in (VALIDATION, TEST))  # prompts/<name>.jsonl
+
+
 def write_benchmark(
     folder: Path,
     split: P5Split,
@@ -58,36 +68,93 @@ def write_benchmark(
     rating_split_from: str,
 ) -> tuple[dict, Drops]:
     """Write one benchmark's files under ``folder``; returns its summary, which says where its
-    rating split came from (``rating_split_from``), and the prompts it could not write, by reason."""
+    rating split came from (``rating_split_from``), and the prompts it could not write, by reason.
+    (The ``p5_benchmark`` stage writes the same files in tasks: :mod:`recgpt_data.p5.tasks`.)"""
+    write_split_files(folder, split, events)
+    written = write_prompts(folder, events, benchmark_items(events, items), name, max_tokens, load_tokenizer(tokenizer))
+    summary = write_summary(folder, split_summary(split, events), written.counts, written.shown, rating_split_from)
+    return summary, written.left_out
+
+
+def write_split_files(folder: Path, split: P5Split, events: pl.DataFrame) -> None:
+    """P5's ``sequential_data.txt`` and ``datamaps.json`` of ``split``, and ``interactions.parquet``."""
     write_text(sequential_text(split), folder / SEQUENTIAL_FILE)
     write_text(json.dumps(datamaps(split), ensure_ascii=False) + "\n", folder / DATAMAPS_FILE)
     write_parquet(events.select([c for c in EVENT_COLUMNS if c in events.columns]), folder / "interactions.parquet")
-    rendered = rendered_events(events, items)
-    items_table = catalogue(rendered)
-    write_parquet(items_table, folder / "items.parquet")
-    prompts, left_out = benchmark_prompts(rendered, name, max_tokens, tokenizer)
-    counts: dict[str, int] = {}
-    for task in TASKS:
-        for split_name in ("validation", "test"):
-            chosen = prompts.filter((pl.col("task") == task) & (pl.col("split") == split_name))
-            lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in chosen.iter_rows(named=True))
-            if chosen.height:
-                write_text(lines, folder / "prompts" / f"{task}_{split_name}.jsonl")
-            counts[f"{task}_{split_name}"] = chosen.height
-    summary = {
-        **{c: events[c][0] for c in ("source", "dataset") if c in events.columns},  # for the licence check
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    """What a benchmark's ``summary.json`` says of its split: ``head`` (its source and dataset, for
+    the licence check, and its users, items and interactions) and ``splits`` (events per split)."""
+
+    head: dict[str, Any]
+    splits: dict[str, dict[str, int]]
+
+
+def split_summary(split: P5Split, events: pl.DataFrame) -> SplitSummary:
+    """The :class:`SplitSummary` of a benchmark's split and events."""
+    head = {
+        **{c: events[c][0] for c in ("source", "dataset") if c in events.columns},
         "users": len(split.users),
         "items": len(split.items),
         "interactions": split.interactions,
+    }
+    splits = {
+        column: dict(sorted(events[column].value_counts().iter_rows()))
+        for column in ("sequential_split", "rating_split")
+        if column in events.columns
+    }
+    return SplitSummary(head, splits)
+
+
+@dataclass
+class PromptsWritten:
+    """What :func:`write_prompts` wrote: prompts per file (:data:`PROMPT_FILES`), those it could not
+    write by reason, and each event's item and response-fields line (for the catalogue)."""
+
+    counts: dict[str, int]
+    left_out: Drops
+    shown: pl.DataFrame
+
+
+def write_prompts(
+    folder: Path, events: pl.DataFrame, items: pl.DataFrame, name: str, max_tokens: int, encoder: Tokenizer
+) -> PromptsWritten:
+    """Render ``events`` (whole users, in user then position order) with ``items``
+    (:func:`~recgpt_data.p5.prompts.benchmark_items`) a slice of users at a time and write their
+    prompts under ``folder/prompts/``, each as it is made (a file only where there are prompts)."""
+    left_out, shown, counts = Drops(), [], dict.fromkeys(PROMPT_FILES, 0)
+    with ExitStack() as files:
+        writers: dict[str, AtomicTextWriter] = {}
+        for chunk in user_chunks(events):
+            rendered = rendered_events(chunk, items)
+            shown.append(rendered.select("item_index", "item_id", "__short"))
+            for row in benchmark_prompts(rendered, name, encoder, max_tokens, left_out):
+                key = f"{row['task']}_{row['split']}"
+                if key not in writers:
+                    writers[key] = files.enter_context(AtomicTextWriter(folder / PROMPTS_FOLDER / f"{key}.jsonl"))
+                writers[key].write(json.dumps(row, ensure_ascii=False) + "\n")
+                counts[key] += 1
+    return PromptsWritten(counts, left_out, pl.concat(shown))
+
+
+def write_summary(
+    folder: Path, split: SplitSummary, counts: dict[str, int], shown: pl.DataFrame, rating_split_from: str
+) -> dict:
+    """Write the item catalogue (``items.parquet``, from the events' ``shown`` lines) and
+    ``summary.json``; returns the summary."""
+    items_table = catalogue(shown)
+    write_parquet(items_table, folder / "items.parquet")
+    summary = {
+        **split.head,
         "items_without_text": int((items_table["line"] == "").sum()),
         "prompts": counts,
         "rating_split_from": rating_split_from,
+        **split.splits,
     }
-    for column in ("sequential_split", "rating_split"):
-        if column in events.columns:
-            summary[column] = dict(sorted(events[column].value_counts().iter_rows()))
     write_text(json.dumps(summary, indent=2) + "\n", folder / "summary.json")
-    return summary, left_out
+    return summary
 
 
 def benchmark_output(

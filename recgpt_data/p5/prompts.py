@@ -12,7 +12,7 @@ with its response-fields line) is what generations are matched against.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 
 import polars as pl
 from tokenizers import Tokenizer
@@ -20,7 +20,6 @@ from tokenizers import Tokenizer
 from recgpt_data.histories import unique_items
 from recgpt_data.instruct.pairs import render_events
 from recgpt_data.instruct.templates import (
-    MAX_TOKENS,
     NEXT_ITEM,
     RATING,
     Pair,
@@ -31,35 +30,24 @@ from recgpt_data.instruct.templates import (
 )
 from recgpt_data.p5.splits import TEST, VALIDATION
 from recgpt_data.stage import Drops
-from recgpt_data.tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
-PROMPTS: dict[str, pl.DataType] = {
-    "benchmark": pl.String(),
-    "task": pl.String(),
-    "split": pl.String(),
-    "user_id": pl.String(),
-    "item_id": pl.String(),
-    "user_index": pl.Int64(),
-    "item_index": pl.Int64(),
-    "prompt": pl.String(),
-    "response": pl.String(),
-    "target_rating": pl.Float64(),
-    "rating_max": pl.Float64(),
-    "seen_item_ids": pl.List(pl.String()),
-    "num_history": pl.Int64(),
-}
 CATALOGUE: dict[str, pl.DataType] = {"item_index": pl.Int64(), "item_id": pl.String(), "line": pl.String()}
 EVENT_COLUMNS = ("source", "dataset", "user_id", "item_id", "rating", "rating_max", "review_text")
 
 
-def rendered_events(events: pl.DataFrame, items: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """A benchmark's events (in user, position order) joined with their items and rendered."""
+def benchmark_items(events: pl.DataFrame, items: pl.LazyFrame) -> pl.DataFrame:
+    """The item rows a benchmark's events render (:func:`~recgpt_data.histories.unique_items` of
+    the items they name): only those are read into memory."""
+    return unique_items(items, events.select("dataset", "item_id").unique()).collect()
+
+
+def rendered_events(events: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
+    """A benchmark's events (in user, position order) joined with their items
+    (:func:`benchmark_items`) and rendered."""
     present = set(events.columns)
     extra = [pl.lit(None, pl.Float64).alias(c) for c in ("rating", "rating_max") if c not in present]
     extra += [pl.lit(None, pl.String).alias("review_text")] if "review_text" not in present else []
-    joined = events.with_columns(extra).join(
-        unique_items(items).collect(), on=["dataset", "item_id"], how="left", maintain_order="left"
-    )
+    joined = events.with_columns(extra).join(items, on=["dataset", "item_id"], how="left", maintain_order="left")
     return render_events(joined)
 
 
@@ -74,42 +62,78 @@ def catalogue(rendered: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+CHUNK_ROWS = 50_000  # events rendered and prompted at a time (whole users), bounding the rendered lines held
+
+
+def user_chunks(events: pl.DataFrame, rows: int = CHUNK_ROWS) -> Iterator[pl.DataFrame]:
+    """``events`` (each user's rows together, in user then position order) in slices of whole
+    users of about ``rows`` rows each."""
+    start = end = 0
+    for length in events["user_index"].rle().struct.field("len").to_list():
+        end += length
+        if end - start >= rows:
+            yield events.slice(start, end - start)
+            start = end
+    if end > start:
+        yield events.slice(start, end - start)
+
+
+class HistoryCosts(Sequence[int]):
+    """The token costs (:func:`~recgpt_data.instruct.templates.line_costs`) of a history: ``lines[i]``
+    for each ``i`` of ``shown``. A cost is encoded when first read, with the costs just before it in
+    one batch (growing, latest lines first), into ``cache`` (line index -> cost, shared by one user's
+    prompts of a task): a prompt's budget reads only the latest lines of a long history, so the lines
+    it never reaches are never encoded."""
+
+    def __init__(self, encoder: Tokenizer, lines: list[str], shown: list[int], cache: dict[int, int]):
+        self.encoder, self.lines, self.shown, self.cache = encoder, lines, shown, cache
+        self.batch = 8
+
+    def __len__(self) -> int:
+        return len(self.shown)
+
+    def __getitem__(self, k: int) -> int:  # type: ignore[override]
+        line = self.shown[k]
+        if line not in self.cache:
+            k %= len(self.shown)
+            missing = [i for i in self.shown[max(0, k - self.batch + 1) : k + 1] if i not in self.cache]
+            self.cache.update(zip(missing, line_costs(self.encoder, [self.lines[i] for i in missing]), strict=True))
+            self.batch *= 2
+        return self.cache[line]
+
+
+PROMPT_COLUMNS = [
+    "user_id",
+    "user_index",
+    "item_id",
+    "item_index",
+    "sequential_split",
+    "__short",
+    "__full",
+    "__unrated",
+    "__rating",
+    "__noun",
+    "__rating_pairs",
+    "rating",
+    "rating_max",
+]
+
+
 def benchmark_prompts(
-    rendered: pl.DataFrame,
-    benchmark: str,
-    max_tokens: int = MAX_TOKENS,
-    tokenizer: Path = DEFAULT_TOKENIZER,
-) -> tuple[pl.DataFrame, Drops]:
+    rendered: pl.DataFrame, benchmark: str, encoder: Tokenizer, max_tokens: int, left_out: Drops
+) -> Iterator[dict]:
     """Next-item prompts (sequential validation and test) and rating prompts (rating validation and
-    test) of a rendered benchmark, in user then position order; and the prompts it could not write,
-    by reason."""
-    encoder = load_tokenizer(tokenizer)
-    left_out = Drops()
-    rows: list[dict] = []
+    test) of rendered events (each user's rows together, in user then position order), as
+    :data:`PROMPTS` records, user by user; the prompts it cannot write are counted in ``left_out``."""
     has_ratings = "rating_split" in rendered.columns
-    columns = [
-        "user_id",
-        "user_index",
-        "item_id",
-        "item_index",
-        "sequential_split",
-        "__short",
-        "__full",
-        "__unrated",
-        "__rating",
-        "__noun",
-        "__rating_pairs",
-        "rating",
-        "rating_max",
-    ]
-    columns += ["rating_split"] if has_ratings else []
-    for _, user in rendered.select(columns).group_by("user_index", maintain_order=True):
-        events = user.to_dicts()
-        rows.extend(next_item_prompts(events, benchmark, encoder, max_tokens, left_out))
-        if has_ratings and events[0]["__rating_pairs"]:
-            rows.extend(rating_prompts(events, benchmark, encoder, max_tokens, left_out))
-    prompts = pl.DataFrame(rows, schema=PROMPTS, orient="row") if rows else pl.DataFrame(schema=PROMPTS)
-    return prompts, left_out
+    events = rendered.select(PROMPT_COLUMNS + (["rating_split"] if has_ratings else [])).to_dicts()
+    start = 0
+    for length in rendered["user_index"].rle().struct.field("len").to_list():
+        user = events[start : start + length]
+        start += length
+        yield from next_item_prompts(user, benchmark, encoder, max_tokens, left_out)
+        if has_ratings and user[0]["__rating_pairs"]:
+            yield from rating_prompts(user, benchmark, encoder, max_tokens, left_out)
 
 
 def next_item_prompts(
@@ -118,7 +142,7 @@ def next_item_prompts(
     """The sequential validation and test prompts of one user's events; those it cannot write are
     counted in ``left_out``."""
     rows = []
-    costs = line_costs(encoder, [e["__short"] or "" for e in events])
+    lines, cache = [e["__short"] or "" for e in events], {}
     for position, event in enumerate(events):
         if event["sequential_split"] not in (VALIDATION, TEST):
             continue
@@ -128,8 +152,8 @@ def next_item_prompts(
         before = events[:position]
         shown = [i for i, e in enumerate(before) if e["__short"]]
         builder = PairBuilder(NEXT_ITEM, event["__noun"], event["__short"])
-        lines = [before[i]["__short"] for i in shown]
-        fitted = fit_lines(builder, lines, encoder, max_tokens, [costs[i] for i in shown])
+        costs = HistoryCosts(encoder, lines, shown, cache)
+        fitted = fit_lines(builder, [lines[i] for i in shown], encoder, max_tokens, costs)
         if fitted is None:
             left_out.count(f"{NEXT_ITEM}:no_history", 1)
             continue
@@ -144,7 +168,7 @@ def rating_prompts(
     """The rating validation and test prompts of one user's events; those it cannot write are
     counted in ``left_out``."""
     rows = []
-    costs = line_costs(encoder, [e["__full"] or "" for e in events])
+    lines, cache = [e["__full"] or "" for e in events], {}
     for position, event in enumerate(events):
         split = event["rating_split"]
         if split not in (VALIDATION, TEST):
@@ -155,10 +179,10 @@ def rating_prompts(
         before = events[:position]
         shown = [i for i, e in enumerate(before) if e["__full"] and e["rating_split"] not in (VALIDATION, TEST)]
         builder = PairBuilder(RATING, event["__noun"], event["__unrated"] or "", event["__rating"])
-        lines = [before[i]["__full"] for i in shown]
+        costs = HistoryCosts(encoder, lines, shown, cache)
         fitted = (
-            fit_lines(builder, lines, encoder, max_tokens, [costs[i] for i in shown])
-            if lines
+            fit_lines(builder, [lines[i] for i in shown], encoder, max_tokens, costs)
+            if shown
             else alone(builder, encoder, max_tokens)
         )
         if fitted is None:
@@ -176,7 +200,8 @@ def alone(builder: PairBuilder, encoder: Tokenizer, max_tokens: int) -> tuple[Pa
 
 
 def prompt_row(benchmark: str, task: str, split: str, event: dict, pair: Pair, kept: int, before: list[dict]) -> dict:
-    """One prompt record: ids, the pair, the target rating and the items seen before the target."""
+    """One prompt record: ids (raw and P5's), the pair, the target rating (float; none for next-item
+    prompts), the rating scale, the items seen before the target and how many history lines it kept."""
     return {
         "benchmark": benchmark,
         "task": task,

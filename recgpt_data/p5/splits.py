@@ -155,11 +155,10 @@ def rating_split(events: pl.DataFrame, seed: int, fractions: tuple[float, float,
     n = events.height
     n_train = round(n * fractions[0])
     n_valid = round(n * fractions[1])
-    labels = [TRAIN] * n_train + [VALIDATION] * n_valid + [TEST] * (n - n_train - n_valid)
-    by_row = [""] * n
-    for label, row in zip(labels, order.to_list(), strict=True):
-        by_row[row] = label
-    return pl.Series("rating_split", by_row, dtype=pl.String)
+    rank = pl.col("rank")  # each row's place in the draw order
+    label = pl.when(rank < n_train).then(pl.lit(TRAIN)).when(rank < n_train + n_valid).then(pl.lit(VALIDATION))
+    ranked = pl.DataFrame({"rank": order.arg_sort()})
+    return ranked.select(label.otherwise(pl.lit(TEST)).alias("rating_split")).to_series()
 
 
 def fix_leaks(events: pl.DataFrame) -> tuple[pl.DataFrame, Drops]:

@@ -1,8 +1,10 @@
 """Stage ``p5_benchmark``: benchmarks built P5's way from the canonical tables, written under
-``eval/<name>/``, their held-out interactions emitted (:mod:`recgpt_data.p5`)."""
+``eval/<name>/``, their held-out interactions emitted (:mod:`recgpt_data.p5`). The benchmarks are
+built in the prepare step's tasks (:mod:`recgpt_data.p5.tasks`), each reading only its dataset."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -11,11 +13,13 @@ from pydantic import Field, model_validator
 
 from recgpt_data.instruct.templates import MAX_TOKENS
 from recgpt_data.names import SafeName
-from recgpt_data.p5.build import OFFICIAL, REDRAWN, benchmark_output, write_benchmark
-from recgpt_data.p5.ratings import held_out_with_records, read_rating_splits
-from recgpt_data.p5.splits import build_benchmark, held_out_rows
+from recgpt_data.p5.build import benchmark_output
+from recgpt_data.p5.tasks import BenchmarkJob, ChunkDone, ChunkJob, FinishJob, build, finish, prompt_chunk
 from recgpt_data.pipeline.spec import resolve_path
-from recgpt_data.stage import Context, Drops, Params, RawPath, StageOutput, StageStats, stage
+from recgpt_data.stage import Context, Drops, Params, Preparation, Prepared, RawPath, StageOutput, StageStats, stage
+
+BENCHMARK_HELD_OUT = "p5_benchmark_held_out"  # the prepare step's tables the stage function reads
+BENCHMARK_RECORDS = "p5_benchmark_records"
 
 
 class BenchmarkSpec(Params):
@@ -47,6 +51,52 @@ class P5BenchmarkParams(Params):
         return tuple(b.dataset for b in self.benchmarks)
 
 
+def prepare_p5(prep: Preparation, params: P5BenchmarkParams, ctx: Context) -> Prepared:
+    """Build and write the benchmarks in tasks (:mod:`recgpt_data.p5.tasks`): one per benchmark, then
+    one per chunk of a benchmark's users for its prompts, then one per benchmark to finish its
+    folder; the driver only plans. The stage function reads their held-out rows and records."""
+    jobs = []
+    for index, spec in enumerate(params.benchmarks):
+        path = resolve_path(spec.rating_splits, ctx.spec_dir) if spec.rating_splits else None
+        present = path is not None and path.is_file()
+        jobs.append(
+            BenchmarkJob(
+                name=spec.name,
+                dataset=spec.dataset,
+                k=spec.k,
+                start=spec.start,
+                end=spec.end,
+                fractions=spec.rating_fractions,
+                rating_splits=path if present else None,
+                warning=f"{spec.name}: no {path}; rating split redrawn" if path is not None and not present else None,
+                seed=ctx.seed,
+                max_tokens=params.max_tokens,
+                tokenizer=ctx.tokenizer,
+                interactions=prep.buckets["interactions"][0],
+                items=prep.buckets["items"][0],
+                folder=ctx.out_dir / "eval" / spec.name,
+                scratch=prep.scratch / f"{index:03d}",
+            )
+        )
+    built = {done.name: done for done in prep.map(build, jobs)}  # results come in any order
+    chunks = [
+        ChunkJob(job, number, offset, rows)
+        for job in jobs
+        for number, (offset, rows) in enumerate(built[job.name].chunks)
+    ]
+    done: dict[str, list[ChunkDone]] = {job.name: [] for job in jobs}
+    for chunk in prep.map(prompt_chunk, chunks):
+        done[chunk.name].append(chunk)
+    finishing = [FinishJob(job, built[job.name], tuple(sorted(done[job.name], key=lambda c: c.number))) for job in jobs]
+    list(prep.map(finish, finishing))
+    return Prepared(
+        {
+            BENCHMARK_HELD_OUT: tuple(str(job.held_out) for job in jobs),
+            BENCHMARK_RECORDS: tuple(str(job.record) for job in jobs),
+        }
+    )
+
+
 @stage(
     "p5_benchmark",
     params=P5BenchmarkParams,
@@ -55,47 +105,22 @@ class P5BenchmarkParams(Params):
     writes=("held_out",),
     settings=("tokenizer",),
     version="3",
+    prepare=prepare_p5,
 )
 def p5_benchmark_stage(tables: Mapping[str, pl.LazyFrame], params: P5BenchmarkParams, ctx: Context) -> StageOutput:
-    """Build each benchmark P5's way, write ``eval/<name>/`` and emit its held-out interactions.
+    """The benchmarks' held-out interactions after any an earlier stage wrote, and their stats, from
+    what the prepare step's tasks wrote (each benchmark built P5's way under ``eval/<name>/``).
 
     The rows a benchmark leaves out of its own copy of the data (k-core, leak fix, prompts that
     cannot be written) are not dropped from the corpus: they are counted under
     ``info["left_out_of_benchmarks"]``, not as the stage's drops."""
     stats, left_out = StageStats(), Drops()
-    frames = []
-    for spec in params.benchmarks:
-        path = resolve_path(spec.rating_splits, ctx.spec_dir) if spec.rating_splits else None
-        official = read_rating_splits(path) if path is not None and path.is_file() else None
-        if path is not None and official is None:
-            stats.info.setdefault("warnings", []).append(f"{spec.name}: no {path}; rating split redrawn")
-        built = build_benchmark(
-            tables["interactions"],
-            spec.dataset,
-            spec.k,
-            spec.start,
-            spec.end,
-            ctx.seed,
-            spec.rating_fractions,
-            official.records if official else None,
-        )
-        left_out.update(built.left_out)
-        stats.info["kcore_rounds"] = built.kcore_rounds
-        items = tables["items"].filter(pl.col("dataset") == spec.dataset)
-        stats.info[spec.name], unwritten = write_benchmark(
-            ctx.out_dir / "eval" / spec.name,
-            built.split,
-            built.events,
-            items,
-            spec.name,
-            params.max_tokens,
-            ctx.tokenizer,
-            OFFICIAL if official else REDRAWN,
-        )
-        left_out.update(unwritten)
-        held = held_out_rows(built.events, spec.name, spec.dataset)
-        if official:
-            stats.info[spec.name]["official_reviews"] = {**official.counts(), **built.rating_matches}
-            held = held_out_with_records(held, official.records, spec.name, spec.dataset)
-        frames.append(held)
-    return benchmark_output(tables, frames, stats, left_out)
+    for name, text in tables[BENCHMARK_RECORDS].collect().iter_rows():
+        record = json.loads(text)
+        if record["warning"]:
+            stats.info.setdefault("warnings", []).append(record["warning"])
+        stats.info["kcore_rounds"] = record["kcore_rounds"]
+        stats.info[name] = record["summary"]
+        for reason, n in record["left_out"].items():
+            left_out.count(reason, n)
+    return benchmark_output(tables, [tables[BENCHMARK_HELD_OUT].collect()], stats, left_out)

@@ -1,0 +1,209 @@
+"""The ``p5_benchmark`` stage's work as tasks on the run's engine, in three rounds:
+
+1. :func:`build` (a task per benchmark): reads only its dataset's interactions (the filter pushed
+   into the parquet scan), builds the benchmark (k-core, numbering, splits, leak fix), writes P5's
+   split files and ``interactions.parquet`` and, in its scratch folder, its held-out rows, its
+   events and the item rows they render, and cuts its users into chunks of whole users;
+2. :func:`prompt_chunk` (a task per chunk): renders one chunk's events and writes its prompts and
+   catalogue lines into the chunk's scratch folder;
+3. :func:`finish` (a task per benchmark): joins its chunks' prompt files in chunk order into
+   ``prompts/``, writes the item catalogue and ``summary.json``, and its record for the stage's stats.
+
+The files are the bytes one process writing the benchmark alone would write
+(:func:`~recgpt_data.p5.build.write_benchmark`): prompts are made user by user and each chunk is
+whole users in order, so the joined files hold the same lines in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recgpt_data.io.parquet import write_parquet
+from recgpt_data.io.text import AtomicTextWriter
+from recgpt_data.p5.build import (
+    OFFICIAL,
+    PROMPT_FILES,
+    PROMPTS_FOLDER,
+    REDRAWN,
+    SplitSummary,
+    split_summary,
+    write_prompts,
+    write_split_files,
+    write_summary,
+)
+from recgpt_data.p5.prompts import benchmark_items, user_chunks
+from recgpt_data.p5.ratings import held_out_with_records, read_rating_splits
+from recgpt_data.p5.splits import build_benchmark, held_out_rows
+from recgpt_data.tokenizer import load_tokenizer
+
+CHUNK_ROWS = 25_000  # events of one prompt task (whole users)
+EVENTS_ROW_GROUP = 8_192  # row groups of the scratch events, so that a chunk reads little beyond its rows
+RECORD: dict[str, pl.DataType] = {"benchmark": pl.String(), "record": pl.String()}  # the stage reads these
+
+
+@dataclass(frozen=True)
+class BenchmarkJob:
+    """One benchmark of the stage: its parameters, the input tables' files, its folder under
+    ``eval/`` and its scratch folder."""
+
+    name: str
+    dataset: str
+    k: int
+    start: datetime | None
+    end: datetime | None
+    fractions: tuple[float, float, float]
+    rating_splits: Path | None  # P5's rating split file, where given and present
+    warning: str | None  # why the rating split is redrawn though a file was named
+    seed: int
+    max_tokens: int
+    tokenizer: Path
+    interactions: tuple[str, ...]
+    items: tuple[str, ...]
+    folder: Path
+    scratch: Path
+
+    @property
+    def events(self) -> Path:
+        return self.scratch / "events.parquet"
+
+    @property
+    def item_rows(self) -> Path:
+        return self.scratch / "items.parquet"
+
+    @property
+    def held_out(self) -> Path:
+        return self.scratch / "held_out.parquet"
+
+    @property
+    def record(self) -> Path:
+        return self.scratch / "record.parquet"
+
+    def chunk_folder(self, number: int) -> Path:
+        return self.scratch / f"chunk-{number:05d}"
+
+
+@dataclass(frozen=True)
+class Built:
+    """What :func:`build` hands the later rounds: the benchmark, its summary of the split, the k-core's rounds,
+    what it left out by reason, how P5's official reviews matched (or ``None``), and its chunks
+    (``(offset, rows)`` of the scratch events)."""
+
+    name: str
+    split: SplitSummary
+    kcore_rounds: int
+    left_out: dict[str, int]
+    official_reviews: dict[str, int] | None
+    chunks: tuple[tuple[int, int], ...]
+
+
+def build(job: BenchmarkJob) -> Built:
+    """Round 1 for one benchmark (see the module docstring)."""
+    official = read_rating_splits(job.rating_splits) if job.rating_splits is not None else None
+    interactions = pl.scan_parquet(list(job.interactions)).filter(pl.col("dataset") == job.dataset)
+    built = build_benchmark(
+        interactions,
+        job.dataset,
+        job.k,
+        job.start,
+        job.end,
+        job.seed,
+        job.fractions,
+        official.records if official else None,
+    )
+    events = built.events
+    write_split_files(job.folder, built.split, events)
+    held = held_out_rows(events, job.name, job.dataset)
+    if official:
+        held = held_out_with_records(held, official.records, job.name, job.dataset)
+    write_parquet(held, job.held_out)
+    items = pl.scan_parquet(list(job.items)).filter(pl.col("dataset") == job.dataset)
+    write_parquet(benchmark_items(events, items), job.item_rows)
+    write_parquet(events, job.events, row_group_size=EVENTS_ROW_GROUP)
+    chunks, offset = [], 0
+    for chunk in user_chunks(events, CHUNK_ROWS):
+        chunks.append((offset, chunk.height))
+        offset += chunk.height
+    return Built(
+        job.name,
+        split_summary(built.split, events),
+        built.kcore_rounds,
+        dict(built.left_out.dropped),
+        {**official.counts(), **built.rating_matches} if official else None,
+        tuple(chunks),
+    )
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """Chunk ``number`` of a benchmark: ``rows`` of its scratch events from ``offset``."""
+
+    job: BenchmarkJob
+    number: int
+    offset: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class ChunkDone:
+    """A chunk's prompts per file and what it could not write, by reason."""
+
+    name: str
+    number: int
+    counts: dict[str, int]
+    left_out: dict[str, int]
+
+
+def prompt_chunk(chunk: ChunkJob) -> ChunkDone:
+    """Round 2 for one chunk (see the module docstring)."""
+    job, folder = chunk.job, chunk.job.chunk_folder(chunk.number)
+    events = pl.scan_parquet(job.events).slice(chunk.offset, chunk.rows).collect()
+    items = pl.read_parquet(job.item_rows)
+    written = write_prompts(folder, events, items, job.name, job.max_tokens, load_tokenizer(job.tokenizer))
+    write_parquet(written.shown, folder / "shown.parquet")
+    return ChunkDone(job.name, chunk.number, written.counts, dict(written.left_out.dropped))
+
+
+@dataclass(frozen=True)
+class FinishJob:
+    """A benchmark's last round: its job, what :func:`build` made and its chunks' records, in order."""
+
+    job: BenchmarkJob
+    built: Built
+    chunks: tuple[ChunkDone, ...]
+
+
+def finish(done: FinishJob) -> None:
+    """Round 3 for one benchmark (see the module docstring)."""
+    job, parts = done.job, [done.job.chunk_folder(c.number) for c in done.chunks]
+    counts = {name: sum(c.counts[name] for c in done.chunks) for name in PROMPT_FILES}
+    for name, n in counts.items():
+        if n:
+            with AtomicTextWriter(job.folder / PROMPTS_FOLDER / f"{name}.jsonl") as joined:
+                for part in parts:
+                    path = part / PROMPTS_FOLDER / f"{name}.jsonl"
+                    if path.is_file():
+                        with open(path, encoding="utf-8", newline="") as lines:
+                            joined.write(lines.read())
+    shown = pl.concat([pl.read_parquet(part / "shown.parquet") for part in parts])
+    summary = write_summary(
+        job.folder, done.built.split, counts, shown, OFFICIAL if done.built.official_reviews is not None else REDRAWN
+    )
+    if done.built.official_reviews is not None:
+        summary["official_reviews"] = done.built.official_reviews
+    left_out = dict(done.built.left_out)
+    for chunk in done.chunks:
+        for reason, n in chunk.left_out.items():
+            left_out[reason] = left_out.get(reason, 0) + n
+    record: dict[str, Any] = {
+        "warning": job.warning,
+        "kcore_rounds": done.built.kcore_rounds,
+        "summary": summary,
+        "left_out": left_out,
+    }
+    write_parquet(pl.DataFrame({"benchmark": [job.name], "record": [json.dumps(record)]}, schema=RECORD), job.record)
