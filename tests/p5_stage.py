@@ -5,7 +5,7 @@ and the prepared tables."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -14,8 +14,14 @@ from recgpt_data.stage import Context, Preparation, StageOutput
 from recgpt_data.stages.p5_benchmark import P5BenchmarkParams, p5_benchmark_stage, prepare_p5
 
 
-def run_p5_benchmark(tables: Mapping[str, pl.LazyFrame], params: P5BenchmarkParams, ctx: Context) -> StageOutput:
-    """The stage's output on ``tables`` (its files written under ``ctx.out_dir``)."""
+def run_p5_benchmark(
+    tables: Mapping[str, pl.LazyFrame],
+    params: P5BenchmarkParams,
+    ctx: Context,
+    map_: Callable[[Callable, Sequence], Iterable] = map,
+) -> StageOutput:
+    """The stage's output on ``tables`` (its files written under ``ctx.out_dir``), the prepare step's
+    tasks run by ``map_`` (default: one after another in this process)."""
     with tempfile.TemporaryDirectory(prefix="p5-stage-") as temporary:
         folder = Path(temporary)
         files = {}
@@ -26,7 +32,7 @@ def run_p5_benchmark(tables: Mapping[str, pl.LazyFrame], params: P5BenchmarkPara
             buckets={name: (paths,) for name, paths in files.items()},
             bucketed=dict.fromkeys(files, False),
             scratch=folder / "prepare",
-            map=map,
+            map=map_,
         )
         prepared = prepare_p5(preparation, params, ctx)
         inputs = {name: pl.scan_parquet(list(paths)) for name, paths in {**files, **prepared.tables}.items()}

@@ -17,8 +17,11 @@ import polars as pl
 import pytest
 from p5_stage import run_p5_benchmark
 
+from recgpt_data.engines.local import LocalEngine
 from recgpt_data.errors import UsageError
 from recgpt_data.ingest import ingest
+from recgpt_data.p5 import tasks
+from recgpt_data.p5.build import REDRAWN, write_benchmark
 from recgpt_data.p5.plain_pickle import load_plain_pickle
 from recgpt_data.p5.ratings import read_rating_splits
 from recgpt_data.p5.splits import (
@@ -34,6 +37,7 @@ from recgpt_data.split import drop_held_out
 from recgpt_data.stage import Context
 from recgpt_data.stages.load_p5 import LoadP5Params, load_p5_stage
 from recgpt_data.stages.p5_benchmark import P5BenchmarkParams
+from recgpt_data.tokenizer import DEFAULT_TOKENIZER
 
 INSTRUMENTS = "amazon2014/Musical_Instruments"
 MUSIC = "amazon2014/Digital_Music"
@@ -251,6 +255,33 @@ def test_benchmark_stage_writes_p5_files_and_prompts(shared, canonical, tmp_path
         if path.is_file():
             twin = tmp_path / "b" / path.relative_to(tmp_path / "a")
             assert twin.read_bytes() == path.read_bytes(), path.name
+
+
+def test_benchmark_tasks_write_what_one_process_writes(canonical, tmp_path, monkeypatch):
+    """Two benchmarks, their prompts in chunks of a few hundred events run in two worker processes:
+    every file and the held-out rows are those one process writes for each benchmark whole."""
+    monkeypatch.setattr(tasks, "CHUNK_ROWS", 300)
+    specs = [{"name": "music", "dataset": MUSIC}, {"name": "instruments", "dataset": INSTRUMENTS, "k": 4}]
+    params = P5BenchmarkParams(benchmarks=specs, max_tokens=512)  # short prompts keep the test fast
+    tables = {"interactions": canonical[0].lazy(), "items": canonical[1].lazy()}
+    engine = LocalEngine(workers=2, threads=1)
+    try:
+        output = run_p5_benchmark(tables, params, Context(seed=3, out_dir=tmp_path / "tasks"), engine.map)
+    finally:
+        engine.close()
+    frames = []
+    for spec in params.benchmarks:
+        built = build_benchmark(canonical[0].lazy(), spec.dataset, spec.k, seed=3)
+        assert built.events.height > 3 * 300  # several chunks
+        items = canonical[1].lazy().filter(pl.col("dataset") == spec.dataset)
+        folder = tmp_path / "one" / "eval" / spec.name
+        write_benchmark(folder, built.split, built.events, items, spec.name, params.max_tokens, DEFAULT_TOKENIZER, REDRAWN)
+        frames.append(held_out_rows(built.events, spec.name, spec.dataset))
+    written = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert written == sorted(p.relative_to(tmp_path / "tasks") for p in (tmp_path / "tasks").rglob("*") if p.is_file())
+    for path in written:
+        assert (tmp_path / "tasks" / path).read_bytes() == (tmp_path / "one" / path).read_bytes(), path
+    assert output.tables["held_out"].equals(pl.concat(frames))
 
 
 def test_load_p5_stage_writes_the_split_and_holds_out_each_users_last_two_items(shared, tmp_path):

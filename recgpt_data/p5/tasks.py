@@ -42,7 +42,7 @@ from recgpt_data.p5.ratings import held_out_with_records, read_rating_splits
 from recgpt_data.p5.splits import build_benchmark, held_out_rows
 from recgpt_data.tokenizer import load_tokenizer
 
-CHUNK_ROWS = 25_000  # events of one prompt task (whole users)
+CHUNK_ROWS = 25_000  # a job's ``chunk_rows`` in a run
 EVENTS_ROW_GROUP = 8_192  # row groups of the scratch events, so that a chunk reads little beyond its rows
 RECORD: dict[str, pl.DataType] = {"benchmark": pl.String(), "record": pl.String()}  # the stage reads these
 
@@ -67,6 +67,7 @@ class BenchmarkJob:
     items: tuple[str, ...]
     folder: Path
     scratch: Path
+    chunk_rows: int  # events of one prompt task (whole users)
 
     @property
     def events(self) -> Path:
@@ -126,7 +127,7 @@ def build(job: BenchmarkJob) -> Built:
     write_parquet(benchmark_items(events, items), job.item_rows)
     write_parquet(events, job.events, row_group_size=EVENTS_ROW_GROUP)
     chunks, offset = [], 0
-    for chunk in user_chunks(events, CHUNK_ROWS):
+    for chunk in user_chunks(events, job.chunk_rows):
         chunks.append((offset, chunk.height))
         offset += chunk.height
     return Built(

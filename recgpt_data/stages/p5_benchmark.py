@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from recgpt_data.instruct.templates import MAX_TOKENS
 from recgpt_data.names import SafeName
+from recgpt_data.p5 import tasks
 from recgpt_data.p5.build import benchmark_output
 from recgpt_data.p5.tasks import BenchmarkJob, ChunkDone, ChunkJob, FinishJob, build, finish, prompt_chunk
 from recgpt_data.pipeline.spec import resolve_path
@@ -76,6 +77,7 @@ def prepare_p5(prep: Preparation, params: P5BenchmarkParams, ctx: Context) -> Pr
                 items=prep.buckets["items"][0],
                 folder=ctx.out_dir / "eval" / spec.name,
                 scratch=prep.scratch / f"{index:03d}",
+                chunk_rows=tasks.CHUNK_ROWS,
             )
         )
     built = {done.name: done for done in prep.map(build, jobs)}  # results come in any order
