@@ -1,11 +1,13 @@
 """The ``p5_benchmark`` stage's work as tasks on the run's engine, in three rounds:
 
 1. :func:`build` (a task per benchmark): reads only its dataset's interactions (the filter pushed
-   into the parquet scan), builds the benchmark (k-core, numbering, splits, leak fix), writes P5's
-   split files and ``interactions.parquet`` and, in its scratch folder, its held-out rows, its
-   events and the item rows they render, and cuts its users into chunks of whole users;
-2. :func:`prompt_chunk` (a task per chunk): renders one chunk's events and writes its prompts and
-   catalogue lines into the chunk's scratch folder;
+   into the parquet scan) without their long texts (:data:`DEFERRED`), builds the benchmark
+   (k-core, numbering, splits, leak fix), writes P5's split files and ``interactions.parquet`` and,
+   in its scratch folder, its held-out rows, its events, the texts of the events it kept (streamed
+   from the input, never held), the item rows they render, and cuts its users into chunks of whole
+   users; so it holds its dataset's rows whole, but not their texts;
+2. :func:`prompt_chunk` (a task per chunk): takes its events' texts back, renders them and writes
+   their prompts and catalogue lines into the chunk's scratch folder;
 3. :func:`finish` (a task per benchmark): joins its chunks' prompt files in chunk order into
    ``prompts/``, writes the item catalogue and ``summary.json``, and its record for the stage's stats.
 
@@ -24,7 +26,7 @@ from typing import Any
 
 import polars as pl
 
-from recgpt_data.io.parquet import write_parquet
+from recgpt_data.io.parquet import AtomicParquetWriter, write_parquet
 from recgpt_data.io.text import AtomicTextWriter
 from recgpt_data.p5.build import (
     OFFICIAL,
@@ -44,6 +46,9 @@ from recgpt_data.tokenizer import load_tokenizer
 
 CHUNK_ROWS = 25_000  # a job's ``chunk_rows`` in a run
 EVENTS_ROW_GROUP = 8_192  # row groups of the scratch events, so that a chunk reads little beyond its rows
+DEFERRED = ("review_title", "review_text", "extras")  # long texts the build never reads: the prompt tasks fetch them
+TEXT_BATCH = 65_536  # input rows read at a time for their texts
+INPUT_ROW = "__input_row"  # a row's number in the interactions' files, which finds its deferred texts
 RECORD: dict[str, pl.DataType] = {"benchmark": pl.String(), "record": pl.String()}  # the stage reads these
 
 
@@ -72,6 +77,10 @@ class BenchmarkJob:
     @property
     def events(self) -> Path:
         return self.scratch / "events.parquet"
+
+    @property
+    def texts(self) -> Path:
+        return self.scratch / "texts.parquet"
 
     @property
     def item_rows(self) -> Path:
@@ -106,9 +115,11 @@ class Built:
 def build(job: BenchmarkJob) -> Built:
     """Round 1 for one benchmark (see the module docstring)."""
     official = read_rating_splits(job.rating_splits) if job.rating_splits is not None else None
-    interactions = pl.scan_parquet(list(job.interactions)).filter(pl.col("dataset") == job.dataset)
+    rows = pl.scan_parquet(list(job.interactions), row_index_name=INPUT_ROW).filter(pl.col("dataset") == job.dataset)
+    schema = rows.collect_schema()
+    deferred = [c for c in DEFERRED if c in schema]
     built = build_benchmark(
-        interactions,
+        rows.with_columns(pl.lit(None, schema[c]).alias(c) for c in deferred),
         job.dataset,
         job.k,
         job.start,
@@ -117,6 +128,7 @@ def build(job: BenchmarkJob) -> Built:
         job.fractions,
         official.records if official else None,
     )
+    write_texts(job, rows.select(INPUT_ROW, *deferred), built.events[INPUT_ROW])
     events = built.events
     write_split_files(job.folder, built.split, events)
     held = held_out_rows(events, job.name, job.dataset)
@@ -138,6 +150,19 @@ def build(job: BenchmarkJob) -> Built:
         {**official.counts(), **built.rating_matches} if official else None,
         tuple(chunks),
     )
+
+
+def write_texts(job: BenchmarkJob, texts: pl.LazyFrame, kept: pl.Series) -> None:
+    """The deferred texts (``texts``: the dataset's rows of the input) of the ``kept`` rows, read
+    :data:`TEXT_BATCH` input rows at a time, so that no more of a text column is ever held."""
+    schema = texts.collect_schema()
+    total = pl.scan_parquet(list(job.interactions)).select(pl.len()).collect().item()  # parquet footers
+    wanted = pl.col(INPUT_ROW).is_in(kept.implode())
+    with AtomicParquetWriter(job.texts, dict(schema)) as written:
+        for offset in range(0, total, TEXT_BATCH):
+            written.write(
+                texts.filter(pl.col(INPUT_ROW).is_between(offset, offset + TEXT_BATCH - 1) & wanted).collect()
+            )
 
 
 @dataclass(frozen=True)
@@ -164,6 +189,14 @@ def prompt_chunk(chunk: ChunkJob) -> ChunkDone:
     """Round 2 for one chunk (see the module docstring)."""
     job, folder = chunk.job, chunk.job.chunk_folder(chunk.number)
     events = pl.scan_parquet(job.events).slice(chunk.offset, chunk.rows).collect()
+    texts = pl.scan_parquet(job.texts)
+    deferred = [c for c in texts.collect_schema().names() if c != INPUT_ROW]
+    fetched = texts.filter(pl.col(INPUT_ROW).is_in(events[INPUT_ROW].implode())).collect(engine="streaming")
+    events = (
+        events.drop(deferred)
+        .join(fetched, on=INPUT_ROW, how="left", maintain_order="left")
+        .select(c for c in events.columns if c != INPUT_ROW)
+    )
     items = pl.read_parquet(job.item_rows)
     written = write_prompts(folder, events, items, job.name, job.max_tokens, load_tokenizer(job.tokenizer))
     write_parquet(written.shown, folder / "shown.parquet")
