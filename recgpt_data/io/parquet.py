@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recgpt_data.io.atomic import AtomicFile
 from recgpt_data.io.storage import Location, is_remote, write_bytes
 
 COMPRESSION = "zstd"
@@ -24,15 +24,12 @@ def to_arrow(frame: pl.DataFrame) -> pa.Table:
     return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
-class AtomicParquetWriter:
-    """Append frames as row groups to ``path``; nothing is visible at ``path`` until :meth:`close`.
-    As a context manager it closes on success and :meth:`abort` s on an error, so a failed write
-    never puts a partial file in place."""
+class AtomicParquetWriter(AtomicFile):
+    """Append frames as row groups to ``path``; nothing is visible at ``path`` until :meth:`close`
+    (see :class:`~recgpt_data.io.atomic.AtomicFile`), so a failed write never puts a partial file in place."""
 
     def __init__(self, path: Path, schema: dict[str, pl.DataType]):
-        self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(path)
         self.schema = arrow_schema(schema)
         self.writer = pq.ParquetWriter(self.tmp, self.schema, compression=COMPRESSION)
         self.rows = 0
@@ -42,24 +39,8 @@ class AtomicParquetWriter:
             self.writer.write_table(to_arrow(frame).cast(self.schema))
             self.rows += frame.height
 
-    def close(self) -> None:
+    def finish(self) -> None:
         self.writer.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        """Drop what was written: the temporary file goes, ``path`` is left as it was."""
-        with contextlib.suppress(OSError):  # a full disk can fail the close too; the file goes anyway
-            self.writer.close()
-        self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> AtomicParquetWriter:
-        return self
-
-    def __exit__(self, kind, value, traceback) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def write_parquet(frame: pl.DataFrame, path: Path, row_group_size: int = 65536) -> None:

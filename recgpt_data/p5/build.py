@@ -22,8 +22,8 @@ import polars as pl
 from tokenizers import Tokenizer
 
 from recgpt_data.instruct.templates import TASKS
+from recgpt_data.io.atomic import AtomicTextWriter
 from recgpt_data.io.parquet import write_parquet, write_text
-from recgpt_data.io.text import AtomicTextWriter
 from recgpt_data.p5 import HELD_OUT, TEST, VALIDATION
 from recgpt_data.p5.prompts import benchmark_items, benchmark_prompts, catalogue, rendered_events, user_chunks
 from recgpt_data.p5.splits import (

@@ -26,8 +26,8 @@ from typing import Any
 
 import polars as pl
 
+from recgpt_data.io.atomic import AtomicTextWriter
 from recgpt_data.io.parquet import AtomicParquetWriter, write_parquet
-from recgpt_data.io.text import AtomicTextWriter
 from recgpt_data.p5.build import (
     OFFICIAL,
     PROMPT_FILES,
@@ -74,25 +74,10 @@ class BenchmarkJob:
     scratch: Path
     chunk_rows: int  # events of one prompt task (whole users)
 
-    @property
-    def events(self) -> Path:
-        return self.scratch / "events.parquet"
-
-    @property
-    def texts(self) -> Path:
-        return self.scratch / "texts.parquet"
-
-    @property
-    def item_rows(self) -> Path:
-        return self.scratch / "items.parquet"
-
-    @property
-    def held_out(self) -> Path:
-        return self.scratch / "held_out.parquet"
-
-    @property
-    def record(self) -> Path:
-        return self.scratch / "record.parquet"
+    def file(self, name: str) -> Path:
+        """Its scratch file ``name``: ``events``, ``texts`` (theirs of :data:`DEFERRED`), ``items``
+        (the item rows they render), ``held_out`` or ``record``."""
+        return self.scratch / f"{name}.parquet"
 
     def chunk_folder(self, number: int) -> Path:
         return self.scratch / f"chunk-{number:05d}"
@@ -134,10 +119,10 @@ def build(job: BenchmarkJob) -> Built:
     held = held_out_rows(events, job.name, job.dataset)
     if official:
         held = held_out_with_records(held, official.records, job.name, job.dataset)
-    write_parquet(held, job.held_out)
+    write_parquet(held, job.file("held_out"))
     items = pl.scan_parquet(list(job.items)).filter(pl.col("dataset") == job.dataset)
-    write_parquet(benchmark_items(events, items), job.item_rows)
-    write_parquet(events, job.events, row_group_size=EVENTS_ROW_GROUP)
+    write_parquet(benchmark_items(events, items), job.file("items"))
+    write_parquet(events, job.file("events"), row_group_size=EVENTS_ROW_GROUP)
     chunks, offset = [], 0
     for chunk in user_chunks(events, job.chunk_rows):
         chunks.append((offset, chunk.height))
@@ -158,7 +143,7 @@ def write_texts(job: BenchmarkJob, texts: pl.LazyFrame, kept: pl.Series) -> None
     schema = texts.collect_schema()
     total = pl.scan_parquet(list(job.interactions)).select(pl.len()).collect().item()  # parquet footers
     wanted = pl.col(INPUT_ROW).is_in(kept.implode())
-    with AtomicParquetWriter(job.texts, dict(schema)) as written:
+    with AtomicParquetWriter(job.file("texts"), dict(schema)) as written:
         for offset in range(0, total, TEXT_BATCH):
             written.write(
                 texts.filter(pl.col(INPUT_ROW).is_between(offset, offset + TEXT_BATCH - 1) & wanted).collect()
@@ -188,8 +173,8 @@ class ChunkDone:
 def prompt_chunk(chunk: ChunkJob) -> ChunkDone:
     """Round 2 for one chunk (see the module docstring)."""
     job, folder = chunk.job, chunk.job.chunk_folder(chunk.number)
-    events = pl.scan_parquet(job.events).slice(chunk.offset, chunk.rows).collect()
-    texts = pl.scan_parquet(job.texts)
+    events = pl.scan_parquet(job.file("events")).slice(chunk.offset, chunk.rows).collect()
+    texts = pl.scan_parquet(job.file("texts"))
     deferred = [c for c in texts.collect_schema().names() if c != INPUT_ROW]
     fetched = texts.filter(pl.col(INPUT_ROW).is_in(events[INPUT_ROW].implode())).collect(engine="streaming")
     events = (
@@ -197,7 +182,7 @@ def prompt_chunk(chunk: ChunkJob) -> ChunkDone:
         .join(fetched, on=INPUT_ROW, how="left", maintain_order="left")
         .select(c for c in events.columns if c != INPUT_ROW)
     )
-    items = pl.read_parquet(job.item_rows)
+    items = pl.read_parquet(job.file("items"))
     written = write_prompts(folder, events, items, job.name, job.max_tokens, load_tokenizer(job.tokenizer))
     write_parquet(written.shown, folder / "shown.parquet")
     return ChunkDone(job.name, chunk.number, written.counts, dict(written.left_out.dropped))
@@ -240,4 +225,6 @@ def finish(done: FinishJob) -> None:
         "summary": summary,
         "left_out": left_out,
     }
-    write_parquet(pl.DataFrame({"benchmark": [job.name], "record": [json.dumps(record)]}, schema=RECORD), job.record)
+    write_parquet(
+        pl.DataFrame({"benchmark": [job.name], "record": [json.dumps(record)]}, schema=RECORD), job.file("record")
+    )

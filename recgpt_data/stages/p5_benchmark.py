@@ -93,8 +93,8 @@ def prepare_p5(prep: Preparation, params: P5BenchmarkParams, ctx: Context) -> Pr
     list(prep.map(finish, finishing))
     return Prepared(
         {
-            BENCHMARK_HELD_OUT: tuple(str(job.held_out) for job in jobs),
-            BENCHMARK_RECORDS: tuple(str(job.record) for job in jobs),
+            BENCHMARK_HELD_OUT: tuple(str(job.file("held_out")) for job in jobs),
+            BENCHMARK_RECORDS: tuple(str(job.file("record")) for job in jobs),
         }
     )
 
