@@ -138,8 +138,8 @@ def build(job: BenchmarkJob) -> Built:
 
 
 def write_texts(job: BenchmarkJob, texts: pl.LazyFrame, kept: pl.Series) -> None:
-    """The deferred texts (``texts``: the dataset's rows of the input) of the ``kept`` rows, read
-    :data:`TEXT_BATCH` input rows at a time, so that no more of a text column is ever held."""
+    """Write the deferred texts (``texts``: the dataset's rows of the input) of the ``kept`` rows,
+    read :data:`TEXT_BATCH` input rows at a time, so that no more than a batch's texts are held."""
     schema = texts.collect_schema()
     total = pl.scan_parquet(list(job.interactions)).select(pl.len()).collect().item()  # parquet footers
     wanted = pl.col(INPUT_ROW).is_in(kept.implode())
