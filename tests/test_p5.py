@@ -275,7 +275,9 @@ def test_benchmark_tasks_write_what_one_process_writes(canonical, tmp_path, monk
         assert built.events.height > 3 * 300  # several chunks
         items = canonical[1].lazy().filter(pl.col("dataset") == spec.dataset)
         folder = tmp_path / "one" / "eval" / spec.name
-        write_benchmark(folder, built.split, built.events, items, spec.name, params.max_tokens, DEFAULT_TOKENIZER, REDRAWN)
+        write_benchmark(
+            folder, built.split, built.events, items, spec.name, params.max_tokens, DEFAULT_TOKENIZER, REDRAWN
+        )
         frames.append(held_out_rows(built.events, spec.name, spec.dataset))
     written = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
     assert written == sorted(p.relative_to(tmp_path / "tasks") for p in (tmp_path / "tasks").rglob("*") if p.is_file())
