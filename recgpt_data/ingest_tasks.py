@@ -14,8 +14,6 @@ file's last. :func:`merged` makes one file's accounting of its pieces.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -27,6 +25,7 @@ import pyarrow as pa
 
 from recgpt_data import schema as canonical
 from recgpt_data.ingest import FileSummary, read_batches
+from recgpt_data.io.atomic import AtomicFile
 from recgpt_data.io.parquet import AtomicParquetWriter
 from recgpt_data.io.streams import CHUNK_BYTES, LineBlocks, compression_of, line_spans
 from recgpt_data.sampling import REASON as NOT_SAMPLED
@@ -123,39 +122,45 @@ def open_file(task: FileTask) -> tuple[list[Piece], list[Block]]:
     return [end], copies
 
 
+class ZstdCopy(AtomicFile):
+    """A block of a compressed file's decompressed lines, written zstd under a temporary name and
+    renamed into place whole (see :class:`~recgpt_data.io.atomic.AtomicFile`)."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.stream = pa.CompressedOutputStream(pa.OSFile(str(self.tmp), "wb"), "zstd")
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.stream.write(data)
+        self.size += len(data)
+
+    def finish(self) -> None:
+        self.stream.close()
+
+
 def _copies(task: FileTask, blocks: LineBlocks) -> Iterator[Block]:
     """The decompressed ``blocks`` of ``task``'s file gathered into zstd copies of about
     ``block_bytes`` each (decompressing the next block while this one is compressed), every copy
-    written under a temporary name and renamed once whole (a failed one removed)."""
-    stream, first, size, index = None, 0, 0, 0
+    written atomically (a failed one removed)."""
+    copy, first, index = None, 0, 0
     try:
         for line, block, _ in prefetched(iter(blocks)):
-            if stream is None:
-                path = task.piece_path("blocks", index, "zst")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                stream = pa.CompressedOutputStream(pa.OSFile(f"{path}.tmp", "wb"), "zstd")
-                first, size = line, 0
-            stream.write(block)
-            stream.write(b"\n")
-            size += len(block) + 1
-            if size >= task.block_bytes:
-                yield _closed(task, stream, index, first)
-                stream, index = None, index + 1
-        if stream is not None:
-            yield _closed(task, stream, index, first)
+            if copy is None:
+                copy, first = ZstdCopy(task.piece_path("blocks", index, "zst")), line
+            copy.write(block)
+            copy.write(b"\n")
+            if copy.size >= task.block_bytes:
+                copy.close()
+                yield Block(task, index, str(copy.path), first)
+                copy, index = None, index + 1
+        if copy is not None:
+            copy.close()
+            yield Block(task, index, str(copy.path), first)
     except BaseException:
-        with contextlib.suppress(OSError):  # a full disk can fail the close too; the copy goes anyway
-            if stream is not None:
-                stream.close()
-        Path(f"{task.piece_path('blocks', index, 'zst')}.tmp").unlink(missing_ok=True)
+        if copy is not None:
+            copy.abort()
         raise
-
-
-def _closed(task: FileTask, stream: pa.NativeFile, index: int, first: int) -> Block:
-    stream.close()
-    path = task.piece_path("blocks", index, "zst")
-    os.replace(f"{path}.tmp", path)
-    return Block(task, index, str(path), first)
 
 
 def _cut_end(path: Path, blocks: LineBlocks, state: ReadState) -> Iterator[RawBatch]:

@@ -82,6 +82,16 @@ def merge_info(a: Any, b: Any) -> Any:
     return a if a == b else [a, b]
 
 
+def with_prepared(parts: list[Mapping[str, Any]], prepared: Prepared | None) -> StageStats:
+    """A stage's stats: its tasks' records merged, with what its prepare step (if any) counted in
+    the tables it wrote whole and its ``info``."""
+    if prepared is None:
+        return merge_stats(parts)
+    stats = merge_stats([*parts, {**StageStats().to_dict(), **prepared.stats}])
+    stats.info = merge_info(stats.info, dict(prepared.info))
+    return stats
+
+
 class Executor:
     """Runs stages against one store, their tasks on ``engine`` (default: local, in process)."""
 
@@ -128,11 +138,9 @@ class Executor:
             [record] = list(self.engine.map(run_whole, [task], here=self.local_work))
             kill_point(key, "mid")
         written = {name: TableRecord((f,)) for name, f in record.tables.items()}
-        stats = StageStats(**record.stats)
         if prepared is not None:
             written.update(self.adopt(key, prepared))
-            stats = merge_stats([record.stats, {**StageStats().to_dict(), **prepared.stats}])
-            stats.info = merge_info(stats.info, dict(prepared.info))
+        stats = with_prepared([record.stats], prepared)
         for name, n in counts.items():
             stats.rows_in.setdefault(name, n)
         self.reporter.part_done(key, sum(counts.values()))
@@ -186,12 +194,9 @@ class Executor:
             name: TableRecord(tuple(p.tables[name] for p in ordered if name in p.tables), bucket_count, column)
             for name in names
         }
-        stats = merge_stats(
-            [*(p.stats for p in ordered), {**StageStats().to_dict(), **(prepared.stats if prepared else {})}]
-        )
         if prepared is not None:
             written.update(self.adopt(key, prepared))
-            stats.info = merge_info(stats.info, dict(prepared.info))
+        stats = with_prepared([p.stats for p in ordered], prepared)
         for name, ref in inputs.items():
             stats.rows_in[name] = count(self.store.scan(ref))
         return written, stats
