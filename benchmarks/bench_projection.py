@@ -10,12 +10,15 @@ Two kinds of input, because the sources differ in kind, not only in size:
 - **ratings only** (MovieLens, Netflix, BookCrossing, Anime): the real MovieLens ml-latest-small
   ratings copied with new user ids (``userId + copy x 100,000``) beside its real ``movies.csv``.
 
-Each kind runs at ``n`` and ``4n`` copies with ``--workers 1`` and ``--workers 2``, every worker
-of one thread (``--task-cpus 1``; the one-worker run bounded the same way), so that a stage's
-seconds are core-seconds and T(1 worker) / (2 x T(2 workers)) is the parallel efficiency at 4n;
-cold, into fresh folders. Per run: wall seconds, each stage's seconds and
-bytes written (``stats.json``), and peak resident memory sampled from ``/proc`` every 0.2 s: of
-the driver, of the largest worker, and of the whole process tree.
+Each kind runs at ``n`` and ``4n`` copies with ``--workers 1`` and ``--workers 2`` and, with
+``--ray``, on a two-node Ray cluster on this machine (``ray start --head --node-ip-address
+127.0.0.1`` and a second ``ray start --address`` node, one CPU each, started for the run), every
+worker of one thread (``--task-cpus 1``; the one-worker run bounded the same way), so that a
+stage's seconds are core-seconds and T(1 worker) / (2 x T(2 workers)) is the parallel efficiency at
+4n; cold, into fresh folders. Per run: wall seconds, each stage's seconds and bytes written
+(``stats.json``), and peak resident memory sampled from ``/proc`` every 0.2 s: of the driver, of
+the largest worker, of the workers together (local worker processes, or Ray's ``ray::`` workers)
+and of every process of the run (with Ray, the nodes' own services too).
 
 The per-stage cost of one raw interaction is the *marginal* cost, (T(4n) - T(n)) / (3 x rows(n)),
 so that what every run pays once (interpreter start, tokenizer load, kernel compiles) is not
@@ -23,7 +26,7 @@ multiplied by the dumps' sizes. The projection multiplies these costs by the pub
 raw dumps (:data:`PUBLISHED`, each with its source), divides by cores x the measured parallel
 efficiency, and sums the bytes every stage keeps for the disk footprint.
 
-    python benchmarks/bench_projection.py [--copies 16] [--movielens-copies 8] [--partitions 8] > runs.jsonl
+    python benchmarks/bench_projection.py [--copies 16] [--movielens-copies 8] [--partitions 8] [--ray] > runs.jsonl
     python benchmarks/bench_projection.py --runs runs.jsonl      # the summary again, from the runs
 """
 
@@ -34,6 +37,7 @@ import csv
 import gzip
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -41,6 +45,8 @@ import tempfile
 import threading
 import time
 import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,6 +54,7 @@ SHARED = REPO.parent / "shared" / "data"
 TOOLS = REPO.parent / "shared" / "tools"
 CLI = Path(sys.executable).parent / "recgpt-data"
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "tests"))  # the loopback Ray nodes
 
 from bench_pipeline import with_amazon_ids
 
@@ -149,48 +156,85 @@ def ratings_input(copies: int, target: Path) -> Path:
     return target
 
 
-def tree_rss(pid: int) -> dict[int, int]:
-    """Resident bytes of ``pid`` and of every descendant, by pid."""
-    found, todo = {}, [pid]
+def tree_pids(pid: int) -> set[int]:
+    """``pid`` and every descendant of it."""
+    found, todo = set(), [pid]
     while todo:
         current = todo.pop()
         try:
-            status = Path(f"/proc/{current}/status").read_text()
-            found[current] = (
-                int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) * 1024
-            )
             for task in Path(f"/proc/{current}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, StopIteration):
+        except OSError:
             continue
+        found.add(current)
     return found
 
 
-def cli_run(spec: Path, out: Path, workers: int) -> dict:
-    """One cold CLI run with its memory sampled: wall, stage seconds and bytes, peak RSS. Every
-    worker has one thread (``--task-cpus 1``; the one-worker run is bounded to one thread as a
-    worker is), so that T(1 worker, 1 thread) / (N x T(N workers, 1 thread each)) is the parallel
-    efficiency and a stage's seconds in the one-worker run are core-seconds."""
+def rss(pid: int) -> int:
+    """Resident bytes of ``pid`` (0 where it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) * 1024
+    except (OSError, StopIteration):
+        return 0
+
+
+def ray_worker(pid: int) -> bool:
+    """Whether ``pid`` is a Ray worker (Ray titles them ``ray::<task>``), not one of a node's services."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::")
+    except OSError:
+        return False
+
+
+@dataclass
+class Engine:
+    """How a run places its tasks: ``--workers N`` local processes, or a two-node loopback Ray cluster
+    (``nodes``: the process groups of its ``ray start`` nodes, whose workers the run's tasks use)."""
+
+    name: str
+    args: list[str]
+    nodes: tuple[int, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)  # what the driver needs to join (the cluster's token)
+
+    def processes(self, driver: int) -> tuple[dict[int, int], dict[int, int]]:
+        """Resident bytes of the run's workers and of the Ray nodes' own services, by pid."""
+        if not self.nodes:
+            return {pid: rss(pid) for pid in tree_pids(driver) - {driver}}, {}
+        from ray_nodes import group_and_children
+
+        pids = set().union(*(group_and_children(group) for group in self.nodes))
+        workers = {pid for pid in pids if ray_worker(pid)}
+        return {pid: rss(pid) for pid in workers}, {pid: rss(pid) for pid in pids - workers}
+
+
+def cli_run(spec: Path, out: Path, engine: Engine) -> dict:
+    """One cold CLI run with its memory sampled: wall, stage seconds and bytes, peak RSS of the
+    driver, of the largest worker, of the workers together and of every process of the run (a Ray
+    cluster's services included). Every worker has one thread (``--task-cpus 1``; the one-worker run
+    is bounded to one thread as a worker is), so that T(1 worker, 1 thread) / (N x T(N workers, 1
+    thread each)) is the parallel efficiency and a stage's seconds in the one-worker run are
+    core-seconds."""
     from recgpt_data.engines import thread_environment
 
     process = subprocess.Popen(
-        [str(CLI), "run", str(spec), "--out", str(out), "--workers", str(workers), "--task-cpus", "1"],
+        [str(CLI), "run", str(spec), "--out", str(out), *engine.args, "--task-cpus", "1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, **thread_environment(1)},
+        env={**os.environ, **engine.env, **thread_environment(1)},
     )
-    peaks = {"driver": 0, "largest_worker": 0, "tree": 0}
+    peaks = {"driver": 0, "largest_worker": 0, "workers": 0, "tree": 0}
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(0.2):
-            rss = tree_rss(process.pid)
-            if rss:
-                peaks["driver"] = max(peaks["driver"], rss.get(process.pid, 0))
-                workers_rss = [v for k, v in rss.items() if k != process.pid]
-                peaks["largest_worker"] = max(peaks["largest_worker"], max(workers_rss, default=0))
-                peaks["tree"] = max(peaks["tree"], sum(rss.values()))
+            driver = rss(process.pid)
+            workers, services = engine.processes(process.pid)
+            peaks["driver"] = max(peaks["driver"], driver)
+            peaks["largest_worker"] = max(peaks["largest_worker"], max(workers.values(), default=0))
+            peaks["workers"] = max(peaks["workers"], sum(workers.values()))
+            peaks["tree"] = max(peaks["tree"], driver + sum(workers.values()) + sum(services.values()))
 
     sampler = threading.Thread(target=sample, daemon=True)
     started = time.perf_counter()
@@ -203,7 +247,7 @@ def cli_run(spec: Path, out: Path, workers: int) -> dict:
         raise SystemExit(f"run failed ({process.returncode}): {stderr[-2000:]}")
     stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))["stages"]
     return {
-        "workers": workers,
+        "engine": engine.name,
         "wall": wall,
         "load": os.getloadavg()[0],
         "rows": stats["ingest"]["rows_out"]["interactions"],
@@ -211,6 +255,29 @@ def cli_run(spec: Path, out: Path, workers: int) -> dict:
         "bytes": {key: record.get("bytes_written", 0) for key, record in stats.items()},
         "peak_rss": peaks,
     }
+
+
+def engine_runs(spec: Path, folder: Path, workers: int, ray: bool) -> Iterator[tuple[str, dict]]:
+    """Runs of ``spec`` on one local worker, on ``workers`` local workers and, with ``ray``, on a
+    two-node Ray cluster on 127.0.0.1 (one CPU per node, so two workers), started for the run and
+    stopped after it; each into a fresh folder under ``folder``, removed after it."""
+    for w in (1, workers):
+        yield f"{w}w", cli_run(spec, folder / f"out-{w}w", Engine(f"{w}w", ["--workers", str(w)]))
+        shutil.rmtree(folder / f"out-{w}w")
+    if not ray:
+        return
+    from ray_nodes import two_nodes
+
+    root = Path(tempfile.mkdtemp(prefix="bp-", dir="/tmp"))  # short: Ray's socket paths live under it
+    token = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}  # only this run joins
+    try:
+        with two_nodes(root, {**os.environ, **token, "RAY_USAGE_STATS_ENABLED": "0"}) as (address, head, second):
+            nodes = (head.group, second.group)
+            engine = Engine("ray2", ["--engine", "ray", "--address", address], nodes, token)
+            yield "ray2", cli_run(spec, folder / "out-ray2", engine)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(folder / "out-ray2", ignore_errors=True)
 
 
 def serial_read(raw: Path, work: Path) -> dict:
@@ -329,19 +396,26 @@ def summarise(runs: dict[str, dict], workers: int) -> dict:
     efficiency = {
         kind: runs[f"{kind}-4x-1w"]["wall"] / (workers * runs[f"{kind}-4x-{workers}w"]["wall"]) for kind in kinds
     }
+    efficiency_ray = {  # two one-CPU Ray nodes: two workers
+        kind: runs[f"{kind}-4x-1w"]["wall"] / (2 * runs[f"{kind}-4x-ray2"]["wall"])
+        for kind in kinds
+        if f"{kind}-4x-ray2" in runs
+    }
     memory = {
-        f"{kind}-{w}w": {
-            k: runs[f"{kind}-4x-{w}w"]["peak_rss"][k] / max(1, runs[f"{kind}-1x-{w}w"]["peak_rss"][k])
-            for k in ("driver", "largest_worker", "tree")
+        f"{kind}-{engine}": {
+            k: runs[f"{kind}-4x-{engine}"]["peak_rss"].get(k, 0)
+            / max(1, runs[f"{kind}-1x-{engine}"]["peak_rss"].get(k, 0))
+            for k in ("driver", "largest_worker", "workers", "tree")
         }
         for kind in kinds
-        for w in (1, workers)
-        if f"{kind}-1x-{w}w" in runs
+        for engine in ("1w", f"{workers}w", "ray2")
+        if f"{kind}-1x-{engine}" in runs and f"{kind}-4x-{engine}" in runs
     }
     return {
         "us_per_interaction": {k: {s: v * 1e6 for s, v in c.items()} for k, c in costs.items()},
         "disk_bytes_per_interaction": disk,
         "efficiency": efficiency,
+        "efficiency_two_ray_nodes": efficiency_ray,
         "memory_4x_over_1x": memory,
         "serial_read": runs.get("serial-read"),
         "projection_measured_efficiency": project(costs, disk, min(efficiency.values()), read),
@@ -355,6 +429,7 @@ def main() -> None:
     parser.add_argument("--movielens-copies", type=int, default=8)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="workers of the efficiency runs")
+    parser.add_argument("--ray", action="store_true", help="also run each input on a two-node Ray cluster on 127.0.0.1")
     parser.add_argument("--runs", type=Path, help="summarise the JSON lines of an earlier run instead of running")
     args = parser.parse_args()
     if args.runs is not None:
@@ -375,11 +450,9 @@ def main() -> None:
                     read = serial_read(raw, folder / "serial-read")
                     runs["serial-read"] = read
                     print(json.dumps({"run": "serial-read", **read}), flush=True)
-                for w in (1, args.workers):
-                    run = cli_run(spec, folder / f"out-{w}", w)
-                    runs[f"{kind}-{scale}x-{w}w"] = run
-                    print(json.dumps({"run": f"{kind}-{scale}x-{w}w", **run}), flush=True)
-                    shutil.rmtree(folder / f"out-{w}")
+                for engine, run in engine_runs(spec, folder, args.workers, args.ray):
+                    runs[f"{kind}-{scale}x-{engine}"] = run
+                    print(json.dumps({"run": f"{kind}-{scale}x-{engine}", **run}), flush=True)
         print(json.dumps({"summary": summarise(runs, args.workers)}, indent=1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
