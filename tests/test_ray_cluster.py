@@ -149,6 +149,36 @@ def test_demo_built_on_two_nodes_into_object_storage_equals_the_local_build(
     assert {node for ran in nodes.values() for node in ran} == {head, second}
 
 
+def test_samples_built_on_two_nodes_into_object_storage_equals_the_local_build(
+    cluster: Cluster, samples_corpus: Path, shared: Path, tmp_path: Path
+) -> None:
+    """Every real sample through the whole RecGPT build (``pipelines/samples.toml``) on the two
+    nodes, its output in S3 (moto on 127.0.0.1): every object is the local build's bytes; every
+    stage ran in Ray tasks, none in the driver process, and the partitioned stages' buckets ran on
+    both nodes."""
+    with moto_s3() as settings:
+        fs = client(settings)
+        fs.mkdir(BUCKET)
+        out = f"s3://{BUCKET}/runs/samples"
+        env = {**cluster.env, **settings, WORK_ENV: str(tmp_path / "work")}
+        command = on_cluster(
+            cluster, str(REPO / "pipelines" / "samples.toml"), "--out", out, "--var", f"shared={shared}"
+        )
+        driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _, stderr = driver.communicate(timeout=RUN_SECONDS)
+        assert driver.returncode == 0, stderr
+        remote = objects(out, fs)
+    assert_same_build(remote, samples_corpus)
+    nodes = nodes_of(remote)
+    head, second = cluster.head.node_id(), cluster.second.node_id()
+    stages = json.loads(remote["stats.json"])["stages"]
+    whole = {key: stage["worker"] for key, stage in stages.items() if key not in nodes}
+    assert set(whole) | set(nodes) == set(stages) and {"dedup", "pretrain_documents"} <= set(nodes)
+    assert all(int(worker.split(":")[1].split("@")[0]) != driver.pid for worker in whole.values())
+    assert {worker.split("@")[1] for worker in whole.values()} <= {head, second}
+    assert {node for ran in nodes.values() for node in ran} == {head, second}
+
+
 PLACES = """
 import json, sys, ray, worker_stages
 from recgpt_data.engines.ray import RayEngine
