@@ -5,8 +5,10 @@ blocks of lines, one task each.
 :func:`open_file` reads a file whole, or cuts it: a compressed file is decompressed once into
 copies of about ``block_bytes`` of whole lines each (zstd, level 1), a plain one is cut into byte
 ranges read in place; each block knows the number of its first line in the file, so rows and
-rejects carry the file's own line numbers. :func:`read_block` then parses one block. Every task
-writes its *piece* of the file's output atomically (its rows, its rejects and, with a sample, the
+rejects carry the file's own line numbers. :func:`read_block` then parses one block. The copies and
+pieces go under the task's ``folder``: the stage's scratch, or with the output in object storage a
+prefix of the store, so that every task runs on any node. Every task writes its *piece* of the
+file's output atomically (its rows, its rejects and, with a sample, the
 rows of users left out) and returns a :class:`Piece`: the files with their rows and the accounting
 of what it read. A cut stream's end (a truncated record, the warning) is a piece of its own, the
 file's last. :func:`merged` makes one file's accounting of its pieces.
@@ -14,6 +16,8 @@ file's last. :func:`merged` makes one file's accounting of its pieces.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -26,7 +30,8 @@ import pyarrow as pa
 from recgpt_data import schema as canonical
 from recgpt_data.ingest import FileSummary, read_batches
 from recgpt_data.io.atomic import AtomicFile
-from recgpt_data.io.parquet import AtomicParquetWriter
+from recgpt_data.io.parquet import parquet_writer_at
+from recgpt_data.io.storage import Location, fetched, is_remote, join, location_of, put, remove
 from recgpt_data.io.streams import CHUNK_BYTES, LineBlocks, compression_of, line_spans
 from recgpt_data.sampling import REASON as NOT_SAMPLED
 from recgpt_data.sampling import in_sample
@@ -69,9 +74,11 @@ class FileTask:
         source = get_source(self.format)
         return source, source.roles[self.role]
 
-    def piece_path(self, table: str, index: int, suffix: str = "parquet") -> Path:
-        """Where piece ``index`` of this file writes ``table`` (or, suffix ``zst``, its block's copy)."""
-        return Path(self.folder) / self.table / self.dataset / Path(self.path).name / f"{table}-{index:05d}.{suffix}"
+    def piece_path(self, table: str, index: int, suffix: str = "parquet") -> Location:
+        """Where piece ``index`` of this file writes ``table`` (or, suffix ``zst``, its block's copy):
+        a local path, or a URL where ``folder`` is in object storage."""
+        relative = f"{self.table}/{self.dataset}/{Path(self.path).name}/{table}-{index:05d}.{suffix}"
+        return join(location_of(self.folder), relative)
 
 
 @dataclass(frozen=True)
@@ -123,11 +130,13 @@ def open_file(task: FileTask) -> tuple[list[Piece], list[Block]]:
 
 
 class ZstdCopy(AtomicFile):
-    """A block of a compressed file's decompressed lines, written zstd under a temporary name and
-    renamed into place whole (see :class:`~recgpt_data.io.atomic.AtomicFile`)."""
+    """A block of a compressed file's decompressed lines for ``target``, written zstd under a
+    temporary name and renamed into place whole (see :class:`~recgpt_data.io.atomic.AtomicFile`);
+    for a ``target`` in object storage written in ``TMPDIR`` and put there in one PUT."""
 
-    def __init__(self, path: Path):
-        super().__init__(path)
+    def __init__(self, target: Location):
+        self.target = target
+        super().__init__(Path(tempfile.mkdtemp(prefix="recgpt-block-")) / "block.zst" if is_remote(target) else target)
         self.stream = pa.CompressedOutputStream(pa.OSFile(str(self.tmp), "wb"), "zstd")
         self.size = 0
 
@@ -137,6 +146,17 @@ class ZstdCopy(AtomicFile):
 
     def finish(self) -> None:
         self.stream.close()
+
+    def close(self) -> None:
+        super().close()
+        if is_remote(self.target):
+            put(self.path, self.target)
+            shutil.rmtree(self.path.parent)
+
+    def abort(self) -> None:
+        super().abort()
+        if is_remote(self.target):
+            shutil.rmtree(self.path.parent, ignore_errors=True)
 
 
 def _copies(task: FileTask, blocks: LineBlocks) -> Iterator[Block]:
@@ -152,11 +172,11 @@ def _copies(task: FileTask, blocks: LineBlocks) -> Iterator[Block]:
             copy.write(b"\n")
             if copy.size >= task.block_bytes:
                 copy.close()
-                yield Block(task, index, str(copy.path), first)
+                yield Block(task, index, str(copy.target), first)
                 copy, index = None, index + 1
         if copy is not None:
             copy.close()
-            yield Block(task, index, str(copy.path), first)
+            yield Block(task, index, str(copy.target), first)
     except BaseException:
         if copy is not None:
             copy.abort()
@@ -174,16 +194,17 @@ def read_block(block: Block) -> Piece:
     """A task: parse one block of a file's lines into its piece (a copy is deleted once read)."""
     _, role = block.file.source()
     assert isinstance(role.reader, LineReader)
-    lines = LineBlocks(block.read, first_line=block.first_line, span=block.span)
-    state = ReadState()
+    with fetched(location_of(block.read)) as read:
+        lines = LineBlocks(str(read), first_line=block.first_line, span=block.span)
+        state = ReadState()
 
-    def batches() -> Iterator[RawBatch]:
-        yield from role.reader.blocks(lines)
-        state.records = lines.lines
+        def batches() -> Iterator[RawBatch]:
+            yield from role.reader.blocks(lines)
+            state.records = lines.lines
 
-    piece = write_piece(block.file, block.index, prefetched(batches()), state)
+        piece = write_piece(block.file, block.index, prefetched(batches()), state)
     if block.span is None:
-        Path(block.read).unlink()
+        remove(location_of(block.read))
     return piece
 
 
@@ -195,9 +216,8 @@ def write_piece(task: FileTask, index: int, batches: Iterator[RawBatch], state: 
     info = FileInfo(source=source.name, dataset=task.dataset, file=Path(task.path).name)
     tables = [role.table, REJECTS] + ([SAMPLED_OUT] if task.sample is not None and role.table == "interactions" else [])
     with ExitStack() as stack:
-        writers = {
-            t: stack.enter_context(AtomicParquetWriter(task.piece_path(t, index), columns_of(t))) for t in tables
-        }
+        paths = {t: task.piece_path(t, index) for t in tables}
+        writers = {t: stack.enter_context(parquet_writer_at(paths[t], columns_of(t))) for t in tables}
 
         def write_rows(rows: pl.DataFrame) -> None:
             if SAMPLED_OUT not in writers:
@@ -221,7 +241,7 @@ def write_piece(task: FileTask, index: int, batches: Iterator[RawBatch], state: 
             )
 
         summary = read_batches(source, role, info, batches, state, write_rows, write_rejects, task.path)
-    written = {t: (str(w.path), w.rows) for t, w in writers.items() if w.rows}
+    written = {t: (str(paths[t]), w.rows) for t, w in writers.items() if w.rows}
     return Piece(task.number, index, written, summary)
 
 

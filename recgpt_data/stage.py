@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
+from recgpt_data.io.storage import Location
 from recgpt_data.tokenizer import DEFAULT_NAME, DEFAULT_TOKENIZER
 
 
@@ -237,18 +238,46 @@ Mapper = Callable[[Callable[[T], R], Sequence[T]], Iterable[R]]
 
 
 @dataclass(frozen=True)
+class TaskFolders:
+    """Where a prepare step's tasks exchange files, local paths or object-store URLs: ``scratch``
+    (files they write for one another), ``out_dir`` (files of the final folder, staged until the
+    stage succeeds) and ``folder`` (the final folder as earlier stages left it). Tasks write there
+    through :func:`~recgpt_data.io.storage.local_file` and read through
+    :func:`~recgpt_data.io.storage.fetched` (or polars, which reads URLs)."""
+
+    scratch: Location
+    out_dir: Location
+    folder: Location
+
+
+@dataclass(frozen=True)
 class Preparation:
     """What a stage's ``prepare`` step works on: each input table's files, bucket by bucket
     (``buckets[name][i]`` are bucket ``i``'s files; a table without the bucket column, and every
     table of a whole stage, is one entry read whole), the stage's scratch folder for the files it
     writes, and ``map``, which runs a picklable function over tasks on the run's engine (in worker
     processes or on Ray) and yields the results in any order. The driver only plans: every table is
-    read inside ``map``'s tasks."""
+    read inside ``map``'s tasks.
+
+    ``scratch`` is on the driver's disk. A stage registered with ``prepare_anywhere`` has its tasks
+    exchange files only through :meth:`task_folders`: with a local output its scratch and the
+    context's folders; with the output in object storage, prefixes of the store (``in_store``), so
+    that ``map`` places its tasks on any node of a cluster. ``on_driver`` (where given) runs tasks
+    that must read the driver's disk (inputs it downloaded) on its node."""
 
     buckets: Mapping[str, tuple[tuple[str, ...], ...]]
     bucketed: Mapping[str, bool]
     scratch: Path
     map: Mapper
+    in_store: TaskFolders | None = None
+    on_driver: Mapper | None = None
+
+    def task_folders(self, ctx: Context) -> TaskFolders:
+        """Where this step's tasks exchange files: the store's prefixes (``in_store``) where the
+        executor lent them, else the driver's scratch and the context's folders."""
+        if self.in_store is not None:
+            return self.in_store
+        return TaskFolders(self.scratch, ctx.out_dir, ctx.folder or ctx.out_dir)
 
 
 @dataclass(frozen=True)
@@ -297,7 +326,9 @@ class StageDef:
     partitioned stage, for work that spans buckets (deduplication's clustering), and before a whole
     stage, for work that splits another way than by buckets (ingest's input files, the corpus'
     shards); see :class:`Preparation`. The tables it returns are read whole by every bucket, or by
-    the whole stage, beside their inputs."""
+    the whole stage, beside their inputs. ``prepare_anywhere`` says its prepare step's tasks use
+    only the shared locations of their :class:`Preparation`, never the driver's disk, so they run
+    on any node also with the output in object storage."""
 
     name: str
     fn: StageFn
@@ -312,6 +343,7 @@ class StageDef:
     settings: tuple[str, ...] = ()
     stats_keys: tuple[str, ...] = ()
     prepare: PrepareFn | None = None
+    prepare_anywhere: bool = False
 
 
 SETTINGS = ("tokenizer",)  # the spec-wide settings a stage may declare it uses
@@ -332,6 +364,7 @@ def stage(
     settings: tuple[str, ...] = (),
     stats_keys: tuple[str, ...] = (),
     prepare: PrepareFn | None = None,
+    prepare_anywhere: bool = False,
 ) -> Callable[[StageFn], StageFn]:
     """Register ``fn`` as the stage ``name`` (see :class:`StageDef` for the options)."""
     if partition is not None and partition not in PARTITION_COLUMNS:
@@ -357,6 +390,7 @@ def stage(
             settings,
             stats_keys,
             prepare,
+            prepare_anywhere,
         )
         return fn
 

@@ -117,15 +117,19 @@ def test_demo_built_on_two_nodes_equals_the_local_build(cluster: Cluster, demo_c
     assert len({node for ran in nodes.values() for node in ran}) == 2  # both nodes ran buckets
 
 
+ANYWHERE = ("ingest",)  # stages whose prepare step's tasks run on any node with the output in object storage
+
+
 def test_demo_built_on_two_nodes_into_object_storage_equals_the_local_build(
     cluster: Cluster, demo_corpus: Path, tmp_path: Path
 ) -> None:
     """The demo with its output in S3 (moto on 127.0.0.1), the S3 settings in the driver's
     environment alone (the nodes have none), so the tasks reach the store with what the engine
     passes them: every object is the local build's bytes; the buckets of the partitioned stages
-    (dedup's too, which read its prepare step's tables uploaded to the store) ran on both nodes,
-    while the whole stages, which use the driver's work folder, ran on the head, whose node the
-    driver joined."""
+    (dedup's too, which read its prepare step's tables uploaded to the store) and the prepare
+    steps' tasks of the stages that exchange their files through the store (:data:`ANYWHERE`) ran
+    on both nodes, while the whole stages, which use the driver's work folder, ran on the head,
+    whose node the driver joined."""
     with moto_s3() as settings:
         fs = client(settings)
         fs.mkdir(BUCKET)
@@ -140,11 +144,12 @@ def test_demo_built_on_two_nodes_into_object_storage_equals_the_local_build(
     nodes = nodes_of(remote)
     head, second = cluster.head.node_id(), cluster.second.node_id()
     assert cluster.head.ran_driver(driver.pid)
-    whole = {
-        key: stage["worker"] for key, stage in json.loads(remote["stats.json"])["stages"].items() if key not in nodes
-    }
+    stages = json.loads(remote["stats.json"])["stages"]
+    whole = {key: stage["worker"] for key, stage in stages.items() if key not in nodes}
     assert {"ingest", "p5_benchmark", "write_pretrain", "report", "card"} <= set(whole)
     assert {worker.split("@")[1] for worker in whole.values()} == {head}
+    for key in ANYWHERE:
+        assert {worker.split("@")[1] for worker in stages[key]["prepare_workers"]} == {head, second}, key
     assert "dedup" in nodes and all(len(ran) == 2 for ran in nodes.values())
     assert {node for ran in nodes.values() for node in ran} == {head, second}
 

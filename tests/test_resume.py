@@ -34,7 +34,7 @@ def cli(*args: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
 
 def contents(out: Path) -> dict[str, bytes]:
     """Every file's bytes, but the records that hold timings; stats.json without its timings and
-    the workers that ran whole stages (processes of whichever run ran them)."""
+    the workers that ran whole stages and prepare steps (processes of whichever run ran them)."""
     files = {}
     for path in sorted(out.rglob("*")):
         relative = path.relative_to(out).as_posix()
@@ -45,6 +45,7 @@ def contents(out: Path) -> dict[str, bytes]:
     for record in stats["stages"].values():
         record.pop("seconds")
         record.pop("worker", None)
+        record.pop("prepare_workers", None)
     files["stats.json"] = json.dumps(stats, sort_keys=True).encode()
     return files
 

@@ -163,7 +163,9 @@ def test_gc_deletes_what_a_dead_attempt_left(s3: str) -> None:
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     left = [k for k in objects(out) if k.startswith(".stages/ingest/")]
     first = ".stages/ingest/interactions/"  # its first table's files (adopted from its tasks), named by no record
-    assert left and all(k.startswith(first) and k.endswith(".parquet") for k in left)
+    pieces = ".stages/ingest/_prepared/"  # what its tasks wrote for the stage to adopt, under the attempt's prefix
+    assert left and all(k.startswith((first, pieces)) and k.endswith(".parquet") for k in left)
+    assert any(k.startswith(first) for k in left) and any(k.startswith(pieces) for k in left)
     swept = cli("gc", out, "--spec", str(DEMO_SPEC))
     assert swept.returncode == 0, swept.stderr
     assert [k for k in objects(out) if k.startswith(".stages/")] == []

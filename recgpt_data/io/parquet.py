@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -10,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recgpt_data.io.atomic import AtomicFile
-from recgpt_data.io.storage import Location, is_remote, write_bytes
+from recgpt_data.io.storage import Location, is_remote, local_file, write_bytes
 
 COMPRESSION = "zstd"
 
@@ -43,6 +45,14 @@ class AtomicParquetWriter(AtomicFile):
         self.writer.close()
 
 
+@contextmanager
+def parquet_writer_at(location: Location, schema: dict[str, pl.DataType]) -> Iterator[AtomicParquetWriter]:
+    """An :class:`AtomicParquetWriter` for ``location``: the path itself, or for an object-store URL
+    a local file put there in one PUT once it is closed whole (a failed write puts nothing)."""
+    with local_file(location) as path, AtomicParquetWriter(path, schema) as writer:
+        yield writer
+
+
 def write_parquet(frame: pl.DataFrame, path: Path, row_group_size: int = 65536) -> None:
     """Write ``frame`` to ``path`` atomically."""
     path = Path(path)
@@ -52,11 +62,13 @@ def write_parquet(frame: pl.DataFrame, path: Path, row_group_size: int = 65536) 
     os.replace(tmp, path)
 
 
-def write_scratch(frame: pl.DataFrame, path: Path) -> None:
-    """Write a file that only later tasks of the same stage read: lz4, the cheapest to write and
-    read back (a failed task fails the stage, whose prepare step starts its folder afresh)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.write_parquet(path, compression="lz4")
+def write_scratch(frame: pl.DataFrame, location: Location) -> None:
+    """Write a file that only later tasks of the same stage read (a local path, or an object-store
+    URL where they run on other nodes): lz4, the cheapest to write and read back (a failed task
+    fails the stage, whose prepare step starts its folder afresh)."""
+    with local_file(location) as path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(path, compression="lz4")
 
 
 def write_text(text: str, path: Location) -> None:

@@ -138,6 +138,36 @@ def download(location: Location, local: Path) -> None:
     os.replace(tmp, local)
 
 
+def copy(source: Location, target: Location) -> None:
+    """Copy the file at ``source`` to ``target``, both on the same object store (a copy there, the
+    bytes never pass through this machine) or both local (under a temporary name, then renamed)."""
+    if is_remote(source) != is_remote(target):
+        raise ValueError(f"copy is within one store: {source} -> {target}")
+    if not is_remote(target):
+        download(source, Path(target))
+        return
+    fs, path = filesystem(str(source))
+    fs.copy(path, filesystem(str(target))[1])
+
+
+@contextmanager
+def fetched(location: Location) -> Iterator[Path]:
+    """A local path to read ``location``'s file at while the block runs: ``location`` itself
+    locally; for an object store a temporary copy (in ``TMPDIR``, its name ending in the object's,
+    so that its suffix still says its compression), deleted when the block ends."""
+    if not is_remote(location):
+        yield Path(location)
+        return
+    handle, name = tempfile.mkstemp(suffix="-" + location.rsplit("/", 1)[-1])
+    os.close(handle)
+    local = Path(name)
+    try:
+        download(location, local)
+        yield local
+    finally:
+        local.unlink(missing_ok=True)
+
+
 def version(location: Location) -> str:
     """What changes whenever ``location``'s bytes do: the ETag on an object store, the mtime locally."""
     if not is_remote(location):

@@ -10,16 +10,17 @@ had not finished.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import polars as pl
 
-from recgpt_data.engines import Engine, get_engine
+from recgpt_data.engines import Engine, get_engine, worker_name
 from recgpt_data.errors import UsageError
+from recgpt_data.io import storage
 from recgpt_data.io.storage import is_remote, join, put, remove_tree
 from recgpt_data.pipeline.crash import kill_point
 from recgpt_data.pipeline.fingerprint import FileRecord, file_sha256
@@ -30,6 +31,8 @@ from recgpt_data.pipeline.store import PartRecord, Store, TableRecord, TableRef,
 from recgpt_data.stage import PARTITION_COLUMNS, Context, Preparation, Prepared, StageStats, count
 
 Buckets = tuple[list[tuple[str, ...]] | None, tuple[str, ...]]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Reporter(Protocol):
@@ -92,6 +95,20 @@ def with_prepared(parts: list[Mapping[str, Any]], prepared: Prepared | None) -> 
     return stats
 
 
+def traced(fn: Callable[[T], R], task: T) -> tuple[str, R]:
+    """A task's result with the worker that ran it."""
+    return worker_name(), fn(task)
+
+
+def traced_map(
+    engine: Engine, workers: set[str], fn: Callable[[T], R], tasks: Sequence[T], *, here: bool
+) -> Iterator[R]:
+    """``engine.map`` of a prepare step: its results, each task's worker added to ``workers``."""
+    for worker, result in engine.map(partial(traced, fn), tasks, here=here):
+        workers.add(worker)
+        yield result
+
+
 class Executor:
     """Runs stages against one store, their tasks on ``engine`` (default: local, in process)."""
 
@@ -101,21 +118,35 @@ class Executor:
         self.reporter = reporter
         # With the output in object storage, a stage's scratch, its final-folder files and the
         # final folder's mirror are in the driver's local work folder: the tasks that read or write
-        # them (whole stages and prepare steps) run on the driver's node; buckets and cuts, which
-        # only read and write the store (a prepare step's tables uploaded there), go anywhere.
+        # them (whole stages, prepare steps not registered ``prepare_anywhere``) run on the driver's
+        # node; buckets and cuts, which only read and write the store (a prepare step's tables
+        # uploaded there), and the tasks of a ``prepare_anywhere`` step go anywhere.
         self.local_work = is_remote(store.out)
 
     def run(
         self, planned: Planned, fingerprint: str, inputs: Mapping[str, TableRef], context: Context
-    ) -> tuple[dict[str, TableRecord], StageStats, str | None]:
-        """Run ``planned`` on ``inputs`` and write its tables; what it wrote, its stats and, for a
-        whole stage, the worker that ran its task (a bucket's record names its own)."""
+    ) -> tuple[dict[str, TableRecord], StageStats, dict[str, Any]]:
+        """Run ``planned`` on ``inputs`` and write its tables; what it wrote, its stats and where
+        its tasks ran: for a whole stage the worker that ran it (a bucket's record names its own),
+        and the workers that ran its prepare step's tasks."""
+        workers: set[str] = set()
         if planned.partitions is not None:
-            return *self.run_partitioned(planned, fingerprint, inputs, context), None
-        return self.run_whole(planned, fingerprint, inputs, context)
+            written, stats = self.run_partitioned(planned, fingerprint, inputs, context, workers)
+            where: dict[str, Any] = {}
+        else:
+            written, stats, worker = self.run_whole(planned, fingerprint, inputs, context, workers)
+            where = {"worker": worker}
+        if workers:
+            where["prepare_workers"] = sorted(workers)
+        return written, stats, where
 
     def run_whole(
-        self, planned: Planned, fingerprint: str, inputs: Mapping[str, TableRef], context: Context
+        self,
+        planned: Planned,
+        fingerprint: str,
+        inputs: Mapping[str, TableRef],
+        context: Context,
+        workers: set[str],
     ) -> tuple[dict[str, TableRecord], StageStats, str]:
         """Run a stage on whole tables as one task on the engine (in this process with one local
         worker) and write each output table; the driver sees only the task's record."""
@@ -123,7 +154,7 @@ class Executor:
         counts = {name: count(self.store.scan(ref)) for name, ref in inputs.items()}  # parquet footers
         self.reporter.stage_started(key, 1, sum(counts.values()))
         files = {name: tuple(str(f) for f in self.store.paths(ref)) for name, ref in inputs.items()}
-        prepared = self.prepare(planned, {name: (None, whole) for name, whole in files.items()}, context)
+        prepared = self.prepare(planned, {name: (None, whole) for name, whole in files.items()}, context, workers)
         task = WholeTask(
             definition=planned.definition,
             params=planned.params,
@@ -140,6 +171,7 @@ class Executor:
         written = {name: TableRecord((f,)) for name, f in record.tables.items()}
         if prepared is not None:
             written.update(self.adopt(key, prepared))
+            self.clear_prepared(key)
         stats = with_prepared([record.stats], prepared)
         for name, n in counts.items():
             stats.rows_in.setdefault(name, n)
@@ -147,7 +179,12 @@ class Executor:
         return written, stats, record.worker
 
     def run_partitioned(
-        self, planned: Planned, fingerprint: str, inputs: Mapping[str, TableRef], context: Context
+        self,
+        planned: Planned,
+        fingerprint: str,
+        inputs: Mapping[str, TableRef],
+        context: Context,
+        workers: set[str],
     ) -> tuple[dict[str, TableRecord], StageStats]:
         """Run a stage bucket by bucket on the engine, recording each finished bucket."""
         key = planned.key
@@ -155,7 +192,7 @@ class Executor:
         column = PARTITION_COLUMNS[planned.definition.partition]
         buckets = {name: self.buckets(name, ref, column, bucket_count) for name, ref in inputs.items()}
         results = self.store.finished_parts(key, fingerprint)
-        prepared = self.prepare(planned, buckets, context)
+        prepared = self.prepare(planned, buckets, context, workers)
         shared = self.share(key, prepared.tables) if prepared is not None else {}
         tasks = [
             PartitionTask(
@@ -186,8 +223,6 @@ class Executor:
             results[part.index] = part
             self.reporter.part_done(key, bucket_rows[part.index])
             kill_point(key, "mid")
-        if prepared is not None and self.local_work:
-            remove_tree(self.store.prepared(key))
         ordered: list[PartRecord] = [results[i] for i in range(bucket_count)]
         names = sorted({name for part in ordered for name in part.tables})
         written = {
@@ -196,22 +231,29 @@ class Executor:
         }
         if prepared is not None:
             written.update(self.adopt(key, prepared))
+            self.clear_prepared(key)
         stats = with_prepared([p.stats for p in ordered], prepared)
         for name, ref in inputs.items():
             stats.rows_in[name] = count(self.store.scan(ref))
         return written, stats
 
-    def prepare(self, planned: Planned, buckets: Mapping[str, Buckets], context: Context) -> Prepared | None:
+    def prepare(
+        self, planned: Planned, buckets: Mapping[str, Buckets], context: Context, workers: set[str]
+    ) -> Prepared | None:
         """Run the stage's ``prepare`` step (if it has one) over all buckets (a whole stage's tables are
-        each one entry), its tasks on the engine."""
+        each one entry), its tasks on the engine (on the driver's node where they need its disk),
+        adding the workers that ran them to ``workers``."""
         prepare = planned.definition.prepare
         if prepare is None:
             return None
+        anywhere = planned.definition.prepare_anywhere and self.local_work
         preparation = Preparation(
             buckets={name: tuple(parts) if parts is not None else (whole,) for name, (parts, whole) in buckets.items()},
             bucketed={name: parts is not None for name, (parts, _) in buckets.items()},
             scratch=context.scratch / "prepare",
-            map=partial(self.engine.map, here=self.local_work),
+            map=partial(traced_map, self.engine, workers, here=self.local_work and not anywhere),
+            in_store=self.store.task_folders(planned.key) if anywhere else None,
+            on_driver=partial(traced_map, self.engine, workers, here=self.local_work),
         )
         prepared = prepare(preparation, planned.params, context)
         clash = sorted(set(prepared.tables) & set(buckets))
@@ -235,8 +277,8 @@ class Executor:
         return shared
 
     def adopt(self, key: str, prepared: Prepared) -> dict[str, TableRecord]:
-        """Put the whole tables a prepare step wrote (local files) as the stage's output into its
-        folder (a crash test's ``mid`` point after each)."""
+        """Put the whole tables a prepare step wrote (local files, or objects its tasks put in the
+        store) as the stage's output into its folder (a crash test's ``mid`` point after each)."""
         folder = self.store.stage_dir(key)
         records = {}
         for name, files in prepared.outputs.items():
@@ -244,11 +286,22 @@ class Executor:
             for index, file in enumerate(files):
                 relative = f"{name}/whole-{index:05d}.parquet"
                 stored = attempt_name(relative) if is_remote(folder) else relative
-                moved.append(FileRecord(stored, Path(file).stat().st_size, file_sha256(Path(file))))
-                put(Path(file), join(folder, stored))
+                if is_remote(file):  # a copy within the store, hashed as it is read once
+                    moved.append(FileRecord(stored, storage.size(file) or 0, storage.sha256(file)))
+                    storage.copy(file, join(folder, stored))
+                else:
+                    moved.append(FileRecord(stored, Path(file).stat().st_size, file_sha256(Path(file))))
+                    put(Path(file), join(folder, stored))
             records[name] = TableRecord(tuple(moved))
             kill_point(key, "mid")
         return records
+
+    def clear_prepared(self, key: str) -> None:
+        """Delete what a prepare step put in the store (its tables for the buckets, its tasks'
+        scratch) once the stage has adopted its outputs; a local output's scratch goes with the
+        stage's."""
+        if self.local_work:
+            remove_tree(self.store.prepared(key))
 
     def buckets(self, name: str, ref: TableRef, column: str, bucket_count: int) -> Buckets:
         """A table as buckets see it: for a table with the bucket ``column``, each bucket's files

@@ -157,7 +157,7 @@ class Runner:
         context = self.context(planned, stats_so_far)
         started = time.perf_counter()
         inputs = inputs_of(planned, tables)
-        written, stats, worker = self.executor.run(planned, fingerprint, inputs, context)
+        written, stats, where = self.executor.run(planned, fingerprint, inputs, context)
         shutil.rmtree(context.scratch, ignore_errors=True)
         published = self.store.publish(key)
         kill_point(key, "publish")
@@ -171,8 +171,7 @@ class Runner:
             record["info"],
         )
         record["seconds"] = round(time.perf_counter() - started, 3)
-        if worker is not None:
-            record["worker"] = worker  # where a whole stage ran (a bucket's record names its worker)
+        record.update(where)  # where a whole stage and a prepare step's tasks ran (a bucket's record names its worker)
         record["bytes_written"] = sum(f.size for t in written.values() for f in t.files) + sum(
             f.size for f in published
         )

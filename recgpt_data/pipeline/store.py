@@ -47,7 +47,7 @@ from recgpt_data.io import storage
 from recgpt_data.io.parquet import write_parquet, write_text
 from recgpt_data.io.storage import Location, is_remote, join, local_file, location_of
 from recgpt_data.pipeline.fingerprint import FileRecord, HashCache, file_sha256
-from recgpt_data.stage import StageOutput
+from recgpt_data.stage import StageOutput, TaskFolders
 
 STAGES = ".stages"
 SCRATCH = ".scratch"
@@ -243,6 +243,7 @@ class Store:
         self.out = location_of(out)
         self.root = join(self.out, STAGES)
         self.work = work_folder(self.out) if is_remote(self.out) else Path(self.out)
+        self.attempts: dict[str, str] = {}  # each stage's attempt in this run (see reset)
 
     def stage_dir(self, key: str) -> Location:
         return join(self.root, key)
@@ -253,6 +254,16 @@ class Store:
     def staged(self, key: str) -> Path:
         """Where stage ``key`` writes its final-folder files until it succeeds (always local)."""
         return self.work / STAGES / key / STAGED
+
+    def task_folders(self, key: str) -> TaskFolders:
+        """Where the prepare step's tasks of stage ``key`` exchange files when they run on any node
+        with the output in object storage: its scratch under ``_prepared/<attempt>/``, its
+        final-folder files under ``out/<attempt>/`` (published with the stage, see :meth:`publish`)
+        and the final folder, ``out`` itself (only published files are read there)."""
+        attempt = self.attempts[key]
+        return TaskFolders(
+            join(self.prepared(key), attempt), join(self.stage_dir(key), f"{STAGED}/{attempt}"), self.out
+        )
 
     def prepared(self, key: str) -> Location:
         """Where stage ``key``'s prepare step's tables are uploaded for its buckets to read, while
@@ -352,21 +363,38 @@ class Store:
         storage.remove_empty_folders(stage_dir)
         storage.remove_tree(self.staged(key))
         storage.remove_tree(self.scratch(key))
+        self.attempts[key] = uuid.uuid4().hex[:12]
 
     def publish(self, key: str) -> list[FileRecord]:
-        """Move the files stage ``key`` wrote for the final folder into place: one atomic rename
-        each, or on an object store one PUT each (a copy stays in the work folder's mirror)."""
+        """Move the files stage ``key`` wrote for the final folder into place, in path order: one
+        atomic rename each, or on an object store one PUT each (a copy stays in the work folder's
+        mirror); the files its tasks staged in the store (:meth:`task_folders`) are fetched into the
+        mirror and copied into place within the store."""
         staged = self.staged(key)
+        in_store = join(self.stage_dir(key), f"{STAGED}/{self.attempts[key]}") if is_remote(self.out) else None
+        found = {relative: staged / relative for relative in storage.files(staged)}
+        for relative in storage.files(in_store) if in_store is not None else {}:
+            if relative in found:
+                raise UsageError(f"stage {key} wrote {relative} twice, in its prepare step's tasks and after")
+            found[relative] = join(in_store, relative)
         published: list[FileRecord] = []
-        for relative in storage.files(staged):
-            path = staged / relative
-            if relative.split("/")[0] in RESERVED or path.name.endswith(".tmp"):
+        for relative, source in sorted(found.items()):
+            if relative.split("/")[0] in RESERVED or relative.endswith(".tmp"):
                 raise UsageError(f"stage {key} wrote {relative}, a name the runner keeps for itself")
-            published.append(FileRecord(relative, path.stat().st_size, file_sha256(path)))
-            storage.put(path, join(self.out, relative))
-            if is_remote(self.out):
-                storage.put(path, join(self.work / MIRROR, relative))
+            if not is_remote(source):
+                path = Path(source)
+                published.append(FileRecord(relative, path.stat().st_size, file_sha256(path)))
+                storage.put(path, join(self.out, relative))
+                if is_remote(self.out):
+                    storage.put(path, join(self.work / MIRROR, relative))
+                continue
+            mirror = Path(join(self.work / MIRROR, relative))
+            storage.download(source, mirror)
+            published.append(FileRecord(relative, mirror.stat().st_size, file_sha256(mirror)))
+            storage.copy(source, join(self.out, relative))
         storage.remove_tree(staged)
+        if in_store is not None:
+            storage.remove_tree(in_store)
         return published
 
     def final_folder(self) -> Path:

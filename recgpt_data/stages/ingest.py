@@ -9,7 +9,6 @@ each. The stage's tables are the files those tasks wrote; the stage function onl
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from recgpt_data.ingest_tasks import (
     read_block,
 )
 from recgpt_data.io.parquet import write_parquet
-from recgpt_data.io.storage import localise
+from recgpt_data.io.storage import Location, is_remote, join, localise, remove_tree
 from recgpt_data.names import DatasetName
 from recgpt_data.pipeline.spec import resolve_input
 from recgpt_data.sampling import REASON as NOT_SAMPLED
@@ -102,9 +101,10 @@ class SourcePlan:
 
 
 def plan_source(
-    index: int, spec: SourceSpec, params: IngestParams, ctx: Context, folder: Path, first: int
+    index: int, spec: SourceSpec, params: IngestParams, ctx: Context, folder: Path, shared: Location, first: int
 ) -> SourcePlan:
-    """Source ``index``'s files (inputs on an object store copied here first), as tasks numbered from ``first``."""
+    """Source ``index``'s files (inputs on an object store copied here first), as tasks numbered from
+    ``first`` that write under ``shared`` (``folder`` itself, or the store's prefix in its place)."""
     raw = ctx.scratch / "raw"  # where inputs on an object store are copied to be read
     roots = [
         (localise(resolve_input(p, ctx.spec_dir), raw / f"{index:02d}-{i:02d}"), p) for i, p in enumerate(spec.paths)
@@ -119,7 +119,7 @@ def plan_source(
             table=file.role.table,
             path=str(file.path),
             dataset=file.dataset,
-            folder=str(folder),
+            folder=str(shared),
             block_bytes=params.block_bytes,
             sample=params.sample,
             seed=ctx.seed,
@@ -134,21 +134,30 @@ def prepare_ingest(prep: Preparation, params: IngestParams, ctx: Context) -> Pre
     cut into blocks of lines that are parsed apart. The pieces become the stage's tables, adopted
     whole: rows in the order of the files' outputs (as one ingest of each source writes them),
     rejects in source and file order, each file's pieces in order. Each source's accounting, its
-    files named as the spec declares them, is a small table for :func:`ingest_stage`."""
+    files named as the spec declares them, is a small table for :func:`ingest_stage`.
+
+    The tasks write their copies and pieces in the step's task folders (in the store with the
+    output in object storage), so they run on any node; inputs read from object storage are
+    downloaded to the driver's scratch first, so a run with any such source reads on its node."""
     scratch = prep.scratch / "ingest"
-    shutil.rmtree(scratch, ignore_errors=True)  # what an interrupted run left
+    shared = join(prep.task_folders(ctx).scratch, "ingest")
+    remove_tree(scratch)  # what an interrupted run left
+    remove_tree(shared)
     planned: list[SourcePlan] = []
     for index, spec in enumerate(params.sources):
         first = sum(len(p.tasks) for p in planned)
-        planned.append(plan_source(index, spec, params, ctx, scratch / f"{index:02d}-{spec.format}", first))
+        name = f"{index:02d}-{spec.format}"
+        planned.append(plan_source(index, spec, params, ctx, scratch / name, join(shared, name), first))
+    downloaded = any(is_remote(resolve_input(p, ctx.spec_dir)) for spec in params.sources for p in spec.paths)
+    map_ = (prep.on_driver or prep.map) if downloaded else prep.map
     tasks = [t for p in planned for t in p.tasks]
     pieces: dict[int, list[Piece]] = {t.number: [] for t in tasks}
     blocks: list[Block] = []
-    for whole, cut in prep.map(open_file, tasks):
+    for whole, cut in map_(open_file, tasks):
         blocks += cut
         for piece in whole:
             pieces[piece.file].append(piece)
-    for piece in prep.map(read_block, blocks):
+    for piece in map_(read_block, blocks):
         pieces[piece.file].append(piece)
     ordered = {n: sorted(found, key=lambda p: p.index) for n, found in pieces.items()}
     outputs = [o for p in planned for o in p.outputs]
@@ -193,7 +202,14 @@ def _accounting(planned: SourcePlan, pieces: list[list[Piece]]) -> tuple[str, st
     return planned.format, json.dumps(files), json.dumps(skipped), sampled_out
 
 
-@stage("ingest", params=IngestParams, writes=("interactions", "items"), version="1", prepare=prepare_ingest)
+@stage(
+    "ingest",
+    params=IngestParams,
+    writes=("interactions", "items"),
+    version="1",
+    prepare=prepare_ingest,
+    prepare_anywhere=True,
+)
 def ingest_stage(tables: Mapping[str, pl.LazyFrame], params: IngestParams, ctx: Context) -> StageOutput:
     """Account for what the prepare step read: each source's summary, rows read per format, rejects
     counted as drops by ``<format>:<reason>``, and the users a sample left out; its tables are the
