@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from recgpt_data.corpus import SPLITS
+from recgpt_data.io.storage import Location, fetched, join, local_file, location_of
 from recgpt_data.tokenizer import load_tokenizer
 
 TOKENS_DIR = Path("exports") / "tokens"
@@ -112,7 +113,8 @@ def tokenize_shard(
 class ShardJob:
     """One task of the ``pretrain_tokens`` stage: the parquet shard ``source`` (relative to the
     final folder ``folder``), at ``position`` in its split's list in ``manifest.json``, tokenized
-    into ``out_dir`` with the tokenizer file ``tokenizer``."""
+    into ``out_dir`` with the tokenizer file ``tokenizer`` (folders are local paths or, with the
+    output in object storage, the store's URLs)."""
 
     split: str
     position: int
@@ -125,7 +127,7 @@ class ShardJob:
 
 
 def shard_jobs(
-    manifest: dict[str, Any], folder: Path, out_dir: Path, tokenizer: Path, batch_rows: int
+    manifest: dict[str, Any], folder: Location, out_dir: Location, tokenizer: Path, batch_rows: int
 ) -> list[ShardJob]:
     """One job per shard that ``manifest`` (``write_pretrain``'s, of ``folder``) lists, in its order."""
     return [
@@ -139,16 +141,22 @@ def shard_jobs(
 
 def tokenize_job(job: ShardJob) -> dict[str, Any]:
     """Tokenize one shard into ``out_dir/exports/tokens/`` (each file written under a temporary
-    name, then renamed); its :class:`TokenShard` record with its split and position."""
+    name, then renamed; for an ``out_dir`` in object storage written locally and put there, the
+    shard read from a local copy); its :class:`TokenShard` record with its split and position."""
     tokenizer = load_tokenizer(job.tokenizer)
-    out_dir = Path(job.out_dir)
+    out_dir = location_of(job.out_dir)
     tokens_rel, index_rel = shard_files(Path(job.source).stem)
-    (out_dir / TOKENS_DIR).mkdir(parents=True, exist_ok=True)
-    tmp_tokens, tmp_index = (out_dir / f"{p}.tmp" for p in (tokens_rel, index_rel))
     eos_id = tokenizer.token_to_id(EOS_TOKEN)
-    counts = tokenize_shard(Path(job.folder) / job.source, tmp_tokens, tmp_index, tokenizer, eos_id, job.batch_rows)
-    tmp_tokens.replace(out_dir / tokens_rel)
-    tmp_index.replace(out_dir / index_rel)
+    with (
+        fetched(join(location_of(job.folder), job.source)) as source,
+        local_file(join(out_dir, tokens_rel.as_posix())) as tokens_path,
+        local_file(join(out_dir, index_rel.as_posix())) as index_path,
+    ):
+        tokens_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_tokens, tmp_index = (p.with_name(p.name + ".tmp") for p in (tokens_path, index_path))
+        counts = tokenize_shard(source, tmp_tokens, tmp_index, tokenizer, eos_id, job.batch_rows)
+        tmp_tokens.replace(tokens_path)
+        tmp_index.replace(index_path)
     shard = TokenShard(tokens_rel.as_posix(), index_rel.as_posix(), job.source, job.source_sha256, *counts)
     return {"split": job.split, "position": job.position, **asdict(shard)}
 

@@ -1,6 +1,8 @@
 """Stage ``pretrain_tokens``: the written pre-training shards as memory-mappable token arrays
 (:mod:`recgpt_data.pretrain_tokens`). Its prepare step tokenizes each shard in its own task on the
-run's engine; the stage function writes ``exports/tokens/manifest.json`` from their records."""
+run's engine (on any node: with the output in object storage a task reads the published shard and
+stages its token files in the store); the stage function writes ``exports/tokens/manifest.json``
+from their records."""
 
 from __future__ import annotations
 
@@ -46,7 +48,8 @@ def prepare_tokens(prep: Preparation, params: TokensParams, ctx: Context) -> Pre
         raise UsageError("pretrain_tokens: its tokenizer is not the one write_pretrain recorded in manifest.json")
     if load_tokenizer(ctx.tokenizer).token_to_id(EOS_TOKEN) is None:
         raise UsageError(f"pretrain_tokens: the tokenizer has no {EOS_TOKEN} token")
-    jobs = shard_jobs(manifest, folder, ctx.out_dir, ctx.tokenizer, params.batch_rows)
+    tasks = prep.task_folders(ctx)  # the store's published shards and staging prefix where it is lent them
+    jobs = shard_jobs(manifest, tasks.folder, tasks.out_dir, ctx.tokenizer, params.batch_rows)
     records = pl.DataFrame(list(prep.map(tokenize_job, jobs)), schema=RECORD_SCHEMA)
     path = prep.scratch / f"{SHARDS}.parquet"
     write_scratch(records, path)
@@ -60,6 +63,7 @@ def prepare_tokens(prep: Preparation, params: TokensParams, ctx: Context) -> Pre
     settings=("tokenizer",),
     version="1",
     prepare=prepare_tokens,
+    prepare_anywhere=True,
 )
 def pretrain_tokens_stage(tables: Mapping[str, pl.LazyFrame], params: TokensParams, ctx: Context) -> StageOutput:
     """Token ids of every pre-training shard, in the corpus' order, for memory-mapped training:
