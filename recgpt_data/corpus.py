@@ -6,7 +6,8 @@ library of the ``pretrain_documents`` and ``write_pretrain`` stages).
 documents. :func:`write_corpus` writes the final folder's ``data/pretrain/train-*.parquet`` and
 ``validation-*.parquet`` and ``exports/pretrain.jsonl.gz`` (and an MDS copy when mosaicml-streaming
 is installed) in rounds of tasks on a run's engine, per documents file and per shard (the
-``write_pretrain`` stage's prepare step); :func:`manifest` is what ``manifest.json`` says of them.
+``write_pretrain`` stage's prepare step), which exchange their files through the folders of a
+:class:`Layout`, in object storage where the run's output is; :func:`manifest` is what ``manifest.json`` says of them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import gzip
 import importlib.util
 import json
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
@@ -34,7 +36,9 @@ from recgpt_data.chunking import (
 from recgpt_data.errors import UsageError
 from recgpt_data.hashing import fnv1a64, unit_interval
 from recgpt_data.histories import history_lines, iter_bucket_events
-from recgpt_data.io.parquet import AtomicParquetWriter, write_parquet, write_scratch
+from recgpt_data.io import storage
+from recgpt_data.io.parquet import AtomicParquetWriter, parquet_writer_at, write_parquet, write_scratch
+from recgpt_data.io.storage import Location, fetched, is_remote, join, local_file, location_of, put, remove_tree
 from recgpt_data.pipeline.fingerprint import file_sha256
 from recgpt_data.split import PRETRAIN, leaked
 from recgpt_data.stage import Drops, Mapper, count
@@ -196,19 +200,25 @@ def shard_starts(keys: pl.DataFrame, split: str, max_rows: int, max_bytes: int) 
 
 @dataclass(frozen=True)
 class Layout:
-    """Where one corpus write keeps its files: its tasks' scratch folder, the output folder, and the
-    seed of its draws. Every task of :func:`write_corpus` carries one."""
+    """Where one corpus write keeps its files: its tasks' scratch folder, the output folder (local
+    paths or, with the output in object storage, the store's URLs, so that the tasks run on any
+    node), and the seed of its draws. Every task of :func:`write_corpus` carries one."""
 
     scratch: str
     out_dir: str
     seed: int
 
-    def path(self, *parts: str) -> Path:
-        return Path(self.scratch).joinpath(*parts)
+    def path(self, *parts: str) -> Location:
+        return join(location_of(self.scratch), "/".join(parts))
 
-    def files(self, folder: str) -> list[str]:
-        """The scratch files of ``folder``, in name order (the documents files' order)."""
-        return sorted(str(p) for p in self.path(folder).glob("*.parquet"))
+    def out(self, relative: str | Path) -> Location:
+        """The output folder's file ``relative``."""
+        return join(location_of(self.out_dir), Path(relative).as_posix())
+
+    def files(self, *folder: str) -> list[str]:
+        """The parquet files directly in scratch ``folder``, in name order (the documents files' order)."""
+        root = self.path(*folder)
+        return [str(join(root, name)) for name in storage.files(root) if name.endswith(".parquet") and "/" not in name]
 
 
 @dataclass(frozen=True)
@@ -289,7 +299,7 @@ def plan_shards(task: BudgetTask) -> Plan:
     return Plan(starts, budget, keys.height, pairs)
 
 
-def piece_path(layout: Layout, split: str, shard: int, file: int) -> Path:
+def piece_path(layout: Layout, split: str, shard: int, file: int) -> Location:
     """Where documents file ``file`` puts its documents of shard ``shard`` of ``split``."""
     return layout.path("pieces", split, f"{shard:05d}", f"{file:05d}.parquet")
 
@@ -313,7 +323,7 @@ def scatter(task: FileTask) -> None:
                 for index in np.unique(shard).tolist():
                     if (split, index) not in writers:
                         path = piece_path(task.layout, split, index, task.index)
-                        writers[split, index] = stack.enter_context(AtomicParquetWriter(path, schema))
+                        writers[split, index] = stack.enter_context(parquet_writer_at(path, schema))
                     writers[split, index].write(part.filter(pl.Series(shard == index)))
 
 
@@ -332,21 +342,21 @@ def write_shard(task: ShardTask) -> tuple[ShardTask, ShardRecord, list[tuple[str
     """Round 4 for one shard: its pieces, in documents-file order, sorted by shuffle key and
     written as ``data/pretrain/<split>-NNNNN-of-NNNNN.parquet``; with the held-out (user, item)
     pairs found in it (the leak check; empty is none)."""
-    folder = task.layout.path("pieces", task.split, f"{task.index:05d}")
-    pieces = sorted(folder.glob("*.parquet"))
+    pieces = task.layout.files("pieces", task.split, f"{task.index:05d}")
     frame = pl.read_parquet(pieces).sort([KEY, *DOCUMENT_KEY]).drop(KEY)
     relative = PRETRAIN_DIR / f"{task.split}-{task.index:05d}-of-{task.count:05d}.parquet"
-    target = Path(task.layout.out_dir) / relative
-    write_parquet(frame, target)
-    shutil.rmtree(folder)
+    with local_file(task.layout.out(relative)) as target:
+        write_parquet(frame, target)
+        sha256 = file_sha256(target)
+    remove_tree(task.layout.path("pieces", task.split, f"{task.index:05d}"))
     found: list[tuple[str, str]] = []
     if task.held_out is not None:
         found = leaked(frame.lazy().select("user_id", "item_ids"), pl.scan_parquet(list(task.held_out))).rows()
-    record = ShardRecord(relative.as_posix(), frame.height, int(frame["num_tokens"].sum()), file_sha256(target))
+    record = ShardRecord(relative.as_posix(), frame.height, int(frame["num_tokens"].sum()), sha256)
     return task, record, found
 
 
-def export_jsonl(paths: list[Path], target: Path) -> int:
+def export_jsonl(paths: Sequence[Location], target: Path) -> int:
     """The shards' texts as RecGPT's release format: gzip'd JSON lines ``{"text": ...}`` (mtime 0,
     no file name), one gzip member written under a temporary name and renamed into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -371,58 +381,74 @@ class MemberTask:
 
 def export_member(task: MemberTask) -> int:
     """One gzip member of the export (see :func:`export_jsonl`); returns its rows."""
-    return export_jsonl([Path(p) for p in task.paths], Path(task.target))
+    with local_file(location_of(task.target)) as target:
+        return export_jsonl([location_of(p) for p in task.paths], target)
 
 
-def concatenate(parts: list[str], target: Path) -> None:
+def concatenate(parts: list[str], target: Location) -> None:
     """``parts`` one after another as ``target``, written under a temporary name and renamed into
     place: gzip members so joined are one gzip file (RFC 1952), which ``gzip`` and ``datasets`` read
     whole."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "wb") as out:
-        for part in parts:
-            with open(part, "rb") as member:
-                shutil.copyfileobj(member, out, 1 << 20)
-    tmp.replace(target)
+    with local_file(target) as path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with fetched(location_of(part)) as local, open(local, "rb") as member:
+                    shutil.copyfileobj(member, out, 1 << 20)
+        tmp.replace(path)
 
 
 def export_members(layout: Layout, train: list[ShardRecord], map_: Mapper) -> int:
     """The JSON-lines export of the train shards: each shard's lines compressed as one gzip member
     in its own task, the members joined in shard order (one task); returns its rows. With no train
     shard it is one empty member, a valid empty gzip file."""
-    out = Path(layout.out_dir)
-    members = [((str(out / r.path),), str(layout.path("jsonl", f"{i:05d}.gz"))) for i, r in enumerate(train)]
+    members = [((str(layout.out(r.path)),), str(layout.path("jsonl", f"{i:05d}.gz"))) for i, r in enumerate(train)]
     tasks = [MemberTask(paths, target) for paths, target in members] or [
         MemberTask((), str(layout.path("jsonl", "empty.gz")))
     ]
     rows = sum(map_(export_member, tasks))
-    list(map_(partial(concatenate, target=out / EXPORT), [[t.target for t in tasks]]))
+    list(map_(partial(concatenate, target=layout.out(EXPORT)), [[t.target for t in tasks]]))
     return rows
 
 
-def export_mds(shards: Mapping[str, list[Path]], target: Path) -> dict[str, dict[str, Any]]:
+def export_mds(shards: Mapping[str, list[Location]], layout: Layout) -> dict[str, dict[str, Any]]:
     """An MDS copy of each split (llm-foundry's streaming format: a ``text`` column), one folder per
-    split under ``target``, rows in shard order; each folder is written under a temporary name and
-    renamed into place."""
-    from streaming import MDSWriter
-
+    split under the output folder's ``exports/mds/``, rows in shard order; each folder is written
+    under a temporary name and renamed into place (for an output folder in object storage, written
+    locally and its files put there)."""
     written = {}
     for split, paths in shards.items():
         if not paths:
             continue
-        folder, tmp = target / split, target / f"{split}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        rows = 0
-        with MDSWriter(out=str(tmp), columns={"text": "str"}, compression=None) as writer:
-            for path in paths:
-                for text in pl.read_parquet(path, columns=["text"])["text"].to_list():
-                    writer.write({"text": text})
-                    rows += 1
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
-        written[split] = {"path": folder.as_posix(), "rows": rows}
+        relative = (MDS_DIR / split).as_posix()
+        folder = layout.out(relative)
+        if is_remote(folder):
+            with tempfile.TemporaryDirectory(prefix="recgpt-mds-") as work:
+                rows = write_mds(paths, Path(work) / split)
+                for name in storage.files(Path(work) / split):
+                    put(Path(work) / split / name, join(folder, name))
+        else:
+            tmp = Path(folder).with_name(f"{split}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            rows = write_mds(paths, tmp)
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp.rename(folder)
+        written[split] = {"path": relative, "rows": rows}
     return written
+
+
+def write_mds(paths: Sequence[Location], folder: Path) -> int:
+    """The ``text`` of the shards ``paths`` as an MDS dataset in ``folder``; returns its rows."""
+    from streaming import MDSWriter
+
+    rows = 0
+    with MDSWriter(out=str(folder), columns={"text": "str"}, compression=None) as writer:
+        for path in paths:
+            for text in pl.read_parquet(path, columns=["text"])["text"].to_list():
+                writer.write({"text": text})
+                rows += 1
+    return rows
 
 
 def require_streaming() -> None:
@@ -499,16 +525,11 @@ def write_corpus(
         if found:
             raise AssertionError(f"{len(found)} held-out (user, item) pairs are in the pre-training shards")
     exports: dict[str, Any] = {}
-    out = Path(layout.out_dir)
     if jsonl:
         exports["jsonl"] = {"path": EXPORT.as_posix(), "rows": export_members(layout, shards[TRAIN], map_)}
     if mds:
-        split_paths = {split: [out / r.path for r in records] for split, records in shards.items()}
-        [mds_written] = list(map_(partial(export_mds, target=out / MDS_DIR), [split_paths]))
-        exports["mds"] = {
-            split: {**info, "path": Path(info["path"]).relative_to(out).as_posix()}
-            for split, info in mds_written.items()
-        }
+        split_paths = {split: [layout.out(r.path) for r in records] for split, records in shards.items()}
+        [exports["mds"]] = list(map_(partial(export_mds, layout=layout), [split_paths]))
     return Written(shards, plan.budget, leak, exports, rows_in - plan.kept)
 
 

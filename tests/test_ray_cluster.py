@@ -117,7 +117,16 @@ def test_demo_built_on_two_nodes_equals_the_local_build(cluster: Cluster, demo_c
     assert len({node for ran in nodes.values() for node in ran}) == 2  # both nodes ran buckets
 
 
-ANYWHERE = ("ingest",)  # stages whose prepare step's tasks run on any node with the output in object storage
+ANYWHERE = ("ingest", "write_pretrain", "pretrain_tokens")  # their prepare tasks run anywhere with object storage
+
+
+def with_tokens(target: Path) -> Path:
+    """``pipelines/demo.toml`` with the token arrays (``pretrain_tokens``) right after the shards."""
+    text = (REPO / "pipelines" / "demo.toml").read_text(encoding="utf-8")
+    marker = '\n[[stages]]\nstage = "instruct_pairs"\n'
+    assert marker in text
+    target.write_text(text.replace(marker, '\n[[stages]]\nstage = "pretrain_tokens"\n' + marker), encoding="utf-8")
+    return target
 
 
 def test_demo_built_on_two_nodes_into_object_storage_equals_the_local_build(
@@ -129,18 +138,23 @@ def test_demo_built_on_two_nodes_into_object_storage_equals_the_local_build(
     (dedup's too, which read its prepare step's tables uploaded to the store) and the prepare
     steps' tasks of the stages that exchange their files through the store (:data:`ANYWHERE`) ran
     on both nodes, while the whole stages, which use the driver's work folder, ran on the head,
-    whose node the driver joined."""
+    whose node the driver joined. The demo runs with its token arrays too, compared with the local
+    build run on with them (its stages but ``pretrain_tokens``, report and card come from cache)."""
+    spec = with_tokens(tmp_path / "demo-tokens.toml")
+    local = tmp_path / "local"
+    shutil.copytree(demo_corpus, local)
+    run_spec(load_spec(spec), local)
     with moto_s3() as settings:
         fs = client(settings)
         fs.mkdir(BUCKET)
         out = f"s3://{BUCKET}/runs/demo"
         env = {**cluster.env, **settings, WORK_ENV: str(tmp_path / "work")}
-        command = on_cluster(cluster, str(REPO / "pipelines" / "demo.toml"), "--out", out)
+        command = on_cluster(cluster, str(spec), "--out", out)
         driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _, stderr = driver.communicate(timeout=RUN_SECONDS)
         assert driver.returncode == 0, stderr
         remote = objects(out, fs)
-    assert_same_build(remote, demo_corpus)
+    assert_same_build(remote, local)
     nodes = nodes_of(remote)
     head, second = cluster.head.node_id(), cluster.second.node_id()
     assert cluster.head.ran_driver(driver.pid)

@@ -9,7 +9,6 @@ and hands the stage function a one-row record of what it wrote, from which the f
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping
 
 import polars as pl
@@ -17,6 +16,7 @@ from pydantic import Field
 
 from recgpt_data.corpus import Layout, Written, manifest, require_streaming, write_corpus
 from recgpt_data.io.parquet import write_scratch, write_text
+from recgpt_data.io.storage import join, remove_tree
 from recgpt_data.stage import Context, Drops, Params, Preparation, Prepared, StageOutput, StageStats, count, stage
 from recgpt_data.tokenizer import tokenizer_sha256
 
@@ -36,18 +36,20 @@ class WritePretrainParams(Params):
 
 
 def prepare_corpus(prep: Preparation, params: WritePretrainParams, ctx: Context) -> Prepared:
-    """Write the shards and exports into ``ctx.out_dir`` in tasks over the documents files and the
+    """Write the shards and exports into ``ctx.out_dir`` (with the output in object storage, the
+    store's staging prefix, published with the stage) in tasks over the documents files and the
     shards; the record of what was written is the table :data:`WRITTEN`."""
     if params.mds:
         require_streaming()
-    scratch = prep.scratch / "corpus"
-    shutil.rmtree(scratch, ignore_errors=True)  # what an interrupted attempt left
+    tasks = prep.task_folders(ctx)  # the store's prefixes where it is lent them: its tasks run on any node
+    scratch = join(tasks.scratch, "corpus")
+    remove_tree(scratch)  # what an interrupted attempt left
     [documents] = prep.buckets["documents"]
     held_out = prep.buckets["held_out"][0] if "held_out" in prep.buckets else None
     written = write_corpus(
         documents,
         held_out,
-        Layout(str(scratch), str(ctx.out_dir), ctx.seed),
+        Layout(str(scratch), str(tasks.out_dir), ctx.seed),
         prep.map,
         target_tokens=params.target_tokens,
         weights=params.weights,
@@ -70,6 +72,7 @@ def prepare_corpus(prep: Preparation, params: WritePretrainParams, ctx: Context)
     settings=("tokenizer",),
     version="1",
     prepare=prepare_corpus,
+    prepare_anywhere=True,
 )
 def write_pretrain_stage(tables: Mapping[str, pl.LazyFrame], params: WritePretrainParams, ctx: Context) -> StageOutput:
     """``manifest.json`` and the stats of what the prepare step wrote: the shards sampled to the
