@@ -16,6 +16,8 @@ import datasets
 import pyarrow.parquet as pq
 from conftest import CLI, REPO, folder_digests
 
+DEMO_SHARD_ROWS = 2000  # pipelines/demo.toml's, for the demo with its token arrays and the same shards
+
 
 def corpus_spec(name: str, target: Path, shard_rows: int, documents_partitions: int | None) -> Path:
     """``pipelines/<name>.toml`` with smaller shards (several per split), the token arrays right after

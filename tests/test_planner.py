@@ -79,7 +79,7 @@ def test_planning_errors_come_before_any_stage_runs(tmp_path: Path, shared: Path
         run_spec(load_spec(path), out)
     assert error.value.problems == [
         "stage hold_out reads held_out, which no earlier stage writes",
-        "RECGPT_KILL_AT='stage:ingest:middle': want stage:<key>:<before|mid|publish|after> with a key of this spec",
+        "RECGPT_KILL_AT='stage:ingest:middle': want stage:<key>:<before|prepared|mid|publish|after> with a key of this spec",
     ]
     assert not out.exists()
 

@@ -27,6 +27,7 @@ import worker_stages
 from conftest import REPO, folder_digests
 from ray_nodes import Node, two_nodes
 from s3_server import BUCKET, assert_same_build, client, moto_s3, objects
+from test_corpus_workers import DEMO_SHARD_ROWS, corpus_spec
 from test_workers import stage_tables
 
 from recgpt_data.io.storage import STORE_SETTINGS
@@ -120,15 +121,6 @@ def test_demo_built_on_two_nodes_equals_the_local_build(cluster: Cluster, demo_c
 ANYWHERE = ("ingest", "write_pretrain", "pretrain_tokens")  # their prepare tasks run anywhere with object storage
 
 
-def with_tokens(target: Path) -> Path:
-    """``pipelines/demo.toml`` with the token arrays (``pretrain_tokens``) right after the shards."""
-    text = (REPO / "pipelines" / "demo.toml").read_text(encoding="utf-8")
-    marker = '\n[[stages]]\nstage = "instruct_pairs"\n'
-    assert marker in text
-    target.write_text(text.replace(marker, '\n[[stages]]\nstage = "pretrain_tokens"\n' + marker), encoding="utf-8")
-    return target
-
-
 def test_demo_built_on_two_nodes_into_object_storage_equals_the_local_build(
     cluster: Cluster, demo_corpus: Path, tmp_path: Path
 ) -> None:
@@ -140,7 +132,7 @@ def test_demo_built_on_two_nodes_into_object_storage_equals_the_local_build(
     on both nodes, while the whole stages, which use the driver's work folder, ran on the head,
     whose node the driver joined. The demo runs with its token arrays too, compared with the local
     build run on with them (its stages but ``pretrain_tokens``, report and card come from cache)."""
-    spec = with_tokens(tmp_path / "demo-tokens.toml")
+    spec = corpus_spec("demo", tmp_path / "demo-tokens.toml", DEMO_SHARD_ROWS, None)
     local = tmp_path / "local"
     shutil.copytree(demo_corpus, local)
     run_spec(load_spec(spec), local)

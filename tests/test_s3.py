@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +21,7 @@ import polars as pl
 import pytest
 from conftest import CLI, REPO
 from s3_server import BUCKET, assert_same_build, assert_same_stage, client, moto_s3, objects
+from test_corpus_workers import DEMO_SHARD_ROWS, corpus_spec
 
 from recgpt_data.engines import get_engine
 from recgpt_data.errors import UsageError
@@ -71,10 +73,17 @@ def raw_spec(s3: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return spec
 
 
-def test_demo_built_on_s3_is_the_local_build(s3: str, demo_corpus: Path) -> None:
+@pytest.fixture(scope="module")
+def demo_on_s3(s3: str) -> str:
+    """The demo built into ``s3://.../runs/demo`` (its prefix, which tests only read)."""
     out = f"{s3}/runs/demo"
     done = cli("run", str(DEMO_SPEC), "--out", out)
     assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_demo_built_on_s3_is_the_local_build(demo_on_s3: str, demo_corpus: Path) -> None:
+    out = demo_on_s3
     assert_same_build(objects(out), demo_corpus)
     shown = cli("status", str(DEMO_SPEC), "--out", out)
     assert shown.returncode == 0, shown.stderr
@@ -114,6 +123,35 @@ def test_killed_stage_on_s3_looks_unfinished_and_resumes_from_raw_on_s3(
     local = json.loads((demo_corpus / "stats.json").read_text())
     named = [[f["file"] for s in d["stages"]["ingest"]["info"]["sources"] for f in s["files"]] for d in (stats, local)]
     assert named[0] == [name.replace("demo:", f"{s3}/raw/") for name in named[1]]  # as the spec declares them
+
+
+def test_files_a_killed_stages_tasks_staged_in_the_store_are_never_published(
+    s3: str, demo_on_s3: str, demo_corpus: Path, tmp_path: Path
+) -> None:
+    """The demo on S3 run on with its token arrays: ``pretrain_tokens``' tasks stage their files
+    under the stage's prefix in the store; killed once they are done, none of them is in the final
+    folder or named by a record, gc deletes them, and the rerun publishes the local build's bytes."""
+    out = f"{s3}/runs/tokens"
+    client().copy(demo_on_s3.removeprefix("s3://"), out.removeprefix("s3://"), recursive=True)
+    spec = corpus_spec("demo", tmp_path / "tokens.toml", DEMO_SHARD_ROWS, None)
+    killed = cli("run", str(spec), "--out", out, "--until", "pretrain_tokens", kill_at="stage:pretrain_tokens:prepared")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = objects(out)
+    staged = [k for k in left if k.startswith(".stages/pretrain_tokens/out/")]
+    assert staged and all(k.endswith((".bin", ".idx")) for k in staged)
+    assert f".stages/pretrain_tokens/{MARKER}" not in left and not [k for k in left if k.startswith("exports/tokens")]
+    swept = cli("gc", out, "--spec", str(spec))
+    assert swept.returncode == 0, swept.stderr
+    assert [k for k in objects(out) if k.startswith(".stages/pretrain_tokens/")] == []
+    rerun = cli("run", str(spec), "--out", out, "--until", "pretrain_tokens")
+    assert rerun.returncode == 0, rerun.stderr
+    local = tmp_path / "local"
+    shutil.copytree(demo_corpus, local)
+    run_spec(load_spec(spec), local, until="pretrain_tokens")
+    tokens = {k: v for k, v in objects(out).items() if k.startswith("exports/tokens/")}
+    expected = {p.relative_to(local).as_posix(): p.read_bytes() for p in (local / "exports" / "tokens").iterdir()}
+    assert len(expected) > 2 and tokens == expected
+    assert_same_stage(objects(out), local, "pretrain_tokens")
 
 
 class Recording:

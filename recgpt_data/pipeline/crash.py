@@ -1,8 +1,8 @@
 """The crash-test hooks: ``RECGPT_KILL_AT=stage:<key>:<point>`` kills the run with SIGKILL at a named
-point of a stage (``before`` it starts, ``mid`` after each table or bucket it writes (after all its
-tables for a whole stage run in a worker), ``publish`` once its final-folder files are in place,
-``after`` its success record), so that tests can prove a rerun finishes with the same bytes as a run
-that was never interrupted."""
+point of a stage (``before`` it starts, ``prepared`` once its prepare step's tasks are done, ``mid``
+after each table or bucket it writes (after all its tables for a whole stage run in a worker),
+``publish`` once its final-folder files are in place, ``after`` its success record), so that tests
+can prove a rerun finishes with the same bytes as a run that was never interrupted."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import signal
 from collections.abc import Sequence
 
 KILL_ENV = "RECGPT_KILL_AT"
-KILL_POINTS = ("before", "mid", "publish", "after")
+KILL_POINTS = ("before", "prepared", "mid", "publish", "after")
 
 
 def kill_point(key: str, point: str) -> None:

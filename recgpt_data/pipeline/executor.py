@@ -256,6 +256,7 @@ class Executor:
             on_driver=partial(traced_map, self.engine, workers, here=self.local_work),
         )
         prepared = prepare(preparation, planned.params, context)
+        kill_point(planned.key, "prepared")
         clash = sorted(set(prepared.tables) & set(buckets))
         if clash:
             raise UsageError(f"stage {planned.key}: its prepare step returned tables it also reads: {clash}")

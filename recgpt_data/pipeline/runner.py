@@ -8,7 +8,7 @@ the store (:mod:`~recgpt_data.pipeline.store`: the layout under the output folde
 The runner holds the folder's lock, lends each stage its :class:`~recgpt_data.stage.Context`,
 publishes what it wrote for the final folder, records it and writes ``stats.json`` after each stage.
 
-A run killed at any point (tests do it with ``RECGPT_KILL_AT=stage:<key>:before|mid|publish|after``,
+A run killed at any point (tests do it with ``RECGPT_KILL_AT=stage:<key>:before|prepared|mid|publish|after``,
 see :mod:`~recgpt_data.pipeline.crash`) leaves no partial file visible, and a rerun finishes with
 the same bytes as a run that was never interrupted.
 """
