@@ -8,9 +8,12 @@
 - ``.stages/<key>/_parts/NNNNN.json``: a :class:`PartRecord` per finished bucket, so a killed
   partitioned stage resumes with the buckets it had not finished.
 - ``.stages/<key>/_prepared/``: with the output in object storage, the tables a stage's prepare
-  step wrote in the work folder, uploaded for its buckets to read on any node while they run.
+  step wrote in the work folder, uploaded for its buckets to read on any node while they run; and,
+  under ``_prepared/<attempt>/``, what the tasks of a ``prepare_anywhere`` step pass to each other
+  (:meth:`Store.task_folders`). Deleted once the stage has adopted its outputs.
 - ``.stages/<key>/out/``: files a stage writes for the final folder, moved into ``out`` when it
-  succeeds, so the final folder never holds a file of an unfinished stage.
+  succeeds, so the final folder never holds a file of an unfinished stage; with the output in
+  object storage, ``out/<attempt>/`` holds those a ``prepare_anywhere`` step's tasks made.
 - ``.scratch/<key>/``: a stage's scratch space, removed when it finishes.
 - ``stats.json``: per-stage stats and the run's warnings.
 
@@ -24,7 +27,13 @@ a stage is complete only once its marker, written last, names the exact keys it 
 read keys a marker or a part record names, so what a dead attempt left is invisible (``recgpt-data
 gc`` deletes it). The stages' own files (staged final-folder files, scratch) stay on local disk in a
 work folder (:func:`work_folder`) and go up when the stage succeeds; the final folder as earlier
-stages left it is mirrored there for the stages that read it (report, card).
+stages left it is mirrored there for the stages that read it (report, card). The exception is a
+stage registered ``prepare_anywhere`` (ingest, write_pretrain, pretrain_tokens): its prepare step's
+tasks run on any node of a cluster, so they exchange their files under the store's prefixes of the
+stage's attempt (``<attempt>`` is new each time :meth:`Store.reset` starts the stage), which no
+record names: a killed attempt's objects there are never read or published, and the rerun (its
+reset) or ``gc`` deletes them. Stages whose prepare steps need the local scratch (p5_benchmark,
+dedup) and every stage function keep the work folder, and their tasks run on the driver's node.
 """
 
 from __future__ import annotations
