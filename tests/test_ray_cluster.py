@@ -1,6 +1,7 @@
 """The Ray engine on a real two-node Ray cluster on this machine (two ``ray start`` nodes of one CPU
 each, on 127.0.0.1): the demo corpus built on it has the bytes of the local build, with tasks on both
-nodes, also with its output in S3 (moto's server on 127.0.0.1); tasks that need the driver's disk
+nodes, also with its output in S3 (moto's server on 127.0.0.1), where the prepare steps' tasks of
+ingest, write_pretrain and pretrain_tokens run on both nodes too; tasks that need the driver's disk
 stay on its node while others spread; and a node killed while one of its buckets runs costs that
 bucket alone, recomputed on the node that is left (that test kills the second node, so it comes
 last).
