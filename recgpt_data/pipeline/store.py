@@ -269,10 +269,11 @@ class Store:
         with the output in object storage: its scratch under ``_prepared/<attempt>/``, its
         final-folder files under ``out/<attempt>/`` (published with the stage, see :meth:`publish`)
         and the final folder, ``out`` itself (only published files are read there)."""
-        attempt = self.attempts[key]
-        return TaskFolders(
-            join(self.prepared(key), attempt), join(self.stage_dir(key), f"{STAGED}/{attempt}"), self.out
-        )
+        return TaskFolders(join(self.prepared(key), self.attempts[key]), self.staged_in_store(key), self.out)
+
+    def staged_in_store(self, key: str) -> Location:
+        """Where the tasks of stage ``key``'s current attempt stage final-folder files in the store."""
+        return join(self.stage_dir(key), f"{STAGED}/{self.attempts[key]}")
 
     def prepared(self, key: str) -> Location:
         """Where stage ``key``'s prepare step's tables are uploaded for its buckets to read, while
@@ -380,7 +381,7 @@ class Store:
         mirror); the files its tasks staged in the store (:meth:`task_folders`) are fetched into the
         mirror and copied into place within the store."""
         staged = self.staged(key)
-        in_store = join(self.stage_dir(key), f"{STAGED}/{self.attempts[key]}") if is_remote(self.out) else None
+        in_store = self.staged_in_store(key) if is_remote(self.out) and key in self.attempts else None
         found = {relative: staged / relative for relative in storage.files(staged)}
         for relative in storage.files(in_store) if in_store is not None else {}:
             if relative in found:
