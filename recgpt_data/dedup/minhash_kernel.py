@@ -35,13 +35,13 @@ _K = np.array([0x5A827999, 0x6ED9EBA1, 0x8F1BBCDC, 0xCA62C1D6], dtype=np.uint32)
 _INIT = np.array([0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0], dtype=np.uint32)
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def _rotl(x, n):
     """32-bit ``x`` rotated left by ``n`` bits."""
     return np.uint32((x << np.uint32(n)) | (x >> np.uint32(32 - n)))
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def _bswap(x):
     """32-bit ``x`` with its bytes reversed."""
     return np.uint32(
@@ -52,13 +52,13 @@ def _bswap(x):
     )
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def _byte(data, p):
     """``data[p]`` as a 32-bit word (``p`` is never negative: unsigned indexing skips that check)."""
     return np.uint32(data[np.uint64(p)])
 
 
-@njit(nogil=True, inline="always")
+@njit(nogil=True, inline="always", cache=True)
 def _load_block(data, start, length, block, w, lane):
     """Big-endian words of padded block ``block`` of one message into column ``lane`` of ``w``.
 
@@ -87,7 +87,7 @@ def _load_block(data, start, length, block, w, lane):
         w[15, lane] = np.uint32(bits & _MASK32)
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def _compress(w, state, live, work, n):
     """One SHA-1 block for lanes ``:n``: ``state`` (5, LANES) advances where ``live`` is set."""
     for v in range(5):
@@ -123,7 +123,7 @@ def _compress(w, state, live, work, n):
             state[v, lane] = np.uint32(state[v, lane] + x) if live[lane] else state[v, lane]
 
 
-@njit(nogil=True, inline="always")
+@njit(nogil=True, inline="always", cache=True)
 def _start(n, w, state, live):
     """Lanes ``:n`` set to SHA-1's initial state, all live, with zero message words."""
     for v in range(5):
@@ -133,14 +133,14 @@ def _start(n, w, state, live):
     live[:n] = True
 
 
-@njit(nogil=True, inline="always")
+@njit(nogil=True, inline="always", cache=True)
 def _finish(state, group, n, out):
     """The first digest word of lanes ``:n``, little-endian, written to ``out[group[:n]]``."""
     for lane in range(n):
         out[group[lane]] = _bswap(state[0, lane])
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def _hash_short(data, starts, lengths, group, n, out, w, state, live, work):
     """datasketch's ``sha1_hash32`` of the one-block messages ``group[:n]``, written to ``out``."""
     _start(n, w, state, live)
@@ -151,7 +151,7 @@ def _hash_short(data, starts, lengths, group, n, out, w, state, live, work):
     _finish(state, group, n, out)
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def _hash_long(data, starts, lengths, group, n, out, w, state, live, work):
     """datasketch's ``sha1_hash32`` of the messages ``group[:n]``, of any number of blocks."""
     _start(n, w, state, live)
@@ -170,7 +170,7 @@ def _hash_long(data, starts, lengths, group, n, out, w, state, live, work):
     _finish(state, group, n, out)
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def _sha1_hash32(data, starts, lengths, long_by_length):
     """``sha1_hash32`` of every message; ``long_by_length`` lists those over ``SHORT`` bytes."""
     out = np.empty(len(starts), dtype=np.uint32)
@@ -207,7 +207,7 @@ def sha1_hash32(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np
     return _sha1_hash32(data, starts, lengths, long_[np.argsort(lengths[long_], kind="stable")])
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def _permuted_min(hashes, doc, a, b, out):
     """Fold every shingle's permuted hashes into its text's row of ``out`` (texts, num_perm)."""
     for i in range(len(hashes)):
@@ -223,7 +223,7 @@ def _permuted_min(hashes, doc, a, b, out):
                 out[d, j] = v
 
 
-@njit(nogil=True)
+@njit(nogil=True, cache=True)
 def _shingle_spans(data, offsets, ngram):
     """Byte starts, lengths and text of every shingle of normalised texts ``data[offsets[d]:offsets[d+1]]``.
 

@@ -44,12 +44,13 @@ from recgpt_data.dedup.spread import (
     cluster_spread,
     clusters_of,
     partition_of,
+    read_tables,
     write_docs,
-    write_scratch,
     write_shuffled,
+    write_table,
 )
 from recgpt_data.errors import UsageError
-from recgpt_data.io.parquet import write_parquet
+from recgpt_data.io.parquet import write_parquet, write_scratch
 from recgpt_data.schema import CHRONOLOGICAL
 from recgpt_data.stage import DROP_REASON, Context, Preparation, Prepared
 
@@ -145,7 +146,7 @@ def rows(job: Job) -> int:
     marked = bucket_rows(frame, items, params)
     docs, marked = text_docs(marked)
     write_docs(docs, job.folder / "texts", job.index, job.partitions)
-    write_scratch(marked.select(ROW_COLUMNS), job.folder / "rows" / f"{job.index:05d}.parquet")
+    write_table(marked.select(ROW_COLUMNS), job.folder / "rows" / f"{job.index:05d}.arrow")
     return int(marked["_tid"].null_count())
 
 
@@ -154,7 +155,7 @@ def _clustered_rows(job: Job) -> pl.DataFrame:
     texts = clusters_of(job.folder / "texts", job.index).select(
         pl.col("member").alias("_tid"), pl.col("root").alias("cluster_id"), pl.col("size").alias("cluster_size")
     )
-    marked = pl.read_parquet(job.folder / "rows" / f"{job.index:05d}.parquet")
+    marked = read_tables(job.folder / "rows" / f"{job.index:05d}.arrow")
     return marked.join(texts, on="_tid", how="left", maintain_order="left")
 
 
@@ -162,7 +163,7 @@ def users(job: Job) -> None:
     """Round 3 for one bucket: its users' histories (rows left after scope a) as documents."""
     docs, listed = history_docs(_clustered_rows(job).filter(~pl.col("_variant")), job.params)
     write_docs(docs, job.folder / "users", job.index, job.partitions)
-    write_scratch(listed, job.folder / "users" / "list" / f"{job.index:05d}.parquet")
+    write_table(listed, job.folder / "users" / "list" / f"{job.index:05d}.arrow")
 
 
 def decide(job: Job) -> int:
@@ -171,7 +172,7 @@ def decide(job: Job) -> int:
     marked = _clustered_rows(job)
     dropped = 0
     if job.params.users:
-        listed = pl.read_parquet(job.folder / "users" / "list" / f"{job.index:05d}.parquet")
+        listed = read_tables(job.folder / "users" / "list" / f"{job.index:05d}.arrow")
         found = clusters_of(job.folder / "users", job.index).select("member", pl.col("best").alias("_cbest"))
         gone = listed.join(found, on="member").filter(pl.col("best") != pl.col("_cbest")).select("dataset", "user_id")
         dropped = gone.height
@@ -182,7 +183,7 @@ def decide(job: Job) -> int:
     left = marked.filter(~pl.col("_variant") & ~pl.col("_user"))
     if job.params.items == "remap":
         uses = left.group_by("dataset", "item_id").agg(pl.len().cast(pl.Int64).alias("_uses"))
-        write_scratch(uses, job.folder / "uses" / f"{job.index:05d}.parquet")
+        write_table(uses, job.folder / "uses" / f"{job.index:05d}.arrow")
     shared = (
         left.filter(pl.col("cluster_size") > 1)
         .group_by("dataset", "cluster_id")
@@ -190,27 +191,27 @@ def decide(job: Job) -> int:
         .with_columns(pl.lit(job.index, pl.Int64).alias("bucket"))
     )
     part = partition_of(shared["dataset"], shared["cluster_id"].cast(pl.String), job.partitions)
-    write_shuffled(shared, part, lambda p: job.folder / "best" / f"{job.index:05d}-{p:05d}.parquet", job.partitions)
+    write_shuffled(shared, part, lambda p: job.folder / "best" / f"{job.index:05d}-{p:05d}.arrow", job.partitions)
     columns = ["_bucket_row", "cluster_id", "cluster_size", "_variant", "_user", "_rank"]
-    write_scratch(marked.select(columns), job.folder / "decided" / f"{job.index:05d}.parquet")
+    write_table(marked.select(columns), job.folder / "decided" / f"{job.index:05d}.arrow")
     return dropped
 
 
 def best(job: Job) -> None:
     """Round 5 for one partition: each shared cluster's best remaining score over all buckets,
     sent back to each bucket that holds it."""
-    sent = pl.read_parquet(sorted(str(p) for p in (job.folder / "best").glob(f"*-{job.index:05d}.parquet")))
+    sent = read_tables(sorted(str(p) for p in (job.folder / "best").glob(f"*-{job.index:05d}.arrow")))
     sent = sent.with_columns(pl.col("_best").min().over("dataset", "cluster_id"))
     for b in range(job.partitions):
         mine = sent.filter(pl.col("bucket") == b).select("cluster_id", "_best", "dataset")
-        write_scratch(mine, job.folder / "back" / f"{job.index:05d}-{b:05d}.parquet")
+        write_table(mine, job.folder / "back" / f"{job.index:05d}-{b:05d}.arrow")
 
 
 def marks(job: Job) -> str:
     """Round 6 for one bucket: its rows' decisions, text copies included; returns the file."""
-    decided = pl.read_parquet(job.folder / "decided" / f"{job.index:05d}.parquet")
-    rows_ = pl.read_parquet(job.folder / "rows" / f"{job.index:05d}.parquet").select("_bucket_row", "dataset")
-    back = pl.read_parquet(sorted(str(p) for p in (job.folder / "back").glob(f"*-{job.index:05d}.parquet")))
+    decided = read_tables(job.folder / "decided" / f"{job.index:05d}.arrow")
+    rows_ = read_tables(job.folder / "rows" / f"{job.index:05d}.arrow").select("_bucket_row", "dataset")
+    back = read_tables(sorted(str(p) for p in (job.folder / "back").glob(f"*-{job.index:05d}.arrow")))
     decided = decided.join(rows_, on="_bucket_row").join(back, on=["dataset", "cluster_id"], how="left")
     copy = pl.col("_best").is_not_null() & ~pl.col("_variant") & ~pl.col("_user") & (pl.col("_rank") != pl.col("_best"))
     path = job.folder / "marks" / f"{job.index:05d}.parquet"
@@ -248,7 +249,7 @@ def items(job: Job) -> tuple[int, int, int]:
         uses = pl.DataFrame(schema={"dataset": pl.String, "item_id": pl.String, "_uses": pl.Int64})
         if params.items == "remap":
             uses = (
-                pl.scan_parquet(sorted(str(p) for p in (job.folder / "uses").glob("*.parquet")))
+                pl.scan_ipc(sorted(str(p) for p in (job.folder / "uses").glob("*.arrow")))
                 .filter(chosen)
                 .group_by("dataset", "item_id")
                 .agg(pl.col("_uses").sum())

@@ -41,7 +41,6 @@ from recgpt_data.dedup.lsh import NearDuplicateConfig, agreement, band_keys, opt
 from recgpt_data.dedup.minhash import MinHasher
 from recgpt_data.dedup.normalize import word_counts
 from recgpt_data.hashing import fnv1a64
-from recgpt_data.io.parquet import write_scratch
 
 DOC_SCHEMA = {
     "dataset": pl.String,
@@ -65,18 +64,31 @@ def partition_of(dataset: pl.Series, text: pl.Series, partitions: int) -> np.nda
     return (fnv1a64(key).to_numpy() % np.uint64(partitions)).astype(np.int64)
 
 
+def write_table(frame: pl.DataFrame, path: Path) -> None:
+    """Write a scratch table that only later tasks of the same stage read: Arrow IPC, uncompressed,
+    the cheapest to write and to read back (a failed task fails the stage, whose prepare step starts
+    its folder afresh)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_ipc(path, compression="uncompressed")
+
+
+def read_tables(files: Path | str | Sequence[str]) -> pl.DataFrame:
+    """The scratch tables ``files`` (written by :func:`write_table`) as one frame."""
+    return pl.scan_ipc(files if isinstance(files, (Path, str)) else list(files)).collect()
+
+
 def write_shuffled(frame: pl.DataFrame, part: np.ndarray, path: Callable[[int], Path], partitions: int) -> None:
     """Write ``frame``'s rows to one file per partition (``part`` gives each row's), empty ones too."""
     frame = frame.with_columns(pl.Series("_part", part, dtype=pl.Int64))
     for p in range(partitions):
-        write_scratch(frame.filter(pl.col("_part") == p).drop("_part"), path(p))
+        write_table(frame.filter(pl.col("_part") == p).drop("_part"), path(p))
 
 
 def write_docs(docs: pl.DataFrame, folder: Path, bucket: int, partitions: int) -> None:
     """Shuffle one bucket's documents (columns :data:`DOC_SCHEMA`) into ``folder``."""
     docs = docs.select([pl.col(c).cast(t) for c, t in DOC_SCHEMA.items()]).with_columns(bucket=pl.lit(bucket, pl.Int64))
     part = partition_of(docs["dataset"], docs["text"], partitions)
-    write_shuffled(docs, part, lambda p: folder / "docs" / f"{bucket:05d}-{p:05d}.parquet", partitions)
+    write_shuffled(docs, part, lambda p: folder / "docs" / f"{bucket:05d}-{p:05d}.arrow", partitions)
 
 
 @dataclass(frozen=True)
@@ -102,8 +114,8 @@ def _pair_partition(u: np.ndarray, partitions: int) -> np.ndarray:
 def distinct(job: Job) -> tuple[int, int]:
     """Round 1 on one partition; returns (the documents' summed count, distinct texts)."""
     folder, p, config = Path(job.folder), job.index, job.config
-    files = _files(folder / "docs", f"*-{p:05d}.parquet")
-    docs = pl.read_parquet(files) if files else pl.DataFrame(schema={**DOC_SCHEMA, "bucket": pl.Int64})
+    files = _files(folder / "docs", f"*-{p:05d}.arrow")
+    docs = read_tables(files) if files else pl.DataFrame(schema={**DOC_SCHEMA, "bucket": pl.Int64})
     nodes = (
         docs.group_by("dataset", "text")
         .agg(pl.col("first").min(), pl.col("count").sum(), pl.col("best").min(), "bucket", "member")
@@ -113,8 +125,8 @@ def distinct(job: Job) -> tuple[int, int]:
     )
     members = nodes.select("bucket", "member", "id").explode("bucket", "member")
     nodes = nodes.drop("bucket", "member")
-    write_scratch(members, folder / "members" / f"{p:05d}.parquet")
-    write_scratch(nodes.select("id", "dataset", "first", "count", "best"), folder / "nodes" / f"{p:05d}.parquet")
+    write_table(members, folder / "members" / f"{p:05d}.arrow")
+    write_table(nodes.select("id", "dataset", "first", "count", "best"), folder / "nodes" / f"{p:05d}.arrow")
     long_ = nodes.filter(word_counts(nodes["text"]) >= config.ngram)
     banding = optimal_banding(
         config.threshold, config.num_perm, config.false_positive_weight, config.false_negative_weight
@@ -126,8 +138,9 @@ def distinct(job: Job) -> tuple[int, int]:
             long_["text"].slice(lo, config.batch_size)
         )
     if config.verify:
-        sig = pl.Series("sig", signatures, dtype=pl.Array(pl.UInt32, config.num_perm))
-        write_scratch(long_.select("id").with_columns(sig), folder / "signatures" / f"{p:05d}.parquet")
+        (folder / "signatures").mkdir(parents=True, exist_ok=True)
+        np.save(folder / "signatures" / f"{p:05d}-id.npy", long_["id"].to_numpy())
+        np.save(folder / "signatures" / f"{p:05d}.npy", signatures)
     keys = band_keys(signatures, banding.bands, banding.rows)
     bands = pl.DataFrame(
         {
@@ -140,14 +153,14 @@ def distinct(job: Job) -> tuple[int, int]:
         schema={"dataset": pl.String, "band": pl.Int32, "key": pl.UInt64, "id": pl.Int64, "first": pl.Int64},
     )
     part = (bands["key"].to_numpy() % np.uint64(job.partitions)).astype(np.int64)
-    write_shuffled(bands, part, lambda q: folder / "bands" / f"{p:05d}-{q:05d}.parquet", job.partitions)
+    write_shuffled(bands, part, lambda q: folder / "bands" / f"{p:05d}-{q:05d}.arrow", job.partitions)
     return int(docs["count"].sum()), nodes.height
 
 
 def candidates(job: Job) -> None:
     """Round 2 on one band partition: each band key's members linked to its smallest ``first``."""
     folder, q = Path(job.folder), job.index
-    bands = pl.read_parquet(_files(folder / "bands", f"*-{q:05d}.parquet"))
+    bands = read_tables(_files(folder / "bands", f"*-{q:05d}.arrow"))
     edges = (
         bands.sort("dataset", "band", "key", "first")
         .with_columns(pl.col("id").first().over("dataset", "band", "key").alias("v"))
@@ -156,34 +169,34 @@ def candidates(job: Job) -> None:
         .unique(maintain_order=True)
     )
     part = _pair_partition(edges["u"].to_numpy(), job.partitions)
-    write_shuffled(edges, part, lambda r: folder / "edges" / f"{q:05d}-{r:05d}.parquet", job.partitions)
+    write_shuffled(edges, part, lambda r: folder / "edges" / f"{q:05d}-{r:05d}.arrow", job.partitions)
 
 
-def _load_signatures(folder: Path, ids: np.ndarray, num_perm: int) -> tuple[np.ndarray, np.ndarray]:
-    """The signatures of ``ids`` (sorted, unique), read only from the partitions that hold them."""
-    wanted = pl.Series("id", ids, dtype=pl.Int64)
-    frames = [
-        pl.scan_parquet(folder / "signatures" / f"{p:05d}.parquet")
-        .filter(pl.col("id").is_in(wanted.implode()))
-        .collect()
-        for p in np.unique(ids >> NODE_BITS).tolist()
-    ]
-    found = pl.concat(frames).sort("id")
-    return found["id"].to_numpy(), found["sig"].to_numpy().reshape(found.height, num_perm)
+def _load_signatures(folder: Path, ids: np.ndarray) -> np.ndarray:
+    """The signatures of ``ids`` (sorted, unique), in their order, read only from the partitions that
+    hold them; each partition's signatures are memory-mapped, so only the rows asked for are read."""
+    parts = ids >> NODE_BITS
+    frames = []
+    for p in np.unique(parts).tolist():
+        held = np.load(folder / "signatures" / f"{p:05d}-id.npy")
+        rows = np.load(folder / "signatures" / f"{p:05d}.npy", mmap_mode="r")
+        frames.append(rows[np.searchsorted(held, ids[parts == p])])
+    return np.concatenate(frames)
 
 
 def verify(job: Job) -> tuple[int, int]:
     """Round 3 on one edge partition; returns (candidate edges, verified edges)."""
     folder, r, config = Path(job.folder), job.index, job.config
-    edges = pl.read_parquet(_files(folder / "edges", f"*-{r:05d}.parquet")).unique().sort("u", "v")
+    edges = read_tables(_files(folder / "edges", f"*-{r:05d}.arrow")).unique().sort("u", "v")
     u, v = edges["u"].to_numpy(), edges["v"].to_numpy()
     found = len(u)
     if config.verify and found:
-        ids, signatures = _load_signatures(folder, np.unique(np.concatenate([u, v])), config.num_perm)
+        ids = np.unique(np.concatenate([u, v]))
+        signatures = _load_signatures(folder, ids)
         keep = agreement(signatures, np.searchsorted(ids, u), np.searchsorted(ids, v)) >= config.threshold
         u, v = u[keep], v[keep]
-    write_scratch(
-        pl.DataFrame({"u": u, "v": v}, schema={"u": pl.Int64, "v": pl.Int64}), folder / "verified" / f"{r:05d}.parquet"
+    write_table(
+        pl.DataFrame({"u": u, "v": v}, schema={"u": pl.Int64, "v": pl.Int64}), folder / "verified" / f"{r:05d}.arrow"
     )
     return found, len(u)
 
@@ -192,12 +205,12 @@ def components(job: Job) -> None:
     """Round 4, one task: connected components of the verified edges, each with its root (smallest
     ``first``), size (summed ``count``) and least ``best``."""
     folder = Path(job.folder)
-    edges = pl.read_parquet(_files(folder / "verified", "*.parquet"))
+    edges = read_tables(_files(folder / "verified", "*.arrow"))
     u, v = edges["u"].to_numpy(), edges["v"].to_numpy()
     ids = np.unique(np.concatenate([u, v]))
     wanted = pl.Series("id", ids, dtype=pl.Int64)
     frames = [
-        pl.scan_parquet(folder / "nodes" / f"{p:05d}.parquet").filter(pl.col("id").is_in(wanted.implode())).collect()
+        pl.scan_ipc(folder / "nodes" / f"{p:05d}.arrow").filter(pl.col("id").is_in(wanted.implode())).collect()
         for p in np.unique(ids >> NODE_BITS).tolist()
     ]
     schema = {"id": pl.Int64, "dataset": pl.String, "first": pl.Int64, "count": pl.Int64, "best": pl.Int64}
@@ -212,16 +225,16 @@ def components(job: Job) -> None:
         pl.col("count").sum().over("component").alias("size"),
         pl.col("best").min().over("component").alias("cbest"),
     )
-    write_scratch(comps.select("id", "root", "size", pl.col("cbest").alias("best")), folder / "components.parquet")
+    write_table(comps.select("id", "root", "size", pl.col("cbest").alias("best")), folder / "components.arrow")
 
 
 def resolve(job: Job) -> int:
     """Round 5 on one partition: every document's cluster (root, size, best), written back to its
     bucket; returns the summed count of the documents in clusters of more than one."""
     folder, p = Path(job.folder), job.index
-    nodes = pl.read_parquet(folder / "nodes" / f"{p:05d}.parquet")
+    nodes = read_tables(folder / "nodes" / f"{p:05d}.arrow")
     comps = (
-        pl.scan_parquet(folder / "components.parquet")
+        pl.scan_ipc(folder / "components.arrow")
         .filter(pl.col("id").is_between(p << NODE_BITS, ((p + 1) << NODE_BITS) - 1))
         .collect()
     )
@@ -232,10 +245,10 @@ def resolve(job: Job) -> int:
         pl.coalesce("best_c", "best").alias("best"),
         "count",
     )
-    members = pl.read_parquet(folder / "members" / f"{p:05d}.parquet").join(clusters, on="id", how="left")
+    members = read_tables(folder / "members" / f"{p:05d}.arrow").join(clusters, on="id", how="left")
     for b in range(job.buckets):
         mine = members.filter(pl.col("bucket") == b).select("member", "root", "size", "best")
-        write_scratch(mine, folder / "back" / f"{p:05d}-{b:05d}.parquet")
+        write_table(mine, folder / "back" / f"{p:05d}-{b:05d}.arrow")
     return int(clusters.filter(pl.col("size") > 1)["count"].sum())
 
 
@@ -274,4 +287,4 @@ def cluster_spread(folder: Path, buckets: int, partitions: int, config: NearDupl
 
 def clusters_of(folder: Path, bucket: int) -> pl.DataFrame:
     """Bucket ``bucket``'s documents' clusters: ``member``, ``root``, ``size``, ``best``."""
-    return pl.read_parquet(_files(folder / "back", f"*-{bucket:05d}.parquet"))
+    return read_tables(_files(folder / "back", f"*-{bucket:05d}.arrow"))
