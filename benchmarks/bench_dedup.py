@@ -2,15 +2,29 @@
 exact all-pairs Jaccard, side by side in one run.
 
   python benchmarks/bench_dedup.py --scaled bench-data/reviews_Musical_Instruments_x50_m002.json \
-      [--data ../shared/data] [--work bench-data/dedup-work] [--subset 2000x10] [--plot docs/dedup_s_curve.png]
+      [--datatrove-python /tmp/dt-venv/bin/python] [--data ../shared/data] [--work bench-data/dedup-work] \
+      [--subset 2000x10] [--plot docs/dedup_s_curve.png]
 
-The scaled file comes from ``../shared/tools/scale_reviews.py`` (see docs/benchmarks/dedup.md).
+The scaled file comes from ``../shared/tools/scale_reviews.py`` (see docs/benchmarks/dedup.md); its
+copies' ids (``<id>~k``) are renamed to valid Amazon ids first (``<user>X<k>``, and a made-up ASIN
+per item and copy), since ingest rejects the others.
+
+datatrove runs in its own interpreter (``benchmarks/bench_dedup_datatrove.py``, which imports only
+datatrove), so it can live in a virtual environment of its own without touching this project's
+pinned packages::
+
+  python3 -m venv /tmp/dt-venv && /tmp/dt-venv/bin/pip install 'datatrove[processing]' spacy orjson
+
+and ``--datatrove-python /tmp/dt-venv/bin/python`` points at it (default: this interpreter, which
+works where datatrove is installed beside the project; ``--skip-datatrove`` leaves it out).
 
 1. Speed: the ``dedup`` stage as a run executes it (its prepare step's tasks, then each user
-   bucket, here in this process) on every review of the scaled file, beside the single-process
-   implementation it replaced (tests/oracle_dedup.py) on the same rows; datatrove's four MinHash stages with their defaults on the
-   fixed subset (it is too slow for the whole file); ours again on the same subset. Throughput is
-   compared per document.
+   bucket, here in this process; the buckets' input files are written before the clock starts, as
+   an earlier stage would have left them) on every review of the scaled file, beside the
+   single-process implementation it replaced (tests/oracle_dedup.py) on the same rows; datatrove's
+   four MinHash stages with their defaults on the fixed subset (it is too slow for the whole
+   file); ours again on the same subset. Throughput is compared per document, by wall clock and by
+   CPU time; the load average is recorded before and after, as the machine may be shared.
 2. F1 on the subset (the first ``A`` original reviews in each of the first ``B`` copies) against
    exact Jaccard over our word 5-gram shingles, computed for all pairs (a sparse product: pairs
    sharing no shingle have Jaccard 0). A pair is flagged when both texts land in one cluster.
@@ -25,8 +39,11 @@ import argparse
 import contextlib
 import gzip
 import json
+import os
+import re
 import resource
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,7 +61,8 @@ from recgpt_data.schema import empty
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the in-process bucket runner and the single-process oracle
 import oracle_dedup
-from dedup_buckets import run_buckets
+from dedup_buckets import run_stage as run_buckets_written
+from dedup_buckets import write_buckets
 
 REAL_FILES = (
     "amazon2018/All_Beauty_5.json",
@@ -114,74 +132,48 @@ def pair_scores(label: np.ndarray, i: np.ndarray, j: np.ndarray, jac: np.ndarray
     }
 
 
-def run_datatrove(texts: list[str | None], work: Path) -> tuple[np.ndarray, float, float]:
-    """datatrove's four MinHash stages with default settings: cluster label per text, wall and CPU seconds."""
-    from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup import MinhashDedupSignature
-    from datatrove.pipeline.dedup.minhash import (
-        MinhashConfig,
-        MinhashDedupBuckets,
-        MinhashDedupCluster,
-        MinhashDedupFilter,
-    )
-    from datatrove.pipeline.readers import JsonlReader
-    from datatrove.pipeline.writers import JsonlWriter
-
+def run_datatrove(texts: list[str | None], work: Path, python: str) -> tuple[np.ndarray, float, float]:
+    """datatrove's four MinHash stages with default settings, run by ``python`` (see the module
+    docstring): cluster label per text, wall and CPU seconds."""
     shutil.rmtree(work, ignore_errors=True)
-    (work / "input").mkdir(parents=True)
-    with open(work / "input" / "docs.jsonl", "w", encoding="utf-8") as handle:
+    work.mkdir(parents=True)
+    docs = work.parent / "datatrove-docs.jsonl"
+    with open(docs, "w", encoding="utf-8") as handle:
         for k, text in enumerate(texts):
             handle.write(json.dumps({"id": str(k), "text": text or ""}) + "\n")
-    config = MinhashConfig()
-    reader = JsonlReader(str(work / "input"))
-    stages = [
-        [reader, MinhashDedupSignature(output_folder=str(work / "sigs"), config=config)],
-        [MinhashDedupBuckets(input_folder=str(work / "sigs"), output_folder=str(work / "buckets"), config=config)],
-        [
-            MinhashDedupCluster(
-                input_folder=str(work / "buckets"),
-                output_folder=str(work / "remove"),
-                config=config,
-                save_cluster_id=True,
-            )
-        ],
-        [
-            JsonlReader(str(work / "input")),
-            MinhashDedupFilter(
-                input_folder=str(work / "remove"),
-                load_cluster_ids=True,
-                exclusion_writer=JsonlWriter(str(work / "removed"), compression=None),
-            ),
-            JsonlWriter(str(work / "kept"), compression=None),
-        ],
-    ]
-    tasks = [1, config.num_buckets, 1, 1]
-    start, cpu = time.perf_counter(), cpu_seconds()
-    for k, (pipeline, n) in enumerate(zip(stages, tasks)):
-        LocalPipelineExecutor(pipeline=pipeline, tasks=n, workers=1, logging_dir=str(work / f"logs{k}")).run()
-    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
-    label = np.arange(len(texts), dtype=np.int64) + len(texts)
-    for folder in ("kept", "removed"):
-        for path in (work / folder).glob("*.jsonl"):
-            for line in path.read_text(encoding="utf-8").splitlines():
-                doc = json.loads(line)
-                cluster = doc.get("metadata", {}).get("minhash_cluster_id", -1)
-                if cluster != -1:
-                    label[int(doc["id"])] = cluster
-    return label, seconds, cpu
+    script = Path(__file__).with_name("bench_dedup_datatrove.py")
+    subprocess.run([python, str(script), str(docs), str(work)], check=True, stdout=subprocess.DEVNULL)
+    result = json.loads((work / "result.json").read_text(encoding="utf-8"))
+    return np.asarray(result["label"], dtype=np.int64), result["wall_s"], result["cpu_s"]
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and of its finished children (datatrove may fork workers)."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+def valid_ids(scaled: Path, out: Path) -> Path:
+    """The scaled file with its copies' ids made valid Amazon ids: ``<user>~k`` becomes ``<user>Xk``
+    and each (ASIN, k) a made-up ASIN ``Q`` + 9 digits, one per pair (so a copy's items stay
+    distinct from the original's and from each other, as the ``~k`` ids were)."""
+    renamed: dict[tuple[str, str], str] = {}
+    pattern = re.compile(r'"(reviewerID|asin)": "([^"~]*)~(\d+)"')
+
+    def rename(match: re.Match) -> str:
+        field, raw, copy = match.groups()
+        if field == "reviewerID":
+            return f'"{field}": "{raw}X{copy}"'
+        return f'"{field}": "{renamed.setdefault((raw, copy), f"Q{len(renamed):09d}")}"'
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(scaled, encoding="utf-8") as source, open(out, "w", encoding="utf-8") as target:
+        for line in source:
+            target.write(pattern.sub(rename, line))
+    return out
 
 
 def run_stage(interactions: pl.DataFrame, params: DedupParams, folder: Path, buckets: int) -> tuple[dict, float, float]:
     """The dedup stage on ``interactions`` as a run executes it (its prepare step, then each of
-    ``buckets`` user buckets, in this process): its stats, wall seconds and CPU seconds."""
+    ``buckets`` user buckets, in this process; the bucket files written before the clock starts):
+    its stats, wall seconds and CPU seconds."""
+    written = write_buckets(interactions, empty("items"), buckets, folder)
     start, cpu = time.perf_counter(), time.process_time()
-    done = run_buckets(interactions, empty("items"), params, buckets, folder)
+    done = run_buckets_written(written, params)
     return done.stats.to_dict(), time.perf_counter() - start, time.process_time() - cpu
 
 
@@ -202,6 +194,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "dedup_s_curve.png")
     parser.add_argument("--skip-datatrove", action="store_true")
+    parser.add_argument("--datatrove-python", default=sys.executable, help="an interpreter with datatrove installed")
     parser.add_argument("--buckets", type=int, default=4, help="user buckets the stage runs in")
     args = parser.parse_args()
     report: dict = {}
@@ -210,14 +203,17 @@ def main() -> None:
 
     canonical = args.work / "canonical"
     shutil.rmtree(canonical, ignore_errors=True)
-    ingest("amazon2014", [args.scaled], canonical, dataset="amazon2014/scaled")
+    scaled = valid_ids(args.scaled, args.work / "reviews_scaled.json")
+    ingest("amazon2014", [scaled], canonical, dataset="amazon2014/scaled")
     interactions = pl.read_parquet(canonical / "interactions" / "**" / "*.parquet")
+    report["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
     stats, wall, cpu = run_stage(interactions, params, args.work / "buckets", args.buckets)
     report["ours_full"] = {
         "documents": interactions.height,
         "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2),
         "docs_per_s": round(interactions.height / wall),
+        "docs_per_cpu_s": round(interactions.height / cpu),
         "stats": stats,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
@@ -249,39 +245,28 @@ def main() -> None:
         "wall_s": round(wall_sub, 2),
         "cpu_s": round(cpu_sub, 2),
         "docs_per_s": round(subset.height / wall_sub),
+        "docs_per_cpu_s": round(subset.height / cpu_sub),
         "scores": pair_scores(labels, i, j, jac, args.threshold),
     }
     print(json.dumps({k: report[k] for k in ("subset", "ours_subset")}, indent=1), flush=True)
     if not args.skip_datatrove:
-        dt_label, dt_seconds, dt_cpu = run_datatrove(texts, args.work / "datatrove")
+        dt_label, dt_seconds, dt_cpu = run_datatrove(texts, args.work / "datatrove", args.datatrove_python)
         report["datatrove_subset"] = {
             "wall_s": round(dt_seconds, 2),
             "cpu_s": round(dt_cpu, 2),
             "docs_per_s": round(subset.height / dt_seconds, 1),
+            "docs_per_cpu_s": round(subset.height / dt_cpu, 1),
             "scores": pair_scores(dt_label, i, j, jac, args.threshold),
         }
-        report["speedup_per_document"] = round(
-            report["ours_full"]["docs_per_s"] / report["datatrove_subset"]["docs_per_s"], 1
-        )
-        report["speedup_same_subset"] = round(dt_seconds / wall_sub, 1)
-        report["speedup_per_document_cpu"] = round(
-            (report["ours_full"]["documents"] / report["ours_full"]["cpu_s"]) / (subset.height / dt_cpu), 1
-        )
-        print(
-            json.dumps(
-                {
-                    k: report[k]
-                    for k in (
-                        "datatrove_subset",
-                        "speedup_per_document",
-                        "speedup_same_subset",
-                        "speedup_per_document_cpu",
-                    )
-                },
-                indent=1,
-            ),
-            flush=True,
-        )
+        full, dt = report["ours_full"], report["datatrove_subset"]
+        report["speedup"] = {
+            "per_document_wall": round(full["documents"] / full["wall_s"] / dt["docs_per_s"], 1),
+            "per_document_cpu": round(full["documents"] / full["cpu_s"] / dt["docs_per_cpu_s"], 1),
+            "same_subset_wall": round(dt_seconds / wall_sub, 1),
+            "same_subset_cpu": round(dt_cpu / cpu_sub, 1),
+        }
+        print(json.dumps({k: report[k] for k in ("datatrove_subset", "speedup")}, indent=1), flush=True)
+    report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
 
     real = [t for f in REAL_FILES for t in read_texts(args.data / f)]
     real_norm = normalize(pl.Series(real, dtype=pl.String)).fill_null("")

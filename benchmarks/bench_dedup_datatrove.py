@@ -45,7 +45,8 @@ def run(docs: Path, work: Path) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     (work / "input").mkdir(parents=True)
     shutil.copy(docs, work / "input" / "docs.jsonl")
-    n = sum(1 for _ in open(docs, encoding="utf-8"))
+    with open(docs, encoding="utf-8") as handle:
+        n = sum(1 for _ in handle)
     config = MinhashConfig()
     stages = [
         [JsonlReader(str(work / "input")), MinhashDedupSignature(output_folder=str(work / "sigs"), config=config)],

@@ -42,6 +42,22 @@ def run_buckets(
     if folder is None:
         with tempfile.TemporaryDirectory(prefix="dedup-") as temporary:
             return run_buckets(interactions, items, params, partitions, Path(temporary), map_)
+    return run_stage(write_buckets(interactions, items, partitions, folder), params, map_)
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """The stage's input as a run hands it over: one interactions file per user bucket, the items
+    file, and the folder the stage works in."""
+
+    interactions: tuple[tuple[str, ...], ...]
+    items: str
+    folder: Path
+
+
+def write_buckets(interactions: pl.DataFrame, items: pl.DataFrame, partitions: int, folder: Path) -> Buckets:
+    """``interactions`` cut into ``partitions`` user buckets as the executor cuts them, and
+    ``items``, written under ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     cut = interactions.with_columns(bucket(interactions["user_id"].fill_null(""), partitions).alias("_b"))
     files = []
@@ -51,6 +67,13 @@ def run_buckets(
         files.append((str(path),))
     items_path = folder / "items.parquet"
     items.write_parquet(items_path)
+    return Buckets(tuple(files), str(items_path), folder)
+
+
+def run_stage(buckets: Buckets, params: DedupParams, map_: Callable[[Callable, Sequence], Iterable] = map) -> Run:
+    """The stage over buckets written by :func:`write_buckets`: its prepare step, then each bucket."""
+    files, items_path, folder = buckets.interactions, buckets.items, buckets.folder
+    partitions = len(files)
     preparation = Preparation(
         buckets={"interactions": tuple(files), "items": ((str(items_path),),)},
         bucketed={"interactions": True, "items": False},

@@ -12,6 +12,8 @@ from dedup_buckets import assert_same, oracle, run_buckets
 
 from recgpt_data.dedup.scopes import DedupParams
 from recgpt_data.engines.local import LocalEngine
+from recgpt_data.errors import UsageError
+from recgpt_data.hashing import bucket
 from recgpt_data.ingest import ingest
 
 
@@ -128,3 +130,25 @@ def test_one_users_reviews_of_one_line_and_day_order_as_in_one_process(keep, tmp
     assert expected.stats.changed == {"review_text_duplicate": 2}
     for partitions in (1, 3, 7):
         assert_same(run_buckets(interactions, items, params, partitions, tmp_path / str(partitions)), expected)
+
+
+def test_two_users_tied_on_one_line_are_refused(tmp_path) -> None:
+    """Two users' rows with equal (dataset, timestamp, src_file, src_line) in two buckets have no
+    defined order: one error line, whatever the bucket count that separates them."""
+    users = {"alice": [steam_review("10", "Fun for an hour.")], "bob": [steam_review("20", "Crashes at start.")]}
+    raw = tmp_path / "steam" / "australian_user_reviews.json"
+    raw.parent.mkdir()
+    raw.write_text("".join(repr({"user_id": u, "reviews": r}) + "\n" for u, r in users.items()), encoding="utf-8")
+    ingest("steam", [raw.parent], tmp_path / "canonical")
+    interactions = pl.read_parquet(tmp_path / "canonical" / "interactions" / "**" / "*.parquet")
+    assert interactions.height == 2
+    tied = interactions.with_columns(pl.lit(1, interactions["src_line"].dtype).alias("src_line"))
+    items = pl.DataFrame(schema={c: pl.String for c in ("dataset", "item_id", "title", "brand", "description")})
+    parts = [p for p in range(2, 9) if bucket(tied["user_id"], p).n_unique() == 2][:1]
+    assert parts  # some bucket count puts the two users apart
+    with pytest.raises(UsageError, match="chronological order is not defined"):
+        run_buckets(tied, items, DedupParams(), parts[0], tmp_path / "b")
+    assert_same(
+        run_buckets(interactions, items, DedupParams(), parts[0], tmp_path / "ok"),
+        oracle(interactions, items, DedupParams()),
+    )

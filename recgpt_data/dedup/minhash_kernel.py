@@ -2,8 +2,12 @@
 
 Importing this module needs numba; :mod:`recgpt_data.dedup.minhash` falls back to its numpy code
 where numba is missing. The kernels are compiled on first use or by :func:`prepare` (a few CPU
-seconds, once per process) and are not cached on disk. They release the GIL, so batches can run
-in threads.
+seconds) and cached on disk by numba (``cache=True``, in ``__pycache__`` beside this file, or
+numba's cache folder where that is read-only), so a later process loads them in a fraction of a
+second. They release the GIL, so batches can run in threads.
+
+:func:`fnv1a64` is here too: the shuffle hashes every distinct text once, which numpy's
+byte-position loop (:func:`recgpt_data.hashing.fnv1a64`) does a column at a time.
 
 SHA-1 runs on up to ``LANES`` messages at once: every SHA-1 variable is an array with one 32-bit
 word per message, so each step of the 80 rounds is one loop the compiler turns into SIMD
@@ -288,6 +292,23 @@ def _readonly(values: np.ndarray, dtype: type) -> np.ndarray:
     view = np.ascontiguousarray(values, dtype=dtype).view()
     view.flags.writeable = False
     return view
+
+
+@njit(nogil=True, cache=True)
+def _fnv1a64(data, offsets):
+    out = np.empty(len(offsets) - 1, dtype=np.uint64)
+    for d in range(len(offsets) - 1):
+        h = np.uint64(0xCBF29CE484222325)
+        for p in range(offsets[d], offsets[d + 1]):
+            h = (h ^ np.uint64(data[p])) * np.uint64(0x100000001B3)
+        out[d] = h
+    return out
+
+
+def fnv1a64(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """FNV-1a 64 of each string ``data[offsets[d]:offsets[d+1]]`` (UTF-8 bytes): the same numbers
+    as :func:`recgpt_data.hashing.fnv1a64`."""
+    return _fnv1a64(_readonly(data, np.uint8), _readonly(offsets, np.int64))
 
 
 def compiled() -> bool:

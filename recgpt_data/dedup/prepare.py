@@ -83,12 +83,16 @@ def _read(files: tuple[str, ...], columns: list[str]) -> pl.DataFrame:
     return pl.scan_parquet(list(files)).select(columns).collect()
 
 
-def _refuse_ties_across(own: pl.DataFrame, other: pl.DataFrame) -> None:
+def _refuse_ties_across(both: pl.DataFrame) -> None:
     """Rows of one raw line tie on the chronological keys when they share a timestamp (Steam's
     user-review file holds a user's reviews on one line, often several posted on one day). They are
     one user's rows, so in one bucket, whose row order is the input order that breaks the tie in one
-    process too. Rows of two buckets that tie could not be ordered the same way: refused."""
-    if own.select(KEYS).join(other.select(KEYS).unique(), on=KEYS, how="semi", nulls_equal=True).height:
+    process too. Rows of two buckets that tie could not be ordered the same way: refused. ``both``
+    holds two buckets' keys sorted, ``_other`` telling them apart, so a tie is two neighbours."""
+    tie = pl.all_horizontal(pl.col(k).eq_missing(pl.col(k).shift(1)) for k in KEYS) & (
+        pl.col("_other") != pl.col("_other").shift(1)
+    )
+    if both.select(tie.fill_null(False).any()).item():
         raise UsageError(
             f"dedup: interactions of two users share ({', '.join(KEYS[1:])}), so their chronological "
             "order is not defined"
@@ -98,28 +102,19 @@ def _refuse_ties_across(own: pl.DataFrame, other: pl.DataFrame) -> None:
 def positions(job: Job) -> pl.DataFrame:
     """Each row of bucket ``job.index`` (``_bucket_row``) with ``_pos``, its position in its
     dataset's chronological order: its rank in its own bucket plus, for each other bucket (read one
-    at a time), how many of that bucket's rows of the dataset sort before it."""
+    at a time), how many of that bucket's rows of the dataset sort before it. A stable sort keeps
+    the bucket's own rows in their order among the other bucket's, so the counts line up with them."""
     own = _read(job.interactions[job.index], KEYS).with_row_index("_bucket_row")
     own = own.sort(KEYS, maintain_order=True).with_columns(pl.int_range(pl.len()).over("dataset").alias("_pos"))
     for other, files in enumerate(job.interactions):
         if other == job.index:
             continue
-        theirs = _read(files, KEYS)
-        _refuse_ties_across(own, theirs)
         both = pl.concat(
-            [
-                own.select(*KEYS, "_bucket_row", pl.lit(0).alias("_other")),
-                theirs.with_columns(pl.lit(None, pl.UInt32).alias("_bucket_row"), pl.lit(1).alias("_other")),
-            ]
+            [own.select(*KEYS, pl.lit(0).alias("_other")), _read(files, KEYS).with_columns(pl.lit(1).alias("_other"))]
         ).sort(KEYS, maintain_order=True)
-        before = both.with_columns(pl.col("_other").cum_sum().over("dataset").alias("_before")).filter(
-            pl.col("_other") == 0
-        )
-        own = (
-            own.join(before.select("_bucket_row", "_before"), on="_bucket_row")
-            .with_columns(pl.col("_pos") + pl.col("_before"))
-            .drop("_before")
-        )
+        _refuse_ties_across(both)
+        before = both.select(pl.col("_other").cum_sum().over("dataset").filter(pl.col("_other") == 0))
+        own = own.with_columns(pl.col("_pos") + before.to_series())
     return own.select("_bucket_row", pl.col("_pos").cast(pl.Int64))
 
 

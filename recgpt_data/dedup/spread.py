@@ -38,8 +38,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from recgpt_data.dedup.lsh import NearDuplicateConfig, agreement, band_keys, optimal_banding
-from recgpt_data.dedup.minhash import MinHasher
-from recgpt_data.dedup.normalize import word_counts
+from recgpt_data.dedup.minhash import MinHasher, _kernel
+from recgpt_data.dedup.normalize import utf8_buffers, word_counts
 from recgpt_data.hashing import fnv1a64
 
 DOC_SCHEMA = {
@@ -61,7 +61,8 @@ def partition_of(dataset: pl.Series, text: pl.Series, partitions: int) -> np.nda
     """The shuffle partition of each (dataset, text): a stable hash of the dataset and the text's
     first :data:`PREFIX` characters."""
     key = dataset + "\x1f" + text.str.slice(0, PREFIX)
-    return (fnv1a64(key).to_numpy() % np.uint64(partitions)).astype(np.int64)
+    hashes = fnv1a64(key).to_numpy() if _kernel is None else _kernel.fnv1a64(*utf8_buffers(key))
+    return (hashes % np.uint64(partitions)).astype(np.int64)
 
 
 def write_table(frame: pl.DataFrame, path: Path) -> None:
@@ -161,8 +162,10 @@ def candidates(job: Job) -> None:
     """Round 2 on one band partition: each band key's members linked to its smallest ``first``."""
     folder, q = Path(job.folder), job.index
     bands = read_tables(_files(folder / "bands", f"*-{q:05d}.arrow"))
+    names = bands["dataset"].unique().sort().to_list()  # datasets as small codes: a cheaper sort than strings
     edges = (
-        bands.sort("dataset", "band", "key", "first")
+        bands.with_columns(pl.col("dataset").cast(pl.Enum(names)).to_physical())
+        .sort("dataset", "band", "key", "first")
         .with_columns(pl.col("id").first().over("dataset", "band", "key").alias("v"))
         .filter(pl.col("id") != pl.col("v"))
         .select(pl.col("id").alias("u"), "v")
