@@ -142,7 +142,8 @@ def run_datatrove(texts: list[str | None], work: Path, python: str) -> tuple[np.
         for k, text in enumerate(texts):
             handle.write(json.dumps({"id": str(k), "text": text or ""}) + "\n")
     script = Path(__file__).with_name("bench_dedup_datatrove.py")
-    subprocess.run([python, str(script), str(docs), str(work)], check=True, stdout=subprocess.DEVNULL)
+    with open(work.parent / "datatrove.log", "w", encoding="utf-8") as log:  # its progress lines
+        subprocess.run([python, str(script), str(docs), str(work)], check=True, stdout=log, stderr=log)
     result = json.loads((work / "result.json").read_text(encoding="utf-8"))
     return np.asarray(result["label"], dtype=np.int64), result["wall_s"], result["cpu_s"]
 

@@ -39,9 +39,9 @@ _SHA1_INIT = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0)
 _SHA1_K = (0x5A827999, 0x6ED9EBA1, 0x8F1BBCDC, 0xCA62C1D6)
 _SHA1_CHUNK = 32768  # messages per SHA-1 pass: fewer numpy calls per message, arrays still cache-sized
 _PERM_BLOCK = 4096  # shingles per permutation block: amortises the per-block segment bookkeeping
-# Compiling the kernels takes about 6 CPU seconds once per process and then saves about 300 ns per
-# shingle (about one per word): a batch of fewer words uses numpy unless they are compiled already,
-# so small jobs never compile.
+# Compiling the kernels takes about 6 CPU seconds (once per machine: numba caches them on disk) and
+# then saves about 300 ns per shingle (about one per word): a batch of fewer words uses numpy unless
+# they are loaded already, so small jobs never compile.
 KERNEL_MIN_WORDS = 1 << 20
 
 

@@ -40,9 +40,9 @@ from pydantic import Field
 
 from recgpt_data.dedup.lsh import NearDuplicateConfig, cluster_texts
 from recgpt_data.dedup.normalize import SEPARATORS, normalize_expr
+from recgpt_data.dedup.spread import string_hashes
 from recgpt_data.dedup.unionfind import connected_components
 from recgpt_data.errors import UsageError
-from recgpt_data.hashing import fnv1a64
 from recgpt_data.stage import Drops, Params
 
 KeepRule = Literal["earliest", "most_helpful", "longest"]
@@ -262,7 +262,7 @@ def history_docs(rows: pl.DataFrame, params: DedupParams) -> tuple[pl.DataFrame,
         ]
     )
     histories = (
-        tokens.with_columns(fnv1a64(tokens["tok"]).cast(pl.String).alias("tok"))
+        tokens.with_columns(pl.Series("tok", string_hashes(tokens["tok"]), dtype=pl.UInt64).cast(pl.String))
         .group_by("member")
         .agg(pl.col("tok").unique().sort().str.join(" ").alias("text"))
     )

@@ -61,8 +61,13 @@ def partition_of(dataset: pl.Series, text: pl.Series, partitions: int) -> np.nda
     """The shuffle partition of each (dataset, text): a stable hash of the dataset and the text's
     first :data:`PREFIX` characters."""
     key = dataset + "\x1f" + text.str.slice(0, PREFIX)
-    hashes = fnv1a64(key).to_numpy() if _kernel is None else _kernel.fnv1a64(*utf8_buffers(key))
-    return (hashes % np.uint64(partitions)).astype(np.int64)
+    return (string_hashes(key) % np.uint64(partitions)).astype(np.int64)
+
+
+def string_hashes(values: pl.Series) -> np.ndarray:
+    """FNV-1a 64 of each string of ``values`` (no nulls): the numbers of
+    :func:`recgpt_data.hashing.fnv1a64`, from the compiled kernel where numba is installed."""
+    return fnv1a64(values).to_numpy() if _kernel is None else _kernel.fnv1a64(*utf8_buffers(values))
 
 
 def write_table(frame: pl.DataFrame, path: Path) -> None:
