@@ -1,10 +1,12 @@
 """Peak memory of the ``dedup`` stage's tasks, round by round, over an ingested run folder.
 
-  recgpt-data run spec.toml --out OUT --until ingest      # a spec: ingest, then dedup; partitions = N
-  python benchmarks/bench_dedup_memory.py OUT [--items mark] [--workers 2]
+  recgpt-data run spec.toml --out OUT --until ingest      # a spec: ingest, then dedup
+  python benchmarks/bench_dedup_memory.py OUT --buckets N [--items mark] [--workers 2]
 
-Runs the stage's prepare step and then its buckets (the ingest stage's own user buckets, as the
-executor would cut them) with fresh worker processes for every round, and samples the resident
+Cuts the ingest stage's interactions into ``N`` user buckets (by
+:func:`recgpt_data.hashing.bucket` of the user id, in a worker process, before anything is
+sampled), runs the stage's prepare step and then its buckets with fresh worker processes for
+every round, and samples the resident
 memory of the workers every 50 ms: each round's peak is what one of its tasks needed (docs/dedup.md,
 "In buckets"). Prints one JSON line.
 """
@@ -56,6 +58,24 @@ def _sample(stop: threading.Event) -> None:
         time.sleep(0.05)
 
 
+def cut_buckets(task: tuple) -> list[str]:
+    """The interactions ``files`` cut into ``count`` user buckets, one file each under ``folder``."""
+    import polars as pl
+
+    from recgpt_data.hashing import bucket
+
+    files, count, folder = task
+    frame = pl.read_parquet(list(files))
+    frame = frame.with_columns(bucket(frame["user_id"].fill_null(""), count).alias("_b"))
+    paths = []
+    for b in range(count):
+        path = Path(folder) / f"interactions-{b:05d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.filter(pl.col("_b") == b).drop("_b").write_parquet(path)
+        paths.append(str(path))
+    return paths
+
+
 def run_bucket(task: tuple) -> int:
     """One bucket of the stage, its tables written under the task's folder."""
     import polars as pl
@@ -78,6 +98,7 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="a run folder whose ingest stage has run")
     parser.add_argument("--items", default="mark", choices=["mark", "remap", "off"])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--buckets", type=int, required=True, help="user buckets the stage runs in")
     args = parser.parse_args()
 
     import polars as pl
@@ -96,15 +117,21 @@ def main() -> None:
             engine.close()
 
     ingest = args.out / ".stages" / "ingest"
-    parts = sorted(str(p) for p in next((ingest / "_buckets").iterdir()).glob("*.parquet"))
     params = DedupParams(items=args.items)
     scratch = args.out / ".scratch" / "dedup-memory"
     shutil.rmtree(scratch, ignore_errors=True)
+    whole = tuple(sorted(str(p) for p in (ingest / "interactions").glob("*.parquet")))
+    items = tuple(sorted(str(p) for p in (ingest / "items").glob("*.parquet")))
+    engine = LocalEngine(workers=1)
+    try:
+        parts = next(iter(engine.map_in_pool(cut_buckets, [(whole, args.buckets, str(scratch / "buckets"))])))
+    finally:
+        engine.close()
     stop = threading.Event()
     threading.Thread(target=_sample, args=(stop,), daemon=True).start()
     start = time.perf_counter()
     preparation = Preparation(
-        {"interactions": tuple((p,) for p in parts), "items": ((str(ingest / "items.parquet"),),)},
+        {"interactions": tuple((p,) for p in parts), "items": (items,)},
         {"interactions": True, "items": False},
         scratch / "prepare",
         mapper,
@@ -114,8 +141,8 @@ def main() -> None:
     mapper(run_bucket, tasks)
     seconds = time.perf_counter() - start
     stop.set()
-    shutil.rmtree(scratch, ignore_errors=True)
     rows = pl.scan_parquet(parts).select(pl.len()).collect().item()
+    shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps({"buckets": len(parts), "rows": rows, "seconds": round(seconds, 1), "peak_rss_mib": PEAKS}))
 
 
