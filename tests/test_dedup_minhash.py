@@ -15,6 +15,7 @@ from datasketch.hashfunc import sha1_hash32 as ds_sha1_hash32
 from recgpt_data.dedup import minhash
 from recgpt_data.dedup.minhash import MERSENNE_PRIME, MinHasher, _bad_hashes, permutations, sha1_hash32, to_lean_minhash
 from recgpt_data.dedup.normalize import normalize, shingle_spans, shingles, utf8_buffers
+from recgpt_data.hashing import fnv1a64
 
 SHA1_MESSAGES = [
     b"",
@@ -102,6 +103,17 @@ def test_only_big_batches_compile_the_kernels(monkeypatch) -> None:
     assert minhash._use_kernel(small)
     monkeypatch.setattr(minhash, "_kernel", None)
     assert not minhash._use_kernel(big)
+
+
+def test_compiled_fnv1a64_gives_the_project_hashes(magazine_texts) -> None:
+    """The shuffle's compiled FNV-1a 64 equals :func:`recgpt_data.hashing.fnv1a64` on real reviews
+    (accents, emoji) and the published test vectors."""
+    kernel = pytest.importorskip("recgpt_data.dedup.minhash_kernel")
+    texts = pl.Series(["", "a", "foobar", "\u00fcn\u00efcode \U0001f600", *magazine_texts[:500]], dtype=pl.String)
+    texts = texts.fill_null("")
+    got = kernel.fnv1a64(*utf8_buffers(texts))
+    assert got[:3].tolist() == [0xCBF29CE484222325, 0xAF63DC4C8601EC8C, 0x85944171F73967E8]
+    assert got.tolist() == fnv1a64(texts).to_list()
 
 
 def test_compiled_shingle_spans_equal_the_vectorised_ones(magazine_texts) -> None:
