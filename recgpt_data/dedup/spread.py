@@ -145,6 +145,7 @@ def distinct(job: Job) -> tuple[int, int]:
         )
     if config.verify:
         (folder / "signatures").mkdir(parents=True, exist_ok=True)
+        # ids ascend (nodes are numbered in their sorted order), so a reader finds rows by bisection
         np.save(folder / "signatures" / f"{p:05d}-id.npy", long_["id"].to_numpy())
         np.save(folder / "signatures" / f"{p:05d}.npy", signatures)
     keys = band_keys(signatures, banding.bands, banding.rows)
