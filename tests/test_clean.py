@@ -11,11 +11,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from recgpt_data.clean.item_tasks import clean_items
 from recgpt_data.clean.text import clean_series
 from recgpt_data.ingest import ingest
-from recgpt_data.stage import Context
+from recgpt_data.stage import Context, StageOutput, StageStats
 from recgpt_data.stages.clean import CleanParams, clean_stage
-from recgpt_data.stages.clean_items import CleanItemsParams, clean_items_stage
+from recgpt_data.stages.clean_items import CleanItemsParams
 from recgpt_data.stages.langid import LangidParams, langid_stage
 
 META = "amazon2018/meta_Magazine_Subscriptions.json.gz"
@@ -29,6 +30,14 @@ def clean(values: list[str | None], **options) -> tuple[list[str | None], dict[s
         **options,
     )
     return out.to_list(), dict(counts)
+
+
+def clean_items_stage(tables: dict[str, pl.LazyFrame], params: CleanItemsParams, ctx: Context) -> StageOutput:
+    """What the ``clean_items`` stage's tasks do to a whole items table, as one stage output."""
+    frame, drops = clean_items(
+        tables["items"].collect(), params.columns, max_chars=params.max_chars, drop_untitled=params.drop_untitled
+    )
+    return StageOutput({"items": frame}, StageStats(), drops)
 
 
 @pytest.fixture(scope="module")

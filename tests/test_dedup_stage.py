@@ -16,11 +16,17 @@ from magazines import ingest_magazines
 from plain_dedup import copies_on_one_item, plain_normalize
 
 from recgpt_data import stages as registry
+from recgpt_data.clean.item_tasks import clean_items
 from recgpt_data.dedup.scopes import DedupParams
 from recgpt_data.ingest import ingest
 from recgpt_data.schema import conform, empty
-from recgpt_data.stage import Context
-from recgpt_data.stages.clean_items import CleanItemsParams, clean_items_stage
+from recgpt_data.stages.clean_items import CleanItemsParams
+
+
+def cleaned_items(items: pl.DataFrame) -> pl.DataFrame:
+    """``items`` as the ``clean_items`` stage leaves them with its default parameters."""
+    params = CleanItemsParams()
+    return clean_items(items, params.columns, max_chars=params.max_chars, drop_untitled=params.drop_untitled)[0]
 
 
 def nonzero(counts: dict[str, int]) -> dict[str, int]:
@@ -126,7 +132,7 @@ def test_variant_drops_on_real_magazines_are_copies_on_one_product(shared, tmp_p
     folder = shared / "amazon2018"
     ingest_magazines(shared, tmp_path)
     items = pl.read_parquet(tmp_path / "items" / "**" / "*.parquet")
-    items = clean_items_stage({"items": items.lazy()}, CleanItemsParams(), Context()).tables["items"]
+    items = cleaned_items(items)
     interactions = pl.read_parquet(tmp_path / "interactions" / "**" / "*.parquet")
     out = run(interactions, items, users=False, items="off", text_action="keep")
     titles: dict[str, str] = {}
@@ -256,7 +262,7 @@ def gift_cards(fixtures, tmp_path_factory) -> tuple[pl.DataFrame, pl.DataFrame]:
     out = tmp_path_factory.mktemp("gift_cards")
     ingest("amazon2018", [fixtures / "amazon2018"], out)
     items = pl.read_parquet(out / "items" / "**" / "*.parquet")
-    items = clean_items_stage({"items": items.lazy()}, CleanItemsParams(), Context()).tables["items"]
+    items = cleaned_items(items)
     return pl.read_parquet(out / "interactions" / "**" / "*.parquet"), items
 
 

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from authors_pairs import authors_rows
 from conftest import REPO
+from whole_stage import run_whole_here
 
 from recgpt_data.ingest import ingest
 from recgpt_data.instruct.pairs import InstructPairsParams, PairMaker, UserHistory, build_pairs
@@ -35,7 +36,6 @@ from recgpt_data.schema import conform, empty
 from recgpt_data.serialize import item_line, render_fields
 from recgpt_data.split import leaked
 from recgpt_data.stage import Context
-from recgpt_data.stages.instruct_pairs import instruct_pairs_stage
 from recgpt_data.stages.write_instruct import JSONL, PARQUET, write_instruct_stage
 from recgpt_data.tokenizer import DEFAULT_TOKENIZER, load_tokenizer
 
@@ -196,7 +196,8 @@ def test_the_stage_cuts_the_authors_histories_back_into_their_windows(shared):
     tables = [canonical("foodcom", "foodcom", food), canonical("amazon2018", "amazon2018/Books", books)]
     interactions = pl.concat([t[0] for t in tables])
     items = pl.concat([t[1] for t in tables])
-    out = instruct_pairs_stage(
+    out = run_whole_here(
+        "instruct_pairs",
         {"interactions": interactions.lazy(), "items": items.lazy()},
         params,
         Context(seed=spec.seed, tokenizer=tokenizer),
@@ -220,8 +221,11 @@ def test_max_pairs_per_user_keeps_the_newest_of_the_authors_windows(shared):
     interactions, items = canonical("foodcom", "foodcom", chained([window_items(r) for r in rows[FOOD_WINDOWS]]))
     params = InstructPairsParams(max_pairs_per_user=2)
     tokenizer = shared.parent / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
-    out = instruct_pairs_stage(
-        {"interactions": interactions.lazy(), "items": items.lazy()}, params, Context(tokenizer=tokenizer)
+    out = run_whole_here(
+        "instruct_pairs",
+        {"interactions": interactions.lazy(), "items": items.lazy()},
+        params,
+        Context(tokenizer=tokenizer),
     )
     made = out.tables["instruct"].filter(pl.col("task") == NEXT_ITEM).reverse()
     assert made["prompt"].to_list() == [row["prompt"] for row in rows[8:10]]
@@ -329,8 +333,11 @@ def test_held_out_interactions_never_reach_a_pair(instruments):
     some_users = instruments.select(pl.col("user_id").unique().sort().head(300))
     instruments = instruments.join(some_users, on="user_id", how="semi")
     params = InstructPairsParams(pool="all", max_pairs_per_user=2)
-    guarded = instruct_pairs_stage(
-        {"interactions": instruments.lazy(), "items": empty("items").lazy(), "held_out": held.lazy()}, params, Context()
+    guarded = run_whole_here(
+        "instruct_pairs",
+        {"interactions": instruments.lazy(), "items": empty("items").lazy(), "held_out": held.lazy()},
+        params,
+        Context(),
     )
     assert (
         guarded.stats.dropped["held_out"]

@@ -10,15 +10,16 @@ from pathlib import Path
 
 import polars as pl
 
+from recgpt_data import stages as registry
 from recgpt_data.pipeline.executor import merge_info, merge_stats
-from recgpt_data.stage import REGISTRY, Context, Params, Preparation, StageOutput, StageStats
+from recgpt_data.stage import Context, Params, Preparation, StageOutput, StageStats
 
 
 def run_whole_here(
     name: str, tables: Mapping[str, pl.DataFrame | pl.LazyFrame], params: Params, ctx: Context
 ) -> StageOutput:
     """Stage ``name`` on ``tables``; its output with the prepare step's stats merged in."""
-    definition = REGISTRY[name]
+    definition = registry.get(name)
     with tempfile.TemporaryDirectory(prefix=f"{name}-") as temporary:
         folder = Path(temporary)
         files = {}

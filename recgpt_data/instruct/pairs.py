@@ -19,8 +19,8 @@ from typing import Any
 import polars as pl
 from pydantic import Field
 
-from recgpt_data.hashing import unit_interval
 from recgpt_data.histories import USER, bucket_events, template_for
+from recgpt_data.instruct.quota import DRAW, GROUP, TARGET, drawn, first, ranked, tally
 from recgpt_data.instruct.templates import MAX_TOKENS, NEXT_ITEM, RATING, PairBuilder
 from recgpt_data.instruct.windows import WindowCutter
 from recgpt_data.serialize import field_exprs, item_line_expr
@@ -168,7 +168,7 @@ class PairMaker:
                 "item_id": shown[-1],
                 "item_ids": shown,
                 "num_items": len(shown),
-                "__target": window.target,
+                TARGET: window.target,
             }
 
     def builder(self, history: UserHistory, task: str, target: int) -> PairBuilder | None:
@@ -184,25 +184,15 @@ class PairMaker:
 def choose(
     candidates: pl.DataFrame, params: InstructPairsParams, seed: int
 ) -> tuple[pl.DataFrame, Drops, dict[str, dict[str, dict[str, Any]]]]:
-    """The configured number of pairs per source and task, by a seeded stable hash of each window;
-    the windows left over, by reason; and per source and task the candidates, requested and kept."""
-    drops: Drops = Drops()
-    counts: dict[str, dict[str, dict[str, Any]]] = {}
+    """The configured number of pairs per source and task, by a seeded stable hash of each window
+    (:mod:`recgpt_data.instruct.quota`); the windows left over, by reason; and per source and task
+    the candidates, requested and kept."""
     if candidates.height == 0:
-        return candidates, drops, counts
-    key = pl.concat_str(["task", "dataset", "user_id", pl.col("__target").cast(pl.String)], separator="\x1f")
-    ranked = candidates.with_columns(
-        unit_interval(candidates.select(key.alias("k"))["k"], seed).alias("__draw")
-    ).with_columns(pl.col("__draw").rank("ordinal").over(["source", "task"]).alias("__rank"))
-    kept = []
-    for (source, task), group in ranked.group_by(["source", "task"], maintain_order=True):
-        wanted = params.count_for(source, task)
-        chosen = group if wanted is None else group.filter(pl.col("__rank") <= wanted)
-        counts.setdefault(source, {})[task] = {"candidates": group.height, "requested": wanted, "kept": chosen.height}
-        if chosen.height < group.height:
-            drops.count(f"{task}:over_count", group.height - chosen.height)
-        kept.append(chosen)
-    return pl.concat(kept).drop("__draw", "__rank"), drops, counts
+        return candidates, Drops(), {}
+    chosen = first(ranked(drawn(candidates, seed)), params.count_for).drop(DRAW)
+    totals = candidates.group_by(list(GROUP), maintain_order=True).len().rows()
+    counts, drops = tally({(source, task): n for source, task, n in totals}, params.count_for)
+    return chosen, drops, counts
 
 
 @dataclass
@@ -215,6 +205,31 @@ class Pairs:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def candidate_pairs(
+    interactions: pl.LazyFrame, items: pl.LazyFrame, params: InstructPairsParams, tokenizer: Path = DEFAULT_TOKENIZER
+) -> Pairs:
+    """Every window of ``interactions`` (already cut to the pool) that fits ``params.max_tokens``
+    tokens of ``tokenizer``, as pairs with their target's index (:data:`~recgpt_data.instruct.quota.TARGET`),
+    before any count is applied."""
+    schema = {**INSTRUCT, TARGET: pl.Int64()}
+    users = interactions.select(*USER).unique().sort(list(USER)).collect()
+    if users.height == 0:
+        return Pairs(pl.DataFrame(schema=schema))
+    events = bucket_events(interactions, items, users)
+    info: dict[str, Any] = {"events_without_item_row": events.without_item} if events.without_item else {}
+    maker = PairMaker(params, tokenizer)
+    rows = [pair for history in iter_histories(render_events(events.frame)) for pair in maker.pairs(history)]
+    candidates = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+    return Pairs(candidates, maker.drops, info)
+
+
+def in_order(chosen: pl.DataFrame) -> pl.DataFrame:
+    """The chosen pairs as the ``instruct`` table: by source, dataset, user and task, each user's
+    newest window first, without their target's index."""
+    order = ["source", "dataset", "user_id", "task", TARGET]
+    return chosen.sort(order, descending=[False, False, False, False, True], maintain_order=True).drop(TARGET)
+
+
 def build_pairs(
     interactions: pl.LazyFrame,
     items: pl.LazyFrame,
@@ -224,19 +239,9 @@ def build_pairs(
 ) -> Pairs:
     """The instruction pairs of ``interactions`` (already cut to the pool), as the ``instruct`` table,
     fitted to ``params.max_tokens`` tokens of ``tokenizer`` (a ``tokenizer.json``)."""
-    users = interactions.select(*USER).unique().sort(list(USER)).collect()
-    if users.height == 0:
-        return Pairs(pl.DataFrame(schema=INSTRUCT))
-    events = bucket_events(interactions, items, users)
-    info: dict[str, Any] = {"events_without_item_row": events.without_item} if events.without_item else {}
-    maker = PairMaker(params, tokenizer)
-    rows = [pair for history in iter_histories(render_events(events.frame)) for pair in maker.pairs(history)]
-    schema = {**INSTRUCT, "__target": pl.Int64()}
-    candidates = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
-    chosen, left_over, counts = choose(candidates, params, seed)
-    maker.drops.update(left_over)
+    found = candidate_pairs(interactions, items, params, tokenizer)
+    chosen, left_over, counts = choose(found.instruct, params, seed)
+    found.drops.update(left_over)
     if counts:
-        info["pairs"] = counts
-    order = ["source", "dataset", "user_id", "task", "__target"]
-    instruct = chosen.sort(order, descending=[False, False, False, False, True], maintain_order=True)
-    return Pairs(instruct.drop("__target"), maker.drops, info)
+        found.info["pairs"] = counts
+    return Pairs(in_order(chosen), found.drops, found.info)

@@ -1,5 +1,6 @@
 """Stage ``clean_items``: item text repaired, untitled items dropped
-(:mod:`recgpt_data.clean.text`, :mod:`recgpt_data.clean.filters`)."""
+(:mod:`recgpt_data.clean.text`, :mod:`recgpt_data.clean.filters`), in tasks over chunks of rows
+(:mod:`recgpt_data.clean.item_tasks`), so that one large dataset's items spread over the workers."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ from collections.abc import Mapping
 import polars as pl
 from pydantic import Field
 
-from recgpt_data.clean.filters import drop_untitled_items
-from recgpt_data.clean.text import clean_frame
-from recgpt_data.stage import PARTITION_DATASET, Context, Drops, Params, StageOutput, StageStats, stage
+from recgpt_data.clean.item_tasks import ChunkJob, clean_chunk, plan_chunks
+from recgpt_data.stage import Context, Params, Preparation, Prepared, StageOutput, StageStats, stage
 
 
 class CleanItemsParams(Params):
@@ -21,24 +21,41 @@ class CleanItemsParams(Params):
     drop_untitled: bool = True
 
 
+def prepare_clean_items(prep: Preparation, params: CleanItemsParams, ctx: Context) -> Prepared:
+    """Clean the items in tasks, one per chunk of rows; the stage's tables are the chunks' files in
+    row order, its counts their sums."""
+    [files] = prep.buckets["items"]
+    rows = pl.scan_parquet(list(files)).select(pl.len()).collect().item()  # parquet footers
+    jobs = [
+        ChunkJob(
+            number, files, offset, size, tuple(params.columns), params.max_chars, params.drop_untitled, prep.scratch
+        )
+        for number, (offset, size) in enumerate(plan_chunks(rows))
+    ]
+    done = sorted(prep.map(clean_chunk, jobs), key=lambda chunk: chunk.number)
+    stats = StageStats(
+        rows_in={"items": sum(chunk.rows_in for chunk in done)}, rows_out={"items": sum(c.rows_out for c in done)}
+    )
+    for chunk in done:
+        for counts, more in ((stats.changed, chunk.changed), (stats.dropped, chunk.dropped)):
+            for reason, n in more.items():
+                counts[reason] = counts.get(reason, 0) + n
+    return Prepared(
+        tables={},
+        outputs={table: tuple(chunk.files[table] for chunk in done) for table in done[0].files},
+        stats=stats.to_dict(),
+    )
+
+
 @stage(
     "clean_items",
     params=CleanItemsParams,
     reads=("items",),
     writes=("items",),
-    version="1",
-    partition=PARTITION_DATASET,
+    version="2",
+    prepare=prepare_clean_items,
 )
 def clean_items_stage(tables: Mapping[str, pl.LazyFrame], params: CleanItemsParams, ctx: Context) -> StageOutput:
-    """Repair item text; drop items left without a title."""
-    frame = tables["items"].collect()
-    stats = StageStats(rows_in={"items": frame.height})
-    frame, counts = clean_frame(frame, params.columns, max_chars=params.max_chars)
-    drops = Drops()
-    for reason, n in sorted(counts.items()):
-        drops.change(f"items.{reason}", n)
-    if params.drop_untitled:
-        result = drop_untitled_items(frame)
-        frame = result.frame
-        drops.update(result.drops)
-    return StageOutput({"items": frame}, stats, drops)
+    """Nothing left to do: the prepare step's tasks cleaned the items and counted what they changed
+    and dropped (:func:`recgpt_data.clean.item_tasks.clean_items` is the rule)."""
+    return StageOutput({}, StageStats())

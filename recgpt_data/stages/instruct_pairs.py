@@ -1,18 +1,71 @@
 """Stage ``instruct_pairs``: rating and next-item pairs from the instruction-pool users
 (:mod:`recgpt_data.instruct.pairs`, whose :class:`~recgpt_data.instruct.pairs.InstructPairsParams`
-are this stage's parameters)."""
+are this stage's parameters), partitioned by user: the prepare step's tasks cut each bucket's
+histories into candidate windows and the seeded count per source and task is drawn over all of
+them (:mod:`recgpt_data.instruct.tasks`); each bucket then writes its own chosen pairs."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
+from typing import Any
 
 import polars as pl
 
 from recgpt_data.errors import UsageError
-from recgpt_data.instruct.pairs import ALL_USERS, InstructPairsParams, build_pairs
+from recgpt_data.instruct.pairs import ALL_USERS, InstructPairsParams
+from recgpt_data.instruct.quota import tally
+from recgpt_data.instruct.tasks import BucketJob, bucket_candidates, bucket_pairs, chosen_keys, totals
 from recgpt_data.instruct.templates import TASKS
-from recgpt_data.split import drop_held_out
-from recgpt_data.stage import Context, Drops, StageOutput, StageStats, count, stage
+from recgpt_data.io.parquet import write_scratch
+from recgpt_data.stage import PARTITION_USER, Context, Preparation, Prepared, StageOutput, StageStats, stage
+
+CANDIDATES = "instruct_candidates"  # the prepare step's tables each bucket reads
+CHOSEN = "instruct_chosen"
+
+
+def prepare_instruct(prep: Preparation, params: InstructPairsParams, ctx: Context) -> Prepared:
+    """Find every bucket's candidate windows in tasks, one per bucket, and choose the pairs kept
+    over all of them (see :mod:`recgpt_data.instruct.tasks`); what the tasks dropped and changed,
+    and the candidates, requested and kept per source and task, go into the stage's stats."""
+    parts = prep.buckets["interactions"]
+    if params.pool != ALL_USERS and "split" not in pl.scan_parquet(list(parts[0])).collect_schema().names():
+        raise UsageError('instruct_pairs needs the `split` column: run the `split` stage first (or set pool = "all")')
+
+    def files(name: str, index: int) -> tuple[str, ...] | None:
+        if name not in prep.buckets:
+            return None
+        return prep.buckets[name][index if prep.bucketed[name] else 0]
+
+    jobs = [
+        BucketJob(
+            index,
+            parts[index],
+            prep.buckets["items"][0],
+            files("held_out", index),
+            params,
+            ctx.seed,
+            ctx.tokenizer,
+            prep.scratch / f"candidates-{index:05d}.parquet",
+        )
+        for index in range(len(parts))
+    ]
+    done = sorted(prep.map(bucket_candidates, jobs), key=lambda bucket: bucket.index)
+    write_scratch(chosen_keys(done, params), prep.scratch / "chosen.parquet")
+    counts, left_over = tally(totals(done), params.count_for)
+    dropped, changed, info = Counter(left_over.dropped), Counter(), Counter()
+    for bucket in done:
+        dropped.update(bucket.dropped)
+        changed.update(bucket.changed)
+        info.update(bucket.info)
+    facts: dict[str, Any] = {name: n for name, n in info.items() if n or name == "pool_interactions"}
+    if counts:
+        facts["pairs"] = counts
+    return Prepared(
+        tables={CANDIDATES: tuple(str(job.out) for job in jobs), CHOSEN: (str(prep.scratch / "chosen.parquet"),)},
+        info=facts,
+        stats=StageStats(dropped=dict(dropped), changed=dict(changed)).to_dict(),
+    )
 
 
 @stage(
@@ -22,29 +75,15 @@ from recgpt_data.stage import Context, Drops, StageOutput, StageStats, count, st
     optional_reads=("held_out",),
     writes=("instruct",),
     settings=("tokenizer",),
-    version="2",
+    version="3",
+    partition=PARTITION_USER,
+    prepare=prepare_instruct,
 )
 def instruct_pairs_stage(tables: Mapping[str, pl.LazyFrame], params: InstructPairsParams, ctx: Context) -> StageOutput:
-    """Build rating and next-item pairs from the instruction-pool users, fitted to ``max_tokens``
+    """This bucket's chosen pairs (the prepare step found and chose them), fitted to ``max_tokens``
     tokens of the spec's tokenizer; never a held-out interaction."""
-    interactions = tables["interactions"]
-    stats = StageStats(rows_in={"interactions": count(interactions)})
-    if params.pool != ALL_USERS:
-        if "split" not in interactions.collect_schema().names():
-            raise UsageError(
-                'instruct_pairs needs the `split` column: run the `split` stage first (or set pool = "all")'
-            )
-        interactions = interactions.filter(pl.col("split") == params.pool)
-        stats.info["pool_interactions"] = count(interactions)
-    drops = Drops()
-    if "held_out" in tables:
-        before = count(interactions)
-        interactions = drop_held_out(interactions, tables["held_out"])
-        drops.count("held_out", before - count(interactions))
-    pairs = build_pairs(interactions, tables["items"], params, ctx.seed, ctx.tokenizer)
-    drops.update(pairs.drops)
-    instruct = pairs.instruct
-    stats.info.update(pairs.info)
-    stats.rows_out["instruct"] = instruct.height
+    index = ctx.partition[0] if ctx.partition is not None else 0
+    instruct = bucket_pairs(tables[CANDIDATES], tables[CHOSEN], index)
+    stats = StageStats(rows_out={"instruct": instruct.height})
     stats.info["by_task"] = {task: int((instruct["task"] == task).sum()) for task in TASKS}
-    return StageOutput({"instruct": instruct}, stats, drops)
+    return StageOutput({"instruct": instruct}, stats)

@@ -30,10 +30,14 @@ class WriteInstructParams(Params):
     """No parameters: the folder layout is the output contract."""
 
 
-@stage("write_instruct", params=WriteInstructParams, reads=("instruct",), version="1")
+ORDER = ("source", "dataset", "user_id", "task")  # a user's pairs of a task stay in the order they came
+
+
+@stage("write_instruct", params=WriteInstructParams, reads=("instruct",), version="2")
 def write_instruct_stage(tables: Mapping[str, pl.LazyFrame], params: WriteInstructParams, ctx: Context) -> StageOutput:
-    """Write ``data/instruct/`` (parquet with task and source columns, plus prompt/response JSONL)."""
-    instruct = tables["instruct"].collect()
+    """Write ``data/instruct/`` (parquet with task and source columns, plus prompt/response JSONL),
+    by source, dataset, user and task, whichever user bucket a pair came from."""
+    instruct = tables["instruct"].sort(ORDER, maintain_order=True).collect()
     stats = StageStats(rows_in={"instruct": instruct.height})
     write_parquet(instruct.select(COLUMNS), ctx.out_dir / PARQUET)
     write_text(instruct_jsonl(instruct), ctx.out_dir / JSONL)
