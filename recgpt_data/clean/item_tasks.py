@@ -70,7 +70,7 @@ class ChunkDone:
     dropped: dict[str, int]
 
 
-def plan_chunks(rows: int, chunk_rows: int = CHUNK_ROWS) -> list[tuple[int, int]]:
+def plan_chunks(rows: int, chunk_rows: int) -> list[tuple[int, int]]:
     """``(offset, rows)`` of each chunk of a table of ``rows`` rows (one empty chunk for an empty
     table, so that the stage still writes its tables)."""
     return [(offset, min(chunk_rows, rows - offset)) for offset in range(0, rows, chunk_rows)] or [(0, 0)]

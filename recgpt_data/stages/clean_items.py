@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import polars as pl
 from pydantic import Field
 
+from recgpt_data.clean import item_tasks
 from recgpt_data.clean.item_tasks import ChunkJob, clean_chunk, plan_chunks
 from recgpt_data.stage import Context, Params, Preparation, Prepared, StageOutput, StageStats, stage
 
@@ -30,7 +31,7 @@ def prepare_clean_items(prep: Preparation, params: CleanItemsParams, ctx: Contex
         ChunkJob(
             number, files, offset, size, tuple(params.columns), params.max_chars, params.drop_untitled, prep.scratch
         )
-        for number, (offset, size) in enumerate(plan_chunks(rows))
+        for number, (offset, size) in enumerate(plan_chunks(rows, item_tasks.CHUNK_ROWS))
     ]
     done = sorted(prep.map(clean_chunk, jobs), key=lambda chunk: chunk.number)
     stats = StageStats(
