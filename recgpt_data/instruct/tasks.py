@@ -22,7 +22,7 @@ from recgpt_data.instruct.pairs import ALL_USERS, InstructPairsParams, candidate
 from recgpt_data.instruct.quota import DRAW, GROUP, KEY, drawn, first, ranked
 from recgpt_data.io.parquet import write_scratch
 from recgpt_data.split import drop_held_out
-from recgpt_data.stage import Drops, count
+from recgpt_data.stage import Drops
 
 BUCKET = "__bucket"  # which bucket's task wrote a candidate
 
@@ -56,18 +56,20 @@ class BucketDone:
 
 
 def bucket_candidates(job: BucketJob) -> BucketDone:
-    """The candidates of one bucket's pool users (see the module docstring)."""
+    """The candidates of one bucket's pool users (see the module docstring). Only the items their
+    interactions name are read (the item ids pushed into the items' scan)."""
     interactions = pl.scan_parquet(list(job.interactions))
-    info: dict[str, int] = {}
     if job.params.pool != ALL_USERS:
         interactions = interactions.filter(pl.col("split") == job.params.pool)
-        info["pool_interactions"] = count(interactions)
+    pool = interactions.collect()
+    info = {"pool_interactions": pool.height} if job.params.pool != ALL_USERS else {}
     drops = Drops()
     if job.held_out is not None:
-        before = count(interactions)
-        interactions = drop_held_out(interactions, pl.scan_parquet(list(job.held_out)))
-        drops.count("held_out", before - count(interactions))
-    found = candidate_pairs(interactions, pl.scan_parquet(list(job.items)), job.params, job.tokenizer)
+        guarded = drop_held_out(pool.lazy(), pl.scan_parquet(list(job.held_out))).collect()
+        drops.count("held_out", pool.height - guarded.height)
+        pool = guarded
+    named = pl.scan_parquet(list(job.items)).filter(pl.col("item_id").is_in(pool["item_id"].unique().implode()))
+    found = candidate_pairs(pool.lazy(), named, job.params, job.tokenizer)
     drops.update(found.drops)
     candidates = found.instruct
     kept = first(ranked(drawn(candidates, job.seed)), job.params.count_for)
