@@ -36,8 +36,9 @@ ORDER = ("source", "dataset", "user_id", "task")  # a user's pairs of a task sta
 @stage("write_instruct", params=WriteInstructParams, reads=("instruct",), version="2")
 def write_instruct_stage(tables: Mapping[str, pl.LazyFrame], params: WriteInstructParams, ctx: Context) -> StageOutput:
     """Write ``data/instruct/`` (parquet with task and source columns, plus prompt/response JSONL),
-    by source, dataset, user and task, whichever user bucket a pair came from."""
-    instruct = tables["instruct"].sort(ORDER, maintain_order=True).collect()
+    by source, dataset, user and task, whichever user bucket a pair came from, in one chunk so that
+    the files' bytes do not depend on how many buckets there were."""
+    instruct = tables["instruct"].sort(ORDER, maintain_order=True).collect().rechunk()
     stats = StageStats(rows_in={"instruct": instruct.height})
     write_parquet(instruct.select(COLUMNS), ctx.out_dir / PARQUET)
     write_text(instruct_jsonl(instruct), ctx.out_dir / JSONL)
