@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import polars as pl
 import pytest
 from instruct_oracle import one_process_pairs
 
 from recgpt_data.engines.local import LocalEngine
 from recgpt_data.instruct.pairs import InstructPairsParams
+from recgpt_data.io.parquet import write_parquet
 from recgpt_data.pipeline.runner import run_spec
 from recgpt_data.pipeline.spec import load_spec
 from recgpt_data.stages.write_instruct import COLUMNS, JSONL, PARQUET, instruct_jsonl
@@ -70,16 +70,18 @@ def runs(shared, tmp_path_factory) -> dict[tuple[int | None, int], dict]:
     return {(p, w): built(shared, root / f"{p}-{w}", p, w) for p, w in layouts}
 
 
-def test_buckets_and_workers_write_the_one_process_pairs(runs) -> None:
+def test_buckets_and_workers_write_the_one_process_pairs(runs, tmp_path) -> None:
     whole = runs[(None, 1)]
     tables = whole["tables"]
     oracle = one_process_pairs(tables["interactions"], tables["items"], None, InstructPairsParams(**PAIRS), SEED)
     pairs = oracle.instruct
     assert pairs.height == sum(PAIRS["default"].values())  # the counts, not the windows, bound the pairs
     expected_jsonl = instruct_jsonl(pairs).encode()
+    write_parquet(pairs.select(COLUMNS), tmp_path / "oracle.parquet")
+    expected_parquet = (tmp_path / "oracle.parquet").read_bytes()
     for layout, run in runs.items():
         assert run["files"][JSONL] == expected_jsonl, layout
-        assert pl.read_parquet(run["files"][PARQUET]).equals(pairs.select(COLUMNS)), layout
+        assert run["files"][PARQUET] == expected_parquet, layout
         stats = run["stats"]
         assert stats["dropped"] == dict(sorted(oracle.drops.dropped.items())), layout
         assert stats["changed"] == dict(sorted(oracle.drops.changed.items())), layout
