@@ -1,6 +1,7 @@
 """The ``instruct_pairs`` stage's heavy work as tasks on the run's engine, one per user bucket.
 
-:func:`bucket_candidates` reads one bucket's instruction-pool interactions (held-out pairs left
+:func:`pool_items` first keeps the item rows the instruction pool names (a small table), so that
+the whole items table is read once, not once per bucket. :func:`bucket_candidates` then reads one bucket's instruction-pool interactions (held-out pairs left
 out), cuts its users' histories into every candidate window (:func:`~recgpt_data.instruct.pairs.candidate_pairs`:
 rendering and tokenizing, the stage's cost), and keeps the bucket's first ``count`` candidates of each
 source and task by the seeded order of :mod:`recgpt_data.instruct.quota`. It writes them into the
@@ -25,6 +26,27 @@ from recgpt_data.split import drop_held_out
 from recgpt_data.stage import Drops
 
 BUCKET = "__bucket"  # which bucket's task wrote a candidate
+
+
+@dataclass(frozen=True)
+class PoolItemsJob:
+    """The whole interactions and items tables (their files), the pool drawn from, and the scratch
+    file for the item rows the pool names."""
+
+    interactions: tuple[str, ...]
+    items: tuple[str, ...]
+    pool: str
+    out: Path
+
+
+def pool_items(job: PoolItemsJob) -> None:
+    """Write the item rows (every column, in table order) whose item id a pool interaction names:
+    the one pass over the whole items table, so that each bucket's task reads only these."""
+    interactions = pl.scan_parquet(list(job.interactions))
+    if job.pool != ALL_USERS:
+        interactions = interactions.filter(pl.col("split") == job.pool)
+    named = interactions.select(pl.col("item_id").unique()).collect()["item_id"]
+    write_scratch(pl.scan_parquet(list(job.items)).filter(pl.col("item_id").is_in(named.implode())).collect(), job.out)
 
 
 @dataclass(frozen=True)
@@ -56,8 +78,7 @@ class BucketDone:
 
 
 def bucket_candidates(job: BucketJob) -> BucketDone:
-    """The candidates of one bucket's pool users (see the module docstring). Only the items their
-    interactions name are read (the item ids pushed into the items' scan)."""
+    """The candidates of one bucket's pool users (see the module docstring)."""
     interactions = pl.scan_parquet(list(job.interactions))
     if job.params.pool != ALL_USERS:
         interactions = interactions.filter(pl.col("split") == job.params.pool)
@@ -68,8 +89,7 @@ def bucket_candidates(job: BucketJob) -> BucketDone:
         guarded = drop_held_out(pool.lazy(), pl.scan_parquet(list(job.held_out))).collect()
         drops.count("held_out", pool.height - guarded.height)
         pool = guarded
-    named = pl.scan_parquet(list(job.items)).filter(pl.col("item_id").is_in(pool["item_id"].unique().implode()))
-    found = candidate_pairs(pool.lazy(), named, job.params, job.tokenizer)
+    found = candidate_pairs(pool.lazy(), pl.scan_parquet(list(job.items)), job.params, job.tokenizer)
     drops.update(found.drops)
     candidates = found.instruct
     kept = first(ranked(drawn(candidates, job.seed)), job.params.count_for)

@@ -15,7 +15,15 @@ import polars as pl
 from recgpt_data.errors import UsageError
 from recgpt_data.instruct.pairs import ALL_USERS, InstructPairsParams
 from recgpt_data.instruct.quota import tally
-from recgpt_data.instruct.tasks import BucketJob, bucket_candidates, bucket_pairs, chosen_keys, totals
+from recgpt_data.instruct.tasks import (
+    BucketJob,
+    PoolItemsJob,
+    bucket_candidates,
+    bucket_pairs,
+    chosen_keys,
+    pool_items,
+    totals,
+)
 from recgpt_data.instruct.templates import TASKS
 from recgpt_data.io.parquet import write_scratch
 from recgpt_data.stage import PARTITION_USER, Context, Preparation, Prepared, StageOutput, StageStats, stage
@@ -25,9 +33,10 @@ CHOSEN = "instruct_chosen"
 
 
 def prepare_instruct(prep: Preparation, params: InstructPairsParams, ctx: Context) -> Prepared:
-    """Find every bucket's candidate windows in tasks, one per bucket, and choose the pairs kept
-    over all of them (see :mod:`recgpt_data.instruct.tasks`); what the tasks dropped and changed,
-    and the candidates, requested and kept per source and task, go into the stage's stats."""
+    """Keep the items the pool names (one task), find every bucket's candidate windows in tasks,
+    one per bucket, and choose the pairs kept over all of them (see
+    :mod:`recgpt_data.instruct.tasks`); what the tasks dropped and changed, and the candidates,
+    requested and kept per source and task, go into the stage's stats."""
     parts = prep.buckets["interactions"]
     if params.pool != ALL_USERS and "split" not in pl.scan_parquet(list(parts[0])).collect_schema().names():
         raise UsageError('instruct_pairs needs the `split` column: run the `split` stage first (or set pool = "all")')
@@ -37,11 +46,14 @@ def prepare_instruct(prep: Preparation, params: InstructPairsParams, ctx: Contex
             return None
         return prep.buckets[name][index if prep.bucketed[name] else 0]
 
+    named = prep.scratch / "pool-items.parquet"
+    everything = tuple(file for part in parts for file in part)
+    list(prep.map(pool_items, [PoolItemsJob(everything, prep.buckets["items"][0], params.pool, named)]))
     jobs = [
         BucketJob(
             index,
             parts[index],
-            prep.buckets["items"][0],
+            (str(named),),
             files("held_out", index),
             params,
             ctx.seed,
