@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
@@ -38,6 +40,7 @@ TOKENS_DIR = Path("exports") / "tokens"
 TOKENS_MANIFEST = TOKENS_DIR / "manifest.json"
 EOS_TOKEN = "<|endoftext|>"
 INDEX_DTYPE = np.dtype("<i8")
+READ_ROWS = 8192  # rows of a shard read at a time, then encoded in runs bounded by bytes
 
 
 @dataclass
@@ -82,30 +85,45 @@ def read_tokens_manifest(folder: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def text_runs(texts: pa.Array, max_bytes: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) of consecutive runs of ``texts`` holding at most ``max_bytes`` of text each
+    (a longer text makes a run of its own): what one ``encode_batch`` call is given, so that the
+    encodings held at once (some hundred bytes per token) are bounded by bytes, not by documents."""
+    ends = np.cumsum(pc.binary_length(texts).to_numpy(zero_copy_only=False))
+    start = 0
+    while start < len(ends):
+        before = int(ends[start - 1]) if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, before + max_bytes, side="right")))
+        yield start, stop - start
+        start = stop
+
+
 def tokenize_shard(
-    parquet: Path, tokens_path: Path, index_path: Path, tokenizer: Tokenizer, eos_id: int, batch_rows: int
+    parquet: Path, tokens_path: Path, index_path: Path, tokenizer: Tokenizer, eos_id: int, batch_bytes: int
 ) -> tuple[int, int, int, str, str]:
     """Append each document's ids and EOS to ``tokens_path`` and its end offset to ``index_path``,
-    ``batch_rows`` documents at a time; returns (documents, tokens, documents whose ``num_tokens``
-    differs from the ids written, EOS not counted, and the sha256 of the two files, hashed as they
-    are written)."""
+    encoding documents of at most ``batch_bytes`` of text at a time; returns (documents, tokens,
+    documents whose ``num_tokens`` differs from the ids written, EOS not counted, and the sha256 of
+    the two files, hashed as they are written)."""
     dtype = token_dtype(tokenizer)
     documents = written = mismatched = 0
     tokens_hash, index_hash = hashlib.sha256(), hashlib.sha256()
     with open(tokens_path, "wb") as tokens_out, open(index_path, "wb") as index_out:
-        for batch in pq.ParquetFile(parquet).iter_batches(batch_size=batch_rows, columns=["text", "num_tokens"]):
-            encoded = tokenizer.encode_batch(batch.column("text").to_pylist(), add_special_tokens=False)
-            ids, ends = document_arrays([e.ids for e in encoded], eos_id, dtype, written)
-            for data, out, digest in (
-                (ids.tobytes(), tokens_out, tokens_hash),
-                (ends.tobytes(), index_out, index_hash),
-            ):
-                out.write(data)
-                digest.update(data)
-            lengths = np.diff(ends, prepend=written) - 1  # EOS not counted
-            mismatched += int((lengths != batch.column("num_tokens").to_numpy()).sum())
-            documents += len(encoded)
-            written += len(ids)
+        for whole in pq.ParquetFile(parquet).iter_batches(batch_size=READ_ROWS, columns=["text", "num_tokens"]):
+            for offset, length in text_runs(whole.column("text"), batch_bytes):
+                batch = whole.slice(offset, length)
+                encoded = tokenizer.encode_batch(batch.column("text").to_pylist(), add_special_tokens=False)
+                ids, ends = document_arrays([e.ids for e in encoded], eos_id, dtype, written)
+                for data, out, digest in (
+                    (ids.tobytes(), tokens_out, tokens_hash),
+                    (ends.tobytes(), index_out, index_hash),
+                ):
+                    out.write(data)
+                    digest.update(data)
+                lengths = np.diff(ends, prepend=written) - 1  # EOS not counted
+                mismatched += int((lengths != batch.column("num_tokens").to_numpy()).sum())
+                documents += len(encoded)
+                written += len(ids)
     return documents, written, mismatched, tokens_hash.hexdigest(), index_hash.hexdigest()
 
 
@@ -123,16 +141,16 @@ class ShardJob:
     folder: str
     out_dir: str
     tokenizer: str
-    batch_rows: int
+    batch_bytes: int
 
 
 def shard_jobs(
-    manifest: dict[str, Any], folder: Location, out_dir: Location, tokenizer: Path, batch_rows: int
+    manifest: dict[str, Any], folder: Location, out_dir: Location, tokenizer: Path, batch_bytes: int
 ) -> list[ShardJob]:
     """One job per shard that ``manifest`` (``write_pretrain``'s, of ``folder``) lists, in its order."""
     return [
         ShardJob(
-            split, position, record["path"], record["sha256"], str(folder), str(out_dir), str(tokenizer), batch_rows
+            split, position, record["path"], record["sha256"], str(folder), str(out_dir), str(tokenizer), batch_bytes
         )
         for split in SPLITS
         for position, record in enumerate(manifest["pretrain"]["splits"][split]["shards"])
@@ -154,7 +172,7 @@ def tokenize_job(job: ShardJob) -> dict[str, Any]:
     ):
         tokens_path.parent.mkdir(parents=True, exist_ok=True)
         tmp_tokens, tmp_index = (p.with_name(p.name + ".tmp") for p in (tokens_path, index_path))
-        counts = tokenize_shard(source, tmp_tokens, tmp_index, tokenizer, eos_id, job.batch_rows)
+        counts = tokenize_shard(source, tmp_tokens, tmp_index, tokenizer, eos_id, job.batch_bytes)
         tmp_tokens.replace(tokens_path)
         tmp_index.replace(index_path)
     shard = TokenShard(tokens_rel.as_posix(), index_rel.as_posix(), job.source, job.source_sha256, *counts)

@@ -31,9 +31,9 @@ SHARDS = "token_shards"  # the prepare step's records for the stage function: on
 
 
 class TokensParams(Params):
-    """How many documents are encoded at a time."""
+    """How much text is encoded at a time: the encodings held at once take some 75 MB per MiB."""
 
-    batch_rows: int = Field(8192, ge=1)  # documents encoded at a time
+    batch_bytes: int = Field(4 << 20, ge=1)  # bytes of text encoded at a time
 
 
 def prepare_tokens(prep: Preparation, params: TokensParams, ctx: Context) -> Prepared:
@@ -49,7 +49,7 @@ def prepare_tokens(prep: Preparation, params: TokensParams, ctx: Context) -> Pre
     if load_tokenizer(ctx.tokenizer).token_to_id(EOS_TOKEN) is None:
         raise UsageError(f"pretrain_tokens: the tokenizer has no {EOS_TOKEN} token")
     tasks = prep.task_folders(ctx)  # the store's published shards and staging prefix where it is lent them
-    jobs = shard_jobs(manifest, tasks.folder, tasks.out_dir, ctx.tokenizer, params.batch_rows)
+    jobs = shard_jobs(manifest, tasks.folder, tasks.out_dir, ctx.tokenizer, params.batch_bytes)
     records = pl.DataFrame(list(prep.map(tokenize_job, jobs)), schema=RECORD_SCHEMA)
     path = prep.scratch / f"{SHARDS}.parquet"
     write_scratch(records, path)
