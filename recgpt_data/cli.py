@@ -150,7 +150,10 @@ def run(
         typer.Option(help="CPUs (threads) each task uses: Ray's declared num_cpus (default 1), or each local worker's"),
     ] = None,
     task_memory: Annotated[
-        str | None, typer.Option(help="memory each Ray task declares (bytes, or e.g. 4GiB, 500M)")
+        str | None,
+        typer.Option(
+            help="memory each task may use: what a Ray task declares, each local worker's bound (bytes, or e.g. 4GiB, 500M)"
+        ),
     ] = None,
     sample: Annotated[
         float | None,

@@ -15,7 +15,7 @@ import pytest
 import worker_stages
 from conftest import build, folder_digests
 
-from recgpt_data.engines import get_engine, parse_size
+from recgpt_data.engines import WorkerCrash, get_engine, parse_size
 from recgpt_data.engines.local import LocalEngine
 from recgpt_data.errors import UsageError
 
@@ -81,15 +81,28 @@ def test_workers_are_for_the_local_engine() -> None:
 
 
 def test_task_flags_size_each_task() -> None:
-    """``--task-cpus`` sets a local worker's threads; ``--task-memory`` is Ray's and takes sizes."""
+    """``--task-cpus`` sets a local worker's threads; ``--task-memory`` takes sizes."""
     assert get_engine("local", workers=2, task_cpus=3).threads == 3
-    with pytest.raises(UsageError, match="--task-memory is for --engine ray"):
-        get_engine("local", task_memory=2**30)
     with pytest.raises(UsageError, match="--task-cpus must be above 0"):
         get_engine("local", task_cpus=0)
     assert [parse_size(s) for s in ("512MiB", "4G", "2000", "1.5kb")] == [512 * 2**20, 4 * 10**9, 2000, 1500]
     with pytest.raises(UsageError, match="is not a size"):
         parse_size("4Q")
+
+
+def test_a_task_past_its_workers_memory_limit_is_one_error() -> None:
+    """``--task-memory`` bounds each local worker's resident memory (even one worker's: the tasks leave
+    the driver); a task that allocates past it fails with one line naming the limit, and the next
+    tasks run in new workers."""
+    engine = get_engine("local", task_memory=2**30)
+    try:
+        assert not engine.in_process
+        assert list(engine.map(worker_stages.allocate, [2**28])) == [2**28]
+        with pytest.raises(WorkerCrash, match=r"^a task went past its worker's memory limit \(--task-memory 1\.00 GiB"):
+            list(engine.map(worker_stages.allocate, [3 * 2**30]))
+        assert list(engine.map(worker_stages.allocate, [2**20])) == [2**20]
+    finally:
+        engine.close()
 
 
 def run_driver(spec: Path, out: Path, *args: str) -> subprocess.CompletedProcess:

@@ -229,3 +229,10 @@ def where_task(seconds: float) -> str:
 
     time.sleep(seconds)
     return worker_name()
+
+
+def allocate(size: int) -> int:
+    """Allocate and touch ``size`` bytes, as a task that needs that much memory; their sum."""
+    import numpy as np
+
+    return int(np.ones(size, dtype=np.uint8).sum())

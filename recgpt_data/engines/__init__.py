@@ -67,7 +67,8 @@ def get_engine(
     """The engine ``name``; ``address`` picks a running Ray cluster (``auto``, ``ray://host:10001``),
     ``workers`` the local engine's worker processes; ``task_cpus`` the CPUs (threads) each task may
     use (Ray: the CPUs a task declares, default 1; local: each worker's threads, default the cores
-    shared out) and ``task_memory`` the bytes of memory a Ray task declares."""
+    shared out) and ``task_memory`` the bytes of memory a task may use (Ray: what it declares; local:
+    each worker's bound, the tasks then running in workers even where there is one)."""
     if name not in ENGINES:
         raise UsageError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
     if task_cpus is not None and task_cpus <= 0:
@@ -75,11 +76,9 @@ def get_engine(
     if name == "local":
         if address is not None:
             raise UsageError("--address is for --engine ray")
-        if task_memory is not None:
-            raise UsageError("--task-memory is for --engine ray (local workers share this machine's memory)")
         from recgpt_data.engines.local import LocalEngine
 
-        return LocalEngine(workers, threads=None if task_cpus is None else max(1, int(task_cpus)))
+        return LocalEngine(workers, threads=None if task_cpus is None else max(1, int(task_cpus)), memory=task_memory)
     if workers != 1:
         raise UsageError("--workers is for --engine local (Ray places tasks on the cluster's workers itself)")
     from recgpt_data.engines.ray import RayEngine

@@ -9,6 +9,13 @@ for tokenizers, whose parallelism is switched off with one thread), so that N wo
 about the cores one process would. A worker that finds polars imported before it could bound it
 (a program whose main module imports polars) refuses to run rather than oversubscribe the machine.
 Workers exit when the driver dies, so a killed run leaves none behind.
+
+Given a memory limit (``--task-memory``), the tasks run in workers even where there is one, and each
+worker watches its own resident memory (every 20 ms): one that goes past the limit ends itself, and
+the run ends with one line saying which limit a task went past, instead of the machine running out of
+memory. Resident memory is what is watched because an address-space bound (``RLIMIT_DATA``,
+``RLIMIT_AS``) counts what polars and the tokenizer's threads reserve without using: about three
+times the resident memory, so a bound on it fails tasks that fit.
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ import multiprocessing.connection
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.synchronize import Event
 from typing import TypeVar
 
 from recgpt_data.engines import WorkerCrash, thread_environment
@@ -39,13 +48,31 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
-def start_worker(threads: int) -> None:
+WATCH_SECONDS = 0.02  # how often a worker with a memory limit reads its resident memory
+
+
+def start_worker(threads: int, memory: int | None = None, over: Event | None = None) -> None:
     """A worker's first act: set the thread bounds before any task imports the libraries they bound,
-    and watch the driver so that the worker exits when the driver dies."""
+    watch its resident memory where given a limit of ``memory`` bytes (setting ``over`` as it ends
+    itself past it), and watch the driver so that the worker exits when the driver dies."""
     os.environ.update(thread_environment(threads))
+    if memory is not None and over is not None:
+        threading.Thread(target=watch_memory, args=(memory, over), name="recgpt-watch-memory", daemon=True).start()
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=exit_with, args=(parent.sentinel,), name="recgpt-watch-driver", daemon=True).start()
+
+
+def watch_memory(memory: int, over: Event) -> None:
+    """End this worker as soon as its resident memory passes ``memory`` bytes, after setting ``over``
+    for the driver to say why."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/statm", "rb") as statm:
+        while int(statm.read().split()[1]) * page <= memory:
+            time.sleep(WATCH_SECONDS)
+            statm.seek(0)
+    over.set()
+    os._exit(1)
 
 
 def exit_with(sentinel: int) -> None:
@@ -79,22 +106,24 @@ def bounded_call(fn: Callable[[T], R], task: T, threads: int) -> R:
 
 class LocalEngine:
     """Runs tasks in this process, in order (``workers=1``), or in ``workers`` spawned processes of
-    ``threads`` threads each (default: the available cores shared out), yielding results as tasks
-    finish."""
+    ``threads`` threads each (default: the available cores shared out) and each bounded to ``memory``
+    bytes where given, yielding results as tasks finish."""
 
     name = "local"
 
-    def __init__(self, workers: int = 1, threads: int | None = None):
+    def __init__(self, workers: int = 1, threads: int | None = None, memory: int | None = None):
         if workers < 1:
             raise UsageError(f"--workers must be at least 1, got {workers}")
         self.workers = workers
-        self.in_process = workers == 1
+        self.memory = memory
+        self.in_process = workers == 1 and memory is None
         self.threads = threads or max(1, available_cores() // workers)
         self.pool: ProcessPoolExecutor | None = None
+        self.over: Event | None = None
 
     def map(self, fn: Callable[[T], R], tasks: Sequence[T], *, here: bool = False) -> Iterator[R]:
         """Every task runs on this machine, whatever ``here`` says."""
-        if self.workers == 1:
+        if self.in_process:
             for task in tasks:
                 yield fn(task)
             return
@@ -104,15 +133,26 @@ class LocalEngine:
         """Submit every task to the worker pool (started on first use) and yield results as they come."""
         if self.pool is None:
             context = multiprocessing.get_context(START_METHOD)
+            self.over = context.Event()
             self.pool = ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=start_worker, initargs=(self.threads,)
+                self.workers,
+                mp_context=context,
+                initializer=start_worker,
+                initargs=(self.threads, self.memory, self.over),
             )
         futures: list[Future[R]] = [self.pool.submit(bounded_call, fn, task, self.threads) for task in tasks]
         try:
             for future in as_completed(futures):
                 yield future.result()
         except BrokenProcessPool:
+            over = self.over is not None and self.over.is_set()
             self.close()
+            if over:
+                raise WorkerCrash(
+                    f"a task went past its worker's memory limit (--task-memory {self.memory / 2**30:.2f} GiB "
+                    "of resident memory); finished buckets are kept: run again to resume, with more "
+                    "--task-memory or more partitions"
+                ) from None
             raise WorkerCrash(
                 f"a worker process died while running {len(tasks)} task(s) in {self.workers} workers (killed, "
                 "out of memory, or a crash in native code); finished buckets are kept: run again to resume, "
