@@ -40,7 +40,8 @@ def status_kib(pid: int, fields: tuple[str, ...]) -> dict[str, int]:
 
 
 def children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (the local engine's workers, for the driver)."""
+    """The child processes of ``pid`` (for the driver: the local engine's workers and
+    multiprocessing's resource tracker)."""
     found = []
     try:
         for task in Path(f"/proc/{pid}/task").iterdir():
@@ -48,6 +49,14 @@ def children(pid: int) -> list[int]:
     except OSError:
         pass
     return found
+
+
+def is_worker(pid: int) -> bool:
+    """Whether ``pid`` is a spawned pool worker (not the resource tracker)."""
+    try:
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def limited_run(spec: Path, out: Path, workers: int, memory: str) -> dict:
@@ -70,7 +79,7 @@ def limited_run(spec: Path, out: Path, workers: int, memory: str) -> dict:
     def sample() -> None:
         while not stop.wait(0.1):
             total = 0
-            for pid in [process.pid, *children(process.pid)]:
+            for pid in [process.pid, *filter(is_worker, children(process.pid))]:
                 found = status_kib(pid, ("VmRSS", "VmHWM"))
                 record = peaks.setdefault(pid, {"VmRSS": 0, "VmHWM": 0})
                 for key, value in found.items():
