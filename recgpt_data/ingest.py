@@ -24,7 +24,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 from typing import TextIO
 
 import polars as pl
@@ -33,9 +33,12 @@ from recgpt_data import schema as canonical
 from recgpt_data.errors import UsageError
 from recgpt_data.io.lock import folder_lock
 from recgpt_data.io.parquet import AtomicParquetWriter, write_text
+from recgpt_data.io.storage import Location, fetched, is_remote, join, size
+from recgpt_data.io.storage import files as storage_files
 from recgpt_data.names import check_dataset, inside, shown
 from recgpt_data.sources import get_source
 from recgpt_data.sources.base import LINE, FileInfo, RawBatch, ReadState, Reject, Role, Source
+from recgpt_data.sources.sniff import HEAD_BYTES
 
 
 @dataclass
@@ -103,7 +106,7 @@ class IngestSummary:
 class InputFile:
     """One file to read in one role, the dataset its rows belong to and where they are written."""
 
-    path: Path
+    path: Location  # a local path, or an object's URL
     role: Role
     dataset: str
     output: Path
@@ -125,7 +128,7 @@ def missing_items(summaries: Sequence[IngestSummary]) -> list[str]:
 
 
 def resolve_files(
-    source: Source, paths: Sequence[str | Path], out: str | Path | None = None, dataset: str | None = None
+    source: Source, paths: Sequence[Location], out: str | Path | None = None, dataset: str | None = None
 ) -> tuple[list[InputFile], list[str]]:
     """The files under ``paths`` that ``source`` reads, in a stable order, and those it skips.
 
@@ -133,25 +136,24 @@ def resolve_files(
     its first records, is an error, as is a dataset name that is not safe as a path and two files
     that would write the same output; inside a folder, files the source does not read (READMEs,
     genre lists), hidden files and anything under ``out`` (the tool's own outputs) are skipped and
-    listed. Nothing is written."""
+    listed. Nothing is written. A path may be an object-store URL (text): its objects are listed,
+    never downloaded, and only the head of each is fetched to look at its first records."""
     out = Path(out or ".")
     if dataset is not None:
         check_dataset(dataset)
     chosen: list[InputFile] = []
     skipped: list[str] = []
     for given in paths:
-        path = Path(given)
-        if not path.exists():
-            raise UsageError(f"no such file or folder: {shown(str(path), 200)}")
-        if path.is_file():
-            roles = source.roles_for(path)
+        named, children = _listing(given)
+        if named is not None:
+            roles = source.roles_for(_as_path(named))
             if not roles:
-                raise UsageError(f"{shown(path.name)} is not a {source.name} file this reader knows")
-            chosen.extend(_input(source, path, role, out, dataset) for role in roles)
+                raise UsageError(f"{shown(_as_path(named).name)} is not a {source.name} file this reader knows")
+            chosen.extend(_input(source, named, role, out, dataset) for role in roles)
             continue
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
-            roles = source.roles_for(child)
-            if not roles or _hidden(child.relative_to(path)) or _within(child, out):
+        for child, relative in children:
+            roles = source.roles_for(_as_path(child))
+            if not roles or _hidden(relative) or (not is_remote(child) and _within(Path(child), out)):
                 skipped.append(str(child))
                 continue
             chosen.extend(_input(source, child, role, out, dataset) for role in roles)
@@ -161,7 +163,34 @@ def resolve_files(
     return chosen, skipped
 
 
-def _hidden(relative: Path) -> bool:
+def _listing(given: Location) -> tuple[Location | None, list[tuple[Location, PurePosixPath]]]:
+    """``given`` where it is a file, else the files under it (sorted, each with its path relative
+    to ``given``); an error where there is neither. An object store is only listed."""
+    if is_remote(given):
+        if size(given) is not None:
+            return given, []
+        listed = storage_files(given)
+        if not listed:
+            raise UsageError(f"no such file or folder: {shown(str(given), 200)}")
+        return None, [(join(given, relative), PurePosixPath(relative)) for relative in listed]
+    path = Path(given)
+    if not path.exists():
+        raise UsageError(f"no such file or folder: {shown(str(path), 200)}")
+    if path.is_file():
+        return path, []
+    found = sorted(p for p in path.rglob("*") if p.is_file())
+    return None, [(child, PurePosixPath(child.relative_to(path).as_posix())) for child in found]
+
+
+def _as_path(location: Location) -> PurePath:
+    """The path that names a file, for the names read off it (its file and folder names): a local
+    path made absolute, or an object's ``bucket/key``."""
+    if is_remote(location):
+        return PurePosixPath(str(location).split("://", 1)[1])
+    return Path(os.path.abspath(location))
+
+
+def _hidden(relative: PurePath) -> bool:
     """A hidden file or one in a hidden folder (``.stages``, macOS ``._name`` copies)."""
     return any(part.startswith(".") for part in relative.parts)
 
@@ -170,16 +199,20 @@ def _within(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
-def _input(source: Source, path: Path, role: Role, out: Path, dataset: str | None) -> InputFile:
-    """``path`` in ``role``, checked: of this format by its first records, with a safe dataset name."""
-    if role.sniff is not None and (problem := role.sniff(path)) is not None:
-        raise UsageError(f"{shown(path.name)}: {problem}; it is not a {source.name} {role.table} file")
-    name = dataset if dataset is not None else source.dataset(Path(os.path.abspath(path)))
+def _input(source: Source, path: Location, role: Role, out: Path, dataset: str | None) -> InputFile:
+    """``path`` in ``role``, checked: of this format by its first records (an object's fetched
+    head), with a safe dataset name."""
+    if role.sniff is not None:
+        with fetched(path, (0, HEAD_BYTES)) as head:
+            problem = role.sniff(head)
+        if problem is not None:
+            raise UsageError(f"{shown(_as_path(path).name)}: {problem}; it is not a {source.name} {role.table} file")
+    name = dataset if dataset is not None else source.dataset(_as_path(path))
     try:
         check_dataset(name)
     except UsageError as exc:
         raise UsageError(f"{shown(str(path), 200)}: {exc}; name the dataset with --dataset") from None
-    return InputFile(path, role, name, inside(out, output_path(out, role.table, name, path)))
+    return InputFile(path, role, name, inside(out, output_path(out, role.table, name, _as_path(path))))
 
 
 def _refuse_collisions(files: list[InputFile]) -> None:
@@ -300,7 +333,7 @@ def write_ingest(
     return summary
 
 
-def output_path(out: Path, table: str, dataset: str, path: Path) -> Path:
+def output_path(out: Path, table: str, dataset: str, path: PurePath) -> Path:
     """Where one input file's rows of ``table`` go: ``out/<table>/<dataset>/<file name>.parquet``."""
     return out / table / dataset / f"{path.name}.parquet"
 

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from recgpt_data import schema as canonical
 from recgpt_data.ingest import FileSummary, read_batches
 from recgpt_data.io.atomic import AtomicFile
 from recgpt_data.io.parquet import parquet_writer_at
-from recgpt_data.io.storage import Location, fetched, is_remote, join, location_of, put, remove
+from recgpt_data.io.storage import Location, fetched, is_remote, join, location_of, put, remove, size
 from recgpt_data.io.streams import CHUNK_BYTES, LineBlocks, compression_of, line_spans
 from recgpt_data.sampling import REASON as NOT_SAMPLED
 from recgpt_data.sampling import in_sample
@@ -106,26 +106,27 @@ class Piece:
 
 def splits(task: FileTask, role: Role) -> bool:
     """Whether the file is cut into blocks: its role's reader parses each line alone and the file is
-    over ``block_bytes`` on disk (compressed: over a share of it)."""
-    size = Path(task.path).stat().st_size
+    over ``block_bytes`` (compressed: over a share of it)."""
     limit = task.block_bytes // COMPRESSED_SHARE if compression_of(task.path) else task.block_bytes
-    return isinstance(role.reader, LineReader) and size > limit
+    return isinstance(role.reader, LineReader) and (size(location_of(task.path)) or 0) > limit
 
 
 def open_file(task: FileTask) -> tuple[list[Piece], list[Block]]:
     """A task: a file read whole (one piece), or cut into blocks for :func:`read_block` (with the
-    piece of a cut stream's end, if any)."""
+    piece of a cut stream's end, if any). A file in object storage is fetched into the task's
+    temporary folder to be read; a plain one cut is read block by block from the store."""
     source, role = task.source()
-    if not splits(task, role):
+    with fetched(location_of(task.path)) as local:
+        if not splits(task, role):
+            state = ReadState()
+            return [write_piece(task, 0, role.reader(local, state), state)], []
+        if compression_of(task.path) is None:
+            spans = line_spans(local, task.block_bytes)
+            return [], [Block(task, k, task.path, line, (start, end)) for k, (start, end, line) in enumerate(spans)]
+        blocks = LineBlocks(local, min(CHUNK_BYTES, task.block_bytes))
+        copies = list(_copies(task, blocks))
         state = ReadState()
-        return [write_piece(task, 0, role.reader(Path(task.path), state), state)], []
-    if compression_of(task.path) is None:
-        spans = line_spans(task.path, task.block_bytes)
-        return [], [Block(task, k, task.path, line, (start, end)) for k, (start, end, line) in enumerate(spans)]
-    blocks = LineBlocks(task.path, min(CHUNK_BYTES, task.block_bytes))
-    copies = list(_copies(task, blocks))
-    state = ReadState()
-    end = write_piece(task, len(copies), _cut_end(Path(task.path), blocks, state), state)
+        end = write_piece(task, len(copies), _cut_end(local, blocks, state), state)
     return [end], copies
 
 
@@ -194,8 +195,7 @@ def read_block(block: Block) -> Piece:
     """A task: parse one block of a file's lines into its piece (a copy is deleted once read)."""
     _, role = block.file.source()
     assert isinstance(role.reader, LineReader)
-    with fetched(location_of(block.read)) as read:
-        lines = LineBlocks(str(read), first_line=block.first_line, span=block.span)
+    with _lines_of(block) as lines:
         state = ReadState()
 
         def batches() -> Iterator[RawBatch]:
@@ -206,6 +206,22 @@ def read_block(block: Block) -> Piece:
     if block.span is None:
         remove(location_of(block.read))
     return piece
+
+
+@contextmanager
+def _lines_of(block: Block) -> Iterator[LineBlocks]:
+    """The lines of ``block``: its copy, or its byte range of the plain file, which in object
+    storage is fetched alone (one ranged read) from the line break before it, so that a range
+    after the file's start is never read as the file's start (where a byte order mark is no line)."""
+    location = location_of(block.read)
+    if block.span is None or not is_remote(location):
+        with fetched(location) as read:
+            yield LineBlocks(read, first_line=block.first_line, span=block.span)
+        return
+    start, end = block.span
+    back = min(start, 1)
+    with fetched(location, (start - back, end)) as read:
+        yield LineBlocks(read, first_line=block.first_line, span=(back, end - start + back))
 
 
 def write_piece(task: FileTask, index: int, batches: Iterator[RawBatch], state: ReadState) -> Piece:

@@ -262,15 +262,13 @@ class Preparation:
     ``scratch`` is on the driver's disk. A stage registered with ``prepare_anywhere`` has its tasks
     exchange files only through :meth:`task_folders`: with a local output its scratch and the
     context's folders; with the output in object storage, prefixes of the store (``in_store``), so
-    that ``map`` places its tasks on any node of a cluster. ``on_driver`` (where given) runs tasks
-    that must read the driver's disk (inputs it downloaded) on its node."""
+    that ``map`` places its tasks on any node of a cluster."""
 
     buckets: Mapping[str, tuple[tuple[str, ...], ...]]
     bucketed: Mapping[str, bool]
     scratch: Path
     map: Mapper
     in_store: TaskFolders | None = None
-    on_driver: Mapper | None = None
 
     def task_folders(self, ctx: Context) -> TaskFolders:
         """Where this step's tasks exchange files: the store's prefixes (``in_store``) where the

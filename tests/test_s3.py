@@ -8,6 +8,7 @@ outside the prefix."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -22,9 +23,11 @@ import pytest
 from conftest import CLI, REPO
 from s3_server import BUCKET, assert_same_build, assert_same_stage, client, moto_s3, objects
 from test_corpus_workers import DEMO_SHARD_ROWS, corpus_spec
+from test_ingest_blocks import BAD_LINES, beauty_with_bad_lines
 
 from recgpt_data.engines import get_engine
 from recgpt_data.errors import UsageError
+from recgpt_data.ingest_tasks import Block, FileTask
 from recgpt_data.io.lock import folder_lock
 from recgpt_data.io.storage import join
 from recgpt_data.pipeline.partition import PartitionTask, part_name
@@ -240,3 +243,92 @@ def test_names_cannot_leave_the_prefix(s3: str, name: str) -> None:
     with pytest.raises(UsageError, match="not a plain path"):
         join(store.out, name)
     assert [k for k in client().find(BUCKET) if "escaped" in k or k.startswith(f"{BUCKET}/runs/escape")] == []
+
+
+RAW_SOURCES = (  # format, the path declared under the raw folder (a folder or a file)
+    ("amazon2018", "amazon2018"),  # a plain file cut into byte ranges, a gzip cut into copies, a README skipped
+    ("movielens", "movielens/ml-100k"),  # files read whole, the dataset named by their folder
+    ("amazon2014", "amazon2014/reviews_Digital_Music_5.json.gz"),  # a truncated gzip: its warning names the file
+)
+
+
+def raw_ingest_spec(root: str, folder: Path) -> Path:
+    """An ingest of :data:`RAW_SOURCES` under ``root`` (a local folder or a URL), in blocks of 256 KiB."""
+    sources = ", ".join(f'{{ format = "{f}", paths = ["{root}/{path}"] }}' for f, path in RAW_SOURCES)
+    spec = folder / f"{'s3' if '://' in root else 'local'}.toml"
+    spec.write_text(
+        f'name = "raw"\n\n[[stages]]\nstage = "ingest"\nparams.block_bytes = {256 << 10}\n'
+        f"params.sources = [{sources}]\n",
+        encoding="utf-8",
+    )
+    return spec
+
+
+def test_ingest_of_raw_objects_reads_them_in_tasks_anywhere_to_the_bytes_of_local_files(
+    s3: str, shared: Path, tmp_path: Path
+) -> None:
+    """Raw inputs as objects: the driver lists them and fetches no more than their heads; each
+    reading task, none kept on the driver's node, reads its own object (a gzip fetched, a plain
+    file's blocks in ranged reads), and the stage's tables are the bytes of the ingest of the same
+    files on local disk (the rejects name each file where it is), its accounting the same."""
+    raw = tmp_path / "raw"
+    beauty = beauty_with_bad_lines(shared, raw / "amazon2018", compressed=False)
+    shutil.copy(shared / "amazon2018" / "meta_Magazine_Subscriptions.json.gz", beauty.parent)
+    (beauty.parent / "README.md").write_text("notes\n", encoding="utf-8")
+    shutil.copytree(shared / "movielens" / "ml-100k", raw / "movielens" / "ml-100k")
+    (raw / "amazon2014").mkdir()
+    shutil.copy(shared / "amazon2014" / "reviews_Digital_Music_5.json.gz", raw / "amazon2014")
+    url = f"{s3}/ingest-raw"
+    for path in sorted(p for p in raw.rglob("*") if p.is_file()):
+        client().put_file(str(path), f"{url.removeprefix('s3://')}/{path.relative_to(raw).as_posix()}")
+    local = tmp_path / "local"
+    expected = run_spec(load_spec(raw_ingest_spec(str(raw), tmp_path)), local).stats["ingest"]
+    out = f"{s3}/runs/raw-ingest"
+    engine = Recording()
+    try:
+        got = run_spec(load_spec(raw_ingest_spec(url, tmp_path)), out, engine=engine).stats["ingest"]
+    finally:
+        engine.close()
+
+    files = [task for task, _ in engine.given if isinstance(task, FileTask)]
+    blocks = [task for task, _ in engine.given if isinstance(task, Block)]
+    named = [f["file"] for s in expected["info"]["sources"] for f in s["files"]]
+    assert [t.path for t in files] == [name.replace(str(raw), url) for name in named]
+    assert all(not here for task, here in engine.given if isinstance(task, (FileTask, Block)))
+    assert {b.file.path.rsplit("/", 1)[-1] for b in blocks if b.span} == {"All_Beauty_5.json"}
+    assert {b.file.path.rsplit("/", 1)[-1] for b in blocks if not b.span} == {
+        "meta_Magazine_Subscriptions.json.gz",
+        "reviews_Digital_Music_5.json.gz",
+    }
+    assert sum(1 for b in blocks if b.span) > 5
+    assert not list(Path(os.environ["RECGPT_WORK_DIR"]).rglob("All_Beauty_5.json*"))  # nothing downloaded there
+
+    def named_here(text: str) -> str:
+        return text.replace(str(raw), url)
+
+    assert json.loads(named_here(json.dumps(expected["info"]))) == got["info"]
+    assert (expected["dropped"], expected["rows_out"]) == (got["dropped"], got["rows_out"])
+    assert [len(s["skipped"]) for s in got["info"]["sources"]] == [
+        1,
+        5,
+        0,
+    ]  # the README; ml-100k's README, u.genre, u.info, u.occupation, u.user
+    remote = objects(out)
+    mine = json.loads((local / ".stages" / "ingest" / MARKER).read_text())["tables"]
+    theirs = json.loads(remote[f".stages/ingest/{MARKER}"])["tables"]
+    assert theirs.keys() == mine.keys() == {"interactions", "items", "dropped_raw"}
+    for name, table in mine.items():
+        pairs = zip(theirs[name]["files"], table["files"], strict=True)
+        read = [
+            (remote[f".stages/ingest/{a['path']}"], (local / ".stages" / "ingest" / b["path"]).read_bytes())
+            for a, b in pairs
+        ]
+        if name != "dropped_raw":
+            assert all(a == b for a, b in read)
+            continue
+        rejects = [pl.read_parquet(io.BytesIO(data)) for pair in read for data in pair]
+        theirs_rejects, mine_rejects = pl.concat(rejects[::2]), pl.concat(rejects[1::2])
+        assert theirs_rejects.equals(mine_rejects.with_columns(pl.col("file").str.replace(str(raw), url, literal=True)))
+        assert theirs_rejects.filter(pl.col("file").str.ends_with("All_Beauty_5.json"))["line"].to_list() == sorted(
+            BAD_LINES
+        )

@@ -151,21 +151,28 @@ def copy(source: Location, target: Location) -> None:
 
 
 @contextmanager
-def fetched(location: Location) -> Iterator[Path]:
+def fetched(location: Location, span: tuple[int, int] | None = None) -> Iterator[Path]:
     """A local path to read ``location``'s file at while the block runs: ``location`` itself
-    locally; for an object store a temporary copy (in ``TMPDIR``, its name ending in the object's,
-    so that its suffix still says its compression), deleted when the block ends."""
+    locally; for an object store a temporary copy of the file, or of only its bytes ``[start, end)``
+    where ``span`` is given (one ranged read: a block of a big file, the head of one), in a
+    temporary folder (in ``TMPDIR``) under the object's own name, so that its suffix still says its
+    compression and messages name the file as it is named, deleted when the block ends."""
     if not is_remote(location):
         yield Path(location)
         return
-    handle, name = tempfile.mkstemp(suffix="-" + location.rsplit("/", 1)[-1])
-    os.close(handle)
-    local = Path(name)
-    try:
-        download(location, local)
+    with tempfile.TemporaryDirectory(prefix="recgpt-fetched-") as folder:
+        local = Path(folder) / location.rsplit("/", 1)[-1]
+        if span is None:
+            download(location, local)
+        else:
+            fs, path = filesystem(location)
+            with fs.open(path, "rb") as remote, open(local, "wb") as handle:
+                remote.seek(span[0])
+                left = span[1] - span[0]
+                while left > 0 and (data := remote.read(min(left, 1 << 24))):
+                    handle.write(data)
+                    left -= len(data)
         yield local
-    finally:
-        local.unlink(missing_ok=True)
 
 
 def version(location: Location) -> str:
@@ -183,24 +190,6 @@ def sha256(location: Location) -> str:
         while block := handle.read(1 << 20):
             h.update(block)
     return h.hexdigest()
-
-
-def localise(location: Location, folder: Path) -> Path:
-    """A local path to read ``location`` at: a local path itself; for a URL, a copy in ``folder``
-    under the URL's last name of the object there or of every object under it (so that names read
-    off the path, a dataset's folder or file name, stay what they are at the source)."""
-    if not is_remote(location):
-        return Path(location)
-    target = folder / location.rstrip("/").rsplit("/", 1)[-1]
-    if size(location) is not None:
-        download(location, target)
-        return target
-    listed = files(location)
-    if not listed:
-        raise UsageError(f"no such file or folder: {shown(location, 200)}")
-    for relative in listed:
-        download(join(location, relative), join(target, relative))
-    return target
 
 
 def files(folder: Location) -> dict[str, int]:

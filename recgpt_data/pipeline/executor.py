@@ -253,7 +253,6 @@ class Executor:
             scratch=context.scratch / "prepare",
             map=partial(traced_map, self.engine, workers, here=self.local_work and not anywhere),
             in_store=self.store.task_folders(planned.key) if anywhere else None,
-            on_driver=partial(traced_map, self.engine, workers, here=self.local_work),
         )
         prepared = prepare(preparation, planned.params, context)
         kill_point(planned.key, "prepared")

@@ -12,6 +12,7 @@ from recgpt_data.sources.pyliteral import UnusableLiteral, literal_to_json
 
 SNIFF_BYTES = 1 << 16
 SNIFF_RECORDS = 20
+HEAD_BYTES = 1 << 20  # the head of a remote file fetched to sniff: a whole bzip2 block (900 kB) and more
 
 
 def _parsed(line: bytes) -> dict | None:

@@ -29,7 +29,7 @@ from recgpt_data.ingest_tasks import (
     read_block,
 )
 from recgpt_data.io.parquet import write_parquet
-from recgpt_data.io.storage import Location, is_remote, join, localise, remove_tree
+from recgpt_data.io.storage import Location, is_remote, join, remove_tree
 from recgpt_data.names import DatasetName
 from recgpt_data.pipeline.spec import resolve_input
 from recgpt_data.sampling import REASON as NOT_SAMPLED
@@ -75,12 +75,16 @@ class IngestParams(Params):
         return tuple(s.dataset or s.format for s in self.sources)
 
 
-def as_declared(file: str, roots: Sequence[tuple[Path, str]]) -> str:
-    """``file``, found under one of a source's ``(resolved, declared)`` paths, named from the path as
-    the spec declares it (``demo:amazon2018/...``, ``../data/...``), so that the stats of the same
-    spec read the same on every machine."""
+def as_declared(file: str, roots: Sequence[tuple[Location, str]]) -> str:
+    """``file``, found under one of a source's ``(resolved, declared)`` paths (local paths, or URLs
+    of an object store), named from the path as the spec declares it (``demo:amazon2018/...``,
+    ``../data/...``, ``s3://...``), so that the stats of the same spec read the same on every machine."""
     for resolved, declared in roots:
-        if Path(file).is_relative_to(resolved):
+        if is_remote(resolved):
+            if file == resolved or file.startswith(f"{resolved}/"):
+                relative = file[len(resolved) + 1 :]
+                return f"{declared.rstrip('/')}/{relative}" if relative else declared
+        elif not is_remote(file) and Path(file).is_relative_to(resolved):
             relative = Path(file).relative_to(resolved).as_posix()
             return declared if relative == "." else f"{declared.rstrip('/')}/{relative}"
     return file
@@ -94,21 +98,19 @@ class SourcePlan:
     """One source's resolved files, as tasks, with what its accounting needs."""
 
     format: str
-    roots: list[tuple[Path, str]]
+    roots: list[tuple[Location, str]]
     tasks: list[FileTask]
     outputs: list[str]  # where each file's rows of its table went when read in one go: their order
     skipped: list[str]
 
 
 def plan_source(
-    index: int, spec: SourceSpec, params: IngestParams, ctx: Context, folder: Path, shared: Location, first: int
+    spec: SourceSpec, params: IngestParams, ctx: Context, folder: Path, shared: Location, first: int
 ) -> SourcePlan:
-    """Source ``index``'s files (inputs on an object store copied here first), as tasks numbered from
-    ``first`` that write under ``shared`` (``folder`` itself, or the store's prefix in its place)."""
-    raw = ctx.scratch / "raw"  # where inputs on an object store are copied to be read
-    roots = [
-        (localise(resolve_input(p, ctx.spec_dir), raw / f"{index:02d}-{i:02d}"), p) for i, p in enumerate(spec.paths)
-    ]
+    """The source's files (inputs on an object store listed there, each task reading its own
+    object), as tasks numbered from ``first`` that write under ``shared`` (``folder`` itself, or the
+    store's prefix in its place)."""
+    roots = [(resolve_input(p, ctx.spec_dir), p) for p in spec.paths]
     source = get_source(spec.format)
     files, skipped = resolve_files(source, [resolved for resolved, _ in roots], folder, spec.dataset)
     tasks = [
@@ -137,8 +139,8 @@ def prepare_ingest(prep: Preparation, params: IngestParams, ctx: Context) -> Pre
     files named as the spec declares them, is a small table for :func:`ingest_stage`.
 
     The tasks write their copies and pieces in the step's task folders (in the store with the
-    output in object storage), so they run on any node; inputs read from object storage are
-    downloaded to the driver's scratch first, so a run with any such source reads on its node."""
+    output in object storage), and each reads its own input file, a local path or an object's URL
+    (the driver only lists objects and fetches their heads), so they run on any node."""
     scratch = prep.scratch / "ingest"
     shared = join(prep.task_folders(ctx).scratch, "ingest")
     remove_tree(scratch)  # what an interrupted run left
@@ -147,17 +149,15 @@ def prepare_ingest(prep: Preparation, params: IngestParams, ctx: Context) -> Pre
     for index, spec in enumerate(params.sources):
         first = sum(len(p.tasks) for p in planned)
         name = f"{index:02d}-{spec.format}"
-        planned.append(plan_source(index, spec, params, ctx, scratch / name, join(shared, name), first))
-    downloaded = any(is_remote(resolve_input(p, ctx.spec_dir)) for spec in params.sources for p in spec.paths)
-    map_ = (prep.on_driver or prep.map) if downloaded else prep.map
+        planned.append(plan_source(spec, params, ctx, scratch / name, join(shared, name), first))
     tasks = [t for p in planned for t in p.tasks]
     pieces: dict[int, list[Piece]] = {t.number: [] for t in tasks}
     blocks: list[Block] = []
-    for whole, cut in map_(open_file, tasks):
+    for whole, cut in prep.map(open_file, tasks):
         blocks += cut
         for piece in whole:
             pieces[piece.file].append(piece)
-    for piece in map_(read_block, blocks):
+    for piece in prep.map(read_block, blocks):
         pieces[piece.file].append(piece)
     ordered = {n: sorted(found, key=lambda p: p.index) for n, found in pieces.items()}
     outputs = [o for p in planned for o in p.outputs]
