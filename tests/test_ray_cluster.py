@@ -37,6 +37,8 @@ from recgpt_data.pipeline.spec import load_spec
 from recgpt_data.pipeline.store import PARTS, STAGES, WORK_ENV
 
 pytest.importorskip("ray")
+
+DEMO_DATA = REPO / "recgpt_data" / "demo"
 TESTS = Path(__file__).resolve().parent
 RUN_SECONDS = 300  # for one `recgpt-data run`
 DRIVER = (
@@ -125,12 +127,12 @@ ANYWHERE = ("ingest", "write_pretrain", "pretrain_tokens")  # their prepare task
 def test_demo_built_on_two_nodes_into_object_storage_equals_the_local_build(
     cluster: Cluster, demo_corpus: Path, tmp_path: Path
 ) -> None:
-    """The demo with its output in S3 (moto on 127.0.0.1), the S3 settings in the driver's
-    environment alone (the nodes have none), so the tasks reach the store with what the engine
-    passes them: every object is the local build's bytes; the buckets of the partitioned stages
+    """The demo with its output and its raw inputs in S3 (moto on 127.0.0.1), the S3 settings in the
+    driver's environment alone (the nodes have none), so the tasks reach the store with what the
+    engine passes them: every object is the local build's (raw inputs at local paths) bytes; the buckets of the partitioned stages
     (dedup's too, which read its prepare step's tables uploaded to the store) and the prepare
-    steps' tasks of the stages that exchange their files through the store (:data:`ANYWHERE`) ran
-    on both nodes, while the whole stages, which use the driver's work folder, ran on the head,
+    steps' tasks of the stages that exchange their files through the store (:data:`ANYWHERE`,
+    ingest's reading its raw objects itself) ran on both nodes, while the whole stages, which use the driver's work folder, ran on the head,
     whose node the driver joined. The demo runs with its token arrays too, compared with the local
     build run on with them (its stages but ``pretrain_tokens``, report and card come from cache)."""
     spec = corpus_spec("demo", tmp_path / "demo-tokens.toml", DEMO_SHARD_ROWS, None)
@@ -140,9 +142,13 @@ def test_demo_built_on_two_nodes_into_object_storage_equals_the_local_build(
     with moto_s3() as settings:
         fs = client(settings)
         fs.mkdir(BUCKET)
+        for path in sorted(p for p in DEMO_DATA.rglob("*") if p.is_file() and p.suffix != ".md"):
+            fs.put_file(str(path), f"{BUCKET}/raw/{path.relative_to(DEMO_DATA).as_posix()}")
+        on_s3 = tmp_path / "demo-tokens-raw-on-s3.toml"
+        on_s3.write_text(spec.read_text(encoding="utf-8").replace('"demo:', f'"s3://{BUCKET}/raw/'), encoding="utf-8")
         out = f"s3://{BUCKET}/runs/demo"
         env = {**cluster.env, **settings, WORK_ENV: str(tmp_path / "work")}
-        command = on_cluster(cluster, str(spec), "--out", out)
+        command = on_cluster(cluster, str(on_s3), "--out", out)
         driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _, stderr = driver.communicate(timeout=RUN_SECONDS)
         assert driver.returncode == 0, stderr
