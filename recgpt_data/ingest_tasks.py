@@ -5,9 +5,11 @@ blocks of lines, one task each.
 :func:`open_file` reads a file whole, or cuts it: a compressed file is decompressed once into
 copies of about ``block_bytes`` of whole lines each (zstd, level 1), a plain one is cut into byte
 ranges read in place; each block knows the number of its first line in the file, so rows and
-rejects carry the file's own line numbers. :func:`read_block` then parses one block. The copies and
-pieces go under the task's ``folder``: the stage's scratch, or with the output in object storage a
-prefix of the store, so that every task runs on any node. Every task writes its *piece* of the
+rejects carry the file's own line numbers. :func:`read_block` then parses one block. An input file
+may be an object-store URL: the task that opens it fetches it into its own temporary folder, and a
+block of a plain one fetches only its byte range. The copies and pieces go under the task's
+``folder``: the stage's scratch, or with the output in object storage a prefix of the store, so
+that every task runs on any node. Every task writes its *piece* of the
 file's output atomically (its rows, its rejects and, with a sample, the
 rows of users left out) and returns a :class:`Piece`: the files with their rows and the accounting
 of what it read. A cut stream's end (a truncated record, the warning) is a piece of its own, the
@@ -54,10 +56,10 @@ def columns_of(table: str) -> dict[str, pl.DataType]:
 
 @dataclass(frozen=True)
 class FileTask:
-    """Input file ``number`` read in role ``role`` (filling ``table``) of source ``format``, as plain
-    data for any engine: its rows go to dataset ``dataset`` and its pieces' files under
-    ``folder/<table>/<dataset>/<file name>/``; a sample keeps ``sample`` of the users (drawn with
-    ``seed``)."""
+    """Input file ``number`` (``path``: a local path or an object's URL) read in role ``role``
+    (filling ``table``) of source ``format``, as plain data for any engine: its rows go to dataset
+    ``dataset`` and its pieces' files under ``folder/<table>/<dataset>/<file name>/``; a sample
+    keeps ``sample`` of the users (drawn with ``seed``)."""
 
     number: int
     format: str
