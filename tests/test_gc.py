@@ -47,8 +47,7 @@ def test_gc_deletes_what_no_current_stage_needs(demo_corpus: Path, tmp_path: Pat
     deleted = before - files(out)
     expected_groups = {
         ".stages/clean_v2",  # a stage the spec no longer has
-        ".stages/ingest/_buckets/interactions-user_id-3",  # cuts for three buckets
-        ".stages/ingest/_buckets/items-dataset-3",
+        ".stages/ingest/_buckets/interactions-user_id-3",  # the cut for three user buckets
     }
     groups = {path.rsplit("/", 1)[0] if "_buckets" in path else "/".join(path.split("/")[:2]) for path in deleted}
     assert groups == expected_groups
