@@ -33,12 +33,11 @@ from recgpt_data import schema as canonical
 from recgpt_data.errors import UsageError
 from recgpt_data.io.lock import folder_lock
 from recgpt_data.io.parquet import AtomicParquetWriter, write_text
-from recgpt_data.io.storage import Location, fetched, is_remote, join, size
+from recgpt_data.io.storage import Location, is_remote, join, name_of, size
 from recgpt_data.io.storage import files as storage_files
 from recgpt_data.names import check_dataset, inside, shown
 from recgpt_data.sources import get_source
 from recgpt_data.sources.base import LINE, FileInfo, RawBatch, ReadState, Reject, Role, Source
-from recgpt_data.sources.sniff import HEAD_BYTES
 
 
 @dataclass
@@ -137,7 +136,7 @@ def resolve_files(
     that would write the same output; inside a folder, files the source does not read (READMEs,
     genre lists), hidden files and anything under ``out`` (the tool's own outputs) are skipped and
     listed. Nothing is written. A path may be an object-store URL (text): its objects are listed,
-    never downloaded, and only the head of each is fetched to look at its first records."""
+    never downloaded, and only the start of each is read to look at its first records."""
     out = Path(out or ".")
     if dataset is not None:
         check_dataset(dataset)
@@ -200,11 +199,10 @@ def _within(path: Path, folder: Path) -> bool:
 
 
 def _input(source: Source, path: Location, role: Role, out: Path, dataset: str | None) -> InputFile:
-    """``path`` in ``role``, checked: of this format by its first records (an object's fetched
-    head), with a safe dataset name."""
+    """``path`` in ``role``, checked: of this format by its first records (of an object, read from
+    the start of its stream), with a safe dataset name."""
     if role.sniff is not None:
-        with fetched(path, (0, HEAD_BYTES)) as head:
-            problem = role.sniff(head)
+        problem = role.sniff(path)
         if problem is not None:
             raise UsageError(f"{shown(_as_path(path).name)}: {problem}; it is not a {source.name} {role.table} file")
     name = dataset if dataset is not None else source.dataset(_as_path(path))
@@ -290,7 +288,7 @@ def ingest(
     paths: Sequence[str | Path],
     out: str | Path,
     dataset: str | None = None,
-    on_file: Callable[[Path], None] | None = None,
+    on_file: Callable[[Location], None] | None = None,
 ) -> IngestSummary:
     """Read ``paths`` (files or folders) as source ``format`` into canonical parquet under ``out``,
     holding ``out``'s lock."""
@@ -309,7 +307,7 @@ def write_ingest(
     files: Sequence[InputFile],
     skipped: list[str],
     out: Path,
-    on_file: Callable[[Path], None] | None = None,
+    on_file: Callable[[Location], None] | None = None,
 ) -> IngestSummary:
     """Read resolved ``files`` into ``out``: the old summary goes first and the new one is written
     last, and on any error the rejects written so far are removed, so a failed ingest leaves no
@@ -340,7 +338,7 @@ def output_path(out: Path, table: str, dataset: str, path: PurePath) -> Path:
 
 def _ingest_file(source: Source, file: InputFile, rejects_file: TextIO) -> FileSummary:
     """Read one input file into its parquet, its rejects appended to ``rejects_file`` as JSON lines."""
-    info = FileInfo(source=source.name, dataset=file.dataset, file=file.path.name)
+    info = FileInfo(source=source.name, dataset=file.dataset, file=name_of(file.path))
     state = ReadState()
 
     def write_rejects(rejects: list[Reject]) -> None:

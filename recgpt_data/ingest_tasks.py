@@ -6,8 +6,9 @@ blocks of lines, one task each.
 copies of about ``block_bytes`` of whole lines each (zstd, level 1), a plain one is cut into byte
 ranges read in place; each block knows the number of its first line in the file, so rows and
 rejects carry the file's own line numbers. :func:`read_block` then parses one block. An input file
-may be an object-store URL: the task that opens it fetches it into its own temporary folder, and a
-block of a plain one fetches only its byte range. The copies and pieces go under the task's
+may be an object-store URL, read as a stream and never copied to disk: a compressed object's bytes
+go straight into its decoder, a plain one cut is read once through to number its lines, and each
+of its blocks reads only its byte range (one ranged read per chunk). The copies and pieces go under the task's
 ``folder``: the stage's scratch, or with the output in object storage a prefix of the store, so
 that every task runs on any node. Every task writes its *piece* of the
 file's output atomically (its rows, its rejects and, with a sample, the
@@ -22,7 +23,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from recgpt_data import schema as canonical
 from recgpt_data.ingest import FileSummary, read_batches
 from recgpt_data.io.atomic import AtomicFile
 from recgpt_data.io.parquet import parquet_writer_at
-from recgpt_data.io.storage import Location, fetched, is_remote, join, location_of, put, remove, size
+from recgpt_data.io.storage import Location, is_remote, join, location_of, put, size
 from recgpt_data.io.streams import CHUNK_BYTES, LineBlocks, compression_of, line_spans
 from recgpt_data.sampling import REASON as NOT_SAMPLED
 from recgpt_data.sampling import in_sample
@@ -115,20 +116,21 @@ def splits(task: FileTask, role: Role) -> bool:
 
 def open_file(task: FileTask) -> tuple[list[Piece], list[Block]]:
     """A task: a file read whole (one piece), or cut into blocks for :func:`read_block` (with the
-    piece of a cut stream's end, if any). A file in object storage is fetched into the task's
-    temporary folder to be read; a plain one cut is read block by block from the store."""
-    source, role = task.source()
-    with fetched(location_of(task.path)) as local:
-        if not splits(task, role):
-            state = ReadState()
-            return [write_piece(task, 0, role.reader(local, state), state)], []
-        if compression_of(task.path) is None:
-            spans = line_spans(local, task.block_bytes)
-            return [], [Block(task, k, task.path, line, (start, end)) for k, (start, end, line) in enumerate(spans)]
-        blocks = LineBlocks(local, min(CHUNK_BYTES, task.block_bytes))
-        copies = list(_copies(task, blocks))
+    piece of a cut stream's end, if any). A file in object storage is read as a stream, never
+    copied: a plain one cut is read here only to number its lines, its blocks each read their own
+    byte range from the store."""
+    _, role = task.source()
+    location = location_of(task.path)
+    if not splits(task, role):
         state = ReadState()
-        end = write_piece(task, len(copies), _cut_end(local, blocks, state), state)
+        return [write_piece(task, 0, role.reader(location, state), state)], []
+    if compression_of(task.path) is None:
+        spans = line_spans(location, task.block_bytes)
+        return [], [Block(task, k, task.path, line, (start, end)) for k, (start, end, line) in enumerate(spans)]
+    blocks = LineBlocks(location, min(CHUNK_BYTES, task.block_bytes))
+    copies = list(_copies(task, blocks))
+    state = ReadState()
+    end = write_piece(task, len(copies), _cut_end(location, blocks, state), state)
     return [end], copies
 
 
@@ -186,7 +188,7 @@ def _copies(task: FileTask, blocks: LineBlocks) -> Iterator[Block]:
         raise
 
 
-def _cut_end(path: Path, blocks: LineBlocks, state: ReadState) -> Iterator[RawBatch]:
+def _cut_end(path: Location, blocks: LineBlocks, state: ReadState) -> Iterator[RawBatch]:
     """The end of a cut file: its truncated record and warning, if any (its complete lines are the
     blocks' records)."""
     yield from truncation(path, blocks, state)
@@ -194,36 +196,19 @@ def _cut_end(path: Path, blocks: LineBlocks, state: ReadState) -> Iterator[RawBa
 
 
 def read_block(block: Block) -> Piece:
-    """A task: parse one block of a file's lines into its piece (a copy is deleted once read)."""
+    """A task: parse one block of a file's lines into its piece: its copy, or its byte range of the
+    plain file (in object storage, ranged reads of that range alone). The task only reads, so a
+    retry of it reads the same lines (the stage deletes the copies once every block is parsed)."""
     _, role = block.file.source()
     assert isinstance(role.reader, LineReader)
-    with _lines_of(block) as lines:
-        state = ReadState()
+    lines = LineBlocks(location_of(block.read), first_line=block.first_line, span=block.span)
+    state = ReadState()
 
-        def batches() -> Iterator[RawBatch]:
-            yield from role.reader.blocks(lines)
-            state.records = lines.lines
+    def batches() -> Iterator[RawBatch]:
+        yield from role.reader.blocks(lines)
+        state.records = lines.lines
 
-        piece = write_piece(block.file, block.index, prefetched(batches()), state)
-    if block.span is None:
-        remove(location_of(block.read))
-    return piece
-
-
-@contextmanager
-def _lines_of(block: Block) -> Iterator[LineBlocks]:
-    """The lines of ``block``: its copy, or its byte range of the plain file, which in object
-    storage is fetched alone (one ranged read) from the line break before it, so that a range
-    after the file's start is never read as the file's start (where a byte order mark is no line)."""
-    location = location_of(block.read)
-    if block.span is None or not is_remote(location):
-        with fetched(location) as read:
-            yield LineBlocks(read, first_line=block.first_line, span=block.span)
-        return
-    start, end = block.span
-    back = min(start, 1)
-    with fetched(location, (start - back, end)) as read:
-        yield LineBlocks(read, first_line=block.first_line, span=(back, end - start + back))
+    return write_piece(block.file, block.index, prefetched(batches()), state)
 
 
 def write_piece(task: FileTask, index: int, batches: Iterator[RawBatch], state: ReadState) -> Piece:

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import fsspec
 from fsspec import AbstractFileSystem
@@ -151,36 +152,55 @@ def copy(source: Location, target: Location) -> None:
 
 
 @contextmanager
-def fetched(location: Location, span: tuple[int, int] | None = None) -> Iterator[Path]:
+def fetched(location: Location) -> Iterator[Path]:
     """A local path to read ``location``'s file at while the block runs: ``location`` itself
-    locally; for an object store a temporary copy of the file, or of only its bytes ``[start, end)``
-    where ``span`` is given (one ranged read: a block of a big file, the head of one), in a
-    temporary folder (in ``TMPDIR``) under the object's own name, so that its suffix still says its
-    compression and messages name the file as it is named, deleted when the block ends."""
+    locally; for an object store a temporary copy of the file, in a temporary folder (in
+    ``TMPDIR``) under the object's own name, so that its suffix still says its compression and
+    messages name the file as it is named, deleted when the block ends (for a reader that needs a
+    file; a stream is :func:`open_input`)."""
     if not is_remote(location):
         yield Path(location)
         return
     with tempfile.TemporaryDirectory(prefix="recgpt-fetched-") as folder:
         local = Path(folder) / location.rsplit("/", 1)[-1]
-        if span is None:
-            download(location, local)
-        else:
-            fs, path = filesystem(location)
-            with fs.open(path, "rb") as remote, open(local, "wb") as handle:
-                remote.seek(span[0])
-                left = span[1] - span[0]
-                while left > 0 and (data := remote.read(min(left, 1 << 24))):
-                    handle.write(data)
-                    left -= len(data)
+        download(location, local)
         yield local
 
 
-def version(location: Location) -> str:
-    """What changes whenever ``location``'s bytes do: the ETag on an object store, the mtime locally."""
+def open_input(location: Location, start: int = 0) -> BinaryIO:
+    """A binary stream of ``location``'s file from byte ``start``: the file itself locally; on an
+    object store a stream with no read-ahead cache, each ``read(n)`` one ranged GET of exactly the
+    bytes asked for, so a reader that asks for large pieces and stops at its range's end has each
+    byte of the object cross the network once (nothing is copied to disk)."""
     if not is_remote(location):
-        return str(Path(location).stat().st_mtime_ns)
-    fs, path = filesystem(location)
-    return str(fs.info(path).get("ETag", ""))
+        handle = open(location, "rb")  # noqa: SIM115 - the caller closes the stream
+    else:
+        fs, path = filesystem(location)
+        handle = fs.open(path, "rb", cache_type="none")
+    if start:
+        handle.seek(start)
+    return handle
+
+
+def name_of(location: Location) -> str:
+    """The file name of a local path or of an object's URL (the last part of its key)."""
+    return Path(location).name if not is_remote(location) else str(location).rstrip("/").rsplit("/", 1)[-1]
+
+
+def fingerprint(url: str) -> dict[str, object]:
+    """What changes whenever the object at ``url`` does, from one HEAD request: its size, ETag and
+    last-modified time. An ETag is the MD5 of the bytes only for a single-part upload without
+    KMS encryption (a multipart upload's is a hash of its parts' hashes), so it is taken as a
+    version tag, not as a content hash: any PUT of other bytes gives another ETag, and any PUT at
+    all another last-modified time."""
+    fs, path = filesystem(url)
+    info = fs.info(path)
+    modified = info.get("LastModified")
+    return {
+        "size": info["size"],
+        "etag": str(info.get("ETag", "")),
+        "last_modified": modified.isoformat() if modified is not None else "",
+    }
 
 
 def sha256(location: Location) -> str:
@@ -190,6 +210,23 @@ def sha256(location: Location) -> str:
         while block := handle.read(1 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+def missing(url: str) -> str:
+    """Why nothing is at ``url`` on its object store, in a few words: no bucket, or no object or
+    prefix of that name in it."""
+    fs, path = filesystem(url)
+    bucket = path.split("/", 1)[0]
+    return f"no such bucket: {bucket}" if not fs.exists(bucket) else f"no such object or prefix: {url}"
+
+
+def credentials_missing(exc: BaseException) -> bool:
+    """Whether ``exc`` says the object store was asked without any credentials to sign with."""
+    try:
+        from botocore.exceptions import NoCredentialsError
+    except ImportError:
+        return False
+    return isinstance(exc, NoCredentialsError)
 
 
 def files(folder: Location) -> dict[str, int]:

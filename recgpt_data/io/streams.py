@@ -5,29 +5,34 @@ A truncated compressed file (an upload cut off) yields every byte that decompres
 Decompression is driven by hand (``zlib`` / ``bz2`` decompressor objects) so that nothing already
 decompressed is lost when the stream ends early, and multi-member files are read whole; zstd goes through pyarrow's streaming decoder, which reports a
 cut stream after handing over what it decoded. A UTF-8 byte order mark at the start of a file is
-not data and is dropped. :class:`LineBlocks` cuts plain files straight from an ``mmap``, so each
-block is copied once.
+not data and is dropped. A file is a local path or an object's URL (:func:`~recgpt_data.io.storage.open_input`):
+an object is read as a stream, its compressed bytes fed straight to the decoder and a byte range
+of a plain one fetched alone, never copied to disk. :class:`LineBlocks` cuts local plain files
+straight from an ``mmap``, so each block is copied once, and cuts a plain object's stream at the
+same line breaks.
 """
 
 from __future__ import annotations
 
 import bz2
+import math
 import mmap
-import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 
+from recgpt_data.io.storage import Location, is_remote, name_of, open_input
+
 CHUNK_BYTES = 8 << 20
 BOM = b"\xef\xbb\xbf"
 COMPRESSION_SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 
 
-def compression_of(path: str | Path) -> str | None:
+def compression_of(path: Location) -> str | None:
     """``"gzip"``, ``"bz2"``, ``"zstd"`` or ``None`` by the file's suffix."""
-    return COMPRESSION_SUFFIXES.get(Path(path).suffix)
+    return COMPRESSION_SUFFIXES.get(Path(name_of(path)).suffix)
 
 
 def without_bom(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -50,23 +55,30 @@ def _decompressor(kind: str):
 
 
 class ChunkStream:
-    """Iterate a file's decompressed bytes in chunks; after iteration ``truncated`` tells whether
-    the compressed stream ended early and ``error`` says how."""
+    """Iterate a file's decompressed bytes in chunks (of a plain file, only those of ``span``,
+    ``[start, end)``, where given); after iteration ``truncated`` tells whether the compressed
+    stream ended early and ``error`` says how."""
 
-    def __init__(self, path: str | Path, chunk_bytes: int = CHUNK_BYTES):
-        self.path = Path(path)
+    def __init__(self, path: Location, chunk_bytes: int = CHUNK_BYTES, span: tuple[int, int] | None = None):
+        self.path = path
         self.chunk_bytes = chunk_bytes
+        self.span = span
         self.truncated = False
         self.error: str | None = None
+        if span is not None and compression_of(path) is not None:
+            raise ValueError(f"{name_of(path)}: a byte range is read in place only from a plain file")
 
     def __iter__(self) -> Iterator[bytes]:
         kind = compression_of(self.path)
         if kind == "zstd":
             yield from self._zstd()
             return
-        with open(self.path, "rb") as handle:
+        start, end = self.span or (0, None)
+        with open_input(self.path, start) as handle:
             if kind is None:
-                while chunk := handle.read(self.chunk_bytes):
+                left = end - start if end is not None else math.inf
+                while left > 0 and (chunk := handle.read(int(min(left, self.chunk_bytes)))):
+                    left -= len(chunk)
                     yield chunk
                 return
             yield from self._decompress(handle, kind)
@@ -77,7 +89,8 @@ class ChunkStream:
         smaller pieces, down to single bytes: every byte before the cut is handed over."""
         delivered = 0
         for piece in (self.chunk_bytes, 1 << 16, 1 << 10, 1 << 4, 1):
-            stream = pa.CompressedInputStream(pa.OSFile(str(self.path)), "zstd")
+            raw = pa.OSFile(str(self.path)) if not is_remote(self.path) else pa.PythonFile(open_input(self.path), mode="r")
+            stream = pa.CompressedInputStream(raw, "zstd")
             skip = delivered
             try:
                 while skip:
@@ -129,24 +142,23 @@ class LineBlocks:
     A block of lines cut out of a larger file is read with ``first_line``, the number in that file
     of its first line, and, for a plain file read in place, ``span``: the byte range ``[start, end)``
     of its lines (``start`` at a line's start, ``end`` just after a line break or at the file's end).
+A plain object in a store is cut at the same line breaks as the same file read in place.
 
     After iteration: ``lines`` is the number of lines yielded, ``truncated`` whether the compressed
     stream was cut, and ``partial`` the incomplete last record of a cut stream (not yielded)."""
 
     def __init__(
         self,
-        path: str | Path,
+        path: Location,
         chunk_bytes: int = CHUNK_BYTES,
         first_line: int = 1,
         span: tuple[int, int] | None = None,
     ):
-        self.stream = ChunkStream(path, chunk_bytes)
+        self.stream = ChunkStream(path, chunk_bytes, span)
         self.first_line = first_line
         self.span = span
         self.lines = 0
         self.partial: bytes | None = None
-        if span is not None and compression_of(path) is not None:
-            raise ValueError(f"{Path(path).name}: a byte range is read in place only from a plain file")
 
     @property
     def truncated(self) -> bool:
@@ -158,7 +170,7 @@ class LineBlocks:
 
     def __iter__(self) -> Iterator[tuple[int, bytes, int]]:
         if compression_of(self.stream.path) is None:
-            yield from self._mapped()
+            yield from self._streamed() if is_remote(self.stream.path) else self._mapped()
             return
         carry: list[bytes] = []  # the pieces of a line not yet ended (a long line spans many chunks)
         for chunk in without_bom(iter(self.stream)):
@@ -187,7 +199,7 @@ class LineBlocks:
     def _mapped(self) -> Iterator[tuple[int, bytes, int]]:
         """A plain file through ``mmap``: each block is cut at a line break inside the next
         ``chunk_bytes`` and copied once, straight from the page cache."""
-        if not self.stream.path.stat().st_size:
+        if not Path(self.stream.path).stat().st_size:
             return
         with open(self.stream.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
             start, size = self.span or (0, len(data))
@@ -210,6 +222,29 @@ class LineBlocks:
             if start < size:
                 yield self._numbered(crlf_to_lf(data[start:size]))
 
+    def _streamed(self) -> Iterator[tuple[int, bytes, int]]:
+        """A plain file as a stream (an object, or its byte range), cut as :meth:`_mapped` cuts it:
+        at the last line break within the next ``chunk_bytes``, or past them at the first where a
+        line is longer."""
+        chunks = iter(self.stream) if (self.span or (0, 0))[0] else without_bom(iter(self.stream))
+        limit = self.stream.chunk_bytes
+        pending = b""
+        for chunk in chunks:
+            pending += chunk
+            while len(pending) >= limit:
+                cut = pending.rfind(b"\n", 0, limit)
+                if cut < 0:
+                    cut = pending.find(b"\n", limit)
+                    if cut < 0:
+                        break
+                yield self._numbered(crlf_to_lf(pending[:cut]))
+                pending = pending[cut + 1 :]
+        while (cut := pending.rfind(b"\n", 0, limit)) >= 0 or (cut := pending.find(b"\n")) >= 0:
+            yield self._numbered(crlf_to_lf(pending[:cut]))
+            pending = pending[cut + 1 :]
+        if pending:
+            yield self._numbered(crlf_to_lf(pending))
+
     def _numbered(self, block: bytes) -> tuple[int, bytes, int]:
         """``(first_line, block, count)`` for the next block of whole lines; ``lines`` moves past it."""
         count = block.count(b"\n") + 1
@@ -227,27 +262,22 @@ def crlf_to_lf(block: bytes) -> bytes:
     return block
 
 
-def line_spans(path: str | Path, block_bytes: int) -> list[tuple[int, int, int]]:
+def line_spans(path: Location, block_bytes: int) -> list[tuple[int, int, int]]:
     """A plain file cut at line breaks into byte ranges of about ``block_bytes``: ``(start, end,
-    first_line)`` for each, ``end`` just after a line break (the last at the file's end), with the
-    number of its first line as :class:`LineBlocks` numbers them (a byte order mark is no line)."""
+    first_line)`` for each, ``end`` just after the first line break from ``start + block_bytes - 1``
+    on (the last at the file's end), with the number of its first line as :class:`LineBlocks`
+    numbers them (a byte order mark holds no line break). The file is read once, as a stream: the
+    line numbers are what needs every byte before a range."""
     spans: list[tuple[int, int, int]] = []
-    with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if not size:
-            return spans
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            start, line = 0, 1
-            while start < size:
-                cut = data.find(b"\n", min(start + block_bytes, size) - 1)
-                end = size if cut < 0 else cut + 1
-                spans.append((start, end, line))
-                begin = len(BOM) if start == 0 and data[: len(BOM)] == BOM else start
-                line += _line_breaks(data, begin, end)  # every span but the last ends with its last line's break
-                start = end
+    start, line = 0, 1  # the open range's start and the number of its first line
+    at, breaks = 0, 0  # where the chunk starts in the file, and the line breaks before it
+    for chunk in ChunkStream(path):
+        while (cut := chunk.find(b"\n", max(start + block_bytes - 1 - at, 0))) >= 0:
+            end = at + cut + 1
+            spans.append((start, end, line))
+            start, line = end, 1 + breaks + chunk.count(b"\n", 0, cut + 1)
+        breaks += chunk.count(b"\n")
+        at += len(chunk)
+    if start < at:
+        spans.append((start, at, line))
     return spans
-
-
-def _line_breaks(data: mmap.mmap, start: int, end: int) -> int:
-    """The line breaks in ``data[start:end]``, counted a chunk at a time so memory stays flat."""
-    return sum(data[at : min(at + CHUNK_BYTES, end)].count(b"\n") for at in range(start, end, CHUNK_BYTES))

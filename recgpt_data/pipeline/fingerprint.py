@@ -6,7 +6,10 @@ its partition count, the fingerprints of the stages it reads from, and a manifes
 files: the upstream parquet files (path, size, sha256) and, for edge stages such as ``ingest``,
 every raw file a parameter declared a raw path (:data:`recgpt_data.stage.RawPath`) names, and the
 spec-wide settings the stage declares it uses (the tokenizer file): size and sha256 of the content;
-modification times never enter, so a copied or touched input does not invalidate anything.
+modification times never enter, so a copied or touched input does not invalidate anything. A raw
+object in an object store is recorded by what its store says of it in one HEAD request, its size,
+ETag and last-modified time (:func:`recgpt_data.io.storage.fingerprint`), never by reading it: these
+change whenever the object does, and a new upload of the same bytes counts as a change.
 """
 
 from __future__ import annotations
@@ -130,17 +133,6 @@ class HashCache:
         self.dirty = True
         return sha
 
-    def remote_sha256(self, url: str) -> str:
-        """sha256 of an object, remembered by its URL, size and ETag."""
-        key, tag = url, [storage.size(url), storage.version(url)]
-        hit = self.entries.get(key)
-        if hit and hit[:2] == tag:
-            return hit[2]
-        sha = storage.sha256(url)
-        self.entries[key] = [*tag, sha]
-        self.dirty = True
-        return sha
-
     def save(self) -> None:
         if self.dirty:
             write_text(json.dumps(self.entries, sort_keys=True) + "\n", self.path)
@@ -190,7 +182,7 @@ def declared_paths(params: BaseModel) -> list[str]:
 def raw_inputs(params: BaseModel, spec_dir: Path, cache: HashCache) -> list[dict[str, Any]]:
     """The manifest of the raw files the parameters declared raw paths name (relative to the spec,
     ``demo:``, or an object-store URL): each file, or every file under each folder, sorted, with
-    size and sha256."""
+    size and sha256 (an object: size, ETag and last-modified time)."""
     files: dict[Path, None] = {}
     objects: dict[str, None] = {}
     for value in declared_paths(params):
@@ -207,7 +199,7 @@ def raw_inputs(params: BaseModel, spec_dir: Path, cache: HashCache) -> list[dict
             for child in sorted(p for p in path.rglob("*") if p.is_file()):
                 files[child.resolve()] = None
     local = [{"path": display_path(f), "size": f.stat().st_size, "sha256": cache.sha256(f)} for f in sorted(files)]
-    return local + [{"path": u, "size": storage.size(u), "sha256": cache.remote_sha256(u)} for u in sorted(objects)]
+    return local + [{"path": u, **storage.fingerprint(u)} for u in sorted(objects)]
 
 
 def display_path(path: Path) -> str:

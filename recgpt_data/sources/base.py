@@ -17,6 +17,7 @@ from typing import Protocol
 
 import polars as pl
 
+from recgpt_data.io.storage import Location
 from recgpt_data.io.streams import COMPRESSION_SUFFIXES
 
 LINE = "__line"  # column every reader adds: 1-based line / record number in the file
@@ -57,9 +58,10 @@ class ReadState:
 
 
 class Reader(Protocol):
-    """Turns one raw file into :class:`RawBatch` es, filling ``state`` as it goes."""
+    """Turns one raw file (a local path or an object's URL) into :class:`RawBatch` es, filling
+    ``state`` as it goes."""
 
-    def __call__(self, path: Path, state: ReadState) -> Iterator[RawBatch]: ...
+    def __call__(self, path: Location, state: ReadState) -> Iterator[RawBatch]: ...
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class Role:
     mapping: FieldMapping
     required: tuple[str, ...]
     exclude: tuple[str, ...] = ()
-    sniff: Callable[[Path], str | None] | None = None
+    sniff: Callable[[Location], str | None] | None = None
 
     def matches(self, name: str) -> bool:
         base = uncompressed_name(name)

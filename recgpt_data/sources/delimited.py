@@ -22,12 +22,12 @@ import io
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from recgpt_data.errors import UsageError
+from recgpt_data.io.storage import Location, name_of
 from recgpt_data.io.streams import CHUNK_BYTES, LineBlocks
 from recgpt_data.names import shown
 from recgpt_data.sources.base import LINE, RawBatch, Reader, ReadState, Reject
@@ -71,7 +71,7 @@ def delimited(dialect: Dialect, chunk_bytes: int = CHUNK_BYTES, max_open: int = 
     """A reader of files written in ``dialect``, taking ``chunk_bytes`` of input at a time; a quoted
     record may span at most ``max_open`` bytes."""
 
-    def read(path: Path, state: ReadState) -> Iterator[RawBatch]:
+    def read(path: Location, state: ReadState) -> Iterator[RawBatch]:
         yield from _DelimitedFile(path, dialect, chunk_bytes, max_open).batches(state)
 
     return read
@@ -82,7 +82,7 @@ def movie_blocks(dialect: Dialect, key: str, chunk_bytes: int = CHUNK_BYTES) -> 
     ``<id>:`` opens a block whose rows, written in ``dialect``, all get ``key`` = ``<id>``.
     Header lines are not records; rows before the first header are rejected."""
 
-    def read(path: Path, state: ReadState) -> Iterator[RawBatch]:
+    def read(path: Location, state: ReadState) -> Iterator[RawBatch]:
         yield from _BlockFile(path, dialect, key, chunk_bytes).batches(state)
 
     return read
@@ -222,7 +222,7 @@ class _Records:
 class _DelimitedFile:
     """One delimited file being read."""
 
-    def __init__(self, path: Path, dialect: Dialect, chunk_bytes: int, max_open: int):
+    def __init__(self, path: Location, dialect: Dialect, chunk_bytes: int, max_open: int):
         self.path = path
         self.dialect = dialect
         self.chunk_bytes = chunk_bytes
@@ -257,9 +257,9 @@ class _DelimitedFile:
         state.records = self.count
         if blocks.truncated:
             state.truncated = True
-            state.warning = f"{self.path.name}: {blocks.error}; kept the records before the cut"
+            state.warning = f"{name_of(self.path)}: {blocks.error}; kept the records before the cut"
         elif self.names is None:
-            state.warning = f"{self.path.name}: empty file, no header"
+            state.warning = f"{name_of(self.path)}: empty file, no header"
 
     def _header(self, record: bytes) -> list[str]:
         text = self.decoder.records([record])[0] or decode(record)
@@ -273,7 +273,7 @@ class _DelimitedFile:
         missing = [c for c in self.dialect.required if c not in names]
         if missing:
             raise UsageError(
-                f"{self.path.name}: header lacks column(s) {', '.join(missing)}; found {shown(', '.join(names), 200)}"
+                f"{name_of(self.path)}: header lacks column(s) {', '.join(missing)}; found {shown(', '.join(names), 200)}"
             )
         return names
 
@@ -524,7 +524,7 @@ def _cast(frame: pl.DataFrame, types: dict[str, pl.DataType]) -> tuple[pl.DataFr
 class _BlockFile:
     """One block file being read: header lines set ``key`` for the rows after them."""
 
-    def __init__(self, path: Path, dialect: Dialect, key: str, chunk_bytes: int):
+    def __init__(self, path: Location, dialect: Dialect, key: str, chunk_bytes: int):
         self.path = path
         self.dialect = dialect
         self.key = key
@@ -545,7 +545,7 @@ class _BlockFile:
         state.records = self.count
         if blocks.truncated:
             state.truncated = True
-            state.warning = f"{self.path.name}: {blocks.error}; kept the records before the cut"
+            state.warning = f"{name_of(self.path)}: {blocks.error}; kept the records before the cut"
 
     def _batch(self, raw_lines: list[bytes]) -> RawBatch:
         texts = self.decoder.records(raw_lines)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import polars as pl
 
+from recgpt_data.io.storage import Location, is_remote, join, name_of
+from recgpt_data.io.storage import files as storage_files
 from recgpt_data.sources.amazon_common import extras_json
 from recgpt_data.sources.base import (
     LINE,
@@ -137,10 +139,18 @@ def books(raw: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _side_table(path: Path, name: str, fields: dict[str, pl.DataType]) -> tuple[pl.DataFrame | None, str | None]:
+def _beside(path: Location) -> list[Location]:
+    """The files in the folder of ``path`` (a local folder, or the prefix an object's key is in), sorted."""
+    if not is_remote(path):
+        return sorted(p for p in Path(path).parent.iterdir() if p.is_file())
+    folder = str(path).rsplit("/", 1)[0]
+    return [join(folder, name) for name in storage_files(folder) if "/" not in name]
+
+
+def _side_table(path: Location, name: str, fields: dict[str, pl.DataType]) -> tuple[pl.DataFrame | None, str | None]:
     """The whole side file ``name`` (plain or compressed) beside ``path`` (``None`` if there is
     none), and a note on the lines of it that could not be read."""
-    found = sorted(p for p in path.parent.iterdir() if p.is_file() and uncompressed_name(p.name) == name)
+    found = [p for p in _beside(path) if uncompressed_name(name_of(p)) == name]
     if not found:
         return None, None
     side = ReadState()
@@ -148,7 +158,7 @@ def _side_table(path: Path, name: str, fields: dict[str, pl.DataType]) -> tuple[
     bad = sum(len(b.rejects) for b in batches)
     note = None
     if bad or side.warning:
-        note = f"{found[0].name}: {bad} unreadable line(s) left out of the join" + (
+        note = f"{name_of(found[0])}: {bad} unreadable line(s) left out of the join" + (
             f" ({side.warning})" if side.warning else ""
         )
     frames = [b.frame.drop(LINE) for b in batches if b.frame.height]
@@ -190,7 +200,7 @@ def books_reader() -> Reader:
     """Books JSON lines, each batch joined with the author names and genres beside the file."""
     read_books = ndjson(BOOK_FIELDS)
 
-    def read(path: Path, state: ReadState) -> Iterator[RawBatch]:
+    def read(path: Location, state: ReadState) -> Iterator[RawBatch]:
         authors, authors_note = _side_table(path, AUTHORS_FILE, AUTHOR_FIELDS)
         if authors is not None:
             authors = authors.unique("author_id", keep="first", maintain_order=True)

@@ -17,12 +17,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from queue import Full, Queue
 from typing import TypeVar
 
 import polars as pl
 
+from recgpt_data.io.storage import Location, name_of
 from recgpt_data.io.streams import LineBlocks
 from recgpt_data.sources.base import LINE, RawBatch, Reader, ReadState, Reject
 
@@ -47,12 +47,12 @@ def raw_lookup(first: int, block: bytes) -> Callable[[int], str]:
     return raw_text
 
 
-def truncation(path: Path, blocks: LineBlocks, state: ReadState) -> Iterator[RawBatch]:
+def truncation(path: Location, blocks: LineBlocks, state: ReadState) -> Iterator[RawBatch]:
     """Close a file read line by line: count records, report a cut stream and its partial record."""
     state.records = blocks.lines
     if blocks.truncated:
         state.truncated = True
-        state.warning = f"{path.name}: {blocks.error}; kept the {blocks.lines} complete lines before the cut"
+        state.warning = f"{name_of(path)}: {blocks.error}; kept the {blocks.lines} complete lines before the cut"
     if blocks.partial is not None:
         state.records += 1
         line = blocks.first_line + blocks.lines
@@ -71,7 +71,7 @@ class LineReader:
 
     parse: BlockParser
 
-    def __call__(self, path: Path, state: ReadState) -> Iterator[RawBatch]:
+    def __call__(self, path: Location, state: ReadState) -> Iterator[RawBatch]:
         """The whole file, its cut end (if any) reported as a truncated record."""
 
         def batches() -> Iterator[RawBatch]:
@@ -215,7 +215,7 @@ def exploded(reader: Reader, column: str, empty_reason: str) -> Reader:
     (their fields become columns); a line whose list is empty or null is rejected as ``empty_reason``.
     Records read count elements, so read = kept + rejected still holds."""
 
-    def read(path: Path, state: ReadState) -> Iterator[RawBatch]:
+    def read(path: Location, state: ReadState) -> Iterator[RawBatch]:
         extra = 0
         for batch in reader(path, state):
             if not batch.frame.height:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
+from recgpt_data.io.storage import Location
 from recgpt_data.io.streams import LineBlocks
 from recgpt_data.sources.pyliteral import UnusableLiteral, literal_to_json
 
 SNIFF_BYTES = 1 << 16
 SNIFF_RECORDS = 20
-HEAD_BYTES = 1 << 20  # the head of a remote file fetched to sniff: a whole bzip2 block (900 kB) and more
 
 
 def _parsed(line: bytes) -> dict | None:
@@ -30,19 +29,20 @@ def _parsed(line: bytes) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def first_records(path: Path) -> list[dict]:
-    """Up to :data:`SNIFF_RECORDS` object records among the first lines (about 64 KiB) of ``path``."""
+def first_records(path: Location) -> list[dict]:
+    """Up to :data:`SNIFF_RECORDS` object records among the first lines (about 64 KiB) of ``path``
+    (of an object, only as much of its stream as those lines take: reads of 64 KiB)."""
     for _, block, _ in LineBlocks(path, SNIFF_BYTES):
         found = [record for line in block.split(b"\n") if (record := _parsed(line)) is not None]
         return found[:SNIFF_RECORDS]
     return []
 
 
-def fields_sniff(expected: tuple[str, ...], foreign: Mapping[str, str]) -> Callable[[Path], str | None]:
+def fields_sniff(expected: tuple[str, ...], foreign: Mapping[str, str]) -> Callable[[Location], str | None]:
     """A sniff that refuses a file whose first records hold a ``foreign`` field (field -> the format
     it marks), or none of whose first records holds any ``expected`` field."""
 
-    def sniff(path: Path) -> str | None:
+    def sniff(path: Location) -> str | None:
         records = first_records(path)
         for record in records:
             for key, other in foreign.items():

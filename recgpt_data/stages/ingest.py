@@ -29,7 +29,7 @@ from recgpt_data.ingest_tasks import (
     read_block,
 )
 from recgpt_data.io.parquet import write_parquet
-from recgpt_data.io.storage import Location, is_remote, join, remove_tree
+from recgpt_data.io.storage import Location, is_remote, join, location_of, remove, remove_tree
 from recgpt_data.names import DatasetName
 from recgpt_data.pipeline.spec import resolve_input
 from recgpt_data.sampling import REASON as NOT_SAMPLED
@@ -140,7 +140,8 @@ def prepare_ingest(prep: Preparation, params: IngestParams, ctx: Context) -> Pre
 
     The tasks write their copies and pieces in the step's task folders (in the store with the
     output in object storage), and each reads its own input file, a local path or an object's URL
-    (the driver only lists objects and fetches their heads), so they run on any node."""
+    (the driver only lists objects and reads the start of each), so they run on any node. The
+    copies of compressed files' blocks are deleted once all blocks are parsed."""
     scratch = prep.scratch / "ingest"
     shared = join(prep.task_folders(ctx).scratch, "ingest")
     remove_tree(scratch)  # what an interrupted run left
@@ -159,6 +160,9 @@ def prepare_ingest(prep: Preparation, params: IngestParams, ctx: Context) -> Pre
             pieces[piece.file].append(piece)
     for piece in prep.map(read_block, blocks):
         pieces[piece.file].append(piece)
+    for block in blocks:  # only now: a block's task may be retried until the map is done
+        if block.span is None:
+            remove(location_of(block.read))
     ordered = {n: sorted(found, key=lambda p: p.index) for n, found in pieces.items()}
     outputs = [o for p in planned for o in p.outputs]
     by_output = sorted(range(len(tasks)), key=lambda n: outputs[n])
