@@ -21,7 +21,7 @@ from recgpt_data.errors import (
     UsageError,
     filesystem_message,
 )
-from recgpt_data.io.storage import location_of
+from recgpt_data.io.storage import credentials_missing, location_of
 from recgpt_data.names import shown
 
 if TYPE_CHECKING:
@@ -36,21 +36,24 @@ app = typer.Typer(
 console = Console(stderr=True)
 OUT_HELP = "output folder, or an S3 URL s3://bucket/prefix (default: out/<name>)"
 FOLDER_HELP = "a run's output folder, or its S3 URL"
+CREDENTIALS_HELP = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
 
 
 @app.command()
 def ingest(
     format: Annotated[str, typer.Argument(help="source format, e.g. amazon2018, yelp, movielens")],
-    paths: Annotated[list[Path], typer.Argument(help="raw files or folders")],
+    paths: Annotated[list[str], typer.Argument(help="raw files or folders, or S3 URLs s3://bucket/key or prefix")],
     out: Annotated[Path, typer.Option("--out", help="output folder")],
     dataset: Annotated[str | None, typer.Option(help="dataset name (default: from the file name)")] = None,
 ) -> None:
-    """Read raw dumps into canonical parquet tables, with rejects and a summary."""
+    """Read raw dumps into canonical parquet tables, with rejects and a summary. Raw objects in S3
+    are read as streams, with the store the standard AWS settings name (AWS_ENDPOINT_URL, ...)."""
     from recgpt_data.ingest import ingest as run_ingest
     from recgpt_data.ingest import resolve_files
     from recgpt_data.sources import get_source
 
-    files, _ = resolve_files(get_source(format), paths, out, dataset)
+    inputs = [location_of(path) for path in paths]
+    files, _ = resolve_files(get_source(format), inputs, out, dataset)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -60,7 +63,7 @@ def ingest(
         transient=True,
     ) as progress:
         task = progress.add_task(f"ingest {format}", total=len(files))
-        summary = run_ingest(format, paths, out, dataset, on_file=lambda p: progress.advance(task))
+        summary = run_ingest(format, inputs, out, dataset, on_file=lambda p: progress.advance(task))
     table = Table(title=f"ingest {format} -> {out}")
     for column in ("read", "kept", "rejected"):
         table.add_column(column, justify="right")
@@ -415,6 +418,8 @@ def main() -> None:
     except KeyboardInterrupt:
         fail("interrupted; finished work is kept and a rerun resumes", EXIT_INTERRUPTED)
     except Exception as exc:  # sorted by kind below; anything else is a bug and keeps its traceback
+        if credentials_missing(exc):
+            fail(f"no credentials for the object store ({first_line(exc)}): {CREDENTIALS_HELP}", EXIT_USAGE)
         if isinstance(exc, network_errors()):
             fail(f"cannot reach the Hugging Face Hub: {first_line(exc)}", EXIT_NETWORK)
         if isinstance(exc, OSError):

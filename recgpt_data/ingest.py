@@ -33,7 +33,7 @@ from recgpt_data import schema as canonical
 from recgpt_data.errors import UsageError
 from recgpt_data.io.lock import folder_lock
 from recgpt_data.io.parquet import AtomicParquetWriter, write_text
-from recgpt_data.io.storage import Location, is_remote, join, name_of, size
+from recgpt_data.io.storage import Location, is_remote, join, missing, name_of, size
 from recgpt_data.io.storage import files as storage_files
 from recgpt_data.names import check_dataset, inside, shown
 from recgpt_data.sources import get_source
@@ -170,7 +170,7 @@ def _listing(given: Location) -> tuple[Location | None, list[tuple[Location, Pur
             return given, []
         listed = storage_files(given)
         if not listed:
-            raise UsageError(f"no such file or folder: {shown(str(given), 200)}")
+            raise UsageError(shown(missing(given), 200))
         return None, [(join(given, relative), PurePosixPath(relative)) for relative in listed]
     path = Path(given)
     if not path.exists():

@@ -1,13 +1,15 @@
 """A real S3 API for tests: moto's standalone server on a free loopback port with dummy
-credentials, the AWS settings that point a process at it, and reading a built prefix back to
-compare it with a local build."""
+credentials, the AWS settings that point a process at it, a count of the object bytes it sent,
+and reading a built prefix back to compare it with a local build."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,13 +22,44 @@ from recgpt_data.pipeline.store import MARKER, without_attempt
 BUCKET = "recgpt-test"
 
 
+class Served:
+    """The body bytes a server sent in answer to GET requests, by request path (``/bucket/key``
+    for an object: clients reach the loopback server path-style): what crossed the network."""
+
+    def __init__(self) -> None:
+        self.bytes: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def wrap(self, app: Callable) -> Callable:
+        """The WSGI application ``app``, its GET answers counted."""
+
+        def counted(environ: dict, start_response: Callable) -> Iterable[bytes]:
+            body = app(environ, start_response)
+            return self._counting(environ["PATH_INFO"], body) if environ["REQUEST_METHOD"] == "GET" else body
+
+        return counted
+
+    def _counting(self, path: str, body: Iterable[bytes]) -> Iterator[bytes]:
+        for part in body:
+            with self.lock:
+                self.bytes[path] += len(part)
+            yield part
+
+    def clear(self) -> None:
+        with self.lock:
+            self.bytes.clear()
+
+
 @contextmanager
-def moto_s3() -> Iterator[dict[str, str]]:
+def moto_s3(served: Served | None = None) -> Iterator[dict[str, str]]:
     """A fresh moto server on 127.0.0.1 while the block runs: the AWS settings that reach it (the
-    endpoint, dummy credentials, the region), for a process's environment. moto keeps its buckets
-    in this process, shared by every server it starts, so they are reset when the block ends."""
+    endpoint, dummy credentials, the region), for a process's environment; ``served`` counts the
+    bytes it sends. moto keeps its buckets in this process, shared by every server it starts, so
+    they are reset when the block ends."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    if served is not None:
+        server._server.app = served.wrap(server._server.app)  # the WSGI server calls its app per request
     host, port = server.get_host_and_port()
     try:
         yield {

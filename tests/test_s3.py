@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 import pytest
 from conftest import CLI, REPO
-from s3_server import BUCKET, assert_same_build, assert_same_stage, client, moto_s3, objects
+from s3_server import BUCKET, Served, assert_same_build, assert_same_stage, client, moto_s3, objects
 from test_corpus_workers import DEMO_SHARD_ROWS, corpus_spec
 from test_ingest_blocks import BAD_LINES, beauty_with_bad_lines
 
@@ -34,17 +34,19 @@ from recgpt_data.pipeline.partition import PartitionTask, part_name
 from recgpt_data.pipeline.runner import run_spec
 from recgpt_data.pipeline.spec import load_spec
 from recgpt_data.pipeline.store import MARKER, Store, write_tables
+from recgpt_data.sources.sniff import SNIFF_BYTES
 from recgpt_data.stage import StageOutput, StageStats
 
 DEMO_SPEC = REPO / "pipelines" / "demo.toml"
 DEMO_DATA = REPO / "recgpt_data" / "demo"
+SERVED = Served()  # the bytes the module's server sends
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A bucket on a fresh moto server; the AWS settings point at it (for this process and the CLI
     processes it starts) while the module's tests run."""
-    with moto_s3() as settings, pytest.MonkeyPatch.context() as patch:
+    with moto_s3(SERVED) as settings, pytest.MonkeyPatch.context() as patch:
         for name, value in {**settings, "RECGPT_WORK_DIR": str(tmp_path_factory.mktemp("work"))}.items():
             patch.setenv(name, value)
         client().mkdir(BUCKET)
@@ -267,10 +269,11 @@ def raw_ingest_spec(root: str, folder: Path) -> Path:
 def test_ingest_of_raw_objects_reads_them_in_tasks_anywhere_to_the_bytes_of_local_files(
     s3: str, shared: Path, tmp_path: Path
 ) -> None:
-    """Raw inputs as objects: the driver lists them and fetches no more than their heads; each
-    reading task, none kept on the driver's node, reads its own object (a gzip fetched, a plain
-    file's blocks in ranged reads), and the stage's tables are the bytes of the ingest of the same
-    files on local disk (the rejects name each file where it is), its accounting the same."""
+    """Raw inputs as objects: the driver lists them and reads no more than their starts; each
+    reading task, none kept on the driver's node, streams its own object (a gzip into its decoder,
+    a plain file's blocks in ranged reads), nothing copied, and the stage's tables are the bytes of
+    the ingest of the same files on local disk (the rejects name each file where it is, with its
+    line numbers), its accounting the same."""
     raw = tmp_path / "raw"
     beauty = beauty_with_bad_lines(shared, raw / "amazon2018", compressed=False)
     shutil.copy(shared / "amazon2018" / "meta_Magazine_Subscriptions.json.gz", beauty.parent)
@@ -285,10 +288,25 @@ def test_ingest_of_raw_objects_reads_them_in_tasks_anywhere_to_the_bytes_of_loca
     expected = run_spec(load_spec(raw_ingest_spec(str(raw), tmp_path)), local).stats["ingest"]
     out = f"{s3}/runs/raw-ingest"
     engine = Recording()
+    SERVED.clear()
     try:
         got = run_spec(load_spec(raw_ingest_spec(url, tmp_path)), out, engine=engine).stats["ingest"]
     finally:
         engine.close()
+    # what crossed the network: each object once (the driver reads the start of each Amazon file to
+    # check its format, and fingerprints every object by its HEAD alone), a plain file cut into
+    # blocks twice (read through once to number its lines, then its blocks' byte ranges)
+    sizes = {p.relative_to(raw).as_posix(): p.stat().st_size for p in raw.rglob("*") if p.is_file()}
+    prefix = f"/{url.removeprefix('s3://')}/"
+    sent = {key.removeprefix(prefix): n for key, n in SERVED.bytes.items() if key.startswith(prefix)}
+    assert sent == {
+        "amazon2018/All_Beauty_5.json": 2 * sizes["amazon2018/All_Beauty_5.json"] + SNIFF_BYTES,
+        "amazon2018/meta_Magazine_Subscriptions.json.gz": sizes["amazon2018/meta_Magazine_Subscriptions.json.gz"]
+        + SNIFF_BYTES,
+        "amazon2014/reviews_Digital_Music_5.json.gz": sizes["amazon2014/reviews_Digital_Music_5.json.gz"] + SNIFF_BYTES,
+        "movielens/ml-100k/u.data": sizes["movielens/ml-100k/u.data"],
+        "movielens/ml-100k/u.item": sizes["movielens/ml-100k/u.item"],
+    }
 
     files = [task for task, _ in engine.given if isinstance(task, FileTask)]
     blocks = [task for task, _ in engine.given if isinstance(task, Block)]
@@ -332,3 +350,87 @@ def test_ingest_of_raw_objects_reads_them_in_tasks_anywhere_to_the_bytes_of_loca
         assert theirs_rejects.filter(pl.col("file").str.ends_with("All_Beauty_5.json"))["line"].to_list() == sorted(
             BAD_LINES
         )
+
+
+@pytest.fixture(scope="module")
+def magazines(s3: str, shared: Path) -> str:
+    """Amazon 2018 Magazine Subscriptions (its plain reviews and its gzip metadata) uploaded under
+    ``s3://.../cli-raw/amazon2018``."""
+    url = f"{s3}/cli-raw/amazon2018"
+    for name in ("Magazine_Subscriptions_5.json", "meta_Magazine_Subscriptions.json.gz"):
+        client().put_file(str(shared / "amazon2018" / name), f"{url.removeprefix('s3://')}/{name}")
+    return url
+
+
+def test_cli_ingest_of_raw_objects_writes_what_the_ingest_of_local_files_writes(
+    magazines: str, shared: Path, tmp_path: Path
+) -> None:
+    """``recgpt-data ingest`` streams s3:// objects: the same tables, rejects (line numbers
+    included) and accounting as the same files on local disk, each file named where it is."""
+    local = tmp_path / "raw"
+    local.mkdir()
+    for name in ("Magazine_Subscriptions_5.json", "meta_Magazine_Subscriptions.json.gz"):
+        shutil.copy(shared / "amazon2018" / name, local)
+    for source, out in ((str(local), tmp_path / "local"), (magazines, tmp_path / "remote")):
+        done = cli("ingest", "amazon2018", source, "--out", str(out))
+        assert done.returncode == 0, done.stderr
+    mine, theirs = tmp_path / "local", tmp_path / "remote"
+    tables = sorted(p.relative_to(mine) for p in mine.rglob("*.parquet"))
+    assert tables == sorted(p.relative_to(theirs) for p in theirs.rglob("*.parquet"))
+    assert len(tables) == 2
+    assert all((mine / t).read_bytes() == (theirs / t).read_bytes() for t in tables)
+    for name in ("rejects.jsonl", "summary.json"):
+        assert (theirs / name).read_text() == (mine / name).read_text().replace(str(local), magazines)
+
+
+def test_check_reads_the_first_records_of_raw_objects(magazines: str, tmp_path: Path) -> None:
+    """``recgpt-data check`` of a spec whose raw inputs are objects reads the start of each with
+    its source's reader, as it does a local file's."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        f'name = "magazines"\n\n[[stages]]\nstage = "ingest"\n'
+        f'params.sources = [{{ format = "amazon2018", paths = ["{magazines}"] }}]\n',
+        encoding="utf-8",
+    )
+    done = cli("check", str(spec), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert "Magazine_Subscriptions_5.json (interactions): first " in done.stderr
+    assert "meta_Magazine_Subscriptions.json.gz (items): first " in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "path", "error"),
+    [
+        ("ingest", "s3://no-such-bucket/raw", "no such bucket: no-such-bucket"),
+        ("ingest", f"s3://{BUCKET}/cli-raw/none", f"no such object or prefix: s3://{BUCKET}/cli-raw/none"),
+        ("check", "s3://no-such-bucket/raw", "problem: stage ingest: no such bucket: no-such-bucket"),
+    ],
+)
+def test_a_missing_bucket_or_object_is_one_line(s3: str, tmp_path: Path, command: str, path: str, error: str) -> None:
+    if command == "ingest":
+        done = cli("ingest", "amazon2018", path, "--out", str(tmp_path / "out"))
+    else:
+        spec = tmp_path / "spec.toml"
+        spec.write_text(
+            f'name = "gone"\n\n[[stages]]\nstage = "ingest"\n'
+            f'params.sources = [{{ format = "amazon2018", paths = ["{path}"] }}]\n',
+            encoding="utf-8",
+        )
+        done = cli("check", str(spec), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert error in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_no_credentials_for_the_store_is_one_line(magazines: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    env |= {"AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent"}
+    env |= {"AWS_EC2_METADATA_DISABLED": "true"}
+    args = ["ingest", "amazon2018", magazines, "--out", str(tmp_path / "out")]
+    done = subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines == [
+        "error: no credentials for the object store (Unable to locate credentials): "
+        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+    ]

@@ -83,7 +83,7 @@ def check_paths(key: str, paths: list[str], folder: Path, report: Preflight) -> 
             single = storage.size(value)
             listed = {"": single} if single is not None else storage.files(value)
             if not listed:
-                report.problems.append(f"stage {key}: no such file or folder: {value}")
+                report.problems.append(f"stage {key}: {storage.missing(value)}")
             total += sum(listed.values())
             continue
         path = resolve_path(value, folder)
@@ -105,13 +105,11 @@ def check_source(
     key: str, source_params: dict[str, Any], folder: Path, out: storage.Location, report: Preflight
 ) -> None:
     """The files of one ingest source resolve (of its format, safe dataset names) and the first
-    records of each are read by its own reader, at least one kept."""
+    records of each are read by its own reader, at least one kept (of an object, the start of its
+    stream)."""
     label = f"stage {key}, source {source_params['format']}"
-    if any(storage.is_remote(p) for p in source_params["paths"]):
-        report.notes.append(f"{label}: inputs on an object store are read, not sniffed, when the stage runs")
-        return
-    paths = [resolve_path(p, folder) for p in source_params["paths"]]
-    if not all(p.exists() for p in paths):
+    paths = [p if storage.is_remote(p) else resolve_path(p, folder) for p in source_params["paths"]]
+    if not all(storage.size(p) is not None or storage.exists(p) for p in paths):
         return  # already a problem of check_paths
     try:
         source = get_source(source_params["format"])
@@ -124,7 +122,7 @@ def check_source(
         if problem is not None:
             report.problems.append(f"{label}: {file.path}: {problem}")
         else:
-            report.notes.append(f"{label}: {file.path.name} ({file.role.table}): {note}")
+            report.notes.append(f"{label}: {storage.name_of(file.path)} ({file.role.table}): {note}")
 
 
 def first_records(source: Source, file: InputFile) -> tuple[str | None, str]:
@@ -134,10 +132,10 @@ def first_records(source: Source, file: InputFile) -> tuple[str | None, str]:
     head = next(iter(blocks), None)
     if head is None:
         return f"no records in its first bytes{f' ({blocks.error})' if blocks.error else ''}", ""
-    info = FileInfo(source=source.name, dataset=file.dataset, file=file.path.name)
+    info = FileInfo(source=source.name, dataset=file.dataset, file=storage.name_of(file.path))
     kept, reasons, state = 0, Counter[str](), ReadState()
     with tempfile.TemporaryDirectory(prefix="recgpt-check-") as work:
-        sample = Path(work) / uncompressed_name(file.path.name)
+        sample = Path(work) / uncompressed_name(storage.name_of(file.path))
         sample.write_bytes(head[1] + b"\n")
         try:
             for batch in file.role.reader(sample, state):
