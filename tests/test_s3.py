@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import polars as pl
@@ -27,13 +27,14 @@ from test_ingest_blocks import BAD_LINES, beauty_with_bad_lines
 
 from recgpt_data.engines import get_engine
 from recgpt_data.errors import UsageError
-from recgpt_data.ingest_tasks import Block, FileTask
+from recgpt_data.ingest_tasks import Block, FileTask, open_file, read_block
 from recgpt_data.io.lock import folder_lock
 from recgpt_data.io.storage import join
 from recgpt_data.pipeline.partition import PartitionTask, part_name
 from recgpt_data.pipeline.runner import run_spec
 from recgpt_data.pipeline.spec import load_spec
 from recgpt_data.pipeline.store import MARKER, Store, write_tables
+from recgpt_data.sources import get_source
 from recgpt_data.sources.sniff import SNIFF_BYTES
 from recgpt_data.stage import StageOutput, StageStats
 
@@ -434,3 +435,22 @@ def test_no_credentials_for_the_store_is_one_line(magazines: str, tmp_path: Path
         "error: no credentials for the object store (Unable to locate credentials): "
         "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
     ]
+
+
+@pytest.mark.parametrize("name", ["Magazine_Subscriptions_5.json", "meta_Magazine_Subscriptions.json.gz"])
+def test_a_block_task_run_again_reads_its_lines_again(magazines: str, s3: str, name: str) -> None:
+    """A block's task only reads (its byte range of a plain object, or its zstd copy of a
+    compressed one's lines), so a retry of it writes the same piece."""
+    source = get_source("amazon2018")
+    (role,) = source.roles_for(PurePosixPath(name))
+    index = source.roles.index(role)
+    task = FileTask(
+        0, "amazon2018", index, role.table, f"{magazines}/{name}", "magazines", f"{s3}/retry", 256 << 10, None, 0
+    )
+    _, blocks = open_file(task)
+    assert len(blocks) > 2 and all((b.span is None) == name.endswith(".gz") for b in blocks)
+    first = read_block(blocks[1])
+    written = {table: client().cat_file(path) for table, (path, _) in first.tables.items()}
+    again = read_block(blocks[1])
+    assert again == first
+    assert {table: client().cat_file(path) for table, (path, _) in again.tables.items()} == written

@@ -4,8 +4,8 @@
   by an earlier stage, every dataset it names comes from an ingest source, the tokenizer is there.
 - The inputs: every path a stage's parameters declare raw paths (an ingest source's ``paths``, a
   P5 split's ``path``) exists and is readable; an ingest source's files are of its format: the first lines of each
-  (about 64 KiB) go through the source's own reader and canonical mapping, and at least one record
-  must be kept.
+  (about 64 KiB; of an object in a store, the start of its stream) go through the source's own
+  reader and canonical mapping, and at least one record must be kept.
 - The output folder: a folder (or creatable), writable, with free space for about
   :data:`DISK_FACTOR` times the raw input bytes.
 """
