@@ -140,16 +140,16 @@ class ChunkStream:
 
 class LineBlocks:
     """Iterate a file as blocks of whole lines: ``(first_line, block, count)`` where ``block`` holds
-        ``count`` complete lines joined by LF (no trailing LF) and ``first_line`` is the 1-based number
-        of its first line. CRLF endings are read as LF.
+    ``count`` complete lines joined by LF (no trailing LF) and ``first_line`` is the 1-based number
+    of its first line. CRLF endings are read as LF.
 
-        A block of lines cut out of a larger file is read with ``first_line``, the number in that file
-        of its first line, and, for a plain file read in place, ``span``: the byte range ``[start, end)``
-        of its lines (``start`` at a line's start, ``end`` just after a line break or at the file's end).
+    A block of lines cut out of a larger file is read with ``first_line``, the number in that file
+    of its first line, and, for a plain file read in place, ``span``: the byte range ``[start, end)``
+    of its lines (``start`` at a line's start, ``end`` just after a line break or at the file's end).
     A plain object in a store is cut at the same line breaks as the same file read in place.
 
-        After iteration: ``lines`` is the number of lines yielded, ``truncated`` whether the compressed
-        stream was cut, and ``partial`` the incomplete last record of a cut stream (not yielded)."""
+    After iteration: ``lines`` is the number of lines yielded, ``truncated`` whether the compressed
+    stream was cut, and ``partial`` the incomplete last record of a cut stream (not yielded)."""
 
     def __init__(
         self,
