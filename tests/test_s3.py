@@ -8,6 +8,8 @@ outside the prefix."""
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
 import json
 import os
@@ -19,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pytest
 from conftest import CLI, REPO
 from s3_server import BUCKET, Served, assert_same_build, assert_same_stage, client, moto_s3, objects
@@ -28,8 +31,10 @@ from test_ingest_blocks import BAD_LINES, beauty_with_bad_lines
 from recgpt_data.engines import get_engine
 from recgpt_data.errors import UsageError
 from recgpt_data.ingest_tasks import Block, FileTask, open_file, read_block
+from recgpt_data.io import storage
 from recgpt_data.io.lock import folder_lock
 from recgpt_data.io.storage import join
+from recgpt_data.io.streams import BOM, LineBlocks, line_spans
 from recgpt_data.pipeline.partition import PartitionTask, part_name
 from recgpt_data.pipeline.runner import run_spec
 from recgpt_data.pipeline.spec import load_spec
@@ -454,3 +459,44 @@ def test_a_block_task_run_again_reads_its_lines_again(magazines: str, s3: str, n
     again = read_block(blocks[1])
     assert again == first
     assert {table: client().cat_file(path) for table, (path, _) in again.tables.items()} == written
+
+
+def test_a_raw_objects_fingerprint_changes_with_its_bytes_and_reads_none_of_them(s3: str) -> None:
+    """A raw object enters a fingerprint by its size, ETag and last-modified time from one HEAD:
+    other bytes of the same size give another record, an unchanged object the same, and no byte of
+    the object is sent for it."""
+    fs, key = client(), f"{BUCKET}/fingerprint/ratings.csv"
+    fs.pipe_file(key, b"user,item\nu1,i1\n")
+    first = storage.fingerprint(f"s3://{key}")
+    SERVED.clear()
+    assert storage.fingerprint(f"s3://{key}") == first
+    assert SERVED.bytes[f"/{key}"] == 0
+    fs.pipe_file(key, b"user,item\nu2,i2\n")
+    second = storage.fingerprint(f"s3://{key}")
+    assert second["size"] == first["size"] == 16
+    assert second["etag"] != first["etag"]
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz", ".bz2", ".zst"])
+def test_an_object_read_as_a_stream_gives_the_blocks_of_the_local_file(
+    s3: str, shared: Path, tmp_path: Path, suffix: str
+) -> None:
+    """The real Amazon 2018 Magazine Subscriptions reviews (their first 300,000 bytes, a line cut
+    off, with a byte order mark and CRLF endings) read from an object, plain or compressed, come in
+    the blocks of lines of the same file read from disk, whole or (plain) by byte range."""
+    data = BOM + (shared / "amazon2018" / "Magazine_Subscriptions_5.json").read_bytes()[:300_000].replace(
+        b"\n", b"\r\n"
+    )
+    packed = {"": data, ".gz": gzip.compress(data, mtime=0), ".bz2": bz2.compress(data)}
+    local = tmp_path / f"reviews.json{suffix}"
+    local.write_bytes(packed[suffix] if suffix != ".zst" else pa.compress(data, "zstd", asbytes=True))
+    url = f"{s3}/streamed/{local.name}"
+    client().put_file(str(local), url.removeprefix("s3://"))
+    for chunk in (4096, 1 << 16):
+        assert list(LineBlocks(url, chunk)) == list(LineBlocks(local, chunk))
+    if suffix:
+        return
+    spans = line_spans(local, 50_000)
+    assert line_spans(url, 50_000) == spans and len(spans) == 6
+    for start, end, line in spans:
+        assert list(LineBlocks(url, 4096, line, (start, end))) == list(LineBlocks(local, 4096, line, (start, end)))
