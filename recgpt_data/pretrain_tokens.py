@@ -11,9 +11,11 @@ This module owns that layout: the trainer (:mod:`recgpt_train.tokens`) reads the
 text it tokenises in memory with the names and functions here.
 
 It reads the published shards rather than a table, so it runs on the whole folder (it summarises
-the run so far; user buckets do not fit a shuffled order that spans every bucket): each shard is one
-task (:func:`tokenize_job`) on the run's engine, and the tokenizer's batch encoder spreads each
-batch over the task's threads.
+the run so far; user buckets do not fit a shuffled order that spans every bucket). Each shard is cut
+into row ranges of about the same tokens, each tokenized in its own task (:func:`tokenize_piece`) on
+the run's engine, so that even one shard spreads over every worker; a shard of several pieces is then
+joined in one cheap task (:func:`join_pieces`), the same bytes as the shard tokenized whole. The
+tokenizer's batch encoder spreads each batch over the task's threads.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from recgpt_data.corpus import SPLITS
-from recgpt_data.io.storage import Location, fetched, join, local_file, location_of
+from recgpt_data.io.storage import Location, fetched, join, local_file, location_of, remove_tree
+from recgpt_data.stage import Mapper
 from recgpt_data.tokenizer import load_tokenizer
 
 TOKENS_DIR = Path("exports") / "tokens"
@@ -98,18 +101,36 @@ def text_runs(texts: pa.Array, max_bytes: int) -> Iterator[tuple[int, int]]:
         start = stop
 
 
-def tokenize_shard(
-    parquet: Path, tokens_path: Path, index_path: Path, tokenizer: Tokenizer, eos_id: int, batch_bytes: int
+def row_batches(parquet: Path, rows: tuple[int, int]) -> Iterator[pa.RecordBatch]:
+    """A shard's ``text`` and ``num_tokens`` of its rows ``[start, stop)``, at most ``READ_ROWS``
+    rows at a time, read from only the row groups that hold them."""
+    start, stop = rows
+    file = pq.ParquetFile(parquet)
+    first = 0
+    for group in range(file.metadata.num_row_groups):
+        at, first = first, first + file.metadata.row_group(group).num_rows
+        if at >= stop or first <= start:
+            continue
+        for batch in file.iter_batches(READ_ROWS, row_groups=[group], columns=["text", "num_tokens"]):
+            low, high = max(start - at, 0), min(stop - at, batch.num_rows)
+            if low < high:
+                yield batch.slice(low, high - low)
+            at += batch.num_rows
+
+
+def tokenize_rows(
+    parquet: Path, rows: tuple[int, int], files: tuple[Path, Path], tokenizer: Tokenizer, batch_bytes: int
 ) -> tuple[int, int, int, str, str]:
-    """Append each document's ids and EOS to ``tokens_path`` and its end offset to ``index_path``,
-    encoding documents of at most ``batch_bytes`` of text at a time; returns (documents, tokens,
-    documents whose ``num_tokens`` differs from the ids written, EOS not counted, and the sha256 of
-    the two files, hashed as they are written)."""
-    dtype = token_dtype(tokenizer)
+    """Write to the token file each document's ids and EOS of the shard's rows ``[start, stop)``,
+    and to the index file its end offset counted from the first of them (``files``), encoding
+    documents of at most ``batch_bytes`` of text at a time; returns (documents, tokens, documents
+    whose ``num_tokens`` differs from the ids written, EOS not counted, and the sha256 of the two
+    files, hashed as they are written)."""
+    dtype, eos_id = token_dtype(tokenizer), tokenizer.token_to_id(EOS_TOKEN)
     documents = written = mismatched = 0
     tokens_hash, index_hash = hashlib.sha256(), hashlib.sha256()
-    with open(tokens_path, "wb") as tokens_out, open(index_path, "wb") as index_out:
-        for whole in pq.ParquetFile(parquet).iter_batches(batch_size=READ_ROWS, columns=["text", "num_tokens"]):
+    with open(files[0], "wb") as tokens_out, open(files[1], "wb") as index_out:
+        for whole in row_batches(parquet, rows):
             for offset, length in text_runs(whole.column("text"), batch_bytes):
                 batch = whole.slice(offset, length)
                 encoded = tokenizer.encode_batch(batch.column("text").to_pylist(), add_special_tokens=False)
@@ -127,56 +148,165 @@ def tokenize_shard(
     return documents, written, mismatched, tokens_hash.hexdigest(), index_hash.hexdigest()
 
 
+def piece_ranges(rows: int, tokens: int, piece_tokens: int) -> list[tuple[int, int]]:
+    """A shard of ``rows`` documents and ``tokens`` tokens cut into consecutive row ranges of about
+    ``piece_tokens`` tokens each (at least one row each; a shard of no rows is one empty range), so
+    that a big shard spreads over many tasks."""
+    pieces = max(1, min(rows, -(-tokens // piece_tokens)))
+    cuts = [rows * i // pieces for i in range(pieces + 1)]
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+
 @dataclass(frozen=True)
-class ShardJob:
-    """One task of the ``pretrain_tokens`` stage: the parquet shard ``source`` (relative to the
-    final folder ``folder``), at ``position`` in its split's list in ``manifest.json``, tokenized
-    into ``out_dir`` with the tokenizer file ``tokenizer`` (folders are local paths or, with the
+class PieceJob:
+    """One task of the ``pretrain_tokens`` stage: rows ``rows``, piece ``piece`` of ``pieces``, of
+    the parquet shard ``source`` (relative to the final folder ``folder``), at ``position`` in its
+    split's list in ``manifest.json``, tokenized with the tokenizer file ``tokenizer``. The only
+    piece of a shard writes the shard's token files in ``out_dir``; a piece of several writes its
+    own in ``scratch``, which :func:`join_pieces` then joins (folders are local paths or, with the
     output in object storage, the store's URLs)."""
 
     split: str
     position: int
     source: str
     source_sha256: str
-    folder: str
-    out_dir: str
+    folders: tuple[str, str, str]  # the final folder, the output folder, the pieces' scratch folder
     tokenizer: str
     batch_bytes: int
+    rows: tuple[int, int]
+    piece: int
+    pieces: int
+
+    def shard_files(self) -> tuple[Location, Location]:
+        """The shard's token and index files in the output folder."""
+        root = location_of(self.folders[1])
+        return tuple(join(root, path.as_posix()) for path in shard_files(Path(self.source).stem))
+
+    def pieces_folder(self) -> Location:
+        """The scratch folder of this shard's pieces."""
+        return join(location_of(self.folders[2]), f"{self.split}-{self.position:05d}")
+
+    def piece_files(self, piece: int) -> tuple[Location, Location]:
+        """Piece ``piece``'s token and index files in the scratch folder."""
+        return join(self.pieces_folder(), f"{piece:05d}.bin"), join(self.pieces_folder(), f"{piece:05d}.idx")
+
+    def record(self, counts: tuple[int, int, int, str, str]) -> dict[str, Any]:
+        """The shard's :class:`TokenShard` record, with its split and position, from its counts."""
+        tokens, index = shard_files(Path(self.source).stem)
+        shard = TokenShard(tokens.as_posix(), index.as_posix(), self.source, self.source_sha256, *counts)
+        return {"split": self.split, "position": self.position, **asdict(shard)}
 
 
-def shard_jobs(
-    manifest: dict[str, Any], folder: Location, out_dir: Location, tokenizer: Path, batch_bytes: int
-) -> list[ShardJob]:
-    """One job per shard that ``manifest`` (``write_pretrain``'s, of ``folder``) lists, in its order."""
-    return [
-        ShardJob(
-            split, position, record["path"], record["sha256"], str(folder), str(out_dir), str(tokenizer), batch_bytes
-        )
-        for split in SPLITS
-        for position, record in enumerate(manifest["pretrain"]["splits"][split]["shards"])
-    ]
+def piece_jobs(
+    manifest: dict[str, Any],
+    folders: tuple[Location, Location, Location],
+    tokenizer: Path,
+    batch_bytes: int,
+    piece_tokens: int,
+) -> list[PieceJob]:
+    """The jobs of every shard that ``manifest`` (``write_pretrain``'s) lists, in its order, each
+    shard cut into pieces of about ``piece_tokens`` tokens by the rows and tokens it records;
+    ``folders`` are the final folder, the output folder and the pieces' scratch folder."""
+    names = (str(folders[0]), str(folders[1]), str(folders[2]))
+    jobs = []
+    for split in SPLITS:
+        for position, shard in enumerate(manifest["pretrain"]["splits"][split]["shards"]):
+            ranges = piece_ranges(shard["rows"], shard["tokens"], piece_tokens)
+            jobs += [
+                PieceJob(
+                    split,
+                    position,
+                    shard["path"],
+                    shard["sha256"],
+                    names,
+                    str(tokenizer),
+                    batch_bytes,
+                    rows,
+                    piece,
+                    len(ranges),
+                )
+                for piece, rows in enumerate(ranges)
+            ]
+    return jobs
 
 
-def tokenize_job(job: ShardJob) -> dict[str, Any]:
-    """Tokenize one shard into ``out_dir/exports/tokens/`` (each file written under a temporary
-    name, then renamed; for an ``out_dir`` in object storage written locally and put there, the
-    shard read from a local copy); its :class:`TokenShard` record with its split and position."""
-    tokenizer = load_tokenizer(job.tokenizer)
-    out_dir = location_of(job.out_dir)
-    tokens_rel, index_rel = shard_files(Path(job.source).stem)
-    eos_id = tokenizer.token_to_id(EOS_TOKEN)
+def tokenize_piece(job: PieceJob) -> tuple[PieceJob, tuple[int, int, int, str, str]]:
+    """Tokenize one piece of a shard (each file written under a temporary name, then renamed; for a
+    folder in object storage written locally and put there, the shard read from a local copy); the
+    job and its counts (see :func:`tokenize_rows`), for the only piece of a shard the shard's."""
+    tokens_at, index_at = job.shard_files() if job.pieces == 1 else job.piece_files(job.piece)
     with (
-        fetched(join(location_of(job.folder), job.source)) as source,
-        local_file(join(out_dir, tokens_rel.as_posix())) as tokens_path,
-        local_file(join(out_dir, index_rel.as_posix())) as index_path,
+        fetched(join(location_of(job.folders[0]), job.source)) as source,
+        local_file(tokens_at) as tokens_path,
+        local_file(index_at) as index_path,
     ):
         tokens_path.parent.mkdir(parents=True, exist_ok=True)
         tmp_tokens, tmp_index = (p.with_name(p.name + ".tmp") for p in (tokens_path, index_path))
-        counts = tokenize_shard(source, tmp_tokens, tmp_index, tokenizer, eos_id, job.batch_bytes)
+        counts = tokenize_rows(
+            source, job.rows, (tmp_tokens, tmp_index), load_tokenizer(job.tokenizer), job.batch_bytes
+        )
         tmp_tokens.replace(tokens_path)
         tmp_index.replace(index_path)
-    shard = TokenShard(tokens_rel.as_posix(), index_rel.as_posix(), job.source, job.source_sha256, *counts)
-    return {"split": job.split, "position": job.position, **asdict(shard)}
+    return job, counts
+
+
+@dataclass(frozen=True)
+class JoinJob:
+    """The last task of a shard cut into pieces: any of its piece jobs, and each piece's documents,
+    tokens and mismatched documents, in piece order."""
+
+    job: PieceJob
+    counts: tuple[tuple[int, int, int], ...]
+
+
+JOIN_BYTES = 1 << 22  # bytes of a piece's file copied at a time (a multiple of the index's 8)
+
+
+def join_pieces(task: JoinJob) -> dict[str, Any]:
+    """A shard's token files from its pieces', in piece order: the token files one after another,
+    each index's offsets shifted by the tokens of the pieces before it; each file written under a
+    temporary name, hashed as written, then renamed, and the pieces removed. Returns the shard's
+    record."""
+    job = task.job
+    tokens_hash, index_hash = hashlib.sha256(), hashlib.sha256()
+    shifts = np.cumsum([0] + [tokens for _, tokens, _ in task.counts])
+    with local_file(job.shard_files()[0]) as tokens_path, local_file(job.shard_files()[1]) as index_path:
+        tokens_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_tokens, tmp_index = (p.with_name(p.name + ".tmp") for p in (tokens_path, index_path))
+        with open(tmp_tokens, "wb") as tokens_out, open(tmp_index, "wb") as index_out:
+            for piece in range(job.pieces):
+                tokens_at, index_at = job.piece_files(piece)
+                with fetched(tokens_at) as tokens_in, fetched(index_at) as index_in:
+                    for path, shift, out, digest in (
+                        (tokens_in, None, tokens_out, tokens_hash),
+                        (index_in, int(shifts[piece]), index_out, index_hash),
+                    ):
+                        with open(path, "rb") as handle:
+                            while data := handle.read(JOIN_BYTES):
+                                if shift is not None:
+                                    data = (
+                                        (np.frombuffer(data, dtype=INDEX_DTYPE) + shift).astype(INDEX_DTYPE).tobytes()
+                                    )
+                                out.write(data)
+                                digest.update(data)
+        tmp_tokens.replace(tokens_path)
+        tmp_index.replace(index_path)
+    remove_tree(job.pieces_folder())
+    documents, tokens, mismatched = (sum(column) for column in zip(*task.counts, strict=True))
+    return job.record((documents, tokens, mismatched, tokens_hash.hexdigest(), index_hash.hexdigest()))
+
+
+def tokenize_shards(jobs: list[PieceJob], map_: Mapper) -> list[dict[str, Any]]:
+    """Every shard's token files from its pieces' jobs, tokenized in tasks ``map_`` schedules, and
+    those of shards of several pieces joined in one task per shard; the shards' records."""
+    records, pieces = [], {}
+    for job, counts in map_(tokenize_piece, jobs):
+        if job.pieces == 1:
+            records.append(job.record(counts))
+        else:
+            pieces.setdefault((job.split, job.position), {})[job.piece] = (job, counts[:3])
+    joins = [JoinJob(done[0][0], tuple(done[i][1] for i in range(len(done)))) for done in pieces.values()]
+    return records + list(map_(join_pieces, joins))
 
 
 RECORD_SCHEMA = {
@@ -195,11 +325,11 @@ def token_splits(records: pl.DataFrame) -> dict[str, list[dict[str, Any]]]:
 
 
 def tokens_manifest(
-    splits: dict[str, list[dict[str, Any]]], tokenizer: Tokenizer, eos_id: int, name: str, sha256: str
+    splits: dict[str, list[dict[str, Any]]], dtype: str, eos_id: int, name: str, sha256: str
 ) -> dict[str, Any]:
     """``exports/tokens/manifest.json``: the arrays' dtypes, EOS, the tokenizer and every shard."""
     return {
-        "dtype": token_dtype(tokenizer).str,
+        "dtype": dtype,
         "index_dtype": INDEX_DTYPE.str,
         "eos_id": eos_id,
         "eos_appended": True,

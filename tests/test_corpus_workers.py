@@ -1,7 +1,8 @@
 """``write_pretrain`` and ``pretrain_tokens`` run their work as tasks (per documents file, per shard,
-per gzip member, per token shard): the demo and samples builds give the same final folder, byte for
-byte, with one worker and the documents in the spec's user buckets as with two workers and the
-documents in another number of buckets."""
+per gzip member, per row range of a token shard): the demo and samples builds give the same final
+folder, byte for byte, with one worker, the documents in the spec's user buckets and each token shard
+one task as with two workers, the documents in another number of buckets and the token shards cut
+into several row ranges each."""
 
 from __future__ import annotations
 
@@ -15,17 +16,24 @@ from pathlib import Path
 import datasets
 import pyarrow.parquet as pq
 from conftest import CLI, REPO, folder_digests
+from token_shards import assert_token_shards
 
 DEMO_SHARD_ROWS = 2000  # pipelines/demo.toml's, for the demo with its token arrays and the same shards
+ONE_PIECE = 10**12  # pretrain_tokens' piece_tokens that keeps every shard one task
+PIECE_TOKENS = 500  # and one that cuts the test corpora's token shards into several row ranges
 
 
-def corpus_spec(name: str, target: Path, shard_rows: int, documents_partitions: int | None) -> Path:
+def corpus_spec(
+    name: str, target: Path, shard_rows: int, documents_partitions: int | None, piece_tokens: int = ONE_PIECE
+) -> Path:
     """``pipelines/<name>.toml`` with smaller shards (several per split), the token arrays right after
-    them, and, where given, ``pretrain_documents`` in ``documents_partitions`` user buckets."""
+    them in tasks of ``piece_tokens`` tokens, and, where given, ``pretrain_documents`` in
+    ``documents_partitions`` user buckets."""
     text = (REPO / "pipelines" / f"{name}.toml").read_text(encoding="utf-8")
     text, found = re.subn(
         r"(stage = \"write_pretrain\"\n)params\.shard_rows = \d+\n",
-        rf'\1params.shard_rows = {shard_rows}\n\n[[stages]]\nstage = "pretrain_tokens"\n',
+        rf'\1params.shard_rows = {shard_rows}\n\n[[stages]]\nstage = "pretrain_tokens"\n'
+        rf"params.piece_tokens = {piece_tokens}\n",
         text,
     )
     assert found == 1
@@ -54,31 +62,43 @@ def document_files(out: Path) -> int:
     return len(list((out / ".stages" / "pretrain_documents" / "documents").glob("*.parquet")))
 
 
-def assert_same_bytes(built: Path, name: str, shard_rows: int, partitions: int, tmp_path: Path, *args: str) -> None:
-    """``built`` rerun with several shards a split, with one worker and the spec's user buckets and
-    with two workers and ``documents`` in ``partitions`` files: the same final folder."""
+def assert_same_bytes(
+    built: Path, name: str, shard_rows: int, partitions: int, tmp_path: Path, tokenizer: Path, *args: str
+) -> None:
+    """``built`` rerun with several shards a split, with one worker, the spec's user buckets and a
+    task per token shard and with two workers, ``documents`` in ``partitions`` files and token shards
+    cut into row ranges: the same final folder, whose token files a plain reading checks."""
     one, two = tmp_path / "one", tmp_path / "two"
     rebuild(built, corpus_spec(name, tmp_path / "one.toml", shard_rows, None), one, "--workers", "1", *args)
-    rebuild(built, corpus_spec(name, tmp_path / "two.toml", shard_rows, partitions), two, "--workers", "2", *args)
+    two_spec = corpus_spec(name, tmp_path / "two.toml", shard_rows, partitions, PIECE_TOKENS)
+    rebuild(built, two_spec, two, "--workers", "2", *args)
     assert document_files(two) == partitions != document_files(one)
     shards = json.loads((one / "manifest.json").read_text())["pretrain"]["splits"]["train"]["shards"]
     assert len(shards) > 2  # several shards, each its own task
+    assert sum(s["tokens"] > 2 * PIECE_TOKENS and s["rows"] > 2 for s in shards) > 2  # and cut into pieces
     assert folder_digests(two) == folder_digests(one)
+    assert_token_shards(two, tokenizer)
+    assert not list((two / ".stages" / "pretrain_tokens").rglob("*.bin"))  # no piece left behind
     tokens = json.loads((one / "exports" / "tokens" / "manifest.json").read_text())
     assert [s["source"] for s in tokens["splits"]["train"]] == [s["path"] for s in shards]
     assert_jsonl_members(two, shards, tmp_path / "hf-cache")
 
 
 def test_the_demo_corpus_is_the_same_bytes_whatever_the_workers_and_documents_files(
-    demo_corpus: Path, tmp_path: Path
+    demo_corpus: Path, shared: Path, tmp_path: Path
 ) -> None:
-    assert_same_bytes(demo_corpus, "demo", 8, 5, tmp_path)
+    assert_same_bytes(demo_corpus, "demo", 8, 5, tmp_path, tokenizer_file(shared))
 
 
 def test_the_samples_corpus_is_the_same_bytes_whatever_the_workers_and_documents_files(
     samples_corpus: Path, shared: Path, tmp_path: Path
 ) -> None:
-    assert_same_bytes(samples_corpus, "samples", 1500, 3, tmp_path, "--var", f"shared={shared}")
+    assert_same_bytes(samples_corpus, "samples", 1500, 3, tmp_path, tokenizer_file(shared), "--var", f"shared={shared}")
+
+
+def tokenizer_file(shared: Path) -> Path:
+    """A copy of the bundled tokenizer outside the package, for the plain reading."""
+    return shared.parent / "tokenizers" / "gpt-neox-20b" / "tokenizer.json"
 
 
 def assert_jsonl_members(out: Path, shards: list[dict], cache: Path) -> None:

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pytest
 from conftest import CLI, REPO
 from s3_server import BUCKET, Served, assert_same_build, assert_same_stage, client, moto_s3, objects
-from test_corpus_workers import DEMO_SHARD_ROWS, corpus_spec
+from test_corpus_workers import DEMO_SHARD_ROWS, PIECE_TOKENS, corpus_spec
 from test_ingest_blocks import BAD_LINES, beauty_with_bad_lines
 
 from recgpt_data.engines import get_engine
@@ -144,7 +144,7 @@ def test_files_a_killed_stages_tasks_staged_in_the_store_are_never_published(
     folder or named by a record, gc deletes them, and the rerun publishes the local build's bytes."""
     out = f"{s3}/runs/tokens"
     client().copy(demo_on_s3.removeprefix("s3://"), out.removeprefix("s3://"), recursive=True)
-    spec = corpus_spec("demo", tmp_path / "tokens.toml", DEMO_SHARD_ROWS, None)
+    spec = corpus_spec("demo", tmp_path / "tokens.toml", DEMO_SHARD_ROWS, None, 10 * PIECE_TOKENS)  # shards in pieces
     killed = cli("run", str(spec), "--out", out, "--until", "pretrain_tokens", kill_at="stage:pretrain_tokens:prepared")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     left = objects(out)
