@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -114,6 +118,34 @@ def test_compiled_fnv1a64_gives_the_project_hashes(magazine_texts) -> None:
     got = kernel.fnv1a64(*utf8_buffers(texts))
     assert got[:3].tolist() == [0xCBF29CE484222325, 0xAF63DC4C8601EC8C, 0x85944171F73967E8]
     assert got.tolist() == fnv1a64(texts).to_list()
+
+
+def test_kernels_compile_without_a_writable_cache_folder(tmp_path) -> None:
+    """Where numba finds no writable folder to cache in (``NUMBA_CACHE_DIR``, ``__pycache__`` beside
+    the module, the user's cache folder: none can be made here, even by root), ``cache=True`` would
+    fail the import; the module warns once and compiles in the process (its smallest kernel here),
+    giving the same hashes."""
+    kernel = pytest.importorskip("recgpt_data.dedup.minhash_kernel")
+    folder = tmp_path / "module"
+    folder.mkdir()
+    shutil.copy(kernel.__file__, folder / "minhash_kernel.py")  # it imports only numpy and numba
+    (folder / "__pycache__").write_text("a file where numba would make a folder")
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    script = (
+        "import numpy as np, minhash_kernel as k; "
+        "print(k.CACHE, *k.fnv1a64(np.frombuffer(b'afoobar', np.uint8).copy(), np.array([0, 1, 7])))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(blocked), "XDG_CACHE_HOME": str(blocked / "cache")}
+    env["NUMBA_CACHE_DIR"] = str(blocked / "numba")
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=folder, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    fnv_a, fnv_foobar = 0xAF63DC4C8601EC8C, 0x85944171F73967E8  # FNV's published test vectors
+    assert done.stdout.split() == ["False", str(fnv_a), str(fnv_foobar)]
+    assert done.stderr.count("the MinHash kernels compile in each process") == 1
+    assert not any(Path(folder).rglob("*.nbi"))
 
 
 def test_compiled_shingle_spans_equal_the_vectorised_ones(magazine_texts) -> None:

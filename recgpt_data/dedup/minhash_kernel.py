@@ -2,9 +2,11 @@
 
 Importing this module needs numba; :mod:`recgpt_data.dedup.minhash` falls back to its numpy code
 where numba is missing. The kernels are compiled on first use or by :func:`prepare` (a few CPU
-seconds) and cached on disk by numba (``cache=True``, in ``__pycache__`` beside this file, or
-numba's cache folder where that is read-only), so a later process loads them in a fraction of a
-second. They release the GIL, so batches can run in threads.
+seconds) and cached on disk by numba (in ``NUMBA_CACHE_DIR`` where set, else in ``__pycache__``
+beside this file, else in the user's cache folder: the first of them that is writable), so a later
+process loads them in a fraction of a second. Where none is writable, numba refuses to cache at all
+(its ``cache=True`` fails the import); the kernels are then compiled in each process, with a
+warning, instead. They release the GIL, so batches can run in threads.
 
 :func:`fnv1a64` is here too: the shuffle hashes every distinct text once, which numpy's
 byte-position loop (:func:`recgpt_data.hashing.fnv1a64`) does a column at a time.
@@ -25,6 +27,8 @@ and one conditional subtraction, so no hash needs a second, slower path.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from numba import njit
 
@@ -39,13 +43,27 @@ _K = np.array([0x5A827999, 0x6ED9EBA1, 0x8F1BBCDC, 0xCA62C1D6], dtype=np.uint32)
 _INIT = np.array([0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0], dtype=np.uint32)
 
 
-@njit(nogil=True, cache=True)
+def _cache_found() -> bool:
+    """Whether numba finds a writable folder to cache this module's kernels in: it looks for one
+    as a function with ``cache=True`` is defined (compiling nothing), and raises where there is none."""
+    try:
+        njit(cache=True)(_cache_found)
+    except RuntimeError as exc:  # numba's "cannot cache function ...: no locator available"
+        warnings.warn(f"{exc}: the MinHash kernels compile in each process (a few CPU seconds)", stacklevel=2)
+        return False
+    return True
+
+
+CACHE = _cache_found()  # numba's cache=True: the compiled kernels on disk, where a folder is writable
+
+
+@njit(nogil=True, cache=CACHE)
 def _rotl(x, n):
     """32-bit ``x`` rotated left by ``n`` bits."""
     return np.uint32((x << np.uint32(n)) | (x >> np.uint32(32 - n)))
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def _bswap(x):
     """32-bit ``x`` with its bytes reversed."""
     return np.uint32(
@@ -56,13 +74,13 @@ def _bswap(x):
     )
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def _byte(data, p):
     """``data[p]`` as a 32-bit word (``p`` is never negative: unsigned indexing skips that check)."""
     return np.uint32(data[np.uint64(p)])
 
 
-@njit(nogil=True, inline="always", cache=True)
+@njit(nogil=True, inline="always", cache=CACHE)
 def _load_block(data, start, length, block, w, lane):
     """Big-endian words of padded block ``block`` of one message into column ``lane`` of ``w``.
 
@@ -91,7 +109,7 @@ def _load_block(data, start, length, block, w, lane):
         w[15, lane] = np.uint32(bits & _MASK32)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def _compress(w, state, live, work, n):
     """One SHA-1 block for lanes ``:n``: ``state`` (5, LANES) advances where ``live`` is set."""
     for v in range(5):
@@ -127,7 +145,7 @@ def _compress(w, state, live, work, n):
             state[v, lane] = np.uint32(state[v, lane] + x) if live[lane] else state[v, lane]
 
 
-@njit(nogil=True, inline="always", cache=True)
+@njit(nogil=True, inline="always", cache=CACHE)
 def _start(n, w, state, live):
     """Lanes ``:n`` set to SHA-1's initial state, all live, with zero message words."""
     for v in range(5):
@@ -137,14 +155,14 @@ def _start(n, w, state, live):
     live[:n] = True
 
 
-@njit(nogil=True, inline="always", cache=True)
+@njit(nogil=True, inline="always", cache=CACHE)
 def _finish(state, group, n, out):
     """The first digest word of lanes ``:n``, little-endian, written to ``out[group[:n]]``."""
     for lane in range(n):
         out[group[lane]] = _bswap(state[0, lane])
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def _hash_short(data, starts, lengths, group, n, out, w, state, live, work):
     """datasketch's ``sha1_hash32`` of the one-block messages ``group[:n]``, written to ``out``."""
     _start(n, w, state, live)
@@ -155,7 +173,7 @@ def _hash_short(data, starts, lengths, group, n, out, w, state, live, work):
     _finish(state, group, n, out)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def _hash_long(data, starts, lengths, group, n, out, w, state, live, work):
     """datasketch's ``sha1_hash32`` of the messages ``group[:n]``, of any number of blocks."""
     _start(n, w, state, live)
@@ -174,7 +192,7 @@ def _hash_long(data, starts, lengths, group, n, out, w, state, live, work):
     _finish(state, group, n, out)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def _sha1_hash32(data, starts, lengths, long_by_length):
     """``sha1_hash32`` of every message; ``long_by_length`` lists those over ``SHORT`` bytes."""
     out = np.empty(len(starts), dtype=np.uint32)
@@ -211,7 +229,7 @@ def sha1_hash32(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np
     return _sha1_hash32(data, starts, lengths, long_[np.argsort(lengths[long_], kind="stable")])
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def _permuted_min(hashes, doc, a, b, out):
     """Fold every shingle's permuted hashes into its text's row of ``out`` (texts, num_perm)."""
     for i in range(len(hashes)):
@@ -227,7 +245,7 @@ def _permuted_min(hashes, doc, a, b, out):
                 out[d, j] = v
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def _shingle_spans(data, offsets, ngram):
     """Byte starts, lengths and text of every shingle of normalised texts ``data[offsets[d]:offsets[d+1]]``.
 
@@ -294,7 +312,7 @@ def _readonly(values: np.ndarray, dtype: type) -> np.ndarray:
     return view
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=CACHE)
 def _fnv1a64(data, offsets):
     out = np.empty(len(offsets) - 1, dtype=np.uint64)
     for d in range(len(offsets) - 1):
