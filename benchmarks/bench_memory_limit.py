@@ -5,7 +5,8 @@ The input is ``bench_projection.py``'s ratings kind (the real MovieLens ml-lates
 copied with new user ids): 32 copies are 3,200,128 ratings. ``pipelines/recgpt.toml``'s chain, as
 ``bench_projection.py`` runs it on that kind, runs cold with ``--workers N --task-cpus 1
 --task-memory M``; every 0.1 s each worker's resident memory is read from ``/proc`` (``VmRSS``, and
-the kernel's own peak ``VmHWM``), with the driver's and the sum over the process tree. The run
+the kernel's own peak ``VmHWM``; :mod:`proc_memory`, the sampler ``bench_projection.py`` uses), with
+the driver's and the sum over the process tree. The run
 must finish (a task past the limit would end it with one error line) and every worker's peak must
 stay under ``M``.
 
@@ -21,34 +22,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_projection import CLI, projection_spec, ratings_input
-
-
-def status_kib(pid: int, fields: tuple[str, ...]) -> dict[str, int]:
-    """The ``fields`` of ``/proc/<pid>/status`` (kB values) in bytes; empty once the process is gone."""
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return {}
-    return {line.split(":")[0]: int(line.split()[1]) * 1024 for line in lines if line.startswith(fields)}
-
-
-def children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (for the driver: the local engine's workers and
-    multiprocessing's resource tracker)."""
-    found = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            found += [int(c) for c in (task / "children").read_text().split()]
-    except OSError:
-        pass
-    return found
+from proc_memory import peak_rss, rss, sampling, tree_pids
 
 
 def is_worker(pid: int) -> bool:
@@ -72,30 +52,23 @@ def limited_run(spec: Path, out: Path, workers: int, memory: str) -> dict:
         text=True,
         env={**os.environ, **thread_environment(1)},
     )
-    peaks: dict[int, dict[str, int]] = {}
+    peaks: dict[int, int] = {}
     tree = {"sum": 0}
-    stop = threading.Event()
 
     def sample() -> None:
-        while not stop.wait(0.1):
-            total = 0
-            for pid in [process.pid, *filter(is_worker, children(process.pid))]:
-                found = status_kib(pid, ("VmRSS", "VmHWM"))
-                record = peaks.setdefault(pid, {"VmRSS": 0, "VmHWM": 0})
-                for key, value in found.items():
-                    record[key] = max(record[key], value)
-                total += found.get("VmRSS", 0)
-            tree["sum"] = max(tree["sum"], total)
+        total = 0
+        for pid in [process.pid, *filter(is_worker, tree_pids(process.pid) - {process.pid})]:
+            now = rss(pid)
+            peaks[pid] = max(peaks.get(pid, 0), now, peak_rss(pid))
+            total += now
+        tree["sum"] = max(tree["sum"], total)
 
-    sampler = threading.Thread(target=sample, daemon=True)
     started = time.perf_counter()
-    sampler.start()
-    _, stderr = process.communicate()
+    with sampling(sample, 0.1):
+        _, stderr = process.communicate()
     wall = time.perf_counter() - started
-    stop.set()
-    sampler.join()
-    driver = peaks.pop(process.pid, {"VmRSS": 0, "VmHWM": 0})
-    worker_peaks = sorted((max(p.values()) for p in peaks.values()), reverse=True)
+    driver = peaks.pop(process.pid, 0)
+    worker_peaks = sorted(peaks.values(), reverse=True)
     result = {
         "returncode": process.returncode,
         "error": next((line for line in stderr.splitlines() if line.startswith("error:")), None),
@@ -105,7 +78,7 @@ def limited_run(spec: Path, out: Path, workers: int, memory: str) -> dict:
         "worker_processes": len(worker_peaks),
         "worker_peaks": worker_peaks,
         "largest_worker": max(worker_peaks, default=0),
-        "driver": max(driver.values()),
+        "driver": driver,
         "tree": tree["sum"],
     }
     if process.returncode == 0:

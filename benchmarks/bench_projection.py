@@ -57,6 +57,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "tests"))  # the loopback Ray nodes
 
 from bench_pipeline import with_amazon_ids
+from proc_memory import rss, tree_pids
 
 # The raw dumps RecGPT's sources publish, in interactions (reviews or ratings) as their owners give them.
 PUBLISHED = {
@@ -154,29 +155,6 @@ def ratings_input(copies: int, target: Path) -> Path:
         for k in range(copies):
             writer.writerows([str(int(r[0]) + k * 100_000), *r[1:]] for r in rows)
     return target
-
-
-def tree_pids(pid: int) -> set[int]:
-    """``pid`` and every descendant of it."""
-    found, todo = set(), [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            for task in Path(f"/proc/{current}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        found.add(current)
-    return found
-
-
-def rss(pid: int) -> int:
-    """Resident bytes of ``pid`` (0 where it is gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) * 1024
-    except (OSError, StopIteration):
-        return 0
 
 
 def ray_worker(pid: int) -> bool:
