@@ -6,14 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import worker_stages
-from conftest import build, folder_digests
+from conftest import REPO, build, folder_digests
 
 from recgpt_data.engines import WorkerCrash, get_engine, parse_size
 from recgpt_data.engines.local import LocalEngine
@@ -35,10 +38,19 @@ def stage_tables(out: Path) -> dict[str, str]:
     }
 
 
-def test_two_workers_build_the_demo_byte_identical(demo_corpus: Path, tmp_path: Path) -> None:
+def test_two_workers_forced_over_the_built_demo_rebuild_it_byte_identical(demo_corpus: Path, tmp_path: Path) -> None:
+    """A copy of the one-process demo build, run again with ``--force`` in two workers: every stage
+    runs again (none is taken from the copy) and writes the bytes one process wrote."""
     out = tmp_path / "out"
-    done = build("demo.toml", out, "--workers", "2")
+    shutil.copytree(demo_corpus, out)
+    done = build("demo.toml", out, "--workers", "2", "--force")
     assert done.returncode == 0, done.stderr
+    stages = [
+        entry.get("id", entry["stage"])
+        for entry in tomllib.loads((REPO / "pipelines" / "demo.toml").read_text())["stages"]
+    ]
+    said = re.findall(r"^(ran|cached)\s+(\S+)", done.stdout + done.stderr, re.MULTILINE)
+    assert said == [("ran", key) for key in stages], done.stderr
     assert folder_digests(out) == folder_digests(demo_corpus)
     assert stage_tables(out) == stage_tables(demo_corpus)
 
