@@ -16,7 +16,15 @@ from conftest import REPO
 from whole_stage import run_whole_here
 
 from recgpt_data.ingest import ingest
-from recgpt_data.instruct.pairs import InstructPairsParams, PairMaker, UserHistory, build_pairs
+from recgpt_data.instruct.pairs import (
+    InstructPairsParams,
+    PairMaker,
+    UserHistory,
+    build_pairs,
+    candidate_pairs,
+    choose,
+    in_order,
+)
 from recgpt_data.instruct.planner import PAPER_COUNTS, plan, total
 from recgpt_data.instruct.templates import (
     FRAMING_TOKENS,
@@ -323,8 +331,9 @@ def test_counts_per_source_and_task_are_honoured_and_seeded(magazines):
     assert (first["task"] == RATING).sum() == 40 and (first["task"] == NEXT_ITEM).sum() == 25
     info = built.info["pairs"]["amazon2018"]
     assert built.drops.dropped["rating:over_count"] == info["rating"]["candidates"] - 40
-    assert first.equals(build_pairs(interactions, items, params, 1).instruct)
-    assert not first.equals(build_pairs(interactions, items, params, 2).instruct)
+    windows = candidate_pairs(interactions, items, params).instruct  # found again: no draw in them
+    assert first.equals(in_order(choose(windows, params, 1)[0]))
+    assert not first.equals(in_order(choose(windows, params, 2)[0]))
 
 
 def test_held_out_interactions_never_reach_a_pair(instruments):
