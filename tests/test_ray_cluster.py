@@ -1,8 +1,9 @@
 """The Ray engine on a real two-node Ray cluster on this machine (two ``ray start`` nodes of one CPU
 each, on 127.0.0.1): the demo corpus built on it has the bytes of the local build, with tasks on both
 nodes, also with its output in S3 (moto's server on 127.0.0.1), where the prepare steps' tasks of
-ingest, write_pretrain and pretrain_tokens run on both nodes too; tasks that need the driver's disk
-stay on its node while others spread; and a node killed while one of its buckets runs costs that
+ingest, clean_items, p5_benchmark, instruct_pairs, write_pretrain and pretrain_tokens run on both
+nodes too and dedup's on the driver's; tasks that need the driver's disk stay on its node while
+others spread; and a node killed while one of its buckets runs costs that
 bucket alone, recomputed on the node that is left (that test kills the second node, so it comes
 last).
 
@@ -22,6 +23,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import worker_stages
@@ -121,48 +123,72 @@ def test_demo_built_on_two_nodes_equals_the_local_build(cluster: Cluster, demo_c
     assert len({node for ran in nodes.values() for node in ran}) == 2  # both nodes ran buckets
 
 
-ANYWHERE = ("ingest", "write_pretrain", "pretrain_tokens")  # their prepare tasks run anywhere with object storage
+ANYWHERE = ("ingest", "write_pretrain", "pretrain_tokens", "p5_benchmark", "instruct_pairs")  # prepare tasks anywhere
+PINNED = ("dedup",)  # its prepare step's tasks stay on the driver's node with object storage
+
+
+def built_in_s3(
+    cluster: Cluster, spec: Path, work: Path, *args: str, raw: Mapping[str, Path] | None = None
+) -> tuple[dict[str, bytes], int]:
+    """``spec`` run on ``cluster`` into a fresh S3 (moto on 127.0.0.1), the S3 settings in the
+    driver's environment alone (the nodes have none, so the tasks reach the store with what the
+    engine passes them), its work folder ``work``, after ``raw`` (key under the bucket -> local
+    file) is put there: every object of the build, by key under its output prefix, and the
+    driver's pid."""
+    with moto_s3() as settings:
+        fs = client(settings)
+        fs.mkdir(BUCKET)
+        for key, path in (raw or {}).items():
+            fs.put_file(str(path), f"{BUCKET}/{key}")
+        out = f"s3://{BUCKET}/runs/{spec.stem}"
+        env = {**cluster.env, **settings, WORK_ENV: str(work)}
+        command = on_cluster(cluster, str(spec), "--out", out, *args)
+        driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _, stderr = driver.communicate(timeout=RUN_SECONDS)
+        assert driver.returncode == 0, stderr
+        return objects(out, fs), driver.pid
+
+
+def prepare_nodes(stage: Mapping[str, Any]) -> set[str]:
+    """The nodes that ran a stage's prepare step's tasks, from its record in ``stats.json``."""
+    return {worker.split("@")[1] for worker in stage["prepare_workers"]}
 
 
 def test_demo_built_on_two_nodes_into_object_storage_equals_the_local_build(
     cluster: Cluster, demo_corpus: Path, tmp_path: Path
 ) -> None:
-    """The demo with its output and its raw inputs in S3 (moto on 127.0.0.1), the S3 settings in the
-    driver's environment alone (the nodes have none), so the tasks reach the store with what the
-    engine passes them: every object is the local build's (raw inputs at local paths) bytes; the buckets of the partitioned stages
-    (dedup's too, which read its prepare step's tables uploaded to the store) and the prepare
-    steps' tasks of the stages that exchange their files through the store (:data:`ANYWHERE`,
-    ingest's reading its raw objects itself) ran on both nodes, while the whole stages, which use the driver's work folder, ran on the head,
-    whose node the driver joined. The demo runs with its token arrays too, compared with the local
-    build run on with them (its stages but ``pretrain_tokens``, report and card come from cache)."""
+    """The demo with its output and its raw inputs in S3 (:func:`built_in_s3`): every object is the
+    local build's (raw inputs at local paths) bytes; the buckets of the partitioned stages (dedup's
+    too, which read its prepare step's tables uploaded to the store) and the prepare steps' tasks of
+    the stages that exchange their files through the store (:data:`ANYWHERE`, ingest's reading its
+    raw objects itself) ran on both nodes, dedup's rounds (:data:`PINNED`) on the head, and so did
+    the whole stages, which use the driver's work folder: the driver joined the head's node. The
+    demo runs with its token arrays too, compared with the local build run on with them (its stages
+    but ``pretrain_tokens``, report and card come from cache)."""
     spec = corpus_spec("demo", tmp_path / "demo-tokens.toml", DEMO_SHARD_ROWS, None)
     local = tmp_path / "local"
     shutil.copytree(demo_corpus, local)
     run_spec(load_spec(spec), local)
-    with moto_s3() as settings:
-        fs = client(settings)
-        fs.mkdir(BUCKET)
-        for path in sorted(p for p in DEMO_DATA.rglob("*") if p.is_file() and p.suffix != ".md"):
-            fs.put_file(str(path), f"{BUCKET}/raw/{path.relative_to(DEMO_DATA).as_posix()}")
-        on_s3 = tmp_path / "demo-tokens-raw-on-s3.toml"
-        on_s3.write_text(spec.read_text(encoding="utf-8").replace('"demo:', f'"s3://{BUCKET}/raw/'), encoding="utf-8")
-        out = f"s3://{BUCKET}/runs/demo"
-        env = {**cluster.env, **settings, WORK_ENV: str(tmp_path / "work")}
-        command = on_cluster(cluster, str(on_s3), "--out", out)
-        driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        _, stderr = driver.communicate(timeout=RUN_SECONDS)
-        assert driver.returncode == 0, stderr
-        remote = objects(out, fs)
+    on_s3 = tmp_path / "demo-tokens-raw-on-s3.toml"
+    on_s3.write_text(spec.read_text(encoding="utf-8").replace('"demo:', f'"s3://{BUCKET}/raw/'), encoding="utf-8")
+    raw = {
+        f"raw/{path.relative_to(DEMO_DATA).as_posix()}": path
+        for path in sorted(DEMO_DATA.rglob("*"))
+        if path.is_file() and path.suffix != ".md"
+    }
+    remote, pid = built_in_s3(cluster, on_s3, tmp_path / "work", raw=raw)
     assert_same_build(remote, local)
     nodes = nodes_of(remote)
     head, second = cluster.head.node_id(), cluster.second.node_id()
-    assert cluster.head.ran_driver(driver.pid)
+    assert cluster.head.ran_driver(pid)
     stages = json.loads(remote["stats.json"])["stages"]
     whole = {key: stage["worker"] for key, stage in stages.items() if key not in nodes}
     assert {"ingest", "p5_benchmark", "write_pretrain", "report", "card"} <= set(whole)
     assert {worker.split("@")[1] for worker in whole.values()} == {head}
     for key in ANYWHERE:
-        assert {worker.split("@")[1] for worker in stages[key]["prepare_workers"]} == {head, second}, key
+        assert prepare_nodes(stages[key]) == {head, second}, key
+    for key in PINNED:
+        assert prepare_nodes(stages[key]) == {head}, key
     assert "dedup" in nodes and all(len(ran) == 2 for ran in nodes.values())
     assert {node for ran in nodes.values() for node in ran} == {head, second}
 
@@ -171,30 +197,27 @@ def test_samples_built_on_two_nodes_into_object_storage_equals_the_local_build(
     cluster: Cluster, samples_corpus: Path, shared: Path, tmp_path: Path
 ) -> None:
     """Every real sample through the whole RecGPT build (``pipelines/samples.toml``) on the two
-    nodes, its output in S3 (moto on 127.0.0.1): every object is the local build's bytes; every
-    stage ran in Ray tasks, none in the driver process, and the partitioned stages' buckets ran on
-    both nodes."""
-    with moto_s3() as settings:
-        fs = client(settings)
-        fs.mkdir(BUCKET)
-        out = f"s3://{BUCKET}/runs/samples"
-        env = {**cluster.env, **settings, WORK_ENV: str(tmp_path / "work")}
-        command = on_cluster(
-            cluster, str(REPO / "pipelines" / "samples.toml"), "--out", out, "--var", f"shared={shared}"
-        )
-        driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        _, stderr = driver.communicate(timeout=RUN_SECONDS)
-        assert driver.returncode == 0, stderr
-        remote = objects(out, fs)
+    nodes, its output in S3 (:func:`built_in_s3`): every object is the local build's bytes; every
+    stage ran in Ray tasks, none in the driver process; the partitioned stages' buckets ran on both
+    nodes, and so did the prepare steps' tasks of :data:`ANYWHERE` and of ``clean_items`` (whose
+    77,038 items are two chunks here), while dedup's rounds (:data:`PINNED`) stayed on the
+    driver's node, where the whole stages ran."""
+    spec = REPO / "pipelines" / "samples.toml"
+    remote, pid = built_in_s3(cluster, spec, tmp_path / "work", "--var", f"shared={shared}")
     assert_same_build(remote, samples_corpus)
     nodes = nodes_of(remote)
     head, second = cluster.head.node_id(), cluster.second.node_id()
     stages = json.loads(remote["stats.json"])["stages"]
     whole = {key: stage["worker"] for key, stage in stages.items() if key not in nodes}
     assert set(whole) | set(nodes) == set(stages) and {"dedup", "pretrain_documents"} <= set(nodes)
-    assert all(int(worker.split(":")[1].split("@")[0]) != driver.pid for worker in whole.values())
-    assert {worker.split("@")[1] for worker in whole.values()} <= {head, second}
+    assert all(int(worker.split(":")[1].split("@")[0]) != pid for worker in whole.values())
+    driver_node = {worker.split("@")[1] for worker in whole.values()}  # where the work folder is
+    assert len(driver_node) == 1 and driver_node <= {head, second}
     assert {node for ran in nodes.values() for node in ran} == {head, second}
+    for key in ("clean_items", *(key for key in ANYWHERE if key in stages)):
+        assert prepare_nodes(stages[key]) == {head, second}, key
+    for key in PINNED:
+        assert prepare_nodes(stages[key]) == driver_node, key
 
 
 PLACES = """

@@ -28,6 +28,8 @@ from s3_server import BUCKET, Served, assert_same_build, assert_same_stage, clie
 from test_corpus_workers import DEMO_SHARD_ROWS, PIECE_TOKENS, corpus_spec
 from test_ingest_blocks import BAD_LINES, beauty_with_bad_lines
 
+from recgpt_data.clean.item_tasks import ChunkJob
+from recgpt_data.dedup.prepare import Job as DedupJob
 from recgpt_data.engines import get_engine
 from recgpt_data.errors import UsageError
 from recgpt_data.ingest_tasks import Block, FileTask, open_file, read_block
@@ -165,6 +167,29 @@ def test_files_a_killed_stages_tasks_staged_in_the_store_are_never_published(
     assert_same_stage(objects(out), local, "pretrain_tokens")
 
 
+def test_a_killed_benchmark_stage_publishes_nothing_its_tasks_staged(s3: str, demo_on_s3: str, tmp_path: Path) -> None:
+    """The demo on S3 run on with one benchmark renamed, so that ``p5_benchmark`` runs again: its
+    tasks stage the benchmarks' files under the stage's prefix in the store; killed once they are
+    done, the final folder holds no benchmark (the previous attempt's files were removed first),
+    no record names what they staged, and gc deletes all of it."""
+    out = f"{s3}/runs/benchmarks"
+    client().copy(demo_on_s3.removeprefix("s3://"), out.removeprefix("s3://"), recursive=True)
+    spec = tmp_path / "renamed.toml"
+    text = DEMO_SPEC.read_text(encoding="utf-8")
+    assert text.count('name = "music"') == 1
+    spec.write_text(text.replace('name = "music"', 'name = "tunes"'), encoding="utf-8")
+    killed = cli("run", str(spec), "--out", out, "--until", "p5_benchmark", kill_at="stage:p5_benchmark:prepared")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    left = objects(out)
+    staged = {k.split("/", 4)[4] for k in left if k.startswith(".stages/p5_benchmark/out/")}
+    assert {"eval/tunes/summary.json", "eval/movies/summary.json"} <= staged
+    assert [k for k in left if k.startswith(".stages/p5_benchmark/_prepared/") and k.endswith("record.parquet")]
+    assert f".stages/p5_benchmark/{MARKER}" not in left and not [k for k in left if k.startswith("eval/")]
+    swept = cli("gc", out, "--spec", str(spec))
+    assert swept.returncode == 0, swept.stderr
+    assert [k for k in objects(out) if k.startswith(".stages/p5_benchmark/")] == []
+
+
 class Recording:
     """The local engine in this process, keeping every task it is given and where it may run."""
 
@@ -187,10 +212,15 @@ def test_buckets_of_a_prepared_stage_read_only_the_store(s3: str, demo_corpus: P
     """dedup's prepare step writes its tables in the driver's work folder; with the output on S3
     they are uploaded under the stage's prefix, so its buckets read nothing but the store's objects
     and may run on any node. The uploads are gone once the stage is done, and its tables are the
-    local build's."""
+    local build's. clean_items' chunks, on the way, may run anywhere and write into the store;
+    dedup's rounds, which share its local scratch, are kept on the driver's node."""
     out = f"{s3}/runs/prepared"
     engine = Recording()
     run_spec(load_spec(DEMO_SPEC), out, until="dedup", engine=engine)
+    chunks = [(task, here) for task, here in engine.given if isinstance(task, ChunkJob)]
+    assert chunks and all(not here and task.scratch.startswith(f"{out}/.stages/clean_items/") for task, here in chunks)
+    rounds = [here for task, here in engine.given if isinstance(task, DedupJob)]
+    assert rounds and all(rounds)
     buckets = [
         (task, here)
         for task, here in engine.given

@@ -4,20 +4,21 @@ scratch folder.
 
 Every rule of the stage reads one row at a time (text repair, the untitled-item drop), so a chunk
 is cleaned exactly as it would be inside the whole table; the chunks, joined in row order, are
-the rows one process cleaning the whole table writes, in the same order.
+the rows one process cleaning the whole table writes, in the same order. A task reads the items'
+files and writes into its folder, local paths or the store's URLs alike, so it runs on any node.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 
 from recgpt_data.clean.filters import drop_untitled_items
 from recgpt_data.clean.text import clean_frame
 from recgpt_data.io.parquet import write_parquet
+from recgpt_data.io.storage import Location, join, local_file, location_of
 from recgpt_data.stage import DROPPED, Drops
 
 CHUNK_ROWS = 50_000  # item rows of one task
@@ -42,7 +43,7 @@ def clean_items(
 @dataclass(frozen=True)
 class ChunkJob:
     """Chunk ``number``: ``rows`` rows of the items table (``files``) from row ``offset``, cleaned
-    with the stage's parameters, written under ``scratch``."""
+    with the stage's parameters, written under ``scratch`` (a local path or a URL of the store)."""
 
     number: int
     files: tuple[str, ...]
@@ -51,10 +52,10 @@ class ChunkJob:
     columns: tuple[str, ...]
     max_chars: int
     drop_untitled: bool
-    scratch: Path
+    scratch: str
 
-    def file(self, table: str) -> Path:
-        return self.scratch / f"{table}-{self.number:05d}.parquet"
+    def file(self, table: str) -> Location:
+        return join(location_of(self.scratch), f"{table}-{self.number:05d}.parquet")
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ def clean_chunk(job: ChunkJob) -> ChunkDone:
     written = {"items": cleaned, **{f"{DROPPED}{name}": rows for name, rows in drops.tables().items()}}
     files = {}
     for table, rows in written.items():
-        write_parquet(rows.lazy().collect(), job.file(table))
+        with local_file(job.file(table)) as path:
+            write_parquet(rows.lazy().collect(), path)
         files[table] = str(job.file(table))
     return ChunkDone(job.number, files, frame.height, cleaned.height, dict(drops.changed), dict(drops.dropped))

@@ -8,7 +8,8 @@ source and task by the seeded order of :mod:`recgpt_data.instruct.quota`. It wri
 stage's scratch folder and hands back their keys and what it counted. :func:`chosen_keys` then picks
 the first ``count`` of each source and task over all buckets' keys: the windows one process drawing
 from every user would keep, whatever the number of buckets. Each bucket of the stage keeps its own
-(:func:`bucket_pairs`).
+(:func:`bucket_pairs`). Tasks read their inputs and write their files at local paths or the
+store's URLs alike, so with the output in object storage they run on any node.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import polars as pl
 from recgpt_data.instruct.pairs import ALL_USERS, InstructPairsParams, candidate_pairs, in_order
 from recgpt_data.instruct.quota import DRAW, GROUP, KEY, drawn, first, ranked
 from recgpt_data.io.parquet import write_scratch
+from recgpt_data.io.storage import location_of
 from recgpt_data.split import drop_held_out
 from recgpt_data.stage import Drops
 
@@ -31,12 +33,12 @@ BUCKET = "__bucket"  # which bucket's task wrote a candidate
 @dataclass(frozen=True)
 class PoolItemsJob:
     """The whole interactions and items tables (their files), the pool drawn from, and the scratch
-    file for the item rows the pool names."""
+    file for the item rows the pool names (a local path or a URL of the store)."""
 
     interactions: tuple[str, ...]
     items: tuple[str, ...]
     pool: str
-    out: Path
+    out: str
 
 
 def pool_items(job: PoolItemsJob) -> None:
@@ -46,13 +48,14 @@ def pool_items(job: PoolItemsJob) -> None:
     if job.pool != ALL_USERS:
         interactions = interactions.filter(pl.col("split") == job.pool)
     named = interactions.select(pl.col("item_id").unique()).collect()["item_id"]
-    write_scratch(pl.scan_parquet(list(job.items)).filter(pl.col("item_id").is_in(named.implode())).collect(), job.out)
+    kept = pl.scan_parquet(list(job.items)).filter(pl.col("item_id").is_in(named.implode())).collect()
+    write_scratch(kept, location_of(job.out))
 
 
 @dataclass(frozen=True)
 class BucketJob:
     """One user bucket's tables (its files of each), the stage's parameters, seed and tokenizer,
-    and the scratch file for its candidates."""
+    and the scratch file for its candidates (a local path or a URL of the store)."""
 
     index: int
     interactions: tuple[str, ...]
@@ -61,7 +64,7 @@ class BucketJob:
     params: InstructPairsParams
     seed: int
     tokenizer: Path
-    out: Path
+    out: str
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def bucket_candidates(job: BucketJob) -> BucketDone:
     drops.update(found.drops)
     candidates = found.instruct
     kept = first(ranked(drawn(candidates, job.seed)), job.params.count_for)
-    write_scratch(kept.with_columns(pl.lit(job.index, pl.Int64).alias(BUCKET)), job.out)
+    write_scratch(kept.with_columns(pl.lit(job.index, pl.Int64).alias(BUCKET)), location_of(job.out))
     totals = {(source, task): n for source, task, n in candidates.group_by(list(GROUP)).len().rows()}
     return BucketDone(
         job.index, totals, kept.select(KEY + (DRAW,)), dict(drops.dropped), dict(drops.changed), {**info, **found.info}

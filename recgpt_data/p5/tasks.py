@@ -14,6 +14,10 @@
 The files are the bytes one process writing the benchmark alone would write
 (:func:`~recgpt_data.p5.build.write_benchmark`): prompts are made user by user and each chunk is
 whole users in order, so the joined files hold the same lines in the same order.
+
+A job's folders are local paths or, with the output in object storage, the store's URLs: a task
+reads what earlier tasks wrote there and writes its files in a local folder that is uploaded whole
+when it ends (:func:`~recgpt_data.io.storage.local_folder`), so tasks run on any node.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import polars as pl
 
 from recgpt_data.io.atomic import AtomicTextWriter
 from recgpt_data.io.parquet import AtomicParquetWriter, write_parquet
+from recgpt_data.io.storage import Location, fetched, join, local_file, local_folder, location_of
 from recgpt_data.p5.build import (
     OFFICIAL,
     PROMPT_FILES,
@@ -55,7 +60,7 @@ RECORD: dict[str, pl.DataType] = {"benchmark": pl.String(), "record": pl.String(
 @dataclass(frozen=True)
 class BenchmarkJob:
     """One benchmark of the stage: its parameters, the input tables' files, its folder under
-    ``eval/`` and its scratch folder."""
+    ``eval/`` and its scratch folder (local paths or the store's URLs)."""
 
     name: str
     dataset: str
@@ -70,17 +75,22 @@ class BenchmarkJob:
     tokenizer: Path
     interactions: tuple[str, ...]
     items: tuple[str, ...]
-    folder: Path
-    scratch: Path
+    folder: str
+    scratch: str
     chunk_rows: int  # events of one prompt task (whole users)
 
-    def file(self, name: str) -> Path:
+    def file(self, name: str) -> Location:
         """Its scratch file ``name``: ``events``, ``texts`` (theirs of :data:`DEFERRED`), ``items``
         (the item rows they render), ``held_out`` or ``record``."""
-        return self.scratch / f"{name}.parquet"
+        return join(location_of(self.scratch), scratch_name(name))
 
-    def chunk_folder(self, number: int) -> Path:
-        return self.scratch / f"chunk-{number:05d}"
+    def chunk_folder(self, number: int) -> Location:
+        return join(location_of(self.scratch), f"chunk-{number:05d}")
+
+
+def scratch_name(name: str) -> str:
+    """The name of a benchmark's scratch file ``name`` in its scratch folder."""
+    return f"{name}.parquet"
 
 
 @dataclass(frozen=True)
@@ -113,16 +123,17 @@ def build(job: BenchmarkJob) -> Built:
         job.fractions,
         official.records if official else None,
     )
-    write_texts(job, rows.select(INPUT_ROW, *deferred), built.events[INPUT_ROW])
     events = built.events
-    write_split_files(job.folder, built.split, events)
-    held = held_out_rows(events, job.name, job.dataset)
-    if official:
-        held = held_out_with_records(held, official.records, job.name, job.dataset)
-    write_parquet(held, job.file("held_out"))
-    items = pl.scan_parquet(list(job.items)).filter(pl.col("dataset") == job.dataset)
-    write_parquet(benchmark_items(events, items), job.file("items"))
-    write_parquet(events, job.file("events"), row_group_size=EVENTS_ROW_GROUP)
+    with local_folder(location_of(job.folder)) as folder, local_folder(location_of(job.scratch)) as scratch:
+        write_texts(job, rows.select(INPUT_ROW, *deferred), built.events[INPUT_ROW], scratch / scratch_name("texts"))
+        write_split_files(folder, built.split, events)
+        held = held_out_rows(events, job.name, job.dataset)
+        if official:
+            held = held_out_with_records(held, official.records, job.name, job.dataset)
+        write_parquet(held, scratch / scratch_name("held_out"))
+        items = pl.scan_parquet(list(job.items)).filter(pl.col("dataset") == job.dataset)
+        write_parquet(benchmark_items(events, items), scratch / scratch_name("items"))
+        write_parquet(events, scratch / scratch_name("events"), row_group_size=EVENTS_ROW_GROUP)
     chunks, offset = [], 0
     for chunk in user_chunks(events, job.chunk_rows):
         chunks.append((offset, chunk.height))
@@ -137,13 +148,14 @@ def build(job: BenchmarkJob) -> Built:
     )
 
 
-def write_texts(job: BenchmarkJob, texts: pl.LazyFrame, kept: pl.Series) -> None:
-    """Write the deferred texts (``texts``: the dataset's rows of the input) of the ``kept`` rows,
-    read :data:`TEXT_BATCH` input rows at a time, so that no more than a batch's texts are held."""
+def write_texts(job: BenchmarkJob, texts: pl.LazyFrame, kept: pl.Series, path: Path) -> None:
+    """Write the deferred texts (``texts``: the dataset's rows of the input) of the ``kept`` rows to
+    ``path``, read :data:`TEXT_BATCH` input rows at a time, so that no more than a batch's texts are
+    held."""
     schema = texts.collect_schema()
     total = pl.scan_parquet(list(job.interactions)).select(pl.len()).collect().item()  # parquet footers
     wanted = pl.col(INPUT_ROW).is_in(kept.implode())
-    with AtomicParquetWriter(job.file("texts"), dict(schema)) as written:
+    with AtomicParquetWriter(path, dict(schema)) as written:
         for offset in range(0, total, TEXT_BATCH):
             written.write(
                 texts.filter(pl.col(INPUT_ROW).is_between(offset, offset + TEXT_BATCH - 1) & wanted).collect()
@@ -172,7 +184,7 @@ class ChunkDone:
 
 def prompt_chunk(chunk: ChunkJob) -> ChunkDone:
     """Round 2 for one chunk (see the module docstring)."""
-    job, folder = chunk.job, chunk.job.chunk_folder(chunk.number)
+    job = chunk.job
     events = pl.scan_parquet(job.file("events")).slice(chunk.offset, chunk.rows).collect()
     texts = pl.scan_parquet(job.file("texts"))
     deferred = [c for c in texts.collect_schema().names() if c != INPUT_ROW]
@@ -183,8 +195,9 @@ def prompt_chunk(chunk: ChunkJob) -> ChunkDone:
         .select(c for c in events.columns if c != INPUT_ROW)
     )
     items = pl.read_parquet(job.file("items"))
-    written = write_prompts(folder, events, items, job.name, job.max_tokens, load_tokenizer(job.tokenizer))
-    write_parquet(written.shown, folder / "shown.parquet")
+    with local_folder(job.chunk_folder(chunk.number)) as folder:
+        written = write_prompts(folder, events, items, job.name, job.max_tokens, load_tokenizer(job.tokenizer))
+        write_parquet(written.shown, folder / "shown.parquet")
     return ChunkDone(job.name, chunk.number, written.counts, dict(written.left_out.dropped))
 
 
@@ -199,20 +212,15 @@ class FinishJob:
 
 def finish(done: FinishJob) -> None:
     """Round 3 for one benchmark (see the module docstring)."""
-    job, parts = done.job, [done.job.chunk_folder(c.number) for c in done.chunks]
+    job = done.job
     counts = {name: sum(c.counts[name] for c in done.chunks) for name in PROMPT_FILES}
-    for name, n in counts.items():
-        if n:
-            with AtomicTextWriter(job.folder / PROMPTS_FOLDER / f"{name}.jsonl") as joined:
-                for part in parts:
-                    path = part / PROMPTS_FOLDER / f"{name}.jsonl"
-                    if path.is_file():
-                        with open(path, encoding="utf-8", newline="") as lines:
-                            joined.write(lines.read())
-    shown = pl.concat([pl.read_parquet(part / "shown.parquet") for part in parts])
-    summary = write_summary(
-        job.folder, done.built.split, counts, shown, OFFICIAL if done.built.official_reviews is not None else REDRAWN
-    )
+    shown = pl.concat([pl.read_parquet(join(job.chunk_folder(c.number), "shown.parquet")) for c in done.chunks])
+    with local_folder(location_of(job.folder)) as folder:
+        for name, n in counts.items():
+            if n:
+                join_prompts(folder / PROMPTS_FOLDER / f"{name}.jsonl", job, done.chunks, name)
+        from_ = OFFICIAL if done.built.official_reviews is not None else REDRAWN
+        summary = write_summary(folder, done.built.split, counts, shown, from_)
     if done.built.official_reviews is not None:
         summary["official_reviews"] = done.built.official_reviews
     left_out = dict(done.built.left_out)
@@ -225,6 +233,18 @@ def finish(done: FinishJob) -> None:
         "summary": summary,
         "left_out": left_out,
     }
-    write_parquet(
-        pl.DataFrame({"benchmark": [job.name], "record": [json.dumps(record)]}, schema=RECORD), job.file("record")
-    )
+    with local_file(job.file("record")) as path:
+        write_parquet(pl.DataFrame({"benchmark": [job.name], "record": [json.dumps(record)]}, schema=RECORD), path)
+
+
+def join_prompts(path: Path, job: BenchmarkJob, chunks: tuple[ChunkDone, ...], name: str) -> None:
+    """Write the prompt file ``name`` of ``chunks`` (in their order) joined at ``path``; a chunk
+    wrote that file only where it made prompts of it."""
+    with AtomicTextWriter(path) as joined:
+        for chunk in chunks:
+            if chunk.counts[name]:
+                with (
+                    fetched(join(job.chunk_folder(chunk.number), f"{PROMPTS_FOLDER}/{name}.jsonl")) as local,
+                    open(local, encoding="utf-8", newline="") as lines,
+                ):
+                    joined.write(lines.read())

@@ -263,17 +263,22 @@ class Executor:
 
     def share(self, key: str, tables: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
         """A prepare step's tables where every bucket's task can read them: as they are with a local
-        output folder; with the output in object storage, where the step wrote them in the driver's
-        work folder, uploaded under the stage's prefix (attempt-unique keys, deleted once the
-        buckets finish), so that the buckets run on any node."""
+        output folder; with the output in object storage, the files the step wrote in the driver's
+        work folder uploaded under the stage's prefix (attempt-unique keys, deleted once the
+        buckets finish) and those its tasks put in the store as they are, so that the buckets run
+        on any node."""
         if not self.local_work:
             return dict(tables)
         folder = self.store.prepared(key)
         shared = {}
         for name, files in tables.items():
-            shared[name] = tuple(str(join(folder, attempt_name(f"{name}/{i:05d}.parquet"))) for i in range(len(files)))
+            shared[name] = tuple(
+                file if is_remote(file) else str(join(folder, attempt_name(f"{name}/{i:05d}.parquet")))
+                for i, file in enumerate(files)
+            )
             for file, stored in zip(files, shared[name], strict=True):
-                put(Path(file), stored)
+                if not is_remote(file):
+                    put(Path(file), stored)
         return shared
 
     def adopt(self, key: str, prepared: Prepared) -> dict[str, TableRecord]:

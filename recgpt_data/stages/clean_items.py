@@ -1,6 +1,7 @@
 """Stage ``clean_items``: item text repaired, untitled items dropped
 (:mod:`recgpt_data.clean.text`, :mod:`recgpt_data.clean.filters`), in tasks over chunks of rows
-(:mod:`recgpt_data.clean.item_tasks`), so that one large dataset's items spread over the workers."""
+(:mod:`recgpt_data.clean.item_tasks`), so that one large dataset's items spread over the workers
+(on any node: with the output in object storage the tasks write their chunks into the store)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pydantic import Field
 
 from recgpt_data.clean import item_tasks
 from recgpt_data.clean.item_tasks import ChunkJob, clean_chunk, plan_chunks
+from recgpt_data.io.storage import join, remove_tree
 from recgpt_data.stage import Context, Params, Preparation, Prepared, StageOutput, StageStats, stage
 
 
@@ -23,13 +25,16 @@ class CleanItemsParams(Params):
 
 
 def prepare_clean_items(prep: Preparation, params: CleanItemsParams, ctx: Context) -> Prepared:
-    """Clean the items in tasks, one per chunk of rows; the stage's tables are the chunks' files in
-    row order, its counts their sums."""
+    """Clean the items in tasks, one per chunk of rows, writing in the step's task folder (the
+    store's, where it is lent one); the stage's tables are the chunks' files in row order, its
+    counts their sums."""
     [files] = prep.buckets["items"]
+    scratch = join(prep.task_folders(ctx).scratch, "clean_items")
+    remove_tree(scratch)  # what an interrupted attempt left
     rows = pl.scan_parquet(list(files)).select(pl.len()).collect().item()  # parquet footers
     jobs = [
         ChunkJob(
-            number, files, offset, size, tuple(params.columns), params.max_chars, params.drop_untitled, prep.scratch
+            number, files, offset, size, tuple(params.columns), params.max_chars, params.drop_untitled, str(scratch)
         )
         for number, (offset, size) in enumerate(plan_chunks(rows, item_tasks.CHUNK_ROWS))
     ]
@@ -55,6 +60,7 @@ def prepare_clean_items(prep: Preparation, params: CleanItemsParams, ctx: Contex
     writes=("items",),
     version="2",
     prepare=prepare_clean_items,
+    prepare_anywhere=True,
 )
 def clean_items_stage(tables: Mapping[str, pl.LazyFrame], params: CleanItemsParams, ctx: Context) -> StageOutput:
     """Nothing left to do: the prepare step's tasks cleaned the items and counted what they changed

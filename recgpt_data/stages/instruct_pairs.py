@@ -2,7 +2,9 @@
 (:mod:`recgpt_data.instruct.pairs`, whose :class:`~recgpt_data.instruct.pairs.InstructPairsParams`
 are this stage's parameters), partitioned by user: the prepare step's tasks cut each bucket's
 histories into candidate windows and the seeded count per source and task is drawn over all of
-them (:mod:`recgpt_data.instruct.tasks`); each bucket then writes its own chosen pairs."""
+them (:mod:`recgpt_data.instruct.tasks`); each bucket then writes its own chosen pairs. The tasks
+exchange their files through the step's task folder (the store's, with the output in object
+storage), so they run on any node."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from recgpt_data.instruct.tasks import (
 )
 from recgpt_data.instruct.templates import TASKS
 from recgpt_data.io.parquet import write_scratch
+from recgpt_data.io.storage import join, remove_tree
 from recgpt_data.stage import PARTITION_USER, Context, Preparation, Prepared, StageOutput, StageStats, stage
 
 CANDIDATES = "instruct_candidates"  # the prepare step's tables each bucket reads
@@ -46,19 +49,21 @@ def prepare_instruct(prep: Preparation, params: InstructPairsParams, ctx: Contex
             return None
         return prep.buckets[name][index if prep.bucketed[name] else 0]
 
-    named = prep.scratch / "pool-items.parquet"
+    scratch = join(prep.task_folders(ctx).scratch, "instruct_pairs")
+    remove_tree(scratch)  # what an interrupted attempt left
+    named = str(join(scratch, "pool-items.parquet"))
     everything = tuple(file for part in parts for file in part)
     list(prep.map(pool_items, [PoolItemsJob(everything, prep.buckets["items"][0], params.pool, named)]))
     jobs = [
         BucketJob(
             index,
             parts[index],
-            (str(named),),
+            (named,),
             files("held_out", index),
             params,
             ctx.seed,
             ctx.tokenizer,
-            prep.scratch / f"candidates-{index:05d}.parquet",
+            str(join(scratch, f"candidates-{index:05d}.parquet")),
         )
         for index in range(len(parts))
     ]
@@ -74,7 +79,7 @@ def prepare_instruct(prep: Preparation, params: InstructPairsParams, ctx: Contex
     if counts:
         facts["pairs"] = counts
     return Prepared(
-        tables={CANDIDATES: tuple(str(job.out) for job in jobs), CHOSEN: (str(prep.scratch / "chosen.parquet"),)},
+        tables={CANDIDATES: tuple(job.out for job in jobs), CHOSEN: (str(prep.scratch / "chosen.parquet"),)},
         info=facts,
         stats=StageStats(dropped=dict(dropped), changed=dict(changed)).to_dict(),
     )
@@ -90,6 +95,7 @@ def prepare_instruct(prep: Preparation, params: InstructPairsParams, ctx: Contex
     version="3",
     partition=PARTITION_USER,
     prepare=prepare_instruct,
+    prepare_anywhere=True,
 )
 def instruct_pairs_stage(tables: Mapping[str, pl.LazyFrame], params: InstructPairsParams, ctx: Context) -> StageOutput:
     """This bucket's chosen pairs (the prepare step found and chose them), fitted to ``max_tokens``

@@ -1,6 +1,8 @@
 """Stage ``p5_benchmark``: benchmarks built P5's way from the canonical tables, written under
 ``eval/<name>/``, their held-out interactions emitted (:mod:`recgpt_data.p5`). The benchmarks are
-built in the prepare step's tasks (:mod:`recgpt_data.p5.tasks`), each reading only its dataset."""
+built in the prepare step's tasks (:mod:`recgpt_data.p5.tasks`), each reading only its dataset; they
+pass their files through the step's task folders (the store's, with the output in object storage),
+so they run on any node."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from recgpt_data.instruct.templates import MAX_TOKENS
+from recgpt_data.io.storage import join, remove_tree
 from recgpt_data.names import SafeName
 from recgpt_data.p5 import tasks
 from recgpt_data.p5.build import benchmark_output
@@ -55,7 +58,12 @@ class P5BenchmarkParams(Params):
 def prepare_p5(prep: Preparation, params: P5BenchmarkParams, ctx: Context) -> Prepared:
     """Build and write the benchmarks in tasks (:mod:`recgpt_data.p5.tasks`): one per benchmark, then
     one per chunk of a benchmark's users for its prompts, then one per benchmark to finish its
-    folder; the driver only plans. The stage function reads their held-out rows and records."""
+    folder; the driver only plans. The stage function reads their held-out rows and records.
+    The tasks write in the step's task folders: its scratch, and ``eval/<name>/`` of its folder for
+    final-folder files (the store's prefixes of the stage's attempt, where it is lent them)."""
+    folders = prep.task_folders(ctx)
+    scratch = join(folders.scratch, "p5_benchmark")
+    remove_tree(scratch)  # what an interrupted attempt left
     jobs = []
     for index, spec in enumerate(params.benchmarks):
         path = resolve_path(spec.rating_splits, ctx.spec_dir) if spec.rating_splits else None
@@ -75,8 +83,8 @@ def prepare_p5(prep: Preparation, params: P5BenchmarkParams, ctx: Context) -> Pr
                 tokenizer=ctx.tokenizer,
                 interactions=prep.buckets["interactions"][0],
                 items=prep.buckets["items"][0],
-                folder=ctx.out_dir / "eval" / spec.name,
-                scratch=prep.scratch / f"{index:03d}",
+                folder=str(join(folders.out_dir, f"eval/{spec.name}")),
+                scratch=str(join(scratch, f"{index:03d}")),
                 chunk_rows=tasks.CHUNK_ROWS,
             )
         )
@@ -108,6 +116,7 @@ def prepare_p5(prep: Preparation, params: P5BenchmarkParams, ctx: Context) -> Pr
     settings=("tokenizer",),
     version="3",
     prepare=prepare_p5,
+    prepare_anywhere=True,
 )
 def p5_benchmark_stage(tables: Mapping[str, pl.LazyFrame], params: P5BenchmarkParams, ctx: Context) -> StageOutput:
     """The benchmarks' held-out interactions after any an earlier stage wrote, and their stats, from
