@@ -47,11 +47,10 @@ def _duplicate_users(frame: pl.DataFrame, params: DedupParams, drops: Drops) -> 
     """Scope (c): drop every user whose history near-duplicates a better-ranked user's; returns the
     rows kept and how many users went."""
     item = _token(
-        pl.col("dataset"),
         "i",
         pl.concat_str([pl.col("item_id"), pl.col("rating").cast(pl.String).fill_null("")], separator="\x1f"),
     )
-    text = _token(pl.col("dataset"), "c", pl.col("cluster_id"))
+    text = _token("c", pl.col("cluster_id"))
     keys = ["dataset", "user_id"]
     histories = (
         frame.group_by(keys, maintain_order=True)

@@ -152,14 +152,11 @@ def _merge_near_titles(frame: pl.DataFrame, similarity: float) -> pl.DataFrame:
     return frame.with_columns(column)
 
 
-def _token(dataset: pl.Expr, kind: str, value: pl.Expr) -> pl.Expr:
-    """A history token unique to (dataset, kind, value)."""
-    return pl.concat_str([dataset, pl.lit(f"\x1f{kind}\x1f"), value.cast(pl.String).fill_null("")])
-
-
-def _token(dataset: pl.Expr, kind: str, value: pl.Expr) -> pl.Expr:
-    """A history token unique to (dataset, kind, value)."""
-    return pl.concat_str([dataset, pl.lit(f"\x1f{kind}\x1f"), value.cast(pl.String).fill_null("")])
+def _token(kind: str, value: pl.Expr) -> pl.Expr:
+    """A history token unique to (kind, value). The dataset is not in it: histories are compared
+    within one dataset only, and a token holding the dataset's name would make the MinHash values,
+    so the users found duplicate, depend on what the dataset is called."""
+    return pl.concat_str([pl.lit(f"{kind}\x1f"), value.cast(pl.String).fill_null("")])
 
 
 SHIFT = 40  # a keep-rule score is -primary * 2**SHIFT + chronological position
@@ -241,11 +238,10 @@ def history_docs(rows: pl.DataFrame, params: DedupParams) -> tuple[pl.DataFrame,
     history (item with rating, review-text cluster), first = its earliest position, best = its
     best keep score; and the users by member id."""
     item = _token(
-        pl.col("dataset"),
         "i",
         pl.concat_str([pl.col("item_id"), pl.col("rating").cast(pl.String).fill_null("")], separator="\x1f"),
     )
-    text = _token(pl.col("dataset"), "c", pl.col("cluster_id"))
+    text = _token("c", pl.col("cluster_id"))
     keys = ["dataset", "user_id"]
     users = (
         rows.group_by(keys, maintain_order=True)

@@ -21,7 +21,7 @@ from recgpt_data.stage import PARTITION_USER, Context, StageOutput, StageStats, 
     reads=("interactions", "items"),
     writes=("interactions", "items"),
     partition=PARTITION_USER,
-    version="4",
+    version="5",
     heuristic=True,
     prepare=prepare_dedup,
 )
