@@ -186,6 +186,30 @@ class Engine:
         return {pid: rss(pid) for pid in workers}, {pid: rss(pid) for pid in pids - workers}
 
 
+def sampled(process: subprocess.Popen, engine: Engine, every: float = 0.2) -> tuple[dict[str, int], str]:
+    """Wait for ``process`` (a CLI run on ``engine``), sampling resident memory every ``every``
+    seconds: the peaks of its driver, of its largest worker, of its workers together and of every
+    process of the run (a Ray cluster's services included); and its stderr."""
+    peaks = {"driver": 0, "largest_worker": 0, "workers": 0, "tree": 0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(every):
+            driver = rss(process.pid)
+            workers, services = engine.processes(process.pid)
+            peaks["driver"] = max(peaks["driver"], driver)
+            peaks["largest_worker"] = max(peaks["largest_worker"], max(workers.values(), default=0))
+            peaks["workers"] = max(peaks["workers"], sum(workers.values()))
+            peaks["tree"] = max(peaks["tree"], driver + sum(workers.values()) + sum(services.values()))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, stderr = process.communicate()
+    stop.set()
+    sampler.join()
+    return peaks, stderr
+
+
 def cli_run(spec: Path, out: Path, engine: Engine) -> dict:
     """One cold CLI run with its memory sampled: wall, stage seconds and bytes, peak RSS of the
     driver, of the largest worker, of the workers together and of every process of the run (a Ray
@@ -202,25 +226,9 @@ def cli_run(spec: Path, out: Path, engine: Engine) -> dict:
         text=True,
         env={**os.environ, **engine.env, **thread_environment(1)},
     )
-    peaks = {"driver": 0, "largest_worker": 0, "workers": 0, "tree": 0}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.2):
-            driver = rss(process.pid)
-            workers, services = engine.processes(process.pid)
-            peaks["driver"] = max(peaks["driver"], driver)
-            peaks["largest_worker"] = max(peaks["largest_worker"], max(workers.values(), default=0))
-            peaks["workers"] = max(peaks["workers"], sum(workers.values()))
-            peaks["tree"] = max(peaks["tree"], driver + sum(workers.values()) + sum(services.values()))
-
-    sampler = threading.Thread(target=sample, daemon=True)
     started = time.perf_counter()
-    sampler.start()
-    _, stderr = process.communicate()
+    peaks, stderr = sampled(process, engine)
     wall = time.perf_counter() - started
-    stop.set()
-    sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"run failed ({process.returncode}): {stderr[-2000:]}")
     stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))["stages"]
