@@ -84,6 +84,8 @@ def main() -> None:
             for scale in (1, 4):
                 copies = (args.copies if kind == "text" else args.movielens_copies) * scale
                 folder = work / f"{kind}-{scale}"
+                # the ratings in a folder of their own: a folder given to ingest is its input whole,
+                # so output folders beside the ratings would make ingest stale at every stage's run
                 raw = text_input(copies, folder) if kind == "text" else ratings_input(copies, folder / "raw")
                 spec = projection_spec(kind, raw, args.partitions * scale, folder / "spec.toml")
                 for workers in sorted({1, args.workers}):
