@@ -6,7 +6,10 @@ file (:data:`ROW_GROUPS_PER_TASK`) and writes its piece of every bucket it has r
 ``i`` is then the list of its pieces in task order (file order, then row-group order), so its rows
 are in the table's order without a merge pass, and the task plan depends only on the files' footers.
 The first task writes a piece of every bucket, empty or not, so that every bucket has a file with the
-table's schema. Memory per task stays bounded by the rows it buffers. The cut is written next to the
+table's schema. Memory per task stays bounded: a bucket's rows are written once it holds its share of
+:data:`BUFFERED_ROWS`, and whenever the rows held across all buckets pass :data:`BUFFERED_BYTES`
+the fullest buckets are written until half that is left, so wide rows (review texts) and narrow
+ones (ratings) are held alike, whatever the size of the input's row groups. The cut is written next to the
 table it comes from, its record (``_SUCCESS.json``, listing every bucket's pieces) last, and reused
 until that table is written again; on an object store each piece goes up in one PUT when it is whole.
 """
@@ -31,7 +34,8 @@ from recgpt_data.io.storage import Location, files, join, local_file, read_bytes
 from recgpt_data.stage import Mapper
 
 BATCH_ROWS = 65_536
-BUFFERED_ROWS = 2_000_000  # a task's rows across all buckets, before the fullest ones are flushed
+BUFFERED_ROWS = 2_000_000  # a task's rows across all buckets, each bucket flushed at its share
+BUFFERED_BYTES = 128 << 20  # a task's rows' bytes across all buckets, before the fullest are flushed
 ROW_GROUPS_PER_TASK = 16  # of one file: a task's share of the cut
 DONE = "_SUCCESS.json"
 
@@ -100,6 +104,7 @@ def cut_piece(task: CutTask) -> tuple[int, list[int]]:
     local_paths: dict[int, Path] = {}
     buffers: dict[int, list[pa.Table]] = {}
     sizes: dict[int, int] = {}
+    held: dict[int, int] = {}  # bytes buffered per bucket
     per_bucket = max(1_024, BUFFERED_ROWS // task.count)
 
     def tmp(index: int) -> Path:
@@ -114,7 +119,7 @@ def cut_piece(task: CutTask) -> tuple[int, list[int]]:
                 writers[index] = pq.ParquetWriter(tmp(index), task.schema, compression=COMPRESSION)
             if buffers.get(index):
                 writers[index].write_table(pa.concat_tables(buffers[index]))
-            buffers[index], sizes[index] = [], 0
+            buffers[index], sizes[index], held[index] = [], 0, 0
 
         try:
             if task.row_groups:
@@ -128,8 +133,14 @@ def cut_piece(task: CutTask) -> tuple[int, list[int]]:
                         rows = table.filter(pa.array(buckets == index))
                         buffers.setdefault(index, []).append(rows)
                         sizes[index] = sizes.get(index, 0) + rows.num_rows
+                        held[index] = held.get(index, 0) + rows.nbytes
                         if sizes[index] >= per_bucket:
                             flush(index)
+                    if sum(held.values()) > BUFFERED_BYTES:
+                        for index in sorted(held, key=lambda i: (-held[i], i)):
+                            flush(index)
+                            if sum(held.values()) <= BUFFERED_BYTES // 2:
+                                break
             for index in range(task.count) if task.every_bucket else sorted(buffers):
                 flush(index)
         except BaseException:
