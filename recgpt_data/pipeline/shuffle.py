@@ -35,7 +35,7 @@ from recgpt_data.stage import Mapper
 
 BATCH_ROWS = 65_536
 BUFFERED_ROWS = 2_000_000  # a task's rows across all buckets, each bucket flushed at its share
-BUFFERED_BYTES = 128 << 20  # a task's rows' bytes across all buckets, before the fullest are flushed
+BUFFERED_BYTES = 32 << 20  # a task's rows' bytes across all buckets, before the fullest are flushed
 ROW_GROUPS_PER_TASK = 16  # of one file: a task's share of the cut
 DONE = "_SUCCESS.json"
 
