@@ -27,6 +27,7 @@ raw dumps (:data:`PUBLISHED`, each with its source), divides by cores x the meas
 efficiency, and sums the bytes every stage keeps for the disk footprint.
 
     python benchmarks/bench_projection.py [--copies 16] [--movielens-copies 8] [--partitions 8] [--ray] > runs.jsonl
+    python benchmarks/bench_projection.py --kinds ratings --ray >> runs.jsonl   # one input at a time
     python benchmarks/bench_projection.py --runs runs.jsonl      # the summary again, from the runs
 """
 
@@ -416,8 +417,14 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="workers of the efficiency runs")
     parser.add_argument("--ray", action="store_true", help="also run each input on a two-node Ray cluster on 127.0.0.1")
+    parser.add_argument(
+        "--kinds", default="text,ratings", help="the inputs to run, comma-separated (text, ratings): runs in parts"
+    )
     parser.add_argument("--runs", type=Path, help="summarise the JSON lines of an earlier run instead of running")
     args = parser.parse_args()
+    kinds = args.kinds.split(",")
+    if not kinds or set(kinds) - {"text", "ratings"}:
+        parser.error(f"--kinds takes text and/or ratings, not {args.kinds!r}")
     if args.runs is not None:
         lines = [json.loads(line) for line in args.runs.read_text(encoding="utf-8").splitlines() if '"run"' in line]
         runs = {line.pop("run"): line for line in lines}
@@ -426,7 +433,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-projection-"))
     runs: dict[str, dict] = {}
     try:
-        for kind in ("text", "ratings"):
+        for kind in kinds:
             for scale in (1, 4):
                 copies = (args.copies if kind == "text" else args.movielens_copies) * scale
                 folder = work / f"{kind}-{scale}"
