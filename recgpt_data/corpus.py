@@ -52,6 +52,7 @@ KEY = "__shuffle_key"
 PRETRAIN_DIR = Path("data") / "pretrain"
 EXPORT = Path("exports") / "pretrain.jsonl.gz"
 MDS_DIR = Path("exports") / "mds"
+LINE_BYTES = len('{"text": ""}\n')  # what a JSON line of the export adds to its text's bytes (escapes aside)
 
 
 def salted(values: pl.Series, salt: str) -> pl.Series:
@@ -327,21 +328,42 @@ def scatter(task: FileTask) -> None:
                     writers[split, index].write(part.filter(pl.Series(shard == index)))
 
 
+def member_ranges(texts: pl.Series, member_bytes: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges ``[start, end)`` of ``texts`` whose JSON lines hold about
+    ``member_bytes`` bytes each (unless one line is larger; counted as text bytes plus
+    :data:`LINE_BYTES`): the gzip members of a shard's export, planned from its data alone."""
+    sizes = pl.DataFrame({"bytes": texts.str.len_bytes().cast(pl.Int64) + LINE_BYTES})
+    return shard_ranges(sizes, max(texts.len(), 1), member_bytes)
+
+
 @dataclass(frozen=True)
 class ShardTask:
-    """Round 4: shard ``index`` of the ``count`` shards of ``split``, and the held-out files."""
+    """Round 4: shard ``index`` of the ``count`` shards of ``split``, the held-out files, and the
+    uncompressed bytes of each gzip member of a train shard's export."""
 
     layout: Layout
     split: str
     index: int
     count: int
     held_out: tuple[str, ...] | None
+    member_bytes: int
 
 
-def write_shard(task: ShardTask) -> tuple[ShardTask, ShardRecord, list[tuple[str, str]]]:
+@dataclass(frozen=True)
+class WrittenShard:
+    """What round 4 wrote for one shard: its record, the held-out (user, item) pairs found in it
+    (the leak check; empty is none), and, for a train shard, its export's member row ranges."""
+
+    task: ShardTask
+    record: ShardRecord
+    leaked: list[tuple[str, str]]
+    members: list[tuple[int, int]]
+
+
+def write_shard(task: ShardTask) -> WrittenShard:
     """Round 4 for one shard: its pieces, in documents-file order, sorted by shuffle key and
-    written as ``data/pretrain/<split>-NNNNN-of-NNNNN.parquet``; with the held-out (user, item)
-    pairs found in it (the leak check; empty is none)."""
+    written as ``data/pretrain/<split>-NNNNN-of-NNNNN.parquet``; leak-checked against the held-out
+    pairs, and, for a train shard, cut into the row ranges of its export's gzip members."""
     pieces = task.layout.files("pieces", task.split, f"{task.index:05d}")
     frame = pl.read_parquet(pieces).sort([KEY, *DOCUMENT_KEY]).drop(KEY)
     relative = PRETRAIN_DIR / f"{task.split}-{task.index:05d}-of-{task.count:05d}.parquet"
@@ -353,36 +375,42 @@ def write_shard(task: ShardTask) -> tuple[ShardTask, ShardRecord, list[tuple[str
     if task.held_out is not None:
         found = leaked(frame.lazy().select("user_id", "item_ids"), pl.scan_parquet(list(task.held_out))).rows()
     record = ShardRecord(relative.as_posix(), frame.height, int(frame["num_tokens"].sum()), sha256)
-    return task, record, found
+    members = member_ranges(frame["text"], task.member_bytes) if task.split == TRAIN else []
+    return WrittenShard(task, record, found, members)
 
 
-def export_jsonl(paths: Sequence[Location], target: Path) -> int:
-    """The shards' texts as RecGPT's release format: gzip'd JSON lines ``{"text": ...}`` (mtime 0,
-    no file name), one gzip member written under a temporary name and renamed into place."""
+def export_jsonl(texts: Sequence[str], target: Path) -> int:
+    """``texts`` as RecGPT's release format: gzip'd JSON lines ``{"text": ...}`` (mtime 0, no file
+    name), one gzip member written under a temporary name and renamed into place; returns its rows."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
-    rows = 0
     with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-        for path in paths:
-            for text in pl.read_parquet(path, columns=["text"])["text"].to_list():
-                gz.write((json.dumps({"text": text}, ensure_ascii=False) + "\n").encode("utf-8"))
-                rows += 1
+        for text in texts:
+            gz.write((json.dumps({"text": text}, ensure_ascii=False) + "\n").encode("utf-8"))
     tmp.replace(target)
-    return rows
+    return len(texts)
 
 
 @dataclass(frozen=True)
 class MemberTask:
-    """Round 5: the gzip member ``target`` of the JSON-lines export, from the train shards ``paths``."""
+    """Round 5: the gzip member ``target`` of the JSON-lines export, rows ``[start, end)`` of the
+    train shard ``shard`` (none: the empty member of a corpus without train shards)."""
 
-    paths: tuple[str, ...]
     target: str
+    shard: str | None = None
+    start: int = 0
+    end: int = 0
 
 
 def export_member(task: MemberTask) -> int:
-    """One gzip member of the export (see :func:`export_jsonl`); returns its rows."""
+    """One gzip member of the export (see :func:`export_jsonl`), its rows read as a slice of the
+    shard's scan (only their row groups); returns its rows."""
+    texts: list[str] = []
+    if task.shard is not None:
+        rows = pl.scan_parquet(task.shard).select("text").slice(task.start, task.end - task.start)
+        texts = rows.collect()["text"].to_list()
     with local_file(location_of(task.target)) as target:
-        return export_jsonl([location_of(p) for p in task.paths], target)
+        return export_jsonl(texts, target)
 
 
 def concatenate(parts: list[str], target: Location) -> None:
@@ -399,14 +427,16 @@ def concatenate(parts: list[str], target: Location) -> None:
         tmp.replace(path)
 
 
-def export_members(layout: Layout, train: list[ShardRecord], map_: Mapper) -> int:
-    """The JSON-lines export of the train shards: each shard's lines compressed as one gzip member
-    in its own task, the members joined in shard order (one task); returns its rows. With no train
-    shard it is one empty member, a valid empty gzip file."""
-    members = [((str(layout.out(r.path)),), str(layout.path("jsonl", f"{i:05d}.gz"))) for i, r in enumerate(train)]
-    tasks = [MemberTask(paths, target) for paths, target in members] or [
-        MemberTask((), str(layout.path("jsonl", "empty.gz")))
-    ]
+def export_members(layout: Layout, train: list[WrittenShard], map_: Mapper) -> int:
+    """The JSON-lines export of the train shards: each member row range of each shard compressed as
+    one gzip member in its own task, the members joined in shard and row order (one task); returns
+    its rows. The ranges come from the shards' data alone, so the file is the same bytes whatever
+    the workers. With no train shard it is one empty member, a valid empty gzip file."""
+    tasks = [
+        MemberTask(str(layout.path("jsonl", f"{i:05d}-{m:05d}.gz")), str(layout.out(shard.record.path)), start, end)
+        for i, shard in enumerate(train)
+        for m, (start, end) in enumerate(shard.members)
+    ] or [MemberTask(str(layout.path("jsonl", "empty.gz")))]
     rows = sum(map_(export_member, tasks))
     list(map_(partial(concatenate, target=layout.out(EXPORT)), [[t.target for t in tasks]]))
     return rows
@@ -490,13 +520,15 @@ def write_corpus(
     shard_rows: int = 100_000,
     shard_bytes: int = 256 * 1024 * 1024,
     batch_rows: int = 20_000,
+    member_bytes: int = 64 * 1024 * 1024,
     jsonl: bool = True,
     mds: bool = False,
 ) -> Written:
     """Sample the ``documents`` files to the token budget, shuffle across sources, write the shards
     and exports into ``layout.out_dir``, and prove no pair of the ``held_out`` files is in the
     written shards; every step that reads documents or shards runs in tasks ``map_`` schedules (per
-    documents file, one for the budget, per shard, per gzip member), the caller only plans.
+    documents file, one for the budget, per shard, per gzip member of about ``member_bytes`` bytes of
+    a train shard's JSON lines), the caller only plans.
 
     Each shard's rows are its documents sorted by (shuffle key, document key), a total order, so the
     shards are the same bytes whatever the number of documents files and wherever the tasks ran."""
@@ -510,15 +542,16 @@ def write_corpus(
     starts = tuple((split, tuple(plan.starts[split])) for split in SPLITS)
     list(map_(scatter, [replace(task, starts=starts, batch_rows=batch_rows) for task in files]))
     tasks = [
-        ShardTask(layout, split, index, len(plan.starts[split]), held)
+        ShardTask(layout, split, index, len(plan.starts[split]), held, member_bytes)
         for split in SPLITS
         for index in range(len(plan.starts[split]))
     ]
-    records, found = {}, set()
-    for task, record, pairs in map_(write_shard, tasks):
-        records[task.split, task.index] = record
-        found.update(pairs)
-    shards = {split: [records[split, i] for i in range(len(plan.starts[split]))] for split in SPLITS}
+    done, found = {}, set()
+    for shard in map_(write_shard, tasks):
+        done[shard.task.split, shard.task.index] = shard
+        found.update(shard.leaked)
+    written = {split: [done[split, i] for i in range(len(plan.starts[split]))] for split in SPLITS}
+    shards = {split: [shard.record for shard in written[split]] for split in SPLITS}
     leak = {"held_out_pairs": 0, "leaked": 0}
     if held is not None:
         leak = {"held_out_pairs": plan.held_out_pairs, "leaked": len(found)}
@@ -526,7 +559,7 @@ def write_corpus(
             raise AssertionError(f"{len(found)} held-out (user, item) pairs are in the pre-training shards")
     exports: dict[str, Any] = {}
     if jsonl:
-        exports["jsonl"] = {"path": EXPORT.as_posix(), "rows": export_members(layout, shards[TRAIN], map_)}
+        exports["jsonl"] = {"path": EXPORT.as_posix(), "rows": export_members(layout, written[TRAIN], map_)}
     if mds:
         split_paths = {split: [layout.out(r.path) for r in records] for split, records in shards.items()}
         [exports["mds"]] = list(map_(partial(export_mds, layout=layout), [split_paths]))

@@ -2,9 +2,9 @@
 exports and ``manifest.json`` (:mod:`recgpt_data.corpus`).
 
 Its prepare step does the work, in tasks on the run's engine (per documents file, one for the
-budget, per shard, per gzip member of the JSON-lines export; see :func:`recgpt_data.corpus.write_corpus`),
-and hands the stage function a one-row record of what it wrote, from which the function writes
-``manifest.json`` and the stage's stats."""
+budget, per shard, per gzip member of about ``member_bytes`` of a train shard's JSON lines; see
+:func:`recgpt_data.corpus.write_corpus`), and hands the stage function a one-row record of what it
+wrote, from which the function writes ``manifest.json`` and the stage's stats."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ class WritePretrainParams(Params):
     shard_rows: int = Field(100_000, ge=1)
     shard_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     batch_rows: int = Field(20_000, ge=1)  # documents read at a time while scattering to shards
+    member_bytes: int = Field(64 * 1024 * 1024, ge=1)  # JSON-lines bytes of a train shard per gzip member (task)
     jsonl: bool = True
     mds: bool = False
 
@@ -56,6 +57,7 @@ def prepare_corpus(prep: Preparation, params: WritePretrainParams, ctx: Context)
         shard_rows=params.shard_rows,
         shard_bytes=params.shard_bytes,
         batch_rows=params.batch_rows,
+        member_bytes=params.member_bytes,
         jsonl=params.jsonl,
         mds=params.mds,
     )
@@ -70,7 +72,7 @@ def prepare_corpus(prep: Preparation, params: WritePretrainParams, ctx: Context)
     reads=("documents",),
     optional_reads=("held_out",),
     settings=("tokenizer",),
-    version="1",
+    version="2",
     prepare=prepare_corpus,
     prepare_anywhere=True,
 )
