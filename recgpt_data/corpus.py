@@ -52,7 +52,7 @@ KEY = "__shuffle_key"
 PRETRAIN_DIR = Path("data") / "pretrain"
 EXPORT = Path("exports") / "pretrain.jsonl.gz"
 MDS_DIR = Path("exports") / "mds"
-LINE_BYTES = len('{"text": ""}\n')  # what a JSON line of the export adds to its text's bytes (escapes aside)
+LINE_BYTES = len('{"text": ""}\n')  # what a JSON line of the export adds to its text's bytes, escapes aside
 
 
 def salted(values: pl.Series, salt: str) -> pl.Series:
@@ -328,12 +328,19 @@ def scatter(task: FileTask) -> None:
                     writers[split, index].write(part.filter(pl.Series(shard == index)))
 
 
+def json_line_bytes(texts: pl.Series) -> pl.Series:
+    """Each text's bytes as a line of the JSON-lines export, as ``json.dumps(..., ensure_ascii=False)``
+    writes it: two bytes for a quote, a backslash and ``\\b\\f\\n\\r\\t``, six for another control character."""
+    short = texts.str.count_matches(r'["\\\x08\x0c\n\r\t]').cast(pl.Int64)
+    other = texts.str.count_matches(r"[\x00-\x07\x0b\x0e-\x1f]").cast(pl.Int64)
+    return (texts.str.len_bytes().cast(pl.Int64) + LINE_BYTES + short + 5 * other).alias("bytes")
+
+
 def member_ranges(texts: pl.Series, member_bytes: int) -> list[tuple[int, int]]:
-    """Consecutive row ranges ``[start, end)`` of ``texts`` whose JSON lines hold about
-    ``member_bytes`` bytes each (unless one line is larger; counted as text bytes plus
-    :data:`LINE_BYTES`): the gzip members of a shard's export, planned from its data alone."""
-    sizes = pl.DataFrame({"bytes": texts.str.len_bytes().cast(pl.Int64) + LINE_BYTES})
-    return shard_ranges(sizes, max(texts.len(), 1), member_bytes)
+    """Consecutive row ranges ``[start, end)`` of ``texts`` whose JSON lines hold at most
+    ``member_bytes`` bytes each (unless one line is larger): the gzip members of a shard's export,
+    planned from its data alone."""
+    return shard_ranges(json_line_bytes(texts).to_frame(), max(texts.len(), 1), member_bytes)
 
 
 @dataclass(frozen=True)
