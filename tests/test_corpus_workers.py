@@ -34,17 +34,18 @@ def corpus_spec(
     name: str,
     target: Path,
     shard_rows: int,
-    member_bytes: int,
     documents_partitions: int | None,
     piece_tokens: int = ONE_PIECE,
+    member_bytes: int | None = None,
 ) -> Path:
-    """``pipelines/<name>.toml`` with smaller shards (several per split) and gzip members of
-    ``member_bytes``, the token arrays right after them in tasks of ``piece_tokens`` tokens, and,
-    where given, ``pretrain_documents`` in ``documents_partitions`` user buckets."""
+    """``pipelines/<name>.toml`` with smaller shards (several per split), the token arrays right after
+    them in tasks of ``piece_tokens`` tokens, and, where given, ``pretrain_documents`` in
+    ``documents_partitions`` user buckets and the export in gzip members of ``member_bytes``."""
     text = (REPO / "pipelines" / f"{name}.toml").read_text(encoding="utf-8")
+    members = "" if member_bytes is None else f"params.member_bytes = {member_bytes}\n"
     text, found = re.subn(
         r"(stage = \"write_pretrain\"\n)params\.shard_rows = \d+\n",
-        rf"\1params.shard_rows = {shard_rows}\nparams.member_bytes = {member_bytes}\n\n"
+        rf"\1params.shard_rows = {shard_rows}\n{members}\n"
         rf'[[stages]]\nstage = "pretrain_tokens"\nparams.piece_tokens = {piece_tokens}\n',
         text,
     )
@@ -83,9 +84,9 @@ def assert_same_bytes(
     files and JSON-lines export a plain reading checks."""
     shard_rows, member_bytes, partitions, piece_tokens = sizes
     one, two = tmp_path / "one", tmp_path / "two"
-    one_spec = corpus_spec(name, tmp_path / "one.toml", shard_rows, member_bytes, None)
+    one_spec = corpus_spec(name, tmp_path / "one.toml", shard_rows, None, member_bytes=member_bytes)
     rebuild(built, one_spec, one, "--workers", "1", *args)
-    two_spec = corpus_spec(name, tmp_path / "two.toml", shard_rows, member_bytes, partitions, piece_tokens)
+    two_spec = corpus_spec(name, tmp_path / "two.toml", shard_rows, partitions, piece_tokens, member_bytes)
     rebuild(built, two_spec, two, "--workers", "2", *args)
     assert document_files(two) == partitions != document_files(one)
     shards = json.loads((one / "manifest.json").read_text())["pretrain"]["splits"]["train"]["shards"]
