@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from recgpt_data.corpus import SPLITS
-from recgpt_data.io.storage import Location, fetched, join, local_file, location_of, remove_tree
+from recgpt_data.io.storage import Location, fetched, join, local_file, location_of, open_input, remove_tree
 from recgpt_data.stage import Mapper
 from recgpt_data.tokenizer import load_tokenizer
 
@@ -101,25 +101,27 @@ def text_runs(texts: pa.Array, max_bytes: int) -> Iterator[tuple[int, int]]:
         start = stop
 
 
-def row_batches(parquet: Path, rows: tuple[int, int]) -> Iterator[pa.RecordBatch]:
+def row_batches(parquet: Location, rows: tuple[int, int]) -> Iterator[pa.RecordBatch]:
     """A shard's ``text`` and ``num_tokens`` of its rows ``[start, stop)``, at most ``READ_ROWS``
-    rows at a time, read from only the row groups that hold them."""
+    rows at a time, read from only the row groups that hold them (in object storage by ranged reads
+    of its footer and those row groups' columns, never the whole object)."""
     start, stop = rows
-    file = pq.ParquetFile(parquet)
-    first = 0
-    for group in range(file.metadata.num_row_groups):
-        at, first = first, first + file.metadata.row_group(group).num_rows
-        if at >= stop or first <= start:
-            continue
-        for batch in file.iter_batches(READ_ROWS, row_groups=[group], columns=["text", "num_tokens"]):
-            low, high = max(start - at, 0), min(stop - at, batch.num_rows)
-            if low < high:
-                yield batch.slice(low, high - low)
-            at += batch.num_rows
+    with open_input(parquet) as handle:
+        file = pq.ParquetFile(handle)
+        first = 0
+        for group in range(file.metadata.num_row_groups):
+            at, first = first, first + file.metadata.row_group(group).num_rows
+            if at >= stop or first <= start:
+                continue
+            for batch in file.iter_batches(READ_ROWS, row_groups=[group], columns=["text", "num_tokens"]):
+                low, high = max(start - at, 0), min(stop - at, batch.num_rows)
+                if low < high:
+                    yield batch.slice(low, high - low)
+                at += batch.num_rows
 
 
 def tokenize_rows(
-    parquet: Path, rows: tuple[int, int], files: tuple[Path, Path], tokenizer: Tokenizer, batch_bytes: int
+    parquet: Location, rows: tuple[int, int], files: tuple[Path, Path], tokenizer: Tokenizer, batch_bytes: int
 ) -> tuple[int, int, int, str, str]:
     """Write to the token file each document's ids and EOS of the shard's rows ``[start, stop)``,
     and to the index file its end offset counted from the first of them (``files``), encoding
@@ -232,16 +234,16 @@ def piece_jobs(
 
 def tokenize_piece(job: PieceJob) -> tuple[PieceJob, tuple[int, int, int, str, str]]:
     """Tokenize one piece of a shard (each file written under a temporary name, then renamed; for a
-    folder in object storage written locally and put there, the shard read from a local copy); the
+    folder in object storage written locally and put there, the shard read by ranged reads); the
     job and its counts (see :func:`tokenize_rows`), for the only piece of a shard the shard's."""
     tokens_at, index_at = job.shard_files() if job.pieces == 1 else job.piece_files(job.piece)
     with (
-        fetched(join(location_of(job.folders[0]), job.source)) as source,
         local_file(tokens_at) as tokens_path,
         local_file(index_at) as index_path,
     ):
         tokens_path.parent.mkdir(parents=True, exist_ok=True)
         tmp_tokens, tmp_index = (p.with_name(p.name + ".tmp") for p in (tokens_path, index_path))
+        source = join(location_of(job.folders[0]), job.source)
         counts = tokenize_rows(
             source, job.rows, (tmp_tokens, tmp_index), load_tokenizer(job.tokenizer), job.batch_bytes
         )
