@@ -339,8 +339,13 @@ def json_line_bytes(texts: pl.Series) -> pl.Series:
 def member_ranges(texts: pl.Series, member_bytes: int) -> list[tuple[int, int]]:
     """Consecutive row ranges ``[start, end)`` of ``texts`` whose JSON lines hold at most
     ``member_bytes`` bytes each (unless one line is larger): the gzip members of a shard's export,
-    planned from its data alone."""
-    return shard_ranges(json_line_bytes(texts).to_frame(), max(texts.len(), 1), member_bytes)
+    planned from its data alone. The shard's bytes are shared evenly between the fewest members
+    that hold them, so that no member is a small remainder (a 66 MB shard at 64 MiB is two members
+    of 33 MB, not 64 and 2) and the members' tasks take about as long each."""
+    sizes = json_line_bytes(texts).to_frame()
+    members = max(1, -(-int(sizes["bytes"].sum()) // member_bytes))
+    even = -(-int(sizes["bytes"].sum()) // members)
+    return shard_ranges(sizes, max(texts.len(), 1), min(member_bytes, even))
 
 
 @dataclass(frozen=True)
