@@ -375,8 +375,10 @@ def project(
 
 
 def summarise(runs: dict[str, dict], workers: int) -> dict:
-    """Per-stage marginal costs, disk per interaction, efficiency, memory ratios and the projections."""
-    kinds = ("text", "ratings")
+    """Per-stage marginal costs, disk per interaction, efficiency, memory ratios and the projections
+    (those only where both kinds of input ran)."""
+    kinds = [kind for kind in ("text", "ratings") if f"{kind}-4x-1w" in runs]
+    whole = len(kinds) == 2  # the projection needs both kinds' costs; one kind's runs summarise alone
     read = runs["serial-read"]["per_review"] if "serial-read" in runs else 0.0
     costs = {kind: marginal(runs[f"{kind}-1x-1w"], runs[f"{kind}-4x-1w"]) for kind in kinds}
     disk = {kind: sum(runs[f"{kind}-4x-1w"]["bytes"].values()) / runs[f"{kind}-4x-1w"]["rows"] for kind in kinds}
@@ -405,8 +407,8 @@ def summarise(runs: dict[str, dict], workers: int) -> dict:
         "efficiency_two_ray_nodes": efficiency_ray,
         "memory_4x_over_1x": memory,
         "serial_read": runs.get("serial-read"),
-        "projection_measured_efficiency": project(costs, disk, min(efficiency.values()), read),
-        "projection_ideal": project(costs, disk, 1.0, read),
+        "projection_measured_efficiency": project(costs, disk, min(efficiency.values()), read) if whole else None,
+        "projection_ideal": project(costs, disk, 1.0, read) if whole else None,
     }
 
 
