@@ -28,6 +28,7 @@ efficiency, and sums the bytes every stage keeps for the disk footprint.
 
     python benchmarks/bench_projection.py [--copies 16] [--movielens-copies 8] [--partitions 8] [--ray] > runs.jsonl
     python benchmarks/bench_projection.py --kinds ratings --ray >> runs.jsonl   # one input at a time
+    python benchmarks/bench_projection.py --kinds text --scales 4 --ray --no-local >> runs.jsonl
     python benchmarks/bench_projection.py --runs runs.jsonl      # the summary again, from the runs
 """
 
@@ -244,11 +245,12 @@ def cli_run(spec: Path, out: Path, engine: Engine) -> dict:
     }
 
 
-def engine_runs(spec: Path, folder: Path, workers: int, ray: bool) -> Iterator[tuple[str, dict]]:
-    """Runs of ``spec`` on one local worker, on ``workers`` local workers and, with ``ray``, on a
-    two-node Ray cluster on 127.0.0.1 (one CPU per node, so two workers), started for the run and
-    stopped after it; each into a fresh folder under ``folder``, removed after it."""
-    for w in (1, workers):
+def engine_runs(spec: Path, folder: Path, workers: int, ray: bool, local: bool = True) -> Iterator[tuple[str, dict]]:
+    """Runs of ``spec`` on one local worker and on ``workers`` local workers (unless not ``local``)
+    and, with ``ray``, on a two-node Ray cluster on 127.0.0.1 (one CPU per node, so two workers),
+    started for the run and stopped after it; each into a fresh folder under ``folder``, removed
+    after it."""
+    for w in (1, workers) if local else ():
         yield f"{w}w", cli_run(spec, folder / f"out-{w}w", Engine(f"{w}w", ["--workers", str(w)]))
         shutil.rmtree(folder / f"out-{w}w")
     if not ray:
@@ -422,11 +424,18 @@ def main() -> None:
     parser.add_argument(
         "--kinds", default="text,ratings", help="the inputs to run, comma-separated (text, ratings): runs in parts"
     )
+    parser.add_argument("--scales", default="1,4", help="the input sizes to run, comma-separated (1, 4)")
+    parser.add_argument("--no-local", action="store_true", help="only the Ray runs (with --ray)")
     parser.add_argument("--runs", type=Path, help="summarise the JSON lines of an earlier run instead of running")
     args = parser.parse_args()
     kinds = args.kinds.split(",")
     if not kinds or set(kinds) - {"text", "ratings"}:
         parser.error(f"--kinds takes text and/or ratings, not {args.kinds!r}")
+    scales = [int(scale) for scale in args.scales.split(",") if scale in ("1", "4")]
+    if len(scales) != len(args.scales.split(",")):
+        parser.error(f"--scales takes 1 and/or 4, not {args.scales!r}")
+    if args.no_local and not args.ray:
+        parser.error("--no-local leaves only the Ray runs: give --ray too")
     if args.runs is not None:
         lines = [json.loads(line) for line in args.runs.read_text(encoding="utf-8").splitlines() if '"run"' in line]
         runs = {line.pop("run"): line for line in lines}
@@ -436,7 +445,7 @@ def main() -> None:
     runs: dict[str, dict] = {}
     try:
         for kind in kinds:
-            for scale in (1, 4):
+            for scale in scales:
                 copies = (args.copies if kind == "text" else args.movielens_copies) * scale
                 folder = work / f"{kind}-{scale}"
                 raw = text_input(copies, folder) if kind == "text" else ratings_input(copies, folder)
@@ -445,7 +454,7 @@ def main() -> None:
                     read = serial_read(raw, folder / "serial-read")
                     runs["serial-read"] = read
                     print(json.dumps({"run": "serial-read", **read}), flush=True)
-                for engine, run in engine_runs(spec, folder, args.workers, args.ray):
+                for engine, run in engine_runs(spec, folder, args.workers, args.ray, not args.no_local):
                     runs[f"{kind}-{scale}x-{engine}"] = run
                     print(json.dumps({"run": f"{kind}-{scale}x-{engine}", **run}), flush=True)
         print(json.dumps({"summary": summarise(runs, args.workers)}, indent=1))
