@@ -419,16 +419,21 @@ def test_cli_ingest_of_raw_objects_writes_what_the_ingest_of_local_files_writes(
         assert (theirs / name).read_text() == (mine / name).read_text().replace(str(local), magazines)
 
 
+def ingest_spec(folder: Path, path: str) -> Path:
+    """A spec of one ingest stage reading ``path`` as Amazon 2018 reviews."""
+    spec = folder / "spec.toml"
+    spec.write_text(
+        f'name = "raw"\n\n[[stages]]\nstage = "ingest"\n'
+        f'params.sources = [{{ format = "amazon2018", paths = ["{path}"] }}]\n',
+        encoding="utf-8",
+    )
+    return spec
+
+
 def test_check_reads_the_first_records_of_raw_objects(magazines: str, tmp_path: Path) -> None:
     """``recgpt-data check`` of a spec whose raw inputs are objects reads the start of each with
     its source's reader, as it does a local file's."""
-    spec = tmp_path / "spec.toml"
-    spec.write_text(
-        f'name = "magazines"\n\n[[stages]]\nstage = "ingest"\n'
-        f'params.sources = [{{ format = "amazon2018", paths = ["{magazines}"] }}]\n',
-        encoding="utf-8",
-    )
-    done = cli("check", str(spec), "--out", str(tmp_path / "out"))
+    done = cli("check", str(ingest_spec(tmp_path, magazines)), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     assert "Magazine_Subscriptions_5.json (interactions): first " in done.stderr
     assert "meta_Magazine_Subscriptions.json.gz (items): first " in done.stderr
@@ -446,13 +451,7 @@ def test_a_missing_bucket_or_object_is_one_line(s3: str, tmp_path: Path, command
     if command == "ingest":
         done = cli("ingest", "amazon2018", path, "--out", str(tmp_path / "out"))
     else:
-        spec = tmp_path / "spec.toml"
-        spec.write_text(
-            f'name = "gone"\n\n[[stages]]\nstage = "ingest"\n'
-            f'params.sources = [{{ format = "amazon2018", paths = ["{path}"] }}]\n',
-            encoding="utf-8",
-        )
-        done = cli("check", str(spec), "--out", str(tmp_path / "out"))
+        done = cli("check", str(ingest_spec(tmp_path, path)), "--out", str(tmp_path / "out"))
     assert done.returncode == 2
     assert error in done.stderr
     assert "Traceback" not in done.stderr
