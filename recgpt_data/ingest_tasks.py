@@ -142,7 +142,13 @@ class ZstdCopy(AtomicFile):
     def __init__(self, target: Location):
         self.target = target
         super().__init__(Path(tempfile.mkdtemp(prefix="recgpt-block-")) / "block.zst" if is_remote(target) else target)
-        self.stream = pa.CompressedOutputStream(pa.OSFile(str(self.tmp), "wb"), "zstd")
+        try:
+            self.stream = pa.CompressedOutputStream(pa.OSFile(str(self.tmp), "wb"), "zstd")
+        except BaseException:  # nothing written yet: the temporary file and folder go
+            self.tmp.unlink(missing_ok=True)
+            if is_remote(target):
+                shutil.rmtree(self.path.parent, ignore_errors=True)
+            raise
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -155,8 +161,10 @@ class ZstdCopy(AtomicFile):
     def close(self) -> None:
         super().close()
         if is_remote(self.target):
-            put(self.path, self.target)
-            shutil.rmtree(self.path.parent)
+            try:
+                put(self.path, self.target)
+            finally:  # a failed PUT leaves no copy in TMPDIR either
+                shutil.rmtree(self.path.parent, ignore_errors=True)
 
     def abort(self) -> None:
         super().abort()

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -32,7 +33,7 @@ from recgpt_data.clean.item_tasks import ChunkJob
 from recgpt_data.dedup.prepare import Job as DedupJob
 from recgpt_data.engines import get_engine
 from recgpt_data.errors import UsageError
-from recgpt_data.ingest_tasks import Block, FileTask, open_file, read_block
+from recgpt_data.ingest_tasks import Block, FileTask, ZstdCopy, open_file, read_block
 from recgpt_data.io import storage
 from recgpt_data.io.lock import folder_lock
 from recgpt_data.io.storage import join
@@ -529,3 +530,18 @@ def test_an_object_read_as_a_stream_gives_the_blocks_of_the_local_file(
     assert line_spans(url, 50_000) == spans and len(spans) == 6
     for start, end, line in spans:
         assert list(LineBlocks(url, 4096, line, (start, end))) == list(LineBlocks(local, 4096, line, (start, end)))
+
+
+def test_a_block_copy_whose_put_fails_leaves_nothing_in_tmpdir(
+    s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block copy for the store is written in TMPDIR and put in one PUT; when the PUT fails (here:
+    no such bucket) the error reaches the task and the local copy is gone all the same."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    copy = ZstdCopy("s3://no-such-bucket/blocks/00000.zst")
+    copy.write(b'{"reviewerID": "A1"}')
+    copy.finish()
+    assert list(tmp_path.iterdir())  # the copy, before its PUT
+    with pytest.raises(Exception, match="bucket|Bucket|NoSuchBucket|Not Found"):
+        copy.close()
+    assert list(tmp_path.iterdir()) == []
