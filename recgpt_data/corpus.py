@@ -343,8 +343,9 @@ def member_ranges(texts: pl.Series, member_bytes: int) -> list[tuple[int, int]]:
     that hold them, so that no member is a small remainder (a 66 MB shard at 64 MiB is two members
     of 33 MB, not 64 and 2) and the members' tasks take about as long each."""
     sizes = json_line_bytes(texts).to_frame()
-    members = max(1, -(-int(sizes["bytes"].sum()) // member_bytes))
-    even = -(-int(sizes["bytes"].sum()) // members)
+    total = int(sizes["bytes"].sum())
+    members = max(1, -(-total // member_bytes))
+    even = -(-total // members)
     return shard_ranges(sizes, max(texts.len(), 1), min(member_bytes, even))
 
 
