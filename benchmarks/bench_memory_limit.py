@@ -5,7 +5,7 @@ The input is ``bench_projection.py``'s ratings kind (the real MovieLens ml-lates
 copied with new user ids): 32 copies are 3,200,128 ratings. ``pipelines/recgpt.toml``'s chain, as
 ``bench_projection.py`` runs it on that kind, runs cold with ``--workers N --task-cpus 1
 --task-memory M``; every 0.1 s each worker's resident memory is read from ``/proc`` (``VmRSS``, and
-the kernel's own peak ``VmHWM``; :mod:`proc_memory`, the sampler ``bench_projection.py`` uses), with
+the kernel's own peak ``VmHWM``; :mod:`proc_usage`, the sampler ``bench_projection.py`` uses), with
 the driver's and the sum over the process tree. The run
 must finish (a task past the limit would end it with one error line) and every worker's peak must
 stay under ``M``.
@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_projection import CLI, projection_spec, ratings_input
-from proc_memory import peak_rss, rss, sampling, tree_pids
+from proc_usage import peak_rss, rss, sampling, tree_pids
 
 
 def is_worker(pid: int) -> bool:

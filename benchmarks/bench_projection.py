@@ -59,7 +59,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "tests"))  # the loopback Ray nodes
 
 from bench_pipeline import with_amazon_ids
-from proc_memory import rss, tree_pids
+from proc_usage import cpu_seconds, rss, tree_pids
 
 # The raw dumps RecGPT's sources publish, in interactions (reviews or ratings) as their owners give them.
 PUBLISHED = {
@@ -188,11 +188,16 @@ class Engine:
         return {pid: rss(pid) for pid in workers}, {pid: rss(pid) for pid in pids - workers}
 
 
-def sampled(process: subprocess.Popen, engine: Engine, every: float = 0.2) -> tuple[dict[str, int], str]:
-    """Wait for ``process`` (a CLI run on ``engine``), sampling resident memory every ``every``
-    seconds: the peaks of its driver, of its largest worker, of its workers together and of every
-    process of the run (a Ray cluster's services included); and its stderr."""
+def sampled(
+    process: subprocess.Popen, engine: Engine, every: float = 0.2
+) -> tuple[dict[str, int], dict[str, float], str]:
+    """Wait for ``process`` (a CLI run on ``engine``), sampling its processes every ``every``
+    seconds: the resident-memory peaks of its driver, of its largest worker, of its workers together
+    and of every process of the run (a Ray cluster's services included); the CPU seconds each of
+    driver, workers and services used (each process's last sample: a process's use in the
+    ``every`` seconds before it ended is missed); and its stderr."""
     peaks = {"driver": 0, "largest_worker": 0, "workers": 0, "tree": 0}
+    used: dict[str, dict[int, float]] = {"driver": {}, "workers": {}, "services": {}}
     stop = threading.Event()
 
     def sample() -> None:
@@ -203,19 +208,23 @@ def sampled(process: subprocess.Popen, engine: Engine, every: float = 0.2) -> tu
             peaks["largest_worker"] = max(peaks["largest_worker"], max(workers.values(), default=0))
             peaks["workers"] = max(peaks["workers"], sum(workers.values()))
             peaks["tree"] = max(peaks["tree"], driver + sum(workers.values()) + sum(services.values()))
+            for role, pids in (("driver", [process.pid]), ("workers", workers), ("services", services)):
+                for pid in pids:
+                    used[role][pid] = max(used[role].get(pid, 0.0), cpu_seconds(pid))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     _, stderr = process.communicate()
     stop.set()
     sampler.join()
-    return peaks, stderr
+    return peaks, {role: sum(pids.values()) for role, pids in used.items()}, stderr
 
 
 def cli_run(spec: Path, out: Path, engine: Engine) -> dict:
     """One cold CLI run with its memory sampled: wall, stage seconds and bytes, peak RSS of the
     driver, of the largest worker, of the workers together and of every process of the run (a Ray
-    cluster's services included). Every worker has one thread (``--task-cpus 1``; the one-worker run
+    cluster's services included), and the CPU seconds of the driver, the workers and the services.
+    Every worker has one thread (``--task-cpus 1``; the one-worker run
     is bounded to one thread as a worker is), so that T(1 worker, 1 thread) / (N x T(N workers, 1
     thread each)) is the parallel efficiency and a stage's seconds in the one-worker run are
     core-seconds."""
@@ -229,7 +238,7 @@ def cli_run(spec: Path, out: Path, engine: Engine) -> dict:
         env={**os.environ, **engine.env, **thread_environment(1)},
     )
     started = time.perf_counter()
-    peaks, stderr = sampled(process, engine)
+    peaks, cpu, stderr = sampled(process, engine)
     wall = time.perf_counter() - started
     if process.returncode != 0:
         raise SystemExit(f"run failed ({process.returncode}): {stderr[-2000:]}")
@@ -242,6 +251,7 @@ def cli_run(spec: Path, out: Path, engine: Engine) -> dict:
         "stages": {key: record["seconds"] for key, record in stats.items()},
         "bytes": {key: record.get("bytes_written", 0) for key, record in stats.items()},
         "peak_rss": peaks,
+        "cpu_seconds": cpu,
     }
 
 
@@ -402,12 +412,22 @@ def summarise(runs: dict[str, dict], workers: int) -> dict:
         for engine in ("1w", f"{workers}w", "ray2")
         if f"{kind}-1x-{engine}" in runs and f"{kind}-4x-{engine}" in runs
     }
+    cpu = {  # where the CPU went at 4x: a Ray node's own services take cores from its workers
+        f"{kind}-{engine}": {
+            **runs[f"{kind}-4x-{engine}"]["cpu_seconds"],
+            "wall": runs[f"{kind}-4x-{engine}"]["wall"],
+        }
+        for kind in kinds
+        for engine in ("1w", f"{workers}w", "ray2")
+        if "cpu_seconds" in runs.get(f"{kind}-4x-{engine}", {})
+    }
     return {
         "us_per_interaction": {k: {s: v * 1e6 for s, v in c.items()} for k, c in costs.items()},
         "disk_bytes_per_interaction": disk,
         "efficiency": efficiency,
         "efficiency_two_ray_nodes": efficiency_ray,
         "memory_4x_over_1x": memory,
+        "cpu_seconds_4x": cpu,
         "serial_read": runs.get("serial-read"),
         "projection_measured_efficiency": project(costs, disk, min(efficiency.values()), read) if whole else None,
         "projection_ideal": project(costs, disk, 1.0, read) if whole else None,

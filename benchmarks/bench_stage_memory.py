@@ -42,7 +42,7 @@ def stage_runs(spec: Path, out: Path, engine: Engine) -> dict[str, dict[str, int
             text=True,
             env={**os.environ, **thread_environment(1)},
         )
-        sample, stderr = sampled(process, engine, every=0.1)
+        sample, _, stderr = sampled(process, engine, every=0.1)
         if process.returncode != 0:
             raise SystemExit(f"{entry['stage']} failed ({process.returncode}): {stderr[-2000:]}")
         peaks[entry["stage"]] = {"driver": sample["driver"], "largest_worker": sample["largest_worker"]}

@@ -1,8 +1,10 @@
-"""Resident memory of a run's processes, read from ``/proc`` (Linux): what the benchmarks that
-measure a CLI run's memory sample while it runs (``bench_projection.py``, ``bench_memory_limit.py``)."""
+"""Resident memory and CPU time of a run's processes, read from ``/proc`` (Linux): what the
+benchmarks that measure a CLI run sample while it runs (``bench_projection.py``,
+``bench_memory_limit.py``, ``bench_stage_memory.py``)."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +43,19 @@ def peak_rss(pid: int) -> int:
     """The most resident bytes ``pid`` has held, as the kernel records it (``VmHWM``: no spike
     between two samples is missed); 0 where it is gone."""
     return status_bytes(pid, "VmHWM")
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU seconds (user and system) ``pid`` itself has used so far, its children's not
+    included (0 where it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime: fields 14 and 15 of stat(5)
 
 
 @contextmanager
