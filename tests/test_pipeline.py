@@ -283,6 +283,39 @@ def test_bad_specs_are_clear_errors(tmp_path: Path) -> None:
         run_spec(load_spec(path), tmp_path / "out")
 
 
+def test_a_stage_declares_its_task_cpus_and_memory(tmp_path: Path) -> None:
+    """``task_cpus`` and ``task_memory`` (a size as ``--task-memory`` reads it, or bytes, or a var)
+    on a stage entry; a stage without them leaves both to the run's flags."""
+    path = tmp_path / "sized.toml"
+    path.write_text(
+        'name = "x"\n[vars]\nmemory = "4GiB"\n[[stages]]\nstage = "ingest"\ntask_cpus = 2\n'
+        'task_memory = "${memory}"\n[[stages]]\nstage = "kcore"\ntask_cpus = 0.5\ntask_memory = 1500\n'
+        '[[stages]]\nstage = "split"\n'
+    )
+    stages = load_spec(path).stages
+    assert [(s.task_cpus, s.task_memory) for s in stages] == [(2, 4 * 2**30), (0.5, 1500), (None, None)]
+    assert load_spec(path, {"memory": "500M"}).stages[0].task_memory == 500 * 10**6
+
+
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        ("task_cpus = 0", "stages.0.task_cpus: Input should be greater than 0 (got 0)"),
+        ("task_cpus = -1.5", "stages.0.task_cpus: Input should be greater than 0 (got -1.5)"),
+        ('task_memory = "4Q"', "stages.0.task_memory: '4Q' is not a size: want bytes or a number with K, M, G"),
+        ('task_memory = "0.1B"', "stages.0.task_memory: a size must be at least one byte, got '0.1B'"),
+        ("task_memory = 0", "stages.0.task_memory: Input should be greater than or equal to 1 (got 0)"),
+    ],
+)
+def test_bad_task_settings_are_one_line_at_load(tmp_path: Path, entry: str, said: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(f'name = "x"\n[[stages]]\nstage = "ingest"\n{entry}\n')
+    with pytest.raises(UsageError) as refused:
+        load_spec(path)
+    assert str(refused.value).startswith(f"{path}: invalid pipeline spec: {said}")
+    assert "\n" not in str(refused.value)
+
+
 PRODUCTION_STAGES = [
     "ingest",
     "p5_benchmark",

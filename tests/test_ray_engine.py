@@ -96,6 +96,22 @@ def test_tasks_declare_their_resources_and_bound_their_threads(cluster) -> None:
     assert {f["rayon"] for f in found if f["rayon"] is not None} <= {0}
 
 
+def test_a_stage_s_tasks_declare_its_task_cpus_and_memory(cluster, tmp_path: Path) -> None:
+    """A stage that declares ``task_cpus = 2`` and ``task_memory = "300MiB"``: Ray assigns its
+    buckets two CPUs (the whole node) and that memory, and bounds their threads to two; the stage
+    after it declares nothing and its buckets get the run's one CPU and one thread."""
+    spec = worker_stages.sized_spec(tmp_path / "sized.toml", "", 'task_cpus = 2\ntask_memory = "300MiB"', "")
+    out = tmp_path / "ray"
+    run_on_ray(spec, out)
+
+    def seen(key: str) -> list[tuple]:
+        info = json.loads((out / ".stages" / key / "_SUCCESS.json").read_text())["stats"]["info"]
+        return [(t["resources"], t["threads"], t["polars"]) for t in info["tasks"]]
+
+    assert seen("sized_1") == [({"CPU": 2.0, "memory": 300.0 * 2**20}, "2", 2)] * 2
+    assert seen("sized_2") == [({"CPU": 1.0}, "1", 1)] * 2
+
+
 def test_a_whole_stage_runs_in_a_ray_task(cluster, tmp_path: Path) -> None:
     run_on_ray(worker_stages.where_spec(tmp_path / "where.toml"), tmp_path / "ray")
     info = json.loads((tmp_path / "ray" / ".stages" / "t_where" / "_SUCCESS.json").read_text())["stats"]["info"]

@@ -205,6 +205,10 @@ class Recording:
         self.given.extend((task, here) for task in tasks)
         return self.engine.map(fn, tasks, here=here)
 
+    def sized(self, cpus: float | None, memory: int | None) -> Recording:
+        """The specs this engine runs declare no resources of their own: itself, recording on."""
+        return self
+
     def close(self) -> None:
         self.engine.close()
 

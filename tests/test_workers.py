@@ -21,6 +21,8 @@ from conftest import REPO, build, folder_digests
 from recgpt_data.engines import WorkerCrash, get_engine, parse_size
 from recgpt_data.engines.local import LocalEngine
 from recgpt_data.errors import UsageError
+from recgpt_data.pipeline.runner import run_spec
+from recgpt_data.pipeline.spec import load_spec
 
 TESTS = Path(__file__).resolve().parent
 DRIVER = (
@@ -110,7 +112,7 @@ def test_a_task_past_its_workers_memory_limit_is_one_error() -> None:
     try:
         assert not engine.in_process
         assert list(engine.map(worker_stages.allocate, [2**28])) == [2**28]
-        with pytest.raises(WorkerCrash, match=r"^a task went past its worker's memory limit \(--task-memory 1\.00 GiB"):
+        with pytest.raises(WorkerCrash, match=r"^a task went past its worker's memory limit \(1\.00 GiB"):
             list(engine.map(worker_stages.allocate, [3 * 2**30]))
         assert list(engine.map(worker_stages.allocate, [2**20])) == [2**20]
     finally:
@@ -234,3 +236,45 @@ def test_a_cut_of_the_earlier_layout_is_cut_again(tmp_path: Path) -> None:
     cut = shuffle.split_by([table], "user_id", 1, target)
     assert cut == [(target / "part-00000-00000.parquet",)]
     assert pl.read_parquet(list(cut[0])).equals(pl.read_parquet(table))
+
+
+def sized_tasks(out: Path, key: str) -> list[dict]:
+    """What each task of ``t_sized`` stage ``key`` noted it ran with."""
+    return json.loads((out / ".stages" / key / "_SUCCESS.json").read_text())["stats"]["info"]["tasks"]
+
+
+def test_a_stage_s_task_cpus_and_memory_reach_its_tasks_only(tmp_path: Path) -> None:
+    """One process by default; a stage that declares ``task_cpus = 1`` and ``task_memory`` runs its
+    buckets in workers of one thread, each watching its memory, while the stage after it, which
+    declares nothing, runs in the driver again."""
+    spec = worker_stages.sized_spec(tmp_path / "sized.toml", "", 'task_cpus = 1\ntask_memory = "1GiB"', "")
+    out = tmp_path / "out"
+    run_spec(load_spec(spec), out)
+    assert (
+        sized_tasks(out, "sized_1")
+        == [{"spawned": True, "threads": "1", "polars": 1, "watched": True, "resources": None}] * 2
+    )
+    assert [(t["spawned"], t["watched"]) for t in sized_tasks(out, "sized_2")] == [(False, False)] * 2
+
+
+def test_a_stage_s_task_memory_bounds_its_workers(tmp_path: Path) -> None:
+    """A stage's ``task_memory = "512MiB"`` is the bound its tasks' workers keep: a bucket that
+    allocates 1 GiB ends the run with the one line naming that bound, after ingest ran unbounded."""
+    spec = worker_stages.sized_spec(tmp_path / "sized.toml", "", f'task_memory = "512MiB"\nparams.allocate = {2**30}')
+    out = tmp_path / "out"
+    with pytest.raises(WorkerCrash, match=r"^a task went past its worker's memory limit \(0\.50 GiB of resident"):
+        run_spec(load_spec(spec), out)
+    assert (out / ".stages" / "ingest" / "_SUCCESS.json").is_file()
+
+
+def test_task_settings_change_no_output_and_no_fingerprint(tmp_path: Path) -> None:
+    """Ingest and a stage declaring one CPU and 1 GiB write the bytes they write without: a fresh
+    run with them gives the same tables, and over a run without them every stage is current."""
+    plain = worker_stages.sized_spec(tmp_path / "plain.toml", "", "")
+    sized = worker_stages.sized_spec(tmp_path / "sized.toml", "task_cpus = 1", 'task_cpus = 1\ntask_memory = "1GiB"')
+    run_spec(load_spec(plain), tmp_path / "plain")
+    run_spec(load_spec(sized), tmp_path / "sized")
+    assert {t["threads"] for t in sized_tasks(tmp_path / "sized", "sized_1")} == {"1"}
+    assert stage_tables(tmp_path / "sized") == stage_tables(tmp_path / "plain")
+    again = run_spec(load_spec(sized), tmp_path / "plain")
+    assert again.states == {"ingest": "cached", "sized_1": "cached"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -161,6 +162,46 @@ def where(tables: Mapping[str, pl.LazyFrame], params: Params, ctx: Context) -> S
     rows = tables["interactions"].select(pl.len()).collect().item()
     info = {"spawned": multiprocessing.parent_process() is not None, "worker": worker_name()}
     return StageOutput({"where": pl.DataFrame({"rows": [rows]})}, StageStats(info=info))
+
+
+class SizedParams(Params):
+    allocate: int = 0  # bytes each task allocates and touches, as a task that needs that much memory
+
+
+@stage("t_sized", params=SizedParams, reads=("interactions",), writes=("rows",), partition="user")
+def sized(tables: Mapping[str, pl.LazyFrame], params: SizedParams, ctx: Context) -> StageOutput:
+    """Each bucket passes its rows on and notes in its stats what it ran with: whether in a spawned
+    worker, the thread bound set for it and polars' threads, whether a memory watch runs in its
+    process, and the resources Ray assigned it (inside a Ray task)."""
+    import threading
+
+    import polars as pl
+
+    allocate(params.allocate)
+    ray = sys.modules.get("ray")
+    seen = {
+        "spawned": multiprocessing.parent_process() is not None,
+        "threads": os.environ.get("POLARS_MAX_THREADS"),
+        "polars": pl.thread_pool_size(),
+        "watched": any(t.name == "recgpt-watch-memory" for t in threading.enumerate()),
+        "resources": ray.get_runtime_context().get_assigned_resources() if ray and ray.is_initialized() else None,
+    }
+    return StageOutput({"rows": tables["interactions"].collect()}, StageStats(info={"tasks": [seen]}))
+
+
+def sized_spec(path: Path, *entries: str) -> Path:
+    """A spec: the demo's Amazon 2014 slice ingested (with ``entries[0]``'s lines), then a ``t_sized``
+    stage in two buckets for each further entry, named ``sized_1``, ``sized_2``, ... (with its lines:
+    ``task_cpus = 1``, ``params.allocate = ...``)."""
+    ingest, *stages = entries
+    text = (
+        'name = "sized"\npartitions = 2\n\n[[stages]]\nstage = "ingest"\n'
+        f'params.sources = [{{ format = "amazon2014", paths = ["demo:amazon2014"] }}]\n{ingest}\n'
+    )
+    for number, lines in enumerate(stages, 1):
+        text += f'\n[[stages]]\nstage = "t_sized"\nid = "sized_{number}"\n{lines}\n'
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def where_spec(path: Path) -> Path:

@@ -47,14 +47,22 @@ class Engine(Protocol):
     """Runs ``fn`` over tasks, yielding each result as it completes (in any order); ``in_process``
     says that the tasks run in this process, one after another. ``here=True`` keeps the tasks on
     the driver's machine: tasks that read or write files on its local disk (the work folder of a
-    run whose output is in object storage) cannot run on another node."""
+    run whose output is in object storage) cannot run on another node. ``sized`` gives the engine
+    for one stage's tasks, which may declare other CPUs and memory than the run's defaults."""
 
     name: str
     in_process: bool
 
     def map(self, fn: Callable[[T], R], tasks: Sequence[T], *, here: bool = False) -> Iterator[R]: ...
 
+    def sized(self, cpus: float | None, memory: int | None) -> Engine: ...
+
     def close(self) -> None: ...
+
+
+def threads_for(cpus: float) -> int:
+    """The threads a task that declares ``cpus`` CPUs runs with: the whole CPUs, at least one."""
+    return max(1, int(cpus))
 
 
 def get_engine(
@@ -68,7 +76,8 @@ def get_engine(
     ``workers`` the local engine's worker processes; ``task_cpus`` the CPUs (threads) each task may
     use (Ray: the CPUs a task declares, default 1; local: each worker's threads, default the cores
     shared out) and ``task_memory`` the bytes of memory a task may use (Ray: what it declares; local:
-    each worker's bound, the tasks then running in workers even where there is one)."""
+    each worker's bound, the tasks then running in workers even where there is one). A stage of the
+    spec may declare its own (:meth:`Engine.sized`); these are the defaults."""
     if name not in ENGINES:
         raise UsageError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
     if task_cpus is not None and task_cpus <= 0:
@@ -78,7 +87,7 @@ def get_engine(
             raise UsageError("--address is for --engine ray")
         from recgpt_data.engines.local import LocalEngine
 
-        return LocalEngine(workers, threads=None if task_cpus is None else max(1, int(task_cpus)), memory=task_memory)
+        return LocalEngine(workers, threads=None if task_cpus is None else threads_for(task_cpus), memory=task_memory)
     if workers != 1:
         raise UsageError("--workers is for --engine local (Ray places tasks on the cluster's workers itself)")
     from recgpt_data.engines.ray import RayEngine

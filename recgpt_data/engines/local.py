@@ -10,16 +10,19 @@ about the cores one process would. A worker that finds polars imported before it
 (a program whose main module imports polars) refuses to run rather than oversubscribe the machine.
 Workers exit when the driver dies, so a killed run leaves none behind.
 
-Given a memory limit (``--task-memory``), the tasks run in workers even where there is one, and each
-worker watches its own resident memory (every 20 ms): one that goes past the limit ends itself, and
-the run ends with one line saying which limit a task went past, instead of the machine running out of
-memory. Resident memory is what is watched because an address-space bound (``RLIMIT_DATA``,
-``RLIMIT_AS``) counts what polars and the tokenizer's threads reserve without using: about three
-times the resident memory, so a bound on it fails tasks that fit.
+Given a memory limit (``--task-memory``), the tasks run in workers even where there is one, so that
+the bound applies; a stage that declares its own CPUs or memory (``task_cpus``, ``task_memory`` in
+the spec) runs its tasks in workers started with those. A worker with a memory limit watches its
+own resident memory (every 20 ms): one that goes past the limit ends itself, and the run ends with
+one line saying which limit a task went past, instead of the machine running out of memory.
+Resident memory is what is watched because an address-space bound (``RLIMIT_DATA``, ``RLIMIT_AS``)
+counts what polars and the tokenizer's threads reserve without using: about three times the
+resident memory, so a bound on it fails tasks that fit.
 """
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -32,7 +35,7 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.synchronize import Event
 from typing import TypeVar
 
-from recgpt_data.engines import WorkerCrash, thread_environment
+from recgpt_data.engines import WorkerCrash, thread_environment, threads_for
 from recgpt_data.errors import UsageError
 
 T = TypeVar("T")
@@ -104,10 +107,45 @@ def bounded_call(fn: Callable[[T], R], task: T, threads: int) -> R:
     return fn(task)
 
 
+class WorkerPool:
+    """The worker processes a local engine and its stages' views share: ``count`` workers of one
+    set of bounds at a time, started on first use and started again when a stage's tasks declare
+    other bounds (the old ones stop first, so idle workers hold no memory)."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.bounds: tuple[int, int | None] | None = None
+        self.executor: ProcessPoolExecutor | None = None
+        self.over: Event | None = None
+
+    def bounded(self, threads: int, memory: int | None) -> ProcessPoolExecutor:
+        """The pool whose workers run ``threads`` threads each, bounded to ``memory`` bytes where given."""
+        if self.executor is not None and self.bounds != (threads, memory):
+            self.close()
+        if self.executor is None:
+            context = multiprocessing.get_context(START_METHOD)
+            self.over = context.Event()
+            self.bounds = (threads, memory)
+            self.executor = ProcessPoolExecutor(
+                self.count, mp_context=context, initializer=start_worker, initargs=(threads, memory, self.over)
+            )
+        return self.executor
+
+    def went_over(self) -> bool:
+        """Whether a worker ended itself past its memory bound."""
+        return self.over is not None and self.over.is_set()
+
+    def close(self) -> None:
+        """Stop the worker processes (after the tasks they are running)."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+
+
 class LocalEngine:
-    """Runs tasks in this process, in order (``workers=1``), or in ``workers`` spawned processes of
-    ``threads`` threads each (default: the available cores shared out) and each bounded to ``memory``
-    bytes where given, yielding results as tasks finish."""
+    """Runs tasks in this process, in order (``workers=1`` and no memory bound), or in ``workers``
+    spawned processes of ``threads`` threads each (default: the available cores shared out) and each
+    bounded to ``memory`` bytes where given, yielding results as tasks finish."""
 
     name = "local"
 
@@ -118,8 +156,19 @@ class LocalEngine:
         self.memory = memory
         self.in_process = workers == 1 and memory is None
         self.threads = threads or max(1, available_cores() // workers)
-        self.pool: ProcessPoolExecutor | None = None
-        self.over: Event | None = None
+        self.pool = WorkerPool(workers)
+
+    def sized(self, cpus: float | None, memory: int | None) -> LocalEngine:
+        """The engine for a stage whose tasks declare ``cpus`` (its workers' threads) and ``memory``
+        (their bound), each where given: the same workers, started again with those bounds, and never
+        this process, whose libraries' threads are set already."""
+        if cpus is None and memory is None:
+            return self
+        view = copy.copy(self)
+        view.threads = self.threads if cpus is None else threads_for(cpus)
+        view.memory = self.memory if memory is None else memory
+        view.in_process = False
+        return view
 
     def map(self, fn: Callable[[T], R], tasks: Sequence[T], *, here: bool = False) -> Iterator[R]:
         """Every task runs on this machine, whatever ``here`` says."""
@@ -130,28 +179,21 @@ class LocalEngine:
         yield from self.map_in_pool(fn, tasks)
 
     def map_in_pool(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
-        """Submit every task to the worker pool (started on first use) and yield results as they come."""
-        if self.pool is None:
-            context = multiprocessing.get_context(START_METHOD)
-            self.over = context.Event()
-            self.pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=context,
-                initializer=start_worker,
-                initargs=(self.threads, self.memory, self.over),
-            )
-        futures: list[Future[R]] = [self.pool.submit(bounded_call, fn, task, self.threads) for task in tasks]
+        """Submit every task to the worker pool (started with this engine's bounds) and yield results
+        as they come."""
+        pool = self.pool.bounded(self.threads, self.memory)
+        futures: list[Future[R]] = [pool.submit(bounded_call, fn, task, self.threads) for task in tasks]
         try:
             for future in as_completed(futures):
                 yield future.result()
         except BrokenProcessPool:
-            over = self.over is not None and self.over.is_set()
+            over = self.pool.went_over()
             self.close()
-            if over:
+            if over and self.memory is not None:
                 raise WorkerCrash(
-                    f"a task went past its worker's memory limit (--task-memory {self.memory / 2**30:.2f} GiB "
-                    "of resident memory); finished buckets are kept: run again to resume, with more "
-                    "--task-memory or more partitions"
+                    f"a task went past its worker's memory limit ({self.memory / 2**30:.2f} GiB of resident "
+                    "memory, --task-memory or the stage's task_memory); finished buckets are kept: run again "
+                    "to resume, with more task memory or more partitions"
                 ) from None
             raise WorkerCrash(
                 f"a worker process died while running {len(tasks)} task(s) in {self.workers} workers (killed, "
@@ -164,6 +206,4 @@ class LocalEngine:
 
     def close(self) -> None:
         """Stop the worker processes (after the tasks they are running)."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
+        self.pool.close()

@@ -1,11 +1,12 @@
 """The Ray engine: each of a run's tasks (a whole stage, a bucket of a partitioned stage, a piece of
 a bucket cut, a prepare step's task) is one Ray task.
 
-Every task declares the CPUs it uses (``--task-cpus``, default 1) and, where given, its memory
-(``--task-memory``), so that Ray places no more tasks on a node than it has room for; and it runs
-with polars, numba and tokenizers bounded to that many threads (the variables the local engine sets
-in its workers, passed as the task's ``runtime_env``). Ray's workers start under their node's
-raylet, not under the driver, so the driver's object-store settings (endpoint, region, credentials:
+Every task declares the CPUs it uses (``--task-cpus``, default 1, or its stage's ``task_cpus``)
+and, where given, its memory (``--task-memory``, or its stage's ``task_memory``), so that Ray
+places no more tasks on a node than it has room for; and it runs with polars, numba and tokenizers
+bounded to that many threads (the variables the local engine sets in its workers, passed as the
+task's ``runtime_env``). Ray's workers start under their node's raylet, not under the driver, so
+the driver's object-store settings (endpoint, region, credentials:
 :func:`~recgpt_data.io.storage.store_settings`) go in the same ``runtime_env``. Tasks are spread
 over the nodes; one whose worker or node dies is retried twice (elsewhere where the node is gone),
 and one that dies every time ends the run in one line, keeping the buckets that finished.
@@ -23,6 +24,7 @@ shortened (unless set in the environment) so that it gives up in about ten secon
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import socket
@@ -30,7 +32,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from recgpt_data.engines import WorkerCrash, thread_environment
+from recgpt_data.engines import WorkerCrash, thread_environment, threads_for
 from recgpt_data.engines.local import bounded_call
 from recgpt_data.errors import UsageError
 from recgpt_data.io.storage import store_settings
@@ -98,7 +100,7 @@ class RayEngine:
 
     def __init__(self, address: str | None = None, cpus: float = 1.0, memory: int | None = None):
         self.cpus = cpus
-        self.threads = max(1, int(cpus))
+        self.threads = threads_for(cpus)
         self.memory = memory
         self.environment = {**store_settings(), **thread_environment(self.threads)}
         if address is not None and address.startswith("ray://"):
@@ -115,6 +117,19 @@ class RayEngine:
                 probe(address)
             connect(ray, address)
             self.started = True
+
+    def sized(self, cpus: float | None, memory: int | None) -> RayEngine:
+        """The engine for a stage whose tasks declare ``cpus`` and ``memory``, each where given (else
+        this engine's), on the same cluster; closing it leaves the cluster to this engine."""
+        if cpus is None and memory is None:
+            return self
+        view = copy.copy(self)
+        view.cpus = self.cpus if cpus is None else cpus
+        view.threads = threads_for(view.cpus)
+        view.memory = self.memory if memory is None else memory
+        view.environment = {**self.environment, **thread_environment(view.threads)}
+        view.started = False
+        return view
 
     def options(self, here: bool = False) -> dict[str, Any]:
         """What every task declares: its CPUs and memory, its threads' bounds, spread over nodes (or,

@@ -85,7 +85,10 @@ def needed(runner: Runner, index: int) -> list[Planned]:
 def materialise(runner: Runner, index: int) -> RunResult:
     """Run the ``index``-th stage and what it needs (stages already current are skipped)."""
     with runner.lock():
-        return runner.run_stages(needed(runner, index), None, False)
+        try:
+            return runner.run_stages(needed(runner, index), None, False)
+        finally:
+            runner.executor.close()
 
 
 def rows_per_dataset(out: Path, marker: Marker) -> dict[str, dict[str, int]]:

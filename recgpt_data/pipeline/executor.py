@@ -115,6 +115,7 @@ class Executor:
     def __init__(self, store: Store, engine: Engine | None, reporter: Reporter):
         self.store = store
         self.engine = engine or get_engine("local")
+        self.owns_engine = engine is None
         self.reporter = reporter
         # With the output in object storage, a stage's scratch, its final-folder files and the
         # final folder's mirror are in the driver's local work folder: the tasks that read or write
@@ -123,18 +124,27 @@ class Executor:
         # uploaded there), and the tasks of a ``prepare_anywhere`` step go anywhere.
         self.local_work = is_remote(store.out)
 
+    def close(self) -> None:
+        """Stop the workers of the engine this executor started itself (a stage that declares its
+        own resources runs its local tasks in workers); an engine it was lent is its lender's."""
+        if self.owns_engine:
+            self.engine.close()
+
     def run(
         self, planned: Planned, fingerprint: str, inputs: Mapping[str, TableRef], context: Context
     ) -> tuple[dict[str, TableRecord], StageStats, dict[str, Any]]:
         """Run ``planned`` on ``inputs`` and write its tables; what it wrote, its stats and where
         its tasks ran: for a whole stage the worker that ran it (a bucket's record names its own),
-        and the workers that ran its prepare step's tasks."""
+        and the workers that ran its prepare step's tasks. The stage's own tasks (whole, buckets,
+        prepare step) declare the CPUs and memory its spec entry gives, else the engine's; the cuts
+        of its input tables into buckets are the engine's, with its defaults."""
         workers: set[str] = set()
+        engine = self.engine.sized(planned.spec.task_cpus, planned.spec.task_memory)
         if planned.partitions is not None:
-            written, stats = self.run_partitioned(planned, fingerprint, inputs, context, workers)
+            written, stats = self.run_partitioned(planned, fingerprint, inputs, context, engine, workers)
             where: dict[str, Any] = {}
         else:
-            written, stats, worker = self.run_whole(planned, fingerprint, inputs, context, workers)
+            written, stats, worker = self.run_whole(planned, fingerprint, inputs, context, engine, workers)
             where = {"worker": worker}
         if workers:
             where["prepare_workers"] = sorted(workers)
@@ -146,6 +156,7 @@ class Executor:
         fingerprint: str,
         inputs: Mapping[str, TableRef],
         context: Context,
+        engine: Engine,
         workers: set[str],
     ) -> tuple[dict[str, TableRecord], StageStats, str]:
         """Run a stage on whole tables as one task on the engine (in this process with one local
@@ -154,7 +165,9 @@ class Executor:
         counts = {name: count(self.store.scan(ref)) for name, ref in inputs.items()}  # parquet footers
         self.reporter.stage_started(key, 1, sum(counts.values()))
         files = {name: tuple(str(f) for f in self.store.paths(ref)) for name, ref in inputs.items()}
-        prepared = self.prepare(planned, {name: (None, whole) for name, whole in files.items()}, context, workers)
+        prepared = self.prepare(
+            planned, {name: (None, whole) for name, whole in files.items()}, context, engine, workers
+        )
         task = WholeTask(
             definition=planned.definition,
             params=planned.params,
@@ -163,10 +176,10 @@ class Executor:
             target=self.store.stage_dir(key),
             fingerprint=fingerprint,
         )
-        if self.engine.in_process:
+        if engine.in_process:
             record = run_whole(task, after_each=lambda: kill_point(key, "mid"))
         else:
-            [record] = list(self.engine.map(run_whole, [task], here=self.local_work))
+            [record] = list(engine.map(run_whole, [task], here=self.local_work))
             kill_point(key, "mid")
         written = {name: TableRecord((f,)) for name, f in record.tables.items()}
         if prepared is not None:
@@ -184,6 +197,7 @@ class Executor:
         fingerprint: str,
         inputs: Mapping[str, TableRef],
         context: Context,
+        engine: Engine,
         workers: set[str],
     ) -> tuple[dict[str, TableRecord], StageStats]:
         """Run a stage bucket by bucket on the engine, recording each finished bucket."""
@@ -192,7 +206,7 @@ class Executor:
         column = PARTITION_COLUMNS[planned.definition.partition]
         buckets = {name: self.buckets(name, ref, column, bucket_count) for name, ref in inputs.items()}
         results = self.store.finished_parts(key, fingerprint)
-        prepared = self.prepare(planned, buckets, context, workers)
+        prepared = self.prepare(planned, buckets, context, engine, workers)
         shared = self.share(key, prepared.tables) if prepared is not None else {}
         tasks = [
             PartitionTask(
@@ -218,7 +232,7 @@ class Executor:
         self.reporter.stage_started(key, bucket_count, sum(bucket_rows))
         for index in results:
             self.reporter.part_done(key, bucket_rows[index])
-        for part in self.engine.map(run_partition, tasks):
+        for part in engine.map(run_partition, tasks):
             self.store.write_part(key, part)
             results[part.index] = part
             self.reporter.part_done(key, bucket_rows[part.index])
@@ -238,7 +252,12 @@ class Executor:
         return written, stats
 
     def prepare(
-        self, planned: Planned, buckets: Mapping[str, Buckets], context: Context, workers: set[str]
+        self,
+        planned: Planned,
+        buckets: Mapping[str, Buckets],
+        context: Context,
+        engine: Engine,
+        workers: set[str],
     ) -> Prepared | None:
         """Run the stage's ``prepare`` step (if it has one) over all buckets (a whole stage's tables are
         each one entry), its tasks on the engine (on the driver's node where they need its disk),
@@ -251,7 +270,7 @@ class Executor:
             buckets={name: tuple(parts) if parts is not None else (whole,) for name, (parts, whole) in buckets.items()},
             bucketed={name: parts is not None for name, (parts, _) in buckets.items()},
             scratch=context.scratch / "prepare",
-            map=partial(traced_map, self.engine, workers, here=self.local_work and not anywhere),
+            map=partial(traced_map, engine, workers, here=self.local_work and not anywhere),
             in_store=self.store.task_folders(planned.key) if anywhere else None,
         )
         prepared = prepare(preparation, planned.params, context)

@@ -88,11 +88,15 @@ class Runner:
             raise PlanError(problems)
 
     def run(self, until: str | None = None, only: str | None = None, force: bool = False) -> RunResult:
-        """Run the selected stages, skipping those whose outputs are current (unless forced)."""
+        """Run the selected stages, skipping those whose outputs are current (unless forced); the
+        workers of an engine the runner started itself stop at the end."""
         selected = self.selected(until, only)
         self.check_settings()
         with self.lock():
-            return self.run_stages(selected, only, force)
+            try:
+                return self.run_stages(selected, only, force)
+            finally:
+                self.executor.close()
 
     def lock(self) -> AbstractContextManager[None]:
         """Hold the output folder for this run (the lock ``recgpt-data ingest`` takes too)."""

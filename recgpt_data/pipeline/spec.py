@@ -15,6 +15,9 @@ the package, ``assets:`` its bundled assets (``assets:gpt-neox-20b``, the defaul
 ``name``, which ``recgpt-data run --var name=value`` overrides (for paths that differ per site).
 ``partitions`` (spec-wide, or per stage) is the number of user buckets a partitioned stage runs in.
 ``enabled = "${var}"`` on a stage switches an optional stage on or off by a var (``true``/``false``).
+``task_cpus`` and ``task_memory`` (``"4GiB"``) on a stage set what each of its tasks declares and may
+use, over the run's ``--task-cpus`` / ``--task-memory``; they change where and how its tasks run,
+never what they write, so they are not part of its fingerprint.
 Spec-wide settings (``tokenizer``) are declared once at the top; the planner resolves them relative
 to the spec file and lends them to the stages that use them (:mod:`recgpt_data.pipeline.planner`).
 """
@@ -25,10 +28,11 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from recgpt_data.engines import parse_size
 from recgpt_data.errors import UsageError
 from recgpt_data.io.storage import Location, is_remote
 from recgpt_data.names import SafeName
@@ -36,6 +40,19 @@ from recgpt_data.names import SafeName
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 PREFIXES = {"demo:": DEMO_DIR, "assets:": ASSETS_DIR}  # bundled data and assets, wherever the package is
+
+
+def size_bytes(value: Any) -> Any:
+    """A size written as text (``"4GiB"``) in bytes, read as ``--task-memory`` reads it; others as given."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse_size(value)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Size = Annotated[int, BeforeValidator(size_bytes), Field(ge=1)]
 
 
 class StageSpec(BaseModel):
@@ -46,6 +63,9 @@ class StageSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     partitions: int | None = Field(default=None, ge=1)  # overrides the spec's for this stage
     enabled: bool = True  # false (or a var that says so) leaves the stage out of the run
+    # What each of the stage's tasks declares, over --task-cpus / --task-memory; not in its fingerprint
+    task_cpus: float | None = Field(default=None, gt=0)
+    task_memory: Size | None = None
 
     @property
     def key(self) -> str:
@@ -121,12 +141,26 @@ def load_spec(path: str | Path, overrides: Mapping[str, str] | None = None) -> P
             raw["tokenizer"] = substitute(raw["tokenizer"], variables)
         spec = PipelineSpec(**{**raw, "vars": variables}, path=path.resolve())
         spec.stages = [s for s in spec.stages if s.enabled]
-    except (tomllib.TOMLDecodeError, ValidationError, TypeError) as exc:
+    except ValidationError as exc:
+        raise UsageError(f"{path}: invalid pipeline spec: {one_line(exc)}") from None
+    except (tomllib.TOMLDecodeError, TypeError) as exc:
         raise UsageError(f"{path}: invalid pipeline spec: {exc}") from None
     keys = [s.key for s in spec.stages]
     if len(set(keys)) != len(keys):
         raise UsageError(f"{path}: a stage appears twice; give one an `id`")
     return spec
+
+
+def one_line(error: ValidationError) -> str:
+    """A spec's validation errors on one line, each where it is and with the value it got where that
+    is one value (``stages.2.task_cpus: Input should be greater than 0 (got 0)``)."""
+    problems = []
+    for problem in error.errors(include_url=False):
+        where = ".".join(str(part) for part in problem["loc"])
+        got = problem["input"]
+        shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+        problems.append(f"{where}: {problem['msg'].removeprefix('Value error, ')}{shown}")
+    return "; ".join(problems)
 
 
 def resolve_input(value: str, base: Path) -> Location:
