@@ -105,6 +105,7 @@ def cut_piece(task: CutTask) -> tuple[int, list[int]]:
     buffers: dict[int, list[pa.Table]] = {}
     sizes: dict[int, int] = {}
     held: dict[int, int] = {}  # bytes buffered per bucket
+    total = 0  # bytes buffered across the buckets: the sum of ``held``, kept as rows come and go
     per_bucket = max(1_024, BUFFERED_ROWS // task.count)
 
     def tmp(index: int) -> Path:
@@ -113,12 +114,14 @@ def cut_piece(task: CutTask) -> tuple[int, list[int]]:
     with ExitStack() as pieces:
 
         def flush(index: int) -> None:
+            nonlocal total
             if index not in writers:
                 local_paths[index] = pieces.enter_context(local_file(join(task.target, piece_name(index, task.piece))))
                 local_paths[index].parent.mkdir(parents=True, exist_ok=True)
                 writers[index] = pq.ParquetWriter(tmp(index), task.schema, compression=COMPRESSION)
             if buffers.get(index):
                 writers[index].write_table(pa.concat_tables(buffers[index]))
+            total -= held.get(index, 0)
             buffers[index], sizes[index], held[index] = [], 0, 0
 
         try:
@@ -134,12 +137,13 @@ def cut_piece(task: CutTask) -> tuple[int, list[int]]:
                         buffers.setdefault(index, []).append(rows)
                         sizes[index] = sizes.get(index, 0) + rows.num_rows
                         held[index] = held.get(index, 0) + rows.nbytes
+                        total += rows.nbytes
                         if sizes[index] >= per_bucket:
                             flush(index)
-                    if sum(held.values()) > BUFFERED_BYTES:
+                    if total > BUFFERED_BYTES:
                         for index in sorted(held, key=lambda i: (-held[i], i)):
                             flush(index)
-                            if sum(held.values()) <= BUFFERED_BYTES // 2:
+                            if total <= BUFFERED_BYTES // 2:
                                 break
             for index in range(task.count) if task.every_bucket else sorted(buffers):
                 flush(index)
