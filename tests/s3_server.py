@@ -15,7 +15,8 @@ from pathlib import Path
 
 import s3fs
 from conftest import folder_digests
-from moto.server import ThreadedMotoServer
+from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
 
 from recgpt_data.pipeline.store import MARKER, without_attempt
 
@@ -54,13 +55,16 @@ class Served:
 def moto_s3(served: Served | None = None) -> Iterator[dict[str, str]]:
     """A fresh moto server on 127.0.0.1 while the block runs: the AWS settings that reach it (the
     endpoint, dummy credentials, the region), for a process's environment; ``served`` counts the
-    bytes it sends. moto keeps its buckets in this process, shared by every server it starts, so
-    they are reset when the block ends."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    if served is not None:
-        server._server.app = served.wrap(server._server.app)  # the WSGI server calls its app per request
-    host, port = server.get_host_and_port()
+    bytes it sends. The server is moto's WSGI application (as its standalone server builds it)
+    served by werkzeug in a thread, wrapped by ``served`` where given. moto keeps its buckets in
+    this process, shared by every server it starts, so they are reset when the block ends."""
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server(
+        "127.0.0.1", 0, served.wrap(app) if served else app, threaded=True, request_handler=MotoRequestHandler
+    )
+    serving = threading.Thread(target=server.serve_forever, name="moto-s3", daemon=True)
+    serving.start()
+    host, port = server.server_address[:2]
     try:
         yield {
             "AWS_ENDPOINT_URL": f"http://{host}:{port}",
@@ -71,7 +75,9 @@ def moto_s3(served: Served | None = None) -> Iterator[dict[str, str]]:
     finally:
         reset = urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST")
         urllib.request.urlopen(reset, timeout=10).close()
-        server.stop()
+        server.shutdown()
+        serving.join()
+        server.server_close()
 
 
 def client(settings: Mapping[str, str] | None = None) -> s3fs.S3FileSystem:
