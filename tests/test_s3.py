@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from conftest import CLI, REPO
+from raw_tree import gzip_file
 from s3_server import BUCKET, Served, assert_same_build, assert_same_stage, client, moto_s3, objects
 from test_corpus_workers import DEMO_SHARD_ROWS, PIECE_TOKENS, corpus_spec
 from test_ingest_blocks import BAD_LINES, beauty_with_bad_lines
@@ -412,16 +413,47 @@ def test_cli_ingest_of_raw_objects_writes_what_the_ingest_of_local_files_writes(
     local.mkdir()
     for name in ("Magazine_Subscriptions_5.json", "meta_Magazine_Subscriptions.json.gz"):
         shutil.copy(shared / "amazon2018" / name, local)
-    for source, out in ((str(local), tmp_path / "local"), (magazines, tmp_path / "remote")):
-        done = cli("ingest", "amazon2018", source, "--out", str(out))
+    assert len(same_ingest("amazon2018", local, magazines, tmp_path)) == 2
+
+
+def same_ingest(source: str, local: Path, url: str, tmp_path: Path) -> list[Path]:
+    """``recgpt-data ingest SOURCE`` of the folder ``local`` and of its copy at ``url`` wrote the same
+    tables, byte for byte, and the same rejects and accounting, each file named where it is; the
+    tables (paths under ``tmp_path/local``, where the local ingest wrote)."""
+    for raw, out in ((str(local), tmp_path / "local"), (url, tmp_path / "remote")):
+        done = cli("ingest", source, raw, "--out", str(out))
         assert done.returncode == 0, done.stderr
     mine, theirs = tmp_path / "local", tmp_path / "remote"
     tables = sorted(p.relative_to(mine) for p in mine.rglob("*.parquet"))
     assert tables == sorted(p.relative_to(theirs) for p in theirs.rglob("*.parquet"))
-    assert len(tables) == 2
     assert all((mine / t).read_bytes() == (theirs / t).read_bytes() for t in tables)
     for name in ("rejects.jsonl", "summary.json"):
-        assert (theirs / name).read_text() == (mine / name).read_text().replace(str(local), magazines)
+        assert (theirs / name).read_text() == (mine / name).read_text().replace(str(local), url)
+    return [mine / t for t in tables]
+
+
+def test_goodreads_books_from_objects_join_the_side_files_beside_them(
+    s3: str, shared: Path, fixtures: Path, tmp_path: Path
+) -> None:
+    """Goodreads read from s3://: the books file is joined with the author names and genres of the
+    gzipped side files in its prefix, as on local disk, beside the real goodbooks-10k books and the
+    goodbooks interaction files in their own folder: the same bytes as the local ingest."""
+    local = tmp_path / "raw" / "goodreads"
+    for name in ("goodreads_books_poetry.json", "goodreads_book_authors.json", "goodreads_book_genres_initial.json"):
+        gzip_file(fixtures / "goodreads" / name, local)
+    (local / "goodbooks-10k").mkdir()
+    shutil.copy(shared / "goodreads_goodbooks10k" / "books.csv", local / "goodbooks-10k")
+    for name in ("ratings.csv", "to_read.csv"):
+        shutil.copy(fixtures / "goodreads" / "goodbooks-10k" / name, local / "goodbooks-10k")
+    url = f"{s3}/goodreads-raw"
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        client().put_file(str(path), f"{url.removeprefix('s3://')}/{path.relative_to(local).as_posix()}")
+    tables = same_ingest("goodreads", local, url, tmp_path)
+    books = pl.read_parquet(tmp_path / "local" / "items" / "goodreads" / "goodreads_books_poetry.json.gz.parquet")
+    # the names only the authors file holds (writers before other roles), the genres only the genres file
+    assert books["author"].to_list() == ["Ada Verse", "Chloé Traduit, Dan Drawer", "Eve Stone, Finn Leaf", None]
+    assert books["categories"].to_list() == [["fiction", "poetry"], ["poetry"], None, []]
+    assert len(tables) == 4
 
 
 def ingest_spec(folder: Path, path: str) -> Path:
