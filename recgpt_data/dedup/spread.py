@@ -38,9 +38,14 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from recgpt_data.dedup.lsh import NearDuplicateConfig, agreement, band_keys, optimal_banding
-from recgpt_data.dedup.minhash import MinHasher, _kernel
+from recgpt_data.dedup.minhash import MinHasher
 from recgpt_data.dedup.normalize import utf8_buffers, word_counts
 from recgpt_data.hashing import fnv1a64
+
+try:
+    from recgpt_data.dedup import minhash_kernel
+except ImportError:  # numba is not installed: polars hashes the strings
+    minhash_kernel = None
 
 DOC_SCHEMA = {
     "dataset": pl.String,
@@ -67,7 +72,7 @@ def partition_of(dataset: pl.Series, text: pl.Series, partitions: int) -> np.nda
 def string_hashes(values: pl.Series) -> np.ndarray:
     """FNV-1a 64 of each string of ``values`` (no nulls): the numbers of
     :func:`recgpt_data.hashing.fnv1a64`, from the compiled kernel where numba is installed."""
-    return fnv1a64(values).to_numpy() if _kernel is None else _kernel.fnv1a64(*utf8_buffers(values))
+    return fnv1a64(values).to_numpy() if minhash_kernel is None else minhash_kernel.fnv1a64(*utf8_buffers(values))
 
 
 def write_table(frame: pl.DataFrame, path: Path) -> None:
