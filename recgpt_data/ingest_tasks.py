@@ -3,12 +3,16 @@ file of a role read line by line (a :class:`~recgpt_data.sources.readers.LineRea
 blocks of lines, one task each.
 
 :func:`open_file` reads a file whole, or cuts it: a compressed file is decompressed once into
-copies of about ``block_bytes`` of whole lines each (zstd, level 1), a plain one is cut into byte
-ranges read in place; each block knows the number of its first line in the file, so rows and
-rejects carry the file's own line numbers. :func:`read_block` then parses one block. An input file
-may be an object-store URL, read as a stream and never copied to disk: a compressed object's bytes
-go straight into its decoder, a plain one cut is read once through to number its lines, and each
-of its blocks reads only its byte range (one ranged read per chunk). The copies and pieces go under the task's
+copies of about ``block_bytes`` of whole lines each (zstd, level 1), each knowing the number of
+its first line in the file; a plain one is cut, by its size alone, into byte ranges of
+``block_bytes`` read in place, each block the lines that start in its range. :func:`read_block`
+then parses one block. A range's block numbers its lines from 1 and reports how many it read;
+once every block is parsed, :func:`line_shifts` adds to each block's numbers the lines of the
+blocks before it and :func:`shifted` rewrites its rows and rejects with them, so rows and rejects
+carry the file's own line numbers and the file's bytes are read once in all. An input file may be
+an object-store URL, read as a stream and never copied to disk: a compressed object's bytes go
+straight into its decoder, and each block of a plain one reads only its byte range (one ranged
+read per chunk) and the end of its last line. The copies and pieces go under the task's
 ``folder``: the stage's scratch, or with the output in object storage a prefix of the store, so
 that every task runs on any node. Every task writes its *piece* of the
 file's output atomically (its rows, its rejects and, with a sample, the
@@ -22,20 +26,21 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from recgpt_data import schema as canonical
 from recgpt_data.ingest import FileSummary, read_batches
 from recgpt_data.io.atomic import AtomicFile
 from recgpt_data.io.parquet import parquet_writer_at
-from recgpt_data.io.storage import Location, is_remote, join, location_of, put, size
-from recgpt_data.io.streams import CHUNK_BYTES, LineBlocks, compression_of, line_spans
+from recgpt_data.io.storage import Location, is_remote, join, location_of, open_input, put, size
+from recgpt_data.io.streams import CHUNK_BYTES, LineBlocks, compression_of
 from recgpt_data.sampling import REASON as NOT_SAMPLED
 from recgpt_data.sampling import in_sample
 from recgpt_data.sources import get_source
@@ -48,6 +53,7 @@ SAMPLED_OUT = "dropped_interactions"
 REJECT_COLUMNS = {"file": pl.String(), "line": pl.Int64(), "raw": pl.String(), DROP_REASON: pl.String()}
 SAMPLED_OUT_COLUMNS = {**canonical.TABLES["interactions"], DROP_REASON: pl.String()}
 COMPRESSED_SHARE = 4  # a compressed file is cut when over block_bytes / 4: dumps inflate 3-6 times
+LINE_COLUMNS = ("src_line", "line")  # the columns of a piece's tables that hold line numbers
 
 
 def columns_of(table: str) -> dict[str, pl.DataType]:
@@ -78,16 +84,18 @@ class FileTask:
         return source, source.roles[self.role]
 
     def piece_path(self, table: str, index: int, suffix: str = "parquet") -> Location:
-        """Where piece ``index`` of this file writes ``table`` (or, suffix ``zst``, its block's copy):
-        a local path, or a URL where ``folder`` is in object storage."""
+        """Where piece ``index`` of this file writes ``table`` (or, suffix ``zst``, its block's copy;
+        ``shifted.parquet``, the table with its lines renumbered): a local path, or a URL where
+        ``folder`` is in object storage."""
         relative = f"{self.table}/{self.dataset}/{Path(self.path).name}/{table}-{index:05d}.{suffix}"
         return join(location_of(self.folder), relative)
 
 
 @dataclass(frozen=True)
 class Block:
-    """Lines of a file to parse in one task: a copy of them at ``read``, or the byte range ``span``
-    of the plain file itself; ``first_line`` is the number of the first in the file."""
+    """Lines of a file to parse in one task: a copy of them at ``read``, or the lines that start in
+    the byte range ``span`` of the plain file itself; ``first_line`` is the number of the first (of
+    a range's lines 1: the lines before them are counted only once every block is read)."""
 
     file: FileTask
     index: int
@@ -99,12 +107,14 @@ class Block:
 @dataclass(frozen=True)
 class Piece:
     """What one task wrote for piece ``index`` of file ``file``: each table's file and rows (tables
-    it had no rows for left out), and the accounting of the records it read."""
+    it had no rows for left out), the accounting of the records it read and, for the byte range of
+    a plain file, the lines it read."""
 
     file: int
     index: int
     tables: dict[str, tuple[str, int]]
     summary: FileSummary
+    lines: int = 0
 
 
 def splits(task: FileTask, role: Role) -> bool:
@@ -117,16 +127,18 @@ def splits(task: FileTask, role: Role) -> bool:
 def open_file(task: FileTask) -> tuple[list[Piece], list[Block]]:
     """A task: a file read whole (one piece), or cut into blocks for :func:`read_block` (with the
     piece of a cut stream's end, if any). A file in object storage is read as a stream, never
-    copied: a plain one cut is read here only to number its lines, its blocks each read their own
-    byte range from the store."""
+    copied; a plain one cut is not read here at all: its blocks are byte ranges of ``block_bytes``
+    by its size, each read by its own task."""
     _, role = task.source()
     location = location_of(task.path)
     if not splits(task, role):
         state = ReadState()
         return [write_piece(task, 0, role.reader(location, state), state)], []
     if compression_of(task.path) is None:
-        spans = line_spans(location, task.block_bytes)
-        return [], [Block(task, k, task.path, line, (start, end)) for k, (start, end, line) in enumerate(spans)]
+        total, step = size(location) or 0, task.block_bytes
+        return [], [
+            Block(task, k, task.path, 1, (at, min(at + step, total))) for k, at in enumerate(range(0, total, step))
+        ]
     blocks = LineBlocks(location, min(CHUNK_BYTES, task.block_bytes))
     copies = list(_copies(task, blocks))
     state = ReadState()
@@ -204,9 +216,10 @@ def _cut_end(path: Location, blocks: LineBlocks, state: ReadState) -> Iterator[R
 
 
 def read_block(block: Block) -> Piece:
-    """A task: parse one block of a file's lines into its piece: its copy, or its byte range of the
-    plain file (in object storage, ranged reads of that range alone). The task only reads, so a
-    retry of it reads the same lines (the stage deletes the copies once every block is parsed)."""
+    """A task: parse one block of a file's lines into its piece: its copy, or the lines of its byte
+    range of the plain file (in object storage, ranged reads of that range and the end of its last
+    line alone), numbered from 1, with their count. The task only reads, so a retry of it reads the
+    same lines (the stage deletes the copies once every block is parsed)."""
     _, role = block.file.source()
     assert isinstance(role.reader, LineReader)
     lines = LineBlocks(location_of(block.read), first_line=block.first_line, span=block.span)
@@ -216,7 +229,58 @@ def read_block(block: Block) -> Piece:
         yield from role.reader.blocks(lines)
         state.records = lines.lines
 
-    return write_piece(block.file, block.index, prefetched(batches()), state)
+    piece = write_piece(block.file, block.index, prefetched(batches()), state)
+    return replace(piece, lines=lines.lines)
+
+
+@dataclass(frozen=True)
+class Shift:
+    """Piece ``piece`` of ``file`` (a byte range's, its lines numbered from 1), whose line numbers
+    ``lines`` more make them the file's: the lines of the blocks before it."""
+
+    file: FileTask
+    piece: Piece
+    lines: int
+
+
+def line_shifts(pieces: Mapping[int, Sequence[Piece]], blocks: Sequence[Block]) -> list[Shift]:
+    """The pieces of the byte ranges of ``blocks`` (``pieces`` by file number, each file's in order)
+    whose line numbers must move: each by the lines that the ranges before it read. Only pieces
+    with a table of line numbers and lines before them are given."""
+    ranged = {b.file.number: b.file for b in blocks if b.span is not None}
+    shifts = []
+    for number, file in sorted(ranged.items()):
+        before = 0
+        for piece in pieces[number]:
+            if before and any(_line_column(t) for t in piece.tables):
+                shifts.append(Shift(file, piece, before))
+            before += piece.lines
+    return shifts
+
+
+def _line_column(table: str) -> str | None:
+    """The column of ``table`` (as a task writes it) that holds line numbers, if any."""
+    return next((c for c in LINE_COLUMNS if c in columns_of(table)), None)
+
+
+def shifted(shift: Shift) -> Piece:
+    """A task: the piece with its line numbers moved by ``shift.lines``, each table that holds them
+    rewritten (atomically, beside the first, which a retry reads again) row group by row group, as
+    the block's task would have written it had it known its first line; other tables kept as they
+    are."""
+    tables = dict(shift.piece.tables)
+    for table, (path, rows) in shift.piece.tables.items():
+        column = _line_column(table)
+        if column is None:
+            continue
+        target = shift.file.piece_path(table, shift.piece.index, "shifted.parquet")
+        with open_input(location_of(path)) as handle, parquet_writer_at(target, columns_of(table)) as writer:
+            parquet = pq.ParquetFile(handle)
+            for group in range(parquet.num_row_groups):
+                frame = pl.from_arrow(parquet.read_row_group(group))
+                writer.write(frame.with_columns(pl.col(column) + shift.lines))
+        tables[table] = (str(target), rows)
+    return replace(shift.piece, tables=tables)
 
 
 def write_piece(task: FileTask, index: int, batches: Iterator[RawBatch], state: ReadState) -> Piece:

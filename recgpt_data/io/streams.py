@@ -15,7 +15,6 @@ same line breaks.
 from __future__ import annotations
 
 import bz2
-import math
 import mmap
 import zlib
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import pyarrow as pa
 from recgpt_data.io.storage import Location, is_remote, name_of, open_input
 
 CHUNK_BYTES = 8 << 20
+TAIL_BYTES = 4 << 10  # the first read past a range's end, to the end of its last line (a few lines of a dump)
 BOM = b"\xef\xbb\xbf"
 COMPRESSION_SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 
@@ -55,9 +55,9 @@ def _decompressor(kind: str):
 
 
 class ChunkStream:
-    """Iterate a file's decompressed bytes in chunks (of a plain file, only those of ``span``,
-    ``[start, end)``, where given); after iteration ``truncated`` tells whether the compressed
-    stream ended early and ``error`` says how."""
+    """Iterate a file's decompressed bytes in chunks (of a plain file with a ``span``, only the
+    lines that start in it: see :func:`owned_lines`); after iteration ``truncated`` tells whether
+    the compressed stream ended early and ``error`` says how."""
 
     def __init__(self, path: Location, chunk_bytes: int = CHUNK_BYTES, span: tuple[int, int] | None = None):
         self.path = path
@@ -73,15 +73,39 @@ class ChunkStream:
         if kind == "zstd":
             yield from self._zstd()
             return
-        start, end = self.span or (0, None)
-        with open_input(self.path, start) as handle:
+        if self.span is not None:
+            yield from self._owned(*self.span)
+            return
+        with open_input(self.path) as handle:
             if kind is None:
-                left = end - start if end is not None else math.inf
-                while left > 0 and (chunk := handle.read(int(min(left, self.chunk_bytes)))):
-                    left -= len(chunk)
+                while chunk := handle.read(self.chunk_bytes):
                     yield chunk
                 return
             yield from self._decompress(handle, kind)
+
+    def _owned(self, start: int, end: int) -> Iterator[bytes]:
+        """The bytes of the lines that start in ``[start, end)`` (see :func:`owned_lines`), read
+        from the byte before ``start`` in chunks up to ``end``, then on past it in small, growing
+        pieces only as far as the last of those lines runs: the bytes of a file cut into ranges
+        are read about once in all (a range also reads the part of the line it starts in)."""
+        with open_input(self.path, max(start - 1, 0)) as handle:
+            at, seeking, ended = max(start - 1, 0), start > 0, True
+            while at < end and (chunk := handle.read(min(end - at, self.chunk_bytes))):
+                at += len(chunk)
+                ended = chunk.endswith(b"\n")
+                if seeking:  # the line that runs into the range belongs to the range before
+                    cut = chunk.find(b"\n")
+                    if cut < 0:
+                        continue
+                    chunk, seeking = chunk[cut + 1 :], False
+                if chunk:
+                    yield chunk
+            piece = TAIL_BYTES
+            while not (seeking or ended) and (chunk := handle.read(piece)):
+                cut = chunk.find(b"\n")
+                ended = cut >= 0
+                yield chunk[: cut + 1] if ended else chunk
+                piece = min(2 * piece, self.chunk_bytes)
 
     def _zstd(self) -> Iterator[bytes]:
         """pyarrow's zstd decoder drops what a read decoded when the stream breaks inside that read,
@@ -144,9 +168,10 @@ class LineBlocks:
     of its first line. CRLF endings are read as LF.
 
     A block of lines cut out of a larger file is read with ``first_line``, the number in that file
-    of its first line, and, for a plain file read in place, ``span``: the byte range ``[start, end)``
-    of its lines (``start`` at a line's start, ``end`` just after a line break or at the file's end).
-    A plain object in a store is cut at the same line breaks as the same file read in place.
+    of its first line where that is known, and, for a plain file read in place, ``span``: a byte
+    range ``[start, end)`` anywhere in the file, whose block is the lines that start in it (see
+    :func:`owned_lines`). A plain object in a store is cut at the same line breaks as the same file
+    read in place.
 
     After iteration: ``lines`` is the number of lines yielded, ``truncated`` whether the compressed
     stream was cut, and ``partial`` the incomplete last record of a cut stream (not yielded)."""
@@ -206,7 +231,7 @@ class LineBlocks:
         if not Path(self.stream.path).stat().st_size:
             return
         with open(self.stream.path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            start, size = self.span or (0, len(data))
+            start, size = owned_lines(data, *self.span) if self.span else (0, len(data))
             if start == 0 and data[: len(BOM)] == BOM:
                 start = len(BOM)
             last = data.rfind(b"\n", start, size)
@@ -266,22 +291,15 @@ def crlf_to_lf(block: bytes) -> bytes:
     return block
 
 
-def line_spans(path: Location, block_bytes: int) -> list[tuple[int, int, int]]:
-    """A plain file cut at line breaks into byte ranges of about ``block_bytes``: ``(start, end,
-    first_line)`` for each, ``end`` just after the first line break from ``start + block_bytes - 1``
-    on (the last at the file's end), with the number of its first line as :class:`LineBlocks`
-    numbers them (a byte order mark holds no line break). The file is read once, as a stream: the
-    line numbers are what needs every byte before a range."""
-    spans: list[tuple[int, int, int]] = []
-    start, line = 0, 1  # the open range's start and the number of its first line
-    at, breaks = 0, 0  # where the chunk starts in the file, and the line breaks before it
-    for chunk in ChunkStream(path):
-        while (cut := chunk.find(b"\n", max(start + block_bytes - 1 - at, 0))) >= 0:
-            end = at + cut + 1
-            spans.append((start, end, line))
-            start, line = end, 1 + breaks + chunk.count(b"\n", 0, cut + 1)
-        breaks += chunk.count(b"\n")
-        at += len(chunk)
-    if start < at:
-        spans.append((start, at, line))
-    return spans
+def owned_lines(data: mmap.mmap, start: int, end: int) -> tuple[int, int]:
+    """The bytes ``[first, last)`` of the lines of ``data`` that start in the byte range ``[start,
+    end)``: from the start of the first line there (``start`` itself where it is 0 or follows a line
+    break) to the end of the line that holds byte ``end - 1`` (its line break included, or the end
+    of the data), empty where no line starts in the range. Ranges that tile a file give every line
+    to exactly one of them, whatever lengths its lines have, and a line break is never inside a
+    UTF-8 character or between the CR and LF of a CRLF's line, so a range splits neither."""
+    first = 0 if start == 0 else data.find(b"\n", start - 1, end - 1) + 1
+    if first == 0 and start:
+        return start, start
+    last = data.find(b"\n", end - 1)
+    return first, last + 1 if last >= 0 else len(data)

@@ -24,9 +24,11 @@ from recgpt_data.ingest_tasks import (
     FileTask,
     Piece,
     columns_of,
+    line_shifts,
     merged,
     open_file,
     read_block,
+    shifted,
 )
 from recgpt_data.io.parquet import write_parquet
 from recgpt_data.io.storage import Location, is_remote, join, location_of, remove, remove_tree
@@ -135,7 +137,8 @@ def prepare_ingest(prep: Preparation, params: IngestParams, ctx: Context) -> Pre
     """Read every input file in tasks (:mod:`recgpt_data.ingest_tasks`): small files whole, big ones
     cut into blocks of lines that are parsed apart. The pieces become the stage's tables, adopted
     whole: rows in the order of the files' outputs (as one ingest of each source writes them),
-    rejects in source and file order, each file's pieces in order. Each source's accounting, its
+    rejects in source and file order, each file's pieces in order; the pieces of a plain file's
+    byte ranges, numbered from 1, are rewritten with the file's line numbers once all are read. Each source's accounting, its
     files named as the spec declares them, is a small table for :func:`ingest_stage`.
 
     The tasks write their copies and pieces in the step's task folders (in the store with the
@@ -164,6 +167,13 @@ def prepare_ingest(prep: Preparation, params: IngestParams, ctx: Context) -> Pre
         if block.span is None:
             remove(location_of(block.read))
     ordered = {n: sorted(found, key=lambda p: p.index) for n, found in pieces.items()}
+    shifts = line_shifts(ordered, blocks)
+    for piece in prep.map(shifted, shifts):
+        ordered[piece.file][piece.index] = piece
+    for shift in shifts:  # the pieces numbered from 1, once every shifted one is written
+        for table, (path, _) in shift.piece.tables.items():
+            if ordered[shift.piece.file][shift.piece.index].tables[table][0] != path:
+                remove(location_of(path))
     outputs = [o for p in planned for o in p.outputs]
     by_output = sorted(range(len(tasks)), key=lambda n: outputs[n])
     tables = {table: _files(table, [ordered[n] for n in by_output]) for table in ("interactions", "items")}
