@@ -29,6 +29,7 @@ from raw_tree import gzip_file
 from s3_server import BUCKET, Served, assert_same_build, assert_same_stage, client, moto_s3, objects
 from test_corpus_workers import DEMO_SHARD_ROWS, PIECE_TOKENS, corpus_spec
 from test_ingest_blocks import BAD_LINES, beauty_with_bad_lines
+from test_ingest_ranges import plain_lines, ranges, variants
 
 from recgpt_data.clean.item_tasks import ChunkJob
 from recgpt_data.dedup.prepare import Job as DedupJob
@@ -579,6 +580,25 @@ def test_an_object_read_as_a_stream_gives_the_blocks_of_the_local_file(
     assert [list(LineBlocks(url, 4096, span=span)) for span in spans] == ranged and len(ranged) == 7
     lines = [line for blocks in ranged for _, block, _ in blocks for line in block.split(b"\n")]
     assert lines == [line.removesuffix(b"\r") for line in data.removeprefix(BOM).split(b"\n")]
+
+
+@pytest.mark.parametrize("variant", ["bom_crlf_no_final_break", "blank_lines_and_a_lone_cr", "one_line_no_break"])
+def test_an_objects_byte_ranges_give_the_lines_of_the_local_files(
+    s3: str, shared: Path, tmp_path: Path, variant: str
+) -> None:
+    """Real Yelp reviews with UTF-8 text, whatever their endings, in ranges of 191 bytes (lines
+    longer than a range, characters cut at its edges) read from an object: each range the blocks of
+    the same range of the file on disk, and the ranges the file's lines."""
+    data = variants(shared)[variant]
+    local = tmp_path / "reviews.json"
+    local.write_bytes(data)
+    url = f"{s3}/ranges/{variant}.json"
+    client().put_file(str(local), url.removeprefix("s3://"))
+    spans = ranges(len(data), 191)
+    blocks = [list(LineBlocks(local, 256, span=span)) for span in spans]
+    assert [list(LineBlocks(url, 256, span=span)) for span in spans] == blocks
+    assert [line for found in blocks for _, block, _ in found for line in block.split(b"\n")] == plain_lines(local)
+    assert any(not found for found in blocks)  # a range that no line starts in
 
 
 def test_a_block_copy_whose_put_fails_leaves_nothing_in_tmpdir(
