@@ -35,12 +35,13 @@ def ranges(size: int, width: int) -> list[tuple[int, int]]:
 
 def edges(data: bytes, width: int, starts: list[int]) -> dict[str, bool]:
     """What the edges of ranges of ``width`` cut in ``data`` (whose lines start at ``starts``): a
-    UTF-8 character, a CR LF, and whether a range holds no line start (a line longer than a range
-    runs through it)."""
+    UTF-8 character, a CR LF, whether one falls just after a line break, and whether a range holds
+    no line start (a line longer than a range runs through it)."""
     cuts = range(width, len(data), width)
     return {
         "utf8": any(data[at] & 0xC0 == 0x80 for at in cuts),
         "crlf": any(data[at - 1 : at + 1] == b"\r\n" for at in cuts),
+        "after_break": any(data[at - 1] == 10 for at in cuts),
         "empty_range": len({start // width for start in starts}) < len(cuts) + 1,
     }
 
@@ -79,8 +80,9 @@ def test_ranges_give_every_line_once_in_order(shared: Path, tmp_path: Path, vari
             got += block.split(b"\n")
             counts += count
     assert got == expected and counts == len(expected)
-    if width <= 3 and variant in ("lf", "bom_crlf_no_final_break"):  # the edges these ranges cut
-        assert edges(data, width, line_starts(data)) == {"utf8": True, "crlf": variant != "lf", "empty_range": True}
+    if width == 1 and variant in ("lf", "bom_crlf_no_final_break"):  # the edges these ranges cut
+        cut = edges(data, width, line_starts(data))
+        assert cut == {"utf8": True, "crlf": variant != "lf", "after_break": True, "empty_range": True}
 
 
 def test_a_ranges_lines_moved_by_those_before_it_are_the_piece_of_its_known_first_line(
@@ -110,7 +112,8 @@ def test_a_ranges_lines_moved_by_those_before_it_are_the_piece_of_its_known_firs
 def yelp_with_bad_lines(shared: Path, folder: Path) -> tuple[Path, int]:
     """The real Yelp reviews as a published file may be (a byte order mark, CR LF endings, no break
     after its last line) with a blank, a malformed and a not-an-object line among them, and a range
-    width whose edges cut a UTF-8 character and a CR LF, with a range that no line starts in."""
+    width whose edges cut a UTF-8 character and a CR LF and fall after a line break, with a range
+    that no line starts in."""
     lines = shared.joinpath(*REVIEWS).read_bytes().splitlines()
     for number, bad in {3: b"", 400: b'{"user_id": ', 801: b'"a string"'}.items():
         lines.insert(number - 1, bad)

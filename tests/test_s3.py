@@ -13,6 +13,7 @@ import gzip
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,7 +30,7 @@ from raw_tree import gzip_file
 from s3_server import BUCKET, Served, assert_same_build, assert_same_stage, client, moto_s3, objects
 from test_corpus_workers import DEMO_SHARD_ROWS, PIECE_TOKENS, corpus_spec
 from test_ingest_blocks import BAD_LINES, beauty_with_bad_lines
-from test_ingest_ranges import plain_lines, ranges, variants
+from test_ingest_ranges import line_starts, plain_lines, variants
 
 from recgpt_data.clean.item_tasks import ChunkJob
 from recgpt_data.dedup.prepare import Job as DedupJob
@@ -586,15 +587,19 @@ def test_an_object_read_as_a_stream_gives_the_blocks_of_the_local_file(
 def test_an_objects_byte_ranges_give_the_lines_of_the_local_files(
     s3: str, shared: Path, tmp_path: Path, variant: str
 ) -> None:
-    """Real Yelp reviews with UTF-8 text, whatever their endings, in ranges of 191 bytes (lines
-    longer than a range, characters cut at its edges) read from an object: each range the blocks of
-    the same range of the file on disk, and the ranges the file's lines."""
+    """Real Yelp reviews with UTF-8 text, whatever their endings, in ranges of at most 150 bytes
+    (lines longer than a range) with edges after every line break, between every CR and LF and in
+    UTF-8 characters, read from an object: each range the blocks of the same range of the file on
+    disk, and the ranges the file's lines."""
     data = variants(shared)[variant]
     local = tmp_path / "reviews.json"
     local.write_bytes(data)
     url = f"{s3}/ranges/{variant}.json"
     client().put_file(str(local), url.removeprefix("s3://"))
-    spans = ranges(len(data), 191)
+    utf8 = [at for at, byte in enumerate(data) if byte & 0xC0 == 0x80][::7]
+    crlf = [m.start() + 1 for m in re.finditer(b"\r\n", data)]
+    cuts = sorted({*range(0, len(data), 150), *line_starts(data), *utf8, *crlf})
+    spans = list(zip(cuts, [*cuts[1:], len(data)], strict=True))
     blocks = [list(LineBlocks(local, 256, span=span)) for span in spans]
     assert [list(LineBlocks(url, 256, span=span)) for span in spans] == blocks
     assert [line for found in blocks for _, block, _ in found for line in block.split(b"\n")] == plain_lines(local)
