@@ -37,7 +37,7 @@ from recgpt_data.errors import UsageError
 from recgpt_data.hashing import fnv1a64, unit_interval
 from recgpt_data.histories import history_lines, iter_bucket_events
 from recgpt_data.io import storage
-from recgpt_data.io.parquet import AtomicParquetWriter, parquet_writer_at, write_parquet, write_scratch
+from recgpt_data.io.parquet import AtomicParquetWriter, RowGroupWriter, parquet_writer_at, write_scratch
 from recgpt_data.io.storage import Location, fetched, is_remote, join, local_file, location_of, put, remove_tree
 from recgpt_data.pipeline.fingerprint import file_sha256
 from recgpt_data.split import PRETRAIN, leaked
@@ -47,6 +47,7 @@ TRAIN = "train"
 VALIDATION = "validation"
 SPLITS = (TRAIN, VALIDATION)
 SHARD_COLUMNS = ("text", "num_tokens", "source", "dataset", "user_id", "chunk_index", "num_items", "item_ids")
+SHARD_SCHEMA = {c: DOCUMENT_SCHEMA[c] for c in SHARD_COLUMNS}
 DOCUMENT_KEY = ("dataset", "user_id", "chunk_index")
 KEY = "__shuffle_key"
 PRETRAIN_DIR = Path("data") / "pretrain"
@@ -189,14 +190,23 @@ class ShardRecord:
     sha256: str
 
 
-def shard_starts(keys: pl.DataFrame, split: str, max_rows: int, max_bytes: int) -> list[int]:
-    """The first shuffle key of each shard of ``split``, from its documents' keys and text bytes
-    (the validation split is one shard; an empty split has none)."""
+def shard_slices(keys: pl.DataFrame, split: str, max_rows: int, max_bytes: int, slice_bytes: int) -> list[list[int]]:
+    """Each shard of ``split`` as the first shuffle keys of its slices, consecutive key ranges of at
+    most ``slice_bytes`` text bytes (unless one document is larger), the first of them the shard's
+    own first key; from its documents' keys and text bytes (the validation split is one shard; an
+    empty split has none)."""
     ordered = keys.filter(pl.col("split") == split).sort(KEY)
     if ordered.height == 0:
         return []
     ranges = shard_ranges(ordered, max_rows, max_bytes) if split == TRAIN else [(0, ordered.height)]
-    return [int(ordered[KEY][start]) if start < ordered.height else 0 for start, _ in ranges]
+    starts = ordered[KEY]
+    return [
+        [
+            int(starts[start + first])
+            for first, _ in shard_ranges(ordered.slice(start, end - start), end - start, slice_bytes)
+        ]
+        for start, end in ranges
+    ]
 
 
 @dataclass(frozen=True)
@@ -225,12 +235,12 @@ class Layout:
 @dataclass(frozen=True)
 class FileTask:
     """One documents file (``index`` in the table's file order); for the scatter, each split's
-    shard starts and the rows read at a time."""
+    shards as their slices' first keys, and the rows read at a time."""
 
     layout: Layout
     index: int
     file: str
-    starts: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    slices: tuple[tuple[str, tuple[tuple[int, ...], ...]], ...] = ()
     batch_rows: int = 20_000
 
 
@@ -252,7 +262,8 @@ def read_totals(task: FileTask) -> int:
 
 @dataclass(frozen=True)
 class BudgetTask:
-    """Round 2, one task: the token budget over every user's tokens, and the shards' key ranges."""
+    """Round 2, one task: the token budget over every user's tokens, and the key ranges of the
+    shards and of their slices."""
 
     layout: Layout
     held_out: tuple[str, ...] | None
@@ -260,14 +271,16 @@ class BudgetTask:
     weights: tuple[tuple[str, float], ...]
     shard_rows: int
     shard_bytes: int
+    slice_bytes: int
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What the budget task decided: each split's shard starts, the budget report, the documents
-    kept and the held-out pairs the leak check looks for."""
+    """What the budget task decided: each split's shards as their slices' first keys (see
+    :func:`shard_slices`), the budget report, the documents kept and the held-out pairs the leak
+    check looks for."""
 
-    starts: dict[str, list[int]]
+    slices: dict[str, list[list[int]]]
     budget: dict[str, Any]
     kept: int
     held_out_pairs: int
@@ -275,7 +288,7 @@ class Plan:
 
 def plan_shards(task: BudgetTask) -> Plan:
     """Round 2: the users kept to meet the budget (written to scratch for the scatter) and each
-    split's shard starts from the kept documents' keys and text bytes."""
+    split's shards and their slices from the kept documents' keys and text bytes."""
     layout = task.layout
     totals = (
         pl.scan_parquet(layout.files("totals"))
@@ -293,23 +306,23 @@ def plan_shards(task: BudgetTask) -> Plan:
         .select(KEY, "split", "bytes")
         .collect()
     )
-    starts = {split: shard_starts(keys, split, task.shard_rows, task.shard_bytes) for split in SPLITS}
+    slices = {split: shard_slices(keys, split, task.shard_rows, task.shard_bytes, task.slice_bytes) for split in SPLITS}
     pairs = 0
     if task.held_out is not None:
         pairs = count(pl.scan_parquet(list(task.held_out)).select("user_id", "item_id").unique())
-    return Plan(starts, budget, keys.height, pairs)
+    return Plan(slices, budget, keys.height, pairs)
 
 
-def piece_path(layout: Layout, split: str, shard: int, file: int) -> Location:
-    """Where documents file ``file`` puts its documents of shard ``shard`` of ``split``."""
-    return layout.path("pieces", split, f"{shard:05d}", f"{file:05d}.parquet")
+def slice_folder(split: str, shard: int, slice_: int) -> tuple[str, ...]:
+    """The scratch folder of the pieces of slice ``slice_`` of shard ``shard`` of ``split``."""
+    return ("pieces", split, f"{shard:05d}", f"{slice_:05d}")
 
 
 def scatter(task: FileTask) -> None:
     """Round 3 for one documents file, ``batch_rows`` rows at a time (a slice of the scan, so only
-    its row groups are read): each kept user's document goes to this file's piece of the shard of
-    its split whose key range holds its shuffle key."""
-    schema = {**{c: DOCUMENT_SCHEMA[c] for c in SHARD_COLUMNS}, KEY: pl.UInt64()}
+    its row groups are read): each kept user's document goes to this file's piece of the slice of
+    a shard of its split whose key range holds its shuffle key."""
+    schema = {**SHARD_SCHEMA, KEY: pl.UInt64()}
     kept = pl.read_parquet(task.layout.path("kept.parquet"))
     documents = pl.scan_parquet(task.file)
     with ExitStack() as stack:  # an error aborts every piece; success closes them into place
@@ -318,14 +331,16 @@ def scatter(task: FileTask) -> None:
             batch = documents.slice(offset, task.batch_rows).collect()
             batch = batch.join(kept, on=["dataset", "user_id"], how="semi", maintain_order="left")
             batch = batch.with_columns(shuffle_key(batch, task.layout.seed))
-            for split, bounds in task.starts:
+            for split, shards in task.slices:
+                folders = [slice_folder(split, s, i) for s, starts in enumerate(shards) for i in range(len(starts))]
+                bounds = np.array([start for starts in shards for start in starts][1:], dtype=np.uint64)
                 part = batch.filter(pl.col("split") == split).select(*SHARD_COLUMNS, KEY)
-                shard = np.searchsorted(np.array(bounds[1:], dtype=np.uint64), part[KEY].to_numpy(), side="right")
-                for index in np.unique(shard).tolist():
+                where = np.searchsorted(bounds, part[KEY].to_numpy(), side="right")
+                for index in np.unique(where).tolist():
                     if (split, index) not in writers:
-                        path = piece_path(task.layout, split, index, task.index)
+                        path = task.layout.path(*folders[index], f"{task.index:05d}.parquet")
                         writers[split, index] = stack.enter_context(parquet_writer_at(path, schema))
-                    writers[split, index].write(part.filter(pl.Series(shard == index)))
+                    writers[split, index].write(part.filter(pl.Series(where == index)))
 
 
 def json_line_bytes(texts: pl.Series) -> pl.Series:
@@ -336,29 +351,32 @@ def json_line_bytes(texts: pl.Series) -> pl.Series:
     return (texts.str.len_bytes().cast(pl.Int64) + LINE_BYTES + short + 5 * other).alias("bytes")
 
 
-def member_ranges(texts: pl.Series, member_bytes: int) -> list[tuple[int, int]]:
-    """Consecutive row ranges ``[start, end)`` of ``texts`` whose JSON lines hold at most
-    ``member_bytes`` bytes each (unless one line is larger): the gzip members of a shard's export,
-    planned from its data alone. The shard's bytes are shared evenly between the fewest members
-    that hold them, so that no member is a small remainder (a 66 MB shard at 64 MiB is two members
-    of 33 MB, not 64 and 2) and the members' tasks take about as long each."""
-    sizes = json_line_bytes(texts).to_frame()
-    total = int(sizes["bytes"].sum())
+def member_ranges(sizes: pl.Series, member_bytes: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges ``[start, end)`` of a shard whose JSON lines (their bytes ``sizes``,
+    see :func:`json_line_bytes`) hold at most ``member_bytes`` bytes each (unless one line is
+    larger): the gzip members of the shard's export, planned from its data alone. The shard's bytes
+    are shared evenly between the fewest members that hold them, so that no member is a small
+    remainder (a 66 MB shard at 64 MiB is two members of 33 MB, not 64 and 2) and the members'
+    tasks take about as long each."""
+    total = int(sizes.sum())
     members = max(1, -(-total // member_bytes))
     even = -(-total // members)
-    return shard_ranges(sizes, max(texts.len(), 1), min(member_bytes, even))
+    return shard_ranges(sizes.alias("bytes").to_frame(), max(sizes.len(), 1), min(member_bytes, even))
 
 
 @dataclass(frozen=True)
 class ShardTask:
-    """Round 4: shard ``index`` of the ``count`` shards of ``split``, the held-out files, and the
-    uncompressed bytes of each gzip member of a train shard's export."""
+    """Round 4: shard ``index`` of the ``count`` shards of ``split`` and its number of slices, the
+    held-out files, the most text bytes of a row group, and the uncompressed bytes of each gzip
+    member of a train shard's export."""
 
     layout: Layout
     split: str
     index: int
     count: int
+    slices: int
     held_out: tuple[str, ...] | None
+    row_group_bytes: int
     member_bytes: int
 
 
@@ -374,22 +392,34 @@ class WrittenShard:
 
 
 def write_shard(task: ShardTask) -> WrittenShard:
-    """Round 4 for one shard: its pieces, in documents-file order, sorted by shuffle key and
-    written as ``data/pretrain/<split>-NNNNN-of-NNNNN.parquet``; leak-checked against the held-out
-    pairs, and, for a train shard, cut into the row ranges of its export's gzip members."""
-    pieces = task.layout.files("pieces", task.split, f"{task.index:05d}")
-    frame = pl.read_parquet(pieces).sort([KEY, *DOCUMENT_KEY]).drop(KEY)
+    """Round 4 for one shard, a slice at a time (so that a task holds about one slice and one row
+    group, whatever the shard's size): each slice's pieces sorted by (shuffle key, document key) and
+    appended to ``data/pretrain/<split>-NNNNN-of-NNNNN.parquet``, whose rows are so in the same total
+    order as the whole shard sorted at once; each slice leak-checked against the held-out pairs, and,
+    for a train shard, the JSON lines' bytes kept to cut it into the row ranges of its export's gzip
+    members."""
     relative = PRETRAIN_DIR / f"{task.split}-{task.index:05d}-of-{task.count:05d}.parquet"
+    rows, tokens, found, sizes = 0, 0, set(), []
     with local_file(task.layout.out(relative)) as target:
-        write_parquet(frame, target)
+        with RowGroupWriter(target, SHARD_SCHEMA, "text", task.row_group_bytes) as writer:
+            for index in range(task.slices):
+                pieces = task.layout.files(*slice_folder(task.split, task.index, index))
+                if not pieces:  # a slice whose first key another slice starts with too (a key collision)
+                    continue
+                frame = pl.read_parquet(pieces).sort([KEY, *DOCUMENT_KEY]).drop(KEY)
+                writer.write(frame)
+                rows, tokens = rows + frame.height, tokens + int(frame["num_tokens"].sum())
+                if task.held_out is not None:
+                    found.update(
+                        leaked(frame.lazy().select("user_id", "item_ids"), pl.scan_parquet(list(task.held_out))).rows()
+                    )
+                if task.split == TRAIN:
+                    sizes.append(json_line_bytes(frame["text"]))
         sha256 = file_sha256(target)
     remove_tree(task.layout.path("pieces", task.split, f"{task.index:05d}"))
-    found: list[tuple[str, str]] = []
-    if task.held_out is not None:
-        found = leaked(frame.lazy().select("user_id", "item_ids"), pl.scan_parquet(list(task.held_out))).rows()
-    record = ShardRecord(relative.as_posix(), frame.height, int(frame["num_tokens"].sum()), sha256)
-    members = member_ranges(frame["text"], task.member_bytes) if task.split == TRAIN else []
-    return WrittenShard(task, record, found, members)
+    record = ShardRecord(relative.as_posix(), rows, tokens, sha256)
+    members = member_ranges(pl.concat(sizes), task.member_bytes) if sizes else []
+    return WrittenShard(task, record, sorted(found), members)
 
 
 def export_jsonl(texts: Sequence[str], target: Path) -> int:
@@ -532,6 +562,8 @@ def write_corpus(
     weights: Mapping[str, float] | None = None,
     shard_rows: int = 100_000,
     shard_bytes: int = 256 * 1024 * 1024,
+    slice_bytes: int = 32 * 1024 * 1024,
+    row_group_bytes: int = 32 * 1024 * 1024,
     batch_rows: int = 20_000,
     member_bytes: int = 64 * 1024 * 1024,
     jsonl: bool = True,
@@ -541,29 +573,30 @@ def write_corpus(
     and exports into ``layout.out_dir``, and prove no pair of the ``held_out`` files is in the
     written shards; every step that reads documents or shards runs in tasks ``map_`` schedules (per
     documents file, one for the budget, per shard, per gzip member of about ``member_bytes`` bytes of
-    a train shard's JSON lines), the caller only plans.
+    a train shard's JSON lines), the caller only plans. A shard's task reads it a slice of about
+    ``slice_bytes`` text bytes at a time and writes row groups of at most ``row_group_bytes``.
 
-    Each shard's rows are its documents sorted by (shuffle key, document key), a total order, so the
-    shards are the same bytes whatever the number of documents files and wherever the tasks ran."""
+    Each shard's rows are its documents sorted by (shuffle key, document key), a total order, and its
+    row groups are cut by its rows alone, so the shards are the same bytes whatever the number of
+    documents files, the slices and wherever the tasks ran."""
     held = tuple(held_out) if held_out is not None else None
     files = [FileTask(layout, index, file) for index, file in enumerate(documents)]
     rows_in = sum(map_(read_totals, files))
-    budget_task = BudgetTask(
-        layout, held, target_tokens, tuple(sorted((weights or {}).items())), shard_rows, shard_bytes
-    )
+    weighted = tuple(sorted((weights or {}).items()))
+    budget_task = BudgetTask(layout, held, target_tokens, weighted, shard_rows, shard_bytes, slice_bytes)
     [plan] = list(map_(plan_shards, [budget_task]))
-    starts = tuple((split, tuple(plan.starts[split])) for split in SPLITS)
-    list(map_(scatter, [replace(task, starts=starts, batch_rows=batch_rows) for task in files]))
+    slices = tuple((split, tuple(map(tuple, plan.slices[split]))) for split in SPLITS)
+    list(map_(scatter, [replace(task, slices=slices, batch_rows=batch_rows) for task in files]))
     tasks = [
-        ShardTask(layout, split, index, len(plan.starts[split]), held, member_bytes)
+        ShardTask(layout, split, index, len(plan.slices[split]), len(starts), held, row_group_bytes, member_bytes)
         for split in SPLITS
-        for index in range(len(plan.starts[split]))
+        for index, starts in enumerate(plan.slices[split])
     ]
     done, found = {}, set()
     for shard in map_(write_shard, tasks):
         done[shard.task.split, shard.task.index] = shard
         found.update(shard.leaked)
-    written = {split: [done[split, i] for i in range(len(plan.starts[split]))] for split in SPLITS}
+    written = {split: [done[split, i] for i in range(len(plan.slices[split]))] for split in SPLITS}
     shards = {split: [shard.record for shard in written[split]] for split in SPLITS}
     leak = {"held_out_pairs": 0, "leaked": 0}
     if held is not None:

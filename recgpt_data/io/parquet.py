@@ -15,6 +15,7 @@ from recgpt_data.io.atomic import AtomicFile
 from recgpt_data.io.storage import Location, is_remote, local_file, write_bytes
 
 COMPRESSION = "zstd"
+ROW_GROUP_ROWS = 65536  # the most rows a row group of a written table holds
 
 
 def arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
@@ -45,6 +46,40 @@ class AtomicParquetWriter(AtomicFile):
         self.writer.close()
 
 
+class RowGroupWriter(AtomicParquetWriter):
+    """Rows appended frame by frame to ``path``, written as row groups of at most :data:`ROW_GROUP_ROWS`
+    rows and (unless one row is larger) ``max_bytes`` bytes of the string column ``sized``, cut in row
+    order as :func:`write_parquet` cuts a whole table by rows: the file is the same bytes whatever
+    frames the rows came in, and the writer holds at most one row group of them."""
+
+    def __init__(self, path: Path, schema: dict[str, pl.DataType], sized: str, max_bytes: int):
+        super().__init__(path, schema)
+        self.sized, self.max_bytes = sized, max_bytes
+        self.pending: list[pl.DataFrame] = []
+        self.group_rows, self.group_bytes = 0, 0
+
+    def write(self, frame: pl.DataFrame) -> None:
+        start = 0
+        for index, length in enumerate(frame[self.sized].str.len_bytes().to_list()):
+            if self.group_rows and (self.group_rows >= ROW_GROUP_ROWS or self.group_bytes + length > self.max_bytes):
+                self.pending.append(frame.slice(start, index - start))
+                self.flush()
+                start = index
+            self.group_rows, self.group_bytes = self.group_rows + 1, self.group_bytes + length
+        self.pending.append(frame.slice(start))
+
+    def flush(self) -> None:
+        """Write the pending rows as one row group, in one contiguous chunk (as a whole table's slice
+        is), so that its pages fall where :func:`write_parquet` puts them."""
+        if self.group_rows:
+            super().write(pl.concat(self.pending).rechunk())
+        self.pending, self.group_rows, self.group_bytes = [], 0, 0
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+
 @contextmanager
 def parquet_writer_at(location: Location, schema: dict[str, pl.DataType]) -> Iterator[AtomicParquetWriter]:
     """An :class:`AtomicParquetWriter` for ``location``: the path itself, or for an object-store URL
@@ -53,7 +88,7 @@ def parquet_writer_at(location: Location, schema: dict[str, pl.DataType]) -> Ite
         yield writer
 
 
-def write_parquet(frame: pl.DataFrame, path: Path, row_group_size: int = 65536) -> None:
+def write_parquet(frame: pl.DataFrame, path: Path, row_group_size: int = ROW_GROUP_ROWS) -> None:
     """Write ``frame`` to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

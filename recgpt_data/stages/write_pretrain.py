@@ -2,9 +2,10 @@
 exports and ``manifest.json`` (:mod:`recgpt_data.corpus`).
 
 Its prepare step does the work, in tasks on the run's engine (per documents file, one for the
-budget, per shard, per gzip member of about ``member_bytes`` of a train shard's JSON lines; see
-:func:`recgpt_data.corpus.write_corpus`), and hands the stage function a one-row record of what it
-wrote, from which the function writes ``manifest.json`` and the stage's stats."""
+budget, per shard, read a slice of about ``slice_bytes`` of its text at a time, per gzip member of
+about ``member_bytes`` of a train shard's JSON lines; see :func:`recgpt_data.corpus.write_corpus`),
+and hands the stage function a one-row record of what it wrote, from which the function writes
+``manifest.json`` and the stage's stats."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ class WritePretrainParams(Params):
     weights: dict[str, float] = Field(default_factory=dict)  # per source; default: by its tokens
     shard_rows: int = Field(100_000, ge=1)
     shard_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    slice_bytes: int = Field(32 * 1024 * 1024, ge=1)  # text bytes of a shard its task reads and sorts at a time
+    row_group_bytes: int = Field(32 * 1024 * 1024, ge=1)  # the most text bytes of a shard's row group
     batch_rows: int = Field(20_000, ge=1)  # documents read at a time while scattering to shards
     member_bytes: int = Field(64 * 1024 * 1024, ge=1)  # JSON-lines bytes of a train shard per gzip member (task)
     jsonl: bool = True
@@ -56,6 +59,8 @@ def prepare_corpus(prep: Preparation, params: WritePretrainParams, ctx: Context)
         weights=params.weights,
         shard_rows=params.shard_rows,
         shard_bytes=params.shard_bytes,
+        slice_bytes=params.slice_bytes,
+        row_group_bytes=params.row_group_bytes,
         batch_rows=params.batch_rows,
         member_bytes=params.member_bytes,
         jsonl=params.jsonl,
@@ -72,7 +77,7 @@ def prepare_corpus(prep: Preparation, params: WritePretrainParams, ctx: Context)
     reads=("documents",),
     optional_reads=("held_out",),
     settings=("tokenizer",),
-    version="2",
+    version="3",
     prepare=prepare_corpus,
     prepare_anywhere=True,
 )
