@@ -10,13 +10,28 @@ from pathlib import Path
 
 import datasets
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from tokenizers import Tokenizer
 from whole_stage import run_whole_here
 
-from recgpt_data.corpus import sample_to_budget, shard_ranges
+from recgpt_data.corpus import (
+    KEY,
+    SHARD_SCHEMA,
+    SPLITS,
+    BudgetTask,
+    FileTask,
+    Layout,
+    plan_shards,
+    read_totals,
+    sample_to_budget,
+    scatter,
+    shard_ranges,
+    slice_folder,
+)
 from recgpt_data.errors import UsageError
 from recgpt_data.ingest import ingest
+from recgpt_data.io.parquet import RowGroupWriter, write_parquet
 from recgpt_data.p5.splits import held_out_rows, load_p5, p5_events
 from recgpt_data.pipeline.runner import run_spec
 from recgpt_data.pipeline.spec import load_spec
@@ -28,6 +43,7 @@ from recgpt_data.stages.split import SplitParams, split_stage
 from recgpt_data.stages.write_pretrain import WritePretrainParams
 
 SEED = 11
+SLICE_BYTES = 40_000  # a slice of a shard of 500 documents (some 400 KB of text): a dozen slices each
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +58,8 @@ def inputs(shared, tmp_path_factory) -> dict[str, pl.DataFrame]:
     }
 
 
-def build(inputs: dict[str, pl.DataFrame], out: Path, **write) -> dict:
-    """hold_out -> split -> pretrain_documents -> write_pretrain, wired as in a pipeline; each stage's stats."""
-    ctx = Context(seed=SEED, out_dir=out, scratch=out / ".scratch")
+def documents_of(inputs: dict[str, pl.DataFrame], ctx: Context) -> tuple[dict, pl.DataFrame]:
+    """hold_out -> split -> pretrain_documents, wired as in a pipeline: each stage's stats and the documents."""
     held_out = inputs["held_out"].lazy()
     kept = hold_out_stage({"interactions": inputs["interactions"].lazy(), "held_out": held_out}, HoldOutParams(), ctx)
     split = split_stage({"interactions": kept.tables["interactions"].lazy(), "held_out": held_out}, SplitParams(), ctx)
@@ -53,13 +68,21 @@ def build(inputs: dict[str, pl.DataFrame], out: Path, **write) -> dict:
         DocumentsParams(validation_fraction=0.02),
         ctx,
     )
+    stats = {"hold_out": kept.stats, "split": split.stats, "documents": documents.stats}
+    return stats, documents.tables["documents"]
+
+
+def build(inputs: dict[str, pl.DataFrame], out: Path, **write) -> dict:
+    """:func:`documents_of` -> write_pretrain, wired as in a pipeline; each stage's stats."""
+    ctx = Context(seed=SEED, out_dir=out, scratch=out / ".scratch")
+    stats, documents = documents_of(inputs, ctx)
     written = run_whole_here(
         "write_pretrain",
-        {"documents": documents.tables["documents"].lazy(), "held_out": held_out},
+        {"documents": documents.lazy(), "held_out": inputs["held_out"].lazy()},
         WritePretrainParams(shard_rows=500, **write),
         ctx,
     )
-    return {"hold_out": kept.stats, "split": split.stats, "documents": documents.stats, "write": written.stats}
+    return {**stats, "write": written.stats}
 
 
 @pytest.fixture(scope="module")
@@ -163,14 +186,86 @@ def test_mds_without_streaming_is_a_clear_error_before_any_work(inputs, tmp_path
     assert not (tmp_path / "data").exists()
 
 
+def assert_same_files(out: Path, other: Path) -> None:
+    """The two built folders hold the same six files (shards, export, manifest), byte for byte."""
+    first = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and ".scratch" not in p.parts)
+    second = sorted(p.relative_to(other) for p in other.rglob("*") if p.is_file() and ".scratch" not in p.parts)
+    assert first == second and len(first) == 6
+    for relative in first:
+        assert (out / relative).read_bytes() == (other / relative).read_bytes(), relative
+
+
 def test_two_runs_give_byte_identical_files(corpus, inputs, tmp_path):
     out, _ = corpus
     build(inputs, tmp_path)
-    first = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and ".scratch" not in p.parts)
-    second = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file() and ".scratch" not in p.parts)
-    assert first == second and len(first) == 6
-    for relative in first:
-        assert (out / relative).read_bytes() == (tmp_path / relative).read_bytes(), relative
+    assert_same_files(out, tmp_path)
+
+
+def test_shards_written_a_slice_at_a_time_are_the_same_bytes(corpus, inputs, tmp_path):
+    """Each shard read, sorted and written in slices of a few documents: the same files as each
+    shard in one slice (the corpus fixture's)."""
+    out, _ = corpus
+    texts = [pl.read_parquet(path)["text"].str.len_bytes().sum() for path in shard_files(out, "train")]
+    assert min(texts) > 5 * SLICE_BYTES  # several slices a shard
+    build(inputs, tmp_path, slice_bytes=SLICE_BYTES)
+    assert_same_files(out, tmp_path)
+
+
+def test_each_slice_piece_holds_only_the_keys_of_its_range(inputs, tmp_path):
+    """The scatter of two documents files: every kept document in one piece, each slice's pieces
+    within its key range and (unless it is one document) its text within ``slice_bytes``."""
+    _, documents = documents_of(inputs, Context(seed=SEED, out_dir=tmp_path, scratch=tmp_path / ".scratch"))
+    half = documents.height // 2
+    paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    documents.head(half).write_parquet(paths[0])
+    documents.tail(documents.height - half).write_parquet(paths[1])
+    layout = Layout(str(tmp_path / "scratch"), str(tmp_path / "out"), SEED)
+    files = [FileTask(layout, index, str(path)) for index, path in enumerate(paths)]
+    assert sum(read_totals(task) for task in files) == documents.height
+    plan = plan_shards(BudgetTask(layout, None, None, (), 500, 256 << 20, SLICE_BYTES))
+    slices = tuple((split, tuple(map(tuple, plan.slices[split]))) for split in SPLITS)
+    for task in files:
+        scatter(FileTask(layout, task.index, task.file, slices))
+    assert len(plan.slices["train"]) == 3 and min(map(len, plan.slices["train"])) > 5
+    rows = 0
+    for split in SPLITS:
+        starts = [
+            (shard, index, key) for shard, keys in enumerate(plan.slices[split]) for index, key in enumerate(keys)
+        ]
+        ends = [key for _, _, key in starts[1:]] + [2**64]
+        for (shard, index, start), end in zip(starts, ends, strict=True):
+            pieces = layout.files(*slice_folder(split, shard, index))
+            assert 1 <= len(pieces) <= 2
+            piece = pl.read_parquet(pieces)
+            assert piece[KEY].min() >= start and piece[KEY].max() < end
+            assert piece["text"].str.len_bytes().sum() <= SLICE_BYTES or piece.height == 1
+            rows += piece.height
+    assert rows == documents.height
+
+
+def test_row_groups_are_cut_by_rows_alone_whatever_frames_they_come_in(corpus, tmp_path):
+    """The train shards (over a page of text) appended in frames of uneven sizes: with no byte bound
+    the same bytes as written whole; with one, row groups of at most that many text bytes holding
+    the same rows."""
+    out, _ = corpus
+    shard = pl.read_parquet(shard_files(out, "train")).rechunk()  # one chunk, as a shard sorted whole is
+    assert shard["text"].str.len_bytes().sum() > 1 << 20  # parquet's page size: pages follow the chunks
+    write_parquet(shard, tmp_path / "oracle.parquet")
+    frames = [shard.slice(start, length) for start, length in ((0, 7), (7, 650), (657, 1), (658, 10**6))]
+    for name, max_bytes in (("whole", 1 << 30), ("bounded", 30_000)):
+        with RowGroupWriter(tmp_path / f"{name}.parquet", SHARD_SCHEMA, "text", max_bytes) as writer:
+            for frame in frames:
+                writer.write(frame)
+    assert (tmp_path / "whole.parquet").read_bytes() == (tmp_path / "oracle.parquet").read_bytes()
+    bounded = pq.ParquetFile(tmp_path / "bounded.parquet")
+    groups = [pl.from_arrow(bounded.read_row_group(i, columns=["text"]))["text"] for i in range(bounded.num_row_groups)]
+    assert len(groups) > 5
+    assert all(group.str.len_bytes().sum() <= 30_000 or group.len() == 1 for group in groups)
+    assert all(
+        group.str.len_bytes().sum() + following.str.len_bytes()[0] > 30_000
+        for group, following in zip(groups, groups[1:])
+    )
+    assert pl.read_parquet(tmp_path / "bounded.parquet").equals(shard)
 
 
 def test_token_budget_samples_users_deterministically_by_source_weight(corpus, inputs, tmp_path):

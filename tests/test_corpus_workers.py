@@ -1,9 +1,10 @@
 """``write_pretrain`` and ``pretrain_tokens`` run their work as tasks (per documents file, per shard,
 per gzip member of a row range of a train shard, per row range of a token shard): the demo and
 samples builds give the same final folder, byte for byte, with one worker, the documents in the
-spec's user buckets and each token shard one task as with two workers, the documents in another
-number of buckets and the token shards cut into several row ranges each; both cut each train shard's
-JSON-lines export into several gzip members."""
+spec's user buckets, each shard written in one slice and each token shard one task as with two
+workers, the documents in another number of buckets, each shard written a few slices at a time and
+the token shards cut into several row ranges each; both cut each train shard's JSON-lines export
+into several gzip members."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ PIECE_TOKENS = 500  # and one that cuts the demo's token shards into several row
 SAMPLES_PIECE_TOKENS = 600_000  # and the samples' into a few each
 DEMO_MEMBER_BYTES = 16_384  # write_pretrain's member_bytes that cuts the demo's train shards (~44 KB) into gzip members
 SAMPLES_MEMBER_BYTES = 1 << 20  # and the samples' (a few MB each)
+DEMO_SLICE_BYTES = 8_192  # write_pretrain's slice_bytes that writes the demo's shards a few slices at a time
+SAMPLES_SLICE_BYTES = 1 << 19  # and the samples'
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00"  # deflate, no flags, mtime 0
 
 
@@ -37,12 +40,16 @@ def corpus_spec(
     documents_partitions: int | None,
     piece_tokens: int = ONE_PIECE,
     member_bytes: int | None = None,
+    slice_bytes: int | None = None,
 ) -> Path:
     """``pipelines/<name>.toml`` with smaller shards (several per split), the token arrays right after
     them in tasks of ``piece_tokens`` tokens, and, where given, ``pretrain_documents`` in
-    ``documents_partitions`` user buckets and the export in gzip members of ``member_bytes``."""
+    ``documents_partitions`` user buckets, the export in gzip members of ``member_bytes`` and the
+    shards written in slices of ``slice_bytes``."""
     text = (REPO / "pipelines" / f"{name}.toml").read_text(encoding="utf-8")
     members = "" if member_bytes is None else f"params.member_bytes = {member_bytes}\n"
+    if slice_bytes is not None:
+        members += f"params.slice_bytes = {slice_bytes}\n"
     text, found = re.subn(
         r"(stage = \"write_pretrain\"\n)params\.shard_rows = \d+\n",
         rf"\1params.shard_rows = {shard_rows}\n{members}\n"
@@ -76,21 +83,24 @@ def document_files(out: Path) -> int:
 
 
 def assert_same_bytes(
-    built: Path, name: str, sizes: tuple[int, int, int, int], tmp_path: Path, tokenizer: Path, *args: str
+    built: Path, name: str, sizes: tuple[int, int, int, int, int], tmp_path: Path, tokenizer: Path, *args: str
 ) -> None:
     """``built`` rerun with several shards a split and gzip members of ``member_bytes``, with one
-    worker, the spec's user buckets and a task per token shard and with two workers, ``documents``
-    in ``partitions`` files and token shards cut into row ranges: the same final folder, whose token
-    files and JSON-lines export a plain reading checks."""
-    shard_rows, member_bytes, partitions, piece_tokens = sizes
+    worker, the spec's user buckets, each shard in one slice and a task per token shard and with two
+    workers, ``documents`` in ``partitions`` files, shards in slices of ``slice_bytes`` and token
+    shards cut into row ranges: the same final folder, whose token files and JSON-lines export a
+    plain reading checks."""
+    shard_rows, member_bytes, partitions, piece_tokens, slice_bytes = sizes
     one, two = tmp_path / "one", tmp_path / "two"
     one_spec = corpus_spec(name, tmp_path / "one.toml", shard_rows, None, member_bytes=member_bytes)
     rebuild(built, one_spec, one, "--workers", "1", *args)
-    two_spec = corpus_spec(name, tmp_path / "two.toml", shard_rows, partitions, piece_tokens, member_bytes)
+    two_spec = corpus_spec(name, tmp_path / "two.toml", shard_rows, partitions, piece_tokens, member_bytes, slice_bytes)
     rebuild(built, two_spec, two, "--workers", "2", *args)
     assert document_files(two) == partitions != document_files(one)
     shards = json.loads((one / "manifest.json").read_text())["pretrain"]["splits"]["train"]["shards"]
     assert len(shards) > 2  # several shards, each its own task
+    texts = [pq.read_table(one / s["path"], columns=["text"])["text"] for s in shards]
+    assert sum(sum(map(len, (t.encode() for t in text.to_pylist()))) > 2 * slice_bytes for text in texts) > 1
     assert sum(s["tokens"] > 2 * piece_tokens and s["rows"] > 2 for s in shards) > 1  # and cut into pieces
     assert folder_digests(two) == folder_digests(one)
     assert_token_shards(two, tokenizer)
@@ -103,7 +113,8 @@ def assert_same_bytes(
 def test_the_demo_corpus_is_the_same_bytes_whatever_the_workers_and_documents_files(
     demo_corpus: Path, shared: Path, tmp_path: Path
 ) -> None:
-    assert_same_bytes(demo_corpus, "demo", (8, DEMO_MEMBER_BYTES, 5, PIECE_TOKENS), tmp_path, tokenizer_file(shared))
+    sizes = (8, DEMO_MEMBER_BYTES, 5, PIECE_TOKENS, DEMO_SLICE_BYTES)
+    assert_same_bytes(demo_corpus, "demo", sizes, tmp_path, tokenizer_file(shared))
 
 
 def test_the_samples_corpus_is_the_same_bytes_whatever_the_workers_and_documents_files(
@@ -112,7 +123,7 @@ def test_the_samples_corpus_is_the_same_bytes_whatever_the_workers_and_documents
     assert_same_bytes(
         samples_corpus,
         "samples",
-        (1500, SAMPLES_MEMBER_BYTES, 3, SAMPLES_PIECE_TOKENS),
+        (1500, SAMPLES_MEMBER_BYTES, 3, SAMPLES_PIECE_TOKENS, SAMPLES_SLICE_BYTES),
         tmp_path,
         tokenizer_file(shared),
         "--var",
