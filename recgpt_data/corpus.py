@@ -313,34 +313,40 @@ def plan_shards(task: BudgetTask) -> Plan:
     return Plan(slices, budget, keys.height, pairs)
 
 
-def slice_folder(split: str, shard: int, slice_: int) -> tuple[str, ...]:
-    """The scratch folder of the pieces of slice ``slice_`` of shard ``shard`` of ``split``."""
-    return ("pieces", split, f"{shard:05d}", f"{slice_:05d}")
+def pieces_folder(split: str, shard: int) -> tuple[str, ...]:
+    """The scratch folder of the pieces of shard ``shard`` of ``split``, one per documents file."""
+    return ("pieces", split, f"{shard:05d}")
 
 
 def scatter(task: FileTask) -> None:
     """Round 3 for one documents file, ``batch_rows`` rows at a time (a slice of the scan, so only
-    its row groups are read): each kept user's document goes to this file's piece of the slice of
-    a shard of its split whose key range holds its shuffle key."""
+    its row groups are read): each kept user's document goes to this file's piece of the shard of
+    its split whose key range holds its shuffle key, in a row group of the batch's documents of its
+    slice, so that the shard's task reads a slice's rows alone (by the row groups' key statistics)
+    while a task keeps one file open a shard, not one a slice."""
     schema = {**SHARD_SCHEMA, KEY: pl.UInt64()}
     kept = pl.read_parquet(task.layout.path("kept.parquet"))
     documents = pl.scan_parquet(task.file)
+    owners = {split: [s for s, starts in enumerate(shards) for _ in starts] for split, shards in task.slices}
+    bounds = {
+        split: np.array([start for starts in shards for start in starts][1:], dtype=np.uint64)
+        for split, shards in task.slices
+    }
     with ExitStack() as stack:  # an error aborts every piece; success closes them into place
         writers: dict[tuple[str, int], AtomicParquetWriter] = {}
         for offset in range(0, count(documents), task.batch_rows):
             batch = documents.slice(offset, task.batch_rows).collect()
             batch = batch.join(kept, on=["dataset", "user_id"], how="semi", maintain_order="left")
             batch = batch.with_columns(shuffle_key(batch, task.layout.seed))
-            for split, shards in task.slices:
-                folders = [slice_folder(split, s, i) for s, starts in enumerate(shards) for i in range(len(starts))]
-                bounds = np.array([start for starts in shards for start in starts][1:], dtype=np.uint64)
+            for split, _ in task.slices:
                 part = batch.filter(pl.col("split") == split).select(*SHARD_COLUMNS, KEY)
-                where = np.searchsorted(bounds, part[KEY].to_numpy(), side="right")
+                where = np.searchsorted(bounds[split], part[KEY].to_numpy(), side="right")
                 for index in np.unique(where).tolist():
-                    if (split, index) not in writers:
-                        path = task.layout.path(*folders[index], f"{task.index:05d}.parquet")
-                        writers[split, index] = stack.enter_context(parquet_writer_at(path, schema))
-                    writers[split, index].write(part.filter(pl.Series(where == index)))
+                    shard = owners[split][index]
+                    if (split, shard) not in writers:
+                        path = task.layout.path(*pieces_folder(split, shard), f"{task.index:05d}.parquet")
+                        writers[split, shard] = stack.enter_context(parquet_writer_at(path, schema))
+                    writers[split, shard].write(part.filter(pl.Series(where == index)))
 
 
 def json_line_bytes(texts: pl.Series) -> pl.Series:
@@ -366,15 +372,16 @@ def member_ranges(sizes: pl.Series, member_bytes: int) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class ShardTask:
-    """Round 4: shard ``index`` of the ``count`` shards of ``split`` and its number of slices, the
-    held-out files, the most text bytes of a row group, and the uncompressed bytes of each gzip
-    member of a train shard's export."""
+    """Round 4: shard ``index`` of the ``count`` shards of ``split``, its slices' first keys and the
+    next shard's (none for the last), the held-out files, the most text bytes of a row group, and
+    the uncompressed bytes of each gzip member of a train shard's export."""
 
     layout: Layout
     split: str
     index: int
     count: int
-    slices: int
+    starts: tuple[int, ...]
+    end: int | None
     held_out: tuple[str, ...] | None
     row_group_bytes: int
     member_bytes: int
@@ -393,20 +400,22 @@ class WrittenShard:
 
 def write_shard(task: ShardTask) -> WrittenShard:
     """Round 4 for one shard, a slice at a time (so that a task holds about one slice and one row
-    group, whatever the shard's size): each slice's pieces sorted by (shuffle key, document key) and
-    appended to ``data/pretrain/<split>-NNNNN-of-NNNNN.parquet``, whose rows are so in the same total
-    order as the whole shard sorted at once; each slice leak-checked against the held-out pairs, and,
-    for a train shard, the JSON lines' bytes kept to cut it into the row ranges of its export's gzip
-    members."""
+    group, whatever the shard's size): each slice's rows of the pieces (only its row groups read)
+    sorted by (shuffle key, document key) and appended to
+    ``data/pretrain/<split>-NNNNN-of-NNNNN.parquet``, whose rows are so in the same total order as
+    the whole shard sorted at once; each slice leak-checked against the held-out pairs, and, for a
+    train shard, the JSON lines' bytes kept to cut it into the row ranges of its export's gzip members."""
     relative = PRETRAIN_DIR / f"{task.split}-{task.index:05d}-of-{task.count:05d}.parquet"
+    pieces = pl.scan_parquet(task.layout.files(*pieces_folder(task.split, task.index)))
+    ends = [*task.starts[1:], task.end]
     rows, tokens, found, sizes = 0, 0, set(), []
     with local_file(task.layout.out(relative)) as target:
         with RowGroupWriter(target, SHARD_SCHEMA, "text", task.row_group_bytes) as writer:
-            for index in range(task.slices):
-                pieces = task.layout.files(*slice_folder(task.split, task.index, index))
-                if not pieces:  # a slice whose first key another slice starts with too (a key collision)
-                    continue
-                frame = pl.read_parquet(pieces).sort([KEY, *DOCUMENT_KEY]).drop(KEY)
+            for start, end in zip(task.starts, ends, strict=True):
+                rows_of = pl.col(KEY) >= pl.lit(start, pl.UInt64)
+                if end is not None:
+                    rows_of &= pl.col(KEY) < pl.lit(end, pl.UInt64)
+                frame = pieces.filter(rows_of).collect().sort([KEY, *DOCUMENT_KEY]).drop(KEY)
                 writer.write(frame)
                 rows, tokens = rows + frame.height, tokens + int(frame["num_tokens"].sum())
                 if task.held_out is not None:
@@ -416,7 +425,7 @@ def write_shard(task: ShardTask) -> WrittenShard:
                 if task.split == TRAIN:
                     sizes.append(json_line_bytes(frame["text"]))
         sha256 = file_sha256(target)
-    remove_tree(task.layout.path("pieces", task.split, f"{task.index:05d}"))
+    remove_tree(task.layout.path(*pieces_folder(task.split, task.index)))
     record = ShardRecord(relative.as_posix(), rows, tokens, sha256)
     members = member_ranges(pl.concat(sizes), task.member_bytes) if sizes else []
     return WrittenShard(task, record, sorted(found), members)
@@ -587,11 +596,14 @@ def write_corpus(
     [plan] = list(map_(plan_shards, [budget_task]))
     slices = tuple((split, tuple(map(tuple, plan.slices[split]))) for split in SPLITS)
     list(map_(scatter, [replace(task, slices=slices, batch_rows=batch_rows) for task in files]))
-    tasks = [
-        ShardTask(layout, split, index, len(plan.slices[split]), len(starts), held, row_group_bytes, member_bytes)
-        for split in SPLITS
-        for index, starts in enumerate(plan.slices[split])
-    ]
+    tasks = []
+    for split in SPLITS:
+        shards = plan.slices[split]
+        ends = [starts[0] for starts in shards[1:]] + [None]  # a shard's keys end where the next one's start
+        tasks += [
+            ShardTask(layout, split, index, len(shards), tuple(starts), end, held, row_group_bytes, member_bytes)
+            for index, (starts, end) in enumerate(zip(shards, ends, strict=True))
+        ]
     done, found = {}, set()
     for shard in map_(write_shard, tasks):
         done[shard.task.split, shard.task.index] = shard

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -22,12 +23,12 @@ from recgpt_data.corpus import (
     BudgetTask,
     FileTask,
     Layout,
+    pieces_folder,
     plan_shards,
     read_totals,
     sample_to_budget,
     scatter,
     shard_ranges,
-    slice_folder,
 )
 from recgpt_data.errors import UsageError
 from recgpt_data.ingest import ingest
@@ -211,35 +212,41 @@ def test_shards_written_a_slice_at_a_time_are_the_same_bytes(corpus, inputs, tmp
     assert_same_files(out, tmp_path)
 
 
-def test_each_slice_piece_holds_only_the_keys_of_its_range(inputs, tmp_path):
-    """The scatter of two documents files: every kept document in one piece, each slice's pieces
-    within its key range and (unless it is one document) its text within ``slice_bytes``."""
+def test_each_piece_row_group_holds_the_keys_of_one_slice(inputs, tmp_path):
+    """The scatter of two documents files: every kept document in one piece of its shard, each of
+    the piece's row groups within the key range of one slice of that shard, and each slice's text
+    (unless it is one document) within ``slice_bytes``."""
     _, documents = documents_of(inputs, Context(seed=SEED, out_dir=tmp_path, scratch=tmp_path / ".scratch"))
     half = documents.height // 2
     paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
     documents.head(half).write_parquet(paths[0])
     documents.tail(documents.height - half).write_parquet(paths[1])
     layout = Layout(str(tmp_path / "scratch"), str(tmp_path / "out"), SEED)
-    files = [FileTask(layout, index, str(path)) for index, path in enumerate(paths)]
+    files = [FileTask(layout, index, str(path), batch_rows=300) for index, path in enumerate(paths)]
     assert sum(read_totals(task) for task in files) == documents.height
     plan = plan_shards(BudgetTask(layout, None, None, (), 500, 256 << 20, SLICE_BYTES))
     slices = tuple((split, tuple(map(tuple, plan.slices[split]))) for split in SPLITS)
     for task in files:
-        scatter(FileTask(layout, task.index, task.file, slices))
+        scatter(replace(task, slices=slices))
     assert len(plan.slices["train"]) == 3 and min(map(len, plan.slices["train"])) > 5
     rows = 0
     for split in SPLITS:
-        starts = [
-            (shard, index, key) for shard, keys in enumerate(plan.slices[split]) for index, key in enumerate(keys)
-        ]
-        ends = [key for _, _, key in starts[1:]] + [2**64]
-        for (shard, index, start), end in zip(starts, ends, strict=True):
-            pieces = layout.files(*slice_folder(split, shard, index))
-            assert 1 <= len(pieces) <= 2
-            piece = pl.read_parquet(pieces)
-            assert piece[KEY].min() >= start and piece[KEY].max() < end
-            assert piece["text"].str.len_bytes().sum() <= SLICE_BYTES or piece.height == 1
-            rows += piece.height
+        ranges = [(shard, key) for shard, keys in enumerate(plan.slices[split]) for key in keys]
+        bounds = [key for _, key in ranges[1:]] + [2**64]
+        texts: dict[int, int] = {}
+        for shard in range(len(plan.slices[split])):
+            pieces = [pq.ParquetFile(path) for path in layout.files(*pieces_folder(split, shard))]
+            assert len(pieces) == 2
+            for piece in pieces:
+                for group in range(piece.num_row_groups):
+                    table = pl.from_arrow(piece.read_row_group(group, columns=[KEY, "text"]))
+                    first, last = table[KEY].min(), table[KEY].max()
+                    at = next(i for i, (_, key) in enumerate(ranges) if key <= first < bounds[i])
+                    assert ranges[at][0] == shard and last < bounds[at]  # one slice of this shard
+                    texts[at] = texts.get(at, 0) + table["text"].str.len_bytes().sum()
+                    rows += table.height
+        assert len(texts) == len(ranges)
+        assert all(size <= SLICE_BYTES for size in texts.values())  # these documents are below a slice
     assert rows == documents.height
 
 
