@@ -599,7 +599,7 @@ def write_corpus(
     tasks = []
     for split in SPLITS:
         shards = plan.slices[split]
-        ends = [starts[0] for starts in shards[1:]] + [None]  # a shard's keys end where the next one's start
+        ends = [starts[0] for starts in shards[1:]] + [None] if shards else []  # where the next shard starts
         tasks += [
             ShardTask(layout, split, index, len(shards), tuple(starts), end, held, row_group_bytes, member_bytes)
             for index, (starts, end) in enumerate(zip(shards, ends, strict=True))

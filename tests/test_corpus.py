@@ -212,6 +212,18 @@ def test_shards_written_a_slice_at_a_time_are_the_same_bytes(corpus, inputs, tmp
     assert_same_files(out, tmp_path)
 
 
+def test_a_split_without_documents_has_no_shards(inputs, tmp_path):
+    """Every document in ``train``: no validation shard, every document in the train shards."""
+    ctx = Context(seed=SEED, out_dir=tmp_path, scratch=tmp_path / ".scratch")
+    _, documents = documents_of(inputs, ctx)
+    documents = documents.with_columns(pl.lit("train").alias("split"))
+    params = WritePretrainParams(shard_rows=500, slice_bytes=SLICE_BYTES)
+    run_whole_here("write_pretrain", {"documents": documents.lazy()}, params, ctx)
+    splits = json.loads((tmp_path / "manifest.json").read_text())["pretrain"]["splits"]
+    assert splits["validation"] == {"rows": 0, "tokens": 0, "shards": []}
+    assert splits["train"]["rows"] == pl.read_parquet(shard_files(tmp_path, "train")).height == documents.height
+
+
 def test_each_piece_row_group_holds_the_keys_of_one_slice(inputs, tmp_path):
     """The scatter of two documents files: every kept document in one piece of its shard, each of
     the piece's row groups within the key range of one slice of that shard, and each slice's text
