@@ -40,7 +40,7 @@ from recgpt_data.io import storage
 from recgpt_data.io.parquet import AtomicParquetWriter, RowGroupWriter, parquet_writer_at, write_scratch
 from recgpt_data.io.storage import Location, fetched, is_remote, join, local_file, location_of, put, remove_tree
 from recgpt_data.pipeline.fingerprint import file_sha256
-from recgpt_data.split import PRETRAIN, leaked
+from recgpt_data.split import PRETRAIN, held_out_pairs, leaked
 from recgpt_data.stage import Drops, Mapper, count
 
 TRAIN = "train"
@@ -409,6 +409,9 @@ def write_shard(task: ShardTask) -> WrittenShard:
     pieces = pl.scan_parquet(task.layout.files(*pieces_folder(task.split, task.index)))
     ends = [*task.starts[1:], task.end]
     rows, tokens, found, sizes = 0, 0, set(), []
+    held = None  # the held-out pairs, read once for every slice's leak check
+    if task.held_out is not None:
+        held = held_out_pairs(pl.scan_parquet(list(task.held_out))).collect()
     with local_file(task.layout.out(relative)) as target:
         with RowGroupWriter(target, SHARD_SCHEMA, "text", task.row_group_bytes) as writer:
             for start, end in zip(task.starts, ends, strict=True):
@@ -418,10 +421,8 @@ def write_shard(task: ShardTask) -> WrittenShard:
                 frame = pieces.filter(rows_of).collect().sort([KEY, *DOCUMENT_KEY]).drop(KEY)
                 writer.write(frame)
                 rows, tokens = rows + frame.height, tokens + int(frame["num_tokens"].sum())
-                if task.held_out is not None:
-                    found.update(
-                        leaked(frame.lazy().select("user_id", "item_ids"), pl.scan_parquet(list(task.held_out))).rows()
-                    )
+                if held is not None:
+                    found.update(leaked(frame.lazy().select("user_id", "item_ids"), held.lazy()).rows())
                 if task.split == TRAIN:
                     sizes.append(json_line_bytes(frame["text"]))
         sha256 = file_sha256(target)
