@@ -24,9 +24,7 @@ is written whole by the items tasks.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import polars as pl
 
@@ -41,16 +39,19 @@ from recgpt_data.dedup.scopes import (
     text_docs,
 )
 from recgpt_data.dedup.spread import (
+    at,
     cluster_spread,
     clusters_of,
     partition_of,
     read_tables,
+    shuffled,
     write_docs,
     write_shuffled,
     write_table,
 )
 from recgpt_data.errors import UsageError
 from recgpt_data.io.parquet import write_parquet, write_scratch
+from recgpt_data.io.storage import Location, join, local_file, location_of, remove_tree
 from recgpt_data.schema import CHRONOLOGICAL
 from recgpt_data.stage import DROP_REASON, Context, Preparation, Prepared
 
@@ -60,8 +61,9 @@ ROW_COLUMNS = ["_bucket_row", "dataset", "user_id", "item_id", "rating", "_pos",
 
 @dataclass(frozen=True)
 class Job:
-    """One task: the scratch folder, the bucket, partition or dataset it works on, every bucket's
-    interaction files, the items files and the parameters."""
+    """One task: the scratch folder (a local folder or an object-store prefix), the bucket,
+    partition or dataset it works on, every bucket's interaction files, the items files and the
+    parameters."""
 
     scratch: str
     index: int
@@ -71,8 +73,8 @@ class Job:
     dataset: str | None = None
 
     @property
-    def folder(self) -> Path:
-        return Path(self.scratch)
+    def folder(self) -> Location:
+        return location_of(self.scratch)
 
     @property
     def partitions(self) -> int:
@@ -140,25 +142,25 @@ def rows(job: Job) -> int:
         )
     marked = bucket_rows(frame, items, params)
     docs, marked = text_docs(marked)
-    write_docs(docs, job.folder / "texts", job.index, job.partitions)
-    write_table(marked.select(ROW_COLUMNS), job.folder / "rows" / f"{job.index:05d}.arrow")
+    write_docs(docs, join(job.folder, "texts"), job.index, job.partitions)
+    write_table(marked.select(ROW_COLUMNS), at(job.folder, f"rows/{job.index:05d}.arrow"))
     return int(marked["_tid"].null_count())
 
 
 def _clustered_rows(job: Job) -> pl.DataFrame:
     """Bucket ``job.index``'s rows with their review-text ``cluster_id`` and ``cluster_size``."""
-    texts = clusters_of(job.folder / "texts", job.index).select(
+    texts = clusters_of(join(job.folder, "texts"), job.index, job.partitions).select(
         pl.col("member").alias("_tid"), pl.col("root").alias("cluster_id"), pl.col("size").alias("cluster_size")
     )
-    marked = read_tables(job.folder / "rows" / f"{job.index:05d}.arrow")
+    marked = read_tables(at(job.folder, f"rows/{job.index:05d}.arrow"))
     return marked.join(texts, on="_tid", how="left", maintain_order="left")
 
 
 def users(job: Job) -> None:
     """Round 3 for one bucket: its users' histories (rows left after scope a) as documents."""
     docs, listed = history_docs(_clustered_rows(job).filter(~pl.col("_variant")), job.params)
-    write_docs(docs, job.folder / "users", job.index, job.partitions)
-    write_table(listed, job.folder / "users" / "list" / f"{job.index:05d}.arrow")
+    write_docs(docs, join(job.folder, "users"), job.index, job.partitions)
+    write_table(listed, at(job.folder, f"users/list/{job.index:05d}.arrow"))
 
 
 def decide(job: Job) -> int:
@@ -167,8 +169,10 @@ def decide(job: Job) -> int:
     marked = _clustered_rows(job)
     dropped = 0
     if job.params.users:
-        listed = read_tables(job.folder / "users" / "list" / f"{job.index:05d}.arrow")
-        found = clusters_of(job.folder / "users", job.index).select("member", pl.col("best").alias("_cbest"))
+        listed = read_tables(at(job.folder, f"users/list/{job.index:05d}.arrow"))
+        found = clusters_of(join(job.folder, "users"), job.index, job.partitions).select(
+            "member", pl.col("best").alias("_cbest")
+        )
         gone = listed.join(found, on="member").filter(pl.col("best") != pl.col("_cbest")).select("dataset", "user_id")
         dropped = gone.height
         marked = marked.join(gone.with_columns(pl.lit(True).alias("_user")), on=["dataset", "user_id"], how="left")
@@ -178,7 +182,7 @@ def decide(job: Job) -> int:
     left = marked.filter(~pl.col("_variant") & ~pl.col("_user"))
     if job.params.items == "remap":
         uses = left.group_by("dataset", "item_id").agg(pl.len().cast(pl.Int64).alias("_uses"))
-        write_table(uses, job.folder / "uses" / f"{job.index:05d}.arrow")
+        write_table(uses, at(job.folder, f"uses/{job.index:05d}.arrow"))
     shared = (
         left.filter(pl.col("cluster_size") > 1)
         .group_by("dataset", "cluster_id")
@@ -186,30 +190,30 @@ def decide(job: Job) -> int:
         .with_columns(pl.lit(job.index, pl.Int64).alias("bucket"))
     )
     part = partition_of(shared["dataset"], shared["cluster_id"].cast(pl.String), job.partitions)
-    write_shuffled(shared, part, lambda p: job.folder / "best" / f"{job.index:05d}-{p:05d}.arrow", job.partitions)
+    write_shuffled(shared, part, lambda p: at(job.folder, f"best/{job.index:05d}-{p:05d}.arrow"), job.partitions)
     columns = ["_bucket_row", "cluster_id", "cluster_size", "_variant", "_user", "_rank"]
-    write_table(marked.select(columns), job.folder / "decided" / f"{job.index:05d}.arrow")
+    write_table(marked.select(columns), at(job.folder, f"decided/{job.index:05d}.arrow"))
     return dropped
 
 
 def best(job: Job) -> None:
     """Round 5 for one partition: each shared cluster's best remaining score over all buckets,
     sent back to each bucket that holds it."""
-    sent = read_tables(sorted(str(p) for p in (job.folder / "best").glob(f"*-{job.index:05d}.arrow")))
+    sent = read_tables(shuffled(job.folder, "best", job.partitions, job.index))
     sent = sent.with_columns(pl.col("_best").min().over("dataset", "cluster_id"))
     for b in range(job.partitions):
         mine = sent.filter(pl.col("bucket") == b).select("cluster_id", "_best", "dataset")
-        write_table(mine, job.folder / "back" / f"{job.index:05d}-{b:05d}.arrow")
+        write_table(mine, at(job.folder, f"back/{job.index:05d}-{b:05d}.arrow"))
 
 
 def marks(job: Job) -> str:
     """Round 6 for one bucket: its rows' decisions, text copies included; returns the file."""
-    decided = read_tables(job.folder / "decided" / f"{job.index:05d}.arrow")
-    rows_ = read_tables(job.folder / "rows" / f"{job.index:05d}.arrow").select("_bucket_row", "dataset")
-    back = read_tables(sorted(str(p) for p in (job.folder / "back").glob(f"*-{job.index:05d}.arrow")))
+    decided = read_tables(at(job.folder, f"decided/{job.index:05d}.arrow"))
+    rows_ = read_tables(at(job.folder, f"rows/{job.index:05d}.arrow")).select("_bucket_row", "dataset")
+    back = read_tables(shuffled(job.folder, "back", job.partitions, job.index))
     decided = decided.join(rows_, on="_bucket_row").join(back, on=["dataset", "cluster_id"], how="left")
     copy = pl.col("_best").is_not_null() & ~pl.col("_variant") & ~pl.col("_user") & (pl.col("_rank") != pl.col("_best"))
-    path = job.folder / "marks" / f"{job.index:05d}.parquet"
+    path = at(job.folder, f"marks/{job.index:05d}.parquet")
     write_scratch(
         decided.select(
             pl.lit(job.index, pl.Int64).alias("_bucket"),
@@ -223,6 +227,18 @@ def marks(job: Job) -> str:
         path,
     )
     return str(path)
+
+
+def item_file(scratch: str, kind: str, index: int) -> Location:
+    """The items tasks' file ``index`` of ``kind``: ``kept`` (the stage's items), ``lost`` (the
+    duplicates remap drops) or ``remap`` (their kept items)."""
+    return at(scratch, f"items/{kind}/{index:05d}.parquet")
+
+
+def write_output(frame: pl.DataFrame, location: Location) -> None:
+    """Write a table of the stage's output (a local path, or an object-store URL, one PUT)."""
+    with local_file(location) as path:
+        write_parquet(frame, path)
 
 
 def item_datasets(files: tuple[str, ...]) -> list[str]:
@@ -244,19 +260,18 @@ def items(job: Job) -> tuple[int, int, int]:
         uses = pl.DataFrame(schema={"dataset": pl.String, "item_id": pl.String, "_uses": pl.Int64})
         if params.items == "remap":
             uses = (
-                pl.scan_ipc(sorted(str(p) for p in (job.folder / "uses").glob("*.arrow")))
+                pl.scan_ipc([str(at(job.folder, f"uses/{b:05d}.arrow")) for b in range(job.partitions)], glob=False)
                 .filter(chosen)
                 .group_by("dataset", "item_id")
                 .agg(pl.col("_uses").sum())
                 .collect()
             )
         done = dedup_items(table, uses, params)
-    out = job.folder / "items"
-    write_parquet(done.items, out / "kept" / f"{job.index:05d}.parquet")
+    write_output(done.items, item_file(job.scratch, "kept", job.index))
     if params.items == "remap":
         lost = done.lost.with_columns(pl.lit("duplicate_item", dtype=pl.String).alias(DROP_REASON))
-        write_parquet(lost, out / "lost" / f"{job.index:05d}.parquet")
-        write_scratch(done.remap, out / "remap" / f"{job.index:05d}.parquet")
+        write_output(lost, item_file(job.scratch, "lost", job.index))
+        write_scratch(done.remap, item_file(job.scratch, "remap", job.index))
     return done.clustered, done.lost.height, done.items.height
 
 
@@ -275,8 +290,8 @@ class ItemChunk:
     before: tuple[tuple[str, int], ...] = ()
 
     @property
-    def folder(self) -> Path:
-        return Path(self.scratch) / "items"
+    def folder(self) -> Location:
+        return at(self.scratch, "items")
 
     def scan(self) -> pl.LazyFrame:
         return pl.scan_parquet(self.file).slice(self.offset, self.length)
@@ -319,7 +334,7 @@ def item_marks(chunk: ItemChunk) -> tuple[int, int]:
     frame = chunk.scan().collect()
     clustered = 0
     if chunk.params.items == "mark":
-        found = clusters_of(chunk.folder, chunk.index).select(
+        found = clusters_of(chunk.folder, chunk.index, chunk.partitions).select(
             "member", pl.col("root").alias("cluster_id"), pl.col("size").alias("cluster_size")
         )
         frame = (
@@ -329,7 +344,7 @@ def item_marks(chunk: ItemChunk) -> tuple[int, int]:
             .drop("member")
         )
         clustered = int(frame["cluster_size"].fill_null(1).gt(1).sum())
-    write_parquet(frame, chunk.folder / "kept" / f"{chunk.index:05d}.parquet")
+    write_output(frame, item_file(chunk.scratch, "kept", chunk.index))
     return clustered, frame.height
 
 
@@ -367,9 +382,11 @@ def _items_in_chunks(prep: Preparation, chunks: list[ItemChunk], params: DedupPa
 
 
 def prepare_dedup(prep: Preparation, params: DedupParams, ctx: Context) -> Prepared:
-    """The dedup stage's prepare step (see the module docstring)."""
-    shutil.rmtree(prep.scratch / "dedup", ignore_errors=True)  # what an interrupted run left
-    scratch = str(prep.scratch / "dedup")
+    """The dedup stage's prepare step (see the module docstring), its tasks passing their files
+    through the step's task folder (the store's, where it is lent one: they run on any node)."""
+    folder = join(prep.task_folders(ctx).scratch, "dedup")
+    remove_tree(folder)  # what an interrupted attempt left
+    scratch = str(folder)
     interactions = tuple(prep.buckets["interactions"])
     item_files = tuple(f for files in prep.buckets["items"] for f in files)
     buckets = len(interactions)
@@ -380,7 +397,7 @@ def prepare_dedup(prep: Preparation, params: DedupParams, ctx: Context) -> Prepa
     info = dict.fromkeys(COUNTERS, 0)
     info["empty_texts"] = sum(prep.map(rows, jobs(buckets)))
     texts = cluster_spread(
-        Path(scratch) / "texts", buckets, buckets, params.config(params.threshold, params.ngram), prep.map
+        join(folder, "texts"), buckets, buckets, params.config(params.threshold, params.ngram), prep.map
     )
     info.update(
         candidate_edges=texts.candidate_edges,
@@ -390,7 +407,7 @@ def prepare_dedup(prep: Preparation, params: DedupParams, ctx: Context) -> Prepa
     )
     if params.users:
         list(prep.map(users, jobs(buckets)))
-        cluster_spread(Path(scratch) / "users", buckets, buckets, params.config(params.user_threshold, 1), prep.map)
+        cluster_spread(join(folder, "users"), buckets, buckets, params.config(params.user_threshold, 1), prep.map)
     info["duplicate_users"] = sum(prep.map(decide, jobs(buckets)))
     list(prep.map(best, jobs(buckets)))
     marked = sorted(prep.map(marks, jobs(buckets)))
@@ -402,16 +419,15 @@ def prepare_dedup(prep: Preparation, params: DedupParams, ctx: Context) -> Prepa
         jobs_ = [Job(scratch, k, interactions, item_files, params, name) for k, name in enumerate(names or [None])]
         done = list(prep.map(items, jobs_))
     info["items_in_duplicate_clusters"] = sum(c for c, _, _ in done)
-    folder = Path(scratch) / "items"
-    whole = {"items": _files(folder / "kept")}
+
+    def files(kind: str) -> tuple[str, ...]:
+        return tuple(str(item_file(scratch, kind, k)) for k in range(len(done)))
+
+    whole = {"items": files("kept")}
     tables = {"dedup_marks": tuple(marked)}
     stats = {"rows_out": {"items": sum(k for _, _, k in done)}}
     if params.items == "remap":
-        whole["dropped_items"] = _files(folder / "lost")
-        tables["dedup_remap"] = _files(folder / "remap")
+        whole["dropped_items"] = files("lost")
+        tables["dedup_remap"] = files("remap")
         stats["dropped"] = {"duplicate_item": sum(n for _, n, _ in done)}
     return Prepared(tables=tables, info=info, outputs=whole, stats=stats)
-
-
-def _files(folder: Path) -> tuple[str, ...]:
-    return tuple(sorted(str(p) for p in folder.glob("*.parquet")))

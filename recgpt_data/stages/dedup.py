@@ -1,7 +1,8 @@
 """Stage ``dedup``: exact and near-duplicate removal in four scopes (:mod:`recgpt_data.dedup.scopes`,
 whose :class:`~recgpt_data.dedup.scopes.DedupParams` are this stage's parameters), in user buckets:
-the prepare step (:mod:`recgpt_data.dedup.prepare`) does the work that spans buckets as tasks and
-each bucket applies its decisions."""
+the prepare step (:mod:`recgpt_data.dedup.prepare`) does the work that spans buckets as tasks (on
+any node: with the output in object storage they pass their files through the store) and each
+bucket applies its decisions."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from recgpt_data.stage import PARTITION_USER, Context, StageOutput, StageStats, 
     version="5",
     heuristic=True,
     prepare=prepare_dedup,
+    prepare_anywhere=True,
 )
 def dedup_stage(tables: Mapping[str, pl.LazyFrame], params: DedupParams, ctx: Context) -> StageOutput:
     """One user bucket's interactions with the prepare step's decisions applied."""
