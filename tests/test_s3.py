@@ -34,6 +34,10 @@ from test_ingest_ranges import line_starts, plain_lines, variants
 
 from recgpt_data.clean.item_tasks import ChunkJob
 from recgpt_data.dedup.prepare import Job as DedupJob
+from recgpt_data.dedup.lsh import NearDuplicateConfig, cluster_texts
+from recgpt_data.dedup.normalize import normalize
+from recgpt_data.dedup.spread import Job as SpreadJob
+from recgpt_data.dedup.spread import cluster_spread, verify, write_docs
 from recgpt_data.engines import get_engine
 from recgpt_data.errors import UsageError
 from recgpt_data.ingest_tasks import Block, FileTask, Shift, ZstdCopy, open_file, read_block, shifted
@@ -217,18 +221,18 @@ class Recording:
 
 
 def test_buckets_of_a_prepared_stage_read_only_the_store(s3: str, demo_corpus: Path) -> None:
-    """dedup's prepare step writes its tables in the driver's work folder; with the output on S3
-    they are uploaded under the stage's prefix, so its buckets read nothing but the store's objects
-    and may run on any node. The uploads are gone once the stage is done, and its tables are the
-    local build's. clean_items' chunks, on the way, may run anywhere and write into the store;
-    dedup's rounds, which share its local scratch, are kept on the driver's node."""
+    """dedup's prepare step's rounds pass their files through the store (under the stage's prefix),
+    so they, and its buckets, which read nothing but the store's objects, may run on any node. The
+    step's objects are gone once the stage is done, and its tables are the local build's.
+    clean_items' chunks, on the way, may run anywhere and write into the store too."""
     out = f"{s3}/runs/prepared"
     engine = Recording()
     run_spec(load_spec(DEMO_SPEC), out, until="dedup", engine=engine)
     chunks = [(task, here) for task, here in engine.given if isinstance(task, ChunkJob)]
     assert chunks and all(not here and task.scratch.startswith(f"{out}/.stages/clean_items/") for task, here in chunks)
-    rounds = [here for task, here in engine.given if isinstance(task, DedupJob)]
-    assert rounds and all(rounds)
+    rounds = [(task, here) for task, here in engine.given if isinstance(task, (DedupJob, SpreadJob))]
+    assert {type(task) for task, _ in rounds} == {DedupJob, SpreadJob}
+    assert all(not here and str(task.folder).startswith(f"{out}/.stages/dedup/") for task, here in rounds)
     buckets = [
         (task, here)
         for task, here in engine.given
@@ -242,6 +246,53 @@ def test_buckets_of_a_prepared_stage_read_only_the_store(s3: str, demo_corpus: P
     left = objects(out)
     assert not [key for key in left if "/_prepared/" in key]
     assert_same_stage(left, demo_corpus, "dedup")
+
+
+def spread_docs(shared: Path, buckets: int) -> list[pl.DataFrame]:
+    """Real review texts (Musical Instruments' 5-core, normalised) as documents of ``buckets``
+    buckets, review ``k`` in bucket ``k % buckets``, and in the last bucket, near copies (one word
+    replaced) of every tenth long review: candidate edges across buckets and partitions."""
+    path = shared / "amazon2014" / "reviews_Musical_Instruments_5.json.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        texts = [json.loads(line)["reviewText"] for line in handle]
+    long_ = [t for t in texts if len(t.split()) >= 60][::10]
+    copies = [" ".join(["zebra", *t.split()[1:]]) for t in long_]
+    norm = normalize(pl.Series([*texts, *copies], dtype=pl.String))
+    everything = pl.DataFrame({"dataset": "music", "text": norm}).with_row_index("first").filter(pl.col("text") != "")
+    owner = pl.when(pl.col("first") >= len(texts)).then(buckets - 1).otherwise(pl.col("first") % buckets)
+    everything = everything.with_columns(owner.alias("_bucket"), pl.lit(1).alias("count"), pl.lit(0).alias("best"))
+    return [
+        everything.filter(pl.col("_bucket") == b).with_row_index("member").drop("_bucket") for b in range(buckets)
+    ]
+
+
+def test_each_verify_task_reads_only_its_partitions_objects(s3: str, shared: Path) -> None:
+    """Texts clustered across buckets through the store: the candidate and verified edges are the
+    single-process clustering's, and each verify task GETs nothing but its own edge partition's
+    objects and the signatures sent to it, which are exactly those of its edges' nodes."""
+    buckets, partitions, config = 3, 4, NearDuplicateConfig()
+    folder = f"{s3}/spread"
+    docs = spread_docs(shared, buckets)
+    for b, frame in enumerate(docs):
+        write_docs(frame, folder, b, partitions)
+    found = cluster_spread(folder, buckets, partitions, config, map)
+    whole = pl.concat(docs).sort("first")
+    expected = cluster_texts(whole["text"], config)
+    assert (found.candidate_edges, found.verified_edges) == (expected.candidate_edges, expected.verified_edges)
+    assert expected.verified_edges > 100
+    prefix = f"/{BUCKET}/spread/"
+    for r in range(partitions):
+        own = [f"edges/{q:05d}-{r:05d}.arrow" for q in range(partitions)]
+        sent = [f"sent/{p:05d}-{r:05d}.arrow" for p in range(partitions)]
+        SERVED.clear()
+        verify(SpreadJob(folder, r, buckets, partitions, config))
+        read = {key.removeprefix(prefix) for key, n in SERVED.bytes.items() if n}
+        assert read == set(own) | set(sent), r
+        edges = pl.concat([pl.read_ipc(f"{folder}/{name}") for name in own])
+        assert edges.height > 0
+        nodes = pl.concat([edges["u"], edges["v"]]).unique().sort()
+        ids = pl.concat([pl.read_ipc(f"{folder}/{name}")["id"] for name in sent]).sort()
+        assert ids.to_list() == nodes.to_list()
 
 
 def test_gc_deletes_what_a_dead_attempt_left(s3: str) -> None:
