@@ -1,11 +1,10 @@
 """The Ray engine on a real two-node Ray cluster on this machine (two ``ray start`` nodes of one CPU
 each, on 127.0.0.1): the demo corpus built on it has the bytes of the local build, with tasks on both
 nodes, also with its output in S3 (moto's server on 127.0.0.1), where the prepare steps' tasks of
-ingest, clean_items, p5_benchmark, instruct_pairs, write_pretrain and pretrain_tokens run on both
-nodes too and dedup's on the driver's; tasks that need the driver's disk stay on its node while
-others spread; and a node killed while one of its buckets runs costs that
-bucket alone, recomputed on the node that is left (that test kills the second node, so it comes
-last).
+ingest, clean_items, dedup, p5_benchmark, instruct_pairs, write_pretrain and pretrain_tokens run on
+both nodes too; tasks that need the driver's disk stay on its node while others spread; and a node
+killed while one of its buckets runs costs that bucket alone, recomputed on the node that is left
+(that test kills the second node, so it comes last).
 
 Each node runs in its own process group (its own session), so the teardown and the node loss kill
 exactly this module's Ray processes (and the workers under them), never another Ray on the machine.
@@ -123,8 +122,8 @@ def test_demo_built_on_two_nodes_equals_the_local_build(cluster: Cluster, demo_c
     assert len({node for ran in nodes.values() for node in ran}) == 2  # both nodes ran buckets
 
 
-ANYWHERE = ("ingest", "write_pretrain", "pretrain_tokens", "p5_benchmark", "instruct_pairs")  # prepare tasks anywhere
-PINNED = ("dedup",)  # its prepare step's tasks stay on the driver's node with object storage
+# the stages whose prepare step's tasks run anywhere with the output in object storage
+ANYWHERE = ("ingest", "dedup", "write_pretrain", "pretrain_tokens", "p5_benchmark", "instruct_pairs")
 
 
 def built_in_s3(
@@ -161,8 +160,8 @@ def test_demo_built_on_two_nodes_into_object_storage_equals_the_local_build(
     local build's (raw inputs at local paths) bytes; the buckets of the partitioned stages (dedup's
     too, which read its prepare step's tables uploaded to the store) and the prepare steps' tasks of
     the stages that exchange their files through the store (:data:`ANYWHERE`, ingest's reading its
-    raw objects itself) ran on both nodes, dedup's rounds (:data:`PINNED`) on the head, and so did
-    the whole stages, which use the driver's work folder: the driver joined the head's node. The
+    raw objects itself, dedup's rounds) ran on both nodes, the whole stages, which use the driver's
+    work folder, on the head: the driver joined the head's node. The
     demo runs with its token arrays too, compared with the local build run on with them (its stages
     but ``pretrain_tokens``, report and card come from cache)."""
     spec = corpus_spec("demo", tmp_path / "demo-tokens.toml", DEMO_SHARD_ROWS, None)
@@ -187,8 +186,6 @@ def test_demo_built_on_two_nodes_into_object_storage_equals_the_local_build(
     assert {worker.split("@")[1] for worker in whole.values()} == {head}
     for key in ANYWHERE:
         assert prepare_nodes(stages[key]) == {head, second}, key
-    for key in PINNED:
-        assert prepare_nodes(stages[key]) == {head}, key
     assert "dedup" in nodes and all(len(ran) == 2 for ran in nodes.values())
     assert {node for ran in nodes.values() for node in ran} == {head, second}
 
@@ -199,9 +196,9 @@ def test_samples_built_on_two_nodes_into_object_storage_equals_the_local_build(
     """Every real sample through the whole RecGPT build (``pipelines/samples.toml``) on the two
     nodes, its output in S3 (:func:`built_in_s3`): every object is the local build's bytes; every
     stage ran in Ray tasks, none in the driver process; the partitioned stages' buckets ran on both
-    nodes, and so did the prepare steps' tasks of :data:`ANYWHERE` and of ``clean_items`` (whose
-    77,038 items are two chunks here), while dedup's rounds (:data:`PINNED`) stayed on the
-    driver's node, where the whole stages ran."""
+    nodes, and so did the prepare steps' tasks of :data:`ANYWHERE` (dedup's rounds too) and of
+    ``clean_items`` (whose 77,038 items are two chunks here), while the whole stages ran on the
+    driver's node."""
     spec = REPO / "pipelines" / "samples.toml"
     remote, pid = built_in_s3(cluster, spec, tmp_path / "work", "--var", f"shared={shared}")
     assert_same_build(remote, samples_corpus)
@@ -216,8 +213,6 @@ def test_samples_built_on_two_nodes_into_object_storage_equals_the_local_build(
     assert {node for ran in nodes.values() for node in ran} == {head, second}
     for key in ("clean_items", *(key for key in ANYWHERE if key in stages)):
         assert prepare_nodes(stages[key]) == {head, second}, key
-    for key in PINNED:
-        assert prepare_nodes(stages[key]) == driver_node, key
 
 
 PLACES = """

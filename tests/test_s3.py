@@ -33,9 +33,9 @@ from test_ingest_blocks import BAD_LINES, beauty_with_bad_lines
 from test_ingest_ranges import line_starts, plain_lines, variants
 
 from recgpt_data.clean.item_tasks import ChunkJob
-from recgpt_data.dedup.prepare import Job as DedupJob
 from recgpt_data.dedup.lsh import NearDuplicateConfig, cluster_texts
 from recgpt_data.dedup.normalize import normalize
+from recgpt_data.dedup.prepare import Job as DedupJob
 from recgpt_data.dedup.spread import Job as SpreadJob
 from recgpt_data.dedup.spread import cluster_spread, verify, write_docs
 from recgpt_data.engines import get_engine
@@ -261,9 +261,7 @@ def spread_docs(shared: Path, buckets: int) -> list[pl.DataFrame]:
     everything = pl.DataFrame({"dataset": "music", "text": norm}).with_row_index("first").filter(pl.col("text") != "")
     owner = pl.when(pl.col("first") >= len(texts)).then(buckets - 1).otherwise(pl.col("first") % buckets)
     everything = everything.with_columns(owner.alias("_bucket"), pl.lit(1).alias("count"), pl.lit(0).alias("best"))
-    return [
-        everything.filter(pl.col("_bucket") == b).with_row_index("member").drop("_bucket") for b in range(buckets)
-    ]
+    return [everything.filter(pl.col("_bucket") == b).with_row_index("member").drop("_bucket") for b in range(buckets)]
 
 
 def test_each_verify_task_reads_only_its_partitions_objects(s3: str, shared: Path) -> None:

@@ -1,5 +1,7 @@
 """The ``dedup`` stage's prepare step: the four scopes' cross-bucket work as tasks on the run's
-engine, each holding one bucket or one shuffle partition, never a whole dataset.
+engine, each holding one bucket or one shuffle partition, never a whole dataset. The tasks pass
+each other files by name in the step's task folder (the store's, with the output in object
+storage), so they run on any node.
 
 Interactions come in user buckets. In rounds of tasks (``P`` = the bucket count):
 

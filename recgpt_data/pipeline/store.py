@@ -28,13 +28,12 @@ read keys a marker or a part record names, so what a dead attempt left is invisi
 gc`` deletes it). The stages' own files (staged final-folder files, scratch) stay on local disk in a
 work folder (:func:`work_folder`) and go up when the stage succeeds; the final folder as earlier
 stages left it is mirrored there for the stages that read it (report, card). The exception is a
-stage registered ``prepare_anywhere`` (ingest, clean_items, p5_benchmark, instruct_pairs,
+stage registered ``prepare_anywhere`` (ingest, clean_items, dedup, p5_benchmark, instruct_pairs,
 write_pretrain, pretrain_tokens): its prepare step's tasks run on any node of a cluster, so they
 exchange their files under the store's prefixes of the stage's attempt (``<attempt>`` is new each
 time :meth:`Store.reset` starts the stage), which no record names: a killed attempt's objects there
-are never read or published, and the rerun (its reset) or ``gc`` deletes them. Dedup's prepare
-step, whose rounds read rows out of one another's memory-mapped scratch files, and every stage
-function keep the work folder, and their tasks run on the driver's node.
+are never read or published, and the rerun (its reset) or ``gc`` deletes them. Every stage
+function keeps the work folder, and its task runs on the driver's node.
 """
 
 from __future__ import annotations
