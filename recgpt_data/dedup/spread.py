@@ -3,8 +3,8 @@
 The same clusters as :func:`recgpt_data.dedup.lsh.cluster_texts` over all buckets' strings at
 once, computed in rounds of tasks over ``P`` shuffle partitions, none of which holds more than its
 share of the data, and one task that holds the verified edges. Tasks pass each other files only by
-name in ``folder`` (a local folder or an object-store prefix, so that they run on any node), and
-each reads only the files of its own partition:
+name in ``folder`` (a local folder or an object-store prefix, so that they run on any node), and a
+partition's task reads only the files written for its partition:
 
 1. ``distinct`` (one task per partition): the documents every bucket shuffled to the partition by
    a stable hash of their text are grouped by their exact text (so equal strings meet, and no hash
@@ -138,14 +138,6 @@ def _pair_partition(u: np.ndarray, partitions: int) -> np.ndarray:
     return (((u.astype(np.uint64) * _MIX) >> np.uint64(32)) % np.uint64(partitions)).astype(np.int64)
 
 
-def _signatures_frame(ids: np.ndarray, signatures: np.ndarray, num_perm: int) -> pl.DataFrame:
-    """Node ids with their signatures, one fixed-width ``sig`` array a row."""
-    return pl.DataFrame(
-        {"id": ids, "sig": signatures.reshape(-1, num_perm)},
-        schema={"id": pl.Int64, "sig": pl.Array(pl.UInt32, num_perm)},
-    )
-
-
 def distinct(job: Job) -> tuple[int, int]:
     """Round 1 on one partition; returns (the documents' summed count, distinct texts)."""
     folder, p, config = job.folder, job.index, job.config
@@ -172,10 +164,10 @@ def distinct(job: Job) -> tuple[int, int]:
             long_["text"].slice(lo, config.batch_size)
         )
     if config.verify:
-        write_table(
-            _signatures_frame(long_["id"].to_numpy(), signatures, config.num_perm),
-            at(folder, f"signatures/{p:05d}.arrow"),
-        )
+        held = pl.DataFrame(
+            {"id": long_["id"], "sig": signatures}, schema={"id": pl.Int64, "sig": pl.Array(pl.UInt32, config.num_perm)}
+        )  # one fixed-width array a row, sent on to the edge partitions that ask for it
+        write_table(held, at(folder, f"signatures/{p:05d}.arrow"))
     keys = band_keys(signatures, banding.bands, banding.rows)
     bands = pl.DataFrame(
         {
