@@ -34,7 +34,7 @@ from recgpt_data.chunking import (
     chunk_histories,
 )
 from recgpt_data.errors import UsageError
-from recgpt_data.hashing import fnv1a64, unit_interval
+from recgpt_data.hashing import mixed64, unit_interval
 from recgpt_data.histories import history_lines, iter_bucket_events
 from recgpt_data.io import storage
 from recgpt_data.io.parquet import AtomicParquetWriter, RowGroupWriter, parquet_writer_at, write_scratch
@@ -161,9 +161,10 @@ def sample_to_budget(
 
 
 def shuffle_key(frame: pl.DataFrame, seed: int) -> pl.Series:
-    """Each document's seeded shuffle key: FNV-1a of (dataset, user_id, chunk_index)."""
+    """Each document's seeded shuffle key: :func:`~recgpt_data.hashing.mixed64` of (dataset, user_id,
+    chunk_index), so that a user's chunks and neighbouring ids land far apart in the order."""
     joined = frame["dataset"] + "\x1f" + frame["user_id"] + "\x1f" + frame["chunk_index"].cast(pl.String)
-    return fnv1a64(salted(joined, "shuffle"), seed).alias(KEY)
+    return mixed64(salted(joined, "shuffle"), seed).alias(KEY)
 
 
 def shard_ranges(sizes: pl.DataFrame, max_rows: int, max_bytes: int) -> list[tuple[int, int]]:

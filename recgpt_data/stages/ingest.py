@@ -220,7 +220,7 @@ def _accounting(planned: SourcePlan, pieces: list[list[Piece]]) -> tuple[str, st
     "ingest",
     params=IngestParams,
     writes=("interactions", "items"),
-    version="1",
+    version="2",
     prepare=prepare_ingest,
     prepare_anywhere=True,
 )

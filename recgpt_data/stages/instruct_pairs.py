@@ -92,7 +92,7 @@ def prepare_instruct(prep: Preparation, params: InstructPairsParams, ctx: Contex
     optional_reads=("held_out",),
     writes=("instruct",),
     settings=("tokenizer",),
-    version="3",
+    version="4",
     partition=PARTITION_USER,
     prepare=prepare_instruct,
     prepare_anywhere=True,

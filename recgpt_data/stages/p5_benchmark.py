@@ -114,7 +114,7 @@ def prepare_p5(prep: Preparation, params: P5BenchmarkParams, ctx: Context) -> Pr
     optional_reads=("held_out",),
     writes=("held_out",),
     settings=("tokenizer",),
-    version="3",
+    version="4",
     prepare=prepare_p5,
     prepare_anywhere=True,
 )

@@ -31,7 +31,7 @@ class DocumentsParams(Params):
     writes=("documents",),
     partition=PARTITION_USER,
     settings=("tokenizer",),
-    version="1",
+    version="2",
 )
 def pretrain_documents_stage(tables: Mapping[str, pl.LazyFrame], params: DocumentsParams, ctx: Context) -> StageOutput:
     """Each pre-training user's history as RecGPT documents, chunked under ``max_tokens`` tokens of

@@ -26,7 +26,7 @@ class SplitParams(Params):
     optional_reads=("held_out",),
     writes=("interactions",),
     partition=PARTITION_USER,
-    version="2",
+    version="3",
 )
 def split_stage(tables: Mapping[str, pl.LazyFrame], params: SplitParams, ctx: Context) -> StageOutput:
     """Split users pretrain / instruct; refuse input that still holds a held-out interaction."""

@@ -77,7 +77,7 @@ def prepare_corpus(prep: Preparation, params: WritePretrainParams, ctx: Context)
     reads=("documents",),
     optional_reads=("held_out",),
     settings=("tokenizer",),
-    version="3",
+    version="4",
     prepare=prepare_corpus,
     prepare_anywhere=True,
 )
