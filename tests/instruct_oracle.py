@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from hash_oracle import draw
 
-from recgpt_data.hashing import unit_interval
 from recgpt_data.histories import USER, bucket_events
 from recgpt_data.instruct.pairs import (
     ALL_USERS,
@@ -35,9 +35,8 @@ def choose(
     if candidates.height == 0:
         return candidates, drops, counts
     key = pl.concat_str(["task", "dataset", "user_id", pl.col("__target").cast(pl.String)], separator="\x1f")
-    ranked = candidates.with_columns(
-        unit_interval(candidates.select(key.alias("k"))["k"], seed).alias("__draw")
-    ).with_columns(pl.col("__draw").rank("ordinal").over(["source", "task"]).alias("__rank"))
+    draws = [draw(k, seed) for k in candidates.select(key.alias("k"))["k"]]
+    ranked = candidates.with_columns(pl.Series("__draw", draws, dtype=pl.Float64)).with_columns(pl.col("__draw").rank("ordinal").over(["source", "task"]).alias("__rank"))
     kept = []
     for (source, task), group in ranked.group_by(["source", "task"], maintain_order=True):
         wanted = params.count_for(source, task)

@@ -1,4 +1,4 @@
-"""``recgpt-data run --sample FRACTION``: the demo built on the users a plain-Python FNV-1a reading of
+"""``recgpt-data run --sample FRACTION``: the demo built on the users a plain-Python FNV-1a + fmix64 reading of
 the bundled files selects, the same users in every later stage, and the fraction in the fingerprints."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from conftest import build
+from hash_oracle import draw
 
 from recgpt_data.pipeline.runner import spec_status
 from recgpt_data.pipeline.spec import load_spec
@@ -22,16 +23,10 @@ SEED = 1234  # pipelines/demo.toml
 FRACTION = 0.5
 
 
-def fnv1a64(data: bytes) -> int:
-    value = 0xCBF29CE484222325
-    for byte in data:
-        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return value
-
-
 def in_sample(user: str) -> bool:
-    """The documented rule: FNV-1a 64 of ``<seed>\\x1fsample\\x1f<user>``, top 53 bits as [0, 1)."""
-    return (fnv1a64(f"{SEED}\x1fsample\x1f{user}".encode()) >> 11) / 2**53 < FRACTION
+    """The documented rule: FNV-1a 64 of ``<seed>\\x1fsample\\x1f<user>`` finished by fmix64, top
+    53 bits as [0, 1)."""
+    return draw(f"sample\x1f{user}", SEED) < FRACTION
 
 
 def demo_interactions() -> list[tuple[str, str]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hash_oracle import draw
 
 from recgpt_data.errors import UsageError
 from recgpt_data.ingest import ingest
@@ -17,14 +18,6 @@ from recgpt_data.stage import Context
 from recgpt_data.stages.filter_users import FilterUsersParams, filter_users_stage
 from recgpt_data.stages.hold_out import HoldOutParams, hold_out_stage
 from recgpt_data.stages.split import SplitParams, split_stage
-
-
-def fnv1a64(text: str) -> int:
-    """FNV-1a 64 written out by hand, to check the split independently of the library."""
-    value = 0xCBF29CE484222325
-    for byte in text.encode("utf-8"):
-        value = ((value ^ byte) * 0x100000001B3) % (1 << 64)
-    return value
 
 
 def p5_pairs_by_hand(shared: Path) -> set[tuple[str, str]]:
@@ -118,8 +111,7 @@ def test_user_split_matches_a_hand_written_hash(beauty_2018):
     users = out.select("user_id", "split").unique()
     assert users["user_id"].n_unique() == users.height  # no user in both
     for user, split in users.iter_rows():
-        draw = (fnv1a64(f"{seed}\x1f{user}") >> 11) / float(1 << 53)
-        assert split == (INSTRUCT if draw < fraction else PRETRAIN)
+        assert split == (INSTRUCT if draw(user, seed) < fraction else PRETRAIN)
     assert out.height == beauty_2018.height
     assert (
         out.select("user_id", "item_id", "src_line").rows()
