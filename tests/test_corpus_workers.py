@@ -26,9 +26,10 @@ DEMO_SHARD_ROWS = 2000  # pipelines/demo.toml's, for the demo with its token arr
 ONE_PIECE = 10**12  # pretrain_tokens' piece_tokens that keeps every shard one task
 PIECE_TOKENS = 500  # and one that cuts the demo's token shards into several row ranges (of a document or more)
 SAMPLES_PIECE_TOKENS = 600_000  # and the samples' into a few each
-DEMO_MEMBER_BYTES = 16_384  # write_pretrain's member_bytes that cuts the demo's train shards (~44 KB) into gzip members
+DEMO_SHARD_ROWS_CUT = 4  # a write_pretrain max_rows that cuts the demo's 11 train documents into 3 shards
+DEMO_MEMBER_BYTES = 8_192  # write_pretrain's member_bytes that cuts the demo's train shards (10 to 18 KB) into gzip members
 SAMPLES_MEMBER_BYTES = 1 << 20  # and the samples' (a few MB each)
-DEMO_SLICE_BYTES = 8_192  # write_pretrain's slice_bytes that writes the demo's shards a few slices at a time
+DEMO_SLICE_BYTES = 4_096  # write_pretrain's slice_bytes that writes the demo's shards a few slices at a time
 SAMPLES_SLICE_BYTES = 1 << 19  # and the samples'
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00"  # deflate, no flags, mtime 0
 
@@ -113,7 +114,7 @@ def assert_same_bytes(
 def test_the_demo_corpus_is_the_same_bytes_whatever_the_workers_and_documents_files(
     demo_corpus: Path, shared: Path, tmp_path: Path
 ) -> None:
-    sizes = (8, DEMO_MEMBER_BYTES, 5, PIECE_TOKENS, DEMO_SLICE_BYTES)
+    sizes = (DEMO_SHARD_ROWS_CUT, DEMO_MEMBER_BYTES, 5, PIECE_TOKENS, DEMO_SLICE_BYTES)
     assert_same_bytes(demo_corpus, "demo", sizes, tmp_path, tokenizer_file(shared))
 
 
