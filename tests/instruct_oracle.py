@@ -36,7 +36,9 @@ def choose(
         return candidates, drops, counts
     key = pl.concat_str(["task", "dataset", "user_id", pl.col("__target").cast(pl.String)], separator="\x1f")
     draws = [draw(k, seed) for k in candidates.select(key.alias("k"))["k"]]
-    ranked = candidates.with_columns(pl.Series("__draw", draws, dtype=pl.Float64)).with_columns(pl.col("__draw").rank("ordinal").over(["source", "task"]).alias("__rank"))
+    ranked = candidates.with_columns(pl.Series("__draw", draws, dtype=pl.Float64)).with_columns(
+        pl.col("__draw").rank("ordinal").over(["source", "task"]).alias("__rank")
+    )
     kept = []
     for (source, task), group in ranked.group_by(["source", "task"], maintain_order=True):
         wanted = params.count_for(source, task)
