@@ -27,9 +27,7 @@ ONE_PIECE = 10**12  # pretrain_tokens' piece_tokens that keeps every shard one t
 PIECE_TOKENS = 500  # and one that cuts the demo's token shards into several row ranges (of a document or more)
 SAMPLES_PIECE_TOKENS = 600_000  # and the samples' into a few each
 DEMO_SHARD_ROWS_CUT = 4  # a write_pretrain max_rows that cuts the demo's 11 train documents into 3 shards
-DEMO_MEMBER_BYTES = (
-    8_192  # write_pretrain's member_bytes that cuts the demo's train shards (10 to 18 KB) into gzip members
-)
+DEMO_MEMBER_BYTES = 8_192  # write_pretrain's member_bytes that cuts the demo's shards (10 to 18 KB) into members
 SAMPLES_MEMBER_BYTES = 1 << 20  # and the samples' (a few MB each)
 DEMO_SLICE_BYTES = 4_096  # write_pretrain's slice_bytes that writes the demo's shards a few slices at a time
 SAMPLES_SLICE_BYTES = 1 << 19  # and the samples'
