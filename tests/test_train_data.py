@@ -53,7 +53,7 @@ def test_memory_mapped_blocks_equal_blocks_tokenised_in_memory(token_corpus):
     assert isinstance(mapped.tokens[0], np.memmap)
     in_memory = tokenize_stream(load_split(token_corpus, "pretrain", "train"), load_tokenizer())
     a, b = StreamBlocks(mapped, 512, doc_masking=True), StreamBlocks(in_memory, 512, doc_masking=True)
-    assert len(a) == len(b) > 50
+    assert len(a) == len(b) > 20  # the demo's 11 train documents fill 24 blocks
     everything = a.bins(np.arange(len(a)))
     for x, y in zip(a.rows(everything), b.rows(everything), strict=True):
         assert np.array_equal(x, y)
@@ -64,8 +64,8 @@ def test_a_stream_reads_blocks_across_shard_boundaries(token_corpus):
     """The same documents cut into three shards at document ends read as the one-shard stream."""
     whole = open_token_stream(token_corpus, "train")
     ids, ends = np.asarray(whole.tokens[0]), np.asarray(whole.ends[0])
-    cuts = [0, int(ends[4]), int(ends[11]), len(ids)]
-    docs = [0, 5, 12, len(ends)]
+    cuts = [0, int(ends[3]), int(ends[7]), len(ids)]
+    docs = [0, 4, 8, len(ends)]
     parts = TokenStream(
         [ids[cuts[i] : cuts[i + 1]] for i in range(3)],
         [ends[docs[i] : docs[i + 1]] - cuts[i] for i in range(3)],
