@@ -18,7 +18,7 @@ import polars as pl
 from recgpt_data.clean.filters import drop_untitled_items
 from recgpt_data.clean.text import clean_frame
 from recgpt_data.io.parquet import write_parquet
-from recgpt_data.io.storage import Location, join, local_file, location_of
+from recgpt_data.io.storage import Location, join, location_of
 from recgpt_data.stage import DROPPED, Drops
 
 CHUNK_ROWS = 50_000  # item rows of one task
@@ -84,7 +84,6 @@ def clean_chunk(job: ChunkJob) -> ChunkDone:
     written = {"items": cleaned, **{f"{DROPPED}{name}": rows for name, rows in drops.tables().items()}}
     files = {}
     for table, rows in written.items():
-        with local_file(job.file(table)) as path:
-            write_parquet(rows.lazy().collect(), path)
+        write_parquet(rows.lazy().collect(), job.file(table))
         files[table] = str(job.file(table))
     return ChunkDone(job.number, files, frame.height, cleaned.height, dict(drops.changed), dict(drops.dropped))

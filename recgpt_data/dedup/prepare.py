@@ -53,7 +53,7 @@ from recgpt_data.dedup.spread import (
 )
 from recgpt_data.errors import UsageError
 from recgpt_data.io.parquet import write_parquet, write_scratch
-from recgpt_data.io.storage import Location, join, local_file, location_of, remove_tree
+from recgpt_data.io.storage import Location, join, location_of, remove_tree
 from recgpt_data.schema import CHRONOLOGICAL
 from recgpt_data.stage import DROP_REASON, Context, Preparation, Prepared
 
@@ -237,12 +237,6 @@ def item_file(scratch: str, kind: str, index: int) -> Location:
     return at(scratch, f"items/{kind}/{index:05d}.parquet")
 
 
-def write_output(frame: pl.DataFrame, location: Location) -> None:
-    """Write a table of the stage's output (a local path, or an object-store URL, one PUT)."""
-    with local_file(location) as path:
-        write_parquet(frame, path)
-
-
 def item_datasets(files: tuple[str, ...]) -> list[str]:
     """The datasets of the items table."""
     if not files:
@@ -269,10 +263,10 @@ def items(job: Job) -> tuple[int, int, int]:
                 .collect()
             )
         done = dedup_items(table, uses, params)
-    write_output(done.items, item_file(job.scratch, "kept", job.index))
+    write_parquet(done.items, item_file(job.scratch, "kept", job.index))
     if params.items == "remap":
         lost = done.lost.with_columns(pl.lit("duplicate_item", dtype=pl.String).alias(DROP_REASON))
-        write_output(lost, item_file(job.scratch, "lost", job.index))
+        write_parquet(lost, item_file(job.scratch, "lost", job.index))
         write_scratch(done.remap, item_file(job.scratch, "remap", job.index))
     return done.clustered, done.lost.height, done.items.height
 
@@ -346,7 +340,7 @@ def item_marks(chunk: ItemChunk) -> tuple[int, int]:
             .drop("member")
         )
         clustered = int(frame["cluster_size"].fill_null(1).gt(1).sum())
-    write_output(frame, item_file(chunk.scratch, "kept", chunk.index))
+    write_parquet(frame, item_file(chunk.scratch, "kept", chunk.index))
     return clustered, frame.height
 
 

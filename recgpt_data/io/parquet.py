@@ -88,13 +88,14 @@ def parquet_writer_at(location: Location, schema: dict[str, pl.DataType]) -> Ite
         yield writer
 
 
-def write_parquet(frame: pl.DataFrame, path: Path, row_group_size: int = ROW_GROUP_ROWS) -> None:
-    """Write ``frame`` to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(to_arrow(frame), tmp, compression=COMPRESSION, row_group_size=row_group_size)
-    os.replace(tmp, path)
+def write_parquet(frame: pl.DataFrame, location: Location, row_group_size: int = ROW_GROUP_ROWS) -> None:
+    """Write ``frame`` to ``location`` atomically: a local path (written under a temporary name and
+    renamed), or an object-store URL (one PUT of the whole file)."""
+    with local_file(location) as path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(to_arrow(frame), tmp, compression=COMPRESSION, row_group_size=row_group_size)
+        os.replace(tmp, path)
 
 
 def write_scratch(frame: pl.DataFrame, location: Location) -> None:

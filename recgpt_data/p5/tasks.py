@@ -32,7 +32,7 @@ import polars as pl
 
 from recgpt_data.io.atomic import AtomicTextWriter
 from recgpt_data.io.parquet import AtomicParquetWriter, write_parquet
-from recgpt_data.io.storage import Location, fetched, join, local_file, local_folder, location_of
+from recgpt_data.io.storage import Location, fetched, join, local_folder, location_of
 from recgpt_data.p5.build import (
     OFFICIAL,
     PROMPT_FILES,
@@ -233,8 +233,9 @@ def finish(done: FinishJob) -> None:
         "summary": summary,
         "left_out": left_out,
     }
-    with local_file(job.file("record")) as path:
-        write_parquet(pl.DataFrame({"benchmark": [job.name], "record": [json.dumps(record)]}, schema=RECORD), path)
+    write_parquet(
+        pl.DataFrame({"benchmark": [job.name], "record": [json.dumps(record)]}, schema=RECORD), job.file("record")
+    )
 
 
 def join_prompts(path: Path, job: BenchmarkJob, chunks: tuple[ChunkDone, ...], name: str) -> None:
